@@ -1,0 +1,89 @@
+"""ambidex: run io, blocking and cpu work where it belongs, from sync or async code.
+
+import ambidex as ax
+
+@ax.io(limit="llm", timeout_s=30, retries=3)
+async def ask(prompt: str) -> str: ...
+
+@ax.cpu
+def score(program: str) -> float: ...
+
+score("x")                 # from sync code: runs in the process pool, returns the value
+await score.aio("x")       # from async code: awaitable, never blocks the loop
+ax.limits(llm=5)           # named capacity shared by every caller
+"""
+
+from ambidex.exceptions import (
+    AmbidexError,
+    RemoteError,
+    RemoteTraceback,
+    RuntimeClosedError,
+    SerializationError,
+    TaskTimeoutError,
+    UnknownLimitError,
+    WorkerCrashedError,
+)
+from ambidex.runtime import (
+    CapacityLimit,
+    KindStatistics,
+    Rate,
+    RateLimit,
+    Runtime,
+    RuntimeStatistics,
+    TaskFunction,
+    TaskOptions,
+    agather,
+    blocking,
+    cpu,
+    gather,
+    io,
+    runtime,
+    usable_cpus,
+)
+
+__version__ = "0.1.0"
+
+
+def limits(**limits: int | Rate) -> None:
+    """Declare named limits on the current runtime: ``ax.limits(llm=5, api=ax.Rate(10))``.
+
+    An int is a capacity (at most N calls at once, shared by sync and async
+    callers and all threads); ``ax.Rate(per_second, burst=)`` is a rate limit.
+    Calling again with a known name resizes it.
+    """
+    runtime().limits(**limits)
+
+
+def limit(name: str) -> CapacityLimit | RateLimit:
+    """A declared limit, to hold in your own code: ``with ax.limit("llm"): ...``."""
+    return runtime().limit(name)
+
+
+__all__ = [
+    "AmbidexError",
+    "CapacityLimit",
+    "KindStatistics",
+    "Rate",
+    "RateLimit",
+    "RemoteError",
+    "RemoteTraceback",
+    "Runtime",
+    "RuntimeClosedError",
+    "RuntimeStatistics",
+    "SerializationError",
+    "TaskFunction",
+    "TaskOptions",
+    "TaskTimeoutError",
+    "UnknownLimitError",
+    "WorkerCrashedError",
+    "__version__",
+    "agather",
+    "blocking",
+    "cpu",
+    "gather",
+    "io",
+    "limit",
+    "limits",
+    "runtime",
+    "usable_cpus",
+]

@@ -1,0 +1,303 @@
+"""The Runtime: one loop thread, one I/O thread pool, one cpu process pool, named limits.
+
+A process normally has one runtime, created lazily by ``ax.runtime()`` on the
+first call and closed at interpreter exit. ``with ax.Runtime(...) as rt:``
+installs another one for the duration of the block (and closes it after).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Coroutine
+from types import TracebackType
+from typing import Any, TypeVar
+
+from ambidex.exceptions import RuntimeClosedError, UnknownLimitError
+from ambidex.runtime._cpus import default_cpu_workers, default_io_threads, usable_cpus
+from ambidex.runtime._limits import CapacityLimit, Rate, RateLimit
+from ambidex.runtime._loop import LoopThread
+from ambidex.runtime._procpool import ProcessPool
+from ambidex.runtime._stats import CallCounters, RuntimeStatistics
+from ambidex.runtime._threads import IOThreadPool
+
+__all__ = ["Runtime", "runtime"]
+
+T = TypeVar("T")
+Limit = CapacityLimit | RateLimit
+
+
+def _check_size(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+class Runtime:
+    """Where ambidex runs work: an event loop thread, I/O threads, cpu processes.
+
+    Args:
+        io_threads: size of the I/O thread pool; default ``AMBIDEX_IO_THREADS``
+            or 4 per usable CPU (8 to 64).
+        cpu_workers: size of the cpu process pool; default
+            ``AMBIDEX_CPU_WORKERS`` or the CPUs this process may use (affinity
+            mask and cgroup quota).
+        backend: where cpu work runs; only ``"local"`` (this machine's process
+            pool) exists so far.
+
+    Everything starts lazily: creating a Runtime starts no thread or process.
+    """
+
+    def __init__(
+        self,
+        *,
+        io_threads: int | None = None,
+        cpu_workers: int | None = None,
+        backend: str | None = None,
+    ) -> None:
+        backend = backend or os.environ.get("AMBIDEX_BACKEND", "local")
+        if backend != "local":
+            raise ValueError(f"unknown backend {backend!r}: expected 'local'")
+        self.backend = backend
+        cpus = usable_cpus()
+        self.usable_cpus = cpus
+        self.io_threads = _check_size(
+            "io_threads", io_threads if io_threads is not None else default_io_threads(cpus)
+        )
+        self.cpu_workers = _check_size(
+            "cpu_workers", cpu_workers if cpu_workers is not None else default_cpu_workers(cpus)
+        )
+        #: True inside a cpu worker process: cpu work then runs on threads of
+        #: the worker's own runtime rather than starting processes of its own.
+        self.in_worker = os.environ.get("AMBIDEX_IN_WORKER") == "1"
+        self.counters = CallCounters()
+        self.threads = IOThreadPool(self.io_threads)
+        self._lock = threading.Lock()
+        self._loop_thread: LoopThread | None = None
+        self._procs: ProcessPool | None = None
+        self._capacity: dict[str, CapacityLimit] = {}
+        self._rates: dict[str, RateLimit] = {}
+        self._closed = False
+        self._previous: Runtime | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True after ``close()``."""
+        return self._closed
+
+    @property
+    def loop_thread(self) -> LoopThread:
+        """The runtime's loop thread, started on first use."""
+        lt = self._loop_thread
+        if lt is not None:
+            return lt
+        with self._lock:
+            if self._closed:
+                raise RuntimeClosedError("this ambidex Runtime is closed")
+            if self._loop_thread is None:
+                self._loop_thread = LoopThread()
+            return self._loop_thread
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the loop thread from sync code; block until done."""
+        if self._closed:
+            coro.close()
+            raise RuntimeClosedError("this ambidex Runtime is closed")
+        return self.loop_thread.call(coro)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop the process pool, the loop thread and the I/O threads.
+
+        Work still running on the loop is cancelled. An I/O thread stuck in a
+        blocking call cannot be stopped; ``close`` waits up to ``timeout_s``
+        for it and then leaves it (a daemon thread) behind.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            lt = self._loop_thread
+        if lt is not None:
+            if self._procs is not None:
+                procs = self._procs
+                with contextlib.suppress(RuntimeError):
+                    lt.call(procs.aclose())
+            lt.close(timeout_s)
+        self.threads.close(timeout_s)
+
+    async def aclose(self) -> None:
+        """``close()`` from async code, without blocking the caller's loop."""
+        await asyncio.to_thread(self.close)
+
+    def __enter__(self) -> Runtime:
+        global _current
+        with _current_lock:
+            self._previous = _current
+            _current = self
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        global _current
+        with _current_lock:
+            if _current is self:
+                _current = self._previous
+        self._previous = None
+        self.close()
+
+    # -- limits ------------------------------------------------------------
+
+    def limits(self, **limits: int | Rate) -> None:
+        """Declare or resize named limits: ``limits(llm=5, openai=Rate(10, burst=20))``.
+
+        An integer is a capacity (at most N calls at once); a ``Rate`` is a
+        rate limit. A name may not be both.
+        """
+        with self._lock:
+            for name, spec in limits.items():
+                if isinstance(spec, Rate):
+                    if name in self._capacity:
+                        raise ValueError(f"limit {name!r} is a capacity limit, not a rate")
+                    self._rates[name] = RateLimit(name, spec)
+                elif isinstance(spec, int) and not isinstance(spec, bool):
+                    if name in self._rates:
+                        raise ValueError(f"limit {name!r} is a rate limit, not a capacity")
+                    if name in self._capacity:
+                        self._capacity[name].resize(spec)
+                    else:
+                        self._capacity[name] = CapacityLimit(name, spec)
+                else:
+                    raise TypeError(
+                        f"limit {name!r}: expected a positive int (capacity) or ax.Rate(...), "
+                        f"got {spec!r}"
+                    )
+
+    def limit(self, name: str) -> Limit:
+        """The named limit, for ``with`` / ``async with`` blocks of your own."""
+        found = self._capacity.get(name) or self._rates.get(name)
+        if found is None:
+            raise UnknownLimitError(name, [*self._capacity, *self._rates])
+        return found
+
+    def resolve_limits(self, names: tuple[str, ...]) -> tuple[Limit, ...]:
+        """Limits in a fixed order (capacities by name, then rates) to avoid deadlock."""
+        found = [self.limit(name) for name in names]
+        return tuple(sorted(found, key=lambda lim: (isinstance(lim, RateLimit), lim.name)))
+
+    # -- executors ---------------------------------------------------------
+
+    async def run_in_thread(
+        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> T:
+        """Run a blocking function on the I/O threads; await it from any loop."""
+        result: T = await self.threads.run(fn, args, kwargs)
+        return result
+
+    async def run_in_process(self, payload: bytes, label: str, timeout_s: float | None) -> Any:
+        """Run a pickled call on the cpu process pool; await it from any loop."""
+        lt = self.loop_thread
+        if lt.in_loop_thread:
+            return await self._process_pool().run(payload, label, timeout_s)
+        return await _run_on_loop(lt.loop, self._run_in_pool(payload, label, timeout_s))
+
+    async def _run_in_pool(self, payload: bytes, label: str, timeout_s: float | None) -> Any:
+        return await self._process_pool().run(payload, label, timeout_s)
+
+    def _process_pool(self) -> ProcessPool:
+        # Only touched from the loop thread.
+        if self._closed:
+            raise RuntimeClosedError("this ambidex Runtime is closed")
+        if self._procs is None:
+            self._procs = ProcessPool(self.cpu_workers)
+        return self._procs
+
+    # -- statistics --------------------------------------------------------
+
+    def statistics(self) -> RuntimeStatistics:
+        """A snapshot: calls by kind, in flight, limits, pool sizes, timeouts, retries."""
+        procs = self._procs
+        with self._lock:
+            capacity = dict(self._capacity)
+            rates = dict(self._rates)
+        lt = self._loop_thread
+        return RuntimeStatistics(
+            kinds=self.counters.snapshot(),
+            limits={name: lim.statistics() for name, lim in capacity.items()},
+            rate_limits={name: lim.statistics() for name, lim in rates.items()},
+            io_threads=self.threads.statistics(),
+            cpu_workers=procs.statistics() if procs is not None else None,
+            loop_running=lt is not None and lt.loop.is_running(),
+            backend=self.backend,
+        )
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return (
+            f"<Runtime {state} backend={self.backend} io_threads={self.io_threads} "
+            f"cpu_workers={self.cpu_workers}>"
+        )
+
+
+def _relay(done: asyncio.Future[Any], task: asyncio.Task[Any]) -> None:
+    if done.done():
+        return
+    if task.cancelled():
+        done.cancel()
+    elif (exc := task.exception()) is not None:
+        done.set_exception(exc)
+    else:
+        done.set_result(task.result())
+
+
+async def _run_on_loop(target: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
+    """Await ``coro`` running on another thread's loop; cancelling us cancels it.
+
+    On cancellation we wait until the remote task has really stopped (so a
+    cpu worker has been killed) before letting the ``CancelledError`` out.
+    """
+    caller = asyncio.get_running_loop()
+    done: asyncio.Future[T] = caller.create_future()
+    holder: list[asyncio.Task[T]] = []
+
+    def start() -> None:
+        task = target.create_task(coro)
+        holder.append(task)
+        task.add_done_callback(lambda t: caller.call_soon_threadsafe(_relay, done, t))
+
+    target.call_soon_threadsafe(start)
+    try:
+        return await asyncio.shield(done)
+    except asyncio.CancelledError:
+        target.call_soon_threadsafe(lambda: holder[0].cancel())
+        with contextlib.suppress(BaseException):
+            await done
+        raise
+
+
+_current: Runtime | None = None
+_current_lock = threading.Lock()
+
+
+def runtime() -> Runtime:
+    """The current runtime, created with defaults on first use (or after close)."""
+    global _current
+    rt = _current
+    if rt is not None and not rt.closed:
+        return rt
+    with _current_lock:
+        if _current is None or _current.closed:
+            _current = Runtime()
+        return _current
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    rt = _current
+    if rt is not None:
+        rt.close(timeout_s=2.0)

@@ -1,0 +1,243 @@
+"""The cpu process pool: one task per worker process, workers that die are replaced.
+
+Why not ``concurrent.futures.ProcessPoolExecutor``: when one task kills its
+worker (segfault, ``os._exit``, the OOM killer) the stdlib pool marks itself
+broken and fails every pending task, and it cannot kill a single task that ran
+past its deadline. Here each worker is a subprocess we own, driven from the
+runtime's event loop over a socket pair: a task that kills its worker fails
+alone with an error naming it, a task past its deadline has its worker (and
+the worker's process group) killed, and the next task gets a fresh worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+
+from ambidex.exceptions import (
+    RemoteTraceback,
+    SerializationError,
+    TaskTimeoutError,
+    WorkerCrashedError,
+)
+
+__all__ = ["ProcessPool", "ProcessPoolStatistics"]
+
+_BOOTSTRAP = (
+    "import json, os, sys; "
+    "sys.path[:] = json.loads(os.environ.pop('AMBIDEX_WORKER_SYS_PATH')); "
+    "from ambidex.runtime._worker import main; main(int(sys.argv[1]))"
+)
+_EXIT_WAIT_S = 5.0
+
+
+@dataclass(frozen=True)
+class ProcessPoolStatistics:
+    """A snapshot of the cpu process pool."""
+
+    max_workers: int
+    """Upper bound on worker processes (``cpu_workers``)."""
+    workers: int
+    """Worker processes alive now."""
+    busy: int
+    """Workers running a task now."""
+    crashed: int
+    """Tasks that killed their worker."""
+    killed: int
+    """Workers killed by ambidex because their task timed out or was cancelled."""
+    started: int
+    """Worker processes started since the pool opened (replacements included)."""
+
+
+def describe_exit(returncode: int | None) -> str:
+    """Say how a process ended, e.g. 'killed by SIGSEGV' or 'exited with code 3'."""
+    if returncode is None:
+        return "closed its channel without exiting"
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with code {returncode}"
+
+
+class _Worker:
+    __slots__ = ("proc", "reader", "writer")
+
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self.proc = proc
+        self.reader = reader
+        self.writer = writer
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the task's own children too
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        self.writer.close()
+
+    async def wait_exit(self, timeout_s: float = _EXIT_WAIT_S) -> int | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        delay = 0.001
+        while (code := self.proc.poll()) is None and loop.time() < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        return code
+
+
+class ProcessPool:
+    """Worker processes started on demand, up to ``max_workers``; lives on one loop."""
+
+    def __init__(self, max_workers: int) -> None:
+        if max_workers < 1:
+            raise ValueError(f"cpu_workers must be at least 1, got {max_workers}")
+        self.max_workers = max_workers
+        self._slots = asyncio.Semaphore(max_workers)
+        self._idle: list[_Worker] = []
+        self._alive: set[_Worker] = set()
+        self._reaping: set[asyncio.Task[Any]] = set()
+        self._busy = 0
+        self._crashed = 0
+        self._killed = 0
+        self._started = 0
+        self._closed = False
+
+    async def _spawn(self) -> _Worker:
+        parent_sock, child_sock = socket.socketpair()
+        env = dict(os.environ)
+        env["AMBIDEX_WORKER_SYS_PATH"] = json.dumps([p for p in sys.path if p])
+        try:
+            # Popen blocks the loop for the fork/exec only (about a millisecond);
+            # the interpreter starts up while the loop goes on.
+            proc = subprocess.Popen(  # noqa: ASYNC220
+                [sys.executable, "-c", _BOOTSTRAP, str(child_sock.fileno())],
+                pass_fds=(child_sock.fileno(),),
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,  # own process group: a kill reaches its children
+            )
+        finally:
+            child_sock.close()
+        reader, writer = await asyncio.open_unix_connection(sock=parent_sock, limit=1 << 20)
+        worker = _Worker(proc, reader, writer)
+        self._alive.add(worker)
+        self._started += 1
+        return worker
+
+    def _discard(self, worker: _Worker) -> None:
+        self._alive.discard(worker)
+        worker.kill()
+        task = asyncio.get_running_loop().create_task(worker.wait_exit())
+        self._reaping.add(task)
+        task.add_done_callback(self._reaping.discard)
+
+    async def run(self, payload: bytes, label: str, timeout_s: float | None) -> Any:
+        """Run a pickled ``(fn, args, kwargs)`` on a worker and return its result.
+
+        Raises:
+            TaskTimeoutError: past ``timeout_s``; the worker was killed.
+            WorkerCrashedError: the task ended its worker process.
+            SerializationError: the result could not be unpickled here.
+            BaseException: whatever the task raised, with its remote traceback
+                attached as ``__cause__``.
+        """
+        if self._closed:
+            raise RuntimeError("the cpu process pool is closed")
+        async with self._slots:
+            worker = self._idle.pop() if self._idle else await self._spawn()
+            self._busy += 1
+            try:
+                data = await self._exchange(worker, payload, label, timeout_s)
+            finally:
+                self._busy -= 1
+            self._idle.append(worker)
+        return _decode(data, label)
+
+    async def _exchange(
+        self, worker: _Worker, payload: bytes, label: str, timeout_s: float | None
+    ) -> bytes:
+        try:
+            async with asyncio.timeout(timeout_s):
+                worker.writer.write(len(payload).to_bytes(8, "big") + payload)
+                await worker.writer.drain()
+                header = await worker.reader.readexactly(8)
+                return await worker.reader.readexactly(int.from_bytes(header, "big"))
+        except TimeoutError:
+            self._killed += 1
+            self._discard(worker)
+            raise TaskTimeoutError(
+                label, timeout_s or 0.0, f"worker pid {worker.pid} killed"
+            ) from None
+        except asyncio.CancelledError:
+            self._killed += 1
+            self._discard(worker)
+            raise
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            self._alive.discard(worker)
+            worker.writer.close()
+            code = await worker.wait_exit()
+            if code is None:
+                worker.kill()
+                code = await worker.wait_exit()
+            self._crashed += 1
+            raise WorkerCrashedError(label, worker.pid, describe_exit(code)) from None
+
+    def statistics(self) -> ProcessPoolStatistics:
+        """A snapshot of the pool's workers."""
+        return ProcessPoolStatistics(
+            max_workers=self.max_workers,
+            workers=len(self._alive),
+            busy=self._busy,
+            crashed=self._crashed,
+            killed=self._killed,
+            started=self._started,
+        )
+
+    async def aclose(self) -> None:
+        """Stop every worker: close its channel, then kill it if it lingers."""
+        self._closed = True
+        workers = list(self._alive)
+        self._alive.clear()
+        self._idle.clear()
+        for worker in workers:
+            worker.writer.close()  # an idle worker exits on EOF
+        codes = await asyncio.gather(*(w.wait_exit(1.0) for w in workers))
+        for worker, code in zip(workers, codes, strict=True):
+            if code is None:
+                worker.kill()
+        await asyncio.gather(*(w.wait_exit() for w in workers))
+        if self._reaping:
+            await asyncio.gather(*self._reaping, return_exceptions=True)
+
+
+def _decode(data: bytes, label: str) -> Any:
+    try:
+        status, value, remote_tb = cloudpickle.loads(data)
+    except Exception as exc:
+        raise SerializationError(f"the result of {label} could not be unpickled: {exc!r}") from exc
+    if status == "ok":
+        return value
+    if isinstance(value, BaseException):
+        value.__cause__ = RemoteTraceback(remote_tb)
+        raise value
+    raise SerializationError(f"{label}: malformed reply from worker")  # pragma: no cover

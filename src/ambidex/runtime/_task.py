@@ -1,0 +1,411 @@
+"""``@ax.io``, ``@ax.blocking``, ``@ax.cpu``: mark the kind of work, call it from anywhere.
+
+The call logic is written once, as a coroutine (``TaskFunction._acall``):
+limits, retries with backoff, the timeout, and the executor for the kind.
+The two faces drive it: ``f(...)`` from sync code runs it on the runtime's
+loop thread and blocks; ``await f.aio(...)`` runs it on the caller's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import random
+import reprlib
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
+
+import cloudpickle
+
+from ambidex.exceptions import SerializationError, TaskTimeoutError
+from ambidex.runtime._core import Runtime, runtime
+from ambidex.runtime._gather import run_bounded
+from ambidex.runtime._worker import FunctionRef
+
+__all__ = ["Kind", "TaskFunction", "TaskOptions", "blocking", "cpu", "io"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+A = TypeVar("A")
+R_co = TypeVar("R_co", covariant=True)
+
+Kind = Literal["io", "blocking", "cpu"]
+
+_NEVER_RETRY = (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit)
+_jitter = random.Random()
+_arg_repr = reprlib.Repr()
+_arg_repr.maxstring = 40
+_arg_repr.maxother = 40
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """How a decorated function is called. Every field has a safe default."""
+
+    limit: tuple[str, ...] = ()
+    """Named limits each call holds while it runs (declared with ``ax.limits``)."""
+    timeout_s: float | None = None
+    """Deadline of one attempt, in seconds (waiting for a limit is not counted)."""
+    retries: int = 0
+    """Attempts after the first one fails with an error in ``retry_on``."""
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    """Error types that are retried (cancellation and Ctrl-C never are)."""
+    backoff_s: float = 0.1
+    """First retry waits up to this long; each later one up to twice as long."""
+    max_backoff_s: float = 30.0
+    """Cap on one retry's wait."""
+
+    def __post_init__(self) -> None:
+        if self.timeout_s is not None and not self.timeout_s > 0:
+            raise ValueError(
+                f"timeout_s must be a positive number of seconds, got {self.timeout_s!r}"
+            )
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise ValueError(f"retries must be a non-negative integer, got {self.retries!r}")
+        for exc_type in self.retry_on:
+            if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
+                raise TypeError(f"retry_on must hold exception types, got {exc_type!r}")
+        if self.backoff_s < 0 or self.max_backoff_s < 0:
+            raise ValueError("backoff_s and max_backoff_s must not be negative")
+        for name in self.limit:
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"limit names must be non-empty strings, got {name!r}")
+
+    @property
+    def is_plain(self) -> bool:
+        """True when no limit, timeout or retry applies: the fast path."""
+        return not self.limit and self.timeout_s is None and self.retries == 0
+
+    def backoff_delay_s(self, attempt: int) -> float:
+        """Full-jitter exponential backoff before retry number ``attempt`` (1-based)."""
+        cap = min(self.max_backoff_s, self.backoff_s * (2 ** (attempt - 1)))
+        return _jitter.uniform(0, cap)
+
+
+def _describe_call(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    parts = [_arg_repr.repr(a) for a in args]
+    parts += [f"{k}={_arg_repr.repr(v)}" for k, v in kwargs.items()]
+    return f"{name}({', '.join(parts)})"
+
+
+class TaskFunction(Generic[P, R]):
+    """A function marked as io, blocking or cpu work.
+
+    Call it like the function from sync code (any thread, including one whose
+    own event loop is running); ``await f.aio(...)`` from async code;
+    ``f.map(items)`` / ``await f.amap(items)`` for bounded fan-out.
+    """
+
+    def __init__(
+        self, fn: Callable[P, Awaitable[R]] | Callable[P, R], kind: Kind, options: TaskOptions
+    ) -> None:
+        is_async = inspect.iscoroutinefunction(fn)
+        name = getattr(fn, "__qualname__", repr(fn))
+        if is_async and kind != "io":
+            raise TypeError(
+                f"@ax.{kind} needs a plain function, but {name} is `async def`: "
+                "mark coroutine functions @ax.io"
+            )
+        if not callable(fn):
+            raise TypeError(f"@ax.{kind} expects a function, got {fn!r}")
+        self._fn = fn
+        self.kind: Kind = kind
+        self.options = options
+        self._is_async = is_async
+        self._name: str = name
+        self._ref: FunctionRef | Callable[..., Any] | None = None
+        functools.update_wrapper(self, fn)
+
+    def __repr__(self) -> str:
+        return f"<ax.{self.kind} {self._name}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (TaskFunction, (self._fn, self.kind, self.options))
+
+    def __get__(self, obj: object, objtype: type | None = None) -> TaskFunction[..., R]:
+        if obj is None:
+            return self
+        bound = self._fn.__get__(obj, objtype)
+        return TaskFunction(bound, self.kind, self.options)
+
+    # -- the two faces -----------------------------------------------------
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run from sync code and return the value (or raise the function's error)."""
+        rt = runtime()
+        return rt.call(self._acall(rt, args, kwargs))
+
+    def aio(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
+        """Awaitable call for async code; never blocks the caller's loop."""
+        return self._acall(runtime(), args, kwargs)
+
+    def map(
+        self: TaskFunction[[A], R],
+        items: Iterable[A],
+        *,
+        max_in_flight: int | None = None,
+        return_exceptions: bool = False,
+    ) -> list[R]:
+        """Call once per item from sync code; results in input order.
+
+        ``max_in_flight`` defaults to unbounded for io work and to twice the
+        pool size for blocking and cpu work (more would only queue).
+        The first error cancels the rest unless ``return_exceptions=True``.
+        """
+        rt = runtime()
+        materialized = list(items)  # iterate the caller's iterable on the caller's thread
+        return rt.call(self._amap(rt, materialized, max_in_flight, return_exceptions))
+
+    async def amap(
+        self: TaskFunction[[A], R],
+        items: Iterable[A],
+        *,
+        max_in_flight: int | None = None,
+        return_exceptions: bool = False,
+    ) -> list[R]:
+        """``map`` for async code."""
+        return await self._amap(runtime(), items, max_in_flight, return_exceptions)
+
+    async def _amap(
+        self,
+        rt: Runtime,
+        items: Iterable[Any],
+        max_in_flight: int | None,
+        return_exceptions: bool,
+    ) -> list[R]:
+        if max_in_flight is None:
+            if self.kind == "cpu":
+                max_in_flight = 2 * rt.cpu_workers
+            elif self.kind == "blocking" or not self._is_async:
+                max_in_flight = 2 * rt.io_threads
+        acall = self._acall
+
+        def thunk(item: Any) -> Callable[[], Coroutine[Any, Any, R]]:
+            return lambda: acall(rt, (item,), {})
+
+        return await run_bounded(
+            (thunk(item) for item in items),
+            max_in_flight=max_in_flight,
+            return_exceptions=return_exceptions,
+        )
+
+    # -- the logic, once ---------------------------------------------------
+
+    async def _acall(self, rt: Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
+        counters = rt.counters
+        kind = self.kind
+        counters.started(kind)
+        ok = False
+        try:
+            if self.options.is_plain:
+                result = await self._attempt(rt, args, kwargs)
+            else:
+                result = await self._with_policy(rt, args, kwargs)
+            ok = True
+            return result
+        finally:
+            counters.finished(kind, ok)
+
+    async def _with_policy(self, rt: Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
+        opts = self.options
+        limits = rt.resolve_limits(opts.limit)
+        attempt = 0
+        while True:
+            try:
+                async with contextlib.AsyncExitStack() as stack:
+                    for lim in limits:
+                        await stack.enter_async_context(lim)
+                    return await self._attempt(rt, args, kwargs)
+            except BaseException as exc:
+                if isinstance(exc, TaskTimeoutError):
+                    rt.counters.bump(self.kind, "timeouts")
+                if (
+                    attempt >= opts.retries
+                    or isinstance(exc, _NEVER_RETRY)
+                    or not isinstance(exc, opts.retry_on)
+                ):
+                    raise
+            attempt += 1
+            rt.counters.bump(self.kind, "retries")
+            await asyncio.sleep(opts.backoff_delay_s(attempt))
+
+    async def _attempt(self, rt: Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
+        timeout_s = self.options.timeout_s
+        if self.kind == "cpu" and not rt.in_worker:
+            payload = self._payload(args, kwargs)
+            label = _describe_call(self._name, args, kwargs)
+            result: R = await rt.run_in_process(payload, label, timeout_s)
+            return result
+        if self._is_async:
+            aw = self._fn(*args, **kwargs)
+            detail = "coroutine cancelled"
+        else:
+            aw = rt.run_in_thread(self._fn, args, kwargs)  # type: ignore[arg-type]
+            detail = "its thread cannot be killed and was abandoned"
+        if timeout_s is None:
+            return await aw  # type: ignore[no-any-return, misc]
+        cm = asyncio.timeout(timeout_s)
+        try:
+            async with cm:
+                return await aw  # type: ignore[no-any-return, misc]
+        except TimeoutError:
+            if cm.expired():
+                label = _describe_call(self._name, args, kwargs)
+                raise TaskTimeoutError(label, timeout_s, detail) from None
+            raise
+
+    def _payload(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        ref = self._ref
+        if ref is None:
+            ref = self._ref = self._function_ref()
+        try:
+            return bytes(cloudpickle.dumps((ref, args, kwargs)))
+        except Exception as exc:
+            label = _describe_call(self._name, args, kwargs)
+            raise SerializationError(
+                f"{label} cannot be sent to a cpu worker process: {exc}. Arguments and the "
+                "function must be picklable (cloudpickle handles lambdas and closures)."
+            ) from exc
+
+    def _function_ref(self) -> FunctionRef | Callable[..., Any]:
+        # A decorated module-level function is sent by name (its module is
+        # imported in the worker); anything else (__main__, closures, lambdas)
+        # is pickled by value.
+        module_name = getattr(self._fn, "__module__", None)
+        qualname = getattr(self._fn, "__qualname__", "")
+        module = sys.modules.get(module_name or "")
+        if module is None or module_name == "__main__" or "<locals>" in qualname:
+            return self._fn
+        obj: Any = module
+        for part in qualname.split("."):
+            obj = getattr(obj, part, None)
+        if obj is self:
+            return FunctionRef(module.__name__, qualname)
+        return self._fn
+
+
+class _Decorator(Protocol):
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> TaskFunction[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
+
+
+def _options(
+    limit: str | Sequence[str] | None,
+    timeout_s: float | None,
+    retries: int,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...],
+    backoff_s: float,
+    max_backoff_s: float,
+) -> TaskOptions:
+    names: tuple[str, ...]
+    if limit is None:
+        names = ()
+    elif isinstance(limit, str):
+        names = (limit,)
+    else:
+        names = tuple(limit)
+    retry_types = retry_on if isinstance(retry_on, tuple) else (retry_on,)
+    return TaskOptions(names, timeout_s, retries, retry_types, backoff_s, max_backoff_s)
+
+
+class _KindDecorator:
+    """Shared body of ``ax.io``, ``ax.blocking`` and ``ax.cpu``.
+
+    Usable bare (``@ax.cpu``) or with options::
+
+        @ax.io(limit="llm", timeout_s=30, retries=3, retry_on=(ConnectionError,))
+
+    Args:
+        limit: name(s) of limits declared with ``ax.limits`` that each call holds.
+        timeout_s: deadline of each attempt in seconds (see the kind for what
+            happens to the work at the deadline).
+        retries: attempts after the first; waits use exponential backoff with
+            full jitter (``backoff_s``, doubling, capped at ``max_backoff_s``).
+        retry_on: exception type(s) that are retried; others raise at once.
+        backoff_s: the first retry's maximum wait.
+        max_backoff_s: cap on one retry's wait.
+
+    Raises:
+        TypeError: at decoration, when the function cannot run on this executor.
+        ValueError: at decoration, for an option out of range.
+    """
+
+    kind: Kind
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> TaskFunction[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
+    @overload
+    def __call__(
+        self,
+        *,
+        limit: str | Sequence[str] | None = None,
+        timeout_s: float | None = None,
+        retries: int = 0,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
+        backoff_s: float = 0.1,
+        max_backoff_s: float = 30.0,
+    ) -> _Decorator: ...
+
+    def __call__(
+        self,
+        fn: Any = None,
+        *,
+        limit: str | Sequence[str] | None = None,
+        timeout_s: float | None = None,
+        retries: int = 0,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
+        backoff_s: float = 0.1,
+        max_backoff_s: float = 30.0,
+    ) -> Any:
+        options = _options(limit, timeout_s, retries, retry_on, backoff_s, max_backoff_s)
+        kind = self.kind
+        if fn is not None:
+            return TaskFunction(fn, kind, options)
+        return lambda f: TaskFunction(f, kind, options)
+
+    def __repr__(self) -> str:
+        return f"ax.{self.kind}"
+
+
+class _IO(_KindDecorator):
+    """Mark waiting work: ``async def`` runs on an event loop, a plain ``def`` on the I/O threads.
+
+    At ``timeout_s`` a coroutine is cancelled; a plain function's thread is
+    abandoned (see ``ax.blocking``). Options as in ``_KindDecorator``.
+    """
+
+    kind: Kind = "io"
+
+
+class _Blocking(_KindDecorator):
+    """Mark a blocking call (a library without async, a driver): it runs on the I/O threads.
+
+    At ``timeout_s`` the caller gets ``TaskTimeoutError``; a thread cannot be
+    killed, so it is abandoned, finishes on its own, and is counted in
+    ``statistics().io_threads.abandoned``.
+    """
+
+    kind: Kind = "blocking"
+
+
+class _Cpu(_KindDecorator):
+    """Mark computing work: it runs in the cpu process pool, one task per worker process.
+
+    At ``timeout_s`` the worker process (and its process group) is killed and
+    replaced. Arguments, results and the function travel by cloudpickle.
+    """
+
+    kind: Kind = "cpu"
+
+
+io = _IO()
+blocking = _Blocking()
+cpu = _Cpu()

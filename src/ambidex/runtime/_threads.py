@@ -1,0 +1,184 @@
+"""The I/O thread pool: blocking calls, awaited from any event loop.
+
+A lean pool rather than ``ThreadPoolExecutor`` + ``asyncio.wrap_future``: a
+finished call sets its asyncio future directly with one
+``call_soon_threadsafe``, skipping the intermediate ``concurrent.futures``
+future and its callbacks. Threads start lazily, up to ``max_threads``.
+
+A thread cannot be killed. When a caller stops waiting (timeout or
+cancellation) the call is *abandoned*: if it has not started it never will;
+if it is running it finishes on its own and its result is dropped. Running
+abandoned calls are counted so a user can see threads held by them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["IOThreadPool", "ThreadPoolStatistics"]
+
+
+@dataclass(frozen=True)
+class ThreadPoolStatistics:
+    """A snapshot of the I/O thread pool."""
+
+    max_threads: int
+    """Upper bound on threads (``io_threads``)."""
+    threads: int
+    """Threads alive now."""
+    busy: int
+    """Threads running a call now."""
+    queued: int
+    """Calls waiting for a free thread."""
+    abandoned: int
+    """Running calls whose caller gave up (timeout or cancellation)."""
+
+
+def _set_future(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if fut.done():
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
+
+
+class _Item:
+    __slots__ = ("abandoned", "args", "ctx", "fn", "fut", "kwargs", "loop", "running")
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        loop: asyncio.AbstractEventLoop,
+        fut: asyncio.Future[Any],
+    ) -> None:
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.ctx = contextvars.copy_context()
+        self.loop = loop
+        self.fut = fut
+        self.abandoned = False
+        self.running = False
+
+
+_STOP = object()
+
+
+class IOThreadPool:
+    """Threads for blocking calls, started lazily up to ``max_threads``."""
+
+    def __init__(self, max_threads: int, name: str = "ambidex-io") -> None:
+        if max_threads < 1:
+            raise ValueError(f"io_threads must be at least 1, got {max_threads}")
+        self.max_threads = max_threads
+        self._name = name
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._busy = 0
+        self._queued = 0
+        self._abandoned = 0
+        self._closed = False
+
+    async def run(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Run ``fn(*args, **kwargs)`` on a pool thread and await its result.
+
+        Cancelling the awaiting task abandons the call (see the module docstring).
+        """
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        item = _Item(fn, args, kwargs, loop, fut)
+        self._submit(item)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            self._abandon(item)
+            raise
+
+    def _submit(self, item: _Item) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the I/O thread pool is closed")
+            self._queued += 1
+            if self._idle > 0:
+                self._idle -= 1  # that idle thread will pick this item up
+            elif len(self._threads) < self.max_threads:
+                thread = threading.Thread(
+                    target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+        self._queue.put(item)
+
+    def _abandon(self, item: _Item) -> None:
+        with self._lock:
+            if item.abandoned:
+                return
+            item.abandoned = True
+            if item.running:
+                self._abandoned += 1
+
+    def _work(self) -> None:
+        get = self._queue.get
+        lock = self._lock
+        while True:
+            item = get()
+            if item is _STOP:
+                return
+            with lock:
+                self._queued -= 1
+                if item.abandoned:
+                    self._idle += 1
+                    continue
+                item.running = True
+                self._busy += 1
+            try:
+                value = item.ctx.run(item.fn, *item.args, **item.kwargs)
+                ok = True
+            except BaseException as exc:
+                value, ok = exc, False
+            with lock:
+                self._busy -= 1
+                self._idle += 1
+                item.running = False
+                if item.abandoned:
+                    self._abandoned -= 1
+            if not item.abandoned:
+                with contextlib.suppress(RuntimeError):  # the caller's loop has closed
+                    item.loop.call_soon_threadsafe(_set_future, item.fut, ok, value)
+            del item, value
+
+    def statistics(self) -> ThreadPoolStatistics:
+        """A snapshot of the pool's threads and calls."""
+        with self._lock:
+            return ThreadPoolStatistics(
+                max_threads=self.max_threads,
+                threads=sum(t.is_alive() for t in self._threads),
+                busy=self._busy,
+                queued=self._queued,
+                abandoned=self._abandoned,
+            )
+
+    def close(self, timeout_s: float = 10.0) -> list[threading.Thread]:
+        """Stop the threads once their current call ends; return any still alive."""
+        with self._lock:
+            self._closed = True
+            threads = list(self._threads)
+        for _ in threads:
+            self._queue.put(_STOP)
+        for thread in threads:
+            thread.join(timeout_s)
+        return [t for t in threads if t.is_alive()]

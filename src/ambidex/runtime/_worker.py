@@ -1,0 +1,123 @@
+"""The cpu worker process: receive a pickled call, run it, send back the outcome.
+
+Started by the process pool as ``python -c <bootstrap>`` with one end of a
+socket pair as its only channel, so whatever the user's code prints on stdout
+or stderr cannot corrupt the protocol. Frames are an 8-byte big-endian length
+followed by a cloudpickle payload. The worker exits when the socket closes,
+and (on Linux) when its parent dies.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import sys
+import traceback
+from typing import Any
+
+import cloudpickle
+
+__all__ = ["FunctionRef", "main"]
+
+_HEADER = struct.Struct(">Q")
+
+
+class FunctionRef:
+    """A decorated module-level function, sent by name instead of by value."""
+
+    __slots__ = ("module", "qualname")
+
+    def __init__(self, module: str, qualname: str) -> None:
+        self.module = module
+        self.qualname = qualname
+
+    def resolve(self) -> Any:
+        import importlib
+
+        obj: Any = importlib.import_module(self.module)
+        for part in self.qualname.split("."):
+            obj = getattr(obj, part)
+        return getattr(obj, "__wrapped__", obj)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FunctionRef, (self.module, self.qualname))
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
+    chunks = []
+    while n:
+        chunk = sock.recv(min(n, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def _die_with_parent() -> None:
+    # PR_SET_PDEATHSIG: the kernel kills us when the parent thread exits, so a
+    # busy worker never outlives a parent that was SIGKILLed.
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _encode_error(exc: BaseException) -> bytes:
+    text = "".join(traceback.format_exception(exc))
+    try:
+        return bytes(cloudpickle.dumps(("err", exc, text)))
+    except Exception:
+        from ambidex.exceptions import RemoteError
+
+        remote = RemoteError(type(exc).__qualname__, str(exc))
+        return bytes(cloudpickle.dumps(("err", remote, text)))
+
+
+def _run_one(data: bytes) -> bytes:
+    try:
+        fn, args, kwargs = cloudpickle.loads(data)
+        if isinstance(fn, FunctionRef):
+            fn = fn.resolve()
+    except BaseException as exc:
+        from ambidex.exceptions import SerializationError
+
+        err = SerializationError(f"the worker could not unpickle the call: {exc!r}")
+        return _encode_error(err)
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException as exc:
+        return _encode_error(exc)
+    try:
+        return bytes(cloudpickle.dumps(("ok", result, None)))
+    except Exception as exc:
+        from ambidex.exceptions import SerializationError
+
+        err = SerializationError(
+            f"the result ({type(result).__qualname__}) could not be pickled back: {exc!r}"
+        )
+        return _encode_error(err)
+
+
+def main(fd: int) -> None:
+    """Serve calls on socket ``fd`` until it closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    _die_with_parent()
+    os.environ["AMBIDEX_IN_WORKER"] = "1"
+    sock = socket.socket(fileno=fd)
+    while True:
+        header = _recv_exact(sock, _HEADER.size)
+        if header is None:
+            return
+        data = _recv_exact(sock, _HEADER.unpack(header)[0])
+        if data is None:
+            return
+        out = _run_one(data)
+        del data
+        sock.sendall(_HEADER.pack(len(out)) + out)
+        sys.stdout.flush()
