@@ -1,1 +1,123 @@
-"""The ``ambidex`` command."""
+"""The ``ambidex`` command (typer + rich)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import ambidex as ax
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="ambidex",
+    help="Run io, blocking and cpu work where it belongs, from sync or async code.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _open_runtime(default: bool = True) -> ax.Runtime:
+    """The runtime a command uses; a bad setting exits with a one-line error."""
+    try:
+        return ax.runtime() if default else ax.Runtime()
+    except ValueError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def demo(
+    scale: Annotated[
+        float, typer.Option(min=0.01, max=100.0, help="Multiply the amount of work.")
+    ] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Run io, blocking and cpu work together; show where each ran and how long it took."""
+    from ambidex.cli._demo import run_demo
+
+    rt = _open_runtime()
+    if not as_json:
+        console.print(
+            f"[bold]ambidex demo[/]: {rt.usable_cpus} usable CPU(s), "
+            f"{rt.io_threads} I/O threads, {rt.cpu_workers} cpu worker processes"
+        )
+    start = time.perf_counter()
+    with console.status("running io, blocking and cpu work at once...", spinner="dots"):
+        rows = run_demo(scale)
+    total_s = time.perf_counter() - start
+    stats = rt.statistics()
+    if as_json:
+        payload = {
+            "rows": [asdict(r) for r in rows],
+            "total_s": total_s,
+            "statistics": stats.as_dict(),
+        }
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    table = Table(title="what ran where")
+    for column in ("kind", "calls", "ran on", "wall", "one after another", "speed-up"):
+        table.add_column(column, justify="left" if column == "ran on" else "right")
+    for r in rows:
+        table.add_row(
+            r.kind,
+            str(r.calls),
+            _places(r.kind, r.ran_on),
+            f"{r.wall_s:.2f} s",
+            f"{r.busy_s:.2f} s",
+            f"{r.busy_s / r.wall_s:.1f}x" if r.wall_s > 0 else "-",
+        )
+    console.print(table)
+    console.print(
+        f"all three kinds ran concurrently: {total_s:.2f} s in total; "
+        f"cpu workers started: {stats.cpu_workers.started if stats.cpu_workers else 0}"
+    )
+
+
+def _places(kind: str, ran_on: list[str]) -> str:
+    if kind == "cpu":
+        return f"{len(ran_on)} worker process(es): " + ", ".join(
+            p.removeprefix("pid ") for p in ran_on
+        )
+    if len(ran_on) == 1:
+        return f"thread {ran_on[0]}"
+    return f"{len(ran_on)} threads: {ran_on[0]} .. {ran_on[-1]}"
+
+
+@app.command()
+def info() -> None:
+    """Show the CPUs this process may use and the pool sizes ambidex would pick."""
+    from ambidex.runtime._cpus import cgroup_cpu_quota
+
+    rt = _open_runtime(default=False)
+    quota = cgroup_cpu_quota()
+    table = Table(show_header=False)
+    table.add_row("ambidex", ax.__version__)
+    table.add_row("usable CPUs (affinity, cgroup quota)", str(rt.usable_cpus))
+    table.add_row("cgroup CPU quota", "none" if quota is None else f"{quota:g} CPUs")
+    table.add_row("I/O threads (AMBIDEX_IO_THREADS)", str(rt.io_threads))
+    table.add_row("cpu workers (AMBIDEX_CPU_WORKERS)", str(rt.cpu_workers))
+    table.add_row("backend (AMBIDEX_BACKEND)", rt.backend)
+    try:
+        import uvloop  # noqa: F401
+
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio (pip install 'ambidex[fast]' for uvloop)"
+    table.add_row("event loop (AMBIDEX_LOOP)", loop)
+    console.print(table)
+    rt.close()
+
+
+def main() -> None:
+    """Entry point of the ``ambidex`` script."""
+    app()

@@ -117,11 +117,17 @@ class Runtime:
         blocking call cannot be stopped; ``close`` waits up to ``timeout_s``
         for it and then leaves it (a daemon thread) behind.
         """
+        lt = self._loop_thread
+        if lt is not None and lt.in_loop_thread:
+            raise RuntimeError(
+                "Runtime.close() was called from inside the runtime's own event loop, "
+                "where it would deadlock; use `await runtime.aclose()` from another loop "
+                "or close it from sync code"
+            )
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            lt = self._loop_thread
         if lt is not None:
             if self._procs is not None:
                 procs = self._procs
@@ -146,9 +152,13 @@ class Runtime:
     ) -> None:
         global _current
         with _current_lock:
-            if _current is self:
-                _current = self._previous
+            # A default runtime created during the block (after this one was
+            # closed) belongs to the block too: close it, restore the previous.
+            replaced = _current if _current is not self else None
+            _current = self._previous
         self._previous = None
+        if replaced is not None and replaced is not _current:
+            replaced.close()
         self.close()
 
     # -- limits ------------------------------------------------------------

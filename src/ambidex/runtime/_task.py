@@ -30,7 +30,6 @@ __all__ = ["Kind", "TaskFunction", "TaskOptions", "blocking", "cpu", "io"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-A = TypeVar("A")
 R_co = TypeVar("R_co", covariant=True)
 
 Kind = Literal["io", "blocking", "cpu"]
@@ -144,8 +143,8 @@ class TaskFunction(Generic[P, R]):
         return self._acall(runtime(), args, kwargs)
 
     def map(
-        self: TaskFunction[[A], R],
-        items: Iterable[A],
+        self,
+        items: Iterable[Any],
         *,
         max_in_flight: int | None = None,
         return_exceptions: bool = False,
@@ -161,8 +160,8 @@ class TaskFunction(Generic[P, R]):
         return rt.call(self._amap(rt, materialized, max_in_flight, return_exceptions))
 
     async def amap(
-        self: TaskFunction[[A], R],
-        items: Iterable[A],
+        self,
+        items: Iterable[Any],
         *,
         max_in_flight: int | None = None,
         return_exceptions: bool = False,

@@ -1,0 +1,60 @@
+"""The ``ambidex`` command, run as a real subprocess like a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ambidex", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def test_demo_reports_each_kind_on_its_executor() -> None:
+    proc = _run("demo", "--json", "--scale", "0.2")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    rows = {row["kind"]: row for row in report["rows"]}
+    assert set(rows) == {"io", "blocking", "cpu"}
+    assert rows["io"]["ran_on"] == ["ambidex-loop"]
+    assert all(name.startswith("ambidex-io-") for name in rows["blocking"]["ran_on"])
+    assert all(place.startswith("pid ") for place in rows["cpu"]["ran_on"])
+    assert str(os.getpid()) not in " ".join(rows["cpu"]["ran_on"])
+    # io calls overlap: 100 calls of 0.2 s finish in far less than 20 s
+    assert rows["io"]["wall_s"] < rows["io"]["busy_s"] / 10
+    stats = report["statistics"]
+    assert stats["kinds"]["io"]["calls"] == rows["io"]["calls"]
+    assert stats["kinds"]["cpu"]["failed"] == 0
+
+
+def test_demo_prints_a_table_for_people() -> None:
+    proc = _run("demo", "--scale", "0.1", env={"COLUMNS": "120"})
+    assert proc.returncode == 0, proc.stderr
+    assert "what ran where" in proc.stdout
+    for kind in ("io", "blocking", "cpu"):
+        assert kind in proc.stdout
+
+
+def test_info_honours_pool_size_overrides() -> None:
+    proc = _run(
+        "info", env={"AMBIDEX_IO_THREADS": "5", "AMBIDEX_CPU_WORKERS": "3", "COLUMNS": "120"}
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "I/O threads (AMBIDEX_IO_THREADS)     │ 5" in proc.stdout
+    assert "cpu workers (AMBIDEX_CPU_WORKERS)    │ 3" in proc.stdout
+
+
+def test_info_rejects_a_malformed_override_clearly() -> None:
+    proc = _run("info", env={"AMBIDEX_CPU_WORKERS": "lots"})
+    assert proc.returncode != 0
+    assert "AMBIDEX_CPU_WORKERS='lots': expected a positive integer" in proc.stderr
+    assert "Traceback" not in proc.stderr

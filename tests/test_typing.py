@@ -1,0 +1,54 @@
+"""Decorated functions keep their signatures for type checkers (ParamSpec)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+mypy_api = pytest.importorskip("mypy.api", reason="mypy is part of the dev extra")
+
+SNIPPET = """
+import ambidex as ax
+
+@ax.io
+async def ask(prompt: str, *, n: int = 1) -> str:
+    return prompt * n
+
+@ax.cpu(timeout_s=5)
+def score(program: str) -> float:
+    return float(len(program))
+
+@ax.blocking
+def lookup(key: str) -> bytes:
+    return key.encode()
+
+async def use() -> None:
+    a: str = await ask.aio("x", n=2)
+    b: float = await score.aio("y")
+    c: list[float] = await score.amap(["p", "q"])
+
+d: str = ask("x")
+e: float = score("y")
+f: bytes = lookup("k")
+reveal_type(ask)
+g: int = score("y")        # wrong result type
+score(3)                   # wrong argument type
+ask("x", m=1)              # unknown keyword
+"""
+
+
+def test_decorators_preserve_signatures_for_mypy(tmp_path: Path) -> None:
+    source = tmp_path / "user_code.py"
+    source.write_text(SNIPPET)
+    out, err, status = mypy_api.run(
+        ["--strict", "--no-incremental", "--cache-dir", str(tmp_path / "cache"), str(source)]
+    )
+    lines = [line for line in out.splitlines() if "user_code.py" in line]
+    errors = [line for line in lines if ": error:" in line]
+    assert status == 1, out + err
+    assert len(errors) == 3, "\n".join(lines)
+    assert "TaskFunction[[prompt: str, *, n: int =], str]" in out, out
+    assert any(":24: error: Incompatible types in assignment" in e for e in errors)
+    assert any(':26: error: Argument 1 to "__call__"' in e for e in errors)
+    assert any(':27: error: Unexpected keyword argument "m"' in e for e in errors)
