@@ -100,7 +100,11 @@ class RemoteError(AmbidexError):
 
     def __init__(self, type_name: str, message: str) -> None:
         self.type_name = type_name
+        self.message = message
         super().__init__(f"{type_name}: {message}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.type_name, self.message))
 
 
 class RemoteTraceback(Exception):

@@ -113,12 +113,46 @@ def cpu_fail_or_hang(arg: tuple[int, str]) -> int:
     return i
 
 
-def _wait_for_file(path: Path, timeout_s: float = 10.0) -> None:
+class UnpicklableError(Exception):
+    """A user error that cannot be pickled: it holds a lock."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+class TwoArgumentError(Exception):
+    """A user error whose ``args`` do not match its constructor: it pickles, never unpickles."""
+
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+
+
+@ax.cpu
+def cpu_raise_unpicklable(x: int) -> None:
+    raise UnpicklableError(f"locked {x}")
+
+
+@ax.cpu
+def cpu_raise_two_argument(x: int) -> None:
+    raise TwoArgumentError(x, "bad input")
+
+
+@ax.cpu
+def cpu_return_unpicklable(x: int) -> Any:
+    return threading.Lock()
+
+
+def _wait_for_file(path: Path, timeout_s: float = 10.0, *, fail: bool = True) -> bool:
     deadline = time.monotonic() + timeout_s
     while not path.exists():
         if time.monotonic() > deadline:
-            raise AssertionError(f"{path} never appeared")
+            if fail:
+                raise AssertionError(f"{path} never appeared")
+            return False
         time.sleep(0.002)
+    return True
 
 
 # -- helpers -------------------------------------------------------------------
@@ -180,24 +214,36 @@ async def test_aio_raises_original_error_when_function_fails(kind: str) -> None:
     assert_user_error(kind, info.value, -7)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-async def test_aio_does_not_block_caller_loop_when_awaited(kind: str) -> None:
-    ticks = 0
-    stop = asyncio.Event()
+@ax.io
+def io_plain_wait_for_file(path: str) -> bool:
+    return _wait_for_file(Path(path), timeout_s=10, fail=False)
 
-    async def ticker() -> None:
-        nonlocal ticks
-        while not stop.is_set():
-            ticks += 1
-            await asyncio.sleep(0)
 
-    task = asyncio.create_task(ticker())
-    await asyncio.sleep(0)
-    values = await asyncio.gather(*(WORK[kind].aio(i) for i in range(4)))
-    stop.set()
-    await task
-    assert [v for v, _ in values] == [0, 2, 4, 6]
-    assert ticks > 0
+@ax.blocking
+def blocking_wait_for_file(path: str) -> bool:
+    return _wait_for_file(Path(path), timeout_s=10, fail=False)
+
+
+@ax.cpu
+def cpu_wait_for_file(path: str) -> bool:
+    return _wait_for_file(Path(path), timeout_s=10, fail=False)
+
+
+@pytest.mark.parametrize(
+    "waiter", [io_plain_wait_for_file, blocking_wait_for_file, cpu_wait_for_file], ids=repr
+)
+async def test_aio_does_not_block_caller_loop_when_awaited(
+    waiter: ax.TaskFunction[[str], bool], tmp_path: Path
+) -> None:
+    # The waiting call needs the caller's loop to keep running to be released.
+    marker = tmp_path / "released"
+
+    async def release() -> None:
+        await asyncio.sleep(0.01)
+        marker.touch()
+
+    released, _ = await asyncio.gather(waiter.aio(str(marker)), release())
+    assert released is True
 
 
 # -- callers with a running loop of their own, and other threads ----------------
@@ -394,6 +440,16 @@ def test_map_returns_input_order_when_later_cpu_items_finish_first(tmp_path: Pat
     assert cpu_waits_for_marker.map(items) == [0, 10]
 
 
+async def test_map_and_gather_return_empty_list_when_given_nothing() -> None:
+    assert await io_async_work.amap([]) == []
+    assert await ax.agather() == []
+
+
+def test_sync_map_and_gather_return_empty_list_when_given_nothing() -> None:
+    assert cpu_work.map([]) == []
+    assert ax.gather() == []
+
+
 def test_gather_returns_input_order_when_kinds_are_mixed() -> None:
     results = ax.gather(
         cpu_work.aio(1), io_async_work.aio(2), blocking_work.aio(3), io_plain_work.aio(4)
@@ -412,12 +468,10 @@ class _FailFast:
         self.started = 0
         self.cancelled: set[int] = set()
         self.finished: set[int] = set()
-        self.all_started: asyncio.Event | None = None
+        self.all_started = asyncio.Event()  # binds to the loop that first waits on it
 
         @ax.io
         async def job(i: int) -> int:
-            if self.all_started is None:
-                self.all_started = asyncio.Event()
             if i == 0:
                 await asyncio.wait_for(self.all_started.wait(), 10)
                 raise CustomError("first error")
@@ -697,6 +751,35 @@ def test_cpu_call_raises_serialization_error_when_argument_not_picklable() -> No
 async def test_cpu_aio_raises_serialization_error_when_argument_not_picklable() -> None:
     with pytest.raises(ax.SerializationError, match="cpu_work"):
         await cpu_work.aio(threading.Lock())  # type: ignore[arg-type]
+
+
+def test_cpu_call_raises_serialization_error_when_result_not_picklable() -> None:
+    with pytest.raises(ax.SerializationError, match="could not be pickled back"):
+        cpu_return_unpicklable(1)
+
+
+def test_cpu_call_raises_remote_error_when_exception_not_picklable() -> None:
+    # The worker cannot send UnpicklableError back as itself, so it sends a
+    # RemoteError naming the type, with the message and the remote traceback.
+    with pytest.raises(ax.RemoteError) as info:
+        cpu_raise_unpicklable(3)
+    assert info.value.type_name == "UnpicklableError"
+    assert "locked 3" in str(info.value)
+    cause = info.value.__cause__
+    assert isinstance(cause, ax.RemoteTraceback)
+    assert _frame_pattern("cpu_raise_unpicklable").search(cause.text), cause.text
+
+
+def test_cpu_call_raises_remote_error_when_exception_cannot_be_rebuilt() -> None:
+    # TwoArgumentError pickles in the worker but cannot be rebuilt here; the
+    # caller must still learn what the function raised, not get a
+    # SerializationError about an unreadable "result".
+    with pytest.raises((TwoArgumentError, ax.RemoteError)) as info:
+        cpu_raise_two_argument(3)
+    assert "3: bad input" in str(info.value)
+    cause = info.value.__cause__
+    assert isinstance(cause, ax.RemoteTraceback)
+    assert _frame_pattern("cpu_raise_two_argument").search(cause.text), cause.text
 
 
 def test_cpu_call_sends_closure_by_value_when_function_is_local() -> None:

@@ -73,7 +73,11 @@ def _die_with_parent() -> None:
 def _encode_error(exc: BaseException) -> bytes:
     text = "".join(traceback.format_exception(exc))
     try:
-        return bytes(cloudpickle.dumps(("err", exc, text)))
+        data = bytes(cloudpickle.dumps(("err", exc, text)))
+        # An exception whose __init__ does not accept its own .args pickles
+        # but cannot be rebuilt; find out here rather than in the parent.
+        cloudpickle.loads(data)
+        return data
     except Exception:
         from ambidex.exceptions import RemoteError
 
