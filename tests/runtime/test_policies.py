@@ -7,6 +7,7 @@ name (``test_policies``) to find them.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -191,6 +192,43 @@ def test_cpu_worker_killed_when_past_timeout(tmp_path: Path) -> None:
     assert stats.kinds["cpu"].timeouts == 1
 
 
+_SLOW_WORKER_SITECUSTOMIZE = """
+import os, time
+if "AMBIDEX_WORKER_SYS_PATH" in os.environ:  # only in ambidex cpu workers
+    time.sleep(0.6)  # an interpreter that starts slowly (a loaded machine, a slow disk)
+"""
+
+_QUICK_CPU_SCRIPT = """
+import ambidex as ax
+
+@ax.cpu(timeout_s=0.3)
+def quick():
+    return 42
+
+print(quick(), quick(), flush=True)
+print(ax.runtime().statistics().cpu_workers.killed, flush=True)
+"""
+
+
+def test_cpu_call_succeeds_when_worker_starts_slower_than_timeout(tmp_path: Path) -> None:
+    # timeout_s is "the deadline of one attempt": a task that returns at once
+    # must not time out because a fresh worker's interpreter takes longer to
+    # start than the deadline. (If it did, every attempt would kill the worker
+    # it just started, and a cold pool would never serve the function.)
+    (tmp_path / "sitecustomize.py").write_text(_SLOW_WORKER_SITECUSTOMIZE)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
+    done = subprocess.run(
+        [sys.executable, "-c", _QUICK_CPU_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["42", "42", "0"]
+
+
 def test_blocking_call_abandoned_when_past_timeout() -> None:
     started = threading.Event()
     release = threading.Event()
@@ -293,13 +331,13 @@ async def test_retries_wait_backoff_when_retrying() -> None:
         return len(stamps)
 
     assert await flaky.aio() == 5
-    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
     caps = [0.05, 0.1, 0.2, 0.4]  # full jitter: each wait is uniform in [0, cap]
     # Without backoff the gaps would be microseconds; with it their sum is
     # below 10 ms with probability about 1e-6.
     assert sum(gaps) >= 0.01, gaps
     for gap, cap in zip(gaps, caps, strict=True):
-        assert gap <= cap + 0.15, (gaps, caps)
+        assert gap <= cap + 0.3, (gaps, caps)
 
 
 def test_backoff_capped_when_max_backoff_s_set() -> None:
@@ -401,7 +439,7 @@ async def test_unknown_limit_error_when_async_caller_names_undeclared_limit() ->
     def limited() -> None:
         return None
 
-    with pytest.raises(ax.UnknownLimitError, match="'missing'.*none declared"):
+    with pytest.raises(ax.UnknownLimitError, match=r"'missing'.*none declared"):
         await limited.aio()
 
 
@@ -461,6 +499,7 @@ async def test_rate_limit_spaces_starts_when_burst_is_one() -> None:
         return i
 
     # Half the callers are sync (on threads), half async: one shared bucket.
+    t0 = time.monotonic()
     calls = asyncio.gather(
         *(asyncio.to_thread(hit, i) for i in range(5)), *(hit.aio(i) for i in range(5, 10))
     )
@@ -468,10 +507,13 @@ async def test_rate_limit_spaces_starts_when_burst_is_one() -> None:
     waiting = _stats().rate_limits["api"].waiting
     assert await calls == list(range(10))
 
-    starts.sort()
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
-    assert starts[-1] - starts[0] >= 0.44, gaps  # 9 intervals of 1/20 s
-    assert min(gaps) >= 0.035, gaps
+    # Each caller's turn comes 1/20 s after the previous one's. A loaded machine
+    # may wake a caller late (never early), so the k-th start is judged against
+    # its turn, t0 + k/20, rather than against the start before it.
+    offsets = sorted(s - t0 for s in starts)
+    for k, offset in enumerate(offsets):
+        assert offset >= k / 20 - 0.005, offsets
+    assert offsets[-1] >= 0.44, offsets
     assert waiting > 0
 
 
@@ -487,11 +529,11 @@ async def test_rate_limit_allows_burst_when_burst_is_five() -> None:
     t0 = time.monotonic()
     assert await asyncio.gather(*(hit.aio(i) for i in range(10))) == list(range(10))
 
-    starts.sort()
-    first_five = [s - t0 for s in starts[:5]]
-    assert max(first_five) < 0.03, first_five  # the burst starts at once
-    assert starts[5] - t0 >= 0.04  # then one per 1/20 s
-    assert starts[-1] - t0 >= 0.24
+    offsets = sorted(s - t0 for s in starts)
+    assert offsets[4] < 0.1, offsets  # the burst starts at once (one by one: 0.2 s)
+    for k in range(5, 10):  # then one per 1/20 s
+        assert offsets[k] >= (k - 4) / 20 - 0.005, offsets
+    assert offsets[-1] >= 0.24, offsets
 
 
 def test_rate_limit_spaces_manual_holders_when_used_as_context_manager() -> None:

@@ -108,7 +108,14 @@ class Runtime:
         if self._closed:
             coro.close()
             raise RuntimeClosedError("this ambidex Runtime is closed")
-        return self.loop_thread.call(coro)
+        try:
+            return self.loop_thread.call(coro)
+        except asyncio.CancelledError:
+            if self._closed:
+                raise RuntimeClosedError(
+                    "the ambidex Runtime was closed while this call was running"
+                ) from None
+            raise
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop the process pool, the loop thread and the I/O threads.

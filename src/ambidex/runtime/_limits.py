@@ -225,25 +225,29 @@ class RateLimit:
                 return 0.0
             return -self._tokens / rate.per_second
 
+    def _count_waiting(self, delta: int) -> None:
+        with self._lock:
+            self._waiting += delta
+
     async def acquire(self) -> None:
         """Wait until this call may start."""
         delay = self._reserve()
         if delay > 0:
-            self._waiting += 1
+            self._count_waiting(+1)
             try:
                 await asyncio.sleep(delay)
             finally:
-                self._waiting -= 1
+                self._count_waiting(-1)
 
     def acquire_sync(self) -> None:
         """Block this thread until this call may start."""
         delay = self._reserve()
         if delay > 0:
-            self._waiting += 1
+            self._count_waiting(+1)
             try:
                 time.sleep(delay)
             finally:
-                self._waiting -= 1
+                self._count_waiting(-1)
 
     def release(self) -> None:
         """Nothing to give back: a rate token is spent when taken."""

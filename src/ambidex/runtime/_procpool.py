@@ -25,6 +25,7 @@ from typing import Any
 import cloudpickle
 
 from ambidex.exceptions import (
+    AmbidexError,
     RemoteTraceback,
     SerializationError,
     TaskTimeoutError,
@@ -74,15 +75,15 @@ def describe_exit(returncode: int | None) -> str:
 class _Worker:
     __slots__ = ("proc", "reader", "writer")
 
-    def __init__(
-        self,
-        proc: subprocess.Popen[bytes],
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.proc = proc
-        self.reader = reader
-        self.writer = writer
+        # Set once the channel is open (see ProcessPool._spawn).
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    def close_channel(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
     @property
     def pid(self) -> int:
@@ -93,7 +94,7 @@ class _Worker:
             os.killpg(self.proc.pid, signal.SIGKILL)  # the task's own children too
         with contextlib.suppress(ProcessLookupError):
             self.proc.kill()
-        self.writer.close()
+        self.close_channel()
 
     async def wait_exit(self, timeout_s: float = _EXIT_WAIT_S) -> int | None:
         loop = asyncio.get_running_loop()
@@ -138,10 +139,30 @@ class ProcessPool:
             )
         finally:
             child_sock.close()
-        reader, writer = await asyncio.open_unix_connection(sock=parent_sock, limit=1 << 20)
-        worker = _Worker(proc, reader, writer)
-        self._alive.add(worker)
+        worker = _Worker(proc)
+        self._alive.add(worker)  # from here on, close() and cancellation can find it
         self._started += 1
+        try:
+            worker.reader, worker.writer = await asyncio.open_unix_connection(
+                sock=parent_sock, limit=1 << 20
+            )
+            # The worker says it is ready once its interpreter has started and
+            # imported ambidex; deadlines count from here, so start-up time
+            # never eats into a task's timeout.
+            await worker.reader.readexactly(8)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            self._alive.discard(worker)
+            code = await worker.wait_exit()
+            raise AmbidexError(
+                f"a cpu worker process failed to start ({describe_exit(code)}); "
+                "its error output, if any, is above"
+            ) from None
+        except BaseException:  # cancelled while the worker started
+            self._discard(worker)
+            raise
+        finally:
+            if worker.writer is None:
+                parent_sock.close()
         return worker
 
     def _discard(self, worker: _Worker) -> None:
@@ -178,10 +199,13 @@ class ProcessPool:
     ) -> bytes:
         try:
             async with asyncio.timeout(timeout_s):
-                worker.writer.write(len(payload).to_bytes(8, "big") + payload)
-                await worker.writer.drain()
-                header = await worker.reader.readexactly(8)
-                return await worker.reader.readexactly(int.from_bytes(header, "big"))
+                reader, writer = worker.reader, worker.writer
+                assert reader is not None
+                assert writer is not None
+                writer.write(len(payload).to_bytes(8, "big") + payload)
+                await writer.drain()
+                header = await reader.readexactly(8)
+                return await reader.readexactly(int.from_bytes(header, "big"))
         except TimeoutError:
             self._killed += 1
             self._discard(worker)
@@ -194,7 +218,7 @@ class ProcessPool:
             raise
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             self._alive.discard(worker)
-            worker.writer.close()
+            worker.close_channel()
             code = await worker.wait_exit()
             if code is None:
                 worker.kill()
@@ -220,7 +244,7 @@ class ProcessPool:
         self._alive.clear()
         self._idle.clear()
         for worker in workers:
-            worker.writer.close()  # an idle worker exits on EOF
+            worker.close_channel()  # an idle worker exits on EOF
         codes = await asyncio.gather(*(w.wait_exit(1.0) for w in workers))
         for worker, code in zip(workers, codes, strict=True):
             if code is None:

@@ -116,6 +116,7 @@ def main(fd: int) -> None:
     _die_with_parent()
     os.environ["AMBIDEX_IN_WORKER"] = "1"
     sock = socket.socket(fileno=fd)
+    sock.sendall(_HEADER.pack(0))  # ready: the parent starts deadlines from here
     while True:
         header = _recv_exact(sock, _HEADER.size)
         if header is None:
