@@ -98,6 +98,7 @@ def machine_info() -> dict[str, Any]:
         "anyio": _version("anyio"),
         "asgiref": _version("asgiref"),
         "argv": sys.argv,
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -114,6 +115,7 @@ def ambidex_loop_name() -> str:
 
 def write_json(name: str, data: dict[str, Any]) -> Path:
     """Write ``data`` to ``benchmarks/results/<name>.json`` and return the path."""
+    data.setdefault("machine", {})["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")

@@ -6,6 +6,11 @@
 (b) async -> thread: offload a trivial sync function from async code:
     ambidex ``await g.aio(x)`` vs ``asyncio.to_thread`` vs ``anyio.to_thread.run_sync``,
     all inside one event loop started by ``asyncio.run`` (stdlib loop by default).
+(c) (a) again with the caller and the loop thread pinned to one CPU, then to two CPUs.
+(d) (b) again with every thread of the process pinned to one CPU.
+    A sync call is two thread wake-ups; on a VM a wake-up across CPUs can cost several
+    times one that stays on a CPU, and the scheduler picks which happens, so (a) and (b)
+    swing between two levels from run to run. (c) and (d) show each level on its own.
 
 Each call is timed on its own with ``time.perf_counter_ns``; every method is warmed up,
 then the calls are split into rounds and the methods take turns (in a rotating order)
@@ -23,7 +28,10 @@ import asyncio
 import contextlib
 import gc
 import os
+import queue
+import statistics
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,12 +40,12 @@ from typing import Any
 import anyio
 import anyio.from_thread
 import anyio.to_thread
-from _common import ambidex_loop_name, machine_info, summarize_ns, verdict, write_json
 from asgiref.sync import async_to_sync
 from rich.console import Console
 from rich.table import Table
 
 import ambidex as ax
+from _common import ambidex_loop_name, machine_info, summarize_ns, verdict, write_json
 
 console = Console(width=int(os.environ.get("COLUMNS", "150")))
 
@@ -108,6 +116,7 @@ class Method:
     calls: int
     call: Callable[[int], Any]
     samples: list[int] = field(default_factory=list)
+    round_medians_us: list[float] = field(default_factory=list)
 
 
 def run_rounds_sync(methods: list[Method], rounds: int, warmup_frac: float) -> None:
@@ -119,7 +128,9 @@ def run_rounds_sync(methods: list[Method], rounds: int, warmup_frac: float) -> N
             per_round = -(-m.calls // rounds)
             time_sync(m.call, max(2, per_round // 50))  # re-warm after the switch
             with gc_paused():
-                m.samples += time_sync(m.call, per_round, start=len(m.samples))
+                got = time_sync(m.call, per_round, start=len(m.samples))
+            m.samples += got
+            m.round_medians_us.append(statistics.median(got) / 1000)
 
 
 async def run_rounds_async(methods: list[Method], rounds: int, warmup_frac: float) -> None:
@@ -131,7 +142,9 @@ async def run_rounds_async(methods: list[Method], rounds: int, warmup_frac: floa
             per_round = -(-m.calls // rounds)
             await time_async(m.call, max(2, per_round // 50))
             with gc_paused():
-                m.samples += await time_async(m.call, per_round, start=len(m.samples))
+                got = await time_async(m.call, per_round, start=len(m.samples))
+            m.samples += got
+            m.round_medians_us.append(statistics.median(got) / 1000)
 
 
 # -- (a) sync -> async ---------------------------------------------------------------
@@ -156,6 +169,7 @@ def bench_sync_to_async(calls: int, slow_calls: int, rounds: int, warmup: float)
         stack.callback(rt_asyncio.close)
         a2s = async_to_sync(echo)  # the wrapper is built once, outside the timing
 
+        floor = stack.enter_context(ThreadRoundTrip())
         methods = [
             Method("ambidex f(x)", "ambidex", ax_loop, calls, echo_ax),
             Method("asyncio.run(fn(x))", "anchor", "asyncio", slow_calls, _asyncio_run),
@@ -181,9 +195,39 @@ def bench_sync_to_async(calls: int, slow_calls: int, rounds: int, warmup: float)
                 calls,
                 lambda x: portal_uv.call(echo, x),
             ),
+            Method("floor: bare thread round trip", "floor", "-", calls, floor.call),
         ]
         run_rounds_sync(methods, rounds, warmup)
     return _report(methods)
+
+
+class ThreadRoundTrip:
+    """The least any run-it-on-another-thread design pays: hand a call to a waiting
+    thread through a queue and block on a lock it releases (no event loop at all)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+        self.native_id = self._thread.native_id
+
+    def _serve(self) -> None:
+        while (item := self._queue.get()) is not None:
+            item[0].release()
+
+    def call(self, x: int) -> int:
+        lock = threading.Lock()
+        lock.acquire()
+        self._queue.put((lock, x))
+        lock.acquire()
+        return x
+
+    def __enter__(self) -> ThreadRoundTrip:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._queue.put(None)
+        self._thread.join()
 
 
 def _asyncio_run(x: int) -> int:
@@ -230,13 +274,135 @@ def bench_async_to_thread(calls: int, rounds: int, warmup: float, loop: str) -> 
     return holder["report"]
 
 
+# -- (c) thread placement ---------------------------------------------------------------
+
+
+async def _native_id() -> int:
+    return threading.get_native_id()
+
+
+def bench_placement(calls: int, rounds: int) -> dict[str, Any] | None:
+    """(a) again with the threads pinned: caller and loop thread on one CPU, or on two.
+
+    A sync call wakes another thread and is woken back; on a VM a wake-up that
+    crosses CPUs can cost far more than one that stays on a CPU, and the
+    scheduler decides which happens. Pinning shows each case on its own.
+    """
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cpus) < 2:
+        return None
+    first, second = cpus[0], cpus[1]
+    main_tid = threading.get_native_id()
+    results: dict[str, Any] = {"cpus": [first, second], "placements": {}}
+    with (
+        anyio.from_thread.start_blocking_portal() as portal,
+        ThreadRoundTrip() as floor,
+    ):
+        ax_tid = ax.runtime().call(_native_id())
+        portal_tid = portal.call(threading.get_native_id)
+        floor_tid = floor.native_id
+        try:
+            for label, other in (("same CPU", first), ("two CPUs", second)):
+                os.sched_setaffinity(main_tid, {first})
+                for tid in (ax_tid, portal_tid, floor_tid):
+                    os.sched_setaffinity(tid, {other})
+                methods = [
+                    Method("ambidex f(x)", "ambidex", ambidex_loop_name(), calls, echo_ax),
+                    Method("asyncio.run(fn(x))", "anchor", "asyncio", calls // 10, _asyncio_run),
+                    Method(
+                        "anyio BlockingPortal.call(fn, x)",
+                        "anchor",
+                        "asyncio",
+                        calls,
+                        lambda x: portal.call(echo, x),
+                    ),
+                    Method("floor: bare thread round trip", "floor", "-", calls, floor.call),
+                ]
+                run_rounds_sync(methods, rounds, 0.05)
+                results["placements"][label] = _report(methods)
+        finally:
+            for tid in (main_tid, ax_tid, portal_tid, floor_tid):
+                os.sched_setaffinity(tid, set(cpus))
+    return results
+
+
+def _pin_process(cpus: set[int]) -> None:
+    """Set the CPU affinity of every thread of this process (new threads inherit it)."""
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(ProcessLookupError, OSError):
+            os.sched_setaffinity(int(tid), cpus)
+
+
+def bench_offload_one_cpu(
+    calls: int, rounds: int, warmup: float, loop: str
+) -> dict[str, Any] | None:
+    """(b) again with every thread of the process on one CPU: no cross-CPU wake-ups."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cpus) < 2 or not os.path.isdir("/proc/self/task"):
+        return None
+    _pin_process({cpus[0]})
+    try:
+        report = bench_async_to_thread(calls, rounds, warmup, loop)
+    finally:
+        _pin_process(set(cpus))
+    report["cpu"] = cpus[0]
+    return report
+
+
+def placement_ratios(c: dict[str, Any] | None, d: dict[str, Any] | None) -> list[dict[str, Any]]:
+    out = []
+    if d is not None:
+        by_name = {r["method"]: r["median_us"] for r in d["methods"]}
+        ours = by_name["ambidex await g.aio(x)"]
+        out.append(
+            _ratio(
+                "(d) (extra) one CPU: to_thread / ambidex",
+                by_name["await asyncio.to_thread(fn, x)"] / ours,
+                1.0,
+                True,
+                "whole process pinned to one CPU",
+            )
+        )
+    if c is None:
+        return out
+    for label, report in c["placements"].items():
+        by_name = {r["method"]: r["median_us"] for r in report["methods"]}
+        ours = by_name["ambidex f(x)"]
+        out.append(
+            _ratio(
+                f"(c) (extra) {label}: asyncio.run / ambidex",
+                by_name["asyncio.run(fn(x))"] / ours,
+                4,
+                True,
+                "caller and loop thread pinned",
+            )
+        )
+        out.append(
+            _ratio_strict(
+                f"(c) (extra) {label}: anyio portal / ambidex",
+                by_name["anyio BlockingPortal.call(fn, x)"] / ours,
+                1,
+                "caller and portal thread pinned",
+            )
+        )
+    return out
+
+
 # -- reporting -----------------------------------------------------------------------
 
 
 def _report(methods: list[Method]) -> dict[str, Any]:
     rows = []
     for m in methods:
-        rows.append({"method": m.name, "role": m.role, "loop": m.loop, **summarize_ns(m.samples)})
+        rows.append(
+            {
+                "method": m.name,
+                "role": m.role,
+                "loop": m.loop,
+                **summarize_ns(m.samples),
+                "round_medians_us": [round(v, 2) for v in m.round_medians_us],
+            }
+        )
     return {"methods": rows}
 
 
@@ -325,7 +491,7 @@ def print_table(title: str, report: dict[str, Any], ref_name: str) -> None:
             f"{r['median_us']:.1f}",
             f"{r['p90_us']:.1f}",
             f"{r['p99_us']:.1f}",
-            f"{r['median_us'] / ref:.2f}×",
+            f"{r['median_us'] / ref:.2f}x",
         )
     console.print(table)
 
@@ -336,7 +502,7 @@ def print_ratios(ratios: list[dict[str, Any]]) -> None:
         table.add_column(col, justify="right" if col in {"value"} else "left")
     for r in ratios:
         met = "[green]met[/]" if r["met"] else "[red]NOT met[/]"
-        table.add_row(r["ratio"], f"{r['value']:.2f}×", r["target"], met, r["note"])
+        table.add_row(r["ratio"], f"{r['value']:.2f}x", r["target"], met, r["note"])
     console.print(table)
 
 
@@ -358,7 +524,15 @@ def main(argv: list[str] | None = None) -> int:
         help="event loop for part (b) (default: the stdlib loop, via asyncio.run)",
     )
     parser.add_argument(
-        "--output", default="bridge", help="results file name under benchmarks/results/"
+        "--no-placement",
+        action="store_true",
+        help="skip (c) and (d), the runs with threads pinned to CPUs",
+    )
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="results file name under benchmarks/results/ (default: bridge, or bridge-quick "
+        "with --quick)",
     )
     args = parser.parse_args(argv)
 
@@ -377,6 +551,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     a = bench_sync_to_async(calls, slow_calls, rounds, warmup)
     b = bench_async_to_thread(calls, rounds, warmup, args.offload_loop)
+    c = None if args.no_placement else bench_placement(max(10, calls // 4), max(2, rounds // 2))
+    d = (
+        None
+        if args.no_placement
+        else bench_offload_one_cpu(
+            max(10, calls // 4), max(2, rounds // 2), warmup, args.offload_loop
+        )
+    )
     ax.runtime().close()
 
     print_table("(a) sync -> async: call a trivial async def from sync code", a, "ambidex f(x)")
@@ -385,7 +567,21 @@ def main(argv: list[str] | None = None) -> int:
         b,
         "ambidex await g.aio(x)",
     )
-    ratios = compute_ratios(a, b)
+    if c is not None:
+        for label, report in c["placements"].items():
+            print_table(
+                f"(c) sync -> async again, caller and loop thread pinned: {label} "
+                f"(CPUs {c['cpus']})",
+                report,
+                "ambidex f(x)",
+            )
+    if d is not None:
+        print_table(
+            f"(d) async -> thread again, every thread pinned to CPU {d['cpu']} (loop: {d['loop']})",
+            d,
+            "ambidex await g.aio(x)",
+        )
+    ratios = compute_ratios(a, b) + placement_ratios(c, d)
     print_ratios(ratios)
     elapsed = time.perf_counter() - started
     console.print(f"elapsed {elapsed:.1f} s")
@@ -404,10 +600,12 @@ def main(argv: list[str] | None = None) -> int:
         },
         "sync_to_async": a,
         "async_to_thread": b,
+        "placement": c,
+        "async_to_thread_one_cpu": d,
         "ratios": ratios,
         "elapsed_s": elapsed,
     }
-    path = write_json(args.output, data)
+    path = write_json(args.output or ("bridge-quick" if args.quick else "bridge"), data)
     console.print(f"wrote {path}")
     return 0
 

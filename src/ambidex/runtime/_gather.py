@@ -14,6 +14,7 @@ import asyncio
 import inspect
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from types import CoroutineType
 from typing import Any, Generic, TypeVar
 
 from ambidex.runtime._core import runtime
@@ -57,16 +58,21 @@ class _FanOut(Generic[T]):
 
     def start_more(self) -> None:
         limit = self.max_in_flight
-        while not self.exhausted and (limit is None or len(self.pending) < limit):
+        pending, results, source = self.pending, self.results, self.source
+        create_task, on_done = self.loop.create_task, self._on_done
+        while not self.exhausted and (limit is None or len(pending) < limit):
             try:
-                thunk = next(self.source)
+                thunk = next(source)
             except StopIteration:
                 self.exhausted = True
                 return
-            fut = asyncio.ensure_future(thunk(), loop=self.loop)
-            self.pending[fut] = len(self.results)
-            self.results.append(None)
-            fut.add_done_callback(self._on_done)
+            aw = thunk()
+            # create_task directly for coroutines: ensure_future's checks cost
+            # more than they are worth in a 10,000-call fan-out.
+            fut = create_task(aw) if type(aw) is CoroutineType else asyncio.ensure_future(aw)
+            pending[fut] = len(results)
+            results.append(None)
+            fut.add_done_callback(on_done)
 
     async def wait_for_some(self) -> None:
         if not self.finished:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import threading
+import itertools
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -50,33 +50,51 @@ class RuntimeStatistics:
         return asdict(self)
 
 
-class CallCounters:
-    """Thread-safe counters, one row per kind."""
+_FIELDS = ("calls", "succeeded", "failed", "timeouts", "retries")
 
-    _FIELDS = ("calls", "succeeded", "failed", "in_flight", "timeouts", "retries")
+
+def _value(counter: itertools.count[int]) -> int:
+    # itertools.count has no getter; its repr is documented as "count(N)".
+    return int(repr(counter)[6:-1])
+
+
+class CallCounters:
+    """Counters by kind; in flight = calls - succeeded - failed.
+
+    ``next()`` on an ``itertools.count`` is a single C call, atomic under the
+    GIL, so the counters on every call's path need no lock (a lock round trip
+    was a measurable share of a 10,000-call fan-out).
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._rows: dict[str, dict[str, int]] = {
-            kind: dict.fromkeys(self._FIELDS, 0) for kind in KIND_NAMES
+        self._counts: dict[str, dict[str, itertools.count[int]]] = {
+            kind: {name: itertools.count() for name in _FIELDS} for kind in KIND_NAMES
         }
+        self._calls = {kind: c["calls"] for kind, c in self._counts.items()}
+        self._ok = {kind: c["succeeded"] for kind, c in self._counts.items()}
+        self._failed = {kind: c["failed"] for kind, c in self._counts.items()}
 
     def started(self, kind: str) -> None:
-        with self._lock:
-            row = self._rows[kind]
-            row["calls"] += 1
-            row["in_flight"] += 1
+        next(self._calls[kind])
 
     def finished(self, kind: str, ok: bool) -> None:
-        with self._lock:
-            row = self._rows[kind]
-            row["in_flight"] -= 1
-            row["succeeded" if ok else "failed"] += 1
+        next((self._ok if ok else self._failed)[kind])
 
     def bump(self, kind: str, what: str) -> None:
-        with self._lock:
-            self._rows[kind][what] += 1
+        next(self._counts[kind][what])
 
     def snapshot(self) -> dict[str, KindStatistics]:
-        with self._lock:
-            return {kind: KindStatistics(**row) for kind, row in self._rows.items()}
+        out = {}
+        for kind, counts in self._counts.items():
+            # Read finished before calls so in_flight is never negative.
+            succeeded, failed = _value(counts["succeeded"]), _value(counts["failed"])
+            calls = _value(counts["calls"])
+            out[kind] = KindStatistics(
+                calls=calls,
+                succeeded=succeeded,
+                failed=failed,
+                in_flight=calls - succeeded - failed,
+                timeouts=_value(counts["timeouts"]),
+                retries=_value(counts["retries"]),
+            )
+        return out

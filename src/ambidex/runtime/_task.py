@@ -115,6 +115,7 @@ class TaskFunction(Generic[P, R]):
         self.kind: Kind = kind
         self.options = options
         self._is_async = is_async
+        self._direct = is_async and options.is_plain
         self._name: str = name
         self._ref: FunctionRef | Callable[..., Any] | None = None
         functools.update_wrapper(self, fn)
@@ -182,12 +183,13 @@ class TaskFunction(Generic[P, R]):
             elif self.kind == "blocking" or not self._is_async:
                 max_in_flight = 2 * rt.io_threads
         acall = self._acall
+        no_kwargs: dict[str, Any] = {}
 
         def thunk(item: Any) -> Callable[[], Coroutine[Any, Any, R]]:
-            return lambda: acall(rt, (item,), {})
+            return lambda: acall(rt, (item,), no_kwargs)
 
         return await run_bounded(
-            (thunk(item) for item in items),
+            map(thunk, items),
             max_in_flight=max_in_flight,
             return_exceptions=return_exceptions,
         )
@@ -199,8 +201,12 @@ class TaskFunction(Generic[P, R]):
         kind = self.kind
         counters.started(kind)
         ok = False
+        result: R
         try:
-            if self.options.is_plain:
+            if self._direct:
+                # The hot path of io fan-outs: one coroutine frame, no wrappers.
+                result = await self._fn(*args, **kwargs)  # type: ignore[misc]
+            elif self.options.is_plain:
                 result = await self._attempt(rt, args, kwargs)
             else:
                 result = await self._with_policy(rt, args, kwargs)
