@@ -110,8 +110,9 @@ class Runtime:
             raise RuntimeClosedError("this ambidex Runtime is closed")
         try:
             return self.loop_thread.call(coro)
-        except asyncio.CancelledError:
-            if self._closed:
+        except (asyncio.CancelledError, RuntimeError) as exc:
+            # Cut off by close(), or the loop closed between our check and the hand-over.
+            if self.closed and not isinstance(exc, RuntimeClosedError):
                 raise RuntimeClosedError(
                     "the ambidex Runtime was closed while this call was running"
                 ) from None

@@ -126,7 +126,8 @@ class ProcessPool:
     async def _spawn(self) -> _Worker:
         parent_sock, child_sock = socket.socketpair()
         env = dict(os.environ)
-        env["AMBIDEX_WORKER_SYS_PATH"] = json.dumps([p for p in sys.path if p])
+        # "" on sys.path means the current directory (python -c, the REPL).
+        env["AMBIDEX_WORKER_SYS_PATH"] = json.dumps([p or os.getcwd() for p in sys.path])
         try:
             # Popen blocks the loop for the fork/exec only (about a millisecond);
             # the interpreter starts up while the loop goes on.

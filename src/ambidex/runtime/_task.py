@@ -34,7 +34,15 @@ R_co = TypeVar("R_co", covariant=True)
 
 Kind = Literal["io", "blocking", "cpu"]
 
-_NEVER_RETRY = (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit)
+# Cancellation must stop at once, and a call that cannot be pickled will not
+# become picklable by trying again.
+_NEVER_RETRY = (
+    asyncio.CancelledError,
+    KeyboardInterrupt,
+    SystemExit,
+    GeneratorExit,
+    SerializationError,
+)
 _jitter = random.Random()
 _arg_repr = reprlib.Repr()
 _arg_repr.maxstring = 40
