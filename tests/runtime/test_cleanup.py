@@ -14,12 +14,12 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
+from _support import process_gone, wait_for
 
 import ambidex as ax
 
@@ -71,15 +71,6 @@ def cleanup_sleep(pid_path: str, seconds: float) -> str:
 # -- helpers -----------------------------------------------------------------
 
 
-def _wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
-
-
 def _children() -> set[int]:
     """Pids of this process's descendants, zombies included."""
     return {p.pid for p in psutil.Process().children(recursive=True)}
@@ -87,13 +78,6 @@ def _children() -> set[int]:
 
 def _threads() -> set[threading.Thread]:
     return set(threading.enumerate())
-
-
-def _process_gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def _use_every_kind(tmp_path: Path) -> None:
@@ -155,7 +139,7 @@ def test_no_thread_or_child_left_when_closed_after_every_kind_of_work(
 
     assert _threads() - threads_before == set()
     assert _children() - children_before == set()
-    assert _process_gone(hung_pid)
+    assert process_gone(hung_pid)
     assert fresh_runtime.closed
     assert fresh_runtime.statistics().io_threads.threads == 0
 
@@ -189,8 +173,8 @@ def test_timed_out_task_children_killed_when_worker_killed(tmp_path: Path) -> No
 
     worker, grandchild = map(int, pid_file.read_text().split())
     # The worker's process group is killed, so the task's own child goes too.
-    assert _wait_for(lambda: _process_gone(worker), timeout_s=1.0)
-    assert _wait_for(lambda: _process_gone(grandchild), timeout_s=1.0)
+    assert wait_for(lambda: process_gone(worker), timeout_s=1.0)
+    assert wait_for(lambda: process_gone(grandchild), timeout_s=1.0)
 
     ax.runtime().close()
     assert _children() - children_before == set()
@@ -212,7 +196,7 @@ def test_cpu_worker_stopped_when_closed_during_task(
 
     thread = threading.Thread(target=caller)
     thread.start()
-    assert _wait_for(pid_file.exists)
+    assert wait_for(pid_file.exists)
     pid = int(pid_file.read_text())
 
     t0 = time.monotonic()
@@ -222,7 +206,7 @@ def test_cpu_worker_stopped_when_closed_during_task(
     assert not thread.is_alive()
     assert len(outcome) == 1
     assert isinstance(outcome[0], BaseException)  # the caller is not left hanging
-    assert _process_gone(pid)
+    assert process_gone(pid)
     assert _threads() - threads_before == set()
     assert _children() - children_before == set()
 
@@ -256,10 +240,10 @@ def test_no_child_left_when_call_cancelled_while_worker_starts(
         fresh_runtime.close()
 
         pid = spawned[0].pid
-        assert _wait_for(lambda: _process_gone(pid), timeout_s=2.0), (
+        assert wait_for(lambda: process_gone(pid), timeout_s=2.0), (
             f"worker {pid}, started for the cancelled call, outlived the runtime"
         )
-        assert _wait_for(lambda: not _children() - children_before, timeout_s=2.0)
+        assert wait_for(lambda: not _children() - children_before, timeout_s=2.0)
     finally:
         for proc in spawned:  # never let a leaked worker outlive this test
             if proc.poll() is None:
@@ -443,4 +427,4 @@ def test_no_worker_left_when_interpreter_exits_without_close() -> None:
     lines = done.stdout.splitlines()
     assert lines[-1] == "at exit: [] []", done.stdout
     worker = int(lines[0].split()[1])
-    assert _wait_for(lambda: _process_gone(worker), timeout_s=2.0)
+    assert wait_for(lambda: process_gone(worker), timeout_s=2.0)

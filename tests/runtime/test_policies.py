@@ -15,11 +15,10 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-import psutil
 import pytest
+from _support import await_for, process_gone, read_pid, wait_for
 
 import ambidex as ax
 
@@ -78,37 +77,6 @@ def flaky_cpu(counter_path: str) -> int:
 
 
 # -- helpers -----------------------------------------------------------------
-
-
-def _wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
-
-
-async def _await_for(predicate: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.005)
-    return predicate()
-
-
-def _read_pid(path: Path, timeout_s: float = 10.0) -> int:
-    assert _wait_for(path.exists, timeout_s), f"{path} was never written"
-    return int(path.read_text())
-
-
-def _process_gone(pid: int) -> bool:
-    """True when ``pid`` no longer runs (a zombie awaiting its reaper counts as gone)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def _stats() -> ax.RuntimeStatistics:
@@ -178,10 +146,10 @@ def test_cpu_worker_killed_when_past_timeout(tmp_path: Path) -> None:
         record_pid_and_hang(str(pid_file))
     elapsed = time.monotonic() - t0
 
-    pid = _read_pid(pid_file, timeout_s=0)
+    pid = read_pid(pid_file, timeout_s=0)
     assert pid == warm
     assert 0.45 <= elapsed < 3.0
-    assert _wait_for(lambda: _process_gone(pid), timeout_s=1.0), f"worker {pid} still runs"
+    assert wait_for(lambda: process_gone(pid), timeout_s=1.0), f"worker {pid} still runs"
 
     fresh = worker_pid()
     assert fresh != pid
@@ -257,7 +225,7 @@ def test_blocking_call_abandoned_when_past_timeout() -> None:
     finally:
         release.set()
     assert finished.wait(5)
-    assert _wait_for(lambda: _stats().io_threads.abandoned == 0, timeout_s=2.0)
+    assert wait_for(lambda: _stats().io_threads.abandoned == 0, timeout_s=2.0)
 
 
 # -- retries -----------------------------------------------------------------
@@ -400,7 +368,7 @@ async def test_capacity_never_exceeded_when_sync_and_async_callers_share_limit()
     sync_callers = asyncio.gather(*(asyncio.to_thread(call_llm, i) for i in range(5)))
     async_callers = asyncio.gather(*(call_llm.aio(i) for i in range(5, 10)))
     try:
-        assert await _await_for(lambda: _stats().limits["llm"].waiting == 8)
+        assert await await_for(lambda: _stats().limits["llm"].waiting == 8)
         llm = _stats().limits["llm"]
         assert (llm.capacity, llm.in_use, llm.waiting) == (2, 2, 8)
         assert _stats().kinds["io"].in_flight == 10
@@ -457,7 +425,7 @@ def test_manual_limit_holds_slot_when_used_as_context_manager() -> None:
         assert _stats().limits["llm"].in_use == 1
         caller = threading.Thread(target=lambda: results.append(limited()))
         caller.start()
-        assert _wait_for(lambda: _stats().limits["llm"].waiting == 1)
+        assert wait_for(lambda: _stats().limits["llm"].waiting == 1)
         time.sleep(0.05)
         assert not ran.is_set()
     caller.join(5)
@@ -478,7 +446,7 @@ async def test_manual_limit_holds_slot_when_used_as_async_context_manager() -> N
     async with ax.limit("llm"):
         assert _stats().limits["llm"].in_use == 1
         task = asyncio.create_task(limited.aio())
-        assert await _await_for(lambda: _stats().limits["llm"].waiting == 1)
+        assert await await_for(lambda: _stats().limits["llm"].waiting == 1)
         await asyncio.sleep(0.05)
         assert not ran.is_set()
     assert await task == "ran"
@@ -575,16 +543,16 @@ async def test_cpu_worker_killed_when_async_caller_cancelled(tmp_path: Path) -> 
     await worker_pid.aio()  # warm a worker
     pid_file = tmp_path / "pid"
     task = asyncio.create_task(record_pid_and_sleep.aio(str(pid_file), 30))
-    assert await _await_for(pid_file.exists)
-    pid = _read_pid(pid_file)
-    assert not _process_gone(pid)
+    assert await await_for(pid_file.exists)
+    pid = read_pid(pid_file)
+    assert not process_gone(pid)
 
     t0 = time.monotonic()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert time.monotonic() - t0 < 2.0
-    assert await _await_for(lambda: _process_gone(pid), timeout_s=1.0), f"worker {pid} still runs"
+    assert await await_for(lambda: process_gone(pid), timeout_s=1.0), f"worker {pid} still runs"
 
     stats = _stats()
     assert stats.cpu_workers is not None
@@ -656,22 +624,22 @@ def test_work_stopped_when_sync_caller_gets_ctrl_c(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
     )
     try:
-        assert _wait_for((tmp_path / "io_started").exists), proc.communicate(timeout=1)
+        assert wait_for((tmp_path / "io_started").exists), proc.communicate(timeout=1)
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        assert _wait_for((tmp_path / "io_interrupted").exists, timeout_s=5)
+        assert wait_for((tmp_path / "io_interrupted").exists, timeout_s=5)
         assert time.monotonic() - t0 < 2.0
         assert (tmp_path / "io_cancelled").exists()
         assert not (tmp_path / "io_finished").exists()
 
-        pid = _read_pid(tmp_path / "cpu_pid")
-        assert not _process_gone(pid)
+        pid = read_pid(tmp_path / "cpu_pid")
+        assert not process_gone(pid)
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        assert _wait_for((tmp_path / "cpu_interrupted").exists, timeout_s=5)
+        assert wait_for((tmp_path / "cpu_interrupted").exists, timeout_s=5)
         assert time.monotonic() - t0 < 2.0
         assert proc.poll() is None  # the script is still alive: the worker was stopped by it
-        assert _wait_for(lambda: _process_gone(pid), timeout_s=1.0), f"worker {pid} still runs"
+        assert wait_for(lambda: process_gone(pid), timeout_s=1.0), f"worker {pid} still runs"
 
         (tmp_path / "release").write_text("")
         _, err = proc.communicate(timeout=10)
@@ -696,7 +664,7 @@ def test_worker_crashed_error_when_task_kills_its_worker(mode: str, exit_descrip
     assert f"crash({mode!r})" in message
     assert exit_description in message
     assert f"pid {info.value.pid}" in message
-    assert _process_gone(info.value.pid)
+    assert process_gone(info.value.pid)
 
     assert crash("fine") == "fine"  # the pool keeps serving
     stats = _stats()
