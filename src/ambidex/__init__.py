@@ -13,6 +13,7 @@ await score.aio("x")       # from async code: awaitable, never blocks the loop
 ax.limits(llm=5)           # named capacity shared by every caller
 """
 
+from ambidex.agents import Agent, AgentInputError, AgentOutputError
 from ambidex.exceptions import (
     AmbidexError,
     RemoteError,
@@ -40,6 +41,15 @@ from ambidex.runtime import (
     runtime,
     usable_cpus,
 )
+from ambidex.workflows import (
+    EventKind,
+    NodeStatus,
+    Workflow,
+    WorkflowDefinitionError,
+    WorkflowError,
+    WorkflowEvent,
+    WorkflowResult,
+)
 
 __version__ = "0.1.0"
 
@@ -60,9 +70,14 @@ def limit(name: str) -> CapacityLimit | RateLimit:
 
 
 __all__ = [
+    "Agent",
+    "AgentInputError",
+    "AgentOutputError",
     "AmbidexError",
     "CapacityLimit",
+    "EventKind",
     "KindStatistics",
+    "NodeStatus",
     "Rate",
     "RateLimit",
     "RemoteError",
@@ -76,6 +91,11 @@ __all__ = [
     "TaskTimeoutError",
     "UnknownLimitError",
     "WorkerCrashedError",
+    "Workflow",
+    "WorkflowDefinitionError",
+    "WorkflowError",
+    "WorkflowEvent",
+    "WorkflowResult",
     "__version__",
     "agather",
     "blocking",

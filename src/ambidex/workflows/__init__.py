@@ -1,0 +1,34 @@
+"""Workflows: a DAG of agents and functions that starts each node the moment its inputs exist."""
+
+from ambidex.workflows._checkpoint import CheckpointStore, StoredRun
+from ambidex.workflows._events import EventKind, NodeStatus, WorkflowEvent
+from ambidex.workflows._refs import Condition, Ref
+from ambidex.workflows._scheduler import NodeRun, WorkflowResult
+from ambidex.workflows._spec import (
+    FailurePolicy,
+    InputSpec,
+    Node,
+    Outputs,
+    Workflow,
+    WorkflowDefinitionError,
+    WorkflowError,
+)
+
+__all__ = [
+    "CheckpointStore",
+    "Condition",
+    "EventKind",
+    "FailurePolicy",
+    "InputSpec",
+    "Node",
+    "NodeRun",
+    "NodeStatus",
+    "Outputs",
+    "Ref",
+    "StoredRun",
+    "Workflow",
+    "WorkflowDefinitionError",
+    "WorkflowError",
+    "WorkflowEvent",
+    "WorkflowResult",
+]

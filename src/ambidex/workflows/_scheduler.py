@@ -1,0 +1,551 @@
+"""The scheduler: start every node the moment its dependencies have finished.
+
+Not level by level: a node waits only for its own dependencies, so the run's
+makespan is the critical path (plus scheduling overhead, which is a task and
+a callback per node). Completions are handled in done-callbacks and settled
+with an explicit work list, so a chain of 10,000 nodes (or 10,000 skips in a
+row) needs neither recursion nor a rescan of the graph.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+import secrets
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ambidex.agents._agent import Agent
+from ambidex.exceptions import TaskTimeoutError
+from ambidex.runtime._core import runtime
+from ambidex.workflows._checkpoint import CheckpointStore
+from ambidex.workflows._events import EventKind, EventListener, NodeStatus, WorkflowEvent
+from ambidex.workflows._refs import Condition, Ref, resolve
+from ambidex.workflows._spec import (
+    FailurePolicy,
+    Node,
+    Outputs,
+    Workflow,
+    WorkflowDefinitionError,
+    WorkflowError,
+    call_style,
+)
+from ambidex.workflows._validate import check_inputs, topological_order
+
+__all__ = ["NodeRun", "WorkflowResult", "execute"]
+
+_jitter = random.Random()
+
+
+@dataclass
+class NodeRun:
+    """What happened to one node in a run."""
+
+    name: str
+    status: NodeStatus = NodeStatus.PENDING
+    output: Any = None
+    error: BaseException | None = None
+    attempts: int = 0
+    started_s: float | None = None
+    """Seconds after the run started that the node started."""
+    finished_s: float | None = None
+    reason: str | None = None
+    """Why it was skipped, cancelled or restored."""
+
+    @property
+    def duration_s(self) -> float | None:
+        """How long the node ran, all attempts included."""
+        if self.started_s is None or self.finished_s is None:
+            return None
+        return self.finished_s - self.started_s
+
+
+@dataclass
+class WorkflowResult:
+    """The outcome of a run: per-node status and outputs."""
+
+    run_id: str
+    workflow: str
+    succeeded: bool
+    nodes: dict[str, NodeRun]
+    elapsed_s: float
+    inputs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        """Outputs of the nodes that succeeded, by node name."""
+        return {n: r.output for n, r in self.nodes.items() if r.status is NodeStatus.SUCCEEDED}
+
+    def __getitem__(self, node: str) -> Any:
+        run = self.nodes[node]
+        if run.status is not NodeStatus.SUCCEEDED:
+            raise KeyError(f"node {node!r} has no output: it {run.status.value}")
+        return run.output
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (pydantic models dumped to plain data)."""
+        import pydantic_core
+
+        def plain(value: Any) -> Any:
+            return pydantic_core.to_jsonable_python(value, fallback=repr)
+
+        return {
+            "run_id": self.run_id,
+            "workflow": self.workflow,
+            "succeeded": self.succeeded,
+            "elapsed_s": round(self.elapsed_s, 6),
+            "inputs": plain(self.inputs),
+            "nodes": {
+                name: {
+                    "status": r.status.value,
+                    "output": plain(r.output),
+                    "error": None if r.error is None else f"{type(r.error).__name__}: {r.error}",
+                    "attempts": r.attempts,
+                    "started_s": r.started_s,
+                    "duration_s": r.duration_s,
+                    "reason": r.reason,
+                }
+                for name, r in self.nodes.items()
+            },
+        }
+
+
+class _Run:
+    """The state of one execution of a workflow."""
+
+    def __init__(
+        self,
+        wf: Workflow,
+        inputs: dict[str, Any],
+        run_id: str,
+        listener: EventListener | None,
+        store: CheckpointStore | None,
+        max_parallel: int | None,
+    ) -> None:
+        self.wf = wf
+        self.inputs = inputs
+        self.run_id = run_id
+        self.listener = listener
+        self.store = store
+        self.max_parallel = max_parallel
+        self.loop = asyncio.get_running_loop()
+        self.t0 = self.loop.time()
+        self.nodes = wf.nodes
+        self.runs = {name: NodeRun(name) for name in wf.nodes}
+        self.outputs: dict[str, Any] = {}
+        self.remaining = {name: len(node.deps) for name, node in wf.nodes.items()}
+        self.dependents: dict[str, list[str]] = {name: [] for name in wf.nodes}
+        for name, node in wf.nodes.items():
+            for dep in node.deps:
+                self.dependents[dep].append(name)
+        self.blocking: set[str] = set()  # settled nodes whose dependents must be skipped
+        self.queued: deque[str] = deque()
+        self.running: dict[asyncio.Task[Any], str] = {}
+        self.settled = 0
+        self.to_settle: deque[str] = deque()
+        self.settling = False
+        self.failure: tuple[str, BaseException] | None = None
+        self.done: asyncio.Future[None] = self.loop.create_future()
+        self.agents: dict[str, Agent[Any, Any]] = {}
+        self.owned_agents: list[Agent[Any, Any]] = []
+        self.kwargs_style: dict[str, bool] = {}
+        self.writes: asyncio.Queue[tuple[Any, ...] | None] | None = None
+        self.writer: asyncio.Task[None] | None = None
+
+    # -- events ----------------------------------------------------------------
+
+    def elapsed(self) -> float:
+        return self.loop.time() - self.t0
+
+    def emit(self, kind: EventKind, node: str | None, **fields: Any) -> None:
+        listener = self.listener
+        if listener is not None:
+            listener(WorkflowEvent(kind, self.run_id, node, self.elapsed(), **fields))
+
+    # -- the graph -------------------------------------------------------------
+
+    def settle(self, name: str) -> None:
+        """A node reached a final state: release its dependents (iteratively)."""
+        self.settled += 1
+        self.to_settle.append(name)
+        if self.settling:
+            return
+        self.settling = True
+        try:
+            while self.to_settle:
+                done = self.to_settle.popleft()
+                for child in self.dependents[done]:
+                    self.remaining[child] -= 1
+                    if self.remaining[child] == 0 and self.failure is None:
+                        self.on_ready(child)
+        finally:
+            self.settling = False
+        self.start_queued()
+        if self.settled == len(self.nodes) and not self.done.done():
+            self.done.set_result(None)
+
+    def on_ready(self, name: str) -> None:
+        node = self.nodes[name]
+        blocked_by = sorted(node.deps & self.blocking)
+        if blocked_by:
+            dep = blocked_by[0]
+            self.skip(name, f"dependency {dep!r} {self.runs[dep].status.value}")
+            return
+        if node.when is not None:
+            try:
+                go = self.condition(node)
+            except Exception as exc:
+                self.fail(name, exc, attempts=0)
+                return
+            if not go:
+                self.skip(name, "condition is false")
+                return
+        self.runs[name].status = NodeStatus.QUEUED
+        self.emit(EventKind.QUEUED, name)
+        if self.max_parallel is not None and len(self.running) >= self.max_parallel:
+            self.queued.append(name)
+        else:
+            self.start(name)
+
+    def condition(self, node: Node) -> bool:
+        when = node.when
+        if isinstance(when, Condition):
+            return when.evaluate(resolve(when.ref, self.inputs, self.outputs))
+        if isinstance(when, Ref):
+            return bool(resolve(when, self.inputs, self.outputs))
+        assert callable(when)
+        return bool(when(Outputs(node.name, node.deps, self.outputs, self.inputs)))
+
+    def start_queued(self) -> None:
+        limit = self.max_parallel
+        while self.queued and self.failure is None and (limit is None or len(self.running) < limit):
+            self.start(self.queued.popleft())
+
+    def start(self, name: str) -> None:
+        run = self.runs[name]
+        run.status = NodeStatus.RUNNING
+        run.started_s = self.elapsed()
+        task = self.loop.create_task(self.run_node(self.nodes[name]), name=f"node:{name}")
+        self.running[task] = name
+        task.add_done_callback(self.on_task_done)
+
+    def skip(self, name: str, reason: str) -> None:
+        run = self.runs[name]
+        run.status = NodeStatus.SKIPPED
+        run.reason = reason
+        self.blocking.add(name)
+        self.emit(EventKind.SKIPPED, name, reason=reason)
+        self.save(name, run)
+        self.settle(name)
+
+    def fail(self, name: str, exc: BaseException, attempts: int) -> None:
+        node = self.nodes[name]
+        run = self.runs[name]
+        run.status = NodeStatus.FAILED
+        run.error = exc
+        run.attempts = attempts
+        run.finished_s = self.elapsed()
+        self.emit(
+            EventKind.FAILED,
+            name,
+            duration_s=run.duration_s,
+            attempt=attempts,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        self.save(name, run)
+        if node.on_failure is FailurePolicy.FAIL:
+            if self.failure is None:  # the first failure ends the run; later ones are its echo
+                self.failure = (name, exc)
+                self.cancel_rest(f"node {name!r} failed")
+        elif node.on_failure is FailurePolicy.SKIP:
+            self.blocking.add(name)
+        else:
+            self.outputs[name] = None
+        self.settle(name)
+
+    def cancel_rest(self, reason: str) -> None:
+        for task in self.running:
+            task.cancel()
+        for name, run in self.runs.items():
+            if run.status in (NodeStatus.PENDING, NodeStatus.QUEUED):
+                run.status = NodeStatus.CANCELLED
+                run.reason = reason
+                self.emit(EventKind.CANCELLED, name, reason=reason)
+        self.queued.clear()
+        if not self.running and not self.done.done():
+            self.done.set_result(None)
+
+    def on_task_done(self, task: asyncio.Task[Any]) -> None:
+        name = self.running.pop(task)
+        run = self.runs[name]
+        if task.cancelled():
+            run.status = NodeStatus.CANCELLED
+            run.finished_s = self.elapsed()
+            run.reason = run.reason or "the run was stopped"
+            self.emit(EventKind.CANCELLED, name, reason=run.reason)
+            if self.failure is not None and not self.running and not self.done.done():
+                self.done.set_result(None)
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.fail(name, exc, run.attempts)
+            return
+        output = task.result()
+        run.status = NodeStatus.SUCCEEDED
+        run.output = output
+        run.finished_s = self.elapsed()
+        self.outputs[name] = output
+        self.emit(EventKind.FINISHED, name, duration_s=run.duration_s, attempt=run.attempts)
+        self.save(name, run)
+        if self.failure is None:
+            self.settle(name)
+        elif not self.running and not self.done.done():
+            self.done.set_result(None)
+
+    # -- one node --------------------------------------------------------------
+
+    def node_input(self, node: Node) -> Any:
+        template = node.input
+        if callable(template) and not isinstance(template, Ref):
+            return template(Outputs(node.name, node.deps, self.outputs, self.inputs))
+        return resolve(template, self.inputs, self.outputs)
+
+    async def run_node(self, node: Node) -> Any:
+        run = self.runs[node.name]
+        value = self.node_input(node)
+        while True:
+            run.attempts += 1
+            self.emit(EventKind.STARTED, node.name, attempt=run.attempts)
+            try:
+                if node.timeout_s is None:
+                    return await self.invoke(node, value)
+                cm = asyncio.timeout(node.timeout_s)
+                try:
+                    async with cm:
+                        return await self.invoke(node, value)
+                except TimeoutError:
+                    if cm.expired():
+                        raise TaskTimeoutError(f"node {node.name!r}", node.timeout_s) from None
+                    raise
+            except Exception as exc:
+                if run.attempts > node.retries:
+                    raise
+                self.emit(
+                    EventKind.RETRYING,
+                    node.name,
+                    attempt=run.attempts,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                await asyncio.sleep(_jitter.uniform(0, min(5.0, 0.05 * 2**run.attempts)))
+
+    async def invoke(self, node: Node, value: Any) -> Any:
+        target = node.target
+        style = call_style(target)
+        if style in ("agent", "agent_class"):
+            agent = await self.agent_for(node)
+            return await agent.arun(value)
+        args, kwargs = self.arguments(node, value)
+        if style == "task":
+            return await target.aio(*args, **kwargs)
+        if style == "async":
+            return await target(*args, **kwargs)
+        return await runtime().run_in_thread(target, args, kwargs)
+
+    async def agent_for(self, node: Node) -> Agent[Any, Any]:
+        agent = self.agents.get(node.name)
+        if agent is None:
+            target = node.target
+            agent = target() if isinstance(target, type) else target
+            if not agent.is_set_up:
+                await agent.asetup()
+                self.owned_agents.append(agent)  # we set it up, we tear it down
+            self.agents[node.name] = agent
+        return agent
+
+    def arguments(self, node: Node, value: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """A dict input becomes keyword arguments when the function takes those names."""
+        if value is None:
+            return (), {}
+        if isinstance(value, Mapping):
+            as_kwargs = self.kwargs_style.get(node.name)
+            if as_kwargs is None:
+                as_kwargs = _takes_keywords(node.target, value)
+                self.kwargs_style[node.name] = as_kwargs
+            if as_kwargs:
+                return (), dict(value)
+        return (value,), {}
+
+    # -- checkpoints -----------------------------------------------------------
+
+    def save(self, name: str, run: NodeRun) -> None:
+        if self.writes is not None:
+            self.writes.put_nowait((name, run.status.value, run.output, run.error, run.attempts))
+
+    async def write_loop(self) -> None:
+        assert self.writes is not None
+        assert self.store is not None
+        rt = runtime()
+        while (item := await self.writes.get()) is not None:
+            name, status, output, error, attempts = item
+            await rt.run_in_thread(
+                self.store.save_node, (self.run_id, name, status, output, error, attempts), {}
+            )
+
+    # -- the run ---------------------------------------------------------------
+
+    async def go(self, restored: Mapping[str, Any]) -> WorkflowResult:
+        if self.store is not None:
+            self.writes = asyncio.Queue()
+            self.writer = self.loop.create_task(self.write_loop())
+        self.emit(EventKind.RUN_STARTED, None)
+        try:
+            self.restore(restored)
+            if self.settled < len(self.nodes):
+                for name in self.nodes:
+                    if self.remaining[name] == 0 and self.runs[name].status is NodeStatus.PENDING:
+                        self.on_ready(name)
+                await self.done
+        except asyncio.CancelledError:
+            self.cancel_rest("the run was cancelled")
+            if self.running:
+                await asyncio.gather(*self.running, return_exceptions=True)
+            raise
+        finally:
+            await self.finish()
+        return self.result()
+
+    def restore(self, restored: Mapping[str, Any]) -> None:
+        if not restored:
+            return
+        for name in topological_order(self.wf):
+            if name in restored:
+                run = self.runs[name]
+                run.status = NodeStatus.SUCCEEDED
+                run.output = restored[name]
+                run.reason = "restored from the checkpoint"
+                self.outputs[name] = run.output
+                self.emit(EventKind.FINISHED, name, reason=run.reason)
+                self.settled += 1
+                for child in self.dependents[name]:
+                    self.remaining[child] -= 1
+        if self.settled == len(self.nodes) and not self.done.done():
+            self.done.set_result(None)
+
+    async def finish(self) -> None:
+        if self.running:
+            for task in self.running:
+                task.cancel()
+            await asyncio.gather(*self.running, return_exceptions=True)
+        for agent in reversed(self.owned_agents):
+            try:
+                await agent.ateardown()
+            except Exception as exc:  # teardown must not hide the run's own outcome
+                self.emit(EventKind.FAILED, None, error=f"teardown of {agent.name}: {exc!r}")
+        if self.writer is not None and self.writes is not None:
+            self.writes.put_nowait(None)
+            await asyncio.shield(self.writer)
+            status = "failed" if self.failure is not None else "succeeded"
+            assert self.store is not None
+            error = None if self.failure is None else repr(self.failure[1])
+            await runtime().run_in_thread(self.store.finish_run, (self.run_id, status, error), {})
+        error_text = None
+        if self.failure is not None:
+            failed_node, failed_exc = self.failure
+            error_text = f"node {failed_node!r} failed: {type(failed_exc).__name__}: {failed_exc}"
+        self.emit(EventKind.RUN_FINISHED, None, duration_s=self.elapsed(), error=error_text)
+
+    def result(self) -> WorkflowResult:
+        result = WorkflowResult(
+            run_id=self.run_id,
+            workflow=self.wf.name,
+            succeeded=self.failure is None,
+            nodes=self.runs,
+            elapsed_s=self.elapsed(),
+            inputs=self.inputs,
+        )
+        if self.failure is not None:
+            name, exc = self.failure
+            err = WorkflowError(
+                f"workflow {self.wf.name!r} failed: node {name!r} raised "
+                f"{type(exc).__name__}: {exc}",
+                node=name,
+                run_id=self.run_id,
+            )
+            err.result = result  # type: ignore[attr-defined]
+            raise err from exc
+        return result
+
+
+def _takes_keywords(target: Any, value: Mapping[str, Any]) -> bool:
+    fn = getattr(target, "__wrapped__", target)
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return True
+    names = {
+        n
+        for n, p in params.items()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+    return bool(value) and all(isinstance(k, str) and k in names for k in value)
+
+
+async def execute(
+    wf: Workflow,
+    given: Mapping[str, Any],
+    *,
+    on_event: EventListener | None,
+    checkpoint: str | None,
+    run_id: str | None,
+    resume: str | None,
+    max_parallel: int | None,
+) -> WorkflowResult:
+    """Run ``wf`` (already validated); see ``Workflow.arun``."""
+    if max_parallel is not None and (not isinstance(max_parallel, int) or max_parallel < 1):
+        raise WorkflowDefinitionError(
+            [f"max_parallel must be a positive integer, got {max_parallel!r}"]
+        )
+    rt = runtime()
+    store = None
+    if checkpoint is not None:
+        store = await rt.run_in_thread(CheckpointStore, (checkpoint,), {})
+    try:
+        return await _execute(wf, given, on_event, store, run_id, resume, max_parallel)
+    finally:
+        if store is not None:
+            await rt.run_in_thread(store.close, (), {})
+
+
+async def _execute(
+    wf: Workflow,
+    given: Mapping[str, Any],
+    on_event: EventListener | None,
+    store: CheckpointStore | None,
+    run_id: str | None,
+    resume: str | None,
+    max_parallel: int | None,
+) -> WorkflowResult:
+    rt = runtime()
+    restored: dict[str, Any] = {}
+    if resume is not None:
+        if store is None:
+            raise WorkflowDefinitionError(["resume needs checkpoint= (the SQLite file of the run)"])
+        stored = await rt.run_in_thread(store.load_run, (resume,), {})
+        if stored.workflow != wf.name:
+            raise WorkflowDefinitionError(
+                [f"run {resume!r} belongs to workflow {stored.workflow!r}, not {wf.name!r}"]
+            )
+        given = {**stored.inputs, **given}
+        restored = {n: o for n, o in stored.outputs.items() if n in wf.nodes}
+        run_id = resume
+    inputs = check_inputs(wf, given)
+    run_id = run_id or secrets.token_hex(8)
+    if store is not None and resume is None:
+        await rt.run_in_thread(store.start_run, (run_id, wf.name, inputs), {})
+    run = _Run(wf, inputs, run_id, on_event, store, max_parallel)
+    return await run.go(restored)

@@ -1,0 +1,288 @@
+"""Workflows in YAML: agents by import path, inputs that refer to other nodes' outputs.
+
+::
+
+    name: emissions
+    inputs:
+      litres: float
+      region: {type: str, default: EU}
+    nodes:
+      fuel:
+        agent: examples.emissions.agents:FuelAgent
+        input: {litres: "${inputs.litres}"}
+      report:
+        agent: examples.emissions.agents:ReportAgent
+        input: {kg_co2: "${fuel.output.kg_co2}"}
+        timeout_s: 30
+        retries: 2
+        on_failure: fail        # or skip, continue
+        when: "${fuel.output.kg_co2} > 0"
+
+Every problem is reported with the file and line it comes from. Import paths
+are resolved from the current directory and from the workflow file's directory.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ambidex.workflows._refs import Condition, RefError, template_from_yaml
+from ambidex.workflows._spec import InputSpec, Workflow, WorkflowDefinitionError
+
+__all__ = ["load_workflow"]
+
+_TYPES: dict[str, Any] = {
+    "str": str,
+    "string": str,
+    "int": int,
+    "integer": int,
+    "float": float,
+    "number": float,
+    "bool": bool,
+    "boolean": bool,
+    "list": list,
+    "dict": dict,
+    "object": dict,
+    "any": Any,
+}
+_TOP_KEYS = {"name", "description", "inputs", "nodes", "max_parallel"}
+_NODE_KEYS = {
+    "agent",
+    "function",
+    "input",
+    "after",
+    "timeout_s",
+    "retries",
+    "on_failure",
+    "when",
+    "description",
+}
+
+
+class _Mapping(dict[Any, Any]):
+    """A YAML mapping that remembers the line of itself and of each key."""
+
+    line: int = 0
+    lines: dict[Any, int]
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Mapping:
+    loader.flatten_mapping(node)
+    mapping = _Mapping()
+    mapping.line = node.start_mark.line + 1
+    mapping.lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in mapping:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        mapping[key] = loader.construct_object(value_node, deep=True)
+        mapping.lines[key] = key_node.start_mark.line + 1
+    return mapping
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+class _Problems:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.items: list[str] = []
+
+    def add(self, line: int | None, message: str) -> None:
+        self.items.append(f"line {line}: {message}" if line else message)
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise WorkflowDefinitionError(self.items, self.path)
+
+
+def _line(mapping: Any, key: Any) -> int | None:
+    if isinstance(mapping, _Mapping):
+        return mapping.lines.get(key, mapping.line)
+    return None
+
+
+def _read(file: Path, source: str) -> Any:
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise WorkflowDefinitionError(
+            [f"cannot read the workflow file: {exc.strerror}"], source
+        ) from None
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise WorkflowDefinitionError(
+            [f"{where}not valid YAML: {exc.problem or exc}"], source
+        ) from None
+    except yaml.YAMLError as exc:
+        raise WorkflowDefinitionError([f"not valid YAML: {exc}"], source) from None
+
+
+def _max_parallel(data: Any, problems: _Problems) -> int | None:
+    value = data.get("max_parallel")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        problems.add(
+            _line(data, "max_parallel"), f"max_parallel must be a positive integer, got {value!r}"
+        )
+        return None
+    return value
+
+
+def load_workflow(path: str | Path) -> Workflow:
+    """Read, check and build the workflow in ``path``.
+
+    Raises:
+        WorkflowDefinitionError: the file is missing, is not valid YAML, or
+            describes an invalid workflow (each problem with its line).
+    """
+    file = Path(path)
+    source = str(path)
+    data = _read(file, source)
+    if not isinstance(data, dict):
+        raise WorkflowDefinitionError(["expected a mapping with 'name' and 'nodes'"], source)
+    problems = _Problems(source)
+    for key in data:
+        if key not in _TOP_KEYS:
+            problems.add(
+                _line(data, key),
+                f"unknown key {key!r} (expected one of: {', '.join(sorted(_TOP_KEYS))})",
+            )
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        problems.add(_line(data, "name"), "'name' must be a non-empty string")
+        name = file.stem
+    inputs = _inputs(data.get("inputs") or {}, data, problems)
+    max_parallel = _max_parallel(data, problems)
+    nodes = data.get("nodes")
+    if not isinstance(nodes, dict) or not nodes:
+        problems.add(_line(data, "nodes"), "'nodes' must be a mapping of node names to nodes")
+        problems.raise_if_any()
+        raise AssertionError("unreachable")  # pragma: no cover
+    wf = Workflow(name, inputs=inputs, max_parallel=max_parallel, source=source)
+    for extra in (str(file.resolve().parent), str(Path.cwd())):
+        if extra not in sys.path:
+            sys.path.append(extra)
+    for node_name, spec in nodes.items():
+        _add_node(wf, str(node_name), spec, _line(nodes, node_name), problems)
+    failed_to_load = set(map(str, nodes)) - set(wf.nodes)
+    try:
+        wf.validate()
+    except WorkflowDefinitionError as exc:
+        # Report graph problems too, except those that only echo a node that
+        # could not be loaded (already reported above).
+        problems.items.extend(
+            p for p in exc.problems if not any(f"node {n!r}" in p for n in failed_to_load)
+        )
+    problems.raise_if_any()
+    return wf
+
+
+def _inputs(raw: Any, data: Any, problems: _Problems) -> dict[str, InputSpec]:
+    specs: dict[str, InputSpec] = {}
+    if not isinstance(raw, dict):
+        problems.add(_line(data, "inputs"), "'inputs' must map input names to types")
+        return specs
+    for key, value in raw.items():
+        line = _line(raw, key)
+        type_name, default, description = value, InputSpec.default, ""
+        if isinstance(value, dict):
+            type_name = value.get("type", "any")
+            default = value.get("default", InputSpec.default)
+            description = str(value.get("description", ""))
+        tp = _TYPES.get(str(type_name).lower()) if isinstance(type_name, str) else None
+        if tp is None:
+            problems.add(
+                line,
+                f"input {key!r}: unknown type {type_name!r} "
+                f"(expected one of: {', '.join(sorted(_TYPES))})",
+            )
+            continue
+        specs[str(key)] = InputSpec(tp, default, description)
+    return specs
+
+
+def _import(spec: Any, what: str) -> Any:
+    if not isinstance(spec, str) or ":" not in spec:
+        raise ValueError(f"{what} must be 'package.module:Name', got {spec!r}")
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import {what} {spec!r}: {exc}") from None
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(
+                f"cannot import {what} {spec!r}: {module_name} has no attribute {attr!r}"
+            )
+        obj = getattr(obj, part)
+    return obj
+
+
+def _add_node(wf: Workflow, name: str, spec: Any, line: int | None, problems: _Problems) -> None:
+    if not isinstance(spec, dict):
+        problems.add(line, f"node {name!r} must be a mapping with 'agent' or 'function'")
+        return
+    for key in spec:
+        if key not in _NODE_KEYS:
+            problems.add(
+                _line(spec, key),
+                f"node {name!r}: unknown key {key!r} "
+                f"(expected one of: {', '.join(sorted(_NODE_KEYS))})",
+            )
+    kinds = [k for k in ("agent", "function") if k in spec]
+    if len(kinds) != 1:
+        problems.add(line, f"node {name!r} needs exactly one of 'agent' or 'function'")
+        return
+    try:
+        target = _import(spec[kinds[0]], kinds[0])
+    except ValueError as exc:
+        problems.add(_line(spec, kinds[0]), f"node {name!r}: {exc}")
+        return
+    try:
+        template = template_from_yaml(spec.get("input"))
+        when = spec.get("when")
+        condition = Condition.parse(when) if isinstance(when, str) else None
+        if when is not None and not isinstance(when, str):
+            raise RefError(f"'when' must be a string such as '${{node.output.flag}}', got {when!r}")
+    except RefError as exc:
+        key = "when" if "when" in str(exc) or "condition" in str(exc) else "input"
+        problems.add(_line(spec, key), f"node {name!r}: {exc}")
+        return
+    after = spec.get("after") or []
+    if isinstance(after, str):
+        after = [after]
+    if not isinstance(after, list):
+        problems.add(_line(spec, "after"), f"node {name!r}: 'after' must be a list of node names")
+        return
+    try:
+        wf.node(
+            name,
+            target,
+            template,
+            after=[str(a) for a in after],
+            timeout_s=spec.get("timeout_s"),
+            retries=spec.get("retries", 0),
+            on_failure=spec.get("on_failure", "fail"),
+            when=condition,
+            line=line,
+        )
+    except WorkflowDefinitionError as exc:
+        for problem in exc.problems:
+            problems.add(line, problem)
