@@ -118,6 +118,15 @@ def info() -> None:
     rt.close()
 
 
+def _register() -> None:
+    from ambidex.cli._run import run_workflow
+
+    app.command("run")(run_workflow)
+
+
+_register()
+
+
 def main() -> None:
     """Entry point of the ``ambidex`` script."""
     app()
