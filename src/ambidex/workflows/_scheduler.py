@@ -151,7 +151,9 @@ class _Run:
         self.done: asyncio.Future[None] = self.loop.create_future()
         self.agents: dict[str, Agent[Any, Any]] = {}
         self.owned_agents: list[Agent[Any, Any]] = []
-        self.kwargs_style: dict[str, bool] = {}
+        # Per target (many nodes often share one function): how to call it.
+        self.styles: dict[int, str] = {}
+        self.keyword_names: dict[int, frozenset[str] | None] = {}
         self.writes: asyncio.Queue[tuple[Any, ...] | None] | None = None
         self.writer: asyncio.Task[None] | None = None
 
@@ -343,7 +345,9 @@ class _Run:
 
     async def invoke(self, node: Node, value: Any) -> Any:
         target = node.target
-        style = call_style(target)
+        style = self.styles.get(id(target))
+        if style is None:
+            style = self.styles[id(target)] = call_style(target)
         if style in ("agent", "agent_class"):
             agent = await self.agent_for(node)
             return await agent.arun(value)
@@ -369,12 +373,12 @@ class _Run:
         """A dict input becomes keyword arguments when the function takes those names."""
         if value is None:
             return (), {}
-        if isinstance(value, Mapping):
-            as_kwargs = self.kwargs_style.get(node.name)
-            if as_kwargs is None:
-                as_kwargs = _takes_keywords(node.target, value)
-                self.kwargs_style[node.name] = as_kwargs
-            if as_kwargs:
+        if isinstance(value, Mapping) and value:
+            key = id(node.target)
+            if key not in self.keyword_names:
+                self.keyword_names[key] = _keyword_names(node.target)
+            names = self.keyword_names[key]
+            if names is None or all(k in names for k in value):
                 return (), dict(value)
         return (value,), {}
 
@@ -479,20 +483,20 @@ class _Run:
         return result
 
 
-def _takes_keywords(target: Any, value: Mapping[str, Any]) -> bool:
+def _keyword_names(target: Any) -> frozenset[str] | None:
+    """Names a function accepts as keywords; None when it takes ``**kwargs``."""
     fn = getattr(target, "__wrapped__", target)
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
-        return False
+        return frozenset()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return True
-    names = {
+        return None
+    return frozenset(
         n
         for n, p in params.items()
         if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    }
-    return bool(value) and all(isinstance(k, str) and k in names for k in value)
+    )
 
 
 async def execute(
