@@ -154,8 +154,8 @@ class _Run:
         # Per target (many nodes often share one function): how to call it.
         self.styles: dict[int, str] = {}
         self.keyword_names: dict[int, frozenset[str] | None] = {}
-        self.writes: asyncio.Queue[tuple[Any, ...] | None] | None = None
-        self.writer: asyncio.Task[None] | None = None
+        self.persisting: set[asyncio.Task[None]] = set()
+        self.stopping = False  # set once the run fails or is cancelled: start nothing new
 
     # -- events ----------------------------------------------------------------
 
@@ -181,7 +181,7 @@ class _Run:
                 done = self.to_settle.popleft()
                 for child in self.dependents[done]:
                     self.remaining[child] -= 1
-                    if self.remaining[child] == 0 and self.failure is None:
+                    if self.remaining[child] == 0 and not self.stopping:
                         self.on_ready(child)
         finally:
             self.settling = False
@@ -223,7 +223,7 @@ class _Run:
 
     def start_queued(self) -> None:
         limit = self.max_parallel
-        while self.queued and self.failure is None and (limit is None or len(self.running) < limit):
+        while self.queued and not self.stopping and (limit is None or len(self.running) < limit):
             self.start(self.queued.popleft())
 
     def start(self, name: str) -> None:
@@ -240,8 +240,7 @@ class _Run:
         run.reason = reason
         self.blocking.add(name)
         self.emit(EventKind.SKIPPED, name, reason=reason)
-        self.save(name, run)
-        self.settle(name)
+        self.conclude(name)
 
     def fail(self, name: str, exc: BaseException, attempts: int) -> None:
         node = self.nodes[name]
@@ -257,7 +256,6 @@ class _Run:
             attempt=attempts,
             error=f"{type(exc).__name__}: {exc}",
         )
-        self.save(name, run)
         if node.on_failure is FailurePolicy.FAIL:
             if self.failure is None:  # the first failure ends the run; later ones are its echo
                 self.failure = (name, exc)
@@ -266,9 +264,10 @@ class _Run:
             self.blocking.add(name)
         else:
             self.outputs[name] = None
-        self.settle(name)
+        self.conclude(name)
 
     def cancel_rest(self, reason: str) -> None:
+        self.stopping = True
         for task in self.running:
             task.cancel()
         for name, run in self.runs.items():
@@ -301,11 +300,12 @@ class _Run:
         run.finished_s = self.elapsed()
         self.outputs[name] = output
         self.emit(EventKind.FINISHED, name, duration_s=run.duration_s, attempt=run.attempts)
-        self.save(name, run)
         if self.failure is None:
-            self.settle(name)
-        elif not self.running and not self.done.done():
-            self.done.set_result(None)
+            self.conclude(name)
+        else:
+            self.conclude(name, release=False)  # keep the output for a resume
+            if not self.running and not self.done.done():
+                self.done.set_result(None)
 
     # -- one node --------------------------------------------------------------
 
@@ -371,7 +371,7 @@ class _Run:
 
     def arguments(self, node: Node, value: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """A dict input becomes keyword arguments when the function takes those names."""
-        if value is None:
+        if node.input is None:
             return (), {}
         if isinstance(value, Mapping) and value:
             key = id(node.target)
@@ -384,26 +384,33 @@ class _Run:
 
     # -- checkpoints -----------------------------------------------------------
 
-    def save(self, name: str, run: NodeRun) -> None:
-        if self.writes is not None:
-            self.writes.put_nowait((name, run.status.value, run.output, run.error, run.attempts))
+    def conclude(self, name: str, release: bool = True) -> None:
+        """A node reached its final state: store it (if checkpointing), then release dependents.
 
-    async def write_loop(self) -> None:
-        assert self.writes is not None
+        With a checkpoint, dependents start only after the node's row is
+        committed, so a crash in a dependent never loses its dependency's result.
+        """
+        if self.store is None:
+            if release:
+                self.settle(name)
+            return
+        task = self.loop.create_task(self.persist(name, release))
+        self.persisting.add(task)
+        task.add_done_callback(self.persisting.discard)
+
+    async def persist(self, name: str, release: bool) -> None:
+        run = self.runs[name]
         assert self.store is not None
-        rt = runtime()
-        while (item := await self.writes.get()) is not None:
-            name, status, output, error, attempts = item
-            await rt.run_in_thread(
-                self.store.save_node, (self.run_id, name, status, output, error, attempts), {}
-            )
+        args = (self.run_id, name, run.status.value, run.output, run.error, run.attempts)
+        try:
+            await runtime().run_in_thread(self.store.save_node, args, {})
+        finally:
+            if release:
+                self.settle(name)
 
     # -- the run ---------------------------------------------------------------
 
     async def go(self, restored: Mapping[str, Any]) -> WorkflowResult:
-        if self.store is not None:
-            self.writes = asyncio.Queue()
-            self.writer = self.loop.create_task(self.write_loop())
         self.emit(EventKind.RUN_STARTED, None)
         try:
             self.restore(restored)
@@ -448,9 +455,9 @@ class _Run:
                 await agent.ateardown()
             except Exception as exc:  # teardown must not hide the run's own outcome
                 self.emit(EventKind.FAILED, None, error=f"teardown of {agent.name}: {exc!r}")
-        if self.writer is not None and self.writes is not None:
-            self.writes.put_nowait(None)
-            await asyncio.shield(self.writer)
+        while self.persisting:
+            await asyncio.gather(*self.persisting)
+        if self.store is not None:
             status = "failed" if self.failure is not None else "succeeded"
             assert self.store is not None
             error = None if self.failure is None else repr(self.failure[1])

@@ -187,7 +187,10 @@ def load_workflow(path: str | Path) -> Workflow:
         # Report graph problems too, except those that only echo a node that
         # could not be loaded (already reported above).
         problems.items.extend(
-            p for p in exc.problems if not any(f"node {n!r}" in p for n in failed_to_load)
+            p
+            for p in exc.problems
+            if not failed_to_load
+            or not (any(f"node {n!r}" in p for n in failed_to_load) or "has no nodes" in p)
         )
     problems.raise_if_any()
     return wf
@@ -235,6 +238,72 @@ def _import(spec: Any, what: str) -> Any:
     return obj
 
 
+def _options_ok(name: str, spec: Any, problems: _Problems) -> bool:
+    """Check timeout_s, retries and on_failure, each reported on its own line."""
+    ok = True
+    timeout_s = spec.get("timeout_s")
+    if timeout_s is not None and (
+        isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or timeout_s <= 0
+    ):
+        problems.add(
+            _line(spec, "timeout_s"),
+            f"node {name!r}: timeout_s must be a positive number of seconds, got {timeout_s!r}",
+        )
+        ok = False
+    retries = spec.get("retries", 0)
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        problems.add(
+            _line(spec, "retries"),
+            f"node {name!r}: retries must be a non-negative integer, got {retries!r}",
+        )
+        ok = False
+    policy = spec.get("on_failure", "fail")
+    if policy not in ("fail", "skip", "continue"):
+        problems.add(
+            _line(spec, "on_failure"),
+            f"node {name!r}: on_failure must be 'fail', 'skip' or 'continue', got {policy!r}",
+        )
+        ok = False
+    return ok
+
+
+class _Skip(Exception):
+    """A node with a problem already reported: do not add it."""
+
+
+def _node_target(name: str, spec: dict[Any, Any], line: int | None, problems: _Problems) -> Any:
+    kinds = [k for k in ("agent", "function") if k in spec]
+    if len(kinds) != 1:
+        problems.add(line, f"node {name!r} needs exactly one of 'agent' or 'function'")
+        raise _Skip
+    try:
+        return _import(spec[kinds[0]], kinds[0])
+    except ValueError as exc:
+        problems.add(_line(spec, kinds[0]), f"node {name!r}: {exc}")
+        raise _Skip from None
+
+
+def _node_condition(name: str, spec: dict[Any, Any], problems: _Problems) -> Condition | None:
+    when = spec.get("when")
+    try:
+        if when is not None and not isinstance(when, str):
+            raise RefError(f"'when' must be a string such as '${{node.output.flag}}', got {when!r}")
+        return Condition.parse(when) if isinstance(when, str) else None
+    except RefError as exc:
+        problems.add(_line(spec, "when"), f"node {name!r}: when: {exc}")
+        raise _Skip from None
+
+
+def _node_after(name: str, spec: dict[Any, Any], problems: _Problems) -> list[str]:
+    after = spec.get("after") or []
+    if isinstance(after, str):
+        after = [after]
+    if not isinstance(after, list):
+        problems.add(_line(spec, "after"), f"node {name!r}: 'after' must be a list of node names")
+        raise _Skip
+    return [str(a) for a in after]
+
+
 def _add_node(wf: Workflow, name: str, spec: Any, line: int | None, problems: _Problems) -> None:
     if not isinstance(spec, dict):
         problems.add(line, f"node {name!r} must be a mapping with 'agent' or 'function'")
@@ -246,37 +315,25 @@ def _add_node(wf: Workflow, name: str, spec: Any, line: int | None, problems: _P
                 f"node {name!r}: unknown key {key!r} "
                 f"(expected one of: {', '.join(sorted(_NODE_KEYS))})",
             )
-    kinds = [k for k in ("agent", "function") if k in spec]
-    if len(kinds) != 1:
-        problems.add(line, f"node {name!r} needs exactly one of 'agent' or 'function'")
-        return
     try:
-        target = _import(spec[kinds[0]], kinds[0])
-    except ValueError as exc:
-        problems.add(_line(spec, kinds[0]), f"node {name!r}: {exc}")
+        target = _node_target(name, spec, line, problems)
+        try:
+            template = template_from_yaml(spec.get("input"))
+        except RefError as exc:
+            problems.add(_line(spec, "input"), f"node {name!r}: {exc}")
+            return
+        condition = _node_condition(name, spec, problems)
+        after = _node_after(name, spec, problems)
+    except _Skip:
         return
-    try:
-        template = template_from_yaml(spec.get("input"))
-        when = spec.get("when")
-        condition = Condition.parse(when) if isinstance(when, str) else None
-        if when is not None and not isinstance(when, str):
-            raise RefError(f"'when' must be a string such as '${{node.output.flag}}', got {when!r}")
-    except RefError as exc:
-        key = "when" if "when" in str(exc) or "condition" in str(exc) else "input"
-        problems.add(_line(spec, key), f"node {name!r}: {exc}")
-        return
-    after = spec.get("after") or []
-    if isinstance(after, str):
-        after = [after]
-    if not isinstance(after, list):
-        problems.add(_line(spec, "after"), f"node {name!r}: 'after' must be a list of node names")
+    if not _options_ok(name, spec, problems):
         return
     try:
         wf.node(
             name,
             target,
             template,
-            after=[str(a) for a in after],
+            after=after,
             timeout_s=spec.get("timeout_s"),
             retries=spec.get("retries", 0),
             on_failure=spec.get("on_failure", "fail"),

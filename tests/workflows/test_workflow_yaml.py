@@ -1,0 +1,281 @@
+"""Workflows from YAML: a valid file loads and runs; each problem names its file and line."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import wf_agents
+
+import ambidex as ax
+
+S = ax.NodeStatus
+
+VALID = """\
+name: emissions
+description: fuel and grid factors into a report
+inputs:
+  litres: float
+  region: {type: str, default: EU}
+max_parallel: 4
+nodes:
+  fuel:
+    agent: wf_agents:FuelAgent
+    input: {litres: "${inputs.litres}"}
+  grid:
+    agent: wf_agents:GridAgent
+    input: {region: "${inputs.region}"}
+  report:
+    agent: wf_agents:ReportAgent
+    input:
+      kg: "${fuel.output.kg_co2}"
+      factor: "${grid.output.factor}"
+      note: "Fuel ${fuel.output.label} in ${inputs.region}"
+    when: "${fuel.output.kg_co2} > 0"
+    timeout_s: 5
+    retries: 1
+  shout:
+    function: wf_agents:shout
+    input: {text: "${report.output.text}"}
+    on_failure: continue
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "flow.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def load_error(path: Path) -> ax.WorkflowDefinitionError:
+    with pytest.raises(ax.WorkflowDefinitionError) as info:
+        ax.Workflow.from_yaml(str(path))
+    err = info.value
+    assert err.source == str(path)
+    assert str(err).startswith(f"{path}: ")  # every message names the file
+    return err
+
+
+def line_of(text: str, needle: str) -> int:
+    """1-based line number of the only line containing ``needle``."""
+    lines = [i for i, line in enumerate(text.splitlines(), 1) if needle in line]
+    assert len(lines) == 1, (needle, lines)
+    return lines[0]
+
+
+# -- a valid file --------------------------------------------------------------------------
+
+
+def test_a_valid_file_loads_and_runs(tmp_path: Path) -> None:
+    wf = ax.Workflow.from_yaml(str(write(tmp_path, VALID)))
+    assert wf.name == "emissions"
+    assert wf.max_parallel == 4
+    assert set(wf.nodes) == {"fuel", "grid", "report", "shout"}
+    assert wf.nodes["report"].deps == {"fuel", "grid"}
+    assert wf.nodes["report"].timeout_s == 5
+    assert wf.nodes["report"].retries == 1
+    assert wf.nodes["fuel"].line == line_of(VALID, "fuel:")
+
+    result = wf.run({"litres": 4})
+    assert result["fuel"] == wf_agents.FuelOut(kg_co2=10.0, label="4 l")
+    assert result["grid"].factor == 2.0  # the default region
+    assert result["report"].total == 20.0
+    # an interpolated string: references replaced by their values
+    assert result["report"].text == "Fuel 4 l in EU: 20 kg"
+    assert result["shout"] == "FUEL 4 L IN EU: 20 KG"
+
+
+def test_the_when_condition_of_a_yaml_node_skips_it(tmp_path: Path) -> None:
+    wf = ax.Workflow.from_yaml(str(write(tmp_path, VALID)))
+    result = wf.run({"litres": 0, "region": "US"})
+    assert result["grid"].factor == 3.0
+    assert result.nodes["report"].status is S.SKIPPED
+    assert result.nodes["report"].reason == "condition is false"
+    assert result.nodes["shout"].status is S.SKIPPED
+
+
+def test_yaml_run_inputs_are_checked(tmp_path: Path) -> None:
+    wf = ax.Workflow.from_yaml(str(write(tmp_path, VALID)))
+    with pytest.raises(ax.WorkflowDefinitionError, match="input 'litres': expected float"):
+        wf.run({"litres": "abc"})
+
+
+# -- problems with their lines ---------------------------------------------------------------
+
+
+def test_invalid_yaml_syntax_reports_line_and_column(tmp_path: Path) -> None:
+    text = """\
+    name: bad
+    nodes:
+      a:
+        function: wf_agents:shout
+         input: 3
+    """
+    err = load_error(write(tmp_path, text))
+    assert "line 5, column 11" in str(err)
+    assert "not valid YAML" in str(err)
+
+
+def test_a_duplicate_key_is_reported_with_its_line(tmp_path: Path) -> None:
+    text = """\
+    name: dup
+    nodes:
+      a:
+        function: wf_agents:shout
+        input: {text: x}
+        input: {text: y}
+    """
+    err = load_error(write(tmp_path, text))
+    assert "line 6" in str(err)
+    assert "duplicate key 'input'" in str(err)
+
+
+def test_unknown_keys_report_their_lines(tmp_path: Path) -> None:
+    text = """\
+    name: typos
+    nodez: {}
+    nodes:
+      a:
+        function: wf_agents:shout
+        input: {text: hi}
+      b:
+        function: wf_agents:shout
+        input: {text: "${a.output}"}
+        retires: 2
+    """
+    err = load_error(write(tmp_path, text))
+    assert len(err.problems) == 2, err.problems
+    top, node = err.problems
+    assert top.startswith("line 2: ")
+    assert "unknown key 'nodez'" in top
+    assert node.startswith("line 10: ")
+    assert "node 'b': unknown key 'retires'" in node
+    assert "retries" in node  # the keys it accepts
+
+
+def test_a_bad_import_path_reports_its_line(tmp_path: Path) -> None:
+    text = """\
+    name: imports
+    nodes:
+      a:
+        function: wf_agents:shout
+        input: {text: hi}
+      b:
+        input: {litres: 1}
+        agent: wf_agents:NoSuchAgent
+      c:
+        function: no_such_module_for_ambidex_tests:run
+      d:
+        function: wf_agents.shout
+    """
+    err = load_error(write(tmp_path, text))
+    assert len(err.problems) == 3, err.problems
+    b, c, d = err.problems
+    assert b.startswith("line 8: ")
+    assert "wf_agents:NoSuchAgent" in b
+    assert "NoSuchAgent" in b
+    assert c.startswith("line 10: ")
+    assert "cannot import function 'no_such_module_for_ambidex_tests:run'" in c
+    assert d.startswith("line 12: ")
+    assert "'package.module:Name'" in d
+
+
+def test_a_bad_reference_in_an_input_reports_its_line(tmp_path: Path) -> None:
+    text = """\
+    name: refs
+    nodes:
+      a:
+        function: wf_agents:shout
+        input: {text: hi}
+      b:
+        function: wf_agents:shout
+        input: {text: "${a.outptu}"}
+    """
+    err = load_error(write(tmp_path, text))
+    (problem,) = err.problems
+    assert problem.startswith("line 8: ")
+    assert "node 'b'" in problem
+    assert "${a.outptu}" in problem
+    assert "${a.output}" in problem  # how to write it
+
+
+def test_a_bad_reference_in_a_condition_reports_the_when_line(tmp_path: Path) -> None:
+    text = """\
+    name: refs
+    nodes:
+      a:
+        function: wf_agents:shout
+        input: {text: hi}
+      b:
+        function: wf_agents:shout
+        input: {text: "${a.output}"}
+        when: "${a.outptu} == 'HI'"
+    """
+    err = load_error(write(tmp_path, text))
+    (problem,) = err.problems
+    assert "${a.outptu}" in problem
+    assert problem.startswith("line 9: "), problem
+
+
+def test_an_unreadable_condition_reports_the_when_line(tmp_path: Path) -> None:
+    text = """\
+    name: refs
+    nodes:
+      a:
+        function: wf_agents:shout
+        input: {text: hi}
+      b:
+        function: wf_agents:shout
+        input: {text: "${a.output}"}
+        when: "${a.output} >"
+    """
+    err = load_error(write(tmp_path, text))
+    (problem,) = err.problems
+    assert problem.startswith("line 9: ")
+    assert "cannot read condition" in problem
+
+
+def test_a_bad_on_failure_reports_its_line(tmp_path: Path) -> None:
+    text = """\
+    name: policies
+    nodes:
+      a:
+        function: wf_agents:shout
+        input: {text: hi}
+      b:
+        function: wf_agents:shout
+        input: {text: "${a.output}"}
+        on_failure: sometimes
+    """
+    err = load_error(write(tmp_path, text))
+    (problem,) = err.problems
+    assert "on_failure must be 'fail', 'skip' or 'continue', got 'sometimes'" in problem
+    assert problem.startswith("line 9: "), problem
+
+
+def test_graph_problems_in_yaml_name_the_node_line(tmp_path: Path) -> None:
+    text = """\
+    name: graph
+    inputs:
+      litres: float
+    nodes:
+      fuel:
+        agent: wf_agents:FuelAgent
+        input: {litres: "${inputs.litres}"}
+      report:
+        agent: wf_agents:ReportAgent
+        input: {kg: "${fuel.output.label}", factor: 1}
+        after: [fule]
+    """
+    err = load_error(write(tmp_path, text))
+    message = str(err)
+    assert "line 8: node 'report': depends on unknown node 'fule'" in message
+    assert "did you mean 'fuel'?" in message
+
+
+def test_a_missing_file_gives_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere.yaml"
+    err = load_error(path)
+    assert "cannot read the workflow file" in str(err)
+    assert "No such file" in str(err)
