@@ -119,9 +119,11 @@ def info() -> None:
 
 
 def _register() -> None:
+    from ambidex.cli._llm import mock_llm
     from ambidex.cli._run import run_workflow
 
     app.command("run")(run_workflow)
+    app.command("mock-llm")(mock_llm)
 
 
 _register()
