@@ -10,8 +10,12 @@ import platform
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from rich.console import Console
+from rich.table import Table
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -125,3 +129,20 @@ def write_json(name: str, data: dict[str, Any]) -> Path:
 def verdict(value: float, target: float, higher_is_better: bool) -> bool:
     """True when ``value`` meets ``target``."""
     return value >= target if higher_is_better else value <= target
+
+
+def print_ratios(
+    console: Console,
+    ratios: list[dict[str, Any]],
+    *,
+    title: str = "ratios (medians)",
+    value_format: Callable[[float], str] = lambda v: f"{v:.3f}",
+) -> None:
+    """The ratio rows every script prints: ratio, value, target, met / NOT met / -, note."""
+    table = Table(title=title)
+    for col in ("ratio", "value", "target", "met", "note"):
+        table.add_column(col, justify="right" if col == "value" else "left")
+    for r in ratios:
+        met = {True: "[green]met[/]", False: "[red]NOT met[/]", None: "-"}[r["met"]]
+        table.add_row(r["ratio"], value_format(r["value"]), r["target"], met, r["note"])
+    console.print(table)

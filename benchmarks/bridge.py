@@ -45,7 +45,7 @@ from rich.console import Console
 from rich.table import Table
 
 import ambidex as ax
-from _common import ambidex_loop_name, machine_info, summarize_ns, verdict, write_json
+from _common import ambidex_loop_name, machine_info, print_ratios, summarize_ns, verdict, write_json
 
 console = Console(width=int(os.environ.get("COLUMNS", "150")))
 
@@ -496,16 +496,6 @@ def print_table(title: str, report: dict[str, Any], ref_name: str) -> None:
     console.print(table)
 
 
-def print_ratios(ratios: list[dict[str, Any]]) -> None:
-    table = Table(title="ratios (medians)")
-    for col in ("ratio", "value", "target", "met", "note"):
-        table.add_column(col, justify="right" if col in {"value"} else "left")
-    for r in ratios:
-        met = "[green]met[/]" if r["met"] else "[red]NOT met[/]"
-        table.add_row(r["ratio"], f"{r['value']:.2f}x", r["target"], met, r["note"])
-    console.print(table)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few calls: a smoke test")
@@ -582,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
             "ambidex await g.aio(x)",
         )
     ratios = compute_ratios(a, b) + placement_ratios(c, d)
-    print_ratios(ratios)
+    print_ratios(console, ratios, value_format=lambda v: f"{v:.2f}x")
     elapsed = time.perf_counter() - started
     console.print(f"elapsed {elapsed:.1f} s")
 

@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 import ambidex as ax
-from _common import ambidex_loop_name, machine_info, verdict, write_json
+from _common import ambidex_loop_name, machine_info, print_ratios, verdict, write_json
 
 console = Console(width=int(os.environ.get("COLUMNS", "150")))
 
@@ -425,16 +425,6 @@ def print_section(title: str, section: dict[str, Any], ref: float, ref_name: str
     console.print(table)
 
 
-def print_ratios(ratios: list[dict[str, Any]]) -> None:
-    table = Table(title="ratios (medians)")
-    for col in ("ratio", "value", "target", "met", "note"):
-        table.add_column(col, justify="right" if col == "value" else "left")
-    for r in ratios:
-        met = {True: "[green]met[/]", False: "[red]NOT met[/]", None: "-"}[r["met"]]
-        table.add_row(r["ratio"], f"{r['value']:.3f}", r["target"], met, r["note"])
-    console.print(table)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
@@ -500,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         "sequential",
     )
     ratios = compute_ratios(a, b, c)
-    print_ratios(ratios)
+    print_ratios(console, ratios)
     elapsed = time.perf_counter() - started
     console.print(f"elapsed {elapsed:.1f} s")
 

@@ -40,7 +40,7 @@ from rich.console import Console
 from rich.table import Table
 
 import ambidex as ax
-from _common import ambidex_loop_name, machine_info, verdict, write_json
+from _common import ambidex_loop_name, machine_info, print_ratios, verdict, write_json
 
 console = Console(width=int(os.environ.get("COLUMNS", "160")))
 
@@ -310,16 +310,6 @@ def print_seeds(seeds: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
-def print_ratios(ratios: list[dict[str, Any]]) -> None:
-    table = Table(title="ratios")
-    for col in ("ratio", "value", "target", "met", "note"):
-        table.add_column(col, justify="right" if col == "value" else "left")
-    for r in ratios:
-        met = {True: "[green]met[/]", False: "[red]NOT met[/]", None: "-"}[r["met"]]
-        table.add_row(r["ratio"], f"{r['value']:.3f}", r["target"], met, r["note"])
-    console.print(table)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 seeds, 1 repeat: a few seconds")
@@ -356,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     ax.runtime().close()
     print_seeds(seeds)
     ratios = compute_ratios(seeds)
-    print_ratios(ratios)
+    print_ratios(console, ratios, title="ratios")
     elapsed = time.perf_counter() - started
     console.print(f"elapsed {elapsed:.1f} s")
     data = {

@@ -56,7 +56,7 @@ from rich.console import Console
 from rich.table import Table
 
 import ambidex as ax
-from _common import REPO_ROOT, ambidex_loop_name, machine_info, verdict, write_json
+from _common import REPO_ROOT, ambidex_loop_name, machine_info, print_ratios, verdict, write_json
 
 console = Console(width=int(os.environ.get("COLUMNS", "160")))
 
@@ -560,22 +560,6 @@ def print_scaling(sizes: list[dict[str, Any]]) -> None:
         console.print(table)
 
 
-def print_ratios(ratios: list[dict[str, Any]]) -> None:
-    table = Table(title="ratios (medians)")
-    for col in ("ratio", "value", "target", "met", "note"):
-        table.add_column(col, justify="right" if col == "value" else "left")
-    for r in ratios:
-        met = {True: "[green]met[/]", False: "[red]NOT met[/]", None: "-"}[r["met"]]
-        table.add_row(
-            r["ratio"],
-            f"{r['value']:.3f}" if r["value"] < 1 else f"{r['value']:.2f}",
-            r["target"],
-            met,
-            r["note"],
-        )
-    console.print(table)
-
-
 def src_fingerprint() -> str:
     """sha256 (12 hex digits) of every .py file under src/ambidex: which code ran."""
     digest = hashlib.sha256()
@@ -643,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(sizes) > 1:
         print_scaling(sizes)
     ratios = compute_ratios(headline) + scaling_ratios(sizes[:-1])
-    print_ratios(ratios)
+    print_ratios(console, ratios, value_format=lambda v: f"{v:.3f}" if v < 1 else f"{v:.2f}")
     elapsed = time.perf_counter() - started
     console.print(f"elapsed {elapsed:.1f} s")
     data = {
