@@ -1,0 +1,121 @@
+"""Errors of the job service (all are ``AmbidexError``s).
+
+::
+
+    JobError                       base of every job-service error
+    ├── UnknownWorkloadError       (also a KeyError) no workload of that name is registered
+    ├── JobInputError              (also a ValueError) the input does not fit the workload's schema
+    ├── JobNotFoundError           (also a KeyError) no job with that id
+    ├── JobFailedError             the job failed; ``.job`` holds its record and error
+    ├── JobCancelledError          the job was cancelled
+    ├── JobNotFinishedError        a result was asked of a job that has not finished
+    ├── JobWaitTimeoutError        (also a TimeoutError) waiting for a job took too long
+    └── JobServiceError            the server answered with an error (``.status_code``)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ambidex.exceptions import AmbidexError
+
+__all__ = [
+    "JobCancelledError",
+    "JobError",
+    "JobFailedError",
+    "JobInputError",
+    "JobNotFinishedError",
+    "JobNotFoundError",
+    "JobServiceError",
+    "JobWaitTimeoutError",
+    "UnknownWorkloadError",
+]
+
+
+class JobError(AmbidexError):
+    """Base class of the job service's errors."""
+
+
+class UnknownWorkloadError(JobError, KeyError):
+    """No workload of this name is registered where the job was submitted."""
+
+    def __init__(self, name: str, known: list[str] | None = None) -> None:
+        self.name = name
+        self.known = known or []
+        hint = f"; known workloads: {', '.join(sorted(self.known))}" if self.known else ""
+        super().__init__(f"unknown workload {name!r}{hint}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.name, self.known))
+
+
+class JobInputError(JobError, ValueError):
+    """The input does not fit the workload's schema; ``errors`` names each field."""
+
+    def __init__(self, workload: str, errors: list[dict[str, Any]]) -> None:
+        self.workload = workload
+        self.errors = errors
+        lines = [f"{_loc(e.get('loc', ()))}: {e.get('msg', '')}" for e in errors]
+        super().__init__(f"invalid input for workload {workload!r}: " + "; ".join(lines))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.workload, self.errors))
+
+
+def _loc(loc: Any) -> str:
+    parts = [str(p) for p in loc] if isinstance(loc, list | tuple) else [str(loc)]
+    return ".".join(parts) or "(input)"
+
+
+class JobNotFoundError(JobError, KeyError):
+    """There is no job with this id (it never existed, or was pruned)."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"no job with id {job_id!r}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.job_id,))
+
+
+class _JobOutcomeError(JobError):
+    def __init__(self, message: str, job: Any = None) -> None:
+        self.job = job
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.args[0], self.job))
+
+
+class JobFailedError(_JobOutcomeError):
+    """The job failed; ``job`` is its record (``job.error`` says why)."""
+
+
+class JobCancelledError(_JobOutcomeError):
+    """The job was cancelled before it finished."""
+
+
+class JobNotFinishedError(_JobOutcomeError):
+    """The job is still queued or running."""
+
+
+class JobWaitTimeoutError(_JobOutcomeError, TimeoutError):
+    """The job did not finish within the wait; it goes on running."""
+
+
+class JobServiceError(JobError):
+    """The job server answered with an error status."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        self.status_code = status_code
+        self.message = message
+        super().__init__(f"HTTP {status_code}: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.status_code, self.message))

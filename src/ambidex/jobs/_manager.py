@@ -1,0 +1,438 @@
+"""The job manager: accepts jobs, runs them with leases, tells watchers what changed.
+
+One ``JobManager`` lives on one event loop (the server's, or the worker
+command's). Its store calls run on a few threads of their own, so a slow disk
+never stalls the loop. It is two things at once:
+
+* a front desk for callers: ``submit`` (validated), ``get``, ``list``,
+  ``cancel``, ``wait`` and ``watch`` (the event stream);
+* a worker (unless ``concurrency=0``): it claims queued jobs under a lease,
+  runs up to ``concurrency`` at once, renews the leases of what it runs,
+  requeues jobs whose worker died, and records each outcome once.
+
+Watchers in the same process are woken the moment something changes;
+changes made by other processes (workers on a shared PostgreSQL) are seen by
+polling every ``poll_s``.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import socket
+import time
+import traceback
+from collections.abc import AsyncIterator, Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ambidex.jobs._errors import JobNotFoundError
+from ambidex.jobs._model import Job, JobEvent, JobStatus
+from ambidex.jobs._store import JobStore
+from ambidex.jobs._workloads import JobContext, WorkloadRegistry, default_registry
+
+__all__ = ["JobManager"]
+
+T = TypeVar("T")
+log = logging.getLogger("ambidex.jobs")
+
+_TERMINAL_KINDS = frozenset({"succeeded", "failed", "cancelled"})
+_PROGRESS_EVERY_S = 0.2
+
+
+def _worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+
+
+class _Running:
+    __slots__ = ("ctx", "job", "outcome", "task")
+
+    def __init__(self, job: Job, ctx: JobContext) -> None:
+        self.job = job
+        self.ctx = ctx
+        self.task: asyncio.Task[None] | None = None
+        # Why the task was cancelled from outside: "cancel" (a user asked),
+        # "lost" (the lease is gone: write nothing), "shutdown" (give it back).
+        self.outcome: str | None = None
+
+
+class JobManager:
+    """Accept, run and report jobs over a ``JobStore``.
+
+    Args:
+        store: the store, or what ``JobStore`` accepts (None: the default SQLite file).
+        registry: the workloads this manager may accept and run (default: the
+            default registry, with the built-in workloads).
+        concurrency: jobs run at once by this manager; 0 makes it a front desk
+            only (jobs are run by ``ambidex worker`` processes).
+        lease_s: a claimed job is the worker's for this long, renewed every
+            ``min(lease_s / 3, 1)`` s; a job whose worker stops renewing it is
+            requeued after at most this long.
+        poll_s: how often to look for new jobs and for changes made by other
+            processes.
+        worker_id: the name under which this manager claims jobs.
+
+    Use it on one event loop: ``async with JobManager(...) as m: ...``.
+    """
+
+    def __init__(
+        self,
+        store: JobStore | str | Path | None = None,
+        registry: WorkloadRegistry | None = None,
+        *,
+        concurrency: int = 8,
+        lease_s: float = 15.0,
+        poll_s: float = 0.25,
+        worker_id: str | None = None,
+    ) -> None:
+        if concurrency < 0:
+            raise ValueError(f"concurrency must be >= 0, got {concurrency}")
+        if lease_s <= 0 or poll_s <= 0:
+            raise ValueError("lease_s and poll_s must be positive")
+        self._owns_store = not isinstance(store, JobStore)
+        self.store = store if isinstance(store, JobStore) else JobStore(store)
+        self.registry = registry if registry is not None else default_registry()
+        self.concurrency = concurrency
+        self.lease_s = lease_s
+        self.poll_s = poll_s
+        self.worker_id = worker_id or _worker_name()
+        self._db_threads = ThreadPoolExecutor(8, thread_name_prefix="ambidex-jobs-db")
+        self._running: dict[str, _Running] = {}
+        self._wake: asyncio.Event | None = None
+        self._changed: asyncio.Condition | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.started_at = time.time()
+        self.finished_counts: dict[str, int] = {s: 0 for s in ("succeeded", "failed", "cancelled")}
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start working (if ``concurrency > 0``); requeue jobs whose lease lapsed."""
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Condition()
+        await self._db(self.store.recover_expired)
+        if self.concurrency > 0:
+            self._runner = asyncio.create_task(self._work(), name="ambidex-jobs-worker")
+
+    async def aclose(self) -> None:
+        """Stop: running jobs are cancelled and put back in the queue, unfinished."""
+        self._stopping = True
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+            self._runner = None
+        with contextlib.suppress(Exception):
+            await self._db(self.store.release, self.worker_id)
+        self._db_threads.shutdown(wait=True)
+        if self._owns_store:
+            self.store.close()
+
+    async def __aenter__(self) -> JobManager:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    @property
+    def running_here(self) -> int:
+        """Jobs this manager is running now."""
+        return len(self._running)
+
+    async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._db_threads, functools.partial(fn, *args, **kwargs))
+
+    async def _notify(self) -> None:
+        if self._changed is not None:
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def _wait_change(self, timeout_s: float) -> None:
+        if self._changed is None or timeout_s <= 0:
+            await asyncio.sleep(max(timeout_s, 0))
+            return
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout_s)
+
+    # -- the front desk --------------------------------------------------------------
+
+    async def submit(
+        self,
+        workload: str,
+        input: Any = None,
+        *,
+        max_attempts: int | None = None,
+        timeout_s: float | None = None,
+    ) -> Job:
+        """Validate and store a job; it is durable once this returns.
+
+        Raises:
+            UnknownWorkloadError: no such workload is registered here.
+            JobInputError: the input does not fit the workload's schema.
+        """
+        wl = self.registry.get(workload)
+        data = wl.validate(input)
+        job = await self._db(
+            self.store.submit,
+            workload,
+            data,
+            max_attempts=max_attempts or wl.max_attempts,
+            timeout_s=timeout_s if timeout_s is not None else wl.timeout_s,
+        )
+        if self._wake is not None:
+            self._wake.set()
+        await self._notify()
+        return job
+
+    async def get(self, job_id: str) -> Job:
+        """The job's current record.
+
+        Raises:
+            JobNotFoundError: no such job.
+        """
+        job = await self._db(self.store.get, job_id)
+        if job is None:
+            raise JobNotFoundError(job_id)
+        return job
+
+    async def list(
+        self,
+        *,
+        status: Collection[JobStatus] | None = None,
+        workload: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[builtins.list[Job], str | None]:
+        """A page of jobs, newest first, and the next page's cursor."""
+        return await self._db(
+            self.store.list, status=status, workload=workload, limit=limit, cursor=cursor
+        )
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a job: a queued one at once; a running one is stopped by its worker.
+
+        A running io job is cancelled, a cpu job's worker process is killed.
+        Cancelling a finished job changes nothing.
+
+        Raises:
+            JobNotFoundError: no such job.
+        """
+        job = await self._db(self.store.cancel, job_id)
+        if job is None:
+            raise JobNotFoundError(job_id)
+        here = self._running.get(job_id)
+        if here is not None and job.status is JobStatus.RUNNING:
+            self._stop(here, "cancel")
+        await self._notify()
+        return job
+
+    async def events(self, job_id: str, after: int = 0) -> builtins.list[JobEvent]:
+        """The job's events after ``after`` (a ``JobEvent.seq``)."""
+        return await self._db(self.store.events, job_id, after=after)
+
+    async def counts(self) -> dict[JobStatus, int]:
+        """How many jobs are in each state."""
+        return await self._db(self.store.counts)
+
+    async def wait(self, job_id: str, timeout_s: float | None = None) -> Job:
+        """Wait until the job has finished, or ``timeout_s`` has passed; return its record.
+
+        Returns the record as it is then, finished or not.
+
+        Raises:
+            JobNotFoundError: no such job.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            job = await self.get(job_id)
+            if job.status.terminal:
+                return job
+            left = self.poll_s
+            if deadline is not None:
+                left = min(left, deadline - time.monotonic())
+            if left <= 0:
+                return job
+            await self._wait_change(left)
+
+    async def watch(self, job_id: str, after: int = 0) -> AsyncIterator[JobEvent]:
+        """Yield the job's events as they happen, from ``after`` on, until it has finished.
+
+        Raises:
+            JobNotFoundError: no such job.
+        """
+        await self.get(job_id)
+        while True:
+            events = await self.events(job_id, after)
+            for event in events:
+                after = event.seq
+                yield event
+            if events and events[-1].kind in _TERMINAL_KINDS:
+                return
+            if not events and (await self.get(job_id)).status.terminal:
+                return
+            await self._wait_change(self.poll_s)
+
+    # -- the worker ------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        assert self._wake is not None
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._heartbeats(), name="ambidex-jobs-heartbeat")
+            tg.create_task(self._recovery(), name="ambidex-jobs-recovery")
+            names = self.registry.names()
+            while True:
+                self._wake.clear()
+                free = self.concurrency - len(self._running)
+                claimed: list[Job] = []
+                if free > 0:
+                    try:
+                        claimed = await self._db(
+                            self.store.claim,
+                            self.worker_id,
+                            lease_s=self.lease_s,
+                            workloads=names,
+                            limit=free,
+                        )
+                    except Exception:
+                        log.exception("claiming jobs failed; retrying in %.2f s", self.poll_s)
+                for job in claimed:
+                    self._launch(tg, job)
+                if claimed:
+                    await self._notify()
+                if not claimed or len(self._running) >= self.concurrency:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self.poll_s)
+
+    def _launch(self, tg: asyncio.TaskGroup, job: Job) -> None:
+        ctx = JobContext(job.id, job.workload, job.attempts)
+        running = _Running(job, ctx)
+        self._running[job.id] = running
+        running.task = tg.create_task(self._execute(running), name=f"ambidex-job-{job.id}")
+
+    def _stop(self, running: _Running, outcome: str) -> None:
+        if running.outcome is None and running.task is not None and not running.task.done():
+            running.outcome = outcome
+            running.task.cancel()
+
+    async def _execute(self, running: _Running) -> None:
+        job, ctx = running.job, running.ctx
+        assert self._wake is not None
+        progress_changed = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def notify() -> None:
+            loop.call_soon_threadsafe(progress_changed.set)
+
+        ctx._notify = notify
+        reporter = asyncio.create_task(self._report_progress(job, ctx, progress_changed))
+        status, result, error, detail = JobStatus.FAILED, None, None, None
+        deadline = asyncio.timeout(job.timeout_s)
+        try:
+            workload = self.registry.get(job.workload)
+            async with deadline:
+                result = await workload.run(job.input, ctx)
+            status = JobStatus.SUCCEEDED
+        except asyncio.CancelledError:
+            if running.outcome != "cancel":
+                raise
+            status, error = JobStatus.CANCELLED, "cancelled by request"
+        except TimeoutError as exc:
+            if deadline.expired():
+                error = f"timed out after {job.timeout_s:g} s (the work was stopped)"
+            else:
+                error = f"{type(exc).__name__}: {exc}"
+            detail = traceback.format_exc()
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            detail = traceback.format_exc()
+        finally:
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter
+            if running.outcome in ("lost", "shutdown") or self._stopping:
+                self._running.pop(job.id, None)
+        try:
+            await self._flush_progress(job, ctx)
+            recorded = await self._db(
+                self.store.finish,
+                job.id,
+                self.worker_id,
+                job.attempts,
+                status,
+                result=result,
+                error=error,
+            )
+            if recorded:
+                self.finished_counts[status.value] += 1
+                if detail:
+                    log.info("job %s (%s) failed: %s", job.id, job.workload, detail)
+            else:
+                log.warning("job %s: lease lost before its outcome could be recorded", job.id)
+        finally:
+            self._running.pop(job.id, None)
+            self._wake.set()
+        await self._notify()
+
+    async def _report_progress(self, job: Job, ctx: JobContext, changed: asyncio.Event) -> None:
+        while True:
+            await changed.wait()
+            changed.clear()
+            await self._flush_progress(job, ctx)
+            await asyncio.sleep(_PROGRESS_EVERY_S)
+
+    async def _flush_progress(self, job: Job, ctx: JobContext) -> None:
+        latest = ctx._take()
+        if latest is None:
+            return
+        with contextlib.suppress(Exception):
+            await self._db(
+                self.store.report_progress, job.id, self.worker_id, job.attempts, *latest
+            )
+            await self._notify()
+
+    async def _heartbeats(self) -> None:
+        every_s = min(self.lease_s / 3, 1.0)
+        while True:
+            await asyncio.sleep(every_s)
+            if not self._running:
+                continue
+            try:
+                report = await self._db(self.store.heartbeat, self.worker_id, lease_s=self.lease_s)
+            except Exception:
+                log.exception("renewing leases failed")
+                continue
+            for job_id, running in list(self._running.items()):
+                if job_id in report.cancel_requested:
+                    self._stop(running, "cancel")
+                elif job_id not in report.held and running.task is not None:
+                    log.warning("job %s: lease lost; stopping it without recording", job_id)
+                    self._stop(running, "lost")
+
+    async def _recovery(self) -> None:
+        every_s = max(min(self.lease_s / 2, 5.0), 0.1)
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                requeued, failed = await self._db(self.store.recover_expired)
+            except Exception:
+                log.exception("recovering lapsed leases failed")
+                continue
+            if requeued or failed:
+                log.warning(
+                    "requeued %d job(s) and failed %d whose worker stopped",
+                    len(requeued),
+                    len(failed),
+                )
+                assert self._wake is not None
+                self._wake.set()
+                await self._notify()

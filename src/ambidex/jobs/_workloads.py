@@ -1,0 +1,457 @@
+"""Workloads: what a job can run, with the schema its input is validated against.
+
+A workload is a function (plain, ``async``, or marked ``@ax.io`` / ``@ax.blocking``
+/ ``@ax.cpu``) or a workflow, registered under a name::
+
+    @ax.jobs.workload(max_attempts=3, timeout_s=600)
+    async def summarize(url: str, words: int = 100, ctx: ax.jobs.JobContext) -> str:
+        ctx.progress(0.5, "fetched")
+        ...
+
+The function's parameters become the input schema (a pydantic model that
+forbids unknown fields); a single parameter annotated with a pydantic model
+makes that model the schema. A parameter annotated ``JobContext`` is not part
+of the input: it receives the running job's context, to report progress.
+A plain function runs on the I/O threads, a cpu function in the process pool
+(where there is no context: it cannot report progress).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar, get_type_hints, overload
+
+import pydantic
+import pydantic_core
+
+from ambidex.jobs._errors import JobInputError, UnknownWorkloadError
+from ambidex.runtime import TaskFunction, TaskOptions
+from ambidex.runtime._task import Kind
+from ambidex.workflows import Workflow, WorkflowEvent
+
+__all__ = [
+    "JobContext",
+    "Workload",
+    "WorkloadRegistry",
+    "default_registry",
+    "load_workloads",
+    "workload",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class JobContext:
+    """Handed to a workload that asks for it: who it is, and a way to report progress.
+
+    ``progress`` may be called from any thread and as often as you like; the
+    latest value is written to the store at most a few times a second.
+    """
+
+    def __init__(self, job_id: str, workload: str, attempt: int) -> None:
+        self.job_id = job_id
+        self.workload = workload
+        self.attempt = attempt
+        """1 on the first run; higher when the job runs again after its worker was lost."""
+        self._lock = threading.Lock()
+        self._latest: tuple[float | None, str | None] | None = None
+        self._notify: Callable[[], None] = lambda: None
+
+    def progress(self, fraction: float | None = None, message: str | None = None) -> None:
+        """Report how far the job is: ``fraction`` in 0..1 and/or a short message.
+
+        Raises:
+            ValueError: ``fraction`` outside 0..1.
+        """
+        if fraction is not None and not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"progress fraction must be within 0..1, got {fraction!r}")
+        with self._lock:
+            self._latest = (None if fraction is None else float(fraction), message)
+        self._notify()
+
+    def _take(self) -> tuple[float | None, str | None] | None:
+        with self._lock:
+            latest, self._latest = self._latest, None
+        return latest
+
+
+def _jsonable(value: Any) -> Any:
+    return pydantic_core.to_jsonable_python(value)
+
+
+@dataclass
+class Workload:
+    """A registered workload: its name, how to call it, and its input schema."""
+
+    name: str
+    run_input: Callable[[dict[str, Any], JobContext], Any]
+    """Coroutine function taking the validated input and the context."""
+    input_model: type[pydantic.BaseModel]
+    kind: str
+    """``io``, ``blocking``, ``cpu`` or ``workflow``."""
+    description: str = ""
+    max_attempts: int = 3
+    timeout_s: float | None = None
+
+    def validate(self, raw: Any) -> dict[str, Any]:
+        """The input, validated and as JSON data.
+
+        Raises:
+            JobInputError: naming each field that is missing, unknown or of the wrong type.
+        """
+        if raw is None:
+            raw = {}
+        try:
+            model = self.input_model.model_validate(raw)
+        except pydantic.ValidationError as exc:
+            errors = [
+                {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+                for e in exc.errors(include_url=False, include_input=False)
+            ]
+            raise JobInputError(self.name, errors) from None
+        data: dict[str, Any] = model.model_dump(mode="json")
+        return data
+
+    def input_schema(self) -> dict[str, Any]:
+        """The JSON schema of the input."""
+        return self.input_model.model_json_schema()
+
+    async def run(self, data: dict[str, Any], ctx: JobContext) -> Any:
+        """Run the workload on validated input; return its result as JSON data."""
+        result = await self.run_input(data, ctx)
+        return _jsonable(result)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON summary (``GET /v1/workloads``)."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "description": self.description,
+            "max_attempts": self.max_attempts,
+            "timeout_s": self.timeout_s,
+            "input_schema": self.input_schema(),
+        }
+
+
+def _model_name(name: str) -> str:
+    return "".join(p.capitalize() for p in name.replace("-", "_").replace(".", "_").split("_"))
+
+
+def _function_workload(
+    fn: Callable[..., Any], name: str, max_attempts: int, timeout_s: float | None
+) -> Workload:
+    task = fn if isinstance(fn, TaskFunction) else None
+    target = task._fn if task is not None else fn
+    if task is None:
+        kind: Kind = "io" if inspect.iscoroutinefunction(target) else "blocking"
+        task = TaskFunction(target, kind, TaskOptions())
+    hints = get_type_hints(target)
+    params = list(inspect.signature(target).parameters.values())
+    ctx_param = next((p.name for p in params if hints.get(p.name) is JobContext), None)
+    if ctx_param is not None and task.kind == "cpu":
+        raise TypeError(
+            f"workload {name!r}: a cpu function runs in another process and cannot take "
+            "a JobContext; report progress from an io or blocking function"
+        )
+    fields = [p for p in params if p.name != ctx_param]
+    for p in fields:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY):
+            raise TypeError(f"workload {name!r}: parameter {p.name!r} must be passable by keyword")
+    model_param: str | None = None
+    model: type[pydantic.BaseModel]
+    only = fields[0] if len(fields) == 1 else None
+    if (
+        only is not None
+        and isinstance(hints.get(only.name), type)
+        and issubclass(hints[only.name], pydantic.BaseModel)
+    ):
+        model_param = only.name
+        model = hints[only.name]
+    else:
+        definitions: dict[str, Any] = {
+            p.name: (hints.get(p.name, Any), ... if p.default is p.empty else p.default)
+            for p in fields
+        }
+        model = pydantic.create_model(
+            _model_name(name) + "Input",
+            __config__=pydantic.ConfigDict(extra="forbid"),
+            **definitions,
+        )
+    runner = task
+
+    async def run_input(data: dict[str, Any], ctx: JobContext) -> Any:
+        validated = model.model_validate(data)
+        if model_param is not None:
+            kwargs: dict[str, Any] = {model_param: validated}
+        else:
+            kwargs = {f: getattr(validated, f) for f in type(validated).model_fields}
+        if ctx_param is not None:
+            kwargs[ctx_param] = ctx
+        return await runner.aio(**kwargs)
+
+    doc = inspect.getdoc(target) or ""
+    return Workload(
+        name=name,
+        run_input=run_input,
+        input_model=model,
+        kind=task.kind,
+        description=doc.split("\n\n")[0].strip(),
+        max_attempts=max_attempts,
+        timeout_s=timeout_s,
+    )
+
+
+def _workflow_workload(
+    wf: Workflow, name: str, max_attempts: int, timeout_s: float | None
+) -> Workload:
+    definitions: dict[str, Any] = {
+        key: (spec.type, ... if spec.required else spec.default)
+        for key, spec in wf.input_specs.items()
+    }
+    model = pydantic.create_model(
+        _model_name(name) + "Input",
+        __config__=pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True),
+        **definitions,
+    )
+    total = max(len(wf.nodes), 1)
+
+    async def run_input(data: dict[str, Any], ctx: JobContext) -> Any:
+        validated = model.model_validate(data)
+        done: set[str] = set()
+
+        def on_event(event: WorkflowEvent) -> None:
+            if event.node is None or event.kind.value not in (
+                "finished",
+                "failed",
+                "skipped",
+                "cancelled",
+            ):
+                return
+            done.add(event.node)
+            ctx.progress(len(done) / total, f"{event.node} {event.kind.value}")
+
+        inputs = {k: getattr(validated, k) for k in type(validated).model_fields}
+        result = await wf.arun(inputs, on_event=on_event)
+        return result.as_dict()
+
+    return Workload(
+        name=name,
+        run_input=run_input,
+        input_model=model,
+        kind="workflow",
+        description=f"workflow {wf.name} ({len(wf.nodes)} nodes)",
+        max_attempts=max_attempts,
+        timeout_s=timeout_s,
+    )
+
+
+class WorkloadRegistry:
+    """Workloads by name. ``ax.jobs.workload`` registers into the default one."""
+
+    def __init__(self) -> None:
+        self._workloads: dict[str, Workload] = {}
+
+    @overload
+    def register(
+        self,
+        fn: F,
+        /,
+        *,
+        name: str | None = None,
+        max_attempts: int = 3,
+        timeout_s: float | None = None,
+    ) -> F: ...
+
+    @overload
+    def register(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        max_attempts: int = 3,
+        timeout_s: float | None = None,
+    ) -> Callable[[F], F]: ...
+
+    def register(
+        self,
+        fn: F | None = None,
+        /,
+        *,
+        name: str | None = None,
+        max_attempts: int = 3,
+        timeout_s: float | None = None,
+    ) -> F | Callable[[F], F]:
+        """Register a function as a workload (usable bare or with options).
+
+        Args:
+            fn: the function (plain, async, or an ``ax.io``/``blocking``/``cpu`` function).
+            name: the workload's name (default: the function's name).
+            max_attempts: how many times a job is started before a lost worker
+                fails it for good.
+            timeout_s: a job running longer is stopped (cancelled, or its
+                process killed) and fails.
+
+        Raises:
+            ValueError: the name is taken by another workload.
+            TypeError: the function cannot be a workload (positional-only or
+                ``*args`` parameters; a cpu function that asks for a context).
+        """
+
+        def decorate(f: F) -> F:
+            target = f._fn if isinstance(f, TaskFunction) else f
+            wl_name = name or getattr(target, "__name__", None) or repr(target)
+            self.add(_function_workload(f, wl_name, max_attempts, timeout_s))
+            return f
+
+        return decorate(fn) if fn is not None else decorate
+
+    def register_workflow(
+        self,
+        wf: Workflow,
+        *,
+        name: str | None = None,
+        max_attempts: int = 3,
+        timeout_s: float | None = None,
+    ) -> Workload:
+        """Register a workflow as a workload; its declared inputs are the input schema.
+
+        The job's progress is the share of nodes that have finished, and its
+        result is ``WorkflowResult.as_dict()``.
+        """
+        wf.validate()
+        workload = _workflow_workload(wf, name or wf.name, max_attempts, timeout_s)
+        self.add(workload)
+        return workload
+
+    def add(self, workload: Workload) -> None:
+        """Register a ready-made ``Workload``; a workload of the same name is replaced."""
+        if workload.max_attempts < 1:
+            raise ValueError(f"workload {workload.name!r}: max_attempts must be at least 1")
+        if workload.timeout_s is not None and workload.timeout_s <= 0:
+            raise ValueError(f"workload {workload.name!r}: timeout_s must be positive")
+        self._workloads[workload.name] = workload
+
+    def get(self, name: str) -> Workload:
+        """The workload called ``name``.
+
+        Raises:
+            UnknownWorkloadError: there is none (the message lists the known ones).
+        """
+        try:
+            return self._workloads[name]
+        except KeyError:
+            raise UnknownWorkloadError(name, self.names()) from None
+
+    def names(self) -> list[str]:
+        """Registered names, sorted."""
+        return sorted(self._workloads)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._workloads
+
+    def __iter__(self) -> Iterator[Workload]:
+        return iter([self._workloads[n] for n in self.names()])
+
+    def __len__(self) -> int:
+        return len(self._workloads)
+
+
+_default = WorkloadRegistry()
+_builtins_loaded = False
+
+
+def default_registry() -> WorkloadRegistry:
+    """The registry ``ax.jobs.workload`` writes to, with the built-in workloads in it."""
+    global _builtins_loaded
+    if not _builtins_loaded:
+        _builtins_loaded = True
+        from ambidex.jobs import _builtin
+
+        _builtin.register(_default)
+    return _default
+
+
+@overload
+def workload(
+    fn: F,
+    /,
+    *,
+    name: str | None = None,
+    max_attempts: int = 3,
+    timeout_s: float | None = None,
+) -> F: ...
+
+
+@overload
+def workload(
+    fn: None = None,
+    /,
+    *,
+    name: str | None = None,
+    max_attempts: int = 3,
+    timeout_s: float | None = None,
+) -> Callable[[F], F]: ...
+
+
+def workload(
+    fn: F | None = None,
+    /,
+    *,
+    name: str | None = None,
+    max_attempts: int = 3,
+    timeout_s: float | None = None,
+) -> F | Callable[[F], F]:
+    """Register a function as a workload of the default registry (see ``WorkloadRegistry``)."""
+    reg = default_registry()
+    if fn is not None:
+        return reg.register(fn, name=name, max_attempts=max_attempts, timeout_s=timeout_s)
+    return reg.register(name=name, max_attempts=max_attempts, timeout_s=timeout_s)
+
+
+def load_workloads(spec: str, registry: WorkloadRegistry | None = None) -> list[str]:
+    """Load workloads from a module (``pkg.mod``), a Python file, or a workflow YAML file.
+
+    A module or file registers its workloads when imported (``@ax.jobs.workload``
+    writes to the default registry); a YAML workflow is registered in
+    ``registry`` under its name. Returns the names added to ``registry``.
+
+    Raises:
+        ValueError: the module or file cannot be found or fails to import; the
+            message names it and the cause.
+    """
+    reg = registry or default_registry()
+    before = set(reg.names())
+    path = Path(spec)
+    if spec.endswith((".yaml", ".yml")):
+        if not path.is_file():
+            raise ValueError(f"workflow file not found: {spec}")
+        reg.register_workflow(Workflow.from_yaml(str(path)))
+    elif spec.endswith(".py"):
+        if not path.is_file():
+            raise ValueError(f"workload file not found: {spec}")
+        mod_name = f"_ambidex_workloads_{path.stem}"
+        loader_spec = importlib.util.spec_from_file_location(mod_name, path)
+        if loader_spec is None or loader_spec.loader is None:
+            raise ValueError(f"cannot import {spec}")
+        module = importlib.util.module_from_spec(loader_spec)
+        sys.modules[mod_name] = module
+        try:
+            loader_spec.loader.exec_module(module)
+        except Exception as exc:
+            raise ValueError(f"importing {spec} failed: {type(exc).__name__}: {exc}") from exc
+    else:
+        try:
+            importlib.import_module(spec)
+        except Exception as exc:
+            raise ValueError(
+                f"importing workload module {spec!r} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+    return sorted(set(reg.names()) - before)
