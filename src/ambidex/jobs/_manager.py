@@ -17,9 +17,8 @@ polling every ``poll_s``.
 
 from __future__ import annotations
 
-import builtins
-
 import asyncio
+import builtins
 import contextlib
 import functools
 import logging

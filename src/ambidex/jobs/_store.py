@@ -15,9 +15,8 @@ service durable are enforced here, in the ``WHERE`` clauses:
 
 from __future__ import annotations
 
-import builtins
-
 import base64
+import builtins
 import json
 import secrets
 import time
