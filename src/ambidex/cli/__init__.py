@@ -121,8 +121,11 @@ def info() -> None:
 def _register() -> None:
     from ambidex.cli._llm import mock_llm
     from ambidex.cli._run import run_workflow
+    from ambidex.cli._serve import serve, worker
 
     app.command("run")(run_workflow)
+    app.command("serve")(serve)
+    app.command("worker")(worker)
     app.command("mock-llm")(mock_llm)
 
 

@@ -1,0 +1,188 @@
+"""``ambidex serve`` (the job service with in-process workers) and ``ambidex worker``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from typing import Annotated
+
+import typer
+
+__all__ = ["serve", "worker"]
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        help="Job store: a file, sqlite:///FILE or postgresql://USER@HOST:PORT/DB "
+        "(default: jobs.sqlite in AMBIDEX_HOME or the XDG data directory).",
+    ),
+]
+WorkloadsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--workloads",
+        "-w",
+        help="Module, .py file or workflow .yaml whose workloads to offer (repeatable). "
+        "Built in: sleep, echo, primes.",
+    ),
+]
+ConcurrencyOption = Annotated[
+    int, typer.Option(min=0, max=10_000, help="Jobs run at once by this process (0: none).")
+]
+LeaseOption = Annotated[
+    float,
+    typer.Option("--lease-s", min=0.5, help="Seconds a job stays a worker's without a renewal."),
+]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _load(specs: list[str] | None) -> None:
+    from ambidex.jobs import default_registry, load_workloads
+
+    registry = default_registry()
+    for spec in specs or []:
+        try:
+            load_workloads(spec, registry)
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+
+
+def _open_store(db: str | None) -> object:
+    from ambidex.jobs import JobStore
+
+    try:
+        return JobStore(db)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    except Exception as exc:  # the database is unreachable or unusable
+        raise _fail(f"cannot open the job store {db or '(default)'}: {exc}", 1) from None
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free port).")
+    ] = 8000,
+    db: DbOption = None,
+    workloads: WorkloadsOption = None,
+    concurrency: ConcurrencyOption = 8,
+    lease_s: LeaseOption = 15.0,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="AMBIDEX_TOKEN",
+            help="Bearer token every request must carry; required off loopback.",
+        ),
+    ] = None,
+    max_body_bytes: Annotated[
+        int, typer.Option(min=1024, help="Larger request bodies are refused with 413.")
+    ] = 1_048_576,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
+) -> None:
+    """Serve the job service over HTTP, running jobs in this process.
+
+    The dashboard is at /, the API under /v1 (OpenAPI at /docs). Jobs are kept
+    in SQLite by default; pass --db postgresql://... to share the queue with
+    `ambidex worker` processes.
+    """
+    from ambidex.llm._http import is_loopback_host
+
+    if not token and not is_loopback_host(host):
+        raise _fail(
+            f"refusing to serve on {host} without a token: anyone who can reach it could run "
+            "jobs. Pass --token (or set AMBIDEX_TOKEN), or bind 127.0.0.1."
+        )
+    _setup_logging(log_level)
+    _load(workloads)
+    import uvicorn
+
+    from ambidex.jobs import JobManager, JobStore, default_registry
+    from ambidex.server import create_app
+
+    store = _open_store(db)
+    assert isinstance(store, JobStore)
+    manager = JobManager(store, default_registry(), concurrency=concurrency, lease_s=lease_s)
+    app = create_app(manager=manager, token=token, max_body_bytes=max_body_bytes)
+    try:
+        sock = socket.create_server(
+            (host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET
+        )
+    except OSError as exc:
+        store.close()
+        raise _fail(f"cannot listen on {host}:{port}: {exc.strerror}", 1) from None
+    bound_port = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"ambidex job service on http://{shown}:{bound_port}", err=False)
+    typer.echo(
+        f"  store: {store.url}  workloads: {', '.join(default_registry().names())}  "
+        f"concurrency: {concurrency}  auth: {'bearer token' if token else 'none (loopback)'}"
+    )
+    typer.echo(
+        f"  dashboard http://{shown}:{bound_port}/   API docs http://{shown}:{bound_port}/docs"
+    )
+    config = uvicorn.Config(app, log_level=log_level, access_log=log_level == "debug")
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        store.close()
+
+
+def worker(
+    db: DbOption = None,
+    workloads: WorkloadsOption = None,
+    concurrency: ConcurrencyOption = 8,
+    lease_s: LeaseOption = 15.0,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run jobs from a shared store (PostgreSQL, or an SQLite file on this machine).
+
+    Several workers (and `ambidex serve --concurrency 0` as the front end) can
+    share one PostgreSQL database: each job is claimed by one worker at a time,
+    and a job whose worker dies is picked up by another after --lease-s.
+    Stops cleanly on SIGINT/SIGTERM, giving its running jobs back to the queue.
+    """
+    if concurrency < 1:
+        raise _fail("a worker needs --concurrency of at least 1")
+    _setup_logging(log_level)
+    _load(workloads)
+    from ambidex.jobs import JobManager, JobStore, default_registry
+
+    store = _open_store(db)
+    assert isinstance(store, JobStore)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with JobManager(
+            store, default_registry(), concurrency=concurrency, lease_s=lease_s
+        ) as manager:
+            typer.echo(
+                f"ambidex worker {manager.worker_id} (pid {os.getpid()}) on {store.url}: "
+                f"up to {concurrency} jobs of {', '.join(manager.registry.names())}",
+                err=True,
+            )
+            await stop.wait()
+            typer.echo(f"stopping: giving back {manager.running_here} running job(s)", err=True)
+
+    try:
+        asyncio.run(run())
+    finally:
+        store.close()

@@ -1,0 +1,389 @@
+"""The job service over HTTP (FastAPI): run, submit, watch, cancel, list; health and metrics.
+
+``create_app`` builds the app around a ``JobManager``; the manager starts and
+stops with the app. Errors always answer 4xx with a ``detail`` that names the
+problem: 404 for an unknown job or workload, 422 naming each bad field, 413
+for a body over the size limit, 401 without the bearer token (when one is set).
+"""
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any, cast
+
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+import ambidex
+from ambidex.jobs import (
+    JobEvent,
+    JobInputError,
+    JobManager,
+    JobNotFoundError,
+    JobStatus,
+    UnknownWorkloadError,
+    WorkloadRegistry,
+)
+from ambidex.server._auth import BodySizeLimit, require_token
+from ambidex.server._schemas import ErrorOut, JobList, JobOut, ResultOut, SubmitIn, WorkloadOut
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app"]
+
+DEFAULT_MAX_BODY_BYTES = 1_048_576
+_KEEPALIVE_S = 15.0
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "Missing or wrong bearer token."},
+    404: {"model": ErrorOut, "description": "No such job or workload."},
+    413: {"model": ErrorOut, "description": "Request body too large."},
+    422: {"model": ErrorOut, "description": "Invalid input; detail names each field."},
+}
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.jobs = Gauge(
+            "ambidex_jobs", "Jobs in the store by status.", ["status"], registry=self.registry
+        )
+        self.running_here = Gauge(
+            "ambidex_jobs_running_here",
+            "Jobs this process is running now.",
+            registry=self.registry,
+        )
+        self.finished = Gauge(
+            "ambidex_jobs_finished_here",
+            "Jobs this process has finished, by outcome.",
+            ["status"],
+            registry=self.registry,
+        )
+        self.requests = Counter(
+            "ambidex_http_requests",
+            "HTTP requests answered.",
+            ["method", "route", "code"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "ambidex_http_request_seconds",
+            "Time to answer an HTTP request (streams excluded).",
+            ["method", "route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+
+
+def create_app(
+    db: str | Path | None = None,
+    *,
+    manager: JobManager | None = None,
+    registry: WorkloadRegistry | None = None,
+    concurrency: int = 8,
+    lease_s: float = 15.0,
+    token: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_wait_s: float = 300.0,
+) -> FastAPI:
+    """The job service as an ASGI app.
+
+    Args:
+        db: the job store (a file, ``sqlite:///FILE`` or ``postgresql://...``;
+            default: ``jobs.sqlite`` in the ambidex data directory).
+        manager: a ready manager to serve instead (``db``, ``registry``,
+            ``concurrency`` and ``lease_s`` are then ignored).
+        registry: the workloads offered (default: the default registry).
+        concurrency: jobs run at once in this process; 0 to leave running to
+            ``ambidex worker`` processes.
+        lease_s: see ``JobManager``.
+        token: if set, every endpoint but ``/healthz`` needs
+            ``Authorization: Bearer <token>``.
+        max_body_bytes: larger request bodies are refused with 413.
+        max_wait_s: the longest ``wait_s`` a ``/v1/run`` call may ask for.
+    """
+    jm = manager or JobManager(db, registry, concurrency=concurrency, lease_s=lease_s)
+    metrics = _Metrics()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await jm.start()
+        try:
+            yield
+        finally:
+            await jm.aclose()
+
+    app = FastAPI(
+        title="ambidex job service",
+        version=ambidex.__version__,
+        description="Durable jobs: run and wait, or submit and come back later.",
+        lifespan=lifespan,
+        responses=_ERRORS,
+    )
+    app.state.manager = jm
+    app.state.token = token
+    app.state.metrics = metrics
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    _install_error_handlers(app)
+    _install_request_metrics(app, metrics)
+    _install_job_routes(app, jm, max_wait_s)
+    _install_read_routes(app, jm)
+    _install_service_routes(app, jm, metrics)
+
+    from ambidex.server._dashboard import router as dashboard
+
+    app.include_router(dashboard)
+    return app
+
+
+_AUTH = [Depends(require_token)]
+
+
+def _location(job_id: str) -> str:
+    return f"/v1/jobs/{job_id}"
+
+
+def _install_job_routes(app: FastAPI, jm: JobManager, max_wait_s: float) -> None:
+    auth = _AUTH
+    job_location = _location
+
+    @app.post(
+        "/v1/run/{workload}",
+        response_model=JobOut,
+        dependencies=auth,
+        tags=["jobs"],
+        responses={202: {"model": JobOut, "description": "Still running after wait_s."}},
+    )
+    async def run(
+        workload: str,
+        response: Response,
+        body: dict[str, Any] | None = None,
+        wait_s: Annotated[float, Query(ge=0, le=max_wait_s)] = 30.0,
+    ) -> JobOut:
+        """Run a job and wait for it; the body is the workload's input.
+
+        Answers 200 with the finished job (succeeded, failed or cancelled), or
+        202 with the job and its ``Location`` if it is still going after ``wait_s``.
+        """
+        job = await jm.submit(workload, body or {})
+        done = await jm.wait(job.id, wait_s)
+        if not done.status.terminal:
+            response.status_code = 202
+            response.headers["Location"] = job_location(job.id)
+        return JobOut.of(done)
+
+    @app.post("/v1/jobs", status_code=202, response_model=JobOut, dependencies=auth, tags=["jobs"])
+    async def submit(request_body: SubmitIn, response: Response) -> JobOut:
+        """Submit a job; answers 202 at once with its id and ``Location``."""
+        job = await jm.submit(
+            request_body.workload,
+            request_body.input,
+            max_attempts=request_body.max_attempts,
+            timeout_s=request_body.timeout_s,
+        )
+        response.headers["Location"] = job_location(job.id)
+        return JobOut.of(job)
+
+    @app.delete("/v1/jobs/{job_id}", response_model=JobOut, dependencies=auth, tags=["jobs"])
+    async def cancel_job(job_id: str) -> JobOut:
+        """Cancel a job: a queued job at once, a running one when its worker sees it.
+
+        Running io work is cancelled, a cpu job's worker process is killed. A
+        finished job is unchanged.
+        """
+        return JobOut.of(await jm.cancel(job_id))
+
+
+def _install_read_routes(app: FastAPI, jm: JobManager) -> None:
+    auth = _AUTH
+
+    @app.get("/v1/jobs", response_model=JobList, dependencies=auth, tags=["jobs"])
+    async def list_jobs(
+        status: Annotated[
+            str | None, Query(description="Comma-separated statuses, e.g. queued,running.")
+        ] = None,
+        workload: Annotated[str | None, Query(max_length=200)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        cursor: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> JobList:
+        """Jobs, newest first, a page at a time."""
+        wanted = _parse_statuses(status)
+        try:
+            jobs, next_cursor = await jm.list(
+                status=wanted, workload=workload, limit=limit, cursor=cursor
+            )
+        except ValueError as exc:
+            raise _invalid(["query", "cursor"], str(exc)) from None
+        return JobList(jobs=[JobOut.of(j) for j in jobs], next_cursor=next_cursor)
+
+    @app.get("/v1/jobs/{job_id}", response_model=JobOut, dependencies=auth, tags=["jobs"])
+    async def get_job(job_id: str) -> JobOut:
+        """One job."""
+        return JobOut.of(await jm.get(job_id))
+
+    @app.get(
+        "/v1/jobs/{job_id}/result",
+        response_model=ResultOut,
+        dependencies=auth,
+        tags=["jobs"],
+        responses={409: {"model": ErrorOut, "description": "The job has not finished."}},
+    )
+    async def get_result(job_id: str) -> Any:
+        """A finished job's result (or error); 409 while it is queued or running."""
+        job = await jm.get(job_id)
+        if not job.status.terminal:
+            return JSONResponse(
+                {"detail": f"job {job_id} is {job.status.value}; no result yet"},
+                status_code=409,
+                headers={"Retry-After": "1"},
+            )
+        return ResultOut(id=job.id, status=job.status.value, result=job.result, error=job.error)
+
+    @app.get(
+        "/v1/jobs/{job_id}/events",
+        dependencies=auth,
+        tags=["jobs"],
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}, "description": "Event stream."}},
+    )
+    async def job_events(
+        job_id: str,
+        after: Annotated[int, Query(ge=0, description="Send events after this seq.")] = 0,
+        last_event_id: Annotated[str | None, Header(max_length=32)] = None,
+    ) -> StreamingResponse:
+        """Server-sent events of a job (state changes and progress), until it finishes.
+
+        Each event has ``id`` (its seq: reconnect with ``Last-Event-ID``), ``event``
+        (its kind) and JSON ``data``.
+        """
+        await jm.get(job_id)
+        if last_event_id and last_event_id.isdigit():
+            after = max(after, int(last_event_id))
+        return StreamingResponse(
+            _event_stream(jm, job_id, after),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @app.get("/v1/workloads", response_model=list[WorkloadOut], dependencies=auth, tags=["jobs"])
+    async def workloads() -> list[WorkloadOut]:
+        """The workloads this server accepts, with their input schemas."""
+        return [WorkloadOut.model_validate(w.describe()) for w in jm.registry]
+
+
+def _install_service_routes(app: FastAPI, jm: JobManager, metrics: _Metrics) -> None:
+    auth = _AUTH
+
+    @app.get("/healthz", tags=["service"])
+    async def healthz() -> JSONResponse:
+        """200 when the store answers; 503 when it does not."""
+        try:
+            counts = await asyncio.wait_for(jm.counts(), 5.0)
+        except Exception as exc:
+            return JSONResponse(
+                {"status": "unavailable", "detail": f"job store: {type(exc).__name__}: {exc}"},
+                status_code=503,
+            )
+        return JSONResponse(
+            {
+                "status": "ok",
+                "version": ambidex.__version__,
+                "store": jm.store.dialect,
+                "worker": jm.worker_id if jm.concurrency else None,
+                "running_here": jm.running_here,
+                "queued": counts[JobStatus.QUEUED],
+                "running": counts[JobStatus.RUNNING],
+            }
+        )
+
+    @app.get("/metrics", dependencies=auth, tags=["service"], response_class=Response)
+    async def prometheus() -> Response:
+        """Prometheus metrics: jobs by status, jobs run here, HTTP requests and latency."""
+        for status, n in (await jm.counts()).items():
+            metrics.jobs.labels(status.value).set(n)
+        metrics.running_here.set(jm.running_here)
+        for outcome, count in jm.finished_counts.items():
+            metrics.finished.labels(outcome).set(count)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _parse_statuses(raw: str | None) -> list[JobStatus] | None:
+    if not raw:
+        return None
+    wanted: list[JobStatus] = []
+    for part in raw.split(","):
+        name = part.strip()
+        try:
+            wanted.append(JobStatus(name))
+        except ValueError:
+            raise _invalid(
+                ["query", "status"],
+                f"unknown status {name!r}: expected any of "
+                + ", ".join(s.value for s in JobStatus),
+            ) from None
+    return wanted
+
+
+def _invalid(loc: list[str], msg: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": loc, "msg": msg, "type": "value_error"}])
+
+
+async def _event_stream(jm: JobManager, job_id: str, after: int) -> AsyncIterator[bytes]:
+    """Server-sent events: one per job event, a comment line every 15 s to keep proxies open."""
+    events = cast(AsyncGenerator[JobEvent, None], jm.watch(job_id, after))
+    next_event: asyncio.Task[Any] | None = None
+    try:
+        while True:
+            if next_event is None:
+                next_event = asyncio.ensure_future(anext(events))
+            done, _ = await asyncio.wait({next_event}, timeout=_KEEPALIVE_S)
+            if not done:
+                yield b": keepalive\n\n"
+                continue
+            try:
+                event = next_event.result()
+            except (StopAsyncIteration, JobNotFoundError):
+                return
+            next_event = None
+            data = json.dumps(event.as_dict(), separators=(",", ":"))
+            yield f"id: {event.seq}\nevent: {event.kind}\ndata: {data}\n\n".encode()
+    finally:
+        if next_event is not None:
+            next_event.cancel()
+            with contextlib.suppress(BaseException):
+                await next_event
+        await events.aclose()
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(UnknownWorkloadError)
+    async def unknown_workload(_r: Request, exc: UnknownWorkloadError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc), "known": exc.known}, status_code=404)
+
+    @app.exception_handler(JobNotFoundError)
+    async def unknown_job(_r: Request, exc: JobNotFoundError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(JobInputError)
+    async def bad_input(request: Request, exc: JobInputError) -> JSONResponse:
+        prefix = ["body"] if request.url.path.startswith("/v1/run/") else ["body", "input"]
+        detail = [
+            {"loc": prefix + list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors
+        ]
+        return JSONResponse({"detail": detail, "message": str(exc)}, status_code=422)
+
+
+def _install_request_metrics(app: FastAPI, metrics: _Metrics) -> None:
+    @app.middleware("http")
+    async def count(request: Request, call_next: Any) -> Response:
+        start = time.perf_counter()
+        response: Response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.requests.labels(request.method, path, str(response.status_code)).inc()
+        if not isinstance(response, StreamingResponse) or path != "/v1/jobs/{job_id}/events":
+            metrics.latency.labels(request.method, path).observe(time.perf_counter() - start)
+        return response

@@ -1,0 +1,5 @@
+"""Dashboard (to be written)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
