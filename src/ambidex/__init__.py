@@ -13,6 +13,8 @@ await score.aio("x")       # from async code: awaitable, never blocks the loop
 ax.limits(llm=5)           # named capacity shared by every caller
 """
 
+import typing
+
 from ambidex.agents import Agent, AgentInputError, AgentOutputError
 from ambidex.exceptions import (
     AmbidexError,
@@ -51,7 +53,36 @@ from ambidex.workflows import (
     WorkflowResult,
 )
 
+if typing.TYPE_CHECKING:
+    from ambidex import jobs as jobs
+    from ambidex.client import AsyncClient, Client
+
 __version__ = "0.1.0"
+
+# The job service's parts load on first use: ``ambidex.jobs`` pulls in SQLAlchemy
+# and the clients httpx, which would triple the time ``import ambidex`` takes
+# (and every cpu worker process imports ambidex).
+_LAZY = {"AsyncClient": "ambidex.client", "Client": "ambidex.client", "jobs": None}
+
+
+def __getattr__(name: str) -> typing.Any:
+    """``ax.jobs``, ``ax.Client`` and ``ax.AsyncClient``, imported when first asked for."""
+    import importlib
+
+    if name not in _LAZY:
+        raise AttributeError(f"module 'ambidex' has no attribute {name!r}")
+    module = _LAZY[name]
+    if module is None:
+        value: typing.Any = importlib.import_module(f"ambidex.{name}")
+    else:
+        value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The module's names, the lazily imported ones included."""
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def limits(**limits: int | Rate) -> None:
@@ -74,7 +105,9 @@ __all__ = [
     "AgentInputError",
     "AgentOutputError",
     "AmbidexError",
+    "AsyncClient",
     "CapacityLimit",
+    "Client",
     "EventKind",
     "KindStatistics",
     "NodeStatus",

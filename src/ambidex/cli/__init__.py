@@ -119,6 +119,7 @@ def info() -> None:
 
 
 def _register() -> None:
+    from ambidex.cli._jobs import jobs_app
     from ambidex.cli._llm import mock_llm
     from ambidex.cli._run import run_workflow
     from ambidex.cli._serve import serve, worker
@@ -127,6 +128,7 @@ def _register() -> None:
     app.command("serve")(serve)
     app.command("worker")(worker)
     app.command("mock-llm")(mock_llm)
+    app.add_typer(jobs_app, name="jobs")
 
 
 _register()

@@ -66,6 +66,12 @@ def _open_store(db: str | None) -> object:
         raise _fail(f"cannot open the job store {db or '(default)'}: {exc}", 1) from None
 
 
+def _shown_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
@@ -129,7 +135,7 @@ def serve(
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"ambidex job service on http://{shown}:{bound_port}", err=False)
     typer.echo(
-        f"  store: {store.url}  workloads: {', '.join(default_registry().names())}  "
+        f"  store: {_shown_url(store.url)}  workloads: {', '.join(default_registry().names())}  "
         f"concurrency: {concurrency}  auth: {'bearer token' if token else 'none (loopback)'}"
     )
     typer.echo(
@@ -175,7 +181,8 @@ def worker(
             store, default_registry(), concurrency=concurrency, lease_s=lease_s
         ) as manager:
             typer.echo(
-                f"ambidex worker {manager.worker_id} (pid {os.getpid()}) on {store.url}: "
+                f"ambidex worker {manager.worker_id} (pid {os.getpid()}) "
+                f"on {_shown_url(store.url)}: "
                 f"up to {concurrency} jobs of {', '.join(manager.registry.names())}",
                 err=True,
             )

@@ -43,6 +43,7 @@ log = logging.getLogger("ambidex.jobs")
 
 _TERMINAL_KINDS = frozenset({"succeeded", "failed", "cancelled"})
 _PROGRESS_EVERY_S = 0.2
+_PRUNE_EVERY_S = 3600.0
 
 
 def _worker_name() -> str:
@@ -76,6 +77,8 @@ class JobManager:
         poll_s: how often to look for new jobs and for changes made by other
             processes.
         worker_id: the name under which this manager claims jobs.
+        retention_s: finished jobs older than this are deleted (checked hourly
+            while working); None keeps them forever.
 
     Use it on one event loop: ``async with JobManager(...) as m: ...``.
     """
@@ -89,6 +92,7 @@ class JobManager:
         lease_s: float = 15.0,
         poll_s: float = 0.25,
         worker_id: str | None = None,
+        retention_s: float | None = 7 * 24 * 3600.0,
     ) -> None:
         if concurrency < 0:
             raise ValueError(f"concurrency must be >= 0, got {concurrency}")
@@ -101,6 +105,7 @@ class JobManager:
         self.lease_s = lease_s
         self.poll_s = poll_s
         self.worker_id = worker_id or _worker_name()
+        self.retention_s = retention_s
         self._db_threads = ThreadPoolExecutor(8, thread_name_prefix="ambidex-jobs-db")
         self._running: dict[str, _Running] = {}
         self._wake: asyncio.Event | None = None
@@ -124,15 +129,25 @@ class JobManager:
         """Stop: running jobs are cancelled and put back in the queue, unfinished."""
         self._stopping = True
         if self._runner is not None:
-            self._runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._runner
-            self._runner = None
-        with contextlib.suppress(Exception):
-            await self._db(self.store.release, self.worker_id)
-        self._db_threads.shutdown(wait=True)
-        if self._owns_store:
-            self.store.close()
+            runner, self._runner = self._runner, None
+            runner.cancel()
+            await asyncio.wait({runner})
+            if not runner.cancelled() and runner.exception() is not None:
+                log.error("the worker loop had failed", exc_info=runner.exception())
+
+        def finish() -> None:
+            # Every store call already started (a claim in flight, say) ends
+            # before the release, so no job claimed at the last moment is left
+            # to wait for its lease to lapse.
+            self._db_threads.shutdown(wait=True)
+            try:
+                self.store.release(self.worker_id)
+            except Exception:
+                log.exception("giving back running jobs failed; their leases will lapse")
+            if self._owns_store:
+                self.store.close()
+
+        await asyncio.get_running_loop().run_in_executor(None, finish)
 
     async def __aenter__(self) -> JobManager:
         await self.start()
@@ -159,9 +174,12 @@ class JobManager:
         if self._changed is None or timeout_s <= 0:
             await asyncio.sleep(max(timeout_s, 0))
             return
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
+        # cancellation that arrives as the awaited thing completes.
         async with self._changed:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    await self._changed.wait()
 
     # -- the front desk --------------------------------------------------------------
 
@@ -310,7 +328,8 @@ class JobManager:
                     await self._notify()
                 if not claimed or len(self._running) >= self.concurrency:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self.poll_s)
+                        async with asyncio.timeout(self.poll_s):
+                            await self._wake.wait()
 
     def _launch(self, tg: asyncio.TaskGroup, job: Job) -> None:
         ctx = JobContext(job.id, job.workload, job.attempts)
@@ -419,8 +438,20 @@ class JobManager:
 
     async def _recovery(self) -> None:
         every_s = max(min(self.lease_s / 2, 5.0), 0.1)
+        next_prune = time.monotonic()
         while True:
             await asyncio.sleep(every_s)
+            if self.retention_s is not None and time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + _PRUNE_EVERY_S
+                try:
+                    pruned = await self._db(self.store.prune, self.retention_s)
+                except Exception:
+                    log.exception("pruning finished jobs failed")
+                else:
+                    if pruned:
+                        log.info(
+                            "pruned %d job(s) finished over %g s ago", pruned, self.retention_s
+                        )
             try:
                 requeued, failed = await self._db(self.store.recover_expired)
             except Exception:

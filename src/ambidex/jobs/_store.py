@@ -421,12 +421,17 @@ class JobStore:
         )
         if workloads is not None:
             pick = pick.where(jobs_table.c.workload.in_(list(workloads)))
+        picked: Any = pick.scalar_subquery()
         if self.dialect == "postgresql":
-            pick = pick.with_for_update(skip_locked=True)
+            # In a CTE, which PostgreSQL runs once: as a plain IN (subquery) the
+            # planner may rescan the locking SELECT for every row, and each
+            # rescan skips the rows already updated and locks the next ones,
+            # handing out more than ``limit`` jobs.
+            picked = select(pick.with_for_update(skip_locked=True).cte("picked").c.seq)
         with self._write() as conn:
             rows = conn.execute(
                 update(jobs_table)
-                .where(jobs_table.c.seq.in_(pick.scalar_subquery()), jobs_table.c.status == _Q)
+                .where(jobs_table.c.seq.in_(picked), jobs_table.c.status == _Q)
                 .values(
                     status=_R,
                     attempts=jobs_table.c.attempts + 1,

@@ -4,7 +4,7 @@ A workload is a function (plain, ``async``, or marked ``@ax.io`` / ``@ax.blockin
 / ``@ax.cpu``) or a workflow, registered under a name::
 
     @ax.jobs.workload(max_attempts=3, timeout_s=600)
-    async def summarize(url: str, words: int = 100, ctx: ax.jobs.JobContext) -> str:
+    async def summarize(url: str, words: int = 100, *, ctx: ax.jobs.JobContext) -> str:
         ctx.progress(0.5, "fetched")
         ...
 

@@ -247,21 +247,27 @@ def _install_read_routes(app: FastAPI, jm: JobManager) -> None:
         dependencies=auth,
         tags=["jobs"],
         response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {}}, "description": "Event stream."}},
+        responses={
+            200: {"content": {"text/event-stream": {}}, "description": "Event stream."},
+            204: {"description": "The job has finished and no events follow `after`."},
+        },
     )
     async def job_events(
         job_id: str,
         after: Annotated[int, Query(ge=0, description="Send events after this seq.")] = 0,
         last_event_id: Annotated[str | None, Header(max_length=32)] = None,
-    ) -> StreamingResponse:
+    ) -> Response:
         """Server-sent events of a job (state changes and progress), until it finishes.
 
         Each event has ``id`` (its seq: reconnect with ``Last-Event-ID``), ``event``
         (its kind) and JSON ``data``.
         """
-        await jm.get(job_id)
+        job = await jm.get(job_id)
         if last_event_id and last_event_id.isdigit():
             after = max(after, int(last_event_id))
+        if job.status.terminal and not await jm.events(job_id, after):
+            # Nothing more will ever come: 204 tells an EventSource to stop reconnecting.
+            return Response(status_code=204)
         return StreamingResponse(
             _event_stream(jm, job_id, after),
             media_type="text/event-stream",

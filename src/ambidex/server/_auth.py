@@ -13,12 +13,13 @@ __all__ = ["TOKEN_COOKIE", "BodySizeLimit", "require_token"]
 TOKEN_COOKIE = "ambidex_token"
 
 
-def _presented(request: Request) -> str | None:
+def _presented(request: Request) -> tuple[str | None, bool]:
+    """The token a request carries, and whether it came from the cookie."""
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value:
-        return value.strip()
-    return request.cookies.get(TOKEN_COOKIE)
+        return value.strip(), False
+    return request.cookies.get(TOKEN_COOKIE), True
 
 
 def require_token(request: Request) -> None:
@@ -26,16 +27,29 @@ def require_token(request: Request) -> None:
 
     The token is accepted as ``Authorization: Bearer <token>`` or, for the
     dashboard in a browser, as the cookie set by visiting ``/?token=<token>``.
+    A write (anything but GET and HEAD) authenticated by the cookie must also
+    carry an ``X-Requested-With`` header, which a plain HTML form on another
+    site (or another port of this host) cannot send: 403 otherwise.
     """
     expected: str | None = request.app.state.token
     if expected is None:
         return
-    got = _presented(request)
+    got, from_cookie = _presented(request)
     if got is None or not hmac.compare_digest(got.encode(), expected.encode()):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             detail="missing or wrong bearer token: send 'Authorization: Bearer <token>'",
             headers={"WWW-Authenticate": "Bearer"},
+        )
+    if (
+        from_cookie
+        and request.method not in ("GET", "HEAD")
+        and not request.headers.get("x-requested-with")
+    ):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail="a write authenticated by the dashboard cookie needs an X-Requested-With "
+            "header; API clients should send 'Authorization: Bearer <token>'",
         )
 
 

@@ -1,0 +1,370 @@
+"""``ambidex jobs``: list, show, submit and cancel the jobs of a job service; prune a store.
+
+Every command but ``prune`` talks to a running service (``--url``, default
+``AMBIDEX_URL`` or http://127.0.0.1:8000; ``--token``, default
+``AMBIDEX_TOKEN``). ``prune`` opens the job store itself. An error prints one
+line, ``error: ...``, and exits 1 (2 for a mistake on the command line, an
+unknown workload or an input that does not fit).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from ambidex.client import Client
+    from ambidex.jobs import Job, JobEvent
+
+__all__ = ["jobs_app", "parse_duration"]
+
+jobs_app = typer.Typer(
+    name="jobs",
+    help="List, show, submit, cancel and prune jobs of an ambidex job service.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+UrlOption = Annotated[
+    str,
+    typer.Option("--url", envvar="AMBIDEX_URL", help="The job service's base URL."),
+]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="AMBIDEX_TOKEN",
+        help="Its bearer token, if it has one.",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+_DEFAULT_URL = "http://127.0.0.1:8000"
+_STATUS_STYLE = {
+    "queued": "yellow",
+    "running": "cyan",
+    "succeeded": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+}
+_UNITS_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)\s*$", re.IGNORECASE)
+_SHOW_EVENTS = 10
+_EVENTS_QUIET_S = 0.5
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+@contextmanager
+def _open_client(url: str, token: str | None) -> Iterator[Client]:
+    """A client; the job errors of the block become one line and an exit code."""
+    from ambidex.client import Client
+    from ambidex.jobs import JobError, JobInputError, UnknownWorkloadError
+
+    try:
+        client = Client(url, token=token)
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+    try:
+        with client:
+            yield client
+    except (UnknownWorkloadError, JobInputError) as exc:
+        raise _fail(str(exc), 2) from None
+    except JobError as exc:
+        raise _fail(str(exc)) from None
+    except ValueError as exc:  # a bad option value, found by the client before sending
+        raise _fail(str(exc), 2) from None
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _status(job: Job) -> str:
+    value = job.status.value
+    text = f"{value} (cancel requested)" if job.cancel_requested and value == "running" else value
+    return f"[{_STATUS_STYLE.get(value, 'white')}]{text}[/]"
+
+
+def _percent(job: Job) -> str:
+    return "-" if job.progress is None else f"{100 * job.progress:.0f}%"
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+@jobs_app.command("list")
+def list_jobs(
+    status: Annotated[
+        list[str] | None,
+        typer.Option(help="Only jobs in this state (repeatable, or comma-separated)."),
+    ] = None,
+    workload: Annotated[str | None, typer.Option(help="Only jobs of this workload.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="How many jobs (newest first).")] = 20,
+    cursor: Annotated[
+        str | None, typer.Option(help="Continue after a previous page (its next cursor).")
+    ] = None,
+    as_json: JsonOption = False,
+    url: UrlOption = _DEFAULT_URL,
+    token: TokenOption = None,
+) -> None:
+    """List jobs, newest first."""
+    with _open_client(url, token) as client:
+        page = client.list(status=status, workload=workload, limit=limit, cursor=cursor)
+    if as_json:
+        _print_json({"jobs": [j.as_dict() for j in page.jobs], "next_cursor": page.next_cursor})
+        return
+    console = Console()
+    if not page.jobs:
+        console.print("no jobs")
+        return
+    table = Table()
+    for column in ("id", "workload", "status", "progress", "attempts", "created", "finished"):
+        table.add_column(column, justify="right" if column in ("progress", "attempts") else "left")
+    for job in page.jobs:
+        table.add_row(
+            job.id,
+            escape(job.workload),
+            _status(job),
+            _percent(job),
+            f"{job.attempts}/{job.max_attempts}",
+            _when(job.created_at),
+            _when(job.finished_at),
+        )
+    console.print(table)
+    if page.next_cursor:
+        console.print(f"more: ambidex jobs list --cursor {page.next_cursor}", highlight=False)
+
+
+def _event_details(event: JobEvent) -> str:
+    data = {k: v for k, v in event.data.items() if k != "status" or event.kind == "requeued"}
+    if event.kind == "progress":
+        fraction, message = data.get("progress"), data.get("message")
+        shown = "" if fraction is None else f"{100 * float(fraction):.0f}%"
+        return f"{shown} {message or ''}".strip()
+    return ", ".join(f"{k}={v}" for k, v in data.items())
+
+
+@jobs_app.command("show")
+def show(
+    job_id: Annotated[str, typer.Argument(help="The job's id.")],
+    as_json: JsonOption = False,
+    url: UrlOption = _DEFAULT_URL,
+    token: TokenOption = None,
+) -> None:
+    """Show a job: its fields, result or error, and its last events."""
+    with _open_client(url, token) as client:
+        job = client.get(job_id)
+        # the stream sends the history at once; for an unfinished job stop when it goes quiet
+        quiet_s = None if job.status.terminal else _EVENTS_QUIET_S
+        events = collections.deque(client.events(job_id, timeout_s=quiet_s), maxlen=_SHOW_EVENTS)
+    if as_json:
+        _print_json({"job": job.as_dict(), "events": [e.as_dict() for e in events]})
+        return
+    console = Console()
+    fields = Table(show_header=False, box=None, pad_edge=False)
+    fields.add_column(style="bold")
+    fields.add_column(overflow="fold")
+    rows: list[tuple[str, str]] = [
+        ("id", job.id),
+        ("workload", escape(job.workload)),
+        ("status", _status(job)),
+        ("progress", _percent(job) + (f"  {escape(job.message)}" if job.message else "")),
+        ("attempts", f"{job.attempts} of {job.max_attempts}"),
+        ("timeout", "-" if job.timeout_s is None else f"{job.timeout_s:g} s"),
+        ("created", _when(job.created_at)),
+        ("started", _when(job.started_at)),
+        ("finished", _when(job.finished_at)),
+        ("worker", escape(job.worker or "-")),
+        ("input", escape(json.dumps(job.input))),
+    ]
+    if job.status.value == "succeeded":
+        rows.append(("result", escape(json.dumps(job.result))))
+    if job.error:
+        rows.append(("error", f"[red]{escape(job.error)}[/]"))
+    for name, value in rows:
+        fields.add_row(name, value)
+    console.print(fields)
+    if events:
+        table = Table(title=f"last {len(events)} event(s)", title_justify="left")
+        for column in ("seq", "at", "kind", "details"):
+            table.add_column(column, justify="right" if column == "seq" else "left")
+        for event in events:
+            table.add_row(
+                str(event.seq), _when(event.at), event.kind, escape(_event_details(event))
+            )
+        console.print(table)
+
+
+@jobs_app.command("submit")
+def submit(
+    workload: Annotated[str, typer.Argument(help="A workload the service offers.")],
+    input: Annotated[
+        list[str] | None,
+        typer.Option("--input", "-i", help="key=value, or @file.json with an object of inputs."),
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Follow the job to its end, then print its result.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
+    url: UrlOption = _DEFAULT_URL,
+    token: TokenOption = None,
+) -> None:
+    """Submit a job; with --wait, show its progress and print its result."""
+    from ambidex.cli._run import parse_inputs
+
+    try:
+        values = parse_inputs(input or [])
+    except typer.BadParameter as exc:
+        raise _fail(f"--input {exc.message}", 2) from None
+    with _open_client(url, token) as client:
+        job = client.submit(workload, values)
+        if wait:
+            # on stderr, so that the id is known even if the wait is cut short
+            typer.echo(f"submitted job {job.id} ({job.workload}); waiting for it", err=True)
+            job = _follow(client, job)
+    if as_json:
+        _print_json(job.as_dict())
+    if not wait:
+        if not as_json:
+            typer.echo(f"submitted job {job.id} ({job.workload}): {job.status.value}")
+            typer.echo(f"follow it with: ambidex jobs show {job.id}")
+        return
+    if job.status.value == "succeeded":
+        if not as_json:
+            _print_json(job.result)
+        return
+    if job.status.value == "failed":
+        raise _fail(f"job {job.id} ({job.workload}) failed: {job.error}")
+    raise _fail(f"job {job.id} ({job.workload}) was {job.status.value}")
+
+
+def _follow(client: Client, job: Job) -> Job:
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        SpinnerColumn,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    task = progress.add_task(f"{job.workload} {job.id}", total=1.0)
+
+    def on_progress(fraction: float | None, message: str | None) -> None:
+        description = f"{job.workload}: {message}" if message else None
+        progress.update(task, completed=fraction, description=description)
+
+    try:
+        with progress:
+            return client.wait(job.id, on_progress=on_progress)
+    except KeyboardInterrupt:
+        raise _fail(
+            f"stopped waiting; job {job.id} goes on (cancel it: ambidex jobs cancel {job.id})",
+            130,
+        ) from None
+
+
+@jobs_app.command("cancel")
+def cancel(
+    job_id: Annotated[str, typer.Argument(help="The job's id.")],
+    as_json: JsonOption = False,
+    url: UrlOption = _DEFAULT_URL,
+    token: TokenOption = None,
+) -> None:
+    """Cancel a job: a queued one at once, a running one as soon as its worker sees it."""
+    with _open_client(url, token) as client:
+        job = client.cancel(job_id)
+    if as_json:
+        _print_json(job.as_dict())
+    elif job.status.value == "cancelled":
+        typer.echo(f"job {job.id} ({job.workload}): cancelled")
+    elif job.status.terminal:
+        typer.echo(f"job {job.id} ({job.workload}) had already {job.status.value}: unchanged")
+    else:
+        typer.echo(f"job {job.id} ({job.workload}): cancel requested; its worker stops it")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``7d``, ``12h``, ``30m``, ``3600s`` or a bare number of seconds.
+
+    Raises:
+        ValueError: anything else, or a negative duration.
+    """
+    found = _DURATION.match(text)
+    if found is None:
+        raise ValueError(
+            f"--older-than {text!r}: expected a duration such as 7d, 12h, 30m or 3600s"
+        )
+    return float(found.group(1)) * _UNITS_S[(found.group(2) or "s").lower()]
+
+
+@jobs_app.command("prune")
+def prune(
+    older_than: Annotated[
+        str, typer.Option(help="Delete finished jobs older than this: 7d, 12h, 30m or 3600s.")
+    ] = "7d",
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            help="Job store: a file, sqlite:///FILE or postgresql://USER@HOST:PORT/DB "
+            "(default: jobs.sqlite in AMBIDEX_HOME or the XDG data directory).",
+        ),
+    ] = None,
+) -> None:
+    """Delete finished jobs (and their events) from a job store; queued and running jobs stay."""
+    from ambidex.jobs import JobStore
+
+    try:
+        seconds = parse_duration(older_than)
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+    try:
+        store = JobStore(db)
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+    except Exception as exc:  # the database is unreachable or unusable
+        raise _fail(f"cannot open the job store {_shown(db or '(default)')}: {exc}") from None
+    try:
+        removed = store.prune(seconds)
+    except Exception as exc:
+        raise _fail(f"pruning {_shown(store.url)} failed: {exc}") from None
+    finally:
+        store.close()
+    typer.echo(f"pruned {removed} finished job(s) older than {older_than} from {_shown(store.url)}")
+
+
+def _shown(db: str) -> str:
+    """A database URL fit to print: its password masked."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(db).render_as_string(hide_password=True)
+    except Exception:  # a file path rather than a URL
+        return db

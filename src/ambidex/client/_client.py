@@ -1,0 +1,467 @@
+"""``Client`` and ``AsyncClient``: the job service over HTTP, from sync and from async code.
+
+Both are thin drivers over httpx: every request, answer, error and event is
+built or read by ``_protocol``, so the two faces behave the same. Each method
+of ``AsyncClient`` is the ``Client`` method of the same name, awaited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import inspect
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Iterator
+from typing import Any, TypeVar
+
+import httpx
+
+from ambidex.client._protocol import (
+    DEFAULT_URL,
+    Call,
+    EventFollower,
+    JobPage,
+    ProgressCallback,
+    cancel_call,
+    check_url,
+    client_headers,
+    get_call,
+    health_call,
+    list_call,
+    outcome,
+    progress_of,
+    run_call,
+    submit_call,
+    unreachable,
+    waited,
+    workloads_call,
+)
+from ambidex.jobs import Job, JobEvent, JobStatus
+
+__all__ = ["AsyncClient", "Client"]
+
+T = TypeVar("T")
+Statuses = JobStatus | str | Iterable[JobStatus | str] | None
+
+
+def _check_timeout(timeout_s: float) -> float:
+    if not timeout_s > 0:
+        raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
+    return float(timeout_s)
+
+
+class Client:
+    """The job service, from plain (sync) code.
+
+    ```python
+    with ax.Client("http://127.0.0.1:8000") as client:
+        job = client.submit("sleep", {"seconds": 3})
+        done = client.wait(job.id, on_progress=lambda f, msg: print(f, msg))
+    ```
+
+    Args:
+        url: the service's base URL (``ambidex serve`` prints it).
+        token: the bearer token the service was started with, if any.
+        timeout_s: how long one request may take (``run`` and ``wait`` add
+            the time they are asked to wait).
+        transport: an httpx transport to send the requests through (tests,
+            custom networking); default: httpx's own.
+
+    Every method raises, besides what it names: ``JobConnectionError`` (a
+    ``JobServiceError``) when the service cannot be reached or does not
+    answer in time, and ``JobServiceError`` for any other error answer (401
+    without the right token, 413 for a body too large...).
+
+    Raises:
+        ValueError: ``url`` is not an http(s) URL, or ``timeout_s`` is not positive.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        token: str | None = None,
+        timeout_s: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = check_url(url)
+        self.timeout_s = _check_timeout(timeout_s)
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers=client_headers(token),
+            timeout=self.timeout_s,
+            transport=transport,
+        )
+
+    def __repr__(self) -> str:
+        return f"Client({self.url!r})"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        self._http.close()
+
+    def _send(self, call: Call[T]) -> T:
+        try:
+            response = self._http.request(**call.request_options())
+        except httpx.RequestError as exc:
+            raise unreachable(self.url, exc) from None
+        return call.answer(response.status_code, response.content)
+
+    def submit(
+        self,
+        workload: str,
+        input: Any = None,
+        *,
+        max_attempts: int | None = None,
+        timeout_s: float | None = None,
+    ) -> Job:
+        """Submit a job; it is stored (durable) when this returns, and runs later.
+
+        Args:
+            workload: a workload the service offers (see ``workloads``).
+            input: the workload's input, a JSON object (None: ``{}``).
+            max_attempts: starts allowed before a lost worker fails the job
+                (default: the workload's).
+            timeout_s: stop the job after this long (default: the workload's).
+
+        Returns:
+            The queued job (``job.id`` to ask about it later).
+
+        Raises:
+            UnknownWorkloadError: the service has no such workload (``known`` lists its own).
+            JobInputError: the input does not fit the workload; ``errors`` names each field.
+        """
+        return self._send(submit_call(workload, input, max_attempts, timeout_s))
+
+    def run(self, workload: str, input: Any = None, *, wait_s: float = 30) -> Job:
+        """Run a job and wait up to ``wait_s`` for it, in one request.
+
+        Returns:
+            The job: finished (succeeded, failed or cancelled: see
+            ``job.status``) or, after ``wait_s``, still queued or running
+            (``wait`` for it then). A failed job is returned, not raised.
+
+        Raises:
+            UnknownWorkloadError: the service has no such workload.
+            JobInputError: the input does not fit the workload.
+            JobServiceError: ``wait_s`` is beyond the service's limit (422).
+        """
+        return self._send(run_call(workload, input, wait_s, self.timeout_s))
+
+    def get(self, job_id: str) -> Job:
+        """The job as it is now.
+
+        Raises:
+            JobNotFoundError: no such job (it never existed, or was pruned).
+        """
+        return self._send(get_call(job_id))
+
+    def _follow(self, follower: EventFollower) -> Generator[JobEvent, None, None]:
+        while follower.following():
+            pause = 0.0
+            try:
+                with self._http.stream(**follower.stream_call().request_options()) as response:
+                    error_body = response.read() if response.status_code != 200 else b""
+                    follower.opened(response.status_code, error_body)
+                    for line in response.iter_lines():
+                        event = follower.feed(line)
+                        if event is not None:
+                            yield event
+                        if follower.finished or follower.should_reopen():
+                            break
+                    else:
+                        pause = follower.ended(self.get(follower.job_id))
+            except httpx.RequestError as exc:
+                pause = follower.dropped(exc)
+            if pause > 0:
+                time.sleep(pause)
+
+    def events(
+        self, job_id: str, *, after: int = 0, timeout_s: float | None = None
+    ) -> Iterator[JobEvent]:
+        """The job's events, as they happen, until it has finished.
+
+        Follows ``GET /v1/jobs/{id}/events``, reconnecting (with
+        ``Last-Event-ID``) if the stream drops. Ends quietly after the
+        terminal event, or once ``timeout_s`` has passed.
+
+        Args:
+            job_id: the job.
+            after: only events with a ``seq`` above this.
+            timeout_s: stop after this long (None: when the job finishes).
+
+        Raises:
+            JobNotFoundError: no such job.
+        """
+        follower = EventFollower(job_id, self.url, after=after, timeout_s=timeout_s)
+        with contextlib.closing(self._follow(follower)) as events:
+            yield from events
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        timeout_s: float | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> Job:
+        """Wait until the job has finished; return it (succeeded, failed or cancelled).
+
+        Follows the job's event stream (reconnecting if it drops) and calls
+        ``on_progress(fraction, message)`` for each progress report.
+
+        Raises:
+            JobWaitTimeoutError: ``timeout_s`` passed first (``.job`` is the
+                job then; it goes on running).
+            JobNotFoundError: no such job.
+        """
+        follower = EventFollower(job_id, self.url, timeout_s=timeout_s)
+        with contextlib.closing(self._follow(follower)) as events:
+            for event in events:
+                progress = progress_of(event)
+                if progress is not None and on_progress is not None:
+                    on_progress(*progress)
+        return waited(self.get(job_id), timeout_s)
+
+    def result(self, job_id: str, *, wait: bool = True, timeout_s: float | None = None) -> Any:
+        """The job's result, waiting for it to finish unless ``wait=False``.
+
+        Raises:
+            JobFailedError: the job failed (``.job.error`` says why).
+            JobCancelledError: the job was cancelled.
+            JobNotFinishedError: ``wait=False`` and the job has not finished.
+            JobWaitTimeoutError: ``timeout_s`` passed before it finished.
+            JobNotFoundError: no such job.
+        """
+        job = self.wait(job_id, timeout_s=timeout_s) if wait else self.get(job_id)
+        return outcome(job)
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel the job: a queued one at once, a running one as soon as its worker sees it.
+
+        Returns:
+            The job after the request (``cancelled``, or ``running`` with
+            ``cancel_requested``; a finished job is unchanged).
+
+        Raises:
+            JobNotFoundError: no such job.
+        """
+        return self._send(cancel_call(job_id))
+
+    def list(
+        self,
+        *,
+        status: Statuses = None,
+        workload: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """One page of jobs, newest first.
+
+        Args:
+            status: only jobs in these states (``"queued,running"`` or a list).
+            workload: only jobs of this workload.
+            limit: jobs per page (1..500).
+            cursor: the ``next_cursor`` of the previous page.
+
+        Raises:
+            ValueError: an unknown status.
+        """
+        return self._send(list_call(status, workload, limit, cursor))
+
+    def iter_jobs(
+        self, *, status: Statuses = None, workload: str | None = None, page_size: int = 100
+    ) -> Iterator[Job]:
+        """Every job (newest first), fetched a page at a time; filters as for ``list``."""
+        cursor: str | None = None
+        while True:
+            page = self.list(status=status, workload=workload, limit=page_size, cursor=cursor)
+            yield from page.jobs
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def workloads(self) -> builtins.list[dict[str, Any]]:
+        """The workloads the service runs: name, kind, description, limits, input schema."""
+        return self._send(workloads_call())
+
+    def health(self) -> dict[str, Any]:
+        """The service's health (``status``, ``version``, ``store``, queued and running counts).
+
+        Raises:
+            JobServiceError: the service answers but its store does not (503).
+        """
+        return self._send(health_call())
+
+
+class AsyncClient:
+    """The job service, from async code: ``Client``'s methods, awaited.
+
+    ```python
+    async with ax.AsyncClient("http://127.0.0.1:8000") as client:
+        job = await client.submit("sleep", {"seconds": 3})
+        done = await client.wait(job.id)
+        async for event in client.events(job.id): ...
+    ```
+
+    The arguments are ``Client``'s (``transport`` is an
+    ``httpx.AsyncBaseTransport``). An ``on_progress`` callback may be a
+    plain function or return an awaitable, which is awaited. Use a client on
+    one event loop.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        token: str | None = None,
+        timeout_s: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.url = check_url(url)
+        self.timeout_s = _check_timeout(timeout_s)
+        self._http = httpx.AsyncClient(
+            base_url=self.url,
+            headers=client_headers(token),
+            timeout=self.timeout_s,
+            transport=transport,
+        )
+
+    def __repr__(self) -> str:
+        return f"AsyncClient({self.url!r})"
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the client's connections."""
+        await self._http.aclose()
+
+    async def _send(self, call: Call[T]) -> T:
+        try:
+            response = await self._http.request(**call.request_options())
+        except httpx.RequestError as exc:
+            raise unreachable(self.url, exc) from None
+        return call.answer(response.status_code, response.content)
+
+    async def submit(
+        self,
+        workload: str,
+        input: Any = None,
+        *,
+        max_attempts: int | None = None,
+        timeout_s: float | None = None,
+    ) -> Job:
+        """Submit a job (see ``Client.submit``)."""
+        return await self._send(submit_call(workload, input, max_attempts, timeout_s))
+
+    async def run(self, workload: str, input: Any = None, *, wait_s: float = 30) -> Job:
+        """Run a job and wait up to ``wait_s`` for it (see ``Client.run``)."""
+        return await self._send(run_call(workload, input, wait_s, self.timeout_s))
+
+    async def get(self, job_id: str) -> Job:
+        """The job as it is now (see ``Client.get``)."""
+        return await self._send(get_call(job_id))
+
+    async def _follow(self, follower: EventFollower) -> AsyncGenerator[JobEvent, None]:
+        while follower.following():
+            pause = 0.0
+            try:
+                options = follower.stream_call().request_options()
+                async with self._http.stream(**options) as response:
+                    error_body = await response.aread() if response.status_code != 200 else b""
+                    follower.opened(response.status_code, error_body)
+                    async for line in response.aiter_lines():
+                        event = follower.feed(line)
+                        if event is not None:
+                            yield event
+                        if follower.finished or follower.should_reopen():
+                            break
+                    else:
+                        pause = follower.ended(await self.get(follower.job_id))
+            except httpx.RequestError as exc:
+                pause = follower.dropped(exc)
+            if pause > 0:
+                await asyncio.sleep(pause)
+
+    async def events(
+        self, job_id: str, *, after: int = 0, timeout_s: float | None = None
+    ) -> AsyncIterator[JobEvent]:
+        """The job's events until it has finished: ``async for event in client.events(id)``.
+
+        See ``Client.events``.
+        """
+        follower = EventFollower(job_id, self.url, after=after, timeout_s=timeout_s)
+        async with contextlib.aclosing(self._follow(follower)) as events:
+            async for event in events:
+                yield event
+
+    async def wait(
+        self,
+        job_id: str,
+        *,
+        timeout_s: float | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> Job:
+        """Wait until the job has finished; return it (see ``Client.wait``)."""
+        follower = EventFollower(job_id, self.url, timeout_s=timeout_s)
+        async with contextlib.aclosing(self._follow(follower)) as events:
+            async for event in events:
+                progress = progress_of(event)
+                if progress is not None and on_progress is not None:
+                    called = on_progress(*progress)
+                    if inspect.isawaitable(called):
+                        await called
+        return waited(await self.get(job_id), timeout_s)
+
+    async def result(
+        self, job_id: str, *, wait: bool = True, timeout_s: float | None = None
+    ) -> Any:
+        """The job's result, waiting for it unless ``wait=False`` (see ``Client.result``)."""
+        job = await self.wait(job_id, timeout_s=timeout_s) if wait else await self.get(job_id)
+        return outcome(job)
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel the job (see ``Client.cancel``)."""
+        return await self._send(cancel_call(job_id))
+
+    async def list(
+        self,
+        *,
+        status: Statuses = None,
+        workload: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """One page of jobs, newest first (see ``Client.list``)."""
+        return await self._send(list_call(status, workload, limit, cursor))
+
+    async def iter_jobs(
+        self, *, status: Statuses = None, workload: str | None = None, page_size: int = 100
+    ) -> AsyncIterator[Job]:
+        """Every job (newest first), a page at a time: ``async for job in client.iter_jobs()``."""
+        cursor: str | None = None
+        while True:
+            page = await self.list(status=status, workload=workload, limit=page_size, cursor=cursor)
+            for job in page.jobs:
+                yield job
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def workloads(self) -> builtins.list[dict[str, Any]]:
+        """The workloads the service runs (see ``Client.workloads``)."""
+        return await self._send(workloads_call())
+
+    async def health(self) -> dict[str, Any]:
+        """The service's health (see ``Client.health``)."""
+        return await self._send(health_call())

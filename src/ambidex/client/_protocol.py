@@ -1,0 +1,664 @@
+"""The client's I/O-free half: what to send, how to read the answer, which error to raise.
+
+``Client`` and ``AsyncClient`` (in ``_client``) are thin drivers over httpx:
+they send the ``Call`` built here, hand the status and body back to it, and
+feed the lines of an event stream to an ``EventFollower``. Everything that
+decides something (paths, error mapping, timestamps, the SSE format,
+reconnecting after a dropped stream, when a wait has run out) lives here
+once, so the sync and the async face cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, Protocol, TypeGuard, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+from ambidex.jobs import (
+    Job,
+    JobCancelledError,
+    JobError,
+    JobEvent,
+    JobFailedError,
+    JobInputError,
+    JobNotFinishedError,
+    JobNotFoundError,
+    JobServiceError,
+    JobStatus,
+    JobWaitTimeoutError,
+    UnknownWorkloadError,
+)
+
+__all__ = [
+    "DEFAULT_URL",
+    "Call",
+    "EventFollower",
+    "JobConnectionError",
+    "JobPage",
+    "ProgressCallback",
+    "SSEDecoder",
+    "ServerSentEvent",
+    "cancel_call",
+    "check_url",
+    "client_headers",
+    "get_call",
+    "health_call",
+    "list_call",
+    "outcome",
+    "parse_event",
+    "parse_job",
+    "progress_of",
+    "run_call",
+    "submit_call",
+    "unreachable",
+    "waited",
+    "workloads_call",
+]
+
+T = TypeVar("T")
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+STREAM_IDLE_S = 25.0
+"""A stream silent this long is dead: the server sends a keepalive comment every 15 s."""
+REOPEN_SLACK_S = 1.0
+"""Reopen a stream when its read timeout would overshoot the wait's deadline by more."""
+RECONNECT_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0)
+"""Pauses before each reconnect in a row; one more failure than this gives up."""
+_TERMINAL_KINDS = frozenset(s.value for s in JobStatus if s.terminal)
+
+
+class JobConnectionError(JobServiceError):
+    """The job service could not be reached, or did not answer in time.
+
+    No HTTP answer came back, so ``status_code`` is 0; ``url`` is the
+    service's address and ``reason`` what httpx reported.
+    """
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(0, f"cannot reach the job service at {url}: {reason}")
+        self.args = (self.message,)  # no "HTTP 0:" in reprs and tracebacks
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.url, self.reason))
+
+
+class ProgressCallback(Protocol):
+    """Called with a job's progress: ``fraction`` in 0..1 (or None) and a message (or None)."""
+
+    def __call__(self, fraction: float | None, message: str | None, /) -> object: ...
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of ``list``: jobs newest first, and the cursor of the next page."""
+
+    jobs: list[Job]
+    next_cursor: str | None
+    """Pass as ``cursor=`` for the next page; None on the last page."""
+
+
+# -- configuration ---------------------------------------------------------------------
+
+
+def check_url(url: str) -> str:
+    """The service's base URL without a trailing ``/``.
+
+    Raises:
+        ValueError: not an absolute http(s) URL with a host.
+    """
+    example = f"expected e.g. {DEFAULT_URL!r}"
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ValueError(f"job service URL {url!r} is not a URL ({exc}); {example}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"job service URL {url!r} is not an http(s) URL with a host; {example}")
+    if parsed.query or parsed.fragment:
+        raise ValueError(f"job service URL {url!r} must not have a query or fragment; {example}")
+    return str(parsed).rstrip("/")
+
+
+def client_headers(token: str | None) -> dict[str, str]:
+    """The headers of every request: JSON, who is asking, and the bearer token if any."""
+    import ambidex  # late: the package imports this module's package lazily
+
+    headers = {"Accept": "application/json", "User-Agent": f"ambidex/{ambidex.__version__}"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+def unreachable(url: str, exc: httpx.RequestError) -> JobConnectionError:
+    """The error for a request that got no answer (refused, reset, timed out)."""
+    if isinstance(exc, httpx.TimeoutException):
+        kind = {
+            httpx.ConnectTimeout: "connecting",
+            httpx.ReadTimeout: "waiting for the answer",
+            httpx.WriteTimeout: "sending the request",
+            httpx.PoolTimeout: "waiting for a free connection",
+        }.get(type(exc), "the request")
+        return JobConnectionError(url, f"timed out {kind}")
+    reason = str(exc) or type(exc).__name__
+    return JobConnectionError(url, reason)
+
+
+# -- requests and answers --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One request to the service, and how to turn its answer into a value or an error."""
+
+    method: str
+    path: str
+    read: Callable[[Any], T]
+    """Makes the value from the decoded JSON of a 2xx answer."""
+    params: Mapping[str, str | int | float] | None = None
+    json: Any = None
+    headers: Mapping[str, str] | None = None
+    timeout_s: float | None = None
+    """Overrides the client's timeout for this request (None: the client's)."""
+    job_id: str | None = None
+    """The job the request is about: a 404 then means it does not exist."""
+    workload: str | None = None
+    """The workload the request names: a 404 lists the known ones, a 422 names bad fields."""
+    input_loc: tuple[str, ...] = ()
+    """Where the server puts the input in a 422's ``loc`` (removed from each error)."""
+
+    def request_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``httpx.Client.build_request`` (and the async one)."""
+        options: dict[str, Any] = {"method": self.method, "url": self.path}
+        if self.params:
+            options["params"] = dict(self.params)
+        if self.json is not None:
+            options["json"] = self.json
+        if self.headers:
+            options["headers"] = dict(self.headers)
+        if self.timeout_s is not None:
+            options["timeout"] = self.timeout_s
+        return options
+
+    def answer(self, status: int, content: bytes) -> T:
+        """The value of a 2xx answer.
+
+        Raises:
+            JobError: the job error the answer stands for (see ``error_for``).
+        """
+        data = _decode(content)
+        if status >= 400:
+            raise self.error_for(status, data)
+        try:
+            return self.read(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise JobServiceError(
+                status, f"unexpected answer to {self.method} {self.path}: {exc!r}"
+            ) from None
+
+    def error_for(self, status: int, data: Any) -> JobError:
+        """The error an HTTP error answer stands for.
+
+        404 naming known workloads: ``UnknownWorkloadError``; 404 about a job:
+        ``JobNotFoundError``; 422 about the body of a run or submit:
+        ``JobInputError`` (``loc`` relative to the input); anything else:
+        ``JobServiceError`` with the server's detail.
+        """
+        detail = data.get("detail") if isinstance(data, dict) else data
+        known = data.get("known") if isinstance(data, dict) else None
+        if status == 404 and self.workload is not None and isinstance(known, list):
+            return UnknownWorkloadError(self.workload, [str(k) for k in known])
+        if status == 404 and self.job_id is not None and detail not in (None, "", "Not Found"):
+            return JobNotFoundError(self.job_id)
+        if status == 422 and self.workload is not None and _body_errors(detail):
+            return JobInputError(self.workload, [self._input_error(e) for e in detail])
+        return JobServiceError(status, f"{_describe(detail)} ({self.method} {self.path})")
+
+    def _input_error(self, error: dict[str, Any]) -> dict[str, Any]:
+        loc = list(error.get("loc", []))
+        for part in self.input_loc:
+            if not loc or loc[0] != part:
+                break
+            loc = loc[1:]
+        return {"loc": loc, "msg": str(error.get("msg", "")), "type": str(error.get("type", ""))}
+
+
+def _decode(content: bytes) -> Any:
+    if not content:
+        return None
+    try:
+        return json.loads(content)
+    except ValueError:
+        text = content.decode("utf-8", "replace").strip()
+        return text if len(text) <= 300 else text[:300] + "..."
+
+
+def _body_errors(detail: Any) -> TypeGuard[list[dict[str, Any]]]:
+    """True for validation errors that are all about the request body (the input)."""
+    return (
+        isinstance(detail, list)
+        and bool(detail)
+        and all(isinstance(e, dict) and list(e.get("loc", []))[:1] == ["body"] for e in detail)
+    )
+
+
+def _describe(detail: Any) -> str:
+    if isinstance(detail, list):
+        parts = []
+        for e in detail:
+            if isinstance(e, dict):
+                loc = ".".join(str(p) for p in e.get("loc", []))
+                parts.append(f"{loc}: {e.get('msg', '')}" if loc else str(e.get("msg", "")))
+            else:
+                parts.append(str(e))
+        return "; ".join(parts) or "invalid request"
+    if detail is None or detail == "":
+        return "no detail given"
+    return str(detail)
+
+
+def _timestamp(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    return datetime.fromisoformat(str(value)).timestamp()
+
+
+def parse_job(data: Any) -> Job:
+    """A ``Job`` from the API's JSON (ISO timestamps back to epoch seconds, ms precision)."""
+    return Job(
+        id=str(data["id"]),
+        workload=str(data["workload"]),
+        input=data.get("input"),
+        status=JobStatus(data["status"]),
+        progress=data.get("progress"),
+        message=data.get("message"),
+        result=data.get("result"),
+        error=data.get("error"),
+        attempts=int(data.get("attempts", 0)),
+        max_attempts=int(data.get("max_attempts", 0)),
+        timeout_s=data.get("timeout_s"),
+        created_at=_timestamp(data.get("created_at")) or 0.0,
+        started_at=_timestamp(data.get("started_at")),
+        finished_at=_timestamp(data.get("finished_at")),
+        worker=data.get("worker"),
+        cancel_requested=bool(data.get("cancel_requested", False)),
+    )
+
+
+def parse_event(data: Any) -> JobEvent:
+    """A ``JobEvent`` from the JSON data of a server-sent event."""
+    fields = dict(data)
+    seq = int(fields.pop("seq"))
+    job_id = str(fields.pop("job_id"))
+    kind = str(fields.pop("kind"))
+    at = _timestamp(fields.pop("at", None)) or 0.0
+    return JobEvent(seq=seq, job_id=job_id, kind=kind, at=at, data=fields)
+
+
+def _none(_data: Any) -> None:
+    return None
+
+
+def _job_path(job_id: str) -> str:
+    return f"/v1/jobs/{quote(job_id, safe='')}"
+
+
+def _page(data: Any) -> JobPage:
+    return JobPage([parse_job(j) for j in data["jobs"]], data.get("next_cursor"))
+
+
+def _statuses(status: JobStatus | str | Iterable[JobStatus | str] | None) -> str | None:
+    if status is None:
+        return None
+    items = [status] if isinstance(status, JobStatus | str) else list(status)
+    names: list[str] = []
+    for item in items:
+        for name in item.split(",") if isinstance(item, str) else [item.value]:
+            try:
+                names.append(JobStatus(name.strip()).value)
+            except ValueError:
+                known = ", ".join(s.value for s in JobStatus)
+                raise ValueError(f"unknown job status {name!r}: expected any of {known}") from None
+    return ",".join(names) or None
+
+
+def submit_call(
+    workload: str, input: Any, max_attempts: int | None, timeout_s: float | None
+) -> Call[Job]:
+    """``POST /v1/jobs``: store a job, answered 202 at once."""
+    body: dict[str, Any] = {"workload": workload, "input": {} if input is None else input}
+    if max_attempts is not None:
+        body["max_attempts"] = max_attempts
+    if timeout_s is not None:
+        body["timeout_s"] = timeout_s
+    return Call(
+        "POST", "/v1/jobs", parse_job, json=body, workload=workload, input_loc=("body", "input")
+    )
+
+
+def run_call(workload: str, input: Any, wait_s: float, client_timeout_s: float) -> Call[Job]:
+    """``POST /v1/run/{workload}``: run and wait up to ``wait_s`` (200 done, 202 not yet)."""
+    if wait_s < 0:
+        raise ValueError(f"wait_s must be >= 0, got {wait_s!r}")
+    return Call(
+        "POST",
+        f"/v1/run/{quote(workload, safe='')}",
+        parse_job,
+        params={"wait_s": wait_s},
+        json={} if input is None else input,
+        # the server holds the answer up to wait_s: the read timeout starts after that
+        timeout_s=wait_s + client_timeout_s,
+        workload=workload,
+        input_loc=("body",),
+    )
+
+
+def get_call(job_id: str) -> Call[Job]:
+    """``GET /v1/jobs/{id}``."""
+    return Call("GET", _job_path(job_id), parse_job, job_id=job_id)
+
+
+def cancel_call(job_id: str) -> Call[Job]:
+    """``DELETE /v1/jobs/{id}``: the job as it is after the request."""
+    return Call("DELETE", _job_path(job_id), parse_job, job_id=job_id)
+
+
+def list_call(
+    status: JobStatus | str | Iterable[JobStatus | str] | None,
+    workload: str | None,
+    limit: int,
+    cursor: str | None,
+) -> Call[JobPage]:
+    """``GET /v1/jobs``: one page, newest first.
+
+    Raises:
+        ValueError: a status that is not a ``JobStatus`` value.
+    """
+    params: dict[str, str | int | float] = {"limit": limit}
+    wanted = _statuses(status)
+    if wanted:
+        params["status"] = wanted
+    if workload:
+        params["workload"] = workload
+    if cursor:
+        params["cursor"] = cursor
+    return Call("GET", "/v1/jobs", _page, params=params)
+
+
+def workloads_call() -> Call[list[dict[str, Any]]]:
+    """``GET /v1/workloads``."""
+    return Call("GET", "/v1/workloads", lambda data: [dict(w) for w in data])
+
+
+def health_call() -> Call[dict[str, Any]]:
+    """``GET /healthz`` (a 503 raises ``JobServiceError`` naming the store's problem)."""
+    return Call("GET", "/healthz", dict)
+
+
+# -- outcomes --------------------------------------------------------------------------
+
+
+def _name(job: Job) -> str:
+    return f"job {job.id} ({job.workload})"
+
+
+def outcome(job: Job) -> Any:
+    """The result of a finished job.
+
+    Raises:
+        JobFailedError: the job failed (``.job.error`` says why).
+        JobCancelledError: the job was cancelled.
+        JobNotFinishedError: the job is still queued or running.
+    """
+    if job.status is JobStatus.SUCCEEDED:
+        return job.result
+    if job.status is JobStatus.FAILED:
+        raise JobFailedError(f"{_name(job)} failed: {job.error}", job)
+    if job.status is JobStatus.CANCELLED:
+        raise JobCancelledError(f"{_name(job)} was cancelled", job)
+    raise JobNotFinishedError(f"{_name(job)} is {job.status.value}; it has no result yet", job)
+
+
+def waited(job: Job, timeout_s: float | None) -> Job:
+    """``job`` if it has finished.
+
+    Raises:
+        JobWaitTimeoutError: it has not (the job goes on running).
+    """
+    if job.status.terminal:
+        return job
+    within = "" if timeout_s is None else f" within {timeout_s:g} s"
+    raise JobWaitTimeoutError(
+        f"{_name(job)} did not finish{within}: it is still {job.status.value} (and carries on)",
+        job,
+    )
+
+
+def progress_of(event: JobEvent) -> tuple[float | None, str | None] | None:
+    """``(fraction, message)`` of a progress event; None for other events."""
+    if event.kind != "progress":
+        return None
+    fraction = event.data.get("progress")
+    message = event.data.get("message")
+    return (
+        None if fraction is None else float(fraction),
+        None if message is None else str(message),
+    )
+
+
+# -- server-sent events ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerSentEvent:
+    """One server-sent event."""
+
+    event: str
+    data: str
+    id: str | None
+
+
+class SSEDecoder:
+    """Server-sent events from a stream's lines, fed one at a time (without line endings).
+
+    Follows the SSE format: an event ends at a blank line; its ``data:``
+    lines are joined with newlines; one space after the colon is dropped;
+    comment lines (``:``) such as keepalives are skipped; the ``id`` is kept
+    as the stream's last event id.
+    """
+
+    def __init__(self) -> None:
+        self._event = ""
+        self._data: list[str] = []
+        self.last_event_id: str | None = None
+
+    def feed(self, line: str) -> ServerSentEvent | None:
+        """Take one line; return the event it completes, if any."""
+        line = line.rstrip("\r\n")
+        if not line:
+            if not self._data:
+                self._event = ""
+                return None
+            sse = ServerSentEvent(
+                self._event or "message", "\n".join(self._data), self.last_event_id
+            )
+            self._event, self._data = "", []
+            return sse
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id" and "\0" not in value:
+            self.last_event_id = value
+        return None
+
+
+class EventFollower:
+    """Follows a job's event stream to its end, across dropped connections, within a deadline.
+
+    A driver loops: while ``following()``, open ``stream_call()``, hand the
+    status to ``opened``, each line to ``feed`` (yielding the events it
+    returns) until ``finished`` or ``should_reopen()``; on a transport error
+    sleep ``dropped(exc)`` seconds; on a clean end without the terminal
+    event, fetch the job and sleep ``ended(job)`` seconds. Reconnects send
+    ``Last-Event-ID``, so no event is delivered twice or skipped.
+
+    Args:
+        job_id: the job.
+        url: the service's base URL (for error messages).
+        after: deliver events after this seq.
+        timeout_s: stop following after this long (None: until the job finishes).
+        clock: monotonic seconds (a parameter for tests).
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        url: str,
+        *,
+        after: int = 0,
+        timeout_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if timeout_s is not None and timeout_s < 0:
+            raise ValueError(f"timeout_s must be >= 0, got {timeout_s!r}")
+        self.job_id = job_id
+        self.url = url
+        self.last_seq = after
+        self.finished = False
+        """True once the job's terminal event has been seen."""
+        self._clock = clock
+        self._deadline = None if timeout_s is None else clock() + timeout_s
+        self._decoder = SSEDecoder()
+        self._read_timeout_s = STREAM_IDLE_S
+        self._failures = 0
+        self._ever_opened = False
+        self._events_since_open = 0
+        self._quiet_ends = 0
+
+    def remaining_s(self) -> float | None:
+        """Seconds left before the deadline (None: no deadline)."""
+        return None if self._deadline is None else self._deadline - self._clock()
+
+    def following(self) -> bool:
+        """True while the driver should (re)open the stream."""
+        left = self.remaining_s()
+        return not self.finished and (left is None or left > 0)
+
+    def stream_call(self) -> Call[None]:
+        """The request that opens (or reopens) the stream after the last event seen."""
+        left = self.remaining_s()
+        self._read_timeout_s = (
+            STREAM_IDLE_S if left is None else max(min(left, STREAM_IDLE_S), 0.01)
+        )
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        if self.last_seq:
+            headers["Last-Event-ID"] = str(self.last_seq)
+        return Call(
+            "GET",
+            _job_path(self.job_id) + "/events",
+            _none,
+            headers=headers,
+            timeout_s=self._read_timeout_s,
+            job_id=self.job_id,
+        )
+
+    def opened(self, status: int, content: bytes = b"") -> None:
+        """The stream answered ``status`` (``content``: the body of an error answer).
+
+        Raises:
+            JobNotFoundError: no such job.
+            JobServiceError: any other error answer.
+        """
+        if status == 204:  # the job has finished and no event follows last_seq
+            self.finished = True
+            self._ever_opened = True
+            return
+        if status != 200:
+            call = Call("GET", _job_path(self.job_id) + "/events", _none, job_id=self.job_id)
+            raise call.error_for(status, _decode(content))
+        self._decoder = SSEDecoder()
+        self._failures = 0
+        self._ever_opened = True
+        self._events_since_open = 0
+
+    def feed(self, line: str) -> JobEvent | None:
+        """Take one line of the stream; return the new event it completes, if any.
+
+        Raises:
+            JobServiceError: the event's data is not what the service sends.
+        """
+        sse = self._decoder.feed(line)
+        if sse is None or not sse.data:
+            return None
+        try:
+            event = parse_event(json.loads(sse.data))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise JobServiceError(200, f"unexpected event from {self.url}: {exc!r}") from None
+        if event.seq <= self.last_seq:
+            return None
+        self.last_seq = event.seq
+        self._events_since_open += 1
+        self._quiet_ends = 0
+        if event.kind in _TERMINAL_KINDS:
+            self.finished = True
+        return event
+
+    def should_reopen(self) -> bool:
+        """True when the open stream's read timeout would overshoot the deadline.
+
+        A stream's read timeout is fixed when it opens; reopening near the
+        deadline keeps a wait from lasting much longer than ``timeout_s``.
+        """
+        left = self.remaining_s()
+        return left is not None and left + REOPEN_SLACK_S < self._read_timeout_s
+
+    def dropped(self, exc: httpx.RequestError) -> float:
+        """The stream failed or could not open; seconds to pause before reopening it.
+
+        Raises:
+            JobConnectionError: the stream never opened in this follow, or
+                failed ``len(RECONNECT_BACKOFF_S) + 1`` times in a row.
+        """
+        left = self.remaining_s()
+        if left is not None and left <= 0:
+            return 0.0
+        if not self._ever_opened or self._failures >= len(RECONNECT_BACKOFF_S):
+            raise unreachable(self.url, exc) from None
+        pause = RECONNECT_BACKOFF_S[self._failures]
+        self._failures += 1
+        return pause if left is None else min(pause, left)
+
+    def ended(self, job: Job) -> float:
+        """The stream ended cleanly before the terminal event; ``job`` is the job now.
+
+        Returns the seconds to pause before reopening: none after a stream
+        that delivered events (a proxy closing a long response, say), a
+        growing pause after streams that end at once with nothing new. A
+        finished job's stream is reopened until it delivers nothing more, so
+        no event before the terminal one is missed.
+        """
+        if self._events_since_open:
+            return 0.0
+        if job.status.terminal:
+            self.finished = True
+            return 0.0
+        pause = RECONNECT_BACKOFF_S[min(self._quiet_ends, len(RECONNECT_BACKOFF_S) - 1)]
+        self._quiet_ends += 1
+        left = self.remaining_s()
+        return pause if left is None else max(min(pause, left), 0.0)
