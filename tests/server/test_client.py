@@ -241,6 +241,20 @@ def test_events_follow_the_job_to_its_terminal_event(client: ax.Client) -> None:
     assert seqs == sorted(set(seqs))
     later = list(client.events(job.id, after=seqs[0]))
     assert [e.seq for e in later] == seqs[1:]
+    assert list(client.events(job.id, after=seqs[-1])) == []  # 204: nothing more will come
+
+
+def test_history_returns_the_events_so_far_without_waiting(client: ax.Client) -> None:
+    job = client.submit("steps", {"n": 50, "step_s": 0.2})
+    start = time.monotonic()
+    history = client.history(job.id)
+    assert time.monotonic() - start < 2.0
+    assert history[0].kind == "submitted"
+    assert client.get(job.id).status in (JobStatus.QUEUED, JobStatus.RUNNING)
+    assert client.history(job.id, after=history[-1].seq) == []
+    client.cancel(job.id)
+    with pytest.raises(JobNotFoundError):
+        client.history("no-such-job")
 
 
 # -- a dropped event stream ----------------------------------------------------------------

@@ -9,7 +9,6 @@ unknown workload or an input that does not fit).
 
 from __future__ import annotations
 
-import collections
 import json
 import re
 from collections.abc import Iterator
@@ -62,7 +61,6 @@ _STATUS_STYLE = {
 _UNITS_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)\s*$", re.IGNORECASE)
 _SHOW_EVENTS = 10
-_EVENTS_QUIET_S = 0.5
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -171,9 +169,7 @@ def show(
     """Show a job: its fields, result or error, and its last events."""
     with _open_client(url, token) as client:
         job = client.get(job_id)
-        # the stream sends the history at once; for an unfinished job stop when it goes quiet
-        quiet_s = None if job.status.terminal else _EVENTS_QUIET_S
-        events = collections.deque(client.events(job_id, timeout_s=quiet_s), maxlen=_SHOW_EVENTS)
+        events = client.history(job_id)[-_SHOW_EVENTS:]
     if as_json:
         _print_json({"job": job.as_dict(), "events": [e.as_dict() for e in events]})
         return

@@ -28,6 +28,7 @@ from ambidex.client._protocol import (
     client_headers,
     get_call,
     health_call,
+    history_call,
     list_call,
     outcome,
     progress_of,
@@ -162,6 +163,14 @@ class Client:
             JobNotFoundError: no such job (it never existed, or was pruned).
         """
         return self._send(get_call(job_id))
+
+    def history(self, job_id: str, *, after: int = 0) -> list[JobEvent]:
+        """The job's events so far (after ``after``), oldest first, without waiting.
+
+        Raises:
+            JobNotFoundError: no such job.
+        """
+        return self._send(history_call(job_id, after))
 
     def _follow(self, follower: EventFollower) -> Generator[JobEvent, None, None]:
         while follower.following():
@@ -371,6 +380,10 @@ class AsyncClient:
     async def get(self, job_id: str) -> Job:
         """The job as it is now (see ``Client.get``)."""
         return await self._send(get_call(job_id))
+
+    async def history(self, job_id: str, *, after: int = 0) -> list[JobEvent]:
+        """The job's events so far, without waiting (see ``Client.history``)."""
+        return await self._send(history_call(job_id, after))
 
     async def _follow(self, follower: EventFollower) -> AsyncGenerator[JobEvent, None]:
         while follower.following():

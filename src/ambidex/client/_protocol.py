@@ -396,6 +396,17 @@ def list_call(
     return Call("GET", "/v1/jobs", _page, params=params)
 
 
+def history_call(job_id: str, after: int) -> Call[list[JobEvent]]:
+    """``GET /v1/jobs/{id}/events?follow=false``: the events so far, at once."""
+    return Call(
+        "GET",
+        _job_path(job_id) + "/events",
+        lambda data: [parse_event(e) for e in data["events"]],
+        params={"follow": "false", "after": after},
+        job_id=job_id,
+    )
+
+
 def workloads_call() -> Call[list[dict[str, Any]]]:
     """``GET /v1/workloads``."""
     return Call("GET", "/v1/workloads", lambda data: [dict(w) for w in data])

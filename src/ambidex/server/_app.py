@@ -256,8 +256,13 @@ def _install_read_routes(app: FastAPI, jm: JobManager) -> None:
         job_id: str,
         after: Annotated[int, Query(ge=0, description="Send events after this seq.")] = 0,
         last_event_id: Annotated[str | None, Header(max_length=32)] = None,
+        follow: Annotated[
+            bool, Query(description="false: answer the events so far as JSON, at once.")
+        ] = True,
     ) -> Response:
         """Server-sent events of a job (state changes and progress), until it finishes.
+
+        With ``follow=false``: ``{"events": [...]}``, the events so far, as JSON.
 
         Each event has ``id`` (its seq: reconnect with ``Last-Event-ID``), ``event``
         (its kind) and JSON ``data``.
@@ -265,6 +270,9 @@ def _install_read_routes(app: FastAPI, jm: JobManager) -> None:
         job = await jm.get(job_id)
         if last_event_id and last_event_id.isdigit():
             after = max(after, int(last_event_id))
+        if not follow:
+            history = await jm.events(job_id, after)
+            return JSONResponse({"events": [e.as_dict() for e in history]})
         if job.status.terminal and not await jm.events(job_id, after):
             # Nothing more will ever come: 204 tells an EventSource to stop reconnecting.
             return Response(status_code=204)
