@@ -31,9 +31,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ambidex.jobs._batch import GroupCommit
 from ambidex.jobs._errors import JobNotFoundError
 from ambidex.jobs._model import Job, JobEvent, JobStatus
-from ambidex.jobs._store import JobStore
+from ambidex.jobs._store import JobStore, NewJob, Outcome
 from ambidex.jobs._workloads import JobContext, WorkloadRegistry, default_registry
 
 __all__ = ["JobManager"]
@@ -44,6 +45,9 @@ log = logging.getLogger("ambidex.jobs")
 _TERMINAL_KINDS = frozenset({"succeeded", "failed", "cancelled"})
 _PROGRESS_EVERY_S = 0.2
 _PRUNE_EVERY_S = 3600.0
+# Waiters re-read a job at least this often even if no wake-up came (a safety net:
+# wake-ups come from this process at once and from others by the shared poll).
+_SAFETY_POLL_S = 5.0
 
 
 def _worker_name() -> str:
@@ -109,7 +113,13 @@ class JobManager:
         self._db_threads = ThreadPoolExecutor(8, thread_name_prefix="ambidex-jobs-db")
         self._running: dict[str, _Running] = {}
         self._wake: asyncio.Event | None = None
-        self._changed: asyncio.Condition | None = None
+        # Per-job wake-ups: a change made here wakes that job's waiters at once;
+        # changes made by other processes are found by one shared poll.
+        self._watchers: dict[str, set[asyncio.Event]] = {}
+        self._seen_seq: dict[str, int] = {}
+        self._poller: asyncio.Task[None] | None = None
+        self._submits: GroupCommit[NewJob, Job] = GroupCommit(self._submit_batch)
+        self._finishes: GroupCommit[Outcome, bool] = GroupCommit(self._finish_batch)
         self._runner: asyncio.Task[None] | None = None
         self._stopping = False
         self.started_at = time.time()
@@ -120,20 +130,27 @@ class JobManager:
     async def start(self) -> None:
         """Start working (if ``concurrency > 0``); requeue jobs whose lease lapsed."""
         self._wake = asyncio.Event()
-        self._changed = asyncio.Condition()
         await self._db(self.store.recover_expired)
+        self._poller = asyncio.create_task(self._poll_watched(), name="ambidex-jobs-poller")
         if self.concurrency > 0:
             self._runner = asyncio.create_task(self._work(), name="ambidex-jobs-worker")
 
     async def aclose(self) -> None:
         """Stop: running jobs are cancelled and put back in the queue, unfinished."""
         self._stopping = True
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.wait({self._poller})
+            self._poller = None
         if self._runner is not None:
             runner, self._runner = self._runner, None
             runner.cancel()
             await asyncio.wait({runner})
             if not runner.cancelled() and runner.exception() is not None:
                 log.error("the worker loop had failed", exc_info=runner.exception())
+
+        await self._finishes.aclose()
+        await self._submits.aclose()
 
         def finish() -> None:
             # Every store call already started (a claim in flight, say) ends
@@ -165,21 +182,51 @@ class JobManager:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._db_threads, functools.partial(fn, *args, **kwargs))
 
-    async def _notify(self) -> None:
-        if self._changed is not None:
-            async with self._changed:
-                self._changed.notify_all()
+    def _touch(self, *job_ids: str) -> None:
+        """Wake whoever waits on these jobs."""
+        for job_id in job_ids:
+            for event in self._watchers.get(job_id, ()):
+                event.set()
 
-    async def _wait_change(self, timeout_s: float) -> None:
-        if self._changed is None or timeout_s <= 0:
-            await asyncio.sleep(max(timeout_s, 0))
+    async def _wait_job(self, job_id: str, timeout_s: float) -> None:
+        """Wait until the job changes (or ``timeout_s`` passes)."""
+        if timeout_s <= 0:
             return
-        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
-        # cancellation that arrives as the awaited thing completes.
-        async with self._changed:
+        event = asyncio.Event()
+        self._watchers.setdefault(job_id, set()).add(event)
+        try:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
+            # cancellation that arrives as the awaited thing completes.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout_s):
-                    await self._changed.wait()
+                    await event.wait()
+        finally:
+            waiters = self._watchers.get(job_id)
+            if waiters is not None:
+                waiters.discard(event)
+                if not waiters:
+                    del self._watchers[job_id]
+
+    async def _poll_watched(self) -> None:
+        """Find changes other processes made to watched jobs: one query per ``poll_s``."""
+        while True:
+            await asyncio.sleep(self.poll_s)
+            ids = list(self._watchers)
+            if not ids:
+                continue
+            try:
+                latest = await self._db(self.store.last_event_seqs, ids)
+            except Exception:
+                log.exception("polling watched jobs failed")
+                continue
+            for job_id, seq in latest.items():
+                # A job seen for the first time is woken too: it may have changed
+                # between its waiter's last read and this poll.
+                if self._seen_seq.get(job_id) != seq:
+                    self._seen_seq[job_id] = seq
+                    self._touch(job_id)
+            for job_id in [j for j in self._seen_seq if j not in self._watchers]:
+                del self._seen_seq[job_id]
 
     # -- the front desk --------------------------------------------------------------
 
@@ -199,17 +246,23 @@ class JobManager:
         """
         wl = self.registry.get(workload)
         data = wl.validate(input)
-        job = await self._db(
-            self.store.submit,
-            workload,
-            data,
-            max_attempts=max_attempts or wl.max_attempts,
-            timeout_s=timeout_s if timeout_s is not None else wl.timeout_s,
+        job = await self._submits(
+            NewJob(
+                workload,
+                data,
+                max_attempts or wl.max_attempts,
+                timeout_s if timeout_s is not None else wl.timeout_s,
+            )
         )
         if self._wake is not None:
             self._wake.set()
-        await self._notify()
         return job
+
+    async def _submit_batch(self, new_jobs: builtins.list[NewJob]) -> builtins.list[Job]:
+        return await self._db(self.store.submit_batch, new_jobs)
+
+    async def _finish_batch(self, outcomes: builtins.list[Outcome]) -> builtins.list[bool]:
+        return await self._db(self.store.finish_many, outcomes)
 
     async def get(self, job_id: str) -> Job:
         """The job's current record.
@@ -250,7 +303,7 @@ class JobManager:
         here = self._running.get(job_id)
         if here is not None and job.status is JobStatus.RUNNING:
             self._stop(here, "cancel")
-        await self._notify()
+        self._touch(job_id)
         return job
 
     async def events(self, job_id: str, after: int = 0) -> builtins.list[JobEvent]:
@@ -274,12 +327,12 @@ class JobManager:
             job = await self.get(job_id)
             if job.status.terminal:
                 return job
-            left = self.poll_s
+            left = _SAFETY_POLL_S
             if deadline is not None:
                 left = min(left, deadline - time.monotonic())
             if left <= 0:
                 return job
-            await self._wait_change(left)
+            await self._wait_job(job_id, left)
 
     async def watch(self, job_id: str, after: int = 0) -> AsyncIterator[JobEvent]:
         """Yield the job's events as they happen, from ``after`` on, until it has finished.
@@ -297,7 +350,7 @@ class JobManager:
                 return
             if not events and (await self.get(job_id)).status.terminal:
                 return
-            await self._wait_change(self.poll_s)
+            await self._wait_job(job_id, _SAFETY_POLL_S)
 
     # -- the worker ------------------------------------------------------------------
 
@@ -325,7 +378,7 @@ class JobManager:
                 for job in claimed:
                     self._launch(tg, job)
                 if claimed:
-                    await self._notify()
+                    self._touch(*(job.id for job in claimed))
                 if not claimed or len(self._running) >= self.concurrency:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(self.poll_s):
@@ -381,14 +434,8 @@ class JobManager:
                 self._running.pop(job.id, None)
         try:
             await self._flush_progress(job, ctx)
-            recorded = await self._db(
-                self.store.finish,
-                job.id,
-                self.worker_id,
-                job.attempts,
-                status,
-                result=result,
-                error=error,
+            recorded = await self._finishes(
+                Outcome(job.id, self.worker_id, job.attempts, status, result, error)
             )
             if recorded:
                 self.finished_counts[status.value] += 1
@@ -399,7 +446,7 @@ class JobManager:
         finally:
             self._running.pop(job.id, None)
             self._wake.set()
-        await self._notify()
+        self._touch(job.id)
 
     async def _report_progress(self, job: Job, ctx: JobContext, changed: asyncio.Event) -> None:
         while True:
@@ -416,7 +463,7 @@ class JobManager:
             await self._db(
                 self.store.report_progress, job.id, self.worker_id, job.attempts, *latest
             )
-            await self._notify()
+            self._touch(job.id)
 
     async def _heartbeats(self) -> None:
         every_s = min(self.lease_s / 3, 1.0)
@@ -465,4 +512,4 @@ class JobManager:
                 )
                 assert self._wake is not None
                 self._wake.set()
-                await self._notify()
+                self._touch(*requeued, *failed)

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import base64
 import builtins
+import contextlib
 import json
 import secrets
+import threading
 import time
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     delete,
     func,
     insert,
@@ -47,7 +51,7 @@ from sqlalchemy import (
 from ambidex.jobs._engines import Engines, open_engines
 from ambidex.jobs._model import TERMINAL, Job, JobEvent, JobStatus
 
-__all__ = ["JobStore", "LeaseReport"]
+__all__ = ["JobStore", "LeaseReport", "NewJob", "Outcome"]
 
 metadata = MetaData()
 
@@ -91,6 +95,76 @@ _Q = JobStatus.QUEUED.value
 _R = JobStatus.RUNNING.value
 _TERMINAL_VALUES = [s.value for s in TERMINAL]
 _LOST_ERROR = "its worker stopped renewing the lease on its last attempt (max_attempts reached)"
+
+# Hot statements are built once, with bound parameters: building an expression
+# per call costs SQLAlchemy far more (cache keys, coercions) than running it.
+_b = bindparam
+_jc = jobs_table.c
+_INSERT_JOBS = insert(jobs_table)
+_INSERT_EVENTS = insert(events_table)
+_GET = select(jobs_table).where(_jc.id == _b("p_id"))
+_EVENTS = (
+    select(events_table)
+    .where(events_table.c.job_id == _b("p_id"), events_table.c.seq > _b("p_after"))
+    .order_by(events_table.c.seq)
+    .limit(_b("p_limit", type_=Integer))
+)
+_HELD = and_(
+    _jc.id == _b("p_id"),
+    _jc.worker == _b("p_worker"),
+    _jc.attempts == _b("p_attempt"),
+    _jc.status == _R,
+)
+_PROGRESS = (
+    update(jobs_table)
+    .where(_HELD)
+    .values(progress=_b("p_progress", type_=Float), message=_b("p_message", type_=Text))
+)
+_FINISH = (
+    update(jobs_table)
+    .where(_HELD)
+    .values(
+        status=_b("p_status"),
+        finished_at=_b("p_now"),
+        lease_expires_at=None,
+        result=_b("p_result", type_=Text),
+        error=_b("p_error", type_=Text),
+        progress=func.coalesce(_b("p_final_progress", type_=Float), _jc.progress),
+    )
+)
+_CLAIM_VALUES = {
+    "status": _R,
+    "attempts": _jc.attempts + 1,
+    "started_at": _b("p_now"),
+    "worker": _b("p_worker"),
+    "lease_expires_at": _b("p_lease_until"),
+    "progress": None,
+    "message": None,
+}
+
+
+def _claim_statement(dialect: str, filtered: bool) -> Any:
+    pick = (
+        select(_jc.seq)
+        .where(_jc.status == _Q)
+        .order_by(_jc.seq)
+        .limit(_b("p_limit", type_=Integer))
+    )
+    if filtered:
+        pick = pick.where(_jc.workload.in_(_b("p_workloads", expanding=True)))
+    picked: Any = pick.scalar_subquery()
+    if dialect == "postgresql":
+        # In a CTE, which PostgreSQL runs once: as a plain IN (subquery) the
+        # planner may rescan the locking SELECT for every row, and each
+        # rescan skips the rows already updated and locks the next ones,
+        # handing out more than ``limit`` jobs.
+        picked = select(pick.with_for_update(skip_locked=True).cte("picked").c.seq)
+    return (
+        update(jobs_table)
+        .where(_jc.seq.in_(picked), _jc.status == _Q)
+        .values(**_CLAIM_VALUES)
+        .returning(jobs_table)
+    )
 
 
 def new_job_id() -> str:
@@ -148,6 +222,29 @@ def decode_cursor(cursor: str) -> int:
         ) from None
 
 
+@dataclass(frozen=True)
+class NewJob:
+    """A job to store (see ``JobStore.submit_batch``)."""
+
+    workload: str
+    input: Any
+    max_attempts: int = 3
+    timeout_s: float | None = None
+    job_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a held job ended, as a worker reports it (see ``JobStore.finish``)."""
+
+    job_id: str
+    worker: str
+    attempt: int
+    status: JobStatus
+    result: Any = None
+    error: str | None = None
+
+
 class LeaseReport:
     """What a heartbeat learned about the jobs a worker holds."""
 
@@ -175,7 +272,12 @@ class JobStore:
         self.engines: Engines = open_engines(db)
         self.url = self.engines.url
         self.dialect = self.engines.dialect
+        self._write_lock: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
+        )
         metadata.create_all(self.engines.write)
+        self._claim_all = _claim_statement(self.dialect, filtered=False)
+        self._claim_some = _claim_statement(self.dialect, filtered=True)
 
     def close(self) -> None:
         """Close the store's connections."""
@@ -189,7 +291,10 @@ class JobStore:
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self.engines.write.begin() as conn:
+        # SQLite has one writer at a time. Threads of this process queue on a
+        # lock here rather than in SQLite's busy handler, which sleeps and
+        # retries (1 ms, 2 ms, 5 ms...) and so turns contention into latency.
+        with self._write_lock, self.engines.write.begin() as conn:
             yield conn
 
     @contextmanager
@@ -200,7 +305,7 @@ class JobStore:
     @staticmethod
     def _event(conn: Connection, job_id: str, kind: str, at: float, **data: Any) -> None:
         conn.execute(
-            insert(events_table).values(job_id=job_id, kind=kind, at=at, data=_dumps(data))
+            _INSERT_EVENTS, {"job_id": job_id, "kind": kind, "at": at, "data": _dumps(data)}
         )
 
     # -- callers ---------------------------------------------------------------------
@@ -234,60 +339,76 @@ class JobStore:
         job_ids: builtins.list[str | None] | None = None,
     ) -> builtins.list[Job]:
         """Store several queued jobs of one workload in one transaction."""
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        ids = job_ids or [None] * len(inputs)
+        return self.submit_batch(
+            [
+                NewJob(workload, value, max_attempts, timeout_s, jid)
+                for value, jid in zip(inputs, ids, strict=True)
+            ]
+        )
+
+    def submit_batch(self, new_jobs: builtins.list[NewJob]) -> builtins.list[Job]:
+        """Store several queued jobs (any workloads) in one transaction.
+
+        Raises:
+            ValueError: an input is not JSON, or a ``max_attempts`` is below 1;
+                then none of them is stored.
+        """
         now = time.time()
-        ids: builtins.list[str] = [jid or new_job_id() for jid in (job_ids or [None] * len(inputs))]
         rows = []
-        for jid, value in zip(ids, inputs, strict=True):
+        events = []
+        jobs = []
+        for new in new_jobs:
+            if new.max_attempts < 1:
+                raise ValueError(f"max_attempts must be at least 1, got {new.max_attempts}")
             try:
-                text = _dumps(value)
+                text = _dumps(new.input)
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"job input must be JSON: {exc}") from None
+            jid = new.job_id or new_job_id()
             rows.append(
                 {
                     "id": jid,
-                    "workload": workload,
+                    "workload": new.workload,
                     "input": text,
                     "status": _Q,
                     "attempts": 0,
-                    "max_attempts": max_attempts,
-                    "timeout_s": timeout_s,
+                    "max_attempts": new.max_attempts,
+                    "timeout_s": new.timeout_s,
                     "created_at": now,
                     "cancel_requested": False,
                 }
             )
+            events.append(
+                {
+                    "job_id": jid,
+                    "kind": "submitted",
+                    "at": now,
+                    "data": _dumps({"status": _Q, "workload": new.workload}),
+                }
+            )
+            jobs.append(
+                Job(
+                    id=jid,
+                    workload=new.workload,
+                    input=json.loads(text),
+                    status=JobStatus.QUEUED,
+                    max_attempts=new.max_attempts,
+                    timeout_s=new.timeout_s,
+                    created_at=now,
+                )
+            )
+        if not rows:
+            return []
         with self._write() as conn:
-            conn.execute(insert(jobs_table), rows)
-            conn.execute(
-                insert(events_table),
-                [
-                    {
-                        "job_id": jid,
-                        "kind": "submitted",
-                        "at": now,
-                        "data": _dumps({"status": _Q, "workload": workload}),
-                    }
-                    for jid in ids
-                ],
-            )
-        return [
-            Job(
-                id=jid,
-                workload=workload,
-                input=json.loads(str(r["input"])),
-                status=JobStatus.QUEUED,
-                max_attempts=max_attempts,
-                timeout_s=timeout_s,
-                created_at=now,
-            )
-            for jid, r in zip(ids, rows, strict=True)
-        ]
+            conn.execute(_INSERT_JOBS, rows)
+            conn.execute(_INSERT_EVENTS, events)
+        return jobs
 
     def get(self, job_id: str) -> Job | None:
         """The job with this id, or None."""
         with self._read() as conn:
-            row = conn.execute(select(jobs_table).where(jobs_table.c.id == job_id)).first()
+            row = conn.execute(_GET, {"p_id": job_id}).first()
         return None if row is None else _row_to_job(row)
 
     def list(
@@ -359,16 +480,26 @@ class JobStore:
     def events(self, job_id: str, *, after: int = 0, limit: int = 1000) -> builtins.list[JobEvent]:
         """A job's events with ``seq`` greater than ``after``, oldest first."""
         with self._read() as conn:
-            rows = conn.execute(
-                select(events_table)
-                .where(events_table.c.job_id == job_id, events_table.c.seq > after)
-                .order_by(events_table.c.seq)
-                .limit(limit)
-            ).all()
+            rows = conn.execute(_EVENTS, {"p_id": job_id, "p_after": after, "p_limit": limit}).all()
         return [
             JobEvent(seq=r.seq, job_id=r.job_id, kind=r.kind, at=r.at, data=json.loads(r.data))
             for r in rows
         ]
+
+    def last_event_seqs(self, job_ids: Collection[str]) -> dict[str, int]:
+        """The ``seq`` of each job's latest event (jobs without events are left out)."""
+        ids = list(job_ids)
+        found: dict[str, int] = {}
+        with self._read() as conn:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                rows = conn.execute(
+                    select(events_table.c.job_id, func.max(events_table.c.seq))
+                    .where(events_table.c.job_id.in_(chunk))
+                    .group_by(events_table.c.job_id)
+                ).all()
+                found.update({job_id: seq for job_id, seq in rows})
+        return found
 
     def counts(self) -> dict[JobStatus, int]:
         """How many jobs are in each state."""
@@ -413,40 +544,22 @@ class JobStore:
         that attempt in every later write.
         """
         now = time.time()
-        pick = (
-            select(jobs_table.c.seq)
-            .where(jobs_table.c.status == _Q)
-            .order_by(jobs_table.c.seq)
-            .limit(limit)
-        )
+        params: dict[str, Any] = {
+            "p_now": now,
+            "p_worker": worker,
+            "p_lease_until": now + lease_s,
+            "p_limit": limit,
+        }
+        statement = self._claim_all
         if workloads is not None:
-            pick = pick.where(jobs_table.c.workload.in_(list(workloads)))
-        picked: Any = pick.scalar_subquery()
-        if self.dialect == "postgresql":
-            # In a CTE, which PostgreSQL runs once: as a plain IN (subquery) the
-            # planner may rescan the locking SELECT for every row, and each
-            # rescan skips the rows already updated and locks the next ones,
-            # handing out more than ``limit`` jobs.
-            picked = select(pick.with_for_update(skip_locked=True).cte("picked").c.seq)
+            statement = self._claim_some
+            params["p_workloads"] = builtins.list(workloads)
         with self._write() as conn:
-            rows = conn.execute(
-                update(jobs_table)
-                .where(jobs_table.c.seq.in_(picked), jobs_table.c.status == _Q)
-                .values(
-                    status=_R,
-                    attempts=jobs_table.c.attempts + 1,
-                    started_at=now,
-                    worker=worker,
-                    lease_expires_at=now + lease_s,
-                    progress=None,
-                    message=None,
-                )
-                .returning(jobs_table)
-            ).all()
+            rows = conn.execute(statement, params).all()
             jobs = sorted((_row_to_job(r) for r in rows), key=lambda j: j.seq)
             if jobs:
                 conn.execute(
-                    insert(events_table),
+                    _INSERT_EVENTS,
                     [
                         {
                             "job_id": j.id,
@@ -471,14 +584,6 @@ class JobStore:
             ).all()
         return LeaseReport({r[0] for r in rows}, {r[0] for r in rows if r[1]})
 
-    def _held(self, job_id: str, worker: str, attempt: int) -> Any:
-        return and_(
-            jobs_table.c.id == job_id,
-            jobs_table.c.worker == worker,
-            jobs_table.c.attempts == attempt,
-            jobs_table.c.status == _R,
-        )
-
     def report_progress(
         self, job_id: str, worker: str, attempt: int, progress: float | None, message: str | None
     ) -> bool:
@@ -486,9 +591,14 @@ class JobStore:
         now = time.time()
         with self._write() as conn:
             result = conn.execute(
-                update(jobs_table)
-                .where(self._held(job_id, worker, attempt))
-                .values(progress=progress, message=message)
+                _PROGRESS,
+                {
+                    "p_id": job_id,
+                    "p_worker": worker,
+                    "p_attempt": attempt,
+                    "p_progress": progress,
+                    "p_message": message,
+                },
             )
             if not result.rowcount:
                 return False
@@ -510,35 +620,50 @@ class JobStore:
         Returns False (and writes nothing) if the worker's lease on this attempt
         was lost. A result that is not JSON is recorded as a failure instead.
         """
-        if status not in TERMINAL:
-            raise ValueError(f"finish() needs a terminal status, got {status.value}")
+        return self.finish_many([Outcome(job_id, worker, attempt, status, result, error)])[0]
+
+    def finish_many(self, outcomes: builtins.list[Outcome]) -> builtins.list[bool]:
+        """``finish`` for several jobs in one transaction; one answer per outcome."""
         now = time.time()
-        text = None
-        if status is JobStatus.SUCCEEDED:
-            try:
-                text = _dumps(result)
-            except (TypeError, ValueError) as exc:
-                status, error = JobStatus.FAILED, f"the result is not JSON: {exc}"
-        values: dict[str, Any] = {
-            "status": status.value,
-            "finished_at": now,
-            "lease_expires_at": None,
-            "result": text,
-            "error": error,
-        }
-        if status is JobStatus.SUCCEEDED:
-            values["progress"] = 1.0
+        prepared = []
+        for o in outcomes:
+            if o.status not in TERMINAL:
+                raise ValueError(f"finish() needs a terminal status, got {o.status.value}")
+            status, error, text = o.status, o.error, None
+            if status is JobStatus.SUCCEEDED:
+                try:
+                    text = _dumps(o.result)
+                except (TypeError, ValueError) as exc:
+                    status, error = JobStatus.FAILED, f"the result is not JSON: {exc}"
+            prepared.append((o, status, error, text))
+        recorded: builtins.list[bool] = []
+        events = []
         with self._write() as conn:
-            done = conn.execute(
-                update(jobs_table).where(self._held(job_id, worker, attempt)).values(**values)
-            )
-            if not done.rowcount:
-                return False
-            data: dict[str, Any] = {"status": status.value, "attempt": attempt}
-            if error is not None:
-                data["error"] = error
-            self._event(conn, job_id, status.value, now, **data)
-        return True
+            for o, status, error, text in prepared:
+                done = conn.execute(
+                    _FINISH,
+                    {
+                        "p_id": o.job_id,
+                        "p_worker": o.worker,
+                        "p_attempt": o.attempt,
+                        "p_status": status.value,
+                        "p_now": now,
+                        "p_result": text,
+                        "p_error": error,
+                        "p_final_progress": 1.0 if status is JobStatus.SUCCEEDED else None,
+                    },
+                )
+                recorded.append(bool(done.rowcount))
+                if done.rowcount:
+                    data: dict[str, Any] = {"status": status.value, "attempt": o.attempt}
+                    if error is not None:
+                        data["error"] = error
+                    events.append(
+                        {"job_id": o.job_id, "kind": status.value, "at": now, "data": _dumps(data)}
+                    )
+            if events:
+                conn.execute(_INSERT_EVENTS, events)
+        return recorded
 
     def release(self, worker: str) -> int:
         """Put back in the queue every job ``worker`` holds (a clean shutdown)."""
