@@ -508,3 +508,26 @@ async def test_aclose_stops_a_worker_that_is_being_woken_at_that_moment(
     async with manager(db, registry) as again:
         done = await finished(again, job.id)
     assert (done.status, done.result) == (JobStatus.SUCCEEDED, {"sum": 3})
+
+
+class _SlowHeartbeatStore(JobStore):
+    """A store whose lease renewals take long, so that jobs are claimed and finish meanwhile."""
+
+    def heartbeat(self, worker: str, job_ids: Any, *, lease_s: float) -> Any:
+        time.sleep(0.3)
+        return super().heartbeat(worker, job_ids, lease_s=lease_s)
+
+
+async def test_jobs_claimed_or_finished_during_a_heartbeat_are_not_called_lost(
+    db: Path, registry: WorkloadRegistry
+) -> None:
+    store = _SlowHeartbeatStore(db)
+    try:
+        async with manager(store, registry, concurrency=4, lease_s=0.9) as m:
+            jobs = [await m.submit("steps", {"n": 3}) for _ in range(60)]
+            done = [await finished(m, j.id, timeout_s=30) for j in jobs]
+            assert m.running_here == 0
+    finally:
+        store.close()
+    assert [j.status for j in done] == [JobStatus.SUCCEEDED] * 60
+    assert {j.attempts for j in done} == {1}

@@ -215,7 +215,7 @@ def test_a_worker_that_lost_its_lease_can_write_nothing(store: JobStore) -> None
     assert not store.finish(lost.id, "w2", 1, JobStatus.SUCCEEDED, result="wrong attempt")
     assert not store.finish(lost.id, "w1", 2, JobStatus.SUCCEEDED, result="wrong worker")
     assert not store.report_progress(lost.id, "w1", 1, 0.9, "stale")
-    assert store.heartbeat("w1", lease_s=30).held == set()
+    assert store.heartbeat("w1", [lost.id], lease_s=30).held == set()
     unchanged = store.get(lost.id)
     assert unchanged is not None
     assert (unchanged.status, unchanged.worker, unchanged.progress) == (
@@ -280,7 +280,7 @@ def test_heartbeat_renews_the_leases_a_worker_holds(store: JobStore) -> None:
     theirs = claim_one(store, "w2", lease_s=1.0)
     old = {j.id: j.lease_expires_at for j in mine}
 
-    report = store.heartbeat("w1", lease_s=60.0)
+    report = store.heartbeat("w1", [j.id for j in mine] + [theirs.id], lease_s=60.0)
     assert report.held == {j.id for j in mine}
     assert report.cancel_requested == set()
     for job in mine:
@@ -291,14 +291,24 @@ def test_heartbeat_renews_the_leases_a_worker_holds(store: JobStore) -> None:
     other = store.get(theirs.id)
     assert other is not None
     assert other.lease_expires_at == pytest.approx(theirs.lease_expires_at)
-    assert store.heartbeat("nobody", lease_s=60.0).held == set()
+    assert store.heartbeat("nobody", [theirs.id], lease_s=60.0).held == set()
+
+
+def test_heartbeat_renews_only_the_jobs_named(store: JobStore) -> None:
+    store.submit_many("echo", [{}, {}])
+    running, orphan = store.claim("w1", lease_s=1.0, limit=2)
+    report = store.heartbeat("w1", [running.id], lease_s=60.0)
+    assert report.held == {running.id}
+    left = store.get(orphan.id)
+    assert left is not None
+    assert left.lease_expires_at == pytest.approx(orphan.lease_expires_at)
 
 
 def test_heartbeat_reports_the_held_jobs_someone_asked_to_cancel(store: JobStore) -> None:
     store.submit_many("echo", [{}, {}])
     keep, stop = store.claim("w1", lease_s=30, limit=2)
     store.cancel(stop.id)
-    report = store.heartbeat("w1", lease_s=30)
+    report = store.heartbeat("w1", [keep.id, stop.id], lease_s=30)
     assert report.held == {keep.id, stop.id}
     assert report.cancel_requested == {stop.id}
 
@@ -307,7 +317,7 @@ def test_a_finished_job_is_no_longer_held(store: JobStore) -> None:
     store.submit("echo", {})
     job = claim_one(store)
     store.finish(job.id, "w1", 1, JobStatus.SUCCEEDED, result=None)
-    assert store.heartbeat("w1", lease_s=30).held == set()
+    assert store.heartbeat("w1", [job.id], lease_s=30).held == set()
 
 
 def test_recover_expired_requeues_lapsed_jobs_and_fails_them_at_max_attempts(

@@ -55,7 +55,7 @@ def _worker_name() -> str:
 
 
 class _Running:
-    __slots__ = ("ctx", "job", "outcome", "task")
+    __slots__ = ("ctx", "job", "outcome", "recording", "task")
 
     def __init__(self, job: Job, ctx: JobContext) -> None:
         self.job = job
@@ -64,6 +64,10 @@ class _Running:
         # Why the task was cancelled from outside: "cancel" (a user asked),
         # "lost" (the lease is gone: write nothing), "shutdown" (give it back).
         self.outcome: str | None = None
+        # Set once the job's outcome is being written: from then on the job
+        # may leave the running state in the store at any moment, and a
+        # heartbeat that no longer finds it there must not call it lost.
+        self.recording = False
 
 
 class JobManager:
@@ -388,7 +392,18 @@ class JobManager:
         ctx = JobContext(job.id, job.workload, job.attempts)
         running = _Running(job, ctx)
         self._running[job.id] = running
-        running.task = tg.create_task(self._execute(running), name=f"ambidex-job-{job.id}")
+        task = tg.create_task(self._execute(running), name=f"ambidex-job-{job.id}")
+        running.task = task
+
+        def gone(_task: asyncio.Task[None]) -> None:
+            # Also when the task was cancelled before it ever ran (its body,
+            # and so its own cleanup, never started): the slot must be freed.
+            if self._running.get(job.id) is running:
+                del self._running[job.id]
+            if self._wake is not None:
+                self._wake.set()
+
+        task.add_done_callback(gone)
 
     def _stop(self, running: _Running, outcome: str) -> None:
         if running.outcome is None and running.task is not None and not running.task.done():
@@ -398,41 +413,19 @@ class JobManager:
     async def _execute(self, running: _Running) -> None:
         job, ctx = running.job, running.ctx
         assert self._wake is not None
-        progress_changed = asyncio.Event()
-        loop = asyncio.get_running_loop()
-
-        def notify() -> None:
-            loop.call_soon_threadsafe(progress_changed.set)
-
-        ctx._notify = notify
-        reporter = asyncio.create_task(self._report_progress(job, ctx, progress_changed))
-        status, result, error, detail = JobStatus.FAILED, None, None, None
-        deadline = asyncio.timeout(job.timeout_s)
+        reporters: builtins.list[asyncio.Task[None]] = []
+        self._wire_progress(job, ctx, reporters)
         try:
-            workload = self.registry.get(job.workload)
-            async with deadline:
-                result = await workload.run(job.input, ctx)
-            status = JobStatus.SUCCEEDED
-        except asyncio.CancelledError:
-            if running.outcome != "cancel":
-                raise
-            status, error = JobStatus.CANCELLED, "cancelled by request"
-        except TimeoutError as exc:
-            if deadline.expired():
-                error = f"timed out after {job.timeout_s:g} s (the work was stopped)"
-            else:
-                error = f"{type(exc).__name__}: {exc}"
-            detail = traceback.format_exc()
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            detail = traceback.format_exc()
+            status, result, error, detail = await self._run_workload(running)
         finally:
-            reporter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reporter
+            for reporter in reporters:
+                reporter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reporter
             if running.outcome in ("lost", "shutdown") or self._stopping:
                 self._running.pop(job.id, None)
         try:
+            running.recording = True
             await self._flush_progress(job, ctx)
             recorded = await self._finishes(
                 Outcome(job.id, self.worker_id, job.attempts, status, result, error)
@@ -447,6 +440,50 @@ class JobManager:
             self._running.pop(job.id, None)
             self._wake.set()
         self._touch(job.id)
+
+    def _wire_progress(
+        self, job: Job, ctx: JobContext, reporters: builtins.list[asyncio.Task[None]]
+    ) -> None:
+        """Let ``ctx.progress`` reach the store; the reporter task starts with the first report."""
+        changed = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def on_progress() -> None:  # on the loop
+            changed.set()
+            if not reporters:
+                reporters.append(asyncio.create_task(self._report_progress(job, ctx, changed)))
+
+        def notify() -> None:  # from any thread
+            loop.call_soon_threadsafe(on_progress)
+
+        ctx._notify = notify
+
+    async def _run_workload(
+        self, running: _Running
+    ) -> tuple[JobStatus, Any, str | None, str | None]:
+        """Run the job's workload: (status, result, error, traceback)."""
+        job = running.job
+        deadline = asyncio.timeout(job.timeout_s)
+        try:
+            workload = self.registry.get(job.workload)
+            if job.timeout_s is None:
+                result = await workload.run(job.input, running.ctx)
+            else:
+                async with deadline:
+                    result = await workload.run(job.input, running.ctx)
+            return JobStatus.SUCCEEDED, result, None, None
+        except asyncio.CancelledError:
+            if running.outcome != "cancel":
+                raise
+            return JobStatus.CANCELLED, None, "cancelled by request", None
+        except TimeoutError as exc:
+            if deadline.expired():
+                error = f"timed out after {job.timeout_s:g} s (the work was stopped)"
+            else:
+                error = f"{type(exc).__name__}: {exc}"
+            return JobStatus.FAILED, None, error, traceback.format_exc()
+        except Exception as exc:
+            return JobStatus.FAILED, None, f"{type(exc).__name__}: {exc}", traceback.format_exc()
 
     async def _report_progress(self, job: Job, ctx: JobContext, changed: asyncio.Event) -> None:
         while True:
@@ -469,17 +506,28 @@ class JobManager:
         every_s = min(self.lease_s / 3, 1.0)
         while True:
             await asyncio.sleep(every_s)
-            if not self._running:
+            # Only the jobs running here before the call are judged by its answer:
+            # a job claimed during the call, or finishing during it, is not lost.
+            snapshot = {
+                job_id: running
+                for job_id, running in self._running.items()
+                if not running.recording
+            }
+            if not snapshot:
                 continue
             try:
-                report = await self._db(self.store.heartbeat, self.worker_id, lease_s=self.lease_s)
+                report = await self._db(
+                    self.store.heartbeat, self.worker_id, list(snapshot), lease_s=self.lease_s
+                )
             except Exception:
                 log.exception("renewing leases failed")
                 continue
-            for job_id, running in list(self._running.items()):
+            for job_id, running in snapshot.items():
+                if running.recording or self._running.get(job_id) is not running:
+                    continue
                 if job_id in report.cancel_requested:
                     self._stop(running, "cancel")
-                elif job_id not in report.held and running.task is not None:
+                elif job_id not in report.held:
                     log.warning("job %s: lease lost; stopping it without recording", job_id)
                     self._stop(running, "lost")
 

@@ -572,17 +572,31 @@ class JobStore:
                 )
         return jobs
 
-    def heartbeat(self, worker: str, *, lease_s: float) -> LeaseReport:
-        """Renew the lease of every job ``worker`` holds; report which it still holds."""
+    def heartbeat(self, worker: str, job_ids: Collection[str], *, lease_s: float) -> LeaseReport:
+        """Renew the leases ``worker`` holds on ``job_ids``; report which it still holds.
+
+        Only the jobs named are renewed: a job the worker holds in the store but
+        no longer runs (its task is gone) is left to lapse and be requeued.
+        """
+        ids = builtins.list(job_ids)
         now = time.time()
+        held: set[str] = set()
+        cancel: set[str] = set()
         with self._write() as conn:
-            rows = conn.execute(
-                update(jobs_table)
-                .where(jobs_table.c.worker == worker, jobs_table.c.status == _R)
-                .values(lease_expires_at=now + lease_s)
-                .returning(jobs_table.c.id, jobs_table.c.cancel_requested)
-            ).all()
-        return LeaseReport({r[0] for r in rows}, {r[0] for r in rows if r[1]})
+            for start in range(0, len(ids), 500):
+                rows = conn.execute(
+                    update(jobs_table)
+                    .where(
+                        jobs_table.c.worker == worker,
+                        jobs_table.c.status == _R,
+                        jobs_table.c.id.in_(ids[start : start + 500]),
+                    )
+                    .values(lease_expires_at=now + lease_s)
+                    .returning(jobs_table.c.id, jobs_table.c.cancel_requested)
+                ).all()
+                held.update(r[0] for r in rows)
+                cancel.update(r[0] for r in rows if r[1])
+        return LeaseReport(held, cancel)
 
     def report_progress(
         self, job_id: str, worker: str, attempt: int, progress: float | None, message: str | None
