@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
+
+import httpx
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -58,3 +64,38 @@ def test_info_rejects_a_malformed_override_clearly() -> None:
     assert proc.returncode != 0
     assert "AMBIDEX_CPU_WORKERS='lots': expected a positive integer" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_serve_on_its_embedded_defaults_runs_jobs_and_keeps_them(tmp_path: Path) -> None:
+    """The README's main job: ``python -m ambidex serve`` with nothing but a home directory."""
+    env = {**os.environ, "AMBIDEX_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
+    log = (tmp_path / "serve.log").open("w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ambidex", "serve", "--port", "0"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        url = None
+        while url is None and time.monotonic() < deadline and proc.poll() is None:
+            log.seek(0)
+            found = re.search(r"ambidex job service on (http://\S+)", log.read())
+            url = found.group(1) if found else None
+            time.sleep(0.05)
+        log.seek(0)
+        assert url, f"serve did not start:\n{log.read()}"
+        answer = httpx.post(f"{url}/v1/run/echo", json={"value": {"hello": 1}}, timeout=30)
+        assert answer.status_code == 200
+        assert answer.json()["status"] == "succeeded"
+        assert answer.json()["result"] == {"hello": 1}
+        page = httpx.get(url + "/", timeout=10)
+        assert page.status_code == 200
+        assert "echo" in page.text
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(15)
+        log.close()
+    assert (tmp_path / "home" / "jobs.sqlite").exists()
