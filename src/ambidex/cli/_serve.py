@@ -86,7 +86,7 @@ def serve(
     ] = 8000,
     db: DbOption = None,
     workloads: WorkloadsOption = None,
-    concurrency: ConcurrencyOption = 8,
+    concurrency: ConcurrencyOption = 32,
     lease_s: LeaseOption = 15.0,
     token: Annotated[
         str | None,
@@ -152,7 +152,7 @@ def serve(
 def worker(
     db: DbOption = None,
     workloads: WorkloadsOption = None,
-    concurrency: ConcurrencyOption = 8,
+    concurrency: ConcurrencyOption = 32,
     lease_s: LeaseOption = 15.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:

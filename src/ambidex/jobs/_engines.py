@@ -63,6 +63,12 @@ def normalize_url(db: str | Path | None) -> str:
     if scheme in ("postgres", "postgresql", "postgresql+psycopg"):
         return f"postgresql+psycopg://{rest}"
     if scheme == "sqlite":
+        path = text.removeprefix("sqlite://").removeprefix("/")
+        if not path or path == ":memory:":
+            raise ValueError(
+                f"job database {text!r} is in memory: jobs would not survive the process "
+                "and no other process could see them; name a file (sqlite:///FILE)"
+            )
         return text
     raise ValueError(
         f"unsupported job database {text!r}: expected a file path, sqlite:///FILE "

@@ -96,7 +96,7 @@ class JobManager:
         store: JobStore | str | Path | None = None,
         registry: WorkloadRegistry | None = None,
         *,
-        concurrency: int = 8,
+        concurrency: int = 32,
         lease_s: float = 15.0,
         poll_s: float = 0.25,
         worker_id: str | None = None,
@@ -215,7 +215,8 @@ class JobManager:
         """Find changes other processes made to watched jobs: one query per ``poll_s``."""
         while True:
             await asyncio.sleep(self.poll_s)
-            ids = list(self._watchers)
+            # Jobs running here report their own changes at once.
+            ids = [job_id for job_id in self._watchers if job_id not in self._running]
             if not ids:
                 continue
             try:
@@ -327,8 +328,8 @@ class JobManager:
             JobNotFoundError: no such job.
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        job = await self.get(job_id)
         while True:
-            job = await self.get(job_id)
             if job.status.terminal:
                 return job
             left = _SAFETY_POLL_S
@@ -337,6 +338,8 @@ class JobManager:
             if left <= 0:
                 return job
             await self._wait_job(job_id, left)
+            if job_id not in self._running:  # running here: only its end is news
+                job = await self.get(job_id)
 
     async def watch(self, job_id: str, after: int = 0) -> AsyncIterator[JobEvent]:
         """Yield the job's events as they happen, from ``after`` on, until it has finished.

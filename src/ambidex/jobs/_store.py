@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Connection,
@@ -45,6 +46,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 
@@ -54,11 +56,15 @@ from ambidex.jobs._model import TERMINAL, Job, JobEvent, JobStatus
 __all__ = ["JobStore", "LeaseReport", "NewJob", "Outcome"]
 
 metadata = MetaData()
+# 8-byte sequence numbers on PostgreSQL; SQLite's INTEGER PRIMARY KEY is 8 bytes already
+# (and must be spelled INTEGER to be the rowid).
+_SEQ = BigInteger().with_variant(Integer(), "sqlite")
+_MAX_SEQ = 2**63 - 1
 
 jobs_table = Table(
     "ambidex_jobs",
     metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("seq", _SEQ, primary_key=True, autoincrement=True),
     Column("id", String(64), nullable=False, unique=True),
     Column("workload", String(200), nullable=False),
     Column("input", Text, nullable=False),
@@ -83,7 +89,7 @@ jobs_table = Table(
 events_table = Table(
     "ambidex_job_events",
     metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("seq", _SEQ, primary_key=True, autoincrement=True),
     Column("job_id", String(64), nullable=False),
     Column("kind", String(32), nullable=False),
     Column("at", Float, nullable=False),
@@ -212,10 +218,13 @@ def decode_cursor(cursor: str) -> int:
         ValueError: the cursor was not made by ``encode_cursor``.
     """
     try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not text.startswith("s"):
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not raw.startswith("s") or not raw[1:].isdigit() or len(raw) > 20:
             raise ValueError
-        return int(text[1:])
+        seq = int(raw[1:])
+        if seq > _MAX_SEQ:
+            raise ValueError
+        return seq
     except (ValueError, UnicodeDecodeError):
         raise ValueError(
             f"invalid cursor {cursor!r}: pass the next_cursor of a previous page"
@@ -275,7 +284,16 @@ class JobStore:
         self._write_lock: contextlib.AbstractContextManager[Any] = (
             threading.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
         )
-        metadata.create_all(self.engines.write)
+        try:
+            with self.engines.write.begin() as conn:
+                if self.dialect == "postgresql":
+                    # Workers started together on an empty database would race
+                    # to create the same tables; one at a time, the rest see them.
+                    conn.execute(text("SELECT pg_advisory_xact_lock(7305072613425116005)"))
+                metadata.create_all(conn)
+        except BaseException:
+            self.engines.dispose()
+            raise
         self._claim_all = _claim_statement(self.dialect, filtered=False)
         self._claim_some = _claim_statement(self.dialect, filtered=True)
 
@@ -407,6 +425,8 @@ class JobStore:
 
     def get(self, job_id: str) -> Job | None:
         """The job with this id, or None."""
+        if "\x00" in job_id:  # no stored id has one (and PostgreSQL text cannot hold it)
+            return None
         with self._read() as conn:
             row = conn.execute(_GET, {"p_id": job_id}).first()
         return None if row is None else _row_to_job(row)
@@ -424,6 +444,8 @@ class JobStore:
         Raises:
             ValueError: a cursor that was not returned by this method.
         """
+        if workload is not None and "\x00" in workload:
+            return [], None
         query = select(jobs_table).order_by(jobs_table.c.seq.desc()).limit(limit + 1)
         if status:
             query = query.where(jobs_table.c.status.in_([s.value for s in status]))
@@ -443,6 +465,8 @@ class JobStore:
         Returns the job as it is after the request (None if there is no such
         job). A finished job is returned unchanged.
         """
+        if "\x00" in job_id:
+            return None
         now = time.time()
         with self._write() as conn:
             row = conn.execute(
@@ -479,6 +503,9 @@ class JobStore:
 
     def events(self, job_id: str, *, after: int = 0, limit: int = 1000) -> builtins.list[JobEvent]:
         """A job's events with ``seq`` greater than ``after``, oldest first."""
+        if "\x00" in job_id:
+            return []
+        after = min(max(after, 0), _MAX_SEQ)
         with self._read() as conn:
             rows = conn.execute(_EVENTS, {"p_id": job_id, "p_after": after, "p_limit": limit}).all()
         return [

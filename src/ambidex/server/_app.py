@@ -84,7 +84,7 @@ def create_app(
     *,
     manager: JobManager | None = None,
     registry: WorkloadRegistry | None = None,
-    concurrency: int = 8,
+    concurrency: int = 32,
     lease_s: float = 15.0,
     token: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
@@ -149,6 +149,7 @@ def _location(job_id: str) -> str:
 
 def _install_job_routes(app: FastAPI, jm: JobManager, max_wait_s: float) -> None:
     auth = _AUTH
+    default_wait_s = min(30.0, max_wait_s)
     job_location = _location
 
     @app.post(
@@ -162,7 +163,7 @@ def _install_job_routes(app: FastAPI, jm: JobManager, max_wait_s: float) -> None
         workload: str,
         response: Response,
         body: dict[str, Any] | None = None,
-        wait_s: Annotated[float, Query(ge=0, le=max_wait_s)] = 30.0,
+        wait_s: Annotated[float, Query(ge=0, le=max_wait_s)] = default_wait_s,
     ) -> JobOut:
         """Run a job and wait for it; the body is the workload's input.
 

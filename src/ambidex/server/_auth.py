@@ -22,8 +22,11 @@ def _presented(request: Request) -> tuple[str | None, bool]:
     return request.cookies.get(TOKEN_COOKIE), True
 
 
-def require_token(request: Request) -> None:
+async def require_token(request: Request) -> None:
     """A FastAPI dependency: 401 unless the app has no token or the request carries it.
+
+    It is ``async`` because it does no I/O: a plain function would cost every
+    request a hop through a worker thread.
 
     The token is accepted as ``Authorization: Bearer <token>`` or, for the
     dashboard in a browser, as the cookie set by visiting ``/?token=<token>``.
@@ -76,12 +79,27 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooLarge
+                    # An HTTPException passes through FastAPI's body reading as is
+                    # (any other error there becomes a 400).
+                    raise HTTPException(
+                        413,
+                        detail=f"request body too large: at most {self.max_bytes} bytes",
+                    )
             return message
 
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
+            await self.app(scope, limited, sending)
+        except HTTPException as exc:
+            # Normally answered inside the app; this catches a body read outside it.
+            if exc.status_code != 413 or started:
+                raise
             await self._reject(send)
 
     async def _reject(self, send: Send) -> None:
@@ -96,7 +114,3 @@ class BodySizeLimit:
         ]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass

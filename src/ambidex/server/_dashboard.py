@@ -114,7 +114,7 @@ def _notice(status_code: int, title: str, text_html: str) -> Response:
     return _page(title, body, status_code=status_code)
 
 
-def _gate(request: Request) -> Response | None:
+async def _gate(request: Request) -> Response | None:
     """None when the request may see the dashboard; otherwise the answer to send.
 
     ``?token=`` is checked and, when right, traded for a cookie and a redirect to
@@ -139,7 +139,7 @@ def _gate(request: Request) -> Response | None:
         )
         return redirect
     try:
-        require_token(request)
+        await require_token(request)
     except HTTPException:
         return _unauthorized()
     return None
@@ -219,7 +219,7 @@ async def jobs_page(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
     """The latest jobs, live; a status filter with counts; a form to submit a job."""
-    denied = _gate(request)
+    denied = await _gate(request)
     if denied is not None:
         return denied
     jm = _manager(request)
@@ -335,7 +335,7 @@ async def status_counts(request: Request) -> dict[str, int]:
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
 async def job_page(request: Request, job_id: str) -> Response:
     """One job: its fields, input, result or error, live progress and events; Cancel."""
-    denied = _gate(request)
+    denied = await _gate(request)
     if denied is not None:
         return denied
     jm = _manager(request)
