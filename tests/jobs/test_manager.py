@@ -531,3 +531,13 @@ async def test_jobs_claimed_or_finished_during_a_heartbeat_are_not_called_lost(
         store.close()
     assert [j.status for j in done] == [JobStatus.SUCCEEDED] * 60
     assert {j.attempts for j in done} == {1}
+
+
+async def test_finished_jobs_past_the_retention_are_pruned_while_working(
+    db: Path, registry: WorkloadRegistry
+) -> None:
+    async with manager(db, registry, lease_s=0.4, retention_s=0.05) as m:
+        job = await m.submit("add", {"a": 1})
+        assert (await finished(m, job.id)).status is JobStatus.SUCCEEDED
+        await until(lambda: m.store.get(job.id) is None)
+        assert m.store.events(job.id) == []

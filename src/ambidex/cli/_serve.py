@@ -33,6 +33,12 @@ WorkloadsOption = Annotated[
 ConcurrencyOption = Annotated[
     int, typer.Option(min=0, max=10_000, help="Jobs run at once by this process (0: none).")
 ]
+RetentionOption = Annotated[
+    float,
+    typer.Option(
+        "--retention-days", min=0.0, help="Delete finished jobs older than this (0: keep them)."
+    ),
+]
 LeaseOption = Annotated[
     float,
     typer.Option("--lease-s", min=0.5, help="Seconds a job stays a worker's without a renewal."),
@@ -88,6 +94,7 @@ def serve(
     workloads: WorkloadsOption = None,
     concurrency: ConcurrencyOption = 32,
     lease_s: LeaseOption = 15.0,
+    retention_days: RetentionOption = 7.0,
     token: Annotated[
         str | None,
         typer.Option(
@@ -122,7 +129,13 @@ def serve(
 
     store = _open_store(db)
     assert isinstance(store, JobStore)
-    manager = JobManager(store, default_registry(), concurrency=concurrency, lease_s=lease_s)
+    manager = JobManager(
+        store,
+        default_registry(),
+        concurrency=concurrency,
+        lease_s=lease_s,
+        retention_s=retention_days * 86400 or None,
+    )
     app = create_app(manager=manager, token=token, max_body_bytes=max_body_bytes)
     try:
         sock = socket.create_server(
@@ -154,6 +167,7 @@ def worker(
     workloads: WorkloadsOption = None,
     concurrency: ConcurrencyOption = 32,
     lease_s: LeaseOption = 15.0,
+    retention_days: RetentionOption = 7.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run jobs from a shared store (PostgreSQL, or an SQLite file on this machine).
@@ -178,7 +192,11 @@ def worker(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         async with JobManager(
-            store, default_registry(), concurrency=concurrency, lease_s=lease_s
+            store,
+            default_registry(),
+            concurrency=concurrency,
+            lease_s=lease_s,
+            retention_s=retention_days * 86400 or None,
         ) as manager:
             typer.echo(
                 f"ambidex worker {manager.worker_id} (pid {os.getpid()}) "
