@@ -7,6 +7,7 @@ so no test waits for a clock.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import Counter
@@ -532,3 +533,11 @@ def test_concurrent_claimers_never_share_a_job_and_take_them_all(store: JobStore
             job = store.get(job_id)
             assert job is not None
             assert (job.worker, job.attempts) == (worker, 1)
+
+
+def test_job_ids_are_unguessable_and_safe_on_a_command_line() -> None:
+    from ambidex.jobs._store import new_job_id
+
+    ids = {new_job_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    assert all(re.fullmatch(r"[a-z2-7]{26}", job_id) for job_id in ids)

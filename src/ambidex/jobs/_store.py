@@ -174,8 +174,12 @@ def _claim_statement(dialect: str, filtered: bool) -> Any:
 
 
 def new_job_id() -> str:
-    """An unguessable job id (128 random bits)."""
-    return secrets.token_urlsafe(16)
+    """An unguessable job id: 128 random bits as 26 characters of ``a-z2-7``.
+
+    Never starting with ``-`` (a command line would take it for an option) and
+    safe in URLs, file names and shells.
+    """
+    return base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=").lower()
 
 
 def _dumps(value: Any) -> str:
