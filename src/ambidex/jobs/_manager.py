@@ -26,7 +26,7 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -192,24 +192,34 @@ class JobManager:
             for event in self._watchers.get(job_id, ()):
                 event.set()
 
-    async def _wait_job(self, job_id: str, timeout_s: float) -> None:
-        """Wait until the job changes (or ``timeout_s`` passes)."""
-        if timeout_s <= 0:
-            return
+    @contextlib.contextmanager
+    def _watching(self, job_id: str) -> Iterator[asyncio.Event]:
+        """An event set whenever the job changes, for as long as the block lasts.
+
+        Register first, then read the job, then wait: a change between the
+        read and the wait is not missed.
+        """
         event = asyncio.Event()
         self._watchers.setdefault(job_id, set()).add(event)
         try:
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
-            # cancellation that arrives as the awaited thing completes.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout_s):
-                    await event.wait()
+            yield event
         finally:
             waiters = self._watchers.get(job_id)
             if waiters is not None:
                 waiters.discard(event)
                 if not waiters:
                     del self._watchers[job_id]
+
+    @staticmethod
+    async def _sleep_on(event: asyncio.Event, timeout_s: float) -> None:
+        """Wait for ``event`` at most ``timeout_s``, then clear it."""
+        if timeout_s > 0:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
+            # cancellation that arrives as the awaited thing completes.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await event.wait()
+        event.clear()
 
     async def _poll_watched(self) -> None:
         """Find changes other processes made to watched jobs: one query per ``poll_s``."""
@@ -328,18 +338,19 @@ class JobManager:
             JobNotFoundError: no such job.
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        job = await self.get(job_id)
-        while True:
-            if job.status.terminal:
-                return job
-            left = _SAFETY_POLL_S
-            if deadline is not None:
-                left = min(left, deadline - time.monotonic())
-            if left <= 0:
-                return job
-            await self._wait_job(job_id, left)
-            if job_id not in self._running:  # running here: only its end is news
-                job = await self.get(job_id)
+        with self._watching(job_id) as changed:
+            job = await self.get(job_id)
+            while True:
+                if job.status.terminal:
+                    return job
+                left = _SAFETY_POLL_S
+                if deadline is not None:
+                    left = min(left, deadline - time.monotonic())
+                if left <= 0:
+                    return job
+                await self._sleep_on(changed, left)
+                if job_id not in self._running:  # running here: only its end is news
+                    job = await self.get(job_id)
 
     async def watch(self, job_id: str, after: int = 0) -> AsyncIterator[JobEvent]:
         """Yield the job's events as they happen, from ``after`` on, until it has finished.
@@ -348,16 +359,17 @@ class JobManager:
             JobNotFoundError: no such job.
         """
         await self.get(job_id)
-        while True:
-            events = await self.events(job_id, after)
-            for event in events:
-                after = event.seq
-                yield event
-            if events and events[-1].kind in _TERMINAL_KINDS:
-                return
-            if not events and (await self.get(job_id)).status.terminal:
-                return
-            await self._wait_job(job_id, _SAFETY_POLL_S)
+        with self._watching(job_id) as changed:
+            while True:
+                events = await self.events(job_id, after)
+                for event in events:
+                    after = event.seq
+                    yield event
+                if events and events[-1].kind in _TERMINAL_KINDS:
+                    return
+                if not events and (await self.get(job_id)).status.terminal:
+                    return
+                await self._sleep_on(changed, _SAFETY_POLL_S)
 
     # -- the worker ------------------------------------------------------------------
 

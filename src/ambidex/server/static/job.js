@@ -45,10 +45,22 @@
     try {
       const job = await AX.api("GET", jobUrl);
       applyJob(job);
-      if (AX.TERMINAL.has(job.status)) stop("finished");
+      if (AX.TERMINAL.has(job.status)) await finish();
     } catch (err) {
       AX.setLive("error", err.message);
     }
+  }
+
+  // The job has finished: take the events the stream has not delivered yet
+  // (the record can be read before its last event arrives), then stop.
+  async function finish() {
+    try {
+      const history = await AX.api("GET", `${jobUrl}/events?follow=false&after=${lastSeq}`);
+      for (const ev of history.events) addEvent(ev);
+    } catch (_) {
+      // the log stays as it is; the record shown is already final
+    }
+    stop("finished");
   }
 
   function addEvent(ev) {
