@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -66,12 +68,13 @@ def test_info_rejects_a_malformed_override_clearly() -> None:
     assert "Traceback" not in proc.stderr
 
 
-def test_serve_on_its_embedded_defaults_runs_jobs_and_keeps_them(tmp_path: Path) -> None:
-    """The README's main job: ``python -m ambidex serve`` with nothing but a home directory."""
+@contextlib.contextmanager
+def _serving(tmp_path: Path, *args: str) -> Iterator[str]:
+    """``python -m ambidex serve --port 0 <args>`` with a fresh AMBIDEX_HOME; yields its URL."""
     env = {**os.environ, "AMBIDEX_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
     log = (tmp_path / "serve.log").open("w+")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ambidex", "serve", "--port", "0"],
+        [sys.executable, "-m", "ambidex", "serve", "--port", "0", *args],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=env,
@@ -87,6 +90,17 @@ def test_serve_on_its_embedded_defaults_runs_jobs_and_keeps_them(tmp_path: Path)
             time.sleep(0.05)
         log.seek(0)
         assert url, f"serve did not start:\n{log.read()}"
+        yield url
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(15)
+        log.close()
+
+
+def test_serve_on_its_embedded_defaults_runs_jobs_and_keeps_them(tmp_path: Path) -> None:
+    """The README's main job: ``python -m ambidex serve`` with nothing but a home directory."""
+    with _serving(tmp_path) as url:
         answer = httpx.post(f"{url}/v1/run/echo", json={"value": {"hello": 1}}, timeout=30)
         assert answer.status_code == 200
         assert answer.json()["status"] == "succeeded"
@@ -94,8 +108,38 @@ def test_serve_on_its_embedded_defaults_runs_jobs_and_keeps_them(tmp_path: Path)
         page = httpx.get(url + "/", timeout=10)
         assert page.status_code == 200
         assert "echo" in page.text
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(15)
-        log.close()
     assert (tmp_path / "home" / "jobs.sqlite").exists()
+
+
+def test_serve_runs_cpu_workloads_of_a_python_file_in_worker_processes(tmp_path: Path) -> None:
+    jobs_file = tmp_path / "my_cpu_jobs.py"
+    jobs_file.write_text(
+        "import os\n"
+        "import ambidex as ax\n\n"
+        "@ax.jobs.workload\n"
+        "@ax.cpu\n"
+        "def square(n: int) -> dict:\n"
+        "    return {'square': n * n, 'pid': os.getpid()}\n"
+    )
+    with _serving(tmp_path, "--workloads", str(jobs_file)) as url:
+        answer = httpx.post(f"{url}/v1/run/square", json={"n": 7}, timeout=60).json()
+        assert answer["status"] == "succeeded", answer["error"]
+        assert answer["result"]["square"] == 49
+        health = httpx.get(url + "/healthz", timeout=10).json()
+    assert answer["result"]["pid"] != int(health["worker"].split(":")[1])  # another process
+
+
+def test_serve_refuses_a_workload_file_named_like_a_loaded_module(tmp_path: Path) -> None:
+    clash = tmp_path / "json.py"
+    clash.write_text("")
+    proc = _run(
+        "serve",
+        "--port",
+        "0",
+        "--workloads",
+        str(clash),
+        env={"AMBIDEX_HOME": str(tmp_path / "home")},
+    )
+    assert proc.returncode == 2
+    assert "a module named 'json' is already loaded" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -416,6 +416,39 @@ def workload(
     return reg.register(name=name, max_attempts=max_attempts, timeout_s=timeout_s)
 
 
+def _import_file(path: Path) -> None:
+    """Import a .py file as the module named by its stem, from its directory.
+
+    Importable by name (its directory goes first on ``sys.path``), so that cpu
+    worker processes, which get this ``sys.path``, can import it too and find
+    its functions.
+    """
+    path = path.resolve()
+    name = path.stem
+    if not name.isidentifier():
+        raise ValueError(f"cannot import {path}: {name!r} is not a valid module name")
+    known = sys.modules.get(name)
+    known_file = getattr(known, "__file__", None)
+    if known is not None and (known_file is None or Path(known_file).resolve() != path):
+        raise ValueError(
+            f"cannot import {path}: a module named {name!r} is already loaded"
+            f"{f' from {known_file}' if known_file else ''}; rename the file"
+        )
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    try:
+        module = importlib.import_module(name)
+    except Exception as exc:
+        raise ValueError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
+    found = getattr(module, "__file__", None)
+    if found is None or Path(found).resolve() != path:
+        raise ValueError(
+            f"cannot import {path}: the name {name!r} found {found or 'a built-in module'} "
+            "first; rename the file"
+        )
+
+
 def load_workloads(spec: str, registry: WorkloadRegistry | None = None) -> list[str]:
     """Load workloads from a module (``pkg.mod``), a Python file, or a workflow YAML file.
 
@@ -437,16 +470,7 @@ def load_workloads(spec: str, registry: WorkloadRegistry | None = None) -> list[
     elif spec.endswith(".py"):
         if not path.is_file():
             raise ValueError(f"workload file not found: {spec}")
-        mod_name = f"_ambidex_workloads_{path.stem}"
-        loader_spec = importlib.util.spec_from_file_location(mod_name, path)
-        if loader_spec is None or loader_spec.loader is None:
-            raise ValueError(f"cannot import {spec}")
-        module = importlib.util.module_from_spec(loader_spec)
-        sys.modules[mod_name] = module
-        try:
-            loader_spec.loader.exec_module(module)
-        except Exception as exc:
-            raise ValueError(f"importing {spec} failed: {type(exc).__name__}: {exc}") from exc
+        _import_file(path)
     else:
         try:
             importlib.import_module(spec)
