@@ -23,6 +23,7 @@ import httpx
 from ambidex.jobs import (
     Job,
     JobCancelledError,
+    JobConnectionError,
     JobError,
     JobEvent,
     JobFailedError,
@@ -71,26 +72,6 @@ REOPEN_SLACK_S = 1.0
 RECONNECT_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0)
 """Pauses before each reconnect in a row; one more failure than this gives up."""
 _TERMINAL_KINDS = frozenset(s.value for s in JobStatus if s.terminal)
-
-
-class JobConnectionError(JobServiceError):
-    """The job service could not be reached, or did not answer in time.
-
-    No HTTP answer came back, so ``status_code`` is 0; ``url`` is the
-    service's address and ``reason`` what httpx reported.
-    """
-
-    def __init__(self, url: str, reason: str) -> None:
-        self.url = url
-        self.reason = reason
-        super().__init__(0, f"cannot reach the job service at {url}: {reason}")
-        self.args = (self.message,)  # no "HTTP 0:" in reprs and tracebacks
-
-    def __str__(self) -> str:
-        return self.message
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.url, self.reason))
 
 
 class ProgressCallback(Protocol):

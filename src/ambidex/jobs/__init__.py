@@ -16,6 +16,7 @@ Over HTTP: ``ambidex serve`` (the service) and ``ax.Client`` / ``ax.AsyncClient`
 
 from ambidex.jobs._errors import (
     JobCancelledError,
+    JobConnectionError,
     JobError,
     JobFailedError,
     JobInputError,
@@ -40,6 +41,7 @@ from ambidex.jobs._workloads import (
 __all__ = [
     "Job",
     "JobCancelledError",
+    "JobConnectionError",
     "JobContext",
     "JobError",
     "JobEvent",

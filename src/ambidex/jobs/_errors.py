@@ -11,6 +11,7 @@
     ├── JobNotFinishedError        a result was asked of a job that has not finished
     ├── JobWaitTimeoutError        (also a TimeoutError) waiting for a job took too long
     └── JobServiceError            the server answered with an error (``.status_code``)
+        └── JobConnectionError     no answer at all: the service is down or timed out
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ambidex.exceptions import AmbidexError
 
 __all__ = [
     "JobCancelledError",
+    "JobConnectionError",
     "JobError",
     "JobFailedError",
     "JobInputError",
@@ -119,3 +121,23 @@ class JobServiceError(JobError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.status_code, self.message))
+
+
+class JobConnectionError(JobServiceError):
+    """The job service could not be reached, or did not answer in time.
+
+    No HTTP answer came back, so ``status_code`` is 0; ``url`` is the
+    service's address and ``reason`` what httpx reported.
+    """
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(0, f"cannot reach the job service at {url}: {reason}")
+        self.args = (self.message,)  # no "HTTP 0:" in reprs and tracebacks
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.url, self.reason))
