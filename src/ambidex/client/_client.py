@@ -20,7 +20,6 @@ import httpx
 from ambidex.client._protocol import (
     DEFAULT_URL,
     Call,
-    EventFollower,
     JobPage,
     ProgressCallback,
     cancel_call,
@@ -38,6 +37,7 @@ from ambidex.client._protocol import (
     waited,
     workloads_call,
 )
+from ambidex.client._stream import EventFollower
 from ambidex.jobs import Job, JobEvent, JobStatus
 
 __all__ = ["AsyncClient", "Client"]
