@@ -51,6 +51,12 @@ async def add(a: int, b: int = 1) -> dict[str, int]:
     return {"sum": a + b}
 
 
+async def report_and_return(ctx: JobContext) -> str:
+    """Report progress and return at once: the report is written while the outcome is."""
+    ctx.progress(1.0, "done")
+    return "important result"
+
+
 async def steps(n: int, ctx: JobContext) -> str:
     for i in range(n):
         ctx.progress((i + 1) / n, f"step {i + 1}")
@@ -541,3 +547,71 @@ async def test_finished_jobs_past_the_retention_are_pruned_while_working(
         assert (await finished(m, job.id)).status is JobStatus.SUCCEEDED
         await until(lambda: m.store.get(job.id) is None)
         assert m.store.events(job.id) == []
+
+
+class _FinishFailsOnceStore(JobStore):
+    """A store whose first outcome write fails, as during a database failover."""
+
+    failed = False
+
+    def finish_many(self, outcomes: Any) -> Any:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("the database went away for a moment")
+        return super().finish_many(outcomes)
+
+
+async def test_a_failed_outcome_write_leaves_the_worker_running_and_the_job_runs_again(
+    db: Path, registry: WorkloadRegistry
+) -> None:
+    store = _FinishFailsOnceStore(db)
+    try:
+        async with manager(store, registry, lease_s=0.6) as m:
+            first = await m.submit("add", {"a": 1})
+            again = await finished(m, first.id, timeout_s=10)
+            later = await finished(m, (await m.submit("add", {"a": 2})).id)
+    finally:
+        store.close()
+    assert (again.status, again.result, again.attempts) == (JobStatus.SUCCEEDED, {"sum": 2}, 2)
+    assert later.status is JobStatus.SUCCEEDED
+
+
+class _SlowProgressStore(JobStore):
+    """A store whose progress writes take a while, so a cancel can land while one is in flight."""
+
+    def report_progress(self, *args: Any) -> bool:
+        time.sleep(0.4)
+        return super().report_progress(*args)
+
+
+async def test_a_cancel_while_the_outcome_is_being_written_keeps_the_result(
+    db: Path, registry: WorkloadRegistry
+) -> None:
+    registry.register(report_and_return)
+    store = _SlowProgressStore(db)
+    try:
+        async with manager(store, registry) as m:
+            job = await m.submit("report_and_return")
+            await until(lambda: job.id in m._running and m._running[job.id].recording)
+            await m.cancel(job.id)
+            done = await finished(m, job.id)
+    finally:
+        store.close()
+    assert (done.status, done.result, done.attempts) == (
+        JobStatus.SUCCEEDED,
+        "important result",
+        1,
+    )
+
+
+async def test_input_that_json_cannot_store_is_refused_and_spoils_no_other_submit(
+    db: Path, registry: WorkloadRegistry
+) -> None:
+    registry.register(double)
+    async with manager(db, registry, concurrency=0) as m:
+        bad = m.submit("double", {"x": float("nan")})
+        good = [m.submit("add", {"a": i}) for i in range(20)]
+        results = await asyncio.gather(bad, *good, return_exceptions=True)
+    assert isinstance(results[0], JobInputError)
+    assert "not storable JSON" in str(results[0])
+    assert all(isinstance(r, Job) for r in results[1:])

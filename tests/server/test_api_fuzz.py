@@ -425,3 +425,16 @@ def test_the_token_opens_the_api_and_healthz_needs_none(guarded: httpx.Client) -
     r = guarded.post("/v1/run/echo", json={"value": 7}, headers={"Authorization": "Bearer s3cret"})
     assert r.status_code == 200
     assert r.json()["result"] == 7
+
+
+def test_a_last_event_id_of_non_ascii_digits_is_ignored_not_a_server_error(
+    api: httpx.Client,
+) -> None:
+    job = api.post("/v1/jobs", json={"workload": "echo", "input": {"value": 1}}).json()
+    r = api.get(
+        f"/v1/jobs/{job['id']}/events",
+        params={"follow": "false"},
+        headers={"Last-Event-ID": "²".encode("latin-1")},
+    )
+    assert r.status_code == 200
+    assert r.json()["events"][0]["kind"] == "submitted"

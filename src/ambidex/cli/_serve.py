@@ -63,13 +63,15 @@ def _load(specs: list[str] | None) -> None:
 
 def _open_store(db: str | None) -> object:
     from ambidex.jobs import JobStore
+    from ambidex.jobs._engines import normalize_url
 
     try:
         return JobStore(db)
     except ValueError as exc:
         raise _fail(str(exc)) from None
     except Exception as exc:  # the database is unreachable or unusable
-        raise _fail(f"cannot open the job store {db or '(default)'}: {exc}", 1) from None
+        shown = _shown_url(normalize_url(db)) if db else "(default)"
+        raise _fail(f"cannot open the job store {shown}: {exc}", 1) from None
 
 
 def _shown_url(url: str) -> str:
@@ -154,7 +156,14 @@ def serve(
     typer.echo(
         f"  dashboard http://{shown}:{bound_port}/   API docs http://{shown}:{bound_port}/docs"
     )
-    config = uvicorn.Config(app, log_level=log_level, access_log=log_level == "debug")
+    config = uvicorn.Config(
+        app,
+        log_level=log_level,
+        access_log=log_level == "debug",
+        # event streams and /v1/run waits would otherwise hold the shutdown (and the
+        # release of running jobs) until the jobs they follow finish
+        timeout_graceful_shutdown=5,
+    )
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])

@@ -406,6 +406,10 @@ class JobManager:
     def _launch(self, tg: asyncio.TaskGroup, job: Job) -> None:
         ctx = JobContext(job.id, job.workload, job.attempts)
         running = _Running(job, ctx)
+        previous = self._running.get(job.id)
+        if previous is not None:
+            # This worker lost that attempt's lease and has now claimed the job again.
+            self._stop(previous, "lost")
         self._running[job.id] = running
         task = tg.create_task(self._execute(running), name=f"ambidex-job-{job.id}")
         running.task = task
@@ -421,6 +425,8 @@ class JobManager:
         task.add_done_callback(gone)
 
     def _stop(self, running: _Running, outcome: str) -> None:
+        if running.recording:  # its outcome is being written: let the write finish
+            return
         if running.outcome is None and running.task is not None and not running.task.done():
             running.outcome = outcome
             running.task.cancel()
@@ -438,13 +444,20 @@ class JobManager:
                 with contextlib.suppress(asyncio.CancelledError):
                     await reporter
             if running.outcome in ("lost", "shutdown") or self._stopping:
-                self._running.pop(job.id, None)
+                self._forget(running)
         try:
             running.recording = True
             await self._flush_progress(job, ctx)
-            recorded = await self._finishes(
-                Outcome(job.id, self.worker_id, job.attempts, status, result, error)
-            )
+            try:
+                recorded = await self._finishes(
+                    Outcome(job.id, self.worker_id, job.attempts, status, result, error)
+                )
+            except Exception:
+                log.exception(
+                    "job %s: recording its outcome failed; it runs again once its lease lapses",
+                    job.id,
+                )
+                return
             if recorded:
                 self.finished_counts[status.value] += 1
                 if detail:
@@ -452,9 +465,13 @@ class JobManager:
             else:
                 log.warning("job %s: lease lost before its outcome could be recorded", job.id)
         finally:
-            self._running.pop(job.id, None)
+            self._forget(running)
             self._wake.set()
         self._touch(job.id)
+
+    def _forget(self, running: _Running) -> None:
+        if self._running.get(running.job.id) is running:
+            del self._running[running.job.id]
 
     def _wire_progress(
         self, job: Job, ctx: JobContext, reporters: builtins.list[asyncio.Task[None]]

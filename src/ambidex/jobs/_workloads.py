@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import json
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -116,7 +117,14 @@ class Workload:
                 for e in exc.errors(include_url=False, include_input=False)
             ]
             raise JobInputError(self.name, errors) from None
-        data: dict[str, Any] = model.model_dump(mode="json")
+        try:
+            data: dict[str, Any] = model.model_dump(mode="json")
+            json.dumps(data, allow_nan=False)  # what the store will write: no NaN or infinity
+        except ValueError as exc:
+            raise JobInputError(
+                self.name,
+                [{"loc": [], "msg": f"input is not storable JSON: {exc}", "type": "json_invalid"}],
+            ) from None
         return data
 
     def input_schema(self) -> dict[str, Any]:

@@ -270,7 +270,7 @@ def _install_read_routes(app: FastAPI, jm: JobManager) -> None:
         (its kind) and JSON ``data``.
         """
         job = await jm.get(job_id)
-        if last_event_id and last_event_id.isdigit():
+        if last_event_id and last_event_id.isascii() and last_event_id.isdigit():
             after = max(after, int(last_event_id))
         if not follow:
             history = await jm.events(job_id, after)
