@@ -1,0 +1,46 @@
+"""The job-service benchmarks in their quick modes: they still run, and lose nothing.
+
+They measure nothing here (a few hundred jobs on a busy test machine); the
+figures that count come from full runs, recorded in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _quick(script: str, out: Path) -> dict[str, object]:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "200"},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data: dict[str, object] = json.loads(out.with_name(out.name + ".json").read_text())
+    return data
+
+
+def test_jobs_throughput_quick_runs_ambidex_beside_huey(tmp_path: Path) -> None:
+    data = _quick("jobs_throughput.py", tmp_path / "throughput")
+    systems = {s["system"]: s for s in data["systems"]}  # type: ignore[attr-defined]
+    assert systems["ambidex JobManager, SQLite"]["median_jobs_per_s"] > 0
+    assert any(name.startswith("huey") for name in systems)
+
+
+def test_jobs_http_quick_loses_no_accepted_job(tmp_path: Path) -> None:
+    data = _quick("jobs_http.py", tmp_path / "http")
+    medians = data["medians"]
+    assert isinstance(medians, dict)
+    for scenario in ("floor", "submit", "run"):
+        assert medians[scenario]["errors"] == 0
+        assert medians[scenario]["verify"]["missing"] == 0
