@@ -7,9 +7,12 @@ import logging
 import os
 import signal
 import socket
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from ambidex.jobs import JobStore
 
 __all__ = ["serve", "worker"]
 
@@ -61,7 +64,7 @@ def _load(specs: list[str] | None) -> None:
             raise _fail(str(exc)) from None
 
 
-def _open_store(db: str | None) -> object:
+def _open_store(db: str | None) -> JobStore:
     from ambidex.jobs import JobStore
     from ambidex.jobs._engines import normalize_url
 
@@ -126,11 +129,10 @@ def serve(
     _load(workloads)
     import uvicorn
 
-    from ambidex.jobs import JobManager, JobStore, default_registry
+    from ambidex.jobs import JobManager, default_registry
     from ambidex.server import create_app
 
     store = _open_store(db)
-    assert isinstance(store, JobStore)
     manager = JobManager(
         store,
         default_registry(),
@@ -190,10 +192,9 @@ def worker(
         raise _fail("a worker needs --concurrency of at least 1")
     _setup_logging(log_level)
     _load(workloads)
-    from ambidex.jobs import JobManager, JobStore, default_registry
+    from ambidex.jobs import JobManager, default_registry
 
     store = _open_store(db)
-    assert isinstance(store, JobStore)
 
     async def run() -> None:
         stop = asyncio.Event()

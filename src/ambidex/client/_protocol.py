@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 import httpx
 
+from ambidex._urls import checked_http_url
 from ambidex.jobs import (
     Job,
     JobCancelledError,
@@ -95,16 +96,9 @@ def check_url(url: str) -> str:
     Raises:
         ValueError: not an absolute http(s) URL with a host.
     """
-    example = f"expected e.g. {DEFAULT_URL!r}"
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError) as exc:
-        raise ValueError(f"job service URL {url!r} is not a URL ({exc}); {example}") from None
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ValueError(f"job service URL {url!r} is not an http(s) URL with a host; {example}")
-    if parsed.query or parsed.fragment:
-        raise ValueError(f"job service URL {url!r} must not have a query or fragment; {example}")
-    return str(parsed).rstrip("/")
+    return checked_http_url(
+        url, f"job service URL {url!r}", f"expected e.g. {DEFAULT_URL!r}", ValueError
+    )
 
 
 def client_headers(token: str | None) -> dict[str, str]:

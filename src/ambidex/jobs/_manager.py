@@ -61,8 +61,9 @@ class _Running:
         self.job = job
         self.ctx = ctx
         self.task: asyncio.Task[None] | None = None
-        # Why the task was cancelled from outside: "cancel" (a user asked),
-        # "lost" (the lease is gone: write nothing), "shutdown" (give it back).
+        # Why the task was cancelled from outside: "cancel" (a user asked) or
+        # "lost" (the lease is gone: write nothing). Shutdown cancels the task
+        # group instead; the done-callback of _launch then frees the slot.
         self.outcome: str | None = None
         # Set once the job's outcome is being written: from then on the job
         # may leave the running state in the store at any moment, and a
@@ -443,8 +444,6 @@ class JobManager:
                 reporter.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reporter
-            if running.outcome in ("lost", "shutdown") or self._stopping:
-                self._forget(running)
         try:
             running.recording = True
             await self._flush_progress(job, ctx)

@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator, Callable
 
 import httpx
 
+from ambidex._urls import checked_http_url
 from ambidex.llm._errors import LLMConfigError, LLMConnectionError
 
 __all__ = [
@@ -54,15 +55,7 @@ def resolve_base_url(base_url: str | None) -> str:
         else:
             base_url = DEFAULT_BASE_URL
     example = "expected e.g. 'http://127.0.0.1:8000/v1' or 'https://api.openai.com/v1'"
-    try:
-        url = httpx.URL(base_url)
-    except (httpx.InvalidURL, TypeError) as exc:
-        raise LLMConfigError(f"{source}={base_url!r} is not a URL ({exc}); {example}") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise LLMConfigError(f"{source}={base_url!r} is not an http(s) URL with a host; {example}")
-    if url.query or url.fragment:
-        raise LLMConfigError(f"{source}={base_url!r} must not have a query or fragment; {example}")
-    return str(url).rstrip("/")
+    return checked_http_url(base_url, f"{source}={base_url!r}", example, LLMConfigError)
 
 
 def is_loopback_host(host: str) -> bool:
