@@ -7,16 +7,13 @@ its own, dropped afterwards. Without a server those tests are skipped.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from _pg_support import fresh_pg_database
 from ambidex.jobs import JobStore
-
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
-PG_BASE_URL = "postgresql://postgres@127.0.0.1:5432"
 
 
 @pytest.fixture
@@ -29,20 +26,8 @@ def sqlite_store(tmp_path: Path) -> Iterator[JobStore]:
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """The URL of a fresh PostgreSQL database, dropped (connections and all) after the test."""
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(PG_ADMIN_URL, connect_timeout=2, autocommit=True)
-    except psycopg.Error as exc:
-        pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432: {exc}")
-    name = f"ambidex_t_{secrets.token_hex(6)}"
-    try:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"{PG_BASE_URL}/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.close()
+    with fresh_pg_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
-
-import pytest
 
 T = TypeVar("T")
 
 WORKLOADS = str(Path(__file__).with_name("durable_workloads.py"))
 """The ``--workloads`` of every server and worker these tests start (it offers ``tick``)."""
-
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
-PG_BASE_URL = "postgresql://postgres@127.0.0.1:5432"
 
 
 def wait_until(probe: Callable[[], T | None], what: str, timeout_s: float = 20.0) -> T:
@@ -88,25 +81,3 @@ def worker_pid(worker: str | None) -> int:
     """The process id in a worker name (``host:pid:random``)."""
     assert worker is not None
     return int(worker.split(":")[-2])
-
-
-@contextmanager
-def fresh_pg_database() -> Iterator[str]:
-    """The URL of a new PostgreSQL database, dropped (connections and all) afterwards.
-
-    Skips the test when no server answers at 127.0.0.1:5432.
-    """
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(PG_ADMIN_URL, connect_timeout=3, autocommit=True)
-    except psycopg.Error as exc:
-        pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432: {exc}")
-    name = f"ambidex_t_{secrets.token_hex(6)}"
-    try:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"{PG_BASE_URL}/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.close()

@@ -26,13 +26,13 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from _durable_support import fresh_pg_database
 from _server_support import serve_in_thread
 from fastapi import FastAPI
 from hypothesis import given, settings
 from schemathesis import APIOperation, Case, GenerationMode
 from schemathesis.checks import not_a_server_error
 
+from _pg_support import fresh_pg_database
 from ambidex.jobs import JobStatus
 from ambidex.server import create_app
 

@@ -15,9 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _durable_support import WORKLOADS, executions, fresh_pg_database, wait_until, worker_pid
+from _durable_support import WORKLOADS, executions, wait_until, worker_pid
 from _server_support import ServerProcess
 
+from _pg_support import fresh_pg_database
 from ambidex.jobs import Job, JobStatus, JobStore
 
 pytestmark = pytest.mark.timeout(90)
