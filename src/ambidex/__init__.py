@@ -55,18 +55,19 @@ from ambidex.workflows import (
 
 if typing.TYPE_CHECKING:
     from ambidex import jobs as jobs
+    from ambidex import sim as sim
     from ambidex.client import AsyncClient, Client
 
 __version__ = "0.1.0"
 
 # The job service's parts load on first use: ``ambidex.jobs`` pulls in SQLAlchemy
 # and the clients httpx, which would triple the time ``import ambidex`` takes
-# (and every cpu worker process imports ambidex).
-_LAZY = {"AsyncClient": "ambidex.client", "Client": "ambidex.client", "jobs": None}
+# (and every cpu worker process imports ambidex); ``ambidex.sim`` needs numpy.
+_LAZY = {"AsyncClient": "ambidex.client", "Client": "ambidex.client", "jobs": None, "sim": None}
 
 
 def __getattr__(name: str) -> typing.Any:
-    """``ax.jobs``, ``ax.Client`` and ``ax.AsyncClient``, imported when first asked for."""
+    """``ax.jobs``, ``ax.sim``, ``ax.Client`` and ``ax.AsyncClient``, imported on first use."""
     import importlib
 
     if name not in _LAZY:
@@ -138,5 +139,6 @@ __all__ = [
     "limit",
     "limits",
     "runtime",
+    "sim",
     "usable_cpus",
 ]

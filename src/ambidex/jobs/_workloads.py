@@ -27,11 +27,13 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, get_type_hints, overload
+from types import ModuleType
+from typing import Any, TypeVar, cast, get_type_hints, overload
 
 import pydantic
 import pydantic_core
 
+from ambidex._imports import import_file
 from ambidex.jobs._errors import JobInputError, UnknownWorkloadError
 from ambidex.runtime import TaskFunction, TaskOptions
 from ambidex.runtime._task import Kind
@@ -339,6 +341,26 @@ class WorkloadRegistry:
         self.add(workload)
         return workload
 
+    def register_simulation(
+        self,
+        model: Any,
+        *,
+        name: str | None = None,
+        max_attempts: int = 3,
+        timeout_s: float | None = None,
+    ) -> Workload:
+        """Register an ``ambidex.sim.Model`` as a workload (default name ``sim.<Model>``).
+
+        Its input is ``{"params": {...}, "steps": N, "seed": S, "grid": {...},
+        "replicates": R}``; a grid or several replicates make it a sweep. See
+        ``ambidex.sim._jobs``.
+        """
+        from ambidex.sim._jobs import register_simulation
+
+        return register_simulation(
+            self, model, name=name, max_attempts=max_attempts, timeout_s=timeout_s
+        )
+
     def add(self, workload: Workload) -> None:
         """Register a ready-made ``Workload``; a workload of the same name is replaced."""
         if workload.max_attempts < 1:
@@ -424,45 +446,15 @@ def workload(
     return reg.register(name=name, max_attempts=max_attempts, timeout_s=timeout_s)
 
 
-def _import_file(path: Path) -> None:
-    """Import a .py file as the module named by its stem, from its directory.
-
-    Importable by name (its directory goes first on ``sys.path``), so that cpu
-    worker processes, which get this ``sys.path``, can import it too and find
-    its functions.
-    """
-    path = path.resolve()
-    name = path.stem
-    if not name.isidentifier():
-        raise ValueError(f"cannot import {path}: {name!r} is not a valid module name")
-    known = sys.modules.get(name)
-    known_file = getattr(known, "__file__", None)
-    if known is not None and (known_file is None or Path(known_file).resolve() != path):
-        raise ValueError(
-            f"cannot import {path}: a module named {name!r} is already loaded"
-            f"{f' from {known_file}' if known_file else ''}; rename the file"
-        )
-    folder = str(path.parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    try:
-        module = importlib.import_module(name)
-    except Exception as exc:
-        raise ValueError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
-    found = getattr(module, "__file__", None)
-    if found is None or Path(found).resolve() != path:
-        raise ValueError(
-            f"cannot import {path}: the name {name!r} found {found or 'a built-in module'} "
-            "first; rename the file"
-        )
-
-
 def load_workloads(spec: str, registry: WorkloadRegistry | None = None) -> list[str]:
     """Load workloads from a module (``pkg.mod``), a Python file, or a workflow YAML file.
 
     A module or file registers its workloads when imported (``@ax.jobs.workload``
     writes to the default registry); a YAML workflow is registered in
-    ``registry`` under its name. Returns the names added to ``registry``.
+    ``registry`` under its name. Simulation models (``ambidex.sim.Model``
+    subclasses) a module or file defines are registered as ``sim.<Model>``
+    workloads unless it registered them itself. Returns the names added to
+    ``registry``.
 
     Raises:
         ValueError: the module or file cannot be found or fails to import; the
@@ -478,12 +470,31 @@ def load_workloads(spec: str, registry: WorkloadRegistry | None = None) -> list[
     elif spec.endswith(".py"):
         if not path.is_file():
             raise ValueError(f"workload file not found: {spec}")
-        _import_file(path)
+        _register_models(import_file(path), reg)
     else:
         try:
-            importlib.import_module(spec)
+            module = importlib.import_module(spec)
         except Exception as exc:
             raise ValueError(
                 f"importing workload module {spec!r} failed: {type(exc).__name__}: {exc}"
             ) from exc
+        _register_models(module, reg)
     return sorted(set(reg.names()) - before)
+
+
+def _register_models(module: ModuleType, reg: WorkloadRegistry) -> None:
+    """Register the simulation models ``module`` defines (if it uses ``ambidex.sim``)."""
+    sim: Any = sys.modules.get("ambidex.sim")
+    if sim is None:
+        return
+    for value in list(vars(module).values()):
+        obj: Any = value
+        if (
+            inspect.isclass(obj)
+            and issubclass(obj, sim.Model)
+            and obj is not sim.Model
+            and obj.__module__ == module.__name__
+        ):
+            name = f"sim.{cast(Any, obj).model_name()}"
+            if name not in reg:
+                reg.register_simulation(obj, name=name)

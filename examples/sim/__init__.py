@@ -1,0 +1,1 @@
+"""Simulation models shipped with ambidex (see docs/sim.md)."""

@@ -1,0 +1,280 @@
+"""Run one simulation: ``ax.sim.run(Model, params, steps=, seed=)``."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ambidex.sim._model import Model, ModelError
+from ambidex.sim._table import MetricsTable
+
+if TYPE_CHECKING:
+    from ambidex.sim._recorder import Recorder
+
+__all__ = ["RunResult", "load_model", "run"]
+
+ModelSpec = type[Model] | str
+Progress = Callable[[int, int], None]
+
+
+def load_model(spec: ModelSpec) -> type[Model]:
+    """A Model class from a class, ``path/to/file.py[:Class]`` or ``package.module[:Class]``.
+
+    Without ``:Class`` the file or module must define exactly one Model subclass.
+
+    Raises:
+        ModelError: the file or module cannot be imported, or holds no such model
+            (the message lists the models it does hold).
+    """
+    if isinstance(spec, type):
+        if not issubclass(spec, Model):
+            raise ModelError(f"{spec.__qualname__} is not a subclass of ambidex.sim.Model")
+        return spec
+    if not isinstance(spec, str) or not spec:
+        raise ModelError(f"a model is a Model subclass or 'file.py[:Class]', got {spec!r}")
+    target, _, cls_name = spec.partition(":")
+    try:
+        if target.endswith(".py"):
+            from ambidex._imports import import_file
+
+            path = Path(target)
+            if not path.is_file():
+                raise ModelError(f"model file not found: {target}")
+            module = import_file(path)
+        else:
+            module = importlib.import_module(target)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"cannot load model {spec!r}: {exc}") from None
+    found = {
+        obj.__name__: obj
+        for obj in vars(module).values()
+        if inspect.isclass(obj)
+        and issubclass(obj, Model)
+        and obj is not Model
+        and obj.__module__ == module.__name__
+    }
+    if cls_name:
+        if cls_name not in found:
+            raise ModelError(
+                f"{target} has no Model class {cls_name!r} (models: {', '.join(found) or 'none'})"
+            )
+        return found[cls_name]
+    if len(found) != 1:
+        raise ModelError(
+            f"{target} defines {len(found)} Model classes ({', '.join(found) or 'none'}); "
+            f"name one: {target}:ClassName"
+        )
+    return next(iter(found.values()))
+
+
+@dataclass
+class RunResult:
+    """What a run produced: its per-step metrics and how it was started."""
+
+    model: str
+    params: dict[str, Any]
+    seed: int
+    """The root seed; with ``spawn_key`` it reproduces the run."""
+    spawn_key: tuple[int, ...]
+    """Empty for a plain run; ``(i,)`` for the i-th run of a sweep."""
+    steps: int
+    """Steps run (fewer than asked when the model set ``running = False``)."""
+    metrics: MetricsTable
+    elapsed_s: float
+    run_id: int | None = None
+    """The run's id in the recorder, if it was recorded."""
+    final: Model | None = field(default=None, repr=False, compare=False)
+    """The model in its final state (plain runs only; sweeps do not send it back)."""
+
+    def seed_sequence(self) -> np.random.SeedSequence:
+        """The seed sequence the run's generator was built from."""
+        return np.random.SeedSequence(self.seed, spawn_key=self.spawn_key)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready description (params, seed, steps, final metrics, time)."""
+        return {
+            "model": self.model,
+            "params": self.params,
+            "seed": self.seed,
+            "spawn_key": list(self.spawn_key),
+            "steps": self.steps,
+            "elapsed_s": self.elapsed_s,
+            "run_id": self.run_id,
+            "final": self.metrics.last(),
+            "digest": self.metrics.digest(),
+        }
+
+
+def _check_metrics(
+    name: str, step: int, values: Mapping[str, Any], names: list[str] | None
+) -> list[Any]:
+    if not isinstance(values, Mapping):
+        raise ModelError(f"{name}.metrics() must return a dict, got {type(values).__name__}")
+    keys = list(values)
+    if names is not None and keys != names:
+        raise ModelError(
+            f"{name}.metrics() at step {step} returned {keys}, but at step 0 it returned {names}"
+        )
+    row = []
+    for key in keys:
+        v = values[key]
+        if isinstance(v, (bool, np.bool_)):
+            v = int(v)
+        if not isinstance(v, (int, float, np.integer, np.floating)):
+            raise ModelError(
+                f"{name}.metrics()[{key!r}] at step {step} is {type(v).__name__} ({v!r}); "
+                "metrics must be numbers"
+            )
+        if key == "step":
+            raise ModelError(f"{name}.metrics() must not return 'step': it is added for you")
+        row.append(v)
+    return row
+
+
+def _seed_parts(seed: int | np.random.SeedSequence) -> tuple[int, tuple[int, ...]]:
+    if isinstance(seed, np.random.SeedSequence):
+        entropy = seed.entropy
+        if not isinstance(entropy, int):
+            raise ModelError("a SeedSequence seed must have integer entropy")
+        return entropy, tuple(seed.spawn_key)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ModelError(f"seed must be a non-negative integer, got {seed!r}")
+    return int(seed), ()
+
+
+def run(
+    model: ModelSpec,
+    params: Mapping[str, Any] | None = None,
+    *,
+    steps: int = 100,
+    seed: int | np.random.SeedSequence = 0,
+    inputs: Mapping[str, np.ndarray[Any, Any]] | None = None,
+    record: str | Path | Recorder | None = None,
+    snapshot_every: int | None = None,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Set a model up, step it ``steps`` times and return its per-step metrics.
+
+    Metrics are taken after setup (step 0) and after every step, so the table
+    has ``steps + 1`` rows (fewer if the model stops itself). The same model,
+    params and seed give a bit-identical table on any machine, backend or
+    worker count.
+
+    Args:
+        model: a ``Model`` subclass, or ``"file.py[:Class]"`` / ``"module[:Class]"``.
+        params: parameter overrides (unknown names and wrong types are errors).
+        steps: how many steps to run.
+        seed: a non-negative integer or a ``numpy.random.SeedSequence``.
+        inputs: large read-only arrays the model reads as ``self.inputs``.
+        record: a path (``.sqlite``/``.db`` file, or ``.parquet`` directory) or
+            a ``Recorder``: metrics, and agent snapshots if ``snapshot_every``,
+            are written there in batches.
+        snapshot_every: record the agents every this many steps (and at step 0).
+        progress: called as ``progress(done, steps)`` after every step.
+
+    Raises:
+        ModelError: bad parameters, a bad metric, or a model that cannot be loaded.
+    """
+    cls = load_model(model)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ModelError(f"steps must be a non-negative integer, got {steps!r}")
+    if snapshot_every is not None and snapshot_every < 1:
+        raise ModelError(f"snapshot_every must be >= 1, got {snapshot_every!r}")
+    root, spawn_key = _seed_parts(seed)
+    frozen_inputs = {}
+    for key, arr in (inputs or {}).items():
+        view = np.asarray(arr).view()
+        view.flags.writeable = False
+        frozen_inputs[key] = view
+    recorder, owned = _open_recorder(record)
+    try:
+        result = _run(
+            cls, params, steps, root, spawn_key, frozen_inputs, recorder, snapshot_every, progress
+        )
+    finally:
+        if owned and recorder is not None:
+            recorder.close()
+    return result
+
+
+def _open_recorder(record: str | Path | Recorder | None) -> tuple[Recorder | None, bool]:
+    if record is None:
+        return None, False
+    from ambidex.sim._recorder import Recorder
+
+    if isinstance(record, Recorder):
+        return record, False
+    return Recorder(record), True
+
+
+def _run(
+    cls: type[Model],
+    params: Mapping[str, Any] | None,
+    steps: int,
+    root: int,
+    spawn_key: tuple[int, ...],
+    inputs: Mapping[str, np.ndarray[Any, Any]],
+    recorder: Recorder | None,
+    snapshot_every: int | None,
+    progress: Progress | None,
+) -> RunResult:
+    name = cls.model_name()
+    started = time.perf_counter()
+    sim = cls(params, seed=np.random.SeedSequence(root, spawn_key=spawn_key), inputs=inputs)
+    sim.setup(sim.params)
+    first = sim.metrics()
+    names = list(first) if isinstance(first, Mapping) else None
+    rows = [[0, *_check_metrics(name, 0, first, None)]]
+    run_id: int | None = None
+    if recorder is not None:
+        run_id = recorder.start_run(name, dict(sim.params), root, spawn_key, steps)
+        if snapshot_every:
+            recorder.snapshot(run_id, 0, sim.snapshot())
+    done = 0
+    while done < steps and sim.running:
+        sim.step()
+        done += 1
+        sim.step_index = done
+        rows.append([done, *_check_metrics(name, done, sim.metrics(), names)])
+        due = snapshot_every is not None and done % snapshot_every == 0
+        if due and run_id is not None and recorder is not None:
+            recorder.snapshot(run_id, done, sim.snapshot())
+        if progress is not None:
+            progress(done, steps)
+    table = MetricsTable.from_rows(["step", *(names or [])], rows)
+    result = RunResult(
+        model=name,
+        params=dict(sim.params),
+        seed=root,
+        spawn_key=spawn_key,
+        steps=done,
+        metrics=table,
+        elapsed_s=time.perf_counter() - started,
+        run_id=run_id,
+        final=sim,
+    )
+    if recorder is not None and run_id is not None:
+        recorder.finish_run(run_id, result)
+    return result
+
+
+def gini(values: Any) -> float:
+    """The Gini coefficient of non-negative values (0 = equal, near 1 = one holds all)."""
+    x = np.sort(np.asarray(values, dtype=np.float64))
+    n = len(x)
+    total = x.sum()
+    if n == 0 or total == 0 or not math.isfinite(total):
+        return 0.0
+    cum = np.arange(n, 0, -1, dtype=np.float64)
+    b = float((x * cum).sum() / (n * total))
+    return 1.0 + 1.0 / n - 2.0 * b

@@ -1,0 +1,268 @@
+"""The simulation engine's parts: agents as columns, the grid, params, run, recorder."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sim_toy_models import Exchange, Stops
+
+import ambidex as ax
+import ambidex.sim as sim
+
+# -- agents ------------------------------------------------------------------------
+
+
+def test_agents_add_remove_keep_order_and_ids() -> None:
+    a = sim.Agents(2, wealth=np.int64, x=np.float32)
+    a.add(3, wealth=[5, 6, 7], x=1.5)
+    a.add(2)
+    assert len(a) == 5 and a.capacity >= 5
+    assert a.id.tolist() == [0, 1, 2, 3, 4]
+    assert a.wealth.tolist() == [5, 6, 7, 0, 0]
+    assert a.x.dtype == np.float32
+    assert a.remove(a.wealth == 6) == 1
+    assert a.id.tolist() == [0, 2, 3, 4]
+    a.remove([0, 2])
+    assert a.id.tolist() == [2, 4]
+    a.add(1, wealth=9)
+    assert a.id.tolist() == [2, 4, 5]  # ids are never reused
+    a.wealth += 1
+    assert a["wealth"].tolist() == [8, 1, 10]
+
+
+def test_agents_reject_bad_fields_and_lengths() -> None:
+    with pytest.raises(ValueError, match="reserved"):
+        sim.Agents(id=np.int64)
+    with pytest.raises(ValueError, match="at least one field"):
+        sim.Agents()
+    a = sim.Agents(wealth=np.int64)
+    with pytest.raises(ValueError, match="2 values for 3 new agents"):
+        a.add(3, wealth=[1, 2])
+    with pytest.raises(KeyError, match="height"):
+        a.add(1, height=3)
+    with pytest.raises(AttributeError, match="no field 'wealthy'"):
+        _ = a.wealthy
+    with pytest.raises(ValueError, match="mask of shape"):
+        a.remove(np.zeros(5, dtype=bool))
+
+
+def test_agents_kernel_protocol_reserve_column_set_count() -> None:
+    a = sim.Agents(wealth=np.int64)
+    a.add(2, wealth=1)
+    a.reserve(3)
+    wealth, ids = a.column("wealth"), a.column("id")
+    wealth[2:5] = [7, 8, 9]
+    ids[2:5] = [a.next_id, a.next_id + 1, a.next_id + 2]
+    a.set_count(5, next_id=a.next_id + 3)
+    assert a.wealth.tolist() == [1, 1, 7, 8, 9]
+    assert a.add(1).start == 5 and a.id[-1] == 5
+
+
+# -- grid --------------------------------------------------------------------------
+
+
+def _brute_neighbors(g: sim.Grid, radius: int) -> list[set[int]]:
+    out = []
+    for c in range(g.size):
+        x, y = divmod(c, g.height)
+        found = set()
+        for dx, dy in g.offsets(radius):
+            nx, ny = x + dx, y + dy
+            if g.torus:
+                nx, ny = nx % g.width, ny % g.height
+            elif not (0 <= nx < g.width and 0 <= ny < g.height):
+                continue
+            if (nx, ny) != (x, y):
+                found.add(nx * g.height + ny)
+        out.append(found)
+    return out
+
+
+@pytest.mark.parametrize("torus", [False, True])
+@pytest.mark.parametrize("kind", ["moore", "von_neumann"])
+@pytest.mark.parametrize("radius", [1, 2])
+def test_grid_neighbors_match_brute_force(torus: bool, kind: Any, radius: int) -> None:
+    g = sim.Grid(7, 5, torus=torus, neighborhood=kind)
+    table, counts = g.neighbors(radius)
+    expected = _brute_neighbors(g, radius)
+    for c in range(g.size):
+        row = table[c, : counts[c]].tolist()
+        assert len(row) == len(set(row))
+        assert set(row) == expected[c]
+        assert (table[c, counts[c] :] == -1).all()
+    if not torus:
+        corner = 8 if kind == "moore" and radius == 2 else (3 if kind == "moore" else 2)
+        assert counts[0] == (corner if radius == 1 or kind == "moore" else 5)
+
+
+def test_grid_members_index_and_empty_cells() -> None:
+    g = sim.Grid(3, 3)
+    cells = np.array([4, 0, 4, 8, 4])
+    start, order = g.members(cells)
+    assert order[start[4] : start[5]].tolist() == [0, 2, 4]
+    assert order[start[0] : start[1]].tolist() == [1]
+    assert g.occupancy(cells)[4] == 3
+    assert g.empty_cells(cells).tolist() == [1, 2, 3, 5, 6, 7]
+    assert g.xy(g.cell(2, 1)) == (2, 1)
+
+
+# -- params ------------------------------------------------------------------------
+
+
+def test_params_are_checked_and_coerced() -> None:
+    p = sim.resolve_params(Exchange, {"n": "50", "p": 1})
+    assert p == {"n": 50, "p": 1.0, "label": "x"}
+    with pytest.raises(sim.ModelError, match=r"unknown parameter\(s\) q; the model takes: n=200"):
+        sim.resolve_params(Exchange, {"q": 1})
+    with pytest.raises(sim.ModelError, match="parameter 'n' expects int, got 'many'"):
+        sim.resolve_params(Exchange, {"n": "many"})
+    with pytest.raises(sim.ModelError, match="parameter 'n' expects int, got 2.5"):
+        sim.resolve_params(Exchange, {"n": 2.5})
+    with pytest.raises(sim.ModelError, match="parameter 'p' expects float"):
+        sim.resolve_params(Exchange, {"p": True})
+
+
+# -- run ---------------------------------------------------------------------------
+
+
+def test_same_seed_is_bit_identical_and_ignores_global_random_state() -> None:
+    np.random.seed(1)
+    random.seed(1)
+    a = sim.run(Exchange, {"n": 300}, steps=40, seed=5)
+    np.random.seed(2)
+    random.seed(2)
+    np.random.random(100)
+    b = sim.run(Exchange, {"n": 300}, steps=40, seed=5)
+    c = sim.run(Exchange, {"n": 300}, steps=40, seed=6)
+    assert a.metrics.equals(b.metrics) and a.metrics.digest() == b.metrics.digest()
+    assert not a.metrics.equals(c.metrics)
+    assert len(a.metrics) == 41 and a.metrics["step"].tolist() == list(range(41))
+    assert (a.metrics["total"] == 300).all()  # wealth is conserved
+    assert a.steps == 40 and a.final is not None and len(a.final.agents) == 300
+
+
+def test_run_stops_when_the_model_says_so() -> None:
+    r = sim.run(Stops, {"until": 3}, steps=10)
+    assert r.steps == 3 and r.metrics["count"].tolist() == [0, 1, 2, 3]
+
+
+def test_run_reports_progress_and_rejects_bad_arguments() -> None:
+    seen: list[tuple[int, int]] = []
+    sim.run(Exchange, steps=3, progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+    with pytest.raises(sim.ModelError, match="seed must be a non-negative integer"):
+        sim.run(Exchange, seed=-1)
+    with pytest.raises(sim.ModelError, match="steps must be"):
+        sim.run(Exchange, steps=-2)
+
+
+def test_bad_metrics_are_named() -> None:
+    class Bad(sim.Model):
+        def setup(self, params: sim.Params) -> None:
+            self.k = 0
+
+        def step(self) -> None:
+            self.k += 1
+
+        def metrics(self) -> dict[str, Any]:
+            return {"k": self.k} if self.k < 2 else {"k": "two"}
+
+    with pytest.raises(sim.ModelError, match=r"Bad.metrics\(\)\['k'\] at step 2 is str"):
+        sim.run(Bad, steps=3)
+
+
+def test_inputs_are_read_only_in_the_model() -> None:
+    class Writes(sim.Model):
+        def setup(self, params: sim.Params) -> None:
+            self.inputs["data"][0] = 1.0
+
+        def step(self) -> None: ...
+
+        def metrics(self) -> dict[str, Any]:
+            return {}
+
+    with pytest.raises(ValueError, match="read-only"):
+        sim.run(Writes, inputs={"data": np.zeros(3)})
+
+
+def test_load_model_from_file_and_module(tmp_path: Path) -> None:
+    f = tmp_path / "two_models.py"
+    f.write_text(
+        "import ambidex.sim as sim\nclass A(sim.Model):\n    pass\nclass B(sim.Model):\n    pass\n"
+    )
+    with pytest.raises(sim.ModelError, match="defines 2 Model classes"):
+        sim.load_model(str(f))
+    assert sim.load_model(f"{f}:B").__name__ == "B"
+    with pytest.raises(sim.ModelError, match=r"has no Model class 'C' \(models: A, B\)"):
+        sim.load_model(f"{f}:C")
+    with pytest.raises(sim.ModelError, match="model file not found"):
+        sim.load_model(str(tmp_path / "missing.py"))
+    assert sim.load_model("sim_toy_models:Stops") is Stops
+
+
+# -- recorder ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".sqlite", ".parquet"])
+def test_recorder_writes_in_batches_and_reads_back(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"run{suffix}"
+    with sim.Recorder(path, buffer_rows=1_000_000) as rec:
+        r = sim.run(Exchange, {"n": 500}, steps=20, seed=3, record=rec, snapshot_every=5)
+        # 20 steps x 500 agents were snapshotted 5 times, metrics 21 x 3: one write at the end
+        assert rec.flushes == 0
+    assert rec.flushes == 1
+    back = sim.open_record(path)
+    assert [x.run_id for x in back.runs] == [r.run_id]
+    row = back.runs[0]
+    assert row.model == "Exchange" and row.params["n"] == 500 and row.steps == 20
+    assert row.digest == r.metrics.digest()
+    table = back.metrics(row.run_id)
+    assert np.array_equal(table["gini"], r.metrics["gini"])
+    assert np.array_equal(table["total"], r.metrics["total"].astype(float))
+    snap = back.agents(row.run_id, 10)
+    assert len(snap["wealth"]) == 500 and set(snap) >= {"run_id", "step", "id", "wealth", "energy"}
+    assert int(np.sum(snap["wealth"])) == 500
+
+
+def test_recorder_flushes_when_the_buffer_fills(tmp_path: Path) -> None:
+    path = tmp_path / "small-buffer.sqlite"
+    with sim.Recorder(path, buffer_rows=1000) as rec:
+        sim.run(Exchange, {"n": 400}, steps=10, seed=1, record=rec, snapshot_every=1)
+        flushes = rec.flushes
+    # 11 snapshots of 400 rows with a 1,000-row buffer: a handful of batched writes
+    assert 3 <= flushes <= 6
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT COUNT(*) FROM agents").fetchone()[0] == 11 * 400
+    db.close()
+
+
+def test_recorder_appends_runs_and_rejects_bad_paths(tmp_path: Path) -> None:
+    path = tmp_path / "many.sqlite"
+    sim.run(Exchange, steps=2, record=path)
+    sim.run(Exchange, steps=2, seed=1, record=path)
+    assert [r.run_id for r in sim.open_record(path).runs] == [1, 2]
+    with pytest.raises(sim.RecordError, match="cannot tell the record format"):
+        sim.Recorder(tmp_path / "run.txt")
+    with pytest.raises(sim.RecordError, match="no record at"):
+        sim.open_record(tmp_path / "nothing.sqlite")
+    (tmp_path / "junk.sqlite").write_text("not a database")
+    with pytest.raises(sim.RecordError, match="junk.sqlite"):
+        sim.Recorder(tmp_path / "junk.sqlite")
+
+
+def test_gini() -> None:
+    assert sim.gini([1, 1, 1, 1]) == pytest.approx(0.0)
+    assert sim.gini([0, 0, 0, 10]) == pytest.approx(0.75)
+    assert sim.gini([]) == 0.0
+
+
+def test_sim_is_reachable_from_ax() -> None:
+    import ambidex
+
+    assert ax is ambidex
+    assert sim.run is ambidex.sim.run
