@@ -51,19 +51,22 @@ async def test_a_sweep_job_reports_progress_and_summarises(
         done = await m.wait(job.id, timeout_s=30)
         events = await m.events(job.id)
     assert done.status is JobStatus.SUCCEEDED, done.error
-    assert done.result["kind"] == "sweep" and done.result["runs"] == 4
+    assert done.result["kind"] == "sweep"
+    assert done.result["runs"] == 4
     assert done.result["points"][1]["final"]["count"]["mean"] == 15
     messages = [e.data.get("message") for e in events if e.kind == "progress"]
     assert any(m and "/60 steps" in m for m in messages), messages
     fractions = [e.data["progress"] for e in events if e.kind == "progress"]
-    assert any(0 < f < 1 for f in fractions) and fractions == sorted(fractions)
+    assert any(0 < f < 1 for f in fractions)
+    assert fractions == sorted(fractions)
 
 
 def test_bad_simulation_input_is_refused_before_it_is_stored(registry: WorkloadRegistry) -> None:
     wl = registry.get("sim.Exchange")
     with pytest.raises(JobInputError) as info:
         wl.validate({"params": {"n": "lots"}})
-    assert "params" in str(info.value) and "n" in str(info.value)
+    assert "params" in str(info.value)
+    assert "n" in str(info.value)
     with pytest.raises(JobInputError, match="q"):
         wl.validate({"params": {"q": 1}})
     with pytest.raises(JobInputError, match="unknown parameter"):

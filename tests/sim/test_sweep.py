@@ -23,7 +23,8 @@ def test_results_do_not_depend_on_the_worker_count(fresh_runtime: ax.Runtime) ->
     two = sim.sweep(Exchange, GRID, replicates=3, steps=15, seed=11, workers=2)
     assert one.digest() == two.digest()
     assert [r.metrics.digest() for r in one.runs] == [r.metrics.digest() for r in two.runs]
-    assert len(one.runs) == 12 and one.points[1] == {"n": 50, "p": 0.8}
+    assert len(one.runs) == 12
+    assert one.points[1] == {"n": 50, "p": 0.8}
     assert one.run(3, 2).params == {"n": 200, "p": 0.8, "label": "x"}
     other = sim.sweep(Exchange, GRID, replicates=3, steps=15, seed=12, workers=2)
     assert other.digest() != one.digest()
@@ -35,7 +36,8 @@ def test_a_sweep_run_is_the_same_as_a_plain_run_with_its_child_seed() -> None:
     child = np.random.SeedSequence(4).spawn(4)[k]
     alone = sim.run(Exchange, {"n": 120}, steps=10, seed=child)
     assert alone.metrics.equals(s.runs[k].metrics)
-    assert s.runs[k].spawn_key == (k,) and s.runs[k].seed == 4
+    assert s.runs[k].spawn_key == (k,)
+    assert s.runs[k].seed == 4
 
 
 def test_final_and_summary() -> None:
@@ -43,7 +45,8 @@ def test_final_and_summary() -> None:
     assert s.final("total").shape == (4, 2)
     assert (s.final("total") == np.array([[50, 50], [50, 50], [200, 200], [200, 200]])).all()
     summary = s.summary()
-    assert summary["runs"] == 8 and summary["points"][2]["final"]["total"]["mean"] == 200.0
+    assert summary["runs"] == 8
+    assert summary["points"][2]["final"]["total"]["mean"] == 200.0
 
 
 def test_large_inputs_travel_through_shared_memory_not_per_task() -> None:
@@ -63,7 +66,8 @@ def test_large_inputs_travel_through_shared_memory_not_per_task() -> None:
 def test_progress_moves_step_by_step() -> None:
     seen: list[sim.SweepProgress] = []
     sim.sweep(Slow, {"sleep_s": [0.03]}, replicates=2, steps=12, progress=seen.append)
-    assert seen[-1].runs_done == 2 and seen[-1].steps_done == seen[-1].steps_total == 24
+    assert seen[-1].runs_done == 2
+    assert seen[-1].steps_done == seen[-1].steps_total == 24
     partial = [p.steps_done for p in seen if 0 < p.steps_done < 24]
     assert partial, "progress should be seen between steps, not only per finished run"
     assert [p.steps_done for p in seen] == sorted(p.steps_done for p in seen)
@@ -73,7 +77,8 @@ def test_a_failing_run_is_named_and_the_rest_cancelled() -> None:
     with pytest.raises(sim.SweepError) as info:
         sim.sweep(Fails, {"boom": [False, True]}, replicates=2, steps=5, seed=9)
     msg = str(info.value)
-    assert "point 1: {'boom': True}" in msg and "spawn_key=(2,)" in msg
+    assert "point 1: {'boom': True}" in msg
+    assert "spawn_key=(2,)" in msg
     assert "the model broke on purpose" in msg
 
 
@@ -95,7 +100,8 @@ def test_sweep_record_has_runs_in_grid_order(tmp_path: Path) -> None:
     path = tmp_path / "sweep.sqlite"
     s = sim.sweep(Exchange, GRID, replicates=2, steps=6, seed=3, workers=2, record=path)
     rec = sim.open_record(path)
-    assert rec.meta["kind"] == "sweep" and rec.meta["grid"] == GRID
+    assert rec.meta["kind"] == "sweep"
+    assert rec.meta["grid"] == GRID
     assert [(r.point, r.replicate) for r in rec.runs] == [
         (p, i) for p in range(4) for i in range(2)
     ]
@@ -116,4 +122,5 @@ async def test_asweep_from_async_code_and_cancellation_kills_the_runs(
         await task
     assert time.perf_counter() - started < 5
     stats = fresh_runtime.statistics().cpu_workers
-    assert stats is not None and stats.killed >= 1
+    assert stats is not None
+    assert stats.killed >= 1

@@ -123,12 +123,14 @@ def _register() -> None:
     from ambidex.cli._llm import mock_llm
     from ambidex.cli._run import run_workflow
     from ambidex.cli._serve import serve, worker
+    from ambidex.cli._sim import sim_app
 
     app.command("run")(run_workflow)
     app.command("serve")(serve)
     app.command("worker")(worker)
     app.command("mock-llm")(mock_llm)
     app.add_typer(jobs_app, name="jobs")
+    app.add_typer(sim_app, name="sim")
 
 
 _register()

@@ -460,7 +460,7 @@ def load_workloads(spec: str, registry: WorkloadRegistry | None = None) -> list[
         ValueError: the module or file cannot be found or fails to import; the
             message names it and the cause.
     """
-    reg = registry or default_registry()
+    reg = registry if registry is not None else default_registry()
     before = set(reg.names())
     path = Path(spec)
     if spec.endswith((".yaml", ".yml")):

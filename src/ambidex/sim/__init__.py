@@ -30,6 +30,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without numpy
     raise ImportError("ambidex.sim needs numpy: pip install 'ambidex[sim]'") from exc
 
 from ambidex.sim._agents import Agents
+from ambidex.sim._continuous import ContinuousSpace
 from ambidex.sim._grid import Grid
 from ambidex.sim._jobs import workload
 from ambidex.sim._model import Model, ModelError, Params, resolve_params
@@ -41,6 +42,7 @@ from ambidex.sim._table import MetricsTable
 
 __all__ = [
     "Agents",
+    "ContinuousSpace",
     "Grid",
     "MetricsTable",
     "Model",

@@ -423,7 +423,10 @@ class Record:
         steps = np.asarray(steps)
         names = np.asarray(names, dtype=object)
         values = np.asarray(values, dtype=np.float64)
-        order = np.lexsort((steps, names, run_ids))
+        # Metrics were written column by column in the model's order: keep that order.
+        rank = {name: i for i, name in enumerate(dict.fromkeys(names.tolist()))}
+        name_rank = np.fromiter((rank[n] for n in names), dtype=np.int64, count=len(names))
+        order = np.lexsort((steps, name_rank, run_ids))
         run_ids, steps, names, values = run_ids[order], steps[order], names[order], values[order]
         keys = list(zip(run_ids.tolist(), names.tolist(), strict=True))
         start = 0
@@ -439,7 +442,9 @@ class Record:
             db.row_factory = sqlite3.Row
             self._add_runs([dict(r) for r in db.execute("SELECT * FROM runs")])
             self.meta = {r["key"]: json.loads(r["value"]) for r in db.execute("SELECT * FROM meta")}
-            rows = db.execute("SELECT run_id, step, name, value FROM metrics").fetchall()
+            rows = db.execute(
+                "SELECT run_id, step, name, value FROM metrics ORDER BY rowid"
+            ).fetchall()
             db.close()
         except sqlite3.DatabaseError as exc:
             raise RecordError(f"{self.path}: not an ambidex SQLite record ({exc})") from None
