@@ -1,4 +1,4 @@
-"""The job-service benchmarks in their quick modes: they still run, and lose nothing.
+"""The benchmarks in their quick modes: they still run, lose nothing, agree with themselves.
 
 They measure nothing here (a few hundred jobs on a busy test machine); the
 figures that count come from full runs, recorded in docs/benchmarks.md.
@@ -44,3 +44,9 @@ def test_jobs_http_quick_loses_no_accepted_job(tmp_path: Path) -> None:
     for scenario in ("floor", "submit", "run"):
         assert medians[scenario]["errors"] == 0
         assert medians[scenario]["verify"]["missing"] == 0
+
+
+def test_sim_sweep_quick_gives_identical_results_on_1_and_2_workers(tmp_path: Path) -> None:
+    data = _quick("sim_sweep.py", tmp_path / "sweep")
+    assert data["identical"] is True
+    assert data["ambidex"]["1"]["digests"] == data["ambidex"]["2"]["digests"]  # type: ignore[index]

@@ -35,6 +35,7 @@ from ambidex.sim._grid import Grid
 from ambidex.sim._jobs import workload
 from ambidex.sim._model import Model, ModelError, Params, resolve_params
 from ambidex.sim._recorder import Record, Recorder, RecordError, open_record
+from ambidex.sim._report import report
 from ambidex.sim._run import RunResult, gini, load_model, run
 from ambidex.sim._shared import SharedArrays
 from ambidex.sim._sweep import SweepError, SweepProgress, SweepResult, asweep, grid_points, sweep
@@ -61,6 +62,7 @@ __all__ = [
     "grid_points",
     "load_model",
     "open_record",
+    "report",
     "resolve_params",
     "run",
     "sweep",

@@ -1,0 +1,632 @@
+"""Simulations: ambidex.sim vs Mesa on Mesa's own example models, at Mesa's "large" sizes.
+
+The three models of ``examples/sim`` (Boltzmann wealth, Schelling, wolf-sheep) follow
+the rules of Mesa's example models (``mesa.examples``) one for one; this script runs both
+on the configurations of Mesa's own benchmark suite ("large"):
+
+* Boltzmann wealth: n=10,000 on 100 x 100, 10 steps;
+* Schelling: 100 x 100, density 0.8, radius 2, homophily 1 (minority 0.5), 10 steps;
+* wolf-sheep: 100 x 100, 1000 sheep, 500 wolves, sheep_reproduce 0.4,
+  wolf_reproduce 0.2, grass_regrowth_time 10, 20 steps (the example's defaults
+  otherwise: wolf_gain_from_food 20, sheep_gain_from_food 4, grass on); Mesa's
+  model is driven by its ``ABMSimulator`` (``simulator.run_for(steps)``).
+
+Speed. For every seed (10; 3 with ``--quick``) both systems run once, taking turns
+in a rotating order (garbage collected before each run). A run is timed in two parts:
+*setup* (Mesa: the model's constructor, which collects step 0's data; ours: the
+model's constructor, ``setup`` and step 0's metrics) and *steps* (Mesa: ``step()``
+``steps`` times, or ``simulator.run_for``; ours: ``step()`` then ``metrics()``
+``steps`` times, exactly what ``ax.sim.run`` does). Agent-steps are the agents
+activated: the sum over steps of the agents alive at the step's start (constant for
+Boltzmann and Schelling; for wolf-sheep the animals, sheep plus wolves: Mesa's
+10,000 grass-patch agents never act). The ratio is ours / Mesa of the median
+agent-steps/s of the step phase; the target is 50x. Our kernels are compiled by
+numba: a warm-up run comes first, so compile time is excluded from the timed runs
+and reported on its own (the first run of each model in this process, and, unless
+``--quick``, a fresh process compiling with an empty numba cache and one loading
+from that cache).
+
+Agreement. The same runs give each system's distribution over seeds: Boltzmann's
+final Gini, Schelling's final share of happy agents, wolf-sheep's sheep, wolves and
+grass curves. A check passes when the means differ by at most 4 standard errors (at
+every step, for curves) and a two-sample Kolmogorov-Smirnov test on the final values
+does not reject at 1%. At homophily 1 almost nobody in Schelling is ever happy, so an
+extra Schelling configuration that does segregate (50 x 50, radius 1, homophily 0.7,
+20 steps; agreement only) is compared too.
+
+    .venv/bin/python benchmarks/sim_vs_mesa.py          # full run (~3 min), writes
+                                                        # results/sim_vs_mesa.json
+    .venv/bin/python benchmarks/sim_vs_mesa.py --quick  # small sizes, 3 seeds (< 60 s)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import importlib.metadata
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+from scipy import stats
+
+import ambidex as ax
+from _common import REPO_ROOT, machine_info, print_ratios, verdict, write_json
+
+sys.path.insert(0, str(REPO_ROOT))
+
+from examples.sim.boltzmann import Boltzmann
+from examples.sim.schelling import Schelling
+from examples.sim.wolf_sheep import WolfSheep
+
+console = Console(width=int(os.environ.get("COLUMNS", "150")))
+
+TARGET_RATIO = 50.0
+Z_MAX = 4.0
+KS_ALPHA = 0.01
+
+Curves = dict[str, np.ndarray]
+
+
+# -- the configurations --------------------------------------------------------------
+
+
+@dataclass
+class Config:
+    """One model at one size: Mesa's class (by name), ours, params (the same names), steps."""
+
+    name: str
+    mesa: str
+    ours: type[ax.sim.Model]
+    params: dict[str, Any]
+    steps: int
+    columns: dict[str, str]
+    """Mesa's datacollector column to our metric, for every metric used here."""
+    agents: Callable[[Curves, Mapping[str, Any], int], int]
+    """Agent-steps of a run from its curves (our names), params and the steps it ran."""
+    agents_note: str
+    compare: list[tuple[str, str]]
+    """(our metric, "final" or "curve") compared for agreement."""
+    timed: bool = True
+
+
+def _population(c: Curves, params: Mapping[str, Any], steps: int) -> int:
+    return int(c["population"][:steps].sum())
+
+
+def _boltzmann_agents(c: Curves, params: Mapping[str, Any], steps: int) -> int:
+    return int(params["n"]) * steps
+
+
+def _animals(c: Curves, params: Mapping[str, Any], steps: int) -> int:
+    return int((c["sheep"][:steps] + c["wolves"][:steps]).sum())
+
+
+def configs(quick: bool) -> list[Config]:
+    boltzmann = {"n": 1000, "width": 30, "height": 30} if quick else {}
+    schelling = {"width": 30, "height": 30} if quick else {}
+    wolf_sheep = (
+        {"width": 30, "height": 30, "initial_sheep": 100, "initial_wolves": 50} if quick else {}
+    )
+    segregating = {
+        "width": 20 if quick else 50,
+        "height": 20 if quick else 50,
+        "density": 0.8,
+        "minority_pc": 0.5,
+        "homophily": 0.7,
+        "radius": 1,
+    }
+    return [
+        Config(
+            "BoltzmannWealth",
+            "BoltzmannWealth",
+            Boltzmann,
+            {**Boltzmann.defaults, **boltzmann},
+            10,
+            {"Gini": "gini"},
+            _boltzmann_agents,
+            "agents x steps",
+            [("gini", "final")],
+        ),
+        Config(
+            "Schelling",
+            "Schelling",
+            Schelling,
+            {**Schelling.defaults, **schelling},
+            10,
+            {"pct_happy": "pct_happy", "population": "population"},
+            _population,
+            "population x steps",
+            [("pct_happy", "final")],
+        ),
+        Config(
+            "WolfSheep",
+            "WolfSheep",
+            WolfSheep,
+            {**WolfSheep.defaults, **wolf_sheep},
+            20,
+            {"Sheep": "sheep", "Wolves": "wolves", "Grass": "grass"},
+            _animals,
+            "animals (sheep + wolves) alive at each step's start; grass patches never act",
+            [("sheep", "curve"), ("wolves", "curve"), ("grass", "curve")],
+        ),
+        Config(
+            "Schelling, segregating (agreement only)",
+            "Schelling",
+            Schelling,
+            segregating,
+            20,
+            {"pct_happy": "pct_happy", "population": "population"},
+            _population,
+            "population x steps",
+            [("pct_happy", "curve")],
+            timed=False,
+        ),
+    ]
+
+
+# -- Mesa ----------------------------------------------------------------------------------
+
+
+def load_mesa() -> types.SimpleNamespace:
+    """Mesa's example model classes and its ABMSimulator.
+
+    ``mesa/examples/__init__.py`` imports every example, some of which need extras
+    (networkx); when that fails the package is registered without running it, so the
+    three models import on their own.
+    """
+    import mesa
+
+    if "mesa.examples" not in sys.modules:
+        try:
+            importlib.import_module("mesa.examples")
+        except ImportError:
+            pkg = types.ModuleType("mesa.examples")
+            pkg.__path__ = [str(Path(mesa.__file__).parent / "examples")]
+            sys.modules["mesa.examples"] = pkg
+    from mesa.examples.advanced.wolf_sheep.model import WolfSheep as MesaWolfSheep
+    from mesa.examples.basic.boltzmann_wealth_model.model import BoltzmannWealth
+    from mesa.examples.basic.schelling.model import Schelling as MesaSchelling
+    from mesa.experimental.devs import ABMSimulator
+
+    return types.SimpleNamespace(
+        BoltzmannWealth=BoltzmannWealth,
+        Schelling=MesaSchelling,
+        WolfSheep=MesaWolfSheep,
+        ABMSimulator=ABMSimulator,
+    )
+
+
+def run_mesa(mesa: types.SimpleNamespace, cfg: Config, seed: int) -> dict[str, Any]:
+    """One timed Mesa run; its curves under our metric names."""
+    cls = getattr(mesa, cfg.mesa)
+    gc.collect()
+    t0 = time.perf_counter()
+    if cfg.mesa == "WolfSheep":
+        simulator = mesa.ABMSimulator()
+        model = cls(simulator=simulator, seed=seed, **cfg.params)
+        t1 = time.perf_counter()
+        simulator.run_for(cfg.steps)
+    else:
+        model = cls(seed=seed, **cfg.params)
+        t1 = time.perf_counter()
+        for _ in range(cfg.steps):
+            model.step()
+    t2 = time.perf_counter()
+    frame = model.datacollector.get_model_vars_dataframe()
+    curves = {ours: frame[theirs].to_numpy() for theirs, ours in cfg.columns.items()}
+    return _record(cfg, curves, cfg.steps, t1 - t0, t2 - t1)
+
+
+# -- ambidex -------------------------------------------------------------------------------
+
+
+def run_ours(cfg: Config, seed: int) -> dict[str, Any]:
+    """One timed run of our model, doing exactly what ``ax.sim.run`` does."""
+    gc.collect()
+    t0 = time.perf_counter()
+    model = cfg.ours(cfg.params, seed=np.random.SeedSequence(seed))
+    model.setup(model.params)
+    rows = [dict(model.metrics())]
+    t1 = time.perf_counter()
+    done = 0
+    while done < cfg.steps and model.running:
+        model.step()
+        done += 1
+        model.step_index = done
+        rows.append(dict(model.metrics()))
+    t2 = time.perf_counter()
+    curves = {k: np.array([r[k] for r in rows]) for k in rows[0]}
+    # A Schelling run that has made everyone happy stops; Mesa's would stay put.
+    curves = {
+        k: np.concatenate([v, np.repeat(v[-1:], cfg.steps - done)]) for k, v in curves.items()
+    }
+    return _record(cfg, curves, done, t1 - t0, t2 - t1)
+
+
+def _record(
+    cfg: Config, curves: Curves, steps: int, setup_s: float, steps_s: float
+) -> dict[str, Any]:
+    agent_steps = cfg.agents(curves, cfg.params, steps)
+    return {
+        "curves": curves,
+        "setup_s": setup_s,
+        "steps_s": steps_s,
+        "total_s": setup_s + steps_s,
+        "steps": steps,
+        "agent_steps": agent_steps,
+        "agent_steps_per_s": agent_steps / steps_s if steps_s > 0 else float("nan"),
+    }
+
+
+def check_driver(cfg: Config, seed: int) -> None:
+    """The timing driver gives ``ax.sim.run``'s metrics, value for value."""
+    ours = run_ours(cfg, seed)["curves"]
+    table = ax.sim.run(cfg.ours, cfg.params, steps=cfg.steps, seed=seed).metrics
+    for name in table.columns[1:]:
+        got = ours[name][: len(table)]
+        if not np.array_equal(got, table[name]):
+            raise AssertionError(f"{cfg.name}: driver and ax.sim.run differ on {name!r}")
+
+
+def compile_probe(cfg: Config, small: Mapping[str, Any]) -> dict[str, float]:
+    """First-run times in fresh processes: an empty numba cache (compiles), then a warm one."""
+    module = cfg.ours.__module__
+    code = (
+        "import json, sys, time\n"
+        f"sys.path.insert(0, {str(REPO_ROOT)!r})\n"
+        "import ambidex as ax\n"
+        f"from {module} import {cfg.ours.__name__} as M\n"
+        "t0 = time.perf_counter()\n"
+        f"ax.sim.run(M, {dict(small)!r}, steps=2, seed=0)\n"
+        "t1 = time.perf_counter()\n"
+        f"ax.sim.run(M, {dict(small)!r}, steps=2, seed=0)\n"
+        "t2 = time.perf_counter()\n"
+        "print(json.dumps({'first_s': t1 - t0, 'second_s': t2 - t1}))\n"
+    )
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="ambidex-numba-cache-") as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        for label in ("cold_cache", "warm_cache"):
+            proc = subprocess.run(
+                [sys.executable, "-c", code],
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=REPO_ROOT,
+                timeout=600,
+                check=True,
+            )
+            times = json.loads(proc.stdout.strip().splitlines()[-1])
+            out[f"first_run_{label}_s"] = times["first_s"]
+            out[f"second_run_{label}_s"] = times["second_s"]
+    return out
+
+
+# -- agreement -------------------------------------------------------------------------------
+
+
+def agreement(
+    cfg: Config, ours: list[dict[str, Any]], theirs: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Mean (z) and distribution (KS) checks of every compared metric."""
+    out = []
+    for name, kind in cfg.compare:
+        a = np.array([r["curves"][name][: cfg.steps + 1] for r in ours], dtype=np.float64)
+        b = np.array([r["curves"][name][: cfg.steps + 1] for r in theirs], dtype=np.float64)
+        steps = range(cfg.steps + 1) if kind == "curve" else [cfg.steps]
+        zs = [_z(a[:, t], b[:, t]) for t in steps]
+        worst = int(np.argmax(np.abs(zs)))
+        ks = stats.ks_2samp(a[:, -1], b[:, -1])
+        z_ok = abs(zs[worst]) <= Z_MAX
+        ks_ok = bool(ks.pvalue >= KS_ALPHA)
+        out.append(
+            {
+                "model": cfg.name,
+                "metric": f"{name} ({'every step' if kind == 'curve' else 'final step'})",
+                "ours_final_mean": float(a[:, -1].mean()),
+                "ours_final_sd": float(a[:, -1].std(ddof=1)) if len(a) > 1 else 0.0,
+                "mesa_final_mean": float(b[:, -1].mean()),
+                "mesa_final_sd": float(b[:, -1].std(ddof=1)) if len(b) > 1 else 0.0,
+                "max_abs_z": float(abs(zs[worst])),
+                "max_abs_z_step": list(steps)[worst],
+                "ks_statistic": float(ks.statistic),
+                "ks_pvalue": float(ks.pvalue),
+                "seeds": len(a),
+                "passed": z_ok and ks_ok,
+            }
+        )
+    return out
+
+
+def _z(a: np.ndarray, b: np.ndarray) -> float:
+    diff = float(a.mean() - b.mean())
+    if len(a) < 2 or len(b) < 2:
+        return 0.0
+    se = float(np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
+    if se == 0.0:
+        return 0.0 if diff == 0.0 else float("inf")
+    return diff / se
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+def measure(
+    mesa: types.SimpleNamespace, cfg: Config, seeds: list[int], probe: bool
+) -> dict[str, Any]:
+    small = {**cfg.params}
+    for key in ("width", "height"):
+        small[key] = min(int(small[key]), 10)
+    for key in ("n", "initial_sheep", "initial_wolves"):
+        if key in small:
+            small[key] = min(int(small[key]), 20)
+    t = time.perf_counter()
+    ax.sim.run(cfg.ours, small, steps=2, seed=0)  # compile, or load from numba's cache
+    first_run_s = time.perf_counter() - t
+    t = time.perf_counter()
+    ax.sim.run(cfg.ours, small, steps=2, seed=0)
+    second_run_s = time.perf_counter() - t
+    check_driver(cfg, seeds[0])
+    compile_info: dict[str, float] = {
+        "first_run_in_process_s": first_run_s,
+        "second_run_in_process_s": second_run_s,
+    }
+    if probe:
+        compile_info.update(compile_probe(cfg, small))
+
+    ours_runs: list[dict[str, Any]] = []
+    mesa_runs: list[dict[str, Any]] = []
+    for i, seed in enumerate(seeds):
+        order = ["mesa", "ours"] if i % 2 == 0 else ["ours", "mesa"]
+        for system in order:
+            if system == "mesa":
+                rec = run_mesa(mesa, cfg, seed)
+                mesa_runs.append(rec)
+            else:
+                rec = run_ours(cfg, seed)
+                ours_runs.append(rec)
+        console.print(
+            f"  {cfg.name} seed {seed}: Mesa {mesa_runs[-1]['total_s']:.3f} s, "
+            f"ambidex {ours_runs[-1]['total_s'] * 1000:.1f} ms"
+        )
+    return {
+        "model": cfg.name,
+        "mesa_model": f"mesa.examples {cfg.mesa}",
+        "params": cfg.params,
+        "steps": cfg.steps,
+        "timed": cfg.timed,
+        "agent_steps_counted": cfg.agents_note,
+        "compile": compile_info,
+        "ours": _summary(ours_runs),
+        "mesa": _summary(mesa_runs),
+        "agreement": agreement(cfg, ours_runs, mesa_runs),
+    }
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    def med(key: str) -> float:
+        return float(statistics.median(r[key] for r in runs))
+
+    return {
+        "runs": len(runs),
+        "median_setup_s": med("setup_s"),
+        "median_steps_s": med("steps_s"),
+        "median_total_s": med("total_s"),
+        "median_agent_steps": med("agent_steps"),
+        "median_agent_steps_per_s": med("agent_steps_per_s"),
+        "per_run": [
+            {k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items() if k != "curves"}
+            for r in runs
+        ],
+    }
+
+
+def _ratio(name: str, value: float, target: float | None, note: str) -> dict[str, Any]:
+    if target is None:
+        return {"ratio": name, "value": value, "target": "-", "met": None, "note": note}
+    return {
+        "ratio": name,
+        "value": value,
+        "target": f"≥ {target:g}",
+        "met": verdict(value, target, True),
+        "note": note,
+    }
+
+
+def compute_ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for r in results:
+        if not r["timed"]:
+            continue
+        ours, mesa = r["ours"], r["mesa"]
+        out.append(
+            _ratio(
+                f"{r['model']}: ambidex / Mesa (agent-steps/s)",
+                ours["median_agent_steps_per_s"] / mesa["median_agent_steps_per_s"],
+                TARGET_RATIO,
+                f"step phase; {r['agent_steps_counted']}",
+            )
+        )
+    for r in results:
+        if not r["timed"]:
+            continue
+        out.append(
+            _ratio(
+                f"(extra) {r['model']}: Mesa / ambidex (wall time, setup + steps)",
+                r["mesa"]["median_total_s"] / r["ours"]["median_total_s"],
+                None,
+                "whole run, compile excluded",
+            )
+        )
+    return out
+
+
+def _print_speed(results: list[dict[str, Any]]) -> None:
+    table = Table(title="speed (medians over seeds; compile excluded)")
+    for col in (
+        "model",
+        "system",
+        "setup ms",
+        "steps ms",
+        "agent-steps",
+        "agent-steps/s",
+        "÷ Mesa",
+        "first run in process s",
+    ):
+        table.add_column(col, justify="left" if col in {"model", "system"} else "right")
+    for r in results:
+        if not r["timed"]:
+            continue
+        base = r["mesa"]["median_agent_steps_per_s"]
+        for system, label in (("mesa", "Mesa"), ("ours", "ambidex")):
+            s = r[system]
+            table.add_row(
+                r["model"],
+                label,
+                f"{s['median_setup_s'] * 1000:.1f}",
+                f"{s['median_steps_s'] * 1000:.1f}",
+                f"{s['median_agent_steps']:,.0f}",
+                f"{s['median_agent_steps_per_s']:,.0f}",
+                f"{s['median_agent_steps_per_s'] / base:.1f}",
+                f"{r['compile']['first_run_in_process_s']:.2f}" if system == "ours" else "-",
+            )
+    console.print(table)
+    probes = [r for r in results if r["timed"] and "first_run_cold_cache_s" in r["compile"]]
+    if probes:
+        table = Table(title="numba compile: first run of a tiny model in a fresh process")
+        for col in ("model", "empty cache (compiles) s", "warm cache (loads) s", "next run s"):
+            table.add_column(col, justify="left" if col == "model" else "right")
+        for r in probes:
+            c = r["compile"]
+            table.add_row(
+                r["model"],
+                f"{c['first_run_cold_cache_s']:.2f}",
+                f"{c['first_run_warm_cache_s']:.2f}",
+                f"{c['second_run_warm_cache_s']:.4f}",
+            )
+        console.print(table)
+
+
+def _print_agreement(results: list[dict[str, Any]]) -> None:
+    table = Table(title=f"agreement with Mesa (pass: max |z| ≤ {Z_MAX:g} and KS p ≥ {KS_ALPHA:g})")
+    for col in (
+        "model",
+        "metric",
+        "ambidex final",
+        "Mesa final",
+        "max |z| (step)",
+        "KS p",
+        "result",
+    ):
+        table.add_column(col, justify="left" if col in {"model", "metric"} else "right")
+    for r in results:
+        for a in r["agreement"]:
+            table.add_row(
+                a["model"],
+                a["metric"],
+                f"{a['ours_final_mean']:.4g} ± {a['ours_final_sd']:.2g}",
+                f"{a['mesa_final_mean']:.4g} ± {a['mesa_final_sd']:.2g}",
+                f"{a['max_abs_z']:.2f} ({a['max_abs_z_step']})",
+                f"{a['ks_pvalue']:.3f}",
+                "[green]pass[/]" if a["passed"] else "[red]FAIL[/]",
+            )
+    console.print(table)
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes, 3 seeds, no compile probe: a smoke test"
+    )
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per model (10; 3 quick)")
+    parser.add_argument(
+        "--no-compile-probe",
+        action="store_true",
+        help="skip the fresh-process numba compile measurement (skipped with --quick)",
+    )
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="results file name under benchmarks/results/ (default: sim_vs_mesa, or "
+        "sim_vs_mesa-quick with --quick)",
+    )
+    args = parser.parse_args(argv)
+    args.seeds = args.seeds or (3 if args.quick else 10)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    try:
+        mesa = load_mesa()
+    except ImportError as exc:
+        console.print(f"[red]Mesa is needed as the reference:[/] {exc} (pip install 'mesa>=3.1')")
+        return 2
+    info = machine_info()
+    for dist in ("mesa", "numba", "numpy", "scipy"):
+        info[dist] = importlib.metadata.version(dist)
+    seeds = list(range(args.seeds))
+    console.print(
+        f"[bold]sim_vs_mesa[/] {info['date_utc']}  nproc={info['nproc']}  "
+        f"python {info['python']}  mesa {info['mesa']}  numba {info['numba']}  "
+        f"seeds={len(seeds)}  quick={args.quick}  load {info['loadavg_at_start']}"
+    )
+    started = time.perf_counter()
+    probe = not (args.quick or args.no_compile_probe)
+    results = [measure(mesa, cfg, seeds, probe and cfg.timed) for cfg in configs(args.quick)]
+
+    _print_speed(results)
+    _print_agreement(results)
+    ratios = compute_ratios(results)
+    print_ratios(
+        console, ratios, title="ratios (medians over seeds)", value_format=lambda v: f"{v:.1f}"
+    )
+    checks = [a for r in results for a in r["agreement"]]
+    failed = [f"{a['model']}: {a['metric']}" for a in checks if not a["passed"]]
+    console.print(
+        f"agreement: {len(checks) - len(failed)}/{len(checks)} checks passed"
+        + (f"; [red]failed:[/] {', '.join(failed)}" if failed else "")
+    )
+    elapsed = time.perf_counter() - started
+    console.print(f"elapsed {elapsed:.1f} s")
+
+    data = {
+        "benchmark": "sim_vs_mesa",
+        "machine": info,
+        "settings": {
+            "quick": args.quick,
+            "seeds": seeds,
+            "target_ratio": TARGET_RATIO,
+            "agreement": f"max |z| <= {Z_MAX} over compared steps and KS p >= {KS_ALPHA} "
+            "on final values",
+            "timing": "per seed one run of each system, alternating which goes first; "
+            "gc.collect() before each; setup and step phases timed separately; "
+            "ambidex after a warm-up run (numba compile excluded)",
+        },
+        "models": results,
+        "ratios": ratios,
+        "agreement_passed": not failed,
+        "elapsed_s": elapsed,
+    }
+    name = args.output or ("sim_vs_mesa-quick" if args.quick else "sim_vs_mesa")
+    path = write_json(name, data)
+    console.print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
