@@ -121,14 +121,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a tiny sweep: a smoke test")
     parser.add_argument("--model", default=str(REPO_ROOT / "examples" / "sim" / "wolf_sheep.py"))
-    parser.add_argument("--steps", type=int, default=None, help="steps per run (default 200)")
-    parser.add_argument("--replicates", type=int, default=None, help="per grid point (default 4)")
+    parser.add_argument("--steps", type=int, default=None, help="steps per run (default 400)")
+    parser.add_argument("--replicates", type=int, default=None, help="per grid point (default 8)")
     parser.add_argument("--rounds", type=int, default=None, help="timed sweeps (default 3)")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--output", default=None, help="results/<name>.json (default sim_sweep)")
     args = parser.parse_args(argv)
-    args.steps = args.steps or (5 if args.quick else 200)
-    args.replicates = args.replicates or (2 if args.quick else 4)
+    args.steps = args.steps or (5 if args.quick else 400)
+    args.replicates = args.replicates or (2 if args.quick else 8)
     args.rounds = args.rounds or (1 if args.quick else 3)
     return args
 

@@ -50,3 +50,11 @@ def test_sim_sweep_quick_gives_identical_results_on_1_and_2_workers(tmp_path: Pa
     data = _quick("sim_sweep.py", tmp_path / "sweep")
     assert data["identical"] is True
     assert data["ambidex"]["1"]["digests"] == data["ambidex"]["2"]["digests"]  # type: ignore[index]
+
+
+def test_sim_vs_mesa_quick_runs_both_and_they_agree(tmp_path: Path) -> None:
+    data = _quick("sim_vs_mesa.py", tmp_path / "mesa")
+    assert data["agreement_passed"] is True
+    ratios = data["ratios"]
+    assert isinstance(ratios, list)
+    assert all(r["value"] > 1 for r in ratios), ratios
