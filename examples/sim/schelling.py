@@ -122,8 +122,7 @@ class Schelling(ax.sim.Model):
         kind = (self.rng.random(n) < params.minority_pc).astype(np.int8)
         self.agents = ax.sim.Agents(n, kind=np.int8, cell=np.int64, happy=np.bool_)
         self.agents.add(n, kind=kind, cell=cells)
-        self.occupant = np.full(self.grid.size, -1, dtype=np.int64)
-        self.occupant[cells] = np.arange(n)
+        self.occupant = self.grid.occupants(cells)  # one agent per cell
         self.happy = self._assign_state()
 
     def _assign_state(self) -> int:

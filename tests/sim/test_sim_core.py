@@ -113,6 +113,16 @@ def test_grid_members_index_and_empty_cells() -> None:
     assert g.xy(g.cell(2, 1)) == (2, 1)
 
 
+def test_grid_one_agent_per_cell() -> None:
+    g = sim.Grid(4, 3)
+    occupant = g.occupants([5, 0, 11])
+    assert occupant[5] == 0
+    assert occupant[11] == 2
+    assert (occupant == -1).sum() == 9
+    with pytest.raises(ValueError, match=r"cell 5 \(1, 2\) holds 2 agents"):
+        g.occupants([5, 1, 5])
+
+
 # -- params ------------------------------------------------------------------------
 
 

@@ -10,8 +10,10 @@ models need from the grid is tables, computed once and cached:
   one stable sort rather than a Python loop;
 * ``occupancy(cells)``: agents per cell.
 
-A grid with ``capacity=1`` (one agent per cell, as in Schelling) is usually
-kept as a ``cell -> agent`` array by the model; ``empty_cells`` helps.
+Many agents per cell is the default reading (``members``, ``occupancy``). For
+one agent per cell (Schelling), ``occupants(cells)`` gives the ``cell -> agent``
+array (``-1`` where empty) a kernel keeps up to date as agents move, and
+refuses a placement that puts two agents in one cell; ``empty_cells`` helps.
 """
 
 from __future__ import annotations
@@ -148,6 +150,26 @@ class Grid:
         start = np.zeros(self.size + 1, dtype=np.int64)
         np.cumsum(np.bincount(cells, minlength=self.size), out=start[1:])
         return start, order
+
+    def occupants(self, cells: Any) -> np.ndarray[Any, Any]:
+        """For one agent per cell: ``occupant[c]`` is the agent in cell ``c``, or ``-1``.
+
+        Raises:
+            ValueError: two agents share a cell (naming the first such cell).
+        """
+        cells = np.asarray(cells, dtype=np.int64)
+        counts = self.occupancy(cells)
+        crowded = np.flatnonzero(counts > 1)
+        if len(crowded):
+            c = int(crowded[0])
+            x, y = divmod(c, self.height)
+            raise ValueError(
+                f"one agent per cell, but cell {c} ({x}, {y}) holds {counts[c]} agents "
+                f"({len(crowded)} crowded cell(s) in all)"
+            )
+        occupant = np.full(self.size, -1, dtype=np.int64)
+        occupant[cells] = np.arange(len(cells), dtype=np.int64)
+        return occupant
 
     def empty_cells(self, occupied: Any) -> np.ndarray[Any, Any]:
         """Cells no agent is in, ascending, given every agent's cell."""
