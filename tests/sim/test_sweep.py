@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -124,3 +127,23 @@ async def test_asweep_from_async_code_and_cancellation_kills_the_runs(
     stats = fresh_runtime.statistics().cpu_workers
     assert stats is not None
     assert stats.killed >= 1
+
+
+def test_progress_true_draws_a_bar_on_a_terminal() -> None:
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import ambidex.sim as sim; "
+        "from sim_toy_models import Slow; "
+        "sim.sweep(Slow, {'sleep_s': [0.05]}, replicates=2, steps=10, progress=True)"
+    )
+    env = {**os.environ, "FORCE_COLOR": "1", "COLUMNS": "120"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "sweep Slow" in proc.stderr
+    assert "2/2 runs" in proc.stderr

@@ -11,9 +11,11 @@ back through a shared counter per run, so the bar moves step by step.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from ambidex.sim._table import MetricsTable
 __all__ = ["SweepError", "SweepProgress", "SweepResult", "asweep", "grid_points", "sweep"]
 
 _POLL_S = 0.1
+ProgressArg = Callable[["SweepProgress"], None] | bool | None
 
 
 class SweepError(RuntimeError):
@@ -163,7 +166,7 @@ def sweep(
     inputs: Mapping[str, Any] | None = None,
     record: str | Path | Recorder | None = None,
     workers: int | None = None,
-    progress: Callable[[SweepProgress], None] | None = None,
+    progress: ProgressArg = None,
 ) -> SweepResult:
     """Run ``model`` at every point of ``grid``, ``replicates`` times each, on the process pool.
 
@@ -180,7 +183,9 @@ def sweep(
             with run ids in grid order.
         workers: at most this many runs at once (default and maximum: the
             runtime's cpu workers; ``ax.Runtime(cpu_workers=N)`` for more).
-        progress: called with a ``SweepProgress`` about ten times a second.
+        progress: a callable, called with a ``SweepProgress`` about ten times a
+            second; ``True`` for a progress bar on stderr; ``False`` for nothing.
+            Default: a bar when stderr is a terminal.
 
     Raises:
         ModelError: a bad grid, parameter, seed or replicates count (before any run starts).
@@ -213,7 +218,7 @@ async def asweep(
     inputs: Mapping[str, Any] | None = None,
     record: str | Path | Recorder | None = None,
     workers: int | None = None,
-    progress: Callable[[SweepProgress], None] | None = None,
+    progress: ProgressArg = None,
     _plain_seed: bool = False,
 ) -> SweepResult:
     """``sweep`` for async code: await it; the runs go to the same process pool."""
@@ -230,6 +235,7 @@ async def asweep(
     started = time.perf_counter()
     try:
         with (
+            _terminal_bar(progress, name, n_runs) as on_progress,
             SharedArrays(inputs or {}) as shared,
             SharedArrays({"p": np.zeros(max(n_runs, 1), np.int64)}, writable=True) as counters,
         ):
@@ -268,7 +274,7 @@ async def asweep(
                 for k in range(n_runs)
             ]
             results = await _dispatch(
-                specs, points, replicates, limit, counters.views["p"], steps, progress, started
+                specs, points, replicates, limit, counters.views["p"], steps, on_progress, started
             )
             for k, res in enumerate(results):
                 res.run_id = run_ids[k]
@@ -321,6 +327,48 @@ def _check_args(
             f"use ax.Runtime(cpu_workers={limit}) or AMBIDEX_CPU_WORKERS={limit}"
         )
     return limit
+
+
+@contextlib.contextmanager
+def _terminal_bar(
+    progress: ProgressArg, name: str, n_runs: int
+) -> Iterator[Callable[[SweepProgress], None] | None]:
+    """The progress callback: the caller's, a rich bar on stderr, or none."""
+    if callable(progress):
+        yield progress
+        return
+    if progress is False or (progress is None and not sys.stderr.isatty()):
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[runs]}"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(f"sweep {name}", total=None, runs=f"0/{n_runs} runs")
+
+        def update(p: SweepProgress) -> None:
+            bar.update(
+                task,
+                total=max(p.steps_total, 1),
+                completed=p.steps_done,
+                runs=f"{p.runs_done}/{p.runs_total} runs",
+            )
+
+        yield update
 
 
 def _open(record: str | Path | Recorder | None) -> tuple[Recorder | None, bool]:
