@@ -285,3 +285,18 @@ def test_parse_params_and_grid() -> None:
         parse_params(["a=1", "a=2"])
     with pytest.raises(ValueError, match="not a valid JSON list"):
         parse_grid(["v=[1,"])
+
+
+def test_without_numpy_the_sim_commands_say_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from ambidex.cli import app
+
+    for name in [m for m in sys.modules if m == "ambidex.sim" or m.startswith("ambidex.sim.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "numpy", None)  # an import of numpy now fails
+    result = CliRunner().invoke(app, ["sim", "report", "x.sqlite"])
+    assert result.exit_code == 2
+    assert "ambidex.sim needs numpy: pip install 'ambidex[sim]'" in result.output

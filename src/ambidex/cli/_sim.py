@@ -79,6 +79,15 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+@sim_app.callback()
+def _needs_numpy() -> None:
+    """Run simulation models, sweep them over parameter grids, and report on records."""
+    try:
+        import ambidex.sim  # noqa: F401
+    except ImportError as exc:
+        raise _fail(f"{exc}") from None
+
+
 def parse_params(items: list[str], option: str = "--param") -> dict[str, str]:
     """``key=value`` items to a dict of strings (the model's defaults give their types).
 
