@@ -15,7 +15,6 @@ ax.limits(llm=5)           # named capacity shared by every caller
 
 import typing
 
-from ambidex.agents import Agent, AgentInputError, AgentOutputError
 from ambidex.exceptions import (
     AmbidexError,
     RemoteError,
@@ -43,27 +42,47 @@ from ambidex.runtime import (
     runtime,
     usable_cpus,
 )
-from ambidex.workflows import (
-    EventKind,
-    NodeStatus,
-    Workflow,
-    WorkflowDefinitionError,
-    WorkflowError,
-    WorkflowEvent,
-    WorkflowResult,
-)
 
 if typing.TYPE_CHECKING:
+    from ambidex import evolve as evolve
     from ambidex import jobs as jobs
     from ambidex import sim as sim
+    from ambidex.agents import Agent, AgentInputError, AgentOutputError
     from ambidex.client import AsyncClient, Client
+    from ambidex.workflows import (
+        EventKind,
+        NodeStatus,
+        Workflow,
+        WorkflowDefinitionError,
+        WorkflowError,
+        WorkflowEvent,
+        WorkflowResult,
+    )
 
 __version__ = "0.1.0"
 
 # The job service's parts load on first use: ``ambidex.jobs`` pulls in SQLAlchemy
 # and the clients httpx, which would triple the time ``import ambidex`` takes
-# (and every cpu worker process imports ambidex); ``ambidex.sim`` needs numpy.
-_LAZY = {"AsyncClient": "ambidex.client", "Client": "ambidex.client", "jobs": None, "sim": None}
+# (and every cpu worker process imports ambidex); ``ambidex.sim`` needs numpy. Agents
+# and workflows (pydantic) load on first use too: a sandboxed evolution candidate
+# imports ambidex for its decorator, once per evaluation.
+_LAZY = {
+    "Agent": "ambidex.agents",
+    "AgentInputError": "ambidex.agents",
+    "AgentOutputError": "ambidex.agents",
+    "EventKind": "ambidex.workflows",
+    "NodeStatus": "ambidex.workflows",
+    "Workflow": "ambidex.workflows",
+    "WorkflowDefinitionError": "ambidex.workflows",
+    "WorkflowError": "ambidex.workflows",
+    "WorkflowEvent": "ambidex.workflows",
+    "WorkflowResult": "ambidex.workflows",
+    "AsyncClient": "ambidex.client",
+    "Client": "ambidex.client",
+    "evolve": None,
+    "jobs": None,
+    "sim": None,
+}
 
 
 def __getattr__(name: str) -> typing.Any:
@@ -134,6 +153,7 @@ __all__ = [
     "agather",
     "blocking",
     "cpu",
+    "evolve",
     "gather",
     "io",
     "limit",

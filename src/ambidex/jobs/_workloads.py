@@ -483,14 +483,18 @@ def load_workloads(spec: str, registry: WorkloadRegistry | None = None) -> list[
 
 
 def _register_models(module: ModuleType, reg: WorkloadRegistry) -> None:
-    """Register the simulation models ``module`` defines (if it uses ``ambidex.sim``)."""
+    """Register what ``module`` defines for ambidex's own workloads.
+
+    Simulation models (``ambidex.sim.Model`` subclasses) become ``sim.<Model>``;
+    a function marked ``@ax.evolve.target`` makes the file an ``evolve.<function>``
+    workload.
+    """
     sim: Any = sys.modules.get("ambidex.sim")
-    if sim is None:
-        return
     for value in list(vars(module).values()):
         obj: Any = value
         if (
-            inspect.isclass(obj)
+            sim is not None
+            and inspect.isclass(obj)
             and issubclass(obj, sim.Model)
             and obj is not sim.Model
             and obj.__module__ == module.__name__
@@ -498,3 +502,14 @@ def _register_models(module: ModuleType, reg: WorkloadRegistry) -> None:
             name = f"sim.{cast(Any, obj).model_name()}"
             if name not in reg:
                 reg.register_simulation(obj, name=name)
+        elif (
+            callable(obj)
+            and hasattr(obj, "__ax_evolve__")
+            and getattr(obj, "__module__", None) == module.__name__
+            and getattr(module, "__file__", None)
+        ):
+            from ambidex.evolve._coordinator import register_evolution
+
+            name = f"evolve.{obj.__name__}"
+            if name not in reg:
+                register_evolution(reg, str(module.__file__), name=name)

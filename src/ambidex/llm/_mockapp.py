@@ -2,7 +2,10 @@
 
 Replies are deterministic: derived from a hash of the model and the messages,
 so the same request always gets the same reply, and they echo the start of
-the last user message. Latency jitter and injected faults come from a
+the last user message. Models named ``mock-code...`` answer like a coding
+assistant instead: the last ```python block of the conversation with one
+numeric literal changed, as a full replacement (or, for ``mock-code-diff``, as
+a SEARCH/REPLACE block). Latency jitter and injected faults come from a
 ``random.Random(seed)``, so a run with the same seed and the same order of
 requests injects the same faults. Tokens are counted by splitting on
 whitespace.
@@ -12,11 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import math
 import random
+import re
 import threading
 import time
+import tokenize
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
@@ -25,9 +31,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
-__all__ = ["MockConfig", "MockState", "MockStats", "create_app", "mock_reply"]
+__all__ = ["MockConfig", "MockState", "MockStats", "create_app", "mock_code_reply", "mock_reply"]
 
-MOCK_MODELS = ("mock-llm", "mock-llm-large")
+MOCK_MODELS = ("mock-llm", "mock-llm-large", "mock-code", "mock-code-diff")
+
+#: Models whose names start with this answer with code (see ``mock_code_reply``).
+CODE_MODEL_PREFIX = "mock-code"
+
+_PYTHON_FENCE = re.compile(r"^```(?:python|py)[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
+_FACTORS = (0.5, 0.8, 0.9, 1.1, 1.25, 2.0)
 
 _WORDS = (
     *("amber", "basil", "cedar", "delta", "ember", "fjord", "garnet", "harbor"),
@@ -208,10 +220,13 @@ def mock_reply(model: str, messages: list[dict[str, Any]]) -> str:
     """The reply to a request: the same for the same model and messages.
 
     It names a digest of the request, echoes the first words of the last user
-    message and adds a few words chosen by the digest.
+    message and adds a few words chosen by the digest. Models named
+    ``mock-code...`` answer with code instead (``mock_code_reply``).
     """
     canonical = json.dumps({"model": model, "messages": messages}, sort_keys=True)
     digest = hashlib.sha256(canonical.encode()).digest()
+    if model.startswith(CODE_MODEL_PREFIX):
+        return mock_code_reply(model, messages, digest)
     last_user = next(
         (_text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), ""
     )
@@ -219,6 +234,69 @@ def mock_reply(model: str, messages: list[dict[str, Any]]) -> str:
     echo = " ".join(words[:12]) + (" ..." if len(words) > 12 else "")
     filler = " ".join(_WORDS[b % len(_WORDS)] for b in digest[1 : 4 + digest[0] % 8])
     return f"mock reply {digest.hex()[:8]}: you said {echo!r}. {filler}."
+
+
+def _last_python_block(messages: list[dict[str, Any]]) -> str | None:
+    """The last ```python block of the latest user message that has one."""
+    for message in reversed(messages):
+        if message.get("role") != "user":
+            continue
+        blocks = _PYTHON_FENCE.findall(_text_of(message.get("content")))
+        if blocks:
+            return str(blocks[-1])
+    return None
+
+
+def _number_tokens(code: str) -> list[tokenize.TokenInfo]:
+    """The numeric literals of ``code`` (not imaginary ones); [] if it does not tokenize."""
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(code).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return []
+    return [t for t in tokens if t.type == tokenize.NUMBER and t.string[-1] not in "jJ"]
+
+
+def _changed_number(text: str, digest: bytes) -> str:
+    """``text`` (a numeric literal) changed by the digest: ints grow by 1-3, floats scale."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        number = float(text)
+        new = number * _FACTORS[digest[5] % len(_FACTORS)] if number else 0.1 * (1 + digest[5] % 5)
+        shown = repr(round(new, 6))
+        return shown if shown != text and float(shown) != number else repr(number + 1.0)
+    return str(value + 1 + digest[4] % 3)
+
+
+def mock_code_reply(model: str, messages: list[dict[str, Any]], digest: bytes) -> str:
+    """The ``mock-code`` reply: the conversation's last python block, one literal changed.
+
+    The literal and the change are chosen by ``digest`` (a hash of the
+    request). ``mock-code-diff`` answers with a SEARCH/REPLACE block of the
+    changed line, every other ``mock-code...`` model with the whole code in a
+    python block. Code without a numeric literal comes back unchanged.
+    """
+    tag = f"mock-code {digest.hex()[:8]}"
+    code = _last_python_block(messages)
+    if code is None:
+        return f"{tag}: there is no ```python block in the conversation to change."
+    numbers = _number_tokens(code)
+    if not numbers:
+        return (
+            f"{tag}: no numeric literal to change; the code is unchanged.\n\n```python\n{code}```\n"
+        )
+    token = numbers[int.from_bytes(digest[:4], "big") % len(numbers)]
+    new = _changed_number(token.string, digest)
+    lines = io.StringIO(code).readlines()  # the lines tokenize saw
+    row, (start, end) = token.start[0] - 1, (token.start[1], token.end[1])
+    old_line = lines[row]
+    new_line = old_line[:start] + new + old_line[end:]
+    note = f"{tag}: changed {token.string} to {new} on line {row + 1}."
+    if model == f"{CODE_MODEL_PREFIX}-diff":
+        search, replace = old_line.rstrip("\n"), new_line.rstrip("\n")
+        return f"{note}\n\n<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE\n"
+    lines[row] = new_line
+    return f"{note}\n\n```python\n{''.join(lines)}```\n"
 
 
 def _error(status: int, message: str, kind: str, headers: dict[str, str]) -> Response:
@@ -326,13 +404,14 @@ async def _handle_chat(state: MockState, request: Request) -> Response:
 def _answer(body: dict[str, Any]) -> tuple[str, str, int, int]:
     """The reply text, its finish reason, prompt tokens and completion tokens."""
     messages = body["messages"]
-    words = mock_reply(body["model"], messages).split()
+    text = mock_reply(body["model"], messages)
+    words = list(re.finditer(r"\S+", text))
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
     finish = "stop"
-    if isinstance(limit, int) and 0 < limit < len(words):
-        words, finish = words[:limit], "length"
+    if isinstance(limit, int) and 0 < limit < len(words):  # cut after the limit-th word
+        text, words, finish = text[: words[limit - 1].end()], words[:limit], "length"
     prompt_tokens = sum(len(_text_of(m.get("content")).split()) for m in messages)
-    return " ".join(words), finish, prompt_tokens, len(words)
+    return text, finish, prompt_tokens, len(words)
 
 
 def _completion(body: dict[str, Any], serial: int, headers: dict[str, str]) -> Response:

@@ -1,0 +1,533 @@
+"""The coordinator: K candidates in flight as a pipeline, propose -> evaluate -> keep.
+
+A slot takes the next iteration number, samples a parent and inspirations from
+its island, asks the proposer for a variant (LLM requests hold the runtime's
+``llm`` limit), evaluates it in the sandbox (holding the ``sandbox`` limit)
+and stores the outcome. The moment a slot finishes, the next iteration starts
+in it: nothing waits for the slowest of a batch. Every finished candidate is
+committed to the database with the count of iterations done, so a killed run
+started again with the same database continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import random
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ambidex._paths import data_dir
+from ambidex.evolve._database import Program, ProgramDatabase
+from ambidex.evolve._proposers import LLMProposer, OfflineProposer, ProposalContext, Proposer
+from ambidex.evolve._sandbox import Sandbox
+from ambidex.evolve._target import Target, TargetError, load_target
+from ambidex.exceptions import UnknownLimitError
+from ambidex.runtime import Runtime, runtime
+
+if TYPE_CHECKING:
+    from ambidex.jobs import JobContext, Workload, WorkloadRegistry
+
+__all__ = [
+    "EvolveError",
+    "EvolveProgress",
+    "EvolveResult",
+    "aevolve",
+    "default_db_path",
+    "evolve",
+    "register_evolution",
+    "workload",
+]
+
+_PROGRESS_EVERY_S = 0.5
+
+
+class EvolveError(RuntimeError):
+    """The evolution cannot start or go on (e.g. the initial program fails its evaluation)."""
+
+
+@dataclass(frozen=True)
+class EvolveProgress:
+    """How far a run is: what the live view and job progress events show."""
+
+    iterations: int
+    done: int
+    in_flight: int
+    succeeded: int
+    failed: int
+    best_score: float | None
+    best_id: int | None
+    elapsed_s: float
+
+    @property
+    def success_rate(self) -> float:
+        """Share of finished candidates that evaluated successfully."""
+        finished = self.succeeded + self.failed
+        return self.succeeded / finished if finished else 0.0
+
+    def line(self) -> str:
+        """One line: ``12/100 done, 8 in flight, 75% ok, best 2.61 (#9)``."""
+        best = "-" if self.best_score is None else f"{self.best_score:.6g} (#{self.best_id})"
+        return (
+            f"{self.done}/{self.iterations} done, {self.in_flight} in flight, "
+            f"{self.success_rate:.0%} ok, best {best}"
+        )
+
+
+@dataclass
+class EvolveResult:
+    """The outcome of a run: the best program and what happened on the way."""
+
+    best: Program | None
+    initial: Program | None
+    iterations: int
+    done: int
+    succeeded: int
+    failed: int
+    elapsed_s: float
+    db_path: Path
+    resumed_from: int = 0
+    """Iterations already in the database when this run started."""
+    failures: dict[str, int] = field(default_factory=dict)
+    """Failed candidates by kind (``proposal``, ``timeout``, ``crash``, ...)."""
+
+    @property
+    def improved(self) -> bool:
+        """The best program scores better than the initial one."""
+        if self.best is None or self.initial is None or self.initial.score is None:
+            return False
+        return self.best.score != self.initial.score and self.best.id != self.initial.id
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready summary (what ``--json`` prints and a job returns)."""
+        return {
+            "best": None
+            if self.best is None
+            else {
+                "id": self.best.id,
+                "score": self.best.score,
+                "metrics": self.best.metrics,
+                "code": self.best.code,
+                "iteration": self.best.iteration,
+            },
+            "initial_score": None if self.initial is None else self.initial.score,
+            "improved": self.improved,
+            "iterations": self.iterations,
+            "done": self.done,
+            "resumed_from": self.resumed_from,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "failures": self.failures,
+            "elapsed_s": self.elapsed_s,
+            "db": str(self.db_path),
+        }
+
+
+def default_db_path(target_file: str | Path) -> Path:
+    """``$AMBIDEX_HOME/evolve/<stem>-<hash of the absolute path>.sqlite``."""
+    p = Path(target_file).resolve()
+    digest = hashlib.sha256(str(p).encode()).hexdigest()[:10]
+    return data_dir() / "evolve" / f"{p.stem}-{digest}.sqlite"
+
+
+def _make_proposer(proposer: str | Proposer, model: str | None) -> Proposer:
+    if not isinstance(proposer, str):
+        return proposer
+    if proposer == "offline":
+        return OfflineProposer()
+    if proposer == "llm":
+        return LLMProposer(model or "gpt-4o-mini")
+    raise EvolveError(f"proposer must be 'offline' or 'llm', got {proposer!r}")
+
+
+# Limits this module declared itself (not the user), per runtime: they grow with ``parallel``.
+_auto_limits: weakref.WeakKeyDictionary[Runtime, dict[str, int]] = weakref.WeakKeyDictionary()
+
+
+def _ensure_limit(name: str, size: int) -> None:
+    """Declare ``name`` with ``size`` unless the user declared it; grow our own to ``size``."""
+    rt = runtime()
+    ours = _auto_limits.setdefault(rt, {})
+    try:
+        rt.limit(name)
+    except UnknownLimitError:
+        rt.limits(**{name: size})
+        ours[name] = size
+        return
+    if name in ours and ours[name] < size:
+        rt.limits(**{name: size})
+        ours[name] = size
+
+
+async def aevolve(
+    target: str | Path | Target,
+    *,
+    iterations: int,
+    parallel: int = 4,
+    proposer: str | Proposer = "offline",
+    model: str | None = None,
+    db: str | Path | None = None,
+    fresh: bool = False,
+    seed: int = 0,
+    timeout_s: float = 30.0,
+    memory_mb: int = 1024,
+    islands: int = 4,
+    sandbox: Sandbox | None = None,
+    on_progress: Callable[[EvolveProgress], None] | None = None,
+) -> EvolveResult:
+    """Evolve the target until ``iterations`` candidates (in all runs on this database) are done.
+
+    Args:
+        target: the file (or a loaded ``Target``).
+        iterations: candidates to try in total; a resumed run does the rest.
+        parallel: candidates in flight at once (K).
+        proposer: ``"offline"`` (mutates literals, swaps alternatives; no
+            network), ``"llm"`` (``model`` through the LLM client) or a ``Proposer``.
+        model: the LLM proposer's model (default ``gpt-4o-mini``; the client
+            reads ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``).
+        db: the program database (default ``default_db_path(file)``); an
+            existing one is continued.
+        fresh: delete the database first and start over.
+        seed: seeds every sampling and proposal choice.
+        timeout_s: the sandbox's wall-clock limit per candidate.
+        memory_mb: the sandbox's memory limit per candidate.
+        islands: MAP-Elites islands (migration between them is periodic).
+        sandbox: a ``Sandbox`` of your own (then ``timeout_s``/``memory_mb`` are unused).
+        on_progress: called after every finished candidate and twice a second.
+
+    Raises:
+        TargetError: the file is not a usable target.
+        EvolveError: bad arguments, or the initial program fails its own evaluation.
+    """
+    tgt = target if isinstance(target, Target) else load_target(target)
+    for label, value in (("iterations", iterations), ("parallel", parallel), ("islands", islands)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise EvolveError(f"{label} must be a positive integer, got {value!r}")
+    db_path = Path(db) if db is not None else default_db_path(tgt.path)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    if fresh:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db_path}{suffix}").unlink(missing_ok=True)  # noqa: ASYNC240 - once, at start
+    spec = tgt.spec
+    database = ProgramDatabase(
+        db_path,
+        metric=spec.metric,
+        maximize=spec.maximize,
+        islands=islands,
+        features=spec.features,
+        seed=seed,
+    )
+    try:
+        stored = database.get_meta("target_digest")
+        if stored is not None and stored != tgt.digest:
+            database.set_meta(target_changed_at=time.time())
+        database.set_meta(target_file=str(tgt.path), target_digest=tgt.digest)
+        box = sandbox or Sandbox(timeout_s=timeout_s, memory_mb=memory_mb)
+        prop = _make_proposer(proposer, model)
+        _ensure_limit("sandbox", parallel)
+        run = _Run(tgt, database, box, prop, iterations, parallel, seed, islands, on_progress)
+        return await run.go(db_path)
+    finally:
+        database.close()
+
+
+def evolve(target: str | Path | Target, **options: Any) -> EvolveResult:
+    """``aevolve`` from sync code (runs on the ambidex loop); same arguments."""
+    return runtime().call(aevolve(target, **options))
+
+
+class _Run:
+    def __init__(
+        self,
+        target: Target,
+        db: ProgramDatabase,
+        sandbox: Sandbox,
+        proposer: Proposer,
+        iterations: int,
+        parallel: int,
+        seed: int,
+        islands: int,
+        on_progress: Callable[[EvolveProgress], None] | None,
+    ) -> None:
+        self.target = target
+        self.db = db
+        self.sandbox = sandbox
+        self.proposer = proposer
+        self.iterations = iterations
+        self.parallel = parallel
+        self.seed = seed
+        self.islands = islands
+        self.on_progress = on_progress
+        self.done = int(db.get_meta("iterations_done") or 0)
+        self.resumed_from = self.done
+        self.next_iteration = self.done + 1
+        self.in_flight = 0
+        self.succeeded = 0
+        self.failed = 0
+        self.failures: dict[str, int] = {}
+        self.started = time.perf_counter()
+
+    async def go(self, db_path: Path) -> EvolveResult:
+        initial = await self._initial()
+        ticker = asyncio.ensure_future(self._tick())
+        try:
+            await self._pipeline()
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+            self._report()
+        return EvolveResult(
+            best=self.db.best(),
+            initial=initial,
+            iterations=self.iterations,
+            done=self.done,
+            succeeded=self.succeeded,
+            failed=self.failed,
+            elapsed_s=time.perf_counter() - self.started,
+            db_path=db_path,
+            resumed_from=self.resumed_from,
+            failures=dict(self.failures),
+        )
+
+    async def _initial(self) -> Program:
+        """The initial program, evaluated once and seeded into every island."""
+        history = self.db.history(limit=1)
+        if history:
+            return history[0]
+        tgt = self.target
+        result = await self.sandbox.evaluate(
+            tgt.source, evaluator=tgt.spec.evaluator, target=tgt.name
+        )
+        if not result.ok:
+            raise EvolveError(
+                f"the initial program of {tgt.path} fails its own evaluation ({result.kind}): "
+                f"{result.error}\n{result.stderr[-2000:]}"
+            )
+        if tgt.spec.metric not in result.metrics:
+            raise EvolveError(
+                f"{tgt.path}: {tgt.spec.evaluator}() returned {sorted(result.metrics)}, "
+                f"not the metric {tgt.spec.metric!r}"
+            )
+        first: Program | None = None
+        for island in range(self.islands):
+            program = self.db.add(
+                Program(
+                    code=tgt.code,
+                    metrics=result.metrics,
+                    score=result.metrics[tgt.spec.metric],
+                    ok=True,
+                    island=island,
+                    iteration=0,
+                    proposer="initial",
+                    note="the program as written",
+                    parent_id=None if first is None else first.id,
+                )
+            )
+            first = first or program
+        assert first is not None
+        return first
+
+    async def _pipeline(self) -> None:
+        slots: set[asyncio.Task[None]] = set()
+        try:
+            while self.next_iteration <= self.iterations or slots:
+                while self.next_iteration <= self.iterations and len(slots) < self.parallel:
+                    i = self.next_iteration
+                    self.next_iteration += 1
+                    slots.add(asyncio.ensure_future(self._one(i)))
+                done, slots = await asyncio.wait(slots, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()  # a coordinator bug surfaces; candidate failures are stored
+        finally:
+            for task in slots:
+                task.cancel()
+            await asyncio.gather(*slots, return_exceptions=True)
+
+    def _rng(self, i: int) -> random.Random:
+        return random.Random(f"{self.seed}:{i}")
+
+    async def _one(self, i: int) -> None:
+        self.in_flight += 1
+        try:
+            program = await self._candidate(i)
+        finally:
+            self.in_flight -= 1
+        self.db.add(program)
+        self.done += 1
+        self.db.set_meta(iterations_done=self.done)
+        if program.ok:
+            self.succeeded += 1
+        else:
+            self.failed += 1
+            kind = program.note.split(":", 1)[0] if program.note else "failed"
+            self.failures[kind] = self.failures.get(kind, 0) + 1
+        self._report()
+
+    async def _candidate(self, i: int) -> Program:
+        tgt, spec = self.target, self.target.spec
+        island = i % self.islands
+        rng = self._rng(i)
+        parent, inspirations = self.db.sample(island, rng)
+        ctx = ProposalContext(
+            target_name=tgt.name,
+            goal=spec.goal,
+            metric=spec.metric,
+            maximize=spec.maximize,
+            parent=parent,
+            inspirations=inspirations,
+            errors=self.db.recent_errors(island, 3),
+            alternatives=spec.alternatives,
+            rng=rng,
+        )
+        base = Program(
+            code=parent.code,
+            metrics={},
+            score=None,
+            ok=False,
+            parent_id=parent.id,
+            island=island,
+            iteration=i,
+            proposer=self.proposer.name,
+        )
+        try:
+            proposal = await self.proposer.propose(ctx)
+        except Exception as exc:  # the proposer's own failure (network, server) is a failed try
+            return replace(
+                base,
+                error=f"proposal failed: {type(exc).__name__}: {exc}",
+                note="proposal: the proposer raised",
+            )
+        if proposal.code is None:
+            return replace(
+                base,
+                error=proposal.error or "the proposer gave no code",
+                note="proposal: " + (proposal.note or "no applicable change"),
+            )
+        reason = tgt.check(proposal.code)
+        if reason is not None:
+            return replace(base, code=proposal.code, error=reason, note="proposal: not applicable")
+        async with runtime().limit("sandbox"):
+            result = await self.sandbox.evaluate(
+                tgt.with_code(proposal.code), evaluator=spec.evaluator, target=tgt.name
+            )
+        ok = result.ok and spec.metric in result.metrics
+        error, kind = result.error, result.kind
+        if result.ok and not ok:
+            error = f"bad metrics: no {spec.metric!r} in {sorted(result.metrics)}"
+            kind = "bad_metrics"
+        return replace(
+            base,
+            code=proposal.code,
+            metrics=result.metrics,
+            score=result.metrics.get(spec.metric) if ok else None,
+            ok=ok,
+            error=None if ok else error,
+            stderr=result.stderr,
+            note=proposal.note if ok else f"{kind}: {proposal.note}",
+        )
+
+    def progress(self) -> EvolveProgress:
+        best = self.db.best()
+        return EvolveProgress(
+            iterations=self.iterations,
+            done=self.done,
+            in_flight=self.in_flight,
+            succeeded=self.succeeded,
+            failed=self.failed,
+            best_score=None if best is None else best.score,
+            best_id=None if best is None else best.id,
+            elapsed_s=time.perf_counter() - self.started,
+        )
+
+    def _report(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress(self.progress())
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(_PROGRESS_EVERY_S)
+            self._report()
+
+
+# -- the job service -----------------------------------------------------------------
+
+
+def evolution_workload(target_file: str | Path, *, name: str | None = None) -> Workload:
+    """A ``Workload`` that evolves ``target_file`` (``evolve.<function>``)."""
+    import pydantic
+
+    from ambidex.jobs import Workload
+
+    tgt = load_target(target_file)
+
+    class EvolveInput(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(extra="forbid")
+        iterations: int = pydantic.Field(default=50, ge=1, le=1_000_000)
+        parallel: int = pydantic.Field(default=4, ge=1, le=256)
+        proposer: str = pydantic.Field(default="offline", pattern="^(offline|llm)$")
+        model: str | None = None
+        seed: int = pydantic.Field(default=0, ge=0)
+        timeout_s: float = pydantic.Field(default=30.0, gt=0, le=3600)
+        fresh: bool = False
+
+    async def run_input(data: dict[str, Any], ctx: JobContext) -> Any:
+        given = EvolveInput.model_validate(data)
+        db = data_dir() / "evolve" / "jobs" / f"{tgt.path.stem}-{ctx.job_id}.sqlite"
+
+        def on_progress(p: EvolveProgress) -> None:
+            ctx.progress(min(p.done / p.iterations, 1.0), p.line())
+
+        result = await aevolve(
+            tgt.path,
+            iterations=given.iterations,
+            parallel=given.parallel,
+            proposer=given.proposer,
+            model=given.model,
+            db=db,
+            fresh=given.fresh,
+            seed=given.seed,
+            timeout_s=given.timeout_s,
+            on_progress=on_progress,
+        )
+        return result.summary()
+
+    return Workload(
+        name=name or f"evolve.{tgt.name}",
+        run_input=run_input,
+        input_model=EvolveInput,
+        kind="io",
+        description=f"evolve {tgt.name} in {tgt.path.name}: {tgt.spec.goal}",
+        max_attempts=3,
+        timeout_s=None,
+    )
+
+
+def register_evolution(
+    registry: WorkloadRegistry, target_file: str | Path, *, name: str | None = None
+) -> Workload:
+    """Register the evolution of ``target_file`` in ``registry``."""
+    wl = evolution_workload(target_file, name=name)
+    registry.add(wl)
+    return wl
+
+
+def workload(target_file: str | Path, *, name: str | None = None) -> Workload:
+    """Register the evolution of ``target_file`` in the default job registry."""
+    from ambidex.jobs import default_registry
+
+    return register_evolution(default_registry(), target_file, name=name)
+
+
+def is_target_file(path: Path) -> bool:
+    """True when ``path`` holds an ``@ax.evolve.target`` function (read, not run)."""
+    try:
+        load_target(path)
+    except TargetError:
+        return False
+    return True
