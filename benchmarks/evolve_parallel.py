@@ -13,7 +13,8 @@ subprocess, namespaces, rlimits, Landlock) runs:
 
 speedup = (sequential s per candidate) / (pipeline s per candidate); target
 >= 0.85 K. floor = ceil(N / K) x (1 s + 0.5 s): the wall time if proposals and
-evaluations cost exactly their latency and nothing else. With ``--jitter-ms``
+evaluations cost exactly their latency and nothing else (with jitter, the mean
+latency). With ``--jitter-ms``
 the LLM latency varies, which is where a pipeline beats batches.
 
     .venv/bin/python benchmarks/evolve_parallel.py           # ~2 min
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         ax.limits(llm=max(16, k))
         data = ax.runtime().call(_main(args, Path(tmp)))
     seq, pipe, batch = data["sequential"], data["pipeline"], data["batches"]
-    per_step = args.latency_ms / 1000 + args.eval_s
+    per_step = (args.latency_ms + args.jitter_ms / 2) / 1000 + args.eval_s  # mean latency
     floor = math.ceil(args.iterations / k) * per_step
     speedup = seq["per_candidate_s"] / pipe["per_candidate_s"]
     table = Table(title="evolution wall time")

@@ -58,3 +58,10 @@ def test_sim_vs_mesa_quick_runs_both_and_they_agree(tmp_path: Path) -> None:
     ratios = data["ratios"]
     assert isinstance(ratios, list)
     assert all(r["value"] > 1 for r in ratios), ratios
+
+
+def test_evolve_parallel_quick_runs_every_mode(tmp_path: Path) -> None:
+    data = _quick("evolve_parallel.py", tmp_path / "evolve")
+    for mode in ("sequential", "pipeline", "batches"):
+        assert data[mode]["succeeded"] > 0, data[mode]  # type: ignore[index]
+    assert float(data["speedup"]) > 1  # type: ignore[arg-type]
