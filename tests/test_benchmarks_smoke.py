@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -65,3 +67,9 @@ def test_evolve_parallel_quick_runs_every_mode(tmp_path: Path) -> None:
     for mode in ("sequential", "pipeline", "batches"):
         assert data[mode]["succeeded"] > 0, data[mode]  # type: ignore[index]
     assert float(data["speedup"]) > 1  # type: ignore[arg-type]
+
+
+def test_ray_backend_quick_gives_identical_sweeps(tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="the ray backend needs ray: pip install 'ambidex[ray]'")
+    data = _quick("ray_backend.py", tmp_path / "ray")
+    assert data["identical"] is True

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 from ambidex._paths import data_dir
 from ambidex.evolve._database import Program, ProgramDatabase
 from ambidex.evolve._proposers import LLMProposer, OfflineProposer, ProposalContext, Proposer
-from ambidex.evolve._sandbox import Sandbox
+from ambidex.evolve._sandbox import EvalResult, Sandbox
 from ambidex.evolve._target import Target, TargetError, load_target
 from ambidex.exceptions import UnknownLimitError
-from ambidex.runtime import Runtime, runtime
+from ambidex.runtime import Runtime, cpu, runtime
 
 if TYPE_CHECKING:
     from ambidex.jobs import JobContext, Workload, WorkloadRegistry
@@ -413,9 +413,16 @@ class _Run:
         if reason is not None:
             return replace(base, code=proposal.code, error=reason, note="proposal: not applicable")
         async with runtime().limit("sandbox"):
-            result = await self.sandbox.evaluate(
-                tgt.with_code(proposal.code), evaluator=spec.evaluator, target=tgt.name
-            )
+            source = tgt.with_code(proposal.code)
+            if runtime().backend == "ray":
+                # The evaluation runs as a Ray task: its sandbox is on whichever node runs it.
+                result = await _evaluate_remotely.aio(
+                    _sandbox_options(self.sandbox), source, spec.evaluator, tgt.name
+                )
+            else:
+                result = await self.sandbox.evaluate(
+                    source, evaluator=spec.evaluator, target=tgt.name
+                )
         ok = result.ok and spec.metric in result.metrics
         error, kind = result.error, result.kind
         if result.ok and not ok:
@@ -453,6 +460,25 @@ class _Run:
         while True:
             await asyncio.sleep(_PROGRESS_EVERY_S)
             self._report()
+
+
+def _sandbox_options(box: Sandbox) -> dict[str, Any]:
+    return {
+        "timeout_s": box.timeout_s,
+        "cpu_s": box.cpu_s,
+        "memory_mb": box.memory_mb,
+        "max_processes": box.max_processes,
+        "network": box.network,
+        "extra_read_paths": box.extra_read_paths,
+    }
+
+
+@cpu
+def _evaluate_remotely(
+    options: dict[str, Any], source: str, evaluator: str, target: str
+) -> EvalResult:
+    """One sandboxed evaluation in a cpu worker (a Ray task on the ray backend)."""
+    return asyncio.run(Sandbox(**options).evaluate(source, evaluator=evaluator, target=target))
 
 
 # -- the job service -----------------------------------------------------------------

@@ -21,6 +21,7 @@ from ambidex.runtime._cpus import default_cpu_workers, default_io_threads, usabl
 from ambidex.runtime._limits import CapacityLimit, Rate, RateLimit
 from ambidex.runtime._loop import LoopThread
 from ambidex.runtime._procpool import ProcessPool
+from ambidex.runtime._raypool import RayPool
 from ambidex.runtime._stats import CallCounters, RuntimeStatistics
 from ambidex.runtime._threads import IOThreadPool
 
@@ -45,8 +46,11 @@ class Runtime:
         cpu_workers: size of the cpu process pool; default
             ``AMBIDEX_CPU_WORKERS`` or the CPUs this process may use (affinity
             mask and cgroup quota).
-        backend: where cpu work runs; only ``"local"`` (this machine's process
-            pool) exists so far.
+        backend: where cpu work runs: ``"local"`` (this machine's process
+            pool, the default; ``AMBIDEX_BACKEND``) or ``"ray"`` (Ray tasks;
+            ``pip install 'ambidex[ray]'``; Ray is imported on first cpu call).
+        address: the Ray cluster to join (``ray://...`` or ``auto``; default
+            ``AMBIDEX_RAY_ADDRESS``, else a local Ray with ``cpu_workers`` CPUs).
 
     Everything starts lazily: creating a Runtime starts no thread or process.
     """
@@ -57,11 +61,15 @@ class Runtime:
         io_threads: int | None = None,
         cpu_workers: int | None = None,
         backend: str | None = None,
+        address: str | None = None,
     ) -> None:
         backend = backend or os.environ.get("AMBIDEX_BACKEND", "local")
-        if backend != "local":
-            raise ValueError(f"unknown backend {backend!r}: expected 'local'")
+        if backend not in ("local", "ray"):
+            raise ValueError(f"unknown backend {backend!r}: expected 'local' or 'ray'")
+        if address is not None and backend != "ray":
+            raise ValueError("address= is for backend='ray'")
         self.backend = backend
+        self.address = address or os.environ.get("AMBIDEX_RAY_ADDRESS") or None
         cpus = usable_cpus()
         self.usable_cpus = cpus
         self.io_threads = _check_size(
@@ -77,7 +85,7 @@ class Runtime:
         self.threads = IOThreadPool(self.io_threads)
         self._lock = threading.Lock()
         self._loop_thread: LoopThread | None = None
-        self._procs: ProcessPool | None = None
+        self._procs: ProcessPool | RayPool | None = None
         self._capacity: dict[str, CapacityLimit] = {}
         self._rates: dict[str, RateLimit] = {}
         self._closed = False
@@ -227,13 +235,39 @@ class Runtime:
     async def _run_in_pool(self, payload: bytes, label: str, timeout_s: float | None) -> Any:
         return await self._process_pool().run(payload, label, timeout_s)
 
-    def _process_pool(self) -> ProcessPool:
+    def _process_pool(self) -> ProcessPool | RayPool:
         # Only touched from the loop thread.
         if self._closed:
             raise RuntimeClosedError("this ambidex Runtime is closed")
         if self._procs is None:
-            self._procs = ProcessPool(self.cpu_workers)
+            if self.backend == "ray":
+                self._procs = RayPool(self.cpu_workers, self.address)
+            else:
+                self._procs = ProcessPool(self.cpu_workers)
         return self._procs
+
+    def put(self, value: Any) -> Any:
+        """Store a large read-only value once in Ray's object store (ray backend).
+
+        Returns the reference; on the local backend the value itself is
+        returned. A reference reaches cpu calls as an argument of the Ray task
+        (``ambidex.runtime._raypool.sending_inputs``, as ``ax.sim.sweep``
+        does): one pickled inside a call's arguments cannot be fetched there.
+        """
+        if self.backend != "ray":
+            return value
+        return self.call(self.aput(value))
+
+    async def aput(self, value: Any) -> Any:
+        """``put`` for async code."""
+        if self.backend != "ray":
+            return value
+        lt = self.loop_thread
+        if asyncio.get_running_loop() is not lt.loop:
+            return await _run_on_loop(lt.loop, self.aput(value))
+        pool = self._process_pool()
+        assert isinstance(pool, RayPool)
+        return await asyncio.to_thread(pool.put, value)
 
     # -- statistics --------------------------------------------------------
 

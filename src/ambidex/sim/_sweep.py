@@ -122,6 +122,21 @@ def grid_points(grid: Mapping[str, Sequence[Any]] | None) -> list[dict[str, Any]
 
 
 @dataclass(frozen=True)
+class _RayInput:
+    """Stands for the ``index``-th object reference sent with a Ray task."""
+
+    index: int
+
+
+def _sending(refs: list[Any]) -> contextlib.AbstractContextManager[None]:
+    if not refs:
+        return contextlib.nullcontext()
+    from ambidex.runtime._raypool import sending_inputs
+
+    return sending_inputs(refs)
+
+
+@dataclass(frozen=True)
 class _RunSpec:
     model: type[Model]
     params: dict[str, Any]
@@ -129,19 +144,31 @@ class _RunSpec:
     seed: int
     index: int
     spawn_key: tuple[int, ...]
-    inputs: dict[str, SharedArray]
-    progress: SharedArray
+    inputs: dict[str, Any]
+    """Name to a ``SharedArray`` (local backend) or a Ray object reference."""
+    progress: SharedArray | None
+    """The per-run step counters (local backend only)."""
 
 
 @cpu
 def _run_one(spec: _RunSpec) -> RunResult:
     """One run of a sweep, in a worker process."""
-    release(keep={d.block for d in spec.inputs.values()} | {spec.progress.block})
-    arrays = attach(spec.inputs)
-    counter = attach({"p": spec.progress}, writable=True)["p"]
+    shared = {k: v for k, v in spec.inputs.items() if isinstance(v, SharedArray)}
+    keep = {d.block for d in shared.values()}
+    if spec.progress is not None:
+        keep.add(spec.progress.block)
+    release(keep=keep)
+    arrays = attach(shared)
+    for key, ref in spec.inputs.items():
+        if isinstance(ref, _RayInput):
+            from ambidex.runtime._raypool import task_inputs
+
+            arrays[key] = task_inputs()[ref.index]  # mapped from Ray's object store
+    counter = None if spec.progress is None else attach({"p": spec.progress}, writable=True)["p"]
 
     def progress(done: int, total: int) -> None:
-        counter[spec.index] = done
+        if counter is not None:
+            counter[spec.index] = done
 
     result = run(
         spec.model,
@@ -231,14 +258,23 @@ async def asweep(
     run_params = [resolve_params(cls, {**fixed, **point}) for point in points]
     n_runs = len(points) * replicates
     name = cls.model_name()
+    rt = runtime()
+    on_ray = rt.backend == "ray" and not rt.in_worker
     recorder, owned = _open(record)
     started = time.perf_counter()
     try:
         with (
             _terminal_bar(progress, name, n_runs) as on_progress,
-            SharedArrays(inputs or {}) as shared,
+            SharedArrays({} if on_ray else (inputs or {})) as shared,
             SharedArrays({"p": np.zeros(max(n_runs, 1), np.int64)}, writable=True) as counters,
         ):
+            # Large inputs travel once: into shared memory here, or Ray's object store.
+            transport: dict[str, Any] = dict(shared.descriptors)
+            refs: list[Any] = []
+            if on_ray:
+                for key, value in (inputs or {}).items():
+                    transport[key] = _RayInput(len(refs))
+                    refs.append(await rt.aput(np.ascontiguousarray(value)))
             run_ids: list[int | None] = [None] * n_runs
             if recorder is not None:
                 recorder.set_meta(
@@ -268,14 +304,22 @@ async def asweep(
                     seed,
                     k,
                     () if plain_seed else (k,),
-                    shared.descriptors,
-                    counters.descriptors["p"],
+                    transport,
+                    None if on_ray else counters.descriptors["p"],
                 )
                 for k in range(n_runs)
             ]
-            results = await _dispatch(
-                specs, points, replicates, limit, counters.views["p"], steps, on_progress, started
-            )
+            with _sending(refs):
+                results = await _dispatch(
+                    specs,
+                    points,
+                    replicates,
+                    limit,
+                    counters.views["p"],
+                    steps,
+                    on_progress,
+                    started,
+                )
             for k, res in enumerate(results):
                 res.run_id = run_ids[k]
                 if recorder is not None and res.run_id is not None:

@@ -1,0 +1,160 @@
+"""The ray backend: the same cpu calls, sweeps and evaluations as Ray tasks, same results.
+
+One local Ray instance (``ray.init(num_cpus=2)``) serves the whole module; the
+runtimes under test join it and leave it running.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import ambidex as ax
+
+ray = pytest.importorskip("ray", reason="the ray backend needs ray: pip install 'ambidex[ray]'")
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "sim"))
+
+from sim_toy_models import Exchange  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture
+def ray_rt(ray_cluster: None) -> Iterator[ax.Runtime]:
+    with ax.Runtime(backend="ray", cpu_workers=2, io_threads=8) as rt:
+        yield rt
+
+
+@ax.cpu
+def where(x: int) -> tuple[int, int]:
+    return x * 2, os.getpid()
+
+
+@ax.cpu
+def fails(message: str) -> None:
+    raise KeyError(message)
+
+
+@ax.cpu(timeout_s=1.0)
+def sleeps(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+@ax.cpu
+def dies() -> None:
+    os._exit(7)
+
+
+def test_importing_ambidex_does_not_import_ray() -> None:
+    code = "import sys, ambidex, ambidex.sim, ambidex.evolve; print('ray' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "False"
+
+
+def test_a_cpu_call_runs_as_a_ray_task(ray_rt: ax.Runtime) -> None:
+    value, pid = where(21)
+    assert value == 42
+    assert pid != os.getpid()
+    assert [r[0] for r in where.map([1, 2, 3])] == [2, 4, 6]
+    assert ray_rt.statistics().backend == "ray"
+
+
+def test_errors_travel_back_with_their_type_and_remote_traceback(ray_rt: ax.Runtime) -> None:
+    with pytest.raises(KeyError, match="nope") as info:
+        fails("nope")
+    assert isinstance(info.value.__cause__, ax.RemoteTraceback)
+    assert "raise KeyError(message)" in str(info.value.__cause__)
+
+
+def test_a_timeout_kills_the_ray_task(ray_rt: ax.Runtime) -> None:
+    started = time.perf_counter()
+    with pytest.raises(ax.TaskTimeoutError, match="its Ray worker was killed"):
+        sleeps(30)
+    assert time.perf_counter() - started < 5
+
+
+def test_a_dead_ray_worker_is_reported_like_a_dead_local_worker(ray_rt: ax.Runtime) -> None:
+    with pytest.raises(ax.WorkerCrashedError, match="dies"):
+        dies()
+    assert where(1)[0] == 2  # the backend goes on
+    stats = ray_rt.statistics().cpu_workers
+    assert stats is not None
+    assert stats.crashed == 1
+
+
+def _sweep(**kw: Any) -> ax.sim.SweepResult:
+    bonus = np.linspace(0.0, 1.0, 500_000)
+    return ax.sim.sweep(
+        Exchange,
+        {"n": [60, 120], "p": [0.3, 0.7]},
+        replicates=2,
+        steps=12,
+        seed=9,
+        inputs={"bonus": bonus},
+        progress=False,
+        **kw,
+    )
+
+
+def test_a_sweep_on_ray_is_bit_identical_to_the_local_one(ray_cluster: None) -> None:
+    with ax.Runtime(cpu_workers=2):
+        local = _sweep()
+    with ax.Runtime(backend="ray", cpu_workers=2):
+        remote = _sweep()
+    assert remote.digest() == local.digest()
+    assert [r.metrics.digest() for r in remote.runs] == [r.metrics.digest() for r in local.runs]
+
+
+def test_large_inputs_go_through_the_object_store_once(
+    ray_rt: ax.Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ambidex.runtime._raypool import RayPool
+
+    puts: list[int] = []
+    real_put = RayPool.put
+
+    def counting_put(self: RayPool, value: Any) -> Any:
+        puts.append(int(getattr(value, "nbytes", 0)))
+        return real_put(self, value)
+
+    monkeypatch.setattr(RayPool, "put", counting_put)
+    result = _sweep()  # 8 runs, one 4 MB input
+    assert len(result.runs) == 8
+    assert puts == [4_000_000]  # stored once, not once per run
+    local = ax.Runtime(cpu_workers=1)
+    big = np.arange(10)
+    assert local.put(big) is big
+    local.close()
+    ref = ray_rt.put(big)
+    assert isinstance(ref, ray.ObjectRef)
+    assert np.array_equal(ray.get(ref), big)
+
+
+def test_evolution_evaluations_run_as_ray_tasks(ray_rt: ax.Runtime, tmp_path: Path) -> None:
+    quick = ROOT / "examples" / "evolve" / "quick" / "approx_pi.py"
+    result = ax.evolve.evolve(
+        quick, iterations=6, parallel=2, db=tmp_path / "ray.sqlite", seed=1, timeout_s=20
+    )
+    assert result.done == 6
+    assert result.succeeded >= 1
+    # every candidate's evaluation was a cpu call (a Ray task), besides the initial one
+    assert ray_rt.counters.snapshot()["cpu"].succeeded >= 6
