@@ -55,7 +55,6 @@ import time
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,6 +64,7 @@ from scipy import stats
 
 import ambidex as ax
 from _common import REPO_ROOT, machine_info, print_ratios, verdict, write_json
+from _mesa import load_mesa
 
 sys.path.insert(0, str(REPO_ROOT))
 
@@ -179,35 +179,6 @@ def configs(quick: bool) -> list[Config]:
 
 
 # -- Mesa ----------------------------------------------------------------------------------
-
-
-def load_mesa() -> types.SimpleNamespace:
-    """Mesa's example model classes and its ABMSimulator.
-
-    ``mesa/examples/__init__.py`` imports every example, some of which need extras
-    (networkx); when that fails the package is registered without running it, so the
-    three models import on their own.
-    """
-    import mesa
-
-    if "mesa.examples" not in sys.modules:
-        try:
-            importlib.import_module("mesa.examples")
-        except ImportError:
-            pkg = types.ModuleType("mesa.examples")
-            pkg.__path__ = [str(Path(mesa.__file__).parent / "examples")]
-            sys.modules["mesa.examples"] = pkg
-    from mesa.examples.advanced.wolf_sheep.model import WolfSheep as MesaWolfSheep
-    from mesa.examples.basic.boltzmann_wealth_model.model import BoltzmannWealth
-    from mesa.examples.basic.schelling.model import Schelling as MesaSchelling
-    from mesa.experimental.devs import ABMSimulator
-
-    return types.SimpleNamespace(
-        BoltzmannWealth=BoltzmannWealth,
-        Schelling=MesaSchelling,
-        WolfSheep=MesaWolfSheep,
-        ABMSimulator=ABMSimulator,
-    )
 
 
 def run_mesa(mesa: types.SimpleNamespace, cfg: Config, seed: int) -> dict[str, Any]:

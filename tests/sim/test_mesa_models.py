@@ -10,9 +10,7 @@ run of each model compiles its kernels (2-6 s a model).
 
 from __future__ import annotations
 
-import importlib
 import sys
-import types
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,9 @@ sys.path.insert(0, str(repo_root))
 from examples.sim.boltzmann import Boltzmann  # noqa: E402
 from examples.sim.schelling import Schelling  # noqa: E402
 from examples.sim.wolf_sheep import SHEEP, WOLF, WolfSheep  # noqa: E402
+
+sys.path.insert(0, str(repo_root / "benchmarks"))
+from _mesa import load_mesa  # noqa: E402  (one loader for the benchmark and the tests)
 
 # Small configurations: Mesa's example defaults (Schelling at a homophily that keeps
 # agents moving for a while, so the curve says something).
@@ -46,30 +47,8 @@ WOLF_SHEEP_SMALL = {
 
 def mesa_examples() -> Any:
     """Mesa's three example model classes; skip the test when Mesa is not installed."""
-    try:
-        import mesa
-    except ImportError:
-        pytest.skip("mesa is not installed (pip install 'mesa>=3.1'): no reference to compare")
-    if "mesa.examples" not in sys.modules:
-        try:
-            importlib.import_module("mesa.examples")
-        except ImportError:
-            # mesa/examples/__init__.py imports every example, some of which need extras
-            # (networkx); register the package without running it so ours import alone.
-            pkg = types.ModuleType("mesa.examples")
-            pkg.__path__ = [str(Path(mesa.__file__).parent / "examples")]
-            sys.modules["mesa.examples"] = pkg
-    from mesa.examples.advanced.wolf_sheep.model import WolfSheep as MesaWolfSheep
-    from mesa.examples.basic.boltzmann_wealth_model.model import BoltzmannWealth
-    from mesa.examples.basic.schelling.model import Schelling as MesaSchelling
-    from mesa.experimental.devs import ABMSimulator
-
-    return types.SimpleNamespace(
-        Boltzmann=BoltzmannWealth,
-        Schelling=MesaSchelling,
-        WolfSheep=MesaWolfSheep,
-        ABMSimulator=ABMSimulator,
-    )
+    pytest.importorskip("mesa", reason="mesa is not installed (pip install 'mesa>=3.1')")
+    return load_mesa()
 
 
 def mesa_metrics(cls: Any, params: Mapping[str, Any], steps: int, seed: int) -> dict[str, Any]:
@@ -193,7 +172,10 @@ def test_boltzmann_gini_agrees_with_mesa() -> None:
     mesa = mesa_examples()
     steps = 30
     theirs = np.array(
-        [mesa_metrics(mesa.Boltzmann, BOLTZMANN_SMALL, steps, s)["Gini"][steps] for s in range(12)]
+        [
+            mesa_metrics(mesa.BoltzmannWealth, BOLTZMANN_SMALL, steps, s)["Gini"][steps]
+            for s in range(12)
+        ]
     )
     ours = np.array(
         [our_metrics(Boltzmann, BOLTZMANN_SMALL, steps, s)["gini"][steps] for s in range(96)]

@@ -1,0 +1,43 @@
+"""Mesa's example models, imported so that missing optional extras do not stop them.
+
+Shared by ``benchmarks/sim_vs_mesa.py`` and ``tests/sim/test_mesa_models.py``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from pathlib import Path
+
+
+def load_mesa() -> types.SimpleNamespace:
+    """Mesa's example model classes and its ABMSimulator.
+
+    ``mesa/examples/__init__.py`` imports every example, some of which need extras
+    (networkx); when that fails the package is registered without running it, so the
+    three models import on their own.
+
+    Raises:
+        ImportError: Mesa is not installed.
+    """
+    import mesa
+
+    if "mesa.examples" not in sys.modules:
+        try:
+            importlib.import_module("mesa.examples")
+        except ImportError:
+            pkg = types.ModuleType("mesa.examples")
+            pkg.__path__ = [str(Path(mesa.__file__).parent / "examples")]
+            sys.modules["mesa.examples"] = pkg
+    from mesa.examples.advanced.wolf_sheep.model import WolfSheep as MesaWolfSheep
+    from mesa.examples.basic.boltzmann_wealth_model.model import BoltzmannWealth
+    from mesa.examples.basic.schelling.model import Schelling as MesaSchelling
+    from mesa.experimental.devs import ABMSimulator
+
+    return types.SimpleNamespace(
+        BoltzmannWealth=BoltzmannWealth,
+        Schelling=MesaSchelling,
+        WolfSheep=MesaWolfSheep,
+        ABMSimulator=ABMSimulator,
+    )
