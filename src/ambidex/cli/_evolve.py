@@ -11,15 +11,12 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from ambidex.cli._errors import fail
+
 if TYPE_CHECKING:
     from ambidex.evolve import EvolveProgress, EvolveResult
 
 __all__ = ["evolve_command"]
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    return typer.Exit(code)
 
 
 def evolve_command(
@@ -55,11 +52,11 @@ def evolve_command(
     from ambidex.evolve._coordinator import EvolveError, default_db_path
 
     if proposer not in ("offline", "llm"):
-        raise _fail(f"--proposer must be 'offline' or 'llm', got {proposer!r}")
+        raise fail(f"--proposer must be 'offline' or 'llm', got {proposer!r}")
     try:
         target = ax.evolve.load_target(file)
     except TargetError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     db_path = db or default_db_path(target.path)
     err = Console(stderr=True)
     if not as_json:
@@ -86,7 +83,7 @@ def evolve_command(
                 on_progress=view.update,
             )
     except (TargetError, EvolveError) as exc:
-        raise _fail(str(exc), 1) from None
+        raise fail(str(exc), 1) from None
     except KeyboardInterrupt:
         err.print(
             f"[yellow]stopped[/]; everything finished so far is in {db_path}: "

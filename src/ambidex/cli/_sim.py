@@ -26,6 +26,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ambidex.cli._errors import fail
+
 if TYPE_CHECKING:
     from rich.progress import Progress
 
@@ -71,21 +73,13 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 _REDRAW_S = 0.05
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    """Print ``error: message`` as one red line on stderr; the Exit to raise."""
-    Console(stderr=True).print(
-        f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True
-    )
-    return typer.Exit(code)
-
-
 @sim_app.callback()
 def _needs_numpy() -> None:
     """Run simulation models, sweep them over parameter grids, and report on records."""
     try:
         import ambidex.sim  # noqa: F401
     except ImportError as exc:
-        raise _fail(f"{exc}") from None
+        raise fail(f"{exc}") from None
 
 
 def parse_params(items: list[str], option: str = "--param") -> dict[str, str]:
@@ -139,7 +133,7 @@ def _load_model(spec: str) -> type[Model]:
     try:
         return load_model(spec)
     except ModelError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def _resolve(cls: type[Model], params: list[str] | None) -> dict[str, Any]:
@@ -150,7 +144,7 @@ def _resolve(cls: type[Model], params: list[str] | None) -> dict[str, Any]:
         given = parse_params(params or [])
         resolved = resolve_params(cls, given)
     except (ValueError, ModelError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     return {key: resolved[key] for key in given}
 
 
@@ -158,9 +152,9 @@ def _record_path(record: Path | None, model: str, kind: str) -> Path:
     """The record to write: ``--record`` (which must not exist yet) or a fresh default."""
     if record is not None:
         if record.exists():
-            raise _fail(f"{record} exists already; name a new record (or delete that one)")
+            raise fail(f"{record} exists already; name a new record (or delete that one)")
         if record.suffix not in (".sqlite", ".sqlite3", ".db", ".parquet"):
-            raise _fail(
+            raise fail(
                 f"--record {record}: name it *.sqlite or *.db (SQLite) or *.parquet (Parquet)"
             )
         return record
@@ -224,13 +218,13 @@ def _errors(record: Path) -> Iterator[None]:
     try:
         yield
     except ModelError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     except RecordError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     except SweepError as exc:
-        raise _fail(str(exc), 1) from None
+        raise fail(str(exc), 1) from None
     except KeyboardInterrupt:
-        raise _fail(f"interrupted; what was recorded so far is in {record}", 130) from None
+        raise fail(f"interrupted; what was recorded so far is in {record}", 130) from None
 
 
 def _write_report(record: Path) -> Path:
@@ -240,7 +234,7 @@ def _write_report(record: Path) -> Path:
     try:
         return report(record)
     except RecordError as exc:
-        raise _fail(str(exc), 1) from None
+        raise fail(str(exc), 1) from None
 
 
 def _per_second(count: float, seconds: float) -> str:
@@ -296,15 +290,27 @@ def run_command(
             snapshot_every=snapshot_every,
             progress=on_step,
         )
+    _finish(
+        result.summary(), path, make_report, as_json, lambda html: _show_run(result, path, html)
+    )
+
+
+def _finish(
+    summary: dict[str, Any],
+    path: Path,
+    make_report: bool,
+    as_json: bool,
+    show: Callable[[Path | None], None],
+) -> None:
+    """What ``run`` and ``sweep`` end with: the report if asked, then JSON or tables."""
     html = _write_report(path) if make_report else None
     if as_json:
-        payload = result.summary()
-        payload["record"] = str(path)
+        summary["record"] = str(path)
         if html is not None:
-            payload["report"] = str(html)
-        _print_json(payload)
+            summary["report"] = str(html)
+        _print_json(summary)
         return
-    _show_run(result, path, html)
+    show(html)
 
 
 def _show_run(result: RunResult, path: Path, html: Path | None) -> None:
@@ -335,7 +341,7 @@ def _typed_grid(cls: type[Model], grid: dict[str, list[str]]) -> dict[str, list[
         for key, values in grid.items():
             typed[key] = [resolve_params(cls, {key: v})[key] for v in values]
     except ModelError as exc:
-        raise _fail(f"--grid: {exc}") from None
+        raise fail(f"--grid: {exc}") from None
     return typed
 
 
@@ -375,17 +381,17 @@ def sweep_command(
     try:
         raw_grid = parse_grid(grid or [])
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     typed = _typed_grid(cls, raw_grid)
     both = sorted(set(typed) & set(fixed))
     if both:
-        raise _fail(f"{', '.join(both)}: given both as --grid and as --param; choose one")
+        raise fail(f"{', '.join(both)}: given both as --grid and as --param; choose one")
     name = cls.model_name()
     path = _record_path(record, name, "sweep")
     try:
         rt = ax.Runtime(cpu_workers=workers)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     bar = _progress_bar(_runs_column())
     task = bar.add_task(escape(name), total=None, runs="")
     on_progress = _sweep_progress(bar, task)
@@ -401,15 +407,9 @@ def sweep_command(
             workers=workers,
             progress=on_progress,
         )
-    html = _write_report(path) if make_report else None
-    if as_json:
-        payload = result.summary()
-        payload["record"] = str(path)
-        if html is not None:
-            payload["report"] = str(html)
-        _print_json(payload)
-        return
-    _show_sweep(result, path, html)
+    _finish(
+        result.summary(), path, make_report, as_json, lambda html: _show_sweep(result, path, html)
+    )
 
 
 def _runs_column() -> Any:
@@ -495,7 +495,7 @@ def report_command(
     try:
         written = report(record, out, title=title)
     except RecordError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     except OSError as exc:
-        raise _fail(f"cannot write the report: {exc}", 1) from None
+        raise fail(f"cannot write the report: {exc}", 1) from None
     typer.echo(str(written))

@@ -26,7 +26,7 @@ from ambidex._paths import data_dir
 from ambidex.evolve._database import Program, ProgramDatabase
 from ambidex.evolve._proposers import LLMProposer, OfflineProposer, ProposalContext, Proposer
 from ambidex.evolve._sandbox import EvalResult, Sandbox
-from ambidex.evolve._target import Target, TargetError, load_target
+from ambidex.evolve._target import Target, load_target
 from ambidex.exceptions import UnknownLimitError
 from ambidex.runtime import Runtime, cpu, runtime
 
@@ -548,12 +548,3 @@ def workload(target_file: str | Path, *, name: str | None = None) -> Workload:
     from ambidex.jobs import default_registry
 
     return register_evolution(default_registry(), target_file, name=name)
-
-
-def is_target_file(path: Path) -> bool:
-    """True when ``path`` holds an ``@ax.evolve.target`` function (read, not run)."""
-    try:
-        load_target(path)
-    except TargetError:
-        return False
-    return True

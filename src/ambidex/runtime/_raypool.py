@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import json
 import os
 import sys
 import threading
@@ -189,8 +188,3 @@ class RayPool:
         if self._owns_ray:
             ray = ray_module()
             await asyncio.to_thread(ray.shutdown)
-
-    @staticmethod
-    def env_sys_path() -> str:
-        """The driver's ``sys.path`` as JSON (for the docs: what travels with a call)."""
-        return json.dumps(sys.path)

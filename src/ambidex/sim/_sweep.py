@@ -25,9 +25,8 @@ import numpy as np
 from ambidex.runtime import cpu, runtime
 from ambidex.sim._model import Model, ModelError, resolve_params
 from ambidex.sim._recorder import Recorder
-from ambidex.sim._run import ModelSpec, RunResult, load_model, run
+from ambidex.sim._run import ModelSpec, RunResult, _open_recorder, load_model, run
 from ambidex.sim._shared import SharedArray, SharedArrays, attach, release
-from ambidex.sim._table import MetricsTable
 
 __all__ = ["SweepError", "SweepProgress", "SweepResult", "asweep", "grid_points", "sweep"]
 
@@ -260,7 +259,7 @@ async def asweep(
     name = cls.model_name()
     rt = runtime()
     on_ray = rt.backend == "ray" and not rt.in_worker
-    recorder, owned = _open(record)
+    recorder, owned = _open_recorder(record)
     started = time.perf_counter()
     try:
         with (
@@ -415,14 +414,6 @@ def _terminal_bar(
         yield update
 
 
-def _open(record: str | Path | Recorder | None) -> tuple[Recorder | None, bool]:
-    if record is None:
-        return None, False
-    if isinstance(record, Recorder):
-        return record, False
-    return Recorder(record), True
-
-
 async def _dispatch(
     specs: list[_RunSpec],
     points: list[dict[str, Any]],
@@ -489,10 +480,3 @@ async def _dispatch(
     if len(out) != n:  # pragma: no cover - every task either finished or raised
         raise SweepError("a sweep run finished without a result")
     return out
-
-
-def equal_sweeps(a: SweepResult, b: SweepResult) -> bool:
-    """Same runs in the same order with bit-identical metrics."""
-    return len(a.runs) == len(b.runs) and all(
-        MetricsTable.equals(x.metrics, y.metrics) for x, y in zip(a.runs, b.runs, strict=True)
-    )
