@@ -86,13 +86,17 @@ class SweepResult:
     def summary(self) -> dict[str, Any]:
         """JSON-ready: the grid, and for every point the mean and sd of final metrics."""
         names = [c for c in self.runs[0].metrics.columns if c != "step"] if self.runs else []
-        rows = []
-        for p, point in enumerate(self.points):
-            finals: dict[str, Any] = {}
-            for name in names:
-                vals = self.final(name)[p]
-                finals[name] = {"mean": float(vals.mean()), "sd": float(vals.std())}
-            rows.append({"point": point, "final": finals})
+        finals = {name: self.final(name) for name in names}  # (points, replicates) each
+        rows = [
+            {
+                "point": point,
+                "final": {
+                    name: {"mean": float(f[p].mean()), "sd": float(f[p].std())}
+                    for name, f in finals.items()
+                },
+            }
+            for p, point in enumerate(self.points)
+        ]
         return {
             "model": self.model,
             "grid": self.grid,
