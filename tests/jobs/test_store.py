@@ -68,13 +68,15 @@ def test_submit_stores_a_queued_job_that_get_returns(store: JobStore) -> None:
 
 
 def test_submit_rejects_input_that_is_not_json(store: JobStore) -> None:
-    with pytest.raises(ValueError, match="job input must be JSON"):
+    with pytest.raises(ValueError, match="not storable JSON: when: a value of type object"):
         store.submit("echo", {"when": object()})
-    with pytest.raises(ValueError, match="job input must be JSON"):
+    with pytest.raises(ValueError, match="not storable JSON: x: nan is not a JSON number"):
         store.submit("echo", {"x": float("nan")})
+    with pytest.raises(ValueError, match="not storable JSON: s: holds a lone surrogate"):
+        store.submit("echo", {"s": "a\udc80"})
     with pytest.raises(ValueError, match="max_attempts must be at least 1"):
         store.submit("echo", {}, max_attempts=0)
-    assert store.list() == ([], None)
+    assert store.list() == ([], None, None)
 
 
 def test_submit_many_stores_every_job_in_order(store: JobStore) -> None:
@@ -87,19 +89,31 @@ def test_submit_many_stores_every_job_in_order(store: JobStore) -> None:
 def test_list_pages_newest_first_until_the_cursor_is_none(store: JobStore) -> None:
     ids = [store.submit("echo", {"i": i}).id for i in range(5)]
 
-    page1, cursor1 = store.list(limit=2)
+    page1, cursor1, newer1 = store.list(limit=2)
     assert [j.id for j in page1] == [ids[4], ids[3]]
     assert cursor1 is not None
-    page2, cursor2 = store.list(limit=2, cursor=cursor1)
+    assert newer1 is None
+    page2, cursor2, _ = store.list(limit=2, cursor=cursor1)
     assert [j.id for j in page2] == [ids[2], ids[1]]
     assert cursor2 is not None
-    page3, cursor3 = store.list(limit=2, cursor=cursor2)
+    page3, cursor3, newer3 = store.list(limit=2, cursor=cursor2)
     assert [j.id for j in page3] == [ids[0]]
     assert cursor3 is None
 
-    exact, cursor = store.list(limit=5)
+    exact, cursor, _ = store.list(limit=5)
     assert [j.id for j in exact] == ids[::-1]
     assert cursor is None
+
+    # and back up, a page of newer jobs at a time
+    assert newer3 is not None
+    back2, older2, newer2 = store.list(limit=2, cursor=newer3)
+    assert [j.id for j in back2] == [ids[2], ids[1]]
+    assert older2 is not None
+    assert [j.id for j in store.list(limit=2, cursor=older2).jobs] == [ids[0]]
+    assert newer2 is not None
+    back1, _, top = store.list(limit=2, cursor=newer2)
+    assert [j.id for j in back1] == [ids[4], ids[3]]
+    assert top is None
 
 
 def test_list_filters_by_status_and_workload(store: JobStore) -> None:
@@ -110,7 +124,7 @@ def test_list_filters_by_status_and_workload(store: JobStore) -> None:
 
     assert [j.id for j in store.list(workload="a")[0]] == [c.id, a.id]
     assert [j.id for j in store.list(status=[JobStatus.QUEUED])[0]] == [b.id, a.id]
-    queued_a, _ = store.list(status=[JobStatus.QUEUED], workload="a")
+    queued_a = store.list(status=[JobStatus.QUEUED], workload="a").jobs
     assert [j.id for j in queued_a] == [a.id]
     assert store.list(status=[JobStatus.RUNNING])[0] == []
 
@@ -118,7 +132,7 @@ def test_list_filters_by_status_and_workload(store: JobStore) -> None:
 @pytest.mark.parametrize("cursor", ["not a cursor!", "eDEy", "czEy=x", "s"])
 def test_list_rejects_a_cursor_it_did_not_make(store: JobStore, cursor: str) -> None:
     store.submit("echo", {})
-    with pytest.raises(ValueError, match=r"invalid cursor .*pass the next_cursor of a previous"):
+    with pytest.raises(ValueError, match=r"invalid cursor .*pass the next_cursor or prev_cursor of a previous"):
         store.list(cursor=cursor)
 
 
@@ -268,7 +282,7 @@ def test_a_result_that_is_not_json_is_recorded_as_a_failure(
     assert got.status is JobStatus.FAILED
     assert got.result is None
     assert got.error is not None
-    assert got.error.startswith("the result is not JSON")
+    assert got.error.startswith("the result is not storable JSON")
     assert kinds(store, job.id)[-1] == "failed"
 
 

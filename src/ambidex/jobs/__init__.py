@@ -16,22 +16,26 @@ Over HTTP: ``ambidex serve`` (the service) and ``ax.Client`` / ``ax.AsyncClient`
 
 from ambidex.jobs._errors import (
     JobCancelledError,
+    JobConflictError,
     JobConnectionError,
     JobError,
     JobFailedError,
     JobInputError,
     JobNotFinishedError,
     JobNotFoundError,
+    JobOptionError,
     JobServiceError,
     JobWaitTimeoutError,
     UnknownWorkloadError,
 )
 from ambidex.jobs._manager import JobManager
-from ambidex.jobs._model import Job, JobEvent, JobStatus
+from ambidex.jobs._model import Attempt, Job, JobEvent, JobStatus, RetryPolicy, WorkerInfo
+from ambidex.jobs._schedules import Schedule
 from ambidex.jobs._store import JobStore, LeaseReport
 from ambidex.jobs._workloads import (
     JobContext,
     Workload,
+    WorkloadOptions,
     WorkloadRegistry,
     default_registry,
     load_workloads,
@@ -39,8 +43,10 @@ from ambidex.jobs._workloads import (
 )
 
 __all__ = [
+    "Attempt",
     "Job",
     "JobCancelledError",
+    "JobConflictError",
     "JobConnectionError",
     "JobContext",
     "JobError",
@@ -50,13 +56,18 @@ __all__ = [
     "JobManager",
     "JobNotFinishedError",
     "JobNotFoundError",
+    "JobOptionError",
     "JobServiceError",
     "JobStatus",
     "JobStore",
     "JobWaitTimeoutError",
     "LeaseReport",
+    "RetryPolicy",
+    "Schedule",
     "UnknownWorkloadError",
+    "WorkerInfo",
     "Workload",
+    "WorkloadOptions",
     "WorkloadRegistry",
     "default_registry",
     "load_workloads",

@@ -4,13 +4,18 @@ A caller never waits for a batch to fill: when nothing is being written, its
 item is written at once, alone. Only while a write is in flight do newcomers
 queue, and they are then written in one transaction. Under load this turns N
 commits into a few, and costs nothing when idle.
+
+One item's fault stays its own: ``write`` may answer an exception for an item
+(it is raised to that item's caller alone), and if a whole batch fails, its
+items are written again one at a time, so an item the database refuses fails
+alone and the others are stored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 __all__ = ["GroupCommit"]
@@ -23,11 +28,17 @@ class GroupCommit(Generic[I, O]):
     """Batch calls of ``write(items) -> results`` (one result per item, in order).
 
     Args:
-        write: stores a batch; an exception fails every item of that batch.
+        write: stores a batch in one transaction; a result that is an exception
+            fails that item alone; an exception raised fails the batch (its
+            items are then written one by one).
         max_batch: at most this many items per write.
     """
 
-    def __init__(self, write: Callable[[list[I]], Awaitable[list[O]]], max_batch: int = 256):
+    def __init__(
+        self,
+        write: Callable[[list[I]], Awaitable[Sequence[O | BaseException]]],
+        max_batch: int = 256,
+    ):
         self._write = write
         self._max_batch = max_batch
         self._pending: list[tuple[I, asyncio.Future[O]]] = []
@@ -49,16 +60,18 @@ class GroupCommit(Generic[I, O]):
                 del self._pending[: self._max_batch]
                 try:
                     results = await self._write([item for item, _ in batch])
+                except asyncio.CancelledError:
+                    self._settle_all(batch, asyncio.CancelledError())
+                    raise
                 except builtins.BaseException as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    if isinstance(exc, asyncio.CancelledError):
-                        raise
+                    if len(batch) == 1:
+                        self._settle_all(batch, exc)
+                    else:  # one bad item must not sink the rest: each on its own
+                        for one in batch:
+                            await self._write_alone(one)
                     continue
                 for (_, future), result in zip(batch, results, strict=True):
-                    if not future.done():
-                        future.set_result(result)
+                    _settle(future, result)
         finally:
             self._flusher = None
             for _, future in self._pending:
@@ -66,7 +79,32 @@ class GroupCommit(Generic[I, O]):
                     future.cancel()
             self._pending.clear()
 
+    async def _write_alone(self, one: tuple[I, asyncio.Future[O]]) -> None:
+        item, future = one
+        try:
+            (result,) = await self._write([item])
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except builtins.BaseException as exc:
+            result = exc
+        _settle(future, result)
+
+    @staticmethod
+    def _settle_all(batch: list[tuple[I, asyncio.Future[O]]], exc: BaseException) -> None:
+        for _, future in batch:
+            _settle(future, exc)
+
     async def aclose(self) -> None:
         """Wait for the writes in flight to end."""
         if self._flusher is not None:
             await asyncio.wait({self._flusher})
+
+
+def _settle(future: asyncio.Future[O], result: O | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)

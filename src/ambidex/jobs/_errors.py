@@ -5,10 +5,13 @@
     JobError                       base of every job-service error
     ├── UnknownWorkloadError       (also a KeyError) no workload of that name is registered
     ├── JobInputError              (also a ValueError) the input does not fit the workload's schema
+    ├── JobOptionError             (also a ValueError) an option of a submit is out of range
     ├── JobNotFoundError           (also a KeyError) no job with that id
     ├── JobFailedError             the job failed; ``.job`` holds its record and error
     ├── JobCancelledError          the job was cancelled
     ├── JobNotFinishedError        a result was asked of a job that has not finished
+    ├── JobConflictError           the job's state does not allow the request (a retry of a
+    │                              running job, an idempotency key reused with another input)
     ├── JobWaitTimeoutError        (also a TimeoutError) waiting for a job took too long
     └── JobServiceError            the server answered with an error (``.status_code``)
         └── JobConnectionError     no answer at all: the service is down or timed out
@@ -22,12 +25,14 @@ from ambidex.exceptions import AmbidexError
 
 __all__ = [
     "JobCancelledError",
+    "JobConflictError",
     "JobConnectionError",
     "JobError",
     "JobFailedError",
     "JobInputError",
     "JobNotFinishedError",
     "JobNotFoundError",
+    "JobOptionError",
     "JobServiceError",
     "JobWaitTimeoutError",
     "UnknownWorkloadError",
@@ -65,6 +70,20 @@ class JobInputError(JobError, ValueError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.workload, self.errors))
+
+
+class JobOptionError(JobError, ValueError):
+    """An option of a submit (``priority``, ``delay_s``, ``retries``...) is out of range.
+
+    ``option`` names it; the message says what was expected.
+    """
+
+    def __init__(self, option: str, message: str) -> None:
+        self.option = option
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.option, self.args[0]))
 
 
 def _loc(loc: Any) -> str:
@@ -105,6 +124,15 @@ class JobCancelledError(_JobOutcomeError):
 
 class JobNotFinishedError(_JobOutcomeError):
     """The job is still queued or running."""
+
+
+class JobConflictError(_JobOutcomeError):
+    """The job is not in a state that allows the request; ``job`` is its record.
+
+    Raised for a retry of a job that has not failed, a re-run of a job that
+    has not finished, and an idempotency key that names a job of another
+    workload or input (HTTP 409).
+    """
 
 
 class JobWaitTimeoutError(_JobOutcomeError, TimeoutError):

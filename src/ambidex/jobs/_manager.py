@@ -1,14 +1,12 @@
-"""The job manager: accepts jobs, runs them with leases, tells watchers what changed.
+"""The job manager: accepts jobs, tells watchers what changed, and (as a worker) runs them.
 
 One ``JobManager`` lives on one event loop (the server's, or the worker
 command's). Its store calls run on a few threads of their own, so a slow disk
-never stalls the loop. It is two things at once:
-
-* a front desk for callers: ``submit`` (validated), ``get``, ``list``,
-  ``cancel``, ``wait`` and ``watch`` (the event stream);
-* a worker (unless ``concurrency=0``): it claims queued jobs under a lease,
-  runs up to ``concurrency`` at once, renews the leases of what it runs,
-  requeues jobs whose worker died, and records each outcome once.
+never stalls the loop. It is a front desk for callers: ``submit`` (validated),
+``get``, ``list``, ``cancel``, ``retry``, ``rerun``, ``wait`` and ``watch``
+(the event stream); unless ``concurrency=0`` it also runs a ``Worker``
+(``_worker``) that claims and runs jobs, and it fires the recurring schedules
+of its registry (``_schedules``).
 
 Watchers in the same process are woken the moment something changes;
 changes made by other processes (workers on a shared PostgreSQL) are seen by
@@ -22,20 +20,37 @@ import builtins
 import contextlib
 import functools
 import logging
-import os
-import socket
+import math
 import time
-import traceback
 from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ambidex._text import describe_exception
 from ambidex.jobs._batch import GroupCommit
-from ambidex.jobs._errors import JobNotFoundError
-from ambidex.jobs._model import Job, JobEvent, JobStatus
-from ambidex.jobs._store import JobStore, NewJob, Outcome
-from ambidex.jobs._workloads import JobContext, WorkloadRegistry, default_registry
+from ambidex.jobs._errors import (
+    JobConflictError,
+    JobInputError,
+    JobNotFoundError,
+    JobOptionError,
+)
+from ambidex.jobs._metrics import JobMetrics
+from ambidex.jobs._model import (
+    Attempt,
+    Job,
+    JobEvent,
+    JobStatus,
+    RetryPolicy,
+    WorkerInfo,
+    attempts_of,
+    iso,
+)
+from ambidex.jobs._schedules import Schedule, Scheduler
+from ambidex.jobs._store import IdempotencyConflict, JobStore, NewJob, Outcome, Page, Submitted
+from ambidex.jobs._worker import Worker, worker_name
+from ambidex.jobs._workloads import Workload, WorkloadRegistry, check_priority, default_registry
 
 __all__ = ["JobManager"]
 
@@ -43,32 +58,12 @@ T = TypeVar("T")
 log = logging.getLogger("ambidex.jobs")
 
 _TERMINAL_KINDS = frozenset({"succeeded", "failed", "cancelled"})
-_PROGRESS_EVERY_S = 0.2
-_PRUNE_EVERY_S = 3600.0
 # Waiters re-read a job at least this often even if no wake-up came (a safety net:
 # wake-ups come from this process at once and from others by the shared poll).
 _SAFETY_POLL_S = 5.0
-
-
-def _worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
-
-
-class _Running:
-    __slots__ = ("ctx", "job", "outcome", "recording", "task")
-
-    def __init__(self, job: Job, ctx: JobContext) -> None:
-        self.job = job
-        self.ctx = ctx
-        self.task: asyncio.Task[None] | None = None
-        # Why the task was cancelled from outside: "cancel" (a user asked) or
-        # "lost" (the lease is gone: write nothing). Shutdown cancels the task
-        # group instead; the done-callback of _launch then frees the slot.
-        self.outcome: str | None = None
-        # Set once the job's outcome is being written: from then on the job
-        # may leave the running state in the store at any moment, and a
-        # heartbeat that no longer finds it there must not call it lost.
-        self.recording = False
+MAX_DELAY_S = 366 * 86400.0
+"""The furthest ahead a job may be delayed or scheduled."""
+MAX_KEY_CHARS = 200
 
 
 class JobManager:
@@ -76,8 +71,9 @@ class JobManager:
 
     Args:
         store: the store, or what ``JobStore`` accepts (None: the default SQLite file).
-        registry: the workloads this manager may accept and run (default: the
-            default registry, with the built-in workloads).
+        registry: the workloads this manager may accept and run, and the
+            schedules it fires (default: the default registry, with the
+            built-in workloads).
         concurrency: jobs run at once by this manager; 0 makes it a front desk
             only (jobs are run by ``ambidex worker`` processes).
         lease_s: a claimed job is the worker's for this long, renewed every
@@ -105,7 +101,7 @@ class JobManager:
     ) -> None:
         if concurrency < 0:
             raise ValueError(f"concurrency must be >= 0, got {concurrency}")
-        if lease_s <= 0 or poll_s <= 0:
+        if not lease_s > 0 or not poll_s > 0:
             raise ValueError("lease_s and poll_s must be positive")
         self._owns_store = not isinstance(store, JobStore)
         self.store = store if isinstance(store, JobStore) else JobStore(store)
@@ -113,47 +109,114 @@ class JobManager:
         self.concurrency = concurrency
         self.lease_s = lease_s
         self.poll_s = poll_s
-        self.worker_id = worker_id or _worker_name()
+        self.worker_id = worker_id or worker_name()
         self.retention_s = retention_s
+        self.metrics = JobMetrics()
         self._db_threads = ThreadPoolExecutor(8, thread_name_prefix="ambidex-jobs-db")
-        self._running: dict[str, _Running] = {}
-        self._wake: asyncio.Event | None = None
+        self._wake = asyncio.Event()
         # Per-job wake-ups: a change made here wakes that job's waiters at once;
         # changes made by other processes are found by one shared poll.
         self._watchers: dict[str, set[asyncio.Event]] = {}
         self._seen_seq: dict[str, int] = {}
-        self._poller: asyncio.Task[None] | None = None
-        self._submits: GroupCommit[NewJob, Job] = GroupCommit(self._submit_batch)
+        self._submits: GroupCommit[NewJob, Submitted] = GroupCommit(self._submit_batch)
         self._finishes: GroupCommit[Outcome, bool] = GroupCommit(self._finish_batch)
-        self._runner: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._worker: Worker | None = None
+        self._tasks: builtins.list[asyncio.Task[None]] = []
+        self._scheduler_failure: str | None = None
         self.started_at = time.time()
-        self.finished_counts: dict[str, int] = {s: 0 for s in ("succeeded", "failed", "cancelled")}
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start working (if ``concurrency > 0``); requeue jobs whose lease lapsed."""
+        """Start: requeue jobs whose lease lapsed, fire schedules, work (if ``concurrency > 0``).
+
+        Raises:
+            ValueError: a schedule names a workload this manager does not have,
+                or its input does not fit the workload.
+        """
         self._wake = asyncio.Event()
+        schedules = self._checked_schedules()
         await self._db(self.store.recover_expired)
-        self._poller = asyncio.create_task(self._poll_watched(), name="ambidex-jobs-poller")
+        self._spawn(self._poll_watched(), "ambidex-jobs-poller")
+        if schedules:
+            now = time.time()
+            last = {
+                s.name or "": await self._db(
+                    self.store.register_schedule,
+                    s.name,
+                    s.workload,
+                    s.cron,
+                    dict(s.input),
+                    s.latest_tick(now),
+                )
+                for s in schedules
+            }
+            self._spawn(
+                self._run_scheduler(Scheduler(schedules, last, self._fire)),
+                "ambidex-jobs-scheduler",
+            )
         if self.concurrency > 0:
-            self._runner = asyncio.create_task(self._work(), name="ambidex-jobs-worker")
+            self._worker = Worker(
+                store=self.store,
+                registry=self.registry,
+                db=self._db,
+                record=self._finishes,
+                touch=self._touch,
+                wake=self._wake,
+                metrics=self.metrics,
+                worker_id=self.worker_id,
+                concurrency=self.concurrency,
+                lease_s=self.lease_s,
+                poll_s=self.poll_s,
+                retention_s=self.retention_s,
+            )
+            self._spawn(self._work(self._worker), "ambidex-jobs-worker")
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))
+
+    def _checked_schedules(self) -> builtins.list[Schedule]:
+        schedules = self.registry.schedules()
+        for s in schedules:
+            wl = self._workload_or_value_error(s)
+            try:
+                wl.validate(dict(s.input))
+            except JobInputError as exc:
+                raise ValueError(f"schedule {s.name!r}: {exc}") from None
+        return schedules
+
+    def _workload_or_value_error(self, s: Schedule) -> Workload:
+        if s.workload not in self.registry:
+            raise ValueError(
+                f"schedule {s.name!r} names workload {s.workload!r}, which is not registered; "
+                f"known: {', '.join(self.registry.names())}"
+            )
+        return self.registry.get(str(s.workload))
+
+    async def _work(self, worker: Worker) -> None:
+        await worker.run()
+        if worker.failure is not None:  # it stopped on its own: give its jobs back now
+            try:
+                await self._db(self.store.release, self.worker_id)
+            except Exception:
+                log.exception("giving back running jobs failed; their leases will lapse")
+
+    async def _run_scheduler(self, scheduler: Scheduler) -> None:
+        try:
+            await scheduler.run()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._scheduler_failure = f"the scheduler stopped: {describe_exception(exc)}"
+            log.error("%s", self._scheduler_failure, exc_info=exc)
 
     async def aclose(self) -> None:
         """Stop: running jobs are cancelled and put back in the queue, unfinished."""
-        self._stopping = True
-        if self._poller is not None:
-            self._poller.cancel()
-            await asyncio.wait({self._poller})
-            self._poller = None
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            runner.cancel()
-            await asyncio.wait({runner})
-            if not runner.cancelled() and runner.exception() is not None:
-                log.error("the worker loop had failed", exc_info=runner.exception())
-
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
         await self._finishes.aclose()
         await self._submits.aclose()
 
@@ -162,10 +225,11 @@ class JobManager:
             # before the release, so no job claimed at the last moment is left
             # to wait for its lease to lapse.
             self._db_threads.shutdown(wait=True)
-            try:
-                self.store.release(self.worker_id)
-            except Exception:
-                log.exception("giving back running jobs failed; their leases will lapse")
+            if self.concurrency > 0:
+                try:
+                    self.store.release(self.worker_id)
+                except Exception:
+                    log.exception("giving back running jobs failed; their leases will lapse")
             if self._owns_store:
                 self.store.close()
 
@@ -181,7 +245,23 @@ class JobManager:
     @property
     def running_here(self) -> int:
         """Jobs this manager is running now."""
-        return len(self._running)
+        return 0 if self._worker is None else len(self._worker.running)
+
+    @property
+    def finished_counts(self) -> dict[str, int]:
+        """Jobs this manager finished, by outcome."""
+        if self._worker is None:
+            return {s: 0 for s in ("succeeded", "failed", "cancelled")}
+        return dict(self._worker.finished_counts)
+
+    def problems(self) -> builtins.list[str]:
+        """What stopped working in this manager (empty while all is well)."""
+        found = []
+        if self._worker is not None and self._worker.failure is not None:
+            found.append(self._worker.failure)
+        if self._scheduler_failure is not None:
+            found.append(self._scheduler_failure)
+        return found
 
     async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -222,12 +302,15 @@ class JobManager:
                     await event.wait()
         event.clear()
 
+    def _running_here(self, job_id: str) -> bool:
+        return self._worker is not None and job_id in self._worker.running
+
     async def _poll_watched(self) -> None:
         """Find changes other processes made to watched jobs: one query per ``poll_s``."""
         while True:
             await asyncio.sleep(self.poll_s)
             # Jobs running here report their own changes at once.
-            ids = [job_id for job_id in self._watchers if job_id not in self._running]
+            ids = [job_id for job_id in self._watchers if not self._running_here(job_id)]
             if not ids:
                 continue
             try:
@@ -253,28 +336,80 @@ class JobManager:
         *,
         max_attempts: int | None = None,
         timeout_s: float | None = None,
+        priority: int | None = None,
+        delay_s: float | None = None,
+        run_at: float | datetime | None = None,
+        idempotency_key: str | None = None,
+        retries: int | None = None,
+        retry_on: Any = None,
+        retry_backoff_s: float | None = None,
+        retry_max_backoff_s: float | None = None,
     ) -> Job:
         """Validate and store a job; it is durable once this returns.
+
+        Every option left out takes the workload's value (see ``WorkloadOptions``).
+
+        Args:
+            workload: a registered workload.
+            input: its input (validated against the workload's schema).
+            max_attempts: starts allowed before a job whose worker keeps dying fails.
+            timeout_s: stop the job after this long.
+            priority: higher starts first (within ±1,000,000).
+            delay_s: start no sooner than this many seconds from now.
+            run_at: start no sooner than this time (epoch seconds or an aware
+                ``datetime``); not with ``delay_s``.
+            idempotency_key: a job submitted with this key before (and not yet
+                pruned) is returned instead of storing a new one.
+            retries: how many times a failure is retried.
+            retry_on: the exception types (or names) retried (default: any).
+            retry_backoff_s: the first retry's wait (see ``RetryPolicy``).
+            retry_max_backoff_s: the cap of one retry's wait.
 
         Raises:
             UnknownWorkloadError: no such workload is registered here.
             JobInputError: the input does not fit the workload's schema.
+            JobOptionError: an option is out of range (naming it).
+            JobConflictError: the idempotency key names a job of another
+                workload or input.
+        """
+        submitted = await self.submit_detailed(
+            workload,
+            input,
+            max_attempts=max_attempts,
+            timeout_s=timeout_s,
+            priority=priority,
+            delay_s=delay_s,
+            run_at=run_at,
+            idempotency_key=idempotency_key,
+            retries=retries,
+            retry_on=retry_on,
+            retry_backoff_s=retry_backoff_s,
+            retry_max_backoff_s=retry_max_backoff_s,
+        )
+        return submitted.job
+
+    async def submit_detailed(self, workload: str, input: Any = None, **options: Any) -> Submitted:
+        """``submit``, also telling whether the job was created.
+
+        ``created`` is False when the idempotency key named an existing job.
+        Options as for ``submit``.
         """
         wl = self.registry.get(workload)
         data = wl.validate(input)
-        job = await self._submits(
-            NewJob(
-                workload,
-                data,
-                max_attempts or wl.max_attempts,
-                timeout_s if timeout_s is not None else wl.timeout_s,
-            )
-        )
-        if self._wake is not None:
+        new = _new_job(wl, data, options)
+        try:
+            submitted = await self._submits(new)
+        except IdempotencyConflict as exc:
+            raise JobConflictError(str(exc), exc.job) from None
+        except ValueError as exc:  # what the store refused (the checks above should catch it)
+            raise JobInputError(
+                workload, [{"loc": [], "msg": str(exc), "type": "value_error"}]
+            ) from None
+        if submitted.created:
             self._wake.set()
-        return job
+        return submitted
 
-    async def _submit_batch(self, new_jobs: builtins.list[NewJob]) -> builtins.list[Job]:
+    async def _submit_batch(self, new_jobs: builtins.list[NewJob]) -> builtins.list[Any]:
         return await self._db(self.store.submit_batch, new_jobs)
 
     async def _finish_batch(self, outcomes: builtins.list[Outcome]) -> builtins.list[bool]:
@@ -298,10 +433,20 @@ class JobManager:
         workload: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
-    ) -> tuple[builtins.list[Job], str | None]:
-        """A page of jobs, newest first, and the next page's cursor."""
+        id_prefix: str | None = None,
+    ) -> Page:
+        """A page of jobs, newest first, and the cursors of the pages around it.
+
+        Raises:
+            ValueError: a cursor that no page returned.
+        """
         return await self._db(
-            self.store.list, status=status, workload=workload, limit=limit, cursor=cursor
+            self.store.list,
+            status=status,
+            workload=workload,
+            limit=limit,
+            cursor=cursor,
+            id_prefix=id_prefix,
         )
 
     async def cancel(self, job_id: str) -> Job:
@@ -316,19 +461,80 @@ class JobManager:
         job = await self._db(self.store.cancel, job_id)
         if job is None:
             raise JobNotFoundError(job_id)
-        here = self._running.get(job_id)
-        if here is not None and job.status is JobStatus.RUNNING:
-            self._stop(here, "cancel")
+        if self._worker is not None and job.status is JobStatus.RUNNING:
+            self._worker.stop_here(job_id)
         self._touch(job_id)
         return job
+
+    async def retry(self, job_id: str) -> Job:
+        """Put a failed or cancelled job back in the queue as it is (same id and input).
+
+        Raises:
+            JobNotFoundError: no such job.
+            JobConflictError: the job has not failed and was not cancelled.
+        """
+        found = await self._db(self.store.retry, job_id)
+        if found is None:
+            raise JobNotFoundError(job_id)
+        job, done = found
+        if not done:
+            raise JobConflictError(
+                f"job {job.id} is {job.status.value}: only a failed or cancelled job can be "
+                "retried (re-run a succeeded one)",
+                job,
+            )
+        self._wake.set()
+        self._touch(job_id)
+        return job
+
+    async def rerun(self, job_id: str) -> Job:
+        """A new job with a finished job's workload and input, linked to it (``rerun_of``).
+
+        The workload's current schema and options apply.
+
+        Raises:
+            JobNotFoundError: no such job.
+            JobConflictError: the job has not finished.
+            UnknownWorkloadError: its workload is not registered here.
+            JobInputError: its input no longer fits the workload.
+        """
+        old = await self.get(job_id)
+        if not old.status.terminal:
+            raise JobConflictError(
+                f"job {old.id} is {old.status.value}: only a finished job can be re-run", old
+            )
+        wl = self.registry.get(old.workload)
+        data = wl.validate(old.input)
+        options = {"max_attempts": old.max_attempts, "timeout_s": old.timeout_s}
+        new = _new_job(wl, data, options, rerun_of=old.id, priority=old.priority)
+        submitted = await self._submits(new)
+        self._wake.set()
+        return submitted.job
 
     async def events(self, job_id: str, after: int = 0) -> builtins.list[JobEvent]:
         """The job's events after ``after`` (a ``JobEvent.seq``)."""
         return await self._db(self.store.events, job_id, after=after)
 
+    async def attempts(self, job_id: str) -> builtins.list[Attempt]:
+        """Each start of the job and how it ended (error and traceback included), oldest first.
+
+        Raises:
+            JobNotFoundError: no such job.
+        """
+        await self.get(job_id)
+        return attempts_of(await self._db(self.store.events, job_id, limit=100_000))
+
     async def counts(self) -> dict[JobStatus, int]:
         """How many jobs are in each state."""
         return await self._db(self.store.counts)
+
+    async def counts_by_workload(self) -> dict[tuple[str, JobStatus], int]:
+        """How many jobs of each workload are in each state."""
+        return await self._db(self.store.counts_by_workload)
+
+    async def workers(self) -> builtins.list[WorkerInfo]:
+        """The workers sharing the store (see ``JobStore.workers``)."""
+        return await self._db(self.store.workers)
 
     async def wait(self, job_id: str, timeout_s: float | None = None) -> Job:
         """Wait until the job has finished, or ``timeout_s`` has passed; return its record.
@@ -350,7 +556,7 @@ class JobManager:
                 if left <= 0:
                     return job
                 await self._sleep_on(changed, left)
-                if job_id not in self._running:  # running here: only its end is news
+                if not self._running_here(job_id):  # running here: only its end is news
                     job = await self.get(job_id)
 
     async def watch(self, job_id: str, after: int = 0) -> AsyncIterator[JobEvent]:
@@ -372,223 +578,117 @@ class JobManager:
                     return
                 await self._sleep_on(changed, _SAFETY_POLL_S)
 
-    # -- the worker ------------------------------------------------------------------
+    # -- schedules -------------------------------------------------------------------
 
-    async def _work(self) -> None:
-        assert self._wake is not None
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._heartbeats(), name="ambidex-jobs-heartbeat")
-            tg.create_task(self._recovery(), name="ambidex-jobs-recovery")
-            names = self.registry.names()
-            while True:
-                self._wake.clear()
-                free = self.concurrency - len(self._running)
-                claimed: list[Job] = []
-                if free > 0:
-                    try:
-                        claimed = await self._db(
-                            self.store.claim,
-                            self.worker_id,
-                            lease_s=self.lease_s,
-                            workloads=names,
-                            limit=free,
-                        )
-                    except Exception:
-                        log.exception("claiming jobs failed; retrying in %.2f s", self.poll_s)
-                for job in claimed:
-                    self._launch(tg, job)
-                if claimed:
-                    self._touch(*(job.id for job in claimed))
-                if not claimed or len(self._running) >= self.concurrency:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(self.poll_s):
-                            await self._wake.wait()
-
-    def _launch(self, tg: asyncio.TaskGroup, job: Job) -> None:
-        ctx = JobContext(job.id, job.workload, job.attempts)
-        running = _Running(job, ctx)
-        previous = self._running.get(job.id)
-        if previous is not None:
-            # This worker lost that attempt's lease and has now claimed the job again.
-            self._stop(previous, "lost")
-        self._running[job.id] = running
-        task = tg.create_task(self._execute(running), name=f"ambidex-job-{job.id}")
-        running.task = task
-
-        def gone(_task: asyncio.Task[None]) -> None:
-            # Also when the task was cancelled before it ever ran (its body,
-            # and so its own cleanup, never started): the slot must be freed.
-            if self._running.get(job.id) is running:
-                del self._running[job.id]
-            if self._wake is not None:
-                self._wake.set()
-
-        task.add_done_callback(gone)
-
-    def _stop(self, running: _Running, outcome: str) -> None:
-        if running.recording:  # its outcome is being written: let the write finish
-            return
-        if running.outcome is None and running.task is not None and not running.task.done():
-            running.outcome = outcome
-            running.task.cancel()
-
-    async def _execute(self, running: _Running) -> None:
-        job, ctx = running.job, running.ctx
-        assert self._wake is not None
-        reporters: builtins.list[asyncio.Task[None]] = []
-        self._wire_progress(job, ctx, reporters)
-        try:
-            status, result, error, detail = await self._run_workload(running)
-        finally:
-            for reporter in reporters:
-                reporter.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reporter
-        try:
-            running.recording = True
-            await self._flush_progress(job, ctx)
-            try:
-                recorded = await self._finishes(
-                    Outcome(job.id, self.worker_id, job.attempts, status, result, error)
-                )
-            except Exception:
-                log.exception(
-                    "job %s: recording its outcome failed; it runs again once its lease lapses",
-                    job.id,
-                )
-                return
-            if recorded:
-                self.finished_counts[status.value] += 1
-                if detail:
-                    log.info("job %s (%s) failed: %s", job.id, job.workload, detail)
-            else:
-                log.warning("job %s: lease lost before its outcome could be recorded", job.id)
-        finally:
-            self._forget(running)
-            self._wake.set()
-        self._touch(job.id)
-
-    def _forget(self, running: _Running) -> None:
-        if self._running.get(running.job.id) is running:
-            del self._running[running.job.id]
-
-    def _wire_progress(
-        self, job: Job, ctx: JobContext, reporters: builtins.list[asyncio.Task[None]]
-    ) -> None:
-        """Let ``ctx.progress`` reach the store; the reporter task starts with the first report."""
-        changed = asyncio.Event()
-        loop = asyncio.get_running_loop()
-
-        def on_progress() -> None:  # on the loop
-            changed.set()
-            if not reporters:
-                reporters.append(asyncio.create_task(self._report_progress(job, ctx, changed)))
-
-        def notify() -> None:  # from any thread
-            loop.call_soon_threadsafe(on_progress)
-
-        ctx._notify = notify
-
-    async def _run_workload(
-        self, running: _Running
-    ) -> tuple[JobStatus, Any, str | None, str | None]:
-        """Run the job's workload: (status, result, error, traceback)."""
-        job = running.job
-        deadline = asyncio.timeout(job.timeout_s)
-        try:
-            workload = self.registry.get(job.workload)
-            if job.timeout_s is None:
-                result = await workload.run(job.input, running.ctx)
-            else:
-                async with deadline:
-                    result = await workload.run(job.input, running.ctx)
-            return JobStatus.SUCCEEDED, result, None, None
-        except asyncio.CancelledError:
-            if running.outcome != "cancel":
-                raise
-            return JobStatus.CANCELLED, None, "cancelled by request", None
-        except TimeoutError as exc:
-            if deadline.expired():
-                error = f"timed out after {job.timeout_s:g} s (the work was stopped)"
-            else:
-                error = f"{type(exc).__name__}: {exc}"
-            return JobStatus.FAILED, None, error, traceback.format_exc()
-        except Exception as exc:
-            return JobStatus.FAILED, None, f"{type(exc).__name__}: {exc}", traceback.format_exc()
-
-    async def _report_progress(self, job: Job, ctx: JobContext, changed: asyncio.Event) -> None:
-        while True:
-            await changed.wait()
-            changed.clear()
-            await self._flush_progress(job, ctx)
-            await asyncio.sleep(_PROGRESS_EVERY_S)
-
-    async def _flush_progress(self, job: Job, ctx: JobContext) -> None:
-        latest = ctx._take()
-        if latest is None:
-            return
-        with contextlib.suppress(Exception):
-            await self._db(
-                self.store.report_progress, job.id, self.worker_id, job.attempts, *latest
+    async def _fire(self, schedule: Schedule, tick: float, run: bool) -> None:
+        name = schedule.name or ""
+        new = None
+        if run:
+            wl = self.registry.get(str(schedule.workload))
+            data = wl.validate(dict(schedule.input))
+            new = _new_job(
+                wl,
+                data,
+                {"priority": schedule.priority or None},
+                idempotency_key=f"schedule:{name}:{iso(tick)}",
+                origin={"schedule": name, "tick": iso(tick)},
             )
-            self._touch(job.id)
+        job = await self._db(self.store.fire_schedule, name, tick, new)
+        if job is not None:
+            log.info("schedule %s: tick %s started job %s", name, iso(tick), job.id)
+            self._wake.set()
 
-    async def _heartbeats(self) -> None:
-        every_s = min(self.lease_s / 3, 1.0)
-        while True:
-            await asyncio.sleep(every_s)
-            # Only the jobs running here before the call are judged by its answer:
-            # a job claimed during the call, or finishing during it, is not lost.
-            snapshot = {
-                job_id: running
-                for job_id, running in self._running.items()
-                if not running.recording
-            }
-            if not snapshot:
-                continue
-            try:
-                report = await self._db(
-                    self.store.heartbeat, self.worker_id, list(snapshot), lease_s=self.lease_s
-                )
-            except Exception:
-                log.exception("renewing leases failed")
-                continue
-            for job_id, running in snapshot.items():
-                if running.recording or self._running.get(job_id) is not running:
-                    continue
-                if job_id in report.cancel_requested:
-                    self._stop(running, "cancel")
-                elif job_id not in report.held:
-                    log.warning("job %s: lease lost; stopping it without recording", job_id)
-                    self._stop(running, "lost")
 
-    async def _recovery(self) -> None:
-        every_s = max(min(self.lease_s / 2, 5.0), 0.1)
-        next_prune = time.monotonic()
-        while True:
-            await asyncio.sleep(every_s)
-            if self.retention_s is not None and time.monotonic() >= next_prune:
-                next_prune = time.monotonic() + _PRUNE_EVERY_S
-                try:
-                    pruned = await self._db(self.store.prune, self.retention_s)
-                except Exception:
-                    log.exception("pruning finished jobs failed")
-                else:
-                    if pruned:
-                        log.info(
-                            "pruned %d job(s) finished over %g s ago", pruned, self.retention_s
-                        )
-            try:
-                requeued, failed = await self._db(self.store.recover_expired)
-            except Exception:
-                log.exception("recovering lapsed leases failed")
-                continue
-            if requeued or failed:
-                log.warning(
-                    "requeued %d job(s) and failed %d whose worker stopped",
-                    len(requeued),
-                    len(failed),
-                )
-                assert self._wake is not None
-                self._wake.set()
-                self._touch(*requeued, *failed)
+def _when(delay_s: float | None, run_at: float | datetime | None) -> float | None:
+    """The epoch time a job may start, from ``delay_s`` or ``run_at`` (None: at once)."""
+    if delay_s is not None and run_at is not None:
+        raise JobOptionError("run_at", "give delay_s or run_at, not both")
+    now = time.time()
+    if delay_s is not None:
+        if not (_is_number(delay_s) and 0 <= delay_s <= MAX_DELAY_S):
+            raise JobOptionError(
+                "delay_s", f"delay_s must be within 0..{MAX_DELAY_S:g} seconds, got {delay_s!r}"
+            )
+        return now + float(delay_s)
+    if run_at is None:
+        return None
+    if isinstance(run_at, datetime):
+        if run_at.tzinfo is None:
+            raise JobOptionError("run_at", "run_at: give a datetime with a time zone (e.g. UTC)")
+        run_at = run_at.timestamp()
+    if not _is_number(run_at) or not math.isfinite(run_at) or run_at < 0:
+        raise JobOptionError("run_at", f"run_at must be a time in epoch seconds, got {run_at!r}")
+    if run_at > now + MAX_DELAY_S:
+        raise JobOptionError(
+            "run_at",
+            f"run_at {iso(run_at)} is more than a year ahead (epoch seconds, not milliseconds?)",
+        )
+    return float(run_at)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _new_job(
+    wl: Workload,
+    data: dict[str, Any],
+    options: dict[str, Any],
+    *,
+    rerun_of: str | None = None,
+    priority: int | None = None,
+    idempotency_key: str | None = None,
+    origin: dict[str, Any] | None = None,
+) -> NewJob:
+    """The ``NewJob`` for validated input, with the workload's options where none is given.
+
+    Raises:
+        JobOptionError: an option out of range, naming it.
+    """
+
+    def pick(key: str, default: Any) -> Any:
+        value = options.get(key)
+        return default if value is None else value
+
+    try:
+        retry = RetryPolicy.of(
+            pick("retries", wl.retry.retries),
+            pick("retry_on", wl.retry.on),
+            pick("retry_backoff_s", wl.retry.backoff_s),
+            pick("retry_max_backoff_s", wl.retry.max_backoff_s),
+        )
+    except ValueError as exc:
+        raise JobOptionError("retries", str(exc)) from None
+    try:
+        prio = check_priority(pick("priority", priority if priority is not None else wl.priority))
+    except ValueError as exc:
+        raise JobOptionError("priority", str(exc)) from None
+    key = pick("idempotency_key", idempotency_key)
+    if key is not None:
+        _check_key(key)
+    max_attempts = pick("max_attempts", wl.max_attempts)
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        raise JobOptionError(
+            "max_attempts", f"max_attempts must be a positive integer, got {max_attempts!r}"
+        )
+    timeout_s = pick("timeout_s", wl.timeout_s)
+    if timeout_s is not None and not (_is_number(timeout_s) and timeout_s > 0):
+        raise JobOptionError(
+            "timeout_s", f"timeout_s must be a positive number of seconds, got {timeout_s!r}"
+        )
+    run_at = _when(options.get("delay_s"), options.get("run_at"))
+    return NewJob(
+        wl.name, data, max_attempts, timeout_s, None, prio, run_at, retry, key, rerun_of, origin
+    )
+
+
+def _check_key(key: Any) -> None:
+    if not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY_CHARS:
+        raise JobOptionError(
+            "idempotency_key",
+            f"idempotency_key must be a string of 1 to {MAX_KEY_CHARS} characters",
+        )
+    if any(c == "\x00" or "\ud800" <= c <= "\udfff" for c in key):
+        raise JobOptionError(
+            "idempotency_key", "idempotency_key must be plain text (no NUL, no lone surrogates)"
+        )

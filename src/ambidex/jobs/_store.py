@@ -6,11 +6,26 @@ service durable are enforced here, in the ``WHERE`` clauses:
 
 * a job is claimed by one worker at a time: the claim is a single
   ``UPDATE ... WHERE seq IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``
-  (SQLite serialises writers itself, so the lock clause is left out there);
+  (SQLite serialises writers itself, so the lock clause is left out there),
+  taking the highest priority first, then the oldest, of the jobs whose
+  ``run_at`` has come;
+* a workload's concurrency limit holds across every worker: a claim of a
+  limited workload counts its running jobs and claims under a lock per
+  workload (an advisory transaction lock on PostgreSQL);
 * every later write of a worker names the worker *and* the attempt it holds,
   so a worker whose lease lapsed (and whose job another worker now runs) can
   no longer write anything: a result is recorded once;
-* a lapsed lease puts the job back in the queue, up to ``max_attempts``.
+* a lapsed lease puts the job back in the queue, up to ``max_attempts``
+  starts; a failure the job's retry policy covers puts it back after a backoff;
+* an idempotency key names at most one job: a second submit with it gets
+  the first job back;
+* a recurring schedule fires each tick once, however many workers share the
+  store: the tick is recorded in the same transaction as the job it makes.
+
+What a worker writes on a job's behalf (an error message, a traceback, a
+progress message, a result) is checked before it reaches the database, so
+one job's odd output can only fail that job, never the transaction it shares
+with others.
 """
 
 from __future__ import annotations
@@ -18,27 +33,21 @@ from __future__ import annotations
 import base64
 import builtins
 import contextlib
+import hashlib
 import json
 import secrets
 import threading
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    Column,
     Connection,
     Float,
-    Index,
     Integer,
-    MetaData,
-    String,
-    Table,
     Text,
     and_,
     bindparam,
@@ -50,57 +59,34 @@ from sqlalchemy import (
     update,
 )
 
+from ambidex._text import plain_text, shorten
 from ambidex.jobs._engines import Engines, open_engines
-from ambidex.jobs._model import TERMINAL, Job, JobEvent, JobStatus
+from ambidex.jobs._json import JsonProblem, dumps, find_problem
+from ambidex.jobs._model import TERMINAL, Job, JobEvent, JobStatus, RetryPolicy, WorkerInfo
+from ambidex.jobs._schema import (
+    events_table,
+    jobs_table,
+    row_to_event,
+    row_to_job,
+    row_to_worker,
+    schedules_table,
+    upgrade,
+    workers_table,
+)
 
-__all__ = ["JobStore", "LeaseReport", "NewJob", "Outcome"]
+__all__ = ["JobStore", "LeaseReport", "NewJob", "Outcome", "Page", "Submitted", "refused_data"]
 
-metadata = MetaData()
-# 8-byte sequence numbers on PostgreSQL; SQLite's INTEGER PRIMARY KEY is 8 bytes already
-# (and must be spelled INTEGER to be the rowid).
-_SEQ = BigInteger().with_variant(Integer(), "sqlite")
 _MAX_SEQ = 2**63 - 1
-
-jobs_table = Table(
-    "ambidex_jobs",
-    metadata,
-    Column("seq", _SEQ, primary_key=True, autoincrement=True),
-    Column("id", String(64), nullable=False, unique=True),
-    Column("workload", String(200), nullable=False),
-    Column("input", Text, nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("progress", Float),
-    Column("message", Text),
-    Column("result", Text),
-    Column("error", Text),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("max_attempts", Integer, nullable=False),
-    Column("timeout_s", Float),
-    Column("created_at", Float, nullable=False),
-    Column("started_at", Float),
-    Column("finished_at", Float),
-    Column("worker", String(200)),
-    Column("lease_expires_at", Float),
-    Column("cancel_requested", Boolean, nullable=False, default=False),
-    Index("ix_ambidex_jobs_status_seq", "status", "seq"),
-    Index("ix_ambidex_jobs_worker", "worker"),
-)
-
-events_table = Table(
-    "ambidex_job_events",
-    metadata,
-    Column("seq", _SEQ, primary_key=True, autoincrement=True),
-    Column("job_id", String(64), nullable=False),
-    Column("kind", String(32), nullable=False),
-    Column("at", Float, nullable=False),
-    Column("data", Text, nullable=False),
-    Index("ix_ambidex_job_events_job", "job_id", "seq"),
-)
+MAX_ERROR_CHARS = 8_000
+MAX_TRACEBACK_CHARS = 64_000
+MAX_MESSAGE_CHARS = 2_000
 
 _Q = JobStatus.QUEUED.value
 _R = JobStatus.RUNNING.value
 _TERMINAL_VALUES = [s.value for s in TERMINAL]
+_RETRYABLE_VALUES = [JobStatus.FAILED.value, JobStatus.CANCELLED.value]
 _LOST_ERROR = "its worker stopped renewing the lease on its last attempt (max_attempts reached)"
+_DEAD_WORKER_KEPT_S = 3600.0  # a worker silent this long leaves the Workers page
 
 # Hot statements are built once, with bound parameters: building an expression
 # per call costs SQLAlchemy far more (cache keys, coercions) than running it.
@@ -135,27 +121,38 @@ _FINISH = (
         lease_expires_at=None,
         result=_b("p_result", type_=Text),
         error=_b("p_error", type_=Text),
+        traceback=_b("p_traceback", type_=Text),
         progress=func.coalesce(_b("p_final_progress", type_=Float), _jc.progress),
+    )
+)
+_RETRY_LATER = (
+    update(jobs_table)
+    .where(_HELD)
+    .values(
+        status=_Q,
+        run_at=_b("p_run_at", type_=Float),
+        lease_expires_at=None,
+        retried=_jc.retried + 1,
+        error=_b("p_error", type_=Text),
+        traceback=_b("p_traceback", type_=Text),
     )
 )
 _CLAIM_VALUES = {
     "status": _R,
     "attempts": _jc.attempts + 1,
     "started_at": _b("p_now"),
+    "finished_at": None,
     "worker": _b("p_worker"),
     "lease_expires_at": _b("p_lease_until"),
     "progress": None,
     "message": None,
 }
+_CLAIM_ORDER = (_jc.priority.desc(), _jc.seq)
+_DUE = and_(_jc.status == _Q, _jc.run_at <= _b("p_now"))
 
 
 def _claim_statement(dialect: str, filtered: bool) -> Any:
-    pick = (
-        select(_jc.seq)
-        .where(_jc.status == _Q)
-        .order_by(_jc.seq)
-        .limit(_b("p_limit", type_=Integer))
-    )
+    pick = select(_jc.seq).where(_DUE).order_by(*_CLAIM_ORDER).limit(_b("p_limit", type_=Integer))
     if filtered:
         pick = pick.where(_jc.workload.in_(_b("p_workloads", expanding=True)))
     picked: Any = pick.scalar_subquery()
@@ -182,56 +179,35 @@ def new_job_id() -> str:
     return base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=").lower()
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+def _lock_key(name: str) -> int:
+    """A signed 64-bit advisory-lock key for a workload's concurrency limit."""
+    digest = hashlib.blake2b(f"ambidex-limit:{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
-def _row_to_job(row: Any) -> Job:
-    m = row._mapping
-    return Job(
-        id=m["id"],
-        workload=m["workload"],
-        input=json.loads(m["input"]),
-        status=JobStatus(m["status"]),
-        progress=m["progress"],
-        message=m["message"],
-        result=None if m["result"] is None else json.loads(m["result"]),
-        error=m["error"],
-        attempts=m["attempts"],
-        max_attempts=m["max_attempts"],
-        timeout_s=m["timeout_s"],
-        created_at=m["created_at"],
-        started_at=m["started_at"],
-        finished_at=m["finished_at"],
-        worker=m["worker"],
-        lease_expires_at=m["lease_expires_at"],
-        cancel_requested=bool(m["cancel_requested"]),
-        seq=m["seq"],
-    )
+def encode_cursor(seq: int, *, newer: bool = False) -> str:
+    """An opaque page cursor for ``list``: the jobs older (or ``newer``) than ``seq``."""
+    return base64.urlsafe_b64encode(f"{'n' if newer else 's'}{seq}".encode()).decode().rstrip("=")
 
 
-def encode_cursor(seq: int) -> str:
-    """An opaque page cursor for ``list``."""
-    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    """The position a cursor stands for.
+def decode_cursor(cursor: str) -> tuple[int, bool]:
+    """The position a cursor stands for, and whether it asks for newer jobs.
 
     Raises:
         ValueError: the cursor was not made by ``encode_cursor``.
     """
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not raw.startswith("s") or not raw[1:].isdigit() or len(raw) > 20:
+        if raw[:1] not in ("s", "n") or not raw[1:].isdigit() or len(raw) > 20:
             raise ValueError
         seq = int(raw[1:])
         if seq > _MAX_SEQ:
             raise ValueError
-        return seq
+        return seq, raw[0] == "n"
     except (ValueError, UnicodeDecodeError):
         raise ValueError(
-            f"invalid cursor {cursor!r}: pass the next_cursor of a previous page"
+            f"invalid cursor {plain_text(cursor)!r}: "
+            "pass the next_cursor or prev_cursor of a previous page"
         ) from None
 
 
@@ -244,11 +220,43 @@ class NewJob:
     max_attempts: int = 3
     timeout_s: float | None = None
     job_id: str | None = None
+    priority: int = 0
+    run_at: float | None = None
+    """Not before this time (epoch seconds); None: at once."""
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    idempotency_key: str | None = None
+    rerun_of: str | None = None
+    origin: Mapping[str, Any] | None = None
+    """Extra data for the ``submitted`` event (e.g. the schedule that fired it)."""
+
+
+class Submitted(NamedTuple):
+    """The job a submit names, and whether the submit created it.
+
+    ``created`` is False when the idempotency key named an existing job.
+    """
+
+    job: Job
+    created: bool
+
+
+class Page(NamedTuple):
+    """One page of ``JobStore.list``, newest first."""
+
+    jobs: list[Job]
+    next_cursor: str | None
+    """The cursor of the next (older) page; None on the last page."""
+    prev_cursor: str | None
+    """The cursor of the previous (newer) page; None on the newest page."""
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """How a held job ended, as a worker reports it (see ``JobStore.finish``)."""
+    """How a held job ended, as a worker reports it (see ``JobStore.finish``).
+
+    With ``retry_in_s`` set (and status ``FAILED``), the job goes back to the
+    queue and may start again that many seconds later; its error stays on record.
+    """
 
     job_id: str
     worker: str
@@ -256,6 +264,8 @@ class Outcome:
     status: JobStatus
     result: Any = None
     error: str | None = None
+    traceback: str | None = None
+    retry_in_s: float | None = None
 
 
 class LeaseReport:
@@ -268,6 +278,53 @@ class LeaseReport:
         """Jobs whose lease was renewed."""
         self.cancel_requested = cancel_requested
         """Held jobs that someone asked to cancel."""
+
+
+class IdempotencyConflict(ValueError):
+    """An idempotency key already names a job of another workload or input."""
+
+    def __init__(self, key: str, job: Job) -> None:
+        self.key = key
+        self.job = job
+        super().__init__(
+            f"idempotency key {key!r} already names job {job.id} ({job.workload}) "
+            "with a different workload or input"
+        )
+
+
+def _insert_ignoring(dialect: str, table: Any, unique: str) -> Any:
+    """``INSERT ... ON CONFLICT (unique) DO NOTHING`` in the dialect's own words."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    make: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return make(table).on_conflict_do_nothing(index_elements=[unique])
+
+
+def refused_data(exc: BaseException) -> bool:
+    """True when ``exc`` says the database refused the data written, not that it failed.
+
+    A value the database or its driver cannot hold (a NUL in PostgreSQL text,
+    text that is not UTF-8, a value out of a column's range) fails every time
+    it is written; a lost connection, a lock timeout or an unknown error may
+    not, so those are not taken for the data's fault.
+    """
+    from sqlalchemy.exc import DataError, IntegrityError, StatementError
+
+    if isinstance(exc, DataError | IntegrityError | ValueError | TypeError | UnicodeError):
+        return True
+    orig = getattr(exc, "orig", None)
+    return isinstance(exc, StatementError) and isinstance(
+        orig, ValueError | TypeError | UnicodeError
+    )
+
+
+def _event_row(job_id: str, kind: str, at: float, data: dict[str, Any]) -> dict[str, Any]:
+    return {"job_id": job_id, "kind": kind, "at": at, "data": dumps(data)}
+
+
+def _text_of(value: str | None, max_chars: int) -> str | None:
+    """Free text a worker writes, made storable (see ``ambidex._text``) and bounded."""
+    return None if value is None else shorten(plain_text(value), max_chars)
 
 
 class JobStore:
@@ -294,12 +351,14 @@ class JobStore:
                     # Workers started together on an empty database would race
                     # to create the same tables; one at a time, the rest see them.
                     conn.execute(text("SELECT pg_advisory_xact_lock(7305072613425116005)"))
-                metadata.create_all(conn)
+                upgrade(conn)
         except BaseException:
             self.engines.dispose()
             raise
         self._claim_all = _claim_statement(self.dialect, filtered=False)
         self._claim_some = _claim_statement(self.dialect, filtered=True)
+        self._insert_keyed = _insert_ignoring(self.dialect, jobs_table, "idempotency_key")
+        self._insert_schedule = _insert_ignoring(self.dialect, schedules_table, "name")
 
     def close(self) -> None:
         """Close the store's connections."""
@@ -326,9 +385,7 @@ class JobStore:
 
     @staticmethod
     def _event(conn: Connection, job_id: str, kind: str, at: float, **data: Any) -> None:
-        conn.execute(
-            _INSERT_EVENTS, {"job_id": job_id, "kind": kind, "at": at, "data": _dumps(data)}
-        )
+        conn.execute(_INSERT_EVENTS, _event_row(job_id, kind, at, data))
 
     # -- callers ---------------------------------------------------------------------
 
@@ -340,16 +397,37 @@ class JobStore:
         max_attempts: int = 3,
         timeout_s: float | None = None,
         job_id: str | None = None,
+        priority: int = 0,
+        run_at: float | None = None,
+        retry: RetryPolicy | None = None,
+        idempotency_key: str | None = None,
     ) -> Job:
         """Store a new queued job; once this returns, the job will not be lost.
 
+        With an ``idempotency_key`` that already names a job, that job is
+        returned and nothing is stored.
+
         Raises:
-            ValueError: ``input`` is not JSON (NaN and infinity included), or
-                ``max_attempts`` is below 1.
+            ValueError: ``input`` is not JSON that reads back exactly (NaN,
+                infinity, lone surrogates, nesting past ``MAX_DEPTH``), a
+                ``max_attempts`` below 1, or an idempotency key that names a
+                job of another workload or input.
         """
-        return self.submit_many(
-            workload, [input], max_attempts=max_attempts, timeout_s=timeout_s, job_ids=[job_id]
-        )[0]
+        new = NewJob(
+            workload,
+            input,
+            max_attempts,
+            timeout_s,
+            job_id,
+            priority,
+            run_at,
+            retry or RetryPolicy(),
+            idempotency_key,
+        )
+        outcome = self.submit_batch([new])[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome.job
 
     def submit_many(
         self,
@@ -360,72 +438,139 @@ class JobStore:
         timeout_s: float | None = None,
         job_ids: builtins.list[str | None] | None = None,
     ) -> builtins.list[Job]:
-        """Store several queued jobs of one workload in one transaction."""
+        """Store several queued jobs of one workload in one transaction.
+
+        Raises:
+            ValueError: an input is not storable JSON; then none of them is stored.
+        """
         ids = job_ids or [None] * len(inputs)
-        return self.submit_batch(
+        answers = self.submit_batch(
             [
                 NewJob(workload, value, max_attempts, timeout_s, jid)
                 for value, jid in zip(inputs, ids, strict=True)
             ]
         )
+        jobs = []
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+            jobs.append(answer.job)
+        return jobs
 
-    def submit_batch(self, new_jobs: builtins.list[NewJob]) -> builtins.list[Job]:
+    def submit_batch(
+        self, new_jobs: builtins.list[NewJob]
+    ) -> builtins.list[Submitted | ValueError]:
         """Store several queued jobs (any workloads) in one transaction.
 
-        Raises:
-            ValueError: an input is not JSON, or a ``max_attempts`` is below 1;
-                then none of them is stored.
+        Returns one answer per job, in order: what was stored (or found by its
+        idempotency key), or the ``ValueError`` that keeps a job out (its input
+        is not storable JSON, ``max_attempts`` below 1, or its idempotency key
+        names a different job). Jobs refused that way are left out; the others
+        are stored. Raises only when the database fails (then nothing is stored).
         """
         now = time.time()
-        rows = []
-        events = []
-        jobs = []
-        for new in new_jobs:
-            if new.max_attempts < 1:
-                raise ValueError(f"max_attempts must be at least 1, got {new.max_attempts}")
+        answers: builtins.list[Submitted | ValueError | None] = [None] * len(new_jobs)
+        plain: builtins.list[tuple[int, dict[str, Any], Job]] = []
+        keyed: builtins.list[tuple[int, dict[str, Any], Job]] = []
+        for i, new in enumerate(new_jobs):
             try:
-                text = _dumps(new.input)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"job input must be JSON: {exc}") from None
-            jid = new.job_id or new_job_id()
-            rows.append(
-                {
-                    "id": jid,
-                    "workload": new.workload,
-                    "input": text,
-                    "status": _Q,
-                    "attempts": 0,
-                    "max_attempts": new.max_attempts,
-                    "timeout_s": new.timeout_s,
-                    "created_at": now,
-                    "cancel_requested": False,
-                }
-            )
-            events.append(
-                {
-                    "job_id": jid,
-                    "kind": "submitted",
-                    "at": now,
-                    "data": _dumps({"status": _Q, "workload": new.workload}),
-                }
-            )
-            jobs.append(
-                Job(
-                    id=jid,
-                    workload=new.workload,
-                    input=json.loads(text),
-                    status=JobStatus.QUEUED,
-                    max_attempts=new.max_attempts,
-                    timeout_s=new.timeout_s,
-                    created_at=now,
-                )
-            )
-        if not rows:
-            return []
-        with self._write() as conn:
-            conn.execute(_INSERT_JOBS, rows)
-            conn.execute(_INSERT_EVENTS, events)
-        return jobs
+                row, job = self._prepare(new, now)
+            except ValueError as exc:
+                answers[i] = exc
+                continue
+            (keyed if new.idempotency_key is not None else plain).append((i, row, job))
+        if plain or keyed:
+            with self._write() as conn:
+                events = []
+                if plain:
+                    conn.execute(_INSERT_JOBS, [row for _, row, _ in plain])
+                    for i, _, job in plain:
+                        answers[i] = Submitted(job, True)
+                        events.append(self._submitted_event(new_jobs[i], job, now))
+                for i, row, job in keyed:
+                    answer = self._submit_keyed(conn, row, job)
+                    answers[i] = answer
+                    if isinstance(answer, Submitted) and answer.created:
+                        events.append(self._submitted_event(new_jobs[i], job, now))
+                if events:
+                    conn.execute(_INSERT_EVENTS, events)
+        return [a for a in answers if a is not None]
+
+    @staticmethod
+    def _prepare(new: NewJob, now: float) -> tuple[dict[str, Any], Job]:
+        if new.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {new.max_attempts}")
+        problem = find_problem(new.input, strict=True)
+        if problem is not None:
+            raise ValueError(f"job input is not storable JSON: {problem}")
+        text_input = dumps(new.input)
+        jid = new.job_id or new_job_id()
+        run_at = now if new.run_at is None else float(new.run_at)
+        retry = None if new.retry == RetryPolicy() else dumps(new.retry.as_dict())
+        row = {
+            "id": jid,
+            "workload": new.workload,
+            "input": text_input,
+            "status": _Q,
+            "attempts": 0,
+            "max_attempts": new.max_attempts,
+            "timeout_s": new.timeout_s,
+            "created_at": now,
+            "cancel_requested": False,
+            "priority": new.priority,
+            "run_at": run_at,
+            "retry": retry,
+            "retried": 0,
+            "lost": 0,
+            "idempotency_key": new.idempotency_key,
+            "rerun_of": new.rerun_of,
+        }
+        job = Job(
+            id=jid,
+            workload=new.workload,
+            input=json.loads(text_input),
+            status=JobStatus.QUEUED,
+            max_attempts=new.max_attempts,
+            timeout_s=new.timeout_s,
+            retry=new.retry,
+            priority=new.priority,
+            run_at=run_at,
+            idempotency_key=new.idempotency_key,
+            rerun_of=new.rerun_of,
+            created_at=now,
+        )
+        return row, job
+
+    @staticmethod
+    def _submitted_event(new: NewJob, job: Job, now: float) -> dict[str, Any]:
+        data: dict[str, Any] = {"status": _Q, "workload": new.workload}
+        if job.run_at is not None and job.run_at > now:
+            data["run_at"] = job.run_at
+        if new.priority:
+            data["priority"] = new.priority
+        if new.rerun_of:
+            data["rerun_of"] = new.rerun_of
+        if new.origin:
+            data.update(new.origin)
+        return _event_row(job.id, "submitted", now, data)
+
+    def _submit_keyed(
+        self, conn: Connection, row: dict[str, Any], job: Job
+    ) -> Submitted | ValueError:
+        # ON CONFLICT DO NOTHING: two transactions with one key wait for each
+        # other and exactly one inserts; the other then reads the winner's job.
+        if conn.execute(self._insert_keyed, row).rowcount:
+            return Submitted(job, True)
+        found = conn.execute(
+            select(jobs_table).where(_jc.idempotency_key == row["idempotency_key"])
+        ).first()
+        if found is None:  # pragma: no cover - the conflicting row was pruned meanwhile
+            conn.execute(_INSERT_JOBS, row)
+            return Submitted(job, True)
+        existing = row_to_job(found)
+        if existing.workload != job.workload or existing.input != job.input:
+            return IdempotencyConflict(str(row["idempotency_key"]), existing)
+        return Submitted(existing, False)
 
     def get(self, job_id: str) -> Job | None:
         """The job with this id, or None."""
@@ -433,7 +578,7 @@ class JobStore:
             return None
         with self._read() as conn:
             row = conn.execute(_GET, {"p_id": job_id}).first()
-        return None if row is None else _row_to_job(row)
+        return None if row is None else row_to_job(row)
 
     def list(
         self,
@@ -442,26 +587,49 @@ class JobStore:
         workload: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
-    ) -> tuple[builtins.list[Job], str | None]:
-        """Jobs, newest first, and the cursor of the next page (None on the last page).
+        id_prefix: str | None = None,
+    ) -> Page:
+        """A page of jobs, newest first, with the cursors of the pages around it.
+
+        Args:
+            status: only jobs in these states.
+            workload: only jobs of this workload.
+            limit: jobs per page.
+            cursor: a ``next_cursor`` (older jobs) or ``prev_cursor`` (newer jobs)
+                of an earlier page.
+            id_prefix: only jobs whose id starts with this.
 
         Raises:
             ValueError: a cursor that was not returned by this method.
         """
-        if workload is not None and "\x00" in workload:
-            return [], None
-        query = select(jobs_table).order_by(jobs_table.c.seq.desc()).limit(limit + 1)
+        seq, newer = decode_cursor(cursor) if cursor else (None, False)
+        if any("\x00" in v for v in (workload, id_prefix) if v is not None):
+            return Page([], None, None)
+        query = select(jobs_table).limit(limit + 1)
         if status:
-            query = query.where(jobs_table.c.status.in_([s.value for s in status]))
+            query = query.where(_jc.status.in_([s.value for s in status]))
         if workload:
-            query = query.where(jobs_table.c.workload == workload)
-        if cursor:
-            query = query.where(jobs_table.c.seq < decode_cursor(cursor))
+            query = query.where(_jc.workload == workload)
+        if id_prefix:
+            query = query.where(_jc.id.startswith(id_prefix, autoescape=True))
+        if seq is None:
+            query = query.order_by(_jc.seq.desc())
+        elif newer:
+            query = query.where(_jc.seq > seq).order_by(_jc.seq)
+        else:
+            query = query.where(_jc.seq < seq).order_by(_jc.seq.desc())
         with self._read() as conn:
             rows = conn.execute(query).all()
-        jobs = [_row_to_job(r) for r in rows[:limit]]
         more = len(rows) > limit
-        return jobs, (encode_cursor(jobs[-1].seq) if more and jobs else None)
+        jobs = [row_to_job(r) for r in rows[:limit]]
+        if newer:  # read oldest first from the cursor up: the page just above it
+            assert seq is not None
+            jobs.reverse()
+            older = encode_cursor(jobs[-1].seq if jobs else seq + 1)
+            return Page(jobs, older, encode_cursor(jobs[0].seq, newer=True) if more else None)
+        next_cursor = encode_cursor(jobs[-1].seq) if more and jobs else None
+        prev_cursor = encode_cursor(jobs[0].seq, newer=True) if seq is not None and jobs else None
+        return Page(jobs, next_cursor, prev_cursor)
 
     def cancel(self, job_id: str) -> Job | None:
         """Cancel a job: a queued one at once, a running one by asking its worker.
@@ -475,7 +643,7 @@ class JobStore:
         with self._write() as conn:
             row = conn.execute(
                 update(jobs_table)
-                .where(jobs_table.c.id == job_id, jobs_table.c.status == _Q)
+                .where(_jc.id == job_id, _jc.status == _Q)
                 .values(status=JobStatus.CANCELLED.value, finished_at=now, cancel_requested=True)
                 .returning(jobs_table)
             ).first()
@@ -488,22 +656,54 @@ class JobStore:
                     status="cancelled",
                     reason="cancelled while queued",
                 )
-                return _row_to_job(row)
+                return row_to_job(row)
             row = conn.execute(
                 update(jobs_table)
-                .where(
-                    jobs_table.c.id == job_id,
-                    jobs_table.c.status == _R,
-                    jobs_table.c.cancel_requested.is_(False),
-                )
+                .where(_jc.id == job_id, _jc.status == _R, _jc.cancel_requested.is_(False))
                 .values(cancel_requested=True)
                 .returning(jobs_table)
             ).first()
             if row is not None:
                 self._event(conn, job_id, "cancel_requested", now, status=_R)
-                return _row_to_job(row)
-            row = conn.execute(select(jobs_table).where(jobs_table.c.id == job_id)).first()
-        return None if row is None else _row_to_job(row)
+                return row_to_job(row)
+            row = conn.execute(select(jobs_table).where(_jc.id == job_id)).first()
+        return None if row is None else row_to_job(row)
+
+    def retry(self, job_id: str) -> tuple[Job, bool] | None:
+        """Put a failed or cancelled job back in the queue, as it is (same id and input).
+
+        Its retry policy and its ``max_attempts`` apply afresh. Returns the job
+        after the request and whether it was put back (False: it was not
+        failed or cancelled, and is unchanged); None if there is no such job.
+        """
+        if "\x00" in job_id:
+            return None
+        now = time.time()
+        with self._write() as conn:
+            row = conn.execute(
+                update(jobs_table)
+                .where(_jc.id == job_id, _jc.status.in_(_RETRYABLE_VALUES))
+                .values(
+                    status=_Q,
+                    run_at=now,
+                    finished_at=None,
+                    result=None,
+                    error=None,
+                    traceback=None,
+                    progress=None,
+                    message=None,
+                    retried=0,
+                    lost=0,
+                    cancel_requested=False,
+                    lease_expires_at=None,
+                )
+                .returning(jobs_table)
+            ).first()
+            if row is not None:
+                self._event(conn, job_id, "retried", now, status=_Q, reason="retried by request")
+                return row_to_job(row), True
+            row = conn.execute(select(jobs_table).where(_jc.id == job_id)).first()
+        return None if row is None else (row_to_job(row), False)
 
     def events(self, job_id: str, *, after: int = 0, limit: int = 1000) -> builtins.list[JobEvent]:
         """A job's events with ``seq`` greater than ``after``, oldest first."""
@@ -512,14 +712,11 @@ class JobStore:
         after = min(max(after, 0), _MAX_SEQ)
         with self._read() as conn:
             rows = conn.execute(_EVENTS, {"p_id": job_id, "p_after": after, "p_limit": limit}).all()
-        return [
-            JobEvent(seq=r.seq, job_id=r.job_id, kind=r.kind, at=r.at, data=json.loads(r.data))
-            for r in rows
-        ]
+        return [row_to_event(r) for r in rows]
 
     def last_event_seqs(self, job_ids: Collection[str]) -> dict[str, int]:
         """The ``seq`` of each job's latest event (jobs without events are left out)."""
-        ids = list(job_ids)
+        ids = builtins.list(job_ids)
         found: dict[str, int] = {}
         with self._read() as conn:
             for start in range(0, len(ids), 500):
@@ -535,28 +732,44 @@ class JobStore:
     def counts(self) -> dict[JobStatus, int]:
         """How many jobs are in each state."""
         with self._read() as conn:
-            rows = conn.execute(
-                select(jobs_table.c.status, func.count()).group_by(jobs_table.c.status)
-            ).all()
+            rows = conn.execute(select(_jc.status, func.count()).group_by(_jc.status)).all()
         found = {JobStatus(status): n for status, n in rows}
         return {s: found.get(s, 0) for s in JobStatus}
+
+    def counts_by_workload(self) -> dict[tuple[str, JobStatus], int]:
+        """How many jobs of each workload are in each state (pairs with none are left out)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(_jc.workload, _jc.status, func.count()).group_by(_jc.workload, _jc.status)
+            ).all()
+        return {(workload, JobStatus(status)): n for workload, status, n in rows}
+
+    def workloads_seen(self) -> builtins.list[str]:
+        """The names of the workloads of the stored jobs, sorted."""
+        with self._read() as conn:
+            rows = conn.execute(select(_jc.workload).distinct()).all()
+        return sorted(r[0] for r in rows)
+
+    def workers(self) -> builtins.list[WorkerInfo]:
+        """The workers that reported themselves, most recent heartbeat first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(workers_table).order_by(workers_table.c.heartbeat_at.desc())
+            ).all()
+        return [row_to_worker(r) for r in rows]
 
     def prune(self, older_than_s: float) -> int:
         """Delete finished jobs (and their events) that finished more than ``older_than_s`` ago.
 
-        Returns how many jobs were deleted. Queued and running jobs are never pruned.
+        Returns how many jobs were deleted. Queued and running jobs are never
+        pruned. An idempotency key is forgotten with its job.
         """
         cutoff = time.time() - older_than_s
-        old = select(jobs_table.c.id).where(
-            jobs_table.c.status.in_(_TERMINAL_VALUES), jobs_table.c.finished_at < cutoff
-        )
+        finished_before = and_(_jc.status.in_(_TERMINAL_VALUES), _jc.finished_at < cutoff)
+        old = select(_jc.id).where(finished_before)
         with self._write() as conn:
             conn.execute(delete(events_table).where(events_table.c.job_id.in_(old)))
-            result = conn.execute(
-                delete(jobs_table).where(
-                    jobs_table.c.status.in_(_TERMINAL_VALUES), jobs_table.c.finished_at < cutoff
-                )
-            )
+            result = conn.execute(delete(jobs_table).where(finished_before))
         return int(result.rowcount or 0)
 
     # -- workers ---------------------------------------------------------------------
@@ -568,46 +781,128 @@ class JobStore:
         lease_s: float,
         workloads: Collection[str] | None = None,
         limit: int = 1,
+        limits: Mapping[str, int] | None = None,
     ) -> builtins.list[Job]:
-        """Take up to ``limit`` queued jobs, oldest first, under a lease of ``lease_s``.
+        """Take up to ``limit`` due jobs, highest priority then oldest, leased for ``lease_s``.
 
-        Each claimed job's ``attempts`` goes up by one; the worker must name
-        that attempt in every later write.
+        ``limits`` caps how many jobs of a workload may run at once across every
+        worker of the store (a workload not named there is not capped). Each
+        claimed job's ``attempts`` goes up by one; the worker must name that
+        attempt in every later write.
         """
         now = time.time()
-        params: dict[str, Any] = {
-            "p_now": now,
-            "p_worker": worker,
-            "p_lease_until": now + lease_s,
-            "p_limit": limit,
+        capped = {
+            name: n for name, n in (limits or {}).items() if workloads is None or name in workloads
         }
-        statement = self._claim_all
-        if workloads is not None:
-            statement = self._claim_some
-            params["p_workloads"] = builtins.list(workloads)
         with self._write() as conn:
-            rows = conn.execute(statement, params).all()
-            jobs = sorted((_row_to_job(r) for r in rows), key=lambda j: j.seq)
+            if capped:
+                rows = self._claim_capped(conn, worker, now, lease_s, workloads, limit, capped)
+            else:
+                params: dict[str, Any] = {
+                    "p_now": now,
+                    "p_worker": worker,
+                    "p_lease_until": now + lease_s,
+                    "p_limit": limit,
+                }
+                statement = self._claim_all
+                if workloads is not None:
+                    statement = self._claim_some
+                    params["p_workloads"] = builtins.list(workloads)
+                rows = builtins.list(conn.execute(statement, params).all())
+            jobs = sorted((row_to_job(r) for r in rows), key=lambda j: (-j.priority, j.seq))
             if jobs:
                 conn.execute(
                     _INSERT_EVENTS,
                     [
-                        {
-                            "job_id": j.id,
-                            "kind": "started",
-                            "at": now,
-                            "data": _dumps({"status": _R, "attempt": j.attempts, "worker": worker}),
-                        }
+                        _event_row(
+                            j.id,
+                            "started",
+                            now,
+                            {"status": _R, "attempt": j.attempts, "worker": worker},
+                        )
                         for j in jobs
                     ],
                 )
         return jobs
 
-    def heartbeat(self, worker: str, job_ids: Collection[str], *, lease_s: float) -> LeaseReport:
+    def _claim_capped(
+        self,
+        conn: Connection,
+        worker: str,
+        now: float,
+        lease_s: float,
+        workloads: Collection[str] | None,
+        limit: int,
+        capped: Mapping[str, int],
+    ) -> builtins.list[Any]:
+        """A claim where some workloads have a concurrency limit: count, then pick, under locks.
+
+        On PostgreSQL each limited workload's advisory lock (taken in name
+        order, so two workers never wait on each other in a cycle) makes
+        "count the running jobs, then claim" atomic across workers; SQLite's
+        one writer does the same by itself.
+        """
+        names = sorted(capped)
+        if self.dialect == "postgresql":
+            for name in names:
+                conn.execute(select(func.pg_advisory_xact_lock(_lock_key(name))))
+        running: dict[str, int] = dict(
+            conn.execute(
+                select(_jc.workload, func.count())
+                .where(_jc.status == _R, _jc.workload.in_(names))
+                .group_by(_jc.workload)
+            ).all()
+        )
+        room = {name: capped[name] - int(running.get(name, 0)) for name in names}
+        uncapped = None if workloads is None else [w for w in workloads if w not in capped]
+        picks: builtins.list[tuple[int, int, str]] = []  # (priority, seq, workload)
+
+        def pick(condition: Any, n: int) -> None:
+            query = (
+                select(_jc.priority, _jc.seq, _jc.workload)
+                .where(_jc.status == _Q, _jc.run_at <= now, condition)
+                .order_by(*_CLAIM_ORDER)
+                .limit(n)
+            )
+            if self.dialect == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            picks.extend(tuple(r) for r in conn.execute(query).all())
+
+        if uncapped is None:
+            pick(_jc.workload.not_in(names), limit)
+        elif uncapped:
+            pick(_jc.workload.in_(uncapped), limit)
+        for name in names:
+            if room[name] > 0:
+                pick(_jc.workload == name, min(room[name], limit))
+        picks.sort(key=lambda p: (-p[0], p[1]))
+        chosen = [seq for _, seq, _ in picks[:limit]]
+        if not chosen:
+            return []
+        return builtins.list(
+            conn.execute(
+                update(jobs_table)
+                .where(_jc.seq.in_(chosen), _jc.status == _Q)
+                .values(**_CLAIM_VALUES)
+                .returning(jobs_table),
+                {"p_now": now, "p_worker": worker, "p_lease_until": now + lease_s},
+            ).all()
+        )
+
+    def heartbeat(
+        self,
+        worker: str,
+        job_ids: Collection[str],
+        *,
+        lease_s: float,
+        info: WorkerInfo | None = None,
+    ) -> LeaseReport:
         """Renew the leases ``worker`` holds on ``job_ids``; report which it still holds.
 
         Only the jobs named are renewed: a job the worker holds in the store but
         no longer runs (its task is gone) is left to lapse and be requeued.
+        With ``info``, the worker's row on the Workers page is written too, in
+        the same transaction.
         """
         ids = builtins.list(job_ids)
         now = time.time()
@@ -618,22 +913,47 @@ class JobStore:
                 rows = conn.execute(
                     update(jobs_table)
                     .where(
-                        jobs_table.c.worker == worker,
-                        jobs_table.c.status == _R,
-                        jobs_table.c.id.in_(ids[start : start + 500]),
+                        _jc.worker == worker,
+                        _jc.status == _R,
+                        _jc.id.in_(ids[start : start + 500]),
                     )
                     .values(lease_expires_at=now + lease_s)
-                    .returning(jobs_table.c.id, jobs_table.c.cancel_requested)
+                    .returning(_jc.id, _jc.cancel_requested)
                 ).all()
                 held.update(r[0] for r in rows)
                 cancel.update(r[0] for r in rows if r[1])
+            if info is not None:
+                self._write_worker(conn, info, now)
         return LeaseReport(held, cancel)
+
+    @staticmethod
+    def _write_worker(conn: Connection, info: WorkerInfo, now: float) -> None:
+        values = {
+            "heartbeat_at": now,
+            "running": info.running,
+            "concurrency": info.concurrency,
+            "workloads": dumps(info.workloads),
+            "lease_s": info.lease_s,
+        }
+        wt = workers_table
+        if not conn.execute(update(wt).where(wt.c.id == info.id).values(**values)).rowcount:
+            conn.execute(
+                insert(wt).values(
+                    id=info.id,
+                    host=info.host,
+                    pid=info.pid,
+                    started_at=info.started_at,
+                    version=info.version,
+                    **values,
+                )
+            )
 
     def report_progress(
         self, job_id: str, worker: str, attempt: int, progress: float | None, message: str | None
     ) -> bool:
         """Store a running job's progress; False if the worker no longer holds the job."""
         now = time.time()
+        message = _text_of(message, MAX_MESSAGE_CHARS)
         with self._write() as conn:
             result = conn.execute(
                 _PROGRESS,
@@ -659,118 +979,216 @@ class JobStore:
         *,
         result: Any = None,
         error: str | None = None,
+        traceback: str | None = None,
+        retry_in_s: float | None = None,
     ) -> bool:
         """Record how a held job ended: written once, by the worker holding that attempt.
 
         Returns False (and writes nothing) if the worker's lease on this attempt
-        was lost. A result that is not JSON is recorded as a failure instead.
+        was lost. A result that is not storable JSON is recorded as a failure
+        instead. With ``retry_in_s`` the job goes back to the queue instead
+        (see ``Outcome``).
         """
-        return self.finish_many([Outcome(job_id, worker, attempt, status, result, error)])[0]
+        outcome = Outcome(job_id, worker, attempt, status, result, error, traceback, retry_in_s)
+        return self.finish_many([outcome])[0]
+
+    @staticmethod
+    def _prepare_outcome(o: Outcome) -> tuple[JobStatus, str | None, str | None, str | None]:
+        """(status, result text, error, traceback) as they will be stored."""
+        if o.status not in TERMINAL:
+            raise ValueError(f"finish() needs a terminal status, got {o.status.value}")
+        status, error, text_result = o.status, o.error, None
+        if status is JobStatus.SUCCEEDED:
+            problem = find_problem(o.result, strict=True)
+            if problem is None:
+                text_result = dumps(o.result)
+            else:
+                where = JsonProblem(["result", *problem.loc], problem.msg)
+                status, error = JobStatus.FAILED, f"the result is not storable JSON: {where}"
+        return (
+            status,
+            text_result,
+            _text_of(error, MAX_ERROR_CHARS),
+            _text_of(o.traceback, MAX_TRACEBACK_CHARS),
+        )
 
     def finish_many(self, outcomes: builtins.list[Outcome]) -> builtins.list[bool]:
         """``finish`` for several jobs in one transaction; one answer per outcome."""
         now = time.time()
-        prepared = []
-        for o in outcomes:
-            if o.status not in TERMINAL:
-                raise ValueError(f"finish() needs a terminal status, got {o.status.value}")
-            status, error, text = o.status, o.error, None
-            if status is JobStatus.SUCCEEDED:
-                try:
-                    text = _dumps(o.result)
-                except (TypeError, ValueError) as exc:
-                    status, error = JobStatus.FAILED, f"the result is not JSON: {exc}"
-            prepared.append((o, status, error, text))
+        prepared = [(o, *self._prepare_outcome(o)) for o in outcomes]
         recorded: builtins.list[bool] = []
         events = []
         with self._write() as conn:
-            for o, status, error, text in prepared:
-                done = conn.execute(
-                    _FINISH,
-                    {
-                        "p_id": o.job_id,
-                        "p_worker": o.worker,
-                        "p_attempt": o.attempt,
-                        "p_status": status.value,
-                        "p_now": now,
-                        "p_result": text,
-                        "p_error": error,
-                        "p_final_progress": 1.0 if status is JobStatus.SUCCEEDED else None,
-                    },
-                )
+            for o, status, text_result, error, trace in prepared:
+                data: dict[str, Any] = {"status": status.value, "attempt": o.attempt}
+                if error is not None:
+                    data["error"] = error
+                if trace is not None:
+                    data["traceback"] = trace
+                params = {
+                    "p_id": o.job_id,
+                    "p_worker": o.worker,
+                    "p_attempt": o.attempt,
+                    "p_error": error,
+                    "p_traceback": trace,
+                }
+                if o.retry_in_s is not None and status is JobStatus.FAILED:
+                    run_at = now + o.retry_in_s
+                    done = conn.execute(_RETRY_LATER, {**params, "p_run_at": run_at})
+                    kind = "retrying"
+                    data.update(status=_Q, delay_s=round(o.retry_in_s, 3), run_at=run_at)
+                else:
+                    done = conn.execute(
+                        _FINISH,
+                        {
+                            **params,
+                            "p_status": status.value,
+                            "p_now": now,
+                            "p_result": text_result,
+                            "p_final_progress": 1.0 if status is JobStatus.SUCCEEDED else None,
+                        },
+                    )
+                    kind = status.value
                 recorded.append(bool(done.rowcount))
                 if done.rowcount:
-                    data: dict[str, Any] = {"status": status.value, "attempt": o.attempt}
-                    if error is not None:
-                        data["error"] = error
-                    events.append(
-                        {"job_id": o.job_id, "kind": status.value, "at": now, "data": _dumps(data)}
-                    )
+                    events.append(_event_row(o.job_id, kind, now, data))
             if events:
                 conn.execute(_INSERT_EVENTS, events)
         return recorded
 
     def release(self, worker: str) -> int:
-        """Put back in the queue every job ``worker`` holds (a clean shutdown)."""
+        """Put back in the queue every job ``worker`` holds (a clean shutdown).
+
+        The worker leaves the Workers page too.
+        """
         now = time.time()
         with self._write() as conn:
             rows = conn.execute(
                 update(jobs_table)
-                .where(jobs_table.c.worker == worker, jobs_table.c.status == _R)
-                .values(status=_Q, lease_expires_at=None, attempts=jobs_table.c.attempts - 1)
-                .returning(jobs_table.c.id)
+                .where(_jc.worker == worker, _jc.status == _R)
+                .values(status=_Q, lease_expires_at=None, attempts=_jc.attempts - 1)
+                .returning(_jc.id)
             ).all()
             for (jid,) in rows:
                 self._event(
                     conn, jid, "requeued", now, status=_Q, reason=f"worker {worker} shut down"
                 )
+            conn.execute(delete(workers_table).where(workers_table.c.id == worker))
         return len(rows)
 
     def recover_expired(self) -> tuple[builtins.list[str], builtins.list[str]]:
         """Requeue running jobs whose lease lapsed; fail those out of attempts.
 
         Returns ``(requeued ids, failed ids)``. Any worker may call this; two
-        calls at once do no harm.
+        calls at once do no harm. Workers silent for an hour are forgotten.
         """
         now = time.time()
-        lapsed = and_(jobs_table.c.status == _R, jobs_table.c.lease_expires_at < now)
+        lapsed = and_(_jc.status == _R, _jc.lease_expires_at < now)
+        out_of_attempts = _jc.lost + 1 >= _jc.max_attempts
         with self._write() as conn:
             failed = conn.execute(
                 update(jobs_table)
-                .where(lapsed, jobs_table.c.attempts >= jobs_table.c.max_attempts)
+                .where(lapsed, out_of_attempts)
                 .values(
                     status=JobStatus.FAILED.value,
                     finished_at=now,
                     lease_expires_at=None,
+                    lost=_jc.lost + 1,
                     error=_LOST_ERROR,
+                    traceback=None,
                 )
-                .returning(jobs_table.c.id, jobs_table.c.worker, jobs_table.c.attempts)
+                .returning(_jc.id, _jc.worker, _jc.attempts)
             ).all()
             requeued = conn.execute(
                 update(jobs_table)
-                .where(lapsed, jobs_table.c.attempts < jobs_table.c.max_attempts)
-                .values(status=_Q, lease_expires_at=None)
-                .returning(jobs_table.c.id, jobs_table.c.worker, jobs_table.c.attempts)
+                .where(lapsed, ~out_of_attempts)
+                .values(status=_Q, lease_expires_at=None, lost=_jc.lost + 1)
+                .returning(_jc.id, _jc.worker, _jc.attempts)
             ).all()
-            for jid, worker, attempts in failed:
-                self._event(
-                    conn,
+            events = [
+                _event_row(
                     jid,
                     "failed",
                     now,
-                    status="failed",
-                    error=_LOST_ERROR,
-                    attempt=attempts,
-                    worker=worker,
+                    {
+                        "status": "failed",
+                        "error": _LOST_ERROR,
+                        "attempt": attempts,
+                        "worker": worker,
+                    },
                 )
-            for jid, worker, attempts in requeued:
-                self._event(
-                    conn,
+                for jid, worker, attempts in failed
+            ]
+            events += [
+                _event_row(
                     jid,
                     "requeued",
                     now,
-                    status=_Q,
-                    attempt=attempts,
-                    reason=f"the lease of worker {worker} lapsed",
+                    {
+                        "status": _Q,
+                        "attempt": attempts,
+                        "reason": f"the lease of worker {worker} lapsed",
+                    },
                 )
+                for jid, worker, attempts in requeued
+            ]
+            if events:
+                conn.execute(_INSERT_EVENTS, events)
+            conn.execute(
+                delete(workers_table).where(
+                    workers_table.c.heartbeat_at < now - _DEAD_WORKER_KEPT_S
+                )
+            )
         return [r[0] for r in requeued], [r[0] for r in failed]
+
+    # -- schedules -------------------------------------------------------------------
+
+    def register_schedule(
+        self, name: str, workload: str, cron: str, input: Any, current_tick: float
+    ) -> float:
+        """Store the schedule ``name`` as given; return the last tick it fired (or skipped).
+
+        A schedule seen for the first time starts at ``current_tick``: ticks
+        before it are not fired.
+        """
+        now = time.time()
+        st = schedules_table
+        values = {"workload": workload, "cron": cron, "input": dumps(input), "updated_at": now}
+        with self._write() as conn:
+            row = conn.execute(select(st.c.last_tick).where(st.c.name == name)).first()
+            if row is None:
+                inserted = conn.execute(
+                    self._insert_schedule.values(name=name, last_tick=current_tick, **values)
+                ).rowcount
+                if inserted:
+                    return current_tick
+                row = conn.execute(select(st.c.last_tick).where(st.c.name == name)).first()
+                assert row is not None
+            conn.execute(update(st).where(st.c.name == name).values(**values))
+            return float(row[0])
+
+    def fire_schedule(self, name: str, tick: float, new: NewJob | None) -> Job | None:
+        """Record that ``name`` fired at ``tick`` and store its job ``new``, exactly once.
+
+        ``new`` None skips the tick without a job. Nothing happens when that
+        tick, or a later one, is recorded already.
+
+        Returns the job stored; None when skipping, or when another worker
+        recorded this tick (or a later one) first.
+        """
+        st = schedules_table
+        with self._write() as conn:
+            moved = conn.execute(
+                update(st).where(st.c.name == name, st.c.last_tick < tick).values(last_tick=tick)
+            ).rowcount
+            if not moved or new is None:
+                return None
+            now = time.time()
+            row, job = self._prepare(new, now)
+            answer = self._submit_keyed(conn, row, job) if new.idempotency_key else None
+            if answer is None:
+                conn.execute(_INSERT_JOBS, row)
+            elif not isinstance(answer, Submitted) or not answer.created:
+                return None
+            conn.execute(_INSERT_EVENTS, [self._submitted_event(new, job, now)])
+            return job

@@ -18,23 +18,27 @@ A plain function runs on the I/O threads, a cpu function in the process pool
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import inspect
-import json
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypeVar, cast, get_type_hints, overload
+from typing import Any, TypedDict, TypeVar, cast, get_type_hints, overload
 
 import pydantic
 import pydantic_core
+from typing_extensions import Unpack
 
 from ambidex._imports import import_file
 from ambidex.jobs._errors import JobInputError, UnknownWorkloadError
+from ambidex.jobs._json import find_problem
+from ambidex.jobs._model import RetryPolicy
+from ambidex.jobs._schedules import Schedule
 from ambidex.runtime import TaskFunction, TaskOptions
 from ambidex.runtime._task import Kind
 from ambidex.workflows import Workflow, WorkflowEvent
@@ -42,6 +46,7 @@ from ambidex.workflows import Workflow, WorkflowEvent
 __all__ = [
     "JobContext",
     "Workload",
+    "WorkloadOptions",
     "WorkloadRegistry",
     "default_registry",
     "load_workloads",
@@ -89,9 +94,58 @@ def _jsonable(value: Any) -> Any:
     return pydantic_core.to_jsonable_python(value)
 
 
+class WorkloadOptions(TypedDict, total=False):
+    """How the jobs of a workload run; each is also a parameter of a single submit.
+
+    Keys:
+        max_attempts: how many times a job is started before a lost worker
+            fails it for good (default 3).
+        timeout_s: a job running longer is stopped (cancelled, or its
+            process killed) and fails (default: none).
+        retries: how many times a job that raises is put back in the queue
+            (default 0); see ``RetryPolicy``.
+        retry_on: the exception types (or their names) that are retried
+            (default: any ``Exception``).
+        retry_backoff_s: the first retry waits between half and all of this;
+            each later one twice as long (default 1 s).
+        retry_max_backoff_s: the cap of one retry's wait (default 300 s).
+        priority: jobs with a higher priority are started first (default 0).
+        concurrency: at most this many jobs of the workload run at once,
+            across every worker sharing the store (default: no limit).
+        schedule: a cron expression (or ``Schedule``, or a list of them): the
+            workload runs at every tick (see ``ambidex.jobs.Schedule``).
+    """
+
+    max_attempts: int
+    timeout_s: float | None
+    retries: int
+    retry_on: Any
+    retry_backoff_s: float
+    retry_max_backoff_s: float
+    priority: int
+    concurrency: int | None
+    schedule: str | Schedule | list[str | Schedule] | None
+
+
+MAX_PRIORITY = 1_000_000
+
+
+def check_priority(priority: int) -> int:
+    """``priority`` if it is an integer within ±``MAX_PRIORITY``.
+
+    Raises:
+        ValueError: otherwise.
+    """
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise ValueError(f"priority must be an integer, got {priority!r}")
+    if abs(priority) > MAX_PRIORITY:
+        raise ValueError(f"priority must be within -{MAX_PRIORITY}..{MAX_PRIORITY}, got {priority}")
+    return priority
+
+
 @dataclass
 class Workload:
-    """A registered workload: its name, how to call it, and its input schema."""
+    """A registered workload: its name, how to call it, its input schema and job options."""
 
     name: str
     run_input: Callable[[dict[str, Any], JobContext], Any]
@@ -102,15 +156,27 @@ class Workload:
     description: str = ""
     max_attempts: int = 3
     timeout_s: float | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    priority: int = 0
+    concurrency: int | None = None
+    """At most this many of its jobs run at once, across all workers (None: no limit)."""
+    schedules: tuple[Schedule, ...] = ()
 
     def validate(self, raw: Any) -> dict[str, Any]:
         """The input, validated and as JSON data.
 
         Raises:
-            JobInputError: naming each field that is missing, unknown or of the wrong type.
+            JobInputError: naming each field that is missing, unknown or of the
+                wrong type, or the place that is not storable JSON (NaN, infinity,
+                a lone surrogate, nesting past 100 levels).
         """
         if raw is None:
             raw = {}
+        problem = find_problem(raw)
+        if problem is not None:
+            raise JobInputError(
+                self.name, [{"loc": problem.loc, "msg": problem.msg, "type": "json_invalid"}]
+            )
         try:
             model = self.input_model.model_validate(raw)
         except pydantic.ValidationError as exc:
@@ -119,14 +185,12 @@ class Workload:
                 for e in exc.errors(include_url=False, include_input=False)
             ]
             raise JobInputError(self.name, errors) from None
-        try:
-            data: dict[str, Any] = model.model_dump(mode="json")
-            json.dumps(data, allow_nan=False)  # what the store will write: no NaN or infinity
-        except ValueError as exc:
+        data: dict[str, Any] = model.model_dump(mode="json")
+        problem = find_problem(data, strict=True)  # what a field's type turned the input into
+        if problem is not None:
             raise JobInputError(
-                self.name,
-                [{"loc": [], "msg": f"input is not storable JSON: {exc}", "type": "json_invalid"}],
-            ) from None
+                self.name, [{"loc": problem.loc, "msg": problem.msg, "type": "json_invalid"}]
+            )
         return data
 
     def input_schema(self) -> dict[str, Any]:
@@ -146,17 +210,59 @@ class Workload:
             "description": self.description,
             "max_attempts": self.max_attempts,
             "timeout_s": self.timeout_s,
+            **self.retry.as_dict(),
+            "priority": self.priority,
+            "concurrency": self.concurrency,
+            "schedules": [{"name": s.name or self.name, "cron": s.cron} for s in self.schedules],
             "input_schema": self.input_schema(),
         }
+
+    def with_options(self, **options: Unpack[WorkloadOptions]) -> Workload:
+        """A copy with these options applied (see ``WorkloadOptions``).
+
+        Raises:
+            ValueError: an option out of range.
+        """
+        return dataclasses.replace(self, **_option_fields(options, self))
+
+
+def _schedules_of(value: Any) -> tuple[Schedule, ...]:
+    if value is None:
+        return ()
+    items = value if isinstance(value, list | tuple) else [value]
+    return tuple(item if isinstance(item, Schedule) else Schedule(str(item)) for item in items)
+
+
+def _option_fields(options: WorkloadOptions, base: Workload | None = None) -> dict[str, Any]:
+    """The ``Workload`` fields that ``options`` set (checked)."""
+    unknown = set(options) - set(WorkloadOptions.__annotations__)
+    if unknown:
+        raise TypeError(f"unknown workload option(s): {', '.join(sorted(unknown))}")
+    fields: dict[str, Any] = {}
+    for key in ("max_attempts", "timeout_s", "concurrency"):
+        if key in options:
+            fields[key] = options[key]
+    if "priority" in options:
+        fields["priority"] = check_priority(options["priority"])
+    retry_keys = ("retries", "retry_on", "retry_backoff_s", "retry_max_backoff_s")
+    if any(k in options for k in retry_keys):
+        old = base.retry if base is not None else RetryPolicy()
+        fields["retry"] = RetryPolicy.of(
+            options.get("retries", old.retries),
+            options.get("retry_on", old.on),
+            options.get("retry_backoff_s", old.backoff_s),
+            options.get("retry_max_backoff_s", old.max_backoff_s),
+        )
+    if "schedule" in options:
+        fields["schedules"] = _schedules_of(options["schedule"])
+    return fields
 
 
 def _model_name(name: str) -> str:
     return "".join(p.capitalize() for p in name.replace("-", "_").replace(".", "_").split("_"))
 
 
-def _function_workload(
-    fn: Callable[..., Any], name: str, max_attempts: int, timeout_s: float | None
-) -> Workload:
+def _function_workload(fn: Callable[..., Any], name: str) -> Workload:
     task = fn if isinstance(fn, TaskFunction) else None
     target = task._fn if task is not None else fn
     if task is None:
@@ -213,14 +319,10 @@ def _function_workload(
         input_model=model,
         kind=task.kind,
         description=doc.split("\n\n")[0].strip(),
-        max_attempts=max_attempts,
-        timeout_s=timeout_s,
     )
 
 
-def _workflow_workload(
-    wf: Workflow, name: str, max_attempts: int, timeout_s: float | None
-) -> Workload:
+def _workflow_workload(wf: Workflow, name: str) -> Workload:
     definitions: dict[str, Any] = {
         key: (spec.type, ... if spec.required else spec.default)
         for key, spec in wf.input_specs.items()
@@ -257,87 +359,68 @@ def _workflow_workload(
         input_model=model,
         kind="workflow",
         description=f"workflow {wf.name} ({len(wf.nodes)} nodes)",
-        max_attempts=max_attempts,
-        timeout_s=timeout_s,
     )
 
 
 class WorkloadRegistry:
-    """Workloads by name. ``ax.jobs.workload`` registers into the default one."""
+    """Workloads by name, and recurring schedules.
+
+    ``ax.jobs.workload`` registers into the default one.
+    """
 
     def __init__(self) -> None:
         self._workloads: dict[str, Workload] = {}
+        self._schedules: dict[str, Schedule] = {}
 
     @overload
     def register(
-        self,
-        fn: F,
-        /,
-        *,
-        name: str | None = None,
-        max_attempts: int = 3,
-        timeout_s: float | None = None,
+        self, fn: F, /, *, name: str | None = None, **options: Unpack[WorkloadOptions]
     ) -> F: ...
 
     @overload
     def register(
-        self,
-        fn: None = None,
-        /,
-        *,
-        name: str | None = None,
-        max_attempts: int = 3,
-        timeout_s: float | None = None,
+        self, fn: None = None, /, *, name: str | None = None, **options: Unpack[WorkloadOptions]
     ) -> Callable[[F], F]: ...
 
     def register(
-        self,
-        fn: F | None = None,
-        /,
-        *,
-        name: str | None = None,
-        max_attempts: int = 3,
-        timeout_s: float | None = None,
+        self, fn: F | None = None, /, *, name: str | None = None, **options: Unpack[WorkloadOptions]
     ) -> F | Callable[[F], F]:
         """Register a function as a workload (usable bare or with options).
 
         Args:
             fn: the function (plain, async, or an ``ax.io``/``blocking``/``cpu`` function).
             name: the workload's name (default: the function's name).
-            max_attempts: how many times a job is started before a lost worker
-                fails it for good.
-            timeout_s: a job running longer is stopped (cancelled, or its
-                process killed) and fails.
+            **options: how its jobs run: ``max_attempts``, ``timeout_s``,
+                ``retries``, ``retry_on``, ``retry_backoff_s``,
+                ``retry_max_backoff_s``, ``priority``, ``concurrency``,
+                ``schedule`` (see ``WorkloadOptions``).
 
         Raises:
-            ValueError: the name is taken by another workload.
+            ValueError: an option out of range, or a bad cron expression.
             TypeError: the function cannot be a workload (positional-only or
-                ``*args`` parameters; a cpu function that asks for a context).
+                ``*args`` parameters; a cpu function that asks for a context),
+                or an unknown option.
         """
+        fields = _option_fields(options)
 
         def decorate(f: F) -> F:
             target = f._fn if isinstance(f, TaskFunction) else f
             wl_name = name or getattr(target, "__name__", None) or repr(target)
-            self.add(_function_workload(f, wl_name, max_attempts, timeout_s))
+            self.add(dataclasses.replace(_function_workload(f, wl_name), **fields))
             return f
 
         return decorate(fn) if fn is not None else decorate
 
     def register_workflow(
-        self,
-        wf: Workflow,
-        *,
-        name: str | None = None,
-        max_attempts: int = 3,
-        timeout_s: float | None = None,
+        self, wf: Workflow, *, name: str | None = None, **options: Unpack[WorkloadOptions]
     ) -> Workload:
         """Register a workflow as a workload; its declared inputs are the input schema.
 
         The job's progress is the share of nodes that have finished, and its
-        result is ``WorkflowResult.as_dict()``.
+        result is ``WorkflowResult.as_dict()``. Options as for ``register``.
         """
         wf.validate()
-        workload = _workflow_workload(wf, name or wf.name, max_attempts, timeout_s)
+        workload = _workflow_workload(wf, name or wf.name).with_options(**options)
         self.add(workload)
         return workload
 
@@ -362,12 +445,63 @@ class WorkloadRegistry:
         )
 
     def add(self, workload: Workload) -> None:
-        """Register a ready-made ``Workload``; a workload of the same name is replaced."""
+        """Register a ready-made ``Workload``; a workload of the same name is replaced.
+
+        Raises:
+            ValueError: an option out of range.
+        """
         if workload.max_attempts < 1:
             raise ValueError(f"workload {workload.name!r}: max_attempts must be at least 1")
-        if workload.timeout_s is not None and workload.timeout_s <= 0:
+        if workload.timeout_s is not None and not workload.timeout_s > 0:
             raise ValueError(f"workload {workload.name!r}: timeout_s must be positive")
+        if workload.concurrency is not None and (
+            isinstance(workload.concurrency, bool)
+            or not isinstance(workload.concurrency, int)
+            or workload.concurrency < 1
+        ):
+            raise ValueError(f"workload {workload.name!r}: concurrency must be a positive integer")
+        check_priority(workload.priority)
         self._workloads[workload.name] = workload
+
+    def schedule(
+        self,
+        workload: str,
+        cron: str | Schedule,
+        *,
+        input: dict[str, Any] | None = None,
+        name: str | None = None,
+        misfire_grace_s: float = 300.0,
+    ) -> Schedule:
+        """Run ``workload`` at every tick of ``cron`` (see ``ambidex.jobs.Schedule``).
+
+        The schedule's name (default: the workload's) is its identity in the
+        store: two processes declaring one name share its ticks.
+
+        Raises:
+            ValueError: a bad cron expression or name.
+        """
+        if isinstance(cron, Schedule):
+            schedule = dataclasses.replace(cron, workload=workload, name=name or cron.name)
+        else:
+            schedule = Schedule(
+                cron, input or {}, name=name, workload=workload, misfire_grace_s=misfire_grace_s
+            )
+        key = schedule.name or workload
+        self._schedules[key] = dataclasses.replace(schedule, name=key)
+        return self._schedules[key]
+
+    def schedules(self) -> list[Schedule]:
+        """Every schedule: those declared on workloads, then those added with ``schedule``.
+
+        Each has its ``name`` and ``workload`` filled in.
+        """
+        found: dict[str, Schedule] = {}
+        for wl in self:
+            for s in wl.schedules:
+                key = s.name or wl.name
+                found[key] = dataclasses.replace(s, name=key, workload=s.workload or wl.name)
+        found.update(self._schedules)
+        return list(found.values())
 
     def get(self, name: str) -> Workload:
         """The workload called ``name``.
@@ -383,6 +517,10 @@ class WorkloadRegistry:
     def names(self) -> list[str]:
         """Registered names, sorted."""
         return sorted(self._workloads)
+
+    def limits(self) -> dict[str, int]:
+        """The concurrency limit of each workload that has one."""
+        return {w.name: w.concurrency for w in self._workloads.values() if w.concurrency}
 
     def __contains__(self, name: object) -> bool:
         return name in self._workloads
@@ -410,40 +548,23 @@ def default_registry() -> WorkloadRegistry:
 
 
 @overload
-def workload(
-    fn: F,
-    /,
-    *,
-    name: str | None = None,
-    max_attempts: int = 3,
-    timeout_s: float | None = None,
-) -> F: ...
+def workload(fn: F, /, *, name: str | None = None, **options: Unpack[WorkloadOptions]) -> F: ...
 
 
 @overload
 def workload(
-    fn: None = None,
-    /,
-    *,
-    name: str | None = None,
-    max_attempts: int = 3,
-    timeout_s: float | None = None,
+    fn: None = None, /, *, name: str | None = None, **options: Unpack[WorkloadOptions]
 ) -> Callable[[F], F]: ...
 
 
 def workload(
-    fn: F | None = None,
-    /,
-    *,
-    name: str | None = None,
-    max_attempts: int = 3,
-    timeout_s: float | None = None,
+    fn: F | None = None, /, *, name: str | None = None, **options: Unpack[WorkloadOptions]
 ) -> F | Callable[[F], F]:
     """Register a function as a workload of the default registry (see ``WorkloadRegistry``)."""
     reg = default_registry()
     if fn is not None:
-        return reg.register(fn, name=name, max_attempts=max_attempts, timeout_s=timeout_s)
-    return reg.register(name=name, max_attempts=max_attempts, timeout_s=timeout_s)
+        return reg.register(fn, name=name, **options)
+    return reg.register(name=name, **options)
 
 
 def load_workloads(spec: str, registry: WorkloadRegistry | None = None) -> list[str]:

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import functools
 import inspect
-import random
 import reprlib
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
@@ -22,6 +21,7 @@ from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 import cloudpickle
 
 from ambidex.exceptions import SerializationError, TaskTimeoutError
+from ambidex.runtime._backoff import Backoff
 from ambidex.runtime._core import Runtime, runtime
 from ambidex.runtime._gather import run_bounded
 from ambidex.runtime._worker import FunctionRef
@@ -43,7 +43,6 @@ _NEVER_RETRY = (
     GeneratorExit,
     SerializationError,
 )
-_jitter = random.Random()
 _arg_repr = reprlib.Repr()
 _arg_repr.maxstring = 40
 _arg_repr.maxother = 40
@@ -76,7 +75,7 @@ class TaskOptions:
         for exc_type in self.retry_on:
             if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
                 raise TypeError(f"retry_on must hold exception types, got {exc_type!r}")
-        if self.backoff_s < 0 or self.max_backoff_s < 0:
+        if not self.backoff_s >= 0 or not self.max_backoff_s >= 0:  # NaN fails too
             raise ValueError("backoff_s and max_backoff_s must not be negative")
         for name in self.limit:
             if not isinstance(name, str) or not name:
@@ -89,8 +88,7 @@ class TaskOptions:
 
     def backoff_delay_s(self, attempt: int) -> float:
         """Full-jitter exponential backoff before retry number ``attempt`` (1-based)."""
-        cap = min(self.max_backoff_s, self.backoff_s * (2 ** (attempt - 1)))
-        return _jitter.uniform(0, cap)
+        return Backoff(self.backoff_s, self.max_backoff_s).delay_s(attempt)
 
 
 def _describe_call(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:

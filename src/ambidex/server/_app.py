@@ -1,9 +1,17 @@
-"""The job service over HTTP (FastAPI): run, submit, watch, cancel, list; health and metrics.
+"""The job service over HTTP (FastAPI): jobs, their events and outcomes, workers, health.
+
+Run, submit, watch, cancel, retry, re-run and list jobs; see the workers; health and metrics.
 
 ``create_app`` builds the app around a ``JobManager``; the manager starts and
-stops with the app. Errors always answer 4xx with a ``detail`` that names the
-problem: 404 for an unknown job or workload, 422 naming each bad field, 413
-for a body over the size limit, 401 without the bearer token (when one is set).
+stops with the app. Every answer is a documented 2xx or 4xx (503 when the
+store is down): 400 for a body that is not JSON, 404 for an unknown job or
+workload, 409 for a request the job's state does not allow, 422 naming each
+bad field, 413 for a body over the size limit, 401 without the bearer token
+(when one is set). An error answer never echoes the rejected value back (it
+may be something no JSON answer can carry: NaN, a lone surrogate).
+
+The API docs (``/docs``) are served from the assets of ``fastapi-offline``:
+they need no internet.
 """
 
 import asyncio
@@ -18,52 +26,60 @@ from typing import Annotated, Any, cast
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from fastapi_offline import FastAPIOffline
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import ambidex
+from ambidex._text import describe_exception, plain_text
 from ambidex.jobs import (
+    JobConflictError,
     JobEvent,
     JobInputError,
     JobManager,
     JobNotFoundError,
+    JobOptionError,
     JobStatus,
     UnknownWorkloadError,
     WorkloadRegistry,
 )
 from ambidex.server._auth import BodySizeLimit, require_token
-from ambidex.server._schemas import ErrorOut, JobList, JobOut, ResultOut, SubmitIn, WorkloadOut
+from ambidex.server._schemas import (
+    AttemptOut,
+    ErrorOut,
+    JobList,
+    JobOut,
+    ResultOut,
+    SubmitIn,
+    WorkerList,
+    WorkerOut,
+    WorkloadOut,
+)
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app"]
 
 DEFAULT_MAX_BODY_BYTES = 1_048_576
 _KEEPALIVE_S = 15.0
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "The body is not JSON."},
     401: {"model": ErrorOut, "description": "Missing or wrong bearer token."},
     404: {"model": ErrorOut, "description": "No such job or workload."},
     413: {"model": ErrorOut, "description": "Request body too large."},
     422: {"model": ErrorOut, "description": "Invalid input; detail names each field."},
+    503: {"model": ErrorOut, "description": "The job store is unreachable; try again."},
+}
+_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorOut, "description": "The job's state does not allow this."}
 }
 
 
 class _Metrics:
+    """The HTTP metrics of one app (the jobs' own are the manager's ``JobMetrics``)."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.jobs = Gauge(
-            "ambidex_jobs", "Jobs in the store by status.", ["status"], registry=self.registry
-        )
-        self.running_here = Gauge(
-            "ambidex_jobs_running_here",
-            "Jobs this process is running now.",
-            registry=self.registry,
-        )
-        self.finished = Gauge(
-            "ambidex_jobs_finished_here",
-            "Jobs this process has finished, by outcome.",
-            ["status"],
-            registry=self.registry,
-        )
         self.requests = Counter(
             "ambidex_http_requests",
             "HTTP requests answered.",
@@ -117,12 +133,13 @@ def create_app(
         finally:
             await jm.aclose()
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="ambidex job service",
         version=ambidex.__version__,
         description="Durable jobs: run and wait, or submit and come back later.",
         lifespan=lifespan,
         responses=_ERRORS,
+        redoc_url=None,
     )
     app.state.manager = jm
     app.state.token = token
@@ -151,43 +168,76 @@ def _install_job_routes(app: FastAPI, jm: JobManager, max_wait_s: float) -> None
     auth = _AUTH
     default_wait_s = min(30.0, max_wait_s)
     job_location = _location
+    key_header = Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="A job submitted with this key before is answered instead of a new one.",
+    )
 
     @app.post(
         "/v1/run/{workload}",
         response_model=JobOut,
         dependencies=auth,
         tags=["jobs"],
-        responses={202: {"model": JobOut, "description": "Still running after wait_s."}},
+        responses={
+            202: {"model": JobOut, "description": "Still running after wait_s."},
+            **_CONFLICT,
+        },
     )
     async def run(
         workload: str,
         response: Response,
         body: dict[str, Any] | None = None,
-        wait_s: Annotated[float, Query(ge=0, le=max_wait_s)] = default_wait_s,
+        wait_s: Annotated[float, Query(ge=0, le=max_wait_s, allow_inf_nan=False)] = default_wait_s,
+        idempotency_key: Annotated[str | None, key_header] = None,
     ) -> JobOut:
         """Run a job and wait for it; the body is the workload's input.
 
         Answers 200 with the finished job (succeeded, failed or cancelled), or
         202 with the job and its ``Location`` if it is still going after ``wait_s``.
+        With an ``Idempotency-Key`` header naming an earlier job, that job is
+        waited for instead of a new one.
         """
-        job = await jm.submit(workload, body or {})
-        done = await jm.wait(job.id, wait_s)
+        submitted = await jm.submit_detailed(
+            workload, body or {}, idempotency_key=_header_key(idempotency_key)
+        )
+        done = await jm.wait(submitted.job.id, wait_s)
         if not done.status.terminal:
             response.status_code = 202
-            response.headers["Location"] = job_location(job.id)
+            response.headers["Location"] = job_location(done.id)
         return JobOut.of(done)
 
-    @app.post("/v1/jobs", status_code=202, response_model=JobOut, dependencies=auth, tags=["jobs"])
-    async def submit(request_body: SubmitIn, response: Response) -> JobOut:
-        """Submit a job; answers 202 at once with its id and ``Location``."""
-        job = await jm.submit(
-            request_body.workload,
-            request_body.input,
-            max_attempts=request_body.max_attempts,
-            timeout_s=request_body.timeout_s,
-        )
-        response.headers["Location"] = job_location(job.id)
-        return JobOut.of(job)
+    @app.post(
+        "/v1/jobs",
+        status_code=202,
+        response_model=JobOut,
+        dependencies=auth,
+        tags=["jobs"],
+        responses={
+            200: {"model": JobOut, "description": "The idempotency key named this job."},
+            **_CONFLICT,
+        },
+    )
+    async def submit(
+        request_body: SubmitIn,
+        response: Response,
+        idempotency_key: Annotated[str | None, key_header] = None,
+    ) -> JobOut:
+        """Submit a job; answers 202 at once with its id and ``Location``.
+
+        With an ``idempotency_key`` (in the body, or the ``Idempotency-Key``
+        header) that names an earlier job, answers 200 with that job and stores
+        nothing; 409 if that job has another workload or input.
+        """
+        options = request_body.options()
+        if idempotency_key is not None and "idempotency_key" not in options:
+            options["idempotency_key"] = _header_key(idempotency_key)
+        submitted = await jm.submit_detailed(request_body.workload, request_body.input, **options)
+        if not submitted.created:
+            response.status_code = 200
+        response.headers["Location"] = job_location(submitted.job.id)
+        return JobOut.of(submitted.job)
 
     @app.delete("/v1/jobs/{job_id}", response_model=JobOut, dependencies=auth, tags=["jobs"])
     async def cancel_job(job_id: str) -> JobOut:
@@ -197,6 +247,41 @@ def _install_job_routes(app: FastAPI, jm: JobManager, max_wait_s: float) -> None
         finished job is unchanged.
         """
         return JobOut.of(await jm.cancel(job_id))
+
+    @app.post(
+        "/v1/jobs/{job_id}/retry",
+        response_model=JobOut,
+        dependencies=auth,
+        tags=["jobs"],
+        responses=_CONFLICT,
+    )
+    async def retry_job(job_id: str) -> JobOut:
+        """Put a failed or cancelled job back in the queue, as it is (same id); 409 otherwise."""
+        return JobOut.of(await jm.retry(job_id))
+
+    @app.post(
+        "/v1/jobs/{job_id}/rerun",
+        status_code=202,
+        response_model=JobOut,
+        dependencies=auth,
+        tags=["jobs"],
+        responses=_CONFLICT,
+    )
+    async def rerun_job(job_id: str, response: Response) -> JobOut:
+        """Run a finished job again: a new job with its workload and input (``rerun_of``).
+
+        409 while the job is queued or running.
+        """
+        job = await jm.rerun(job_id)
+        response.headers["Location"] = job_location(job.id)
+        return JobOut.of(job)
+
+
+def _header_key(key: str | None) -> str | None:
+    """An ``Idempotency-Key`` header as given (headers are Latin-1: no surrogates can come)."""
+    if key is not None and "\x00" in key:
+        raise _invalid(["header", "Idempotency-Key"], "must not hold a NUL character")
+    return key
 
 
 def _install_read_routes(app: FastAPI, jm: JobManager) -> None:
@@ -210,16 +295,23 @@ def _install_read_routes(app: FastAPI, jm: JobManager) -> None:
         workload: Annotated[str | None, Query(max_length=200)] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         cursor: Annotated[str | None, Query(max_length=200)] = None,
+        id_prefix: Annotated[
+            str | None, Query(min_length=1, max_length=64, description="Jobs whose id starts so.")
+        ] = None,
     ) -> JobList:
-        """Jobs, newest first, a page at a time."""
+        """Jobs, newest first, a page at a time (``next_cursor`` older, ``prev_cursor`` newer)."""
         wanted = _parse_statuses(status)
         try:
-            jobs, next_cursor = await jm.list(
-                status=wanted, workload=workload, limit=limit, cursor=cursor
+            page = await jm.list(
+                status=wanted, workload=workload, limit=limit, cursor=cursor, id_prefix=id_prefix
             )
         except ValueError as exc:
             raise _invalid(["query", "cursor"], str(exc)) from None
-        return JobList(jobs=[JobOut.of(j) for j in jobs], next_cursor=next_cursor)
+        return JobList(
+            jobs=[JobOut.of(j) for j in page.jobs],
+            next_cursor=page.next_cursor,
+            prev_cursor=page.prev_cursor,
+        )
 
     @app.get("/v1/jobs/{job_id}", response_model=JobOut, dependencies=auth, tags=["jobs"])
     async def get_job(job_id: str) -> JobOut:
@@ -234,7 +326,7 @@ def _install_read_routes(app: FastAPI, jm: JobManager) -> None:
         responses={409: {"model": ErrorOut, "description": "The job has not finished."}},
     )
     async def get_result(job_id: str) -> Any:
-        """A finished job's result (or error); 409 while it is queued or running."""
+        """A finished job's result (or error and traceback); 409 while it is queued or running."""
         job = await jm.get(job_id)
         if not job.status.terminal:
             return JSONResponse(
@@ -242,7 +334,23 @@ def _install_read_routes(app: FastAPI, jm: JobManager) -> None:
                 status_code=409,
                 headers={"Retry-After": "1"},
             )
-        return ResultOut(id=job.id, status=job.status.value, result=job.result, error=job.error)
+        return ResultOut(
+            id=job.id,
+            status=job.status.value,
+            result=job.result,
+            error=job.error,
+            traceback=job.traceback,
+        )
+
+    @app.get(
+        "/v1/jobs/{job_id}/attempts",
+        response_model=list[AttemptOut],
+        dependencies=auth,
+        tags=["jobs"],
+    )
+    async def job_attempts(job_id: str) -> list[AttemptOut]:
+        """Each start of the job and how it ended, with its error and traceback."""
+        return [AttemptOut.of(a) for a in await jm.attempts(job_id)]
 
     @app.get(
         "/v1/jobs/{job_id}/events",
@@ -286,44 +394,73 @@ def _install_read_routes(app: FastAPI, jm: JobManager) -> None:
 
     @app.get("/v1/workloads", response_model=list[WorkloadOut], dependencies=auth, tags=["jobs"])
     async def workloads() -> list[WorkloadOut]:
-        """The workloads this server accepts, with their input schemas."""
+        """The workloads this server accepts, with their input schemas and job options."""
         return [WorkloadOut.model_validate(w.describe()) for w in jm.registry]
 
 
 def _install_service_routes(app: FastAPI, jm: JobManager, metrics: _Metrics) -> None:
     auth = _AUTH
 
+    @app.get("/v1/workers", response_model=WorkerList, dependencies=auth, tags=["service"])
+    async def workers() -> WorkerList:
+        """The workers sharing the store (live ones, and those silent for under an hour)."""
+        found = await jm.workers()
+        counts = await jm.counts()
+        now = time.time()
+        return WorkerList(
+            workers=[WorkerOut.of(w, now) for w in found],
+            alive=sum(w.alive(now) for w in found),
+            queued=counts[JobStatus.QUEUED],
+            running=counts[JobStatus.RUNNING],
+        )
+
     @app.get("/healthz", tags=["service"])
     async def healthz() -> JSONResponse:
-        """200 when the store answers; 503 when it does not."""
+        """200 when the store answers and this process's worker works; 503 (saying why) if not."""
         try:
             counts = await asyncio.wait_for(jm.counts(), 5.0)
         except Exception as exc:
             return JSONResponse(
-                {"status": "unavailable", "detail": f"job store: {type(exc).__name__}: {exc}"},
+                {
+                    "status": "unavailable",
+                    "detail": f"job store: {describe_exception(exc)}",
+                    "problems": [f"job store: {describe_exception(exc)}", *jm.problems()],
+                },
                 status_code=503,
             )
+        problems = jm.problems()
         return JSONResponse(
             {
-                "status": "ok",
+                "status": "unavailable" if problems else "ok",
+                "problems": problems,
                 "version": ambidex.__version__,
                 "store": jm.store.dialect,
                 "worker": jm.worker_id if jm.concurrency else None,
                 "running_here": jm.running_here,
                 "queued": counts[JobStatus.QUEUED],
                 "running": counts[JobStatus.RUNNING],
-            }
+            },
+            status_code=503 if problems else 200,
         )
 
     @app.get("/metrics", dependencies=auth, tags=["service"], response_class=Response)
     async def prometheus() -> Response:
-        """Prometheus metrics: jobs by status, jobs run here, HTTP requests and latency."""
+        """Prometheus metrics (names in ``ambidex.jobs._metrics``).
+
+        Jobs by status and workload, what ran here (queue waits, run times,
+        retries), the runtime's pools and limits, HTTP requests and latency.
+        """
+        jobs = jm.metrics
         for status, n in (await jm.counts()).items():
-            metrics.jobs.labels(status.value).set(n)
-        metrics.running_here.set(jm.running_here)
+            jobs.jobs.labels(status.value).set(n)
+        jobs.jobs_by_workload.clear()
+        for (workload, status), n in (await jm.counts_by_workload()).items():
+            jobs.jobs_by_workload.labels(workload, status.value).set(n)
+        jobs.running_here.set(jm.running_here)
         for outcome, count in jm.finished_counts.items():
-            metrics.finished.labels(outcome).set(count)
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+            jobs.finished_here.labels(outcome).set(count)
+        body = generate_latest(jobs.registry) + generate_latest(metrics.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 def _parse_statuses(raw: str | None) -> list[JobStatus] | None:
@@ -337,7 +474,7 @@ def _parse_statuses(raw: str | None) -> list[JobStatus] | None:
         except ValueError:
             raise _invalid(
                 ["query", "status"],
-                f"unknown status {name!r}: expected any of "
+                f"unknown status {plain_text(name)!r}: expected any of "
                 + ", ".join(s.value for s in JobStatus),
             ) from None
     return wanted
@@ -374,22 +511,63 @@ async def _event_stream(jm: JobManager, job_id: str, after: int) -> AsyncIterato
         await events.aclose()
 
 
+def _safe_errors(errors: Any) -> list[dict[str, Any]]:
+    """Validation errors as the API answers them: where and what, never the value itself.
+
+    The rejected value may be what no JSON answer can carry (NaN, infinity, a
+    lone surrogate), and so may a key of it that appears in ``loc``.
+    """
+    safe = []
+    for error in errors:
+        loc = [p if isinstance(p, int) else plain_text(p) for p in error.get("loc", ())]
+        safe.append(
+            {
+                "loc": loc,
+                "msg": plain_text(error.get("msg", "")),
+                "type": plain_text(error.get("type", "")),
+            }
+        )
+    return safe
+
+
 def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_r: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _safe_errors(exc.errors())}, status_code=422)
+
     @app.exception_handler(UnknownWorkloadError)
     async def unknown_workload(_r: Request, exc: UnknownWorkloadError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc), "known": exc.known}, status_code=404)
+        return JSONResponse({"detail": plain_text(exc), "known": exc.known}, status_code=404)
 
     @app.exception_handler(JobNotFoundError)
     async def unknown_job(_r: Request, exc: JobNotFoundError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
+        return JSONResponse({"detail": plain_text(exc)}, status_code=404)
+
+    @app.exception_handler(JobConflictError)
+    async def conflict(_r: Request, exc: JobConflictError) -> JSONResponse:
+        job = getattr(exc, "job", None)
+        return JSONResponse(
+            {"detail": plain_text(exc), "job_id": getattr(job, "id", None)}, status_code=409
+        )
 
     @app.exception_handler(JobInputError)
     async def bad_input(request: Request, exc: JobInputError) -> JSONResponse:
         prefix = ["body"] if request.url.path.startswith("/v1/run/") else ["body", "input"]
-        detail = [
-            {"loc": prefix + list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors
-        ]
-        return JSONResponse({"detail": detail, "message": str(exc)}, status_code=422)
+        detail = _safe_errors({**e, "loc": prefix + list(e["loc"])} for e in exc.errors)
+        return JSONResponse({"detail": detail, "message": plain_text(exc)}, status_code=422)
+
+    @app.exception_handler(JobOptionError)
+    async def bad_option(_r: Request, exc: JobOptionError) -> JSONResponse:
+        detail = [{"loc": ["body", exc.option], "msg": plain_text(exc), "type": "value_error"}]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(SQLAlchemyError)
+    async def store_failed(_r: Request, exc: SQLAlchemyError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"the job store failed: {type(exc).__name__}; try again"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
 
 
 def _install_request_metrics(app: FastAPI, metrics: _Metrics) -> None:

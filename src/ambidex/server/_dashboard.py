@@ -231,7 +231,7 @@ async def jobs_page(
             known = ", ".join(s.value for s in JobStatus)
             return _notice(400, "Unknown status", f"Unknown status {_e(status)}: use {known}.")
     try:
-        jobs, next_cursor = await jm.list(
+        jobs, next_cursor, _ = await jm.list(
             status=None if wanted is None else [wanted], limit=limit, cursor=cursor
         )
     except ValueError as exc:

@@ -2,19 +2,38 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ambidex.jobs import Job, JobEvent
+from ambidex.jobs import Attempt, Job, JobEvent, WorkerInfo
 
-__all__ = ["ErrorOut", "EventOut", "JobList", "JobOut", "ResultOut", "SubmitIn", "WorkloadOut"]
+__all__ = [
+    "AttemptOut",
+    "ErrorOut",
+    "EventOut",
+    "JobList",
+    "JobOut",
+    "ResultOut",
+    "SubmitIn",
+    "WorkerList",
+    "WorkerOut",
+    "WorkloadOut",
+]
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+_TYPE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+
+
+def _plain(value: str | None, field: str) -> str | None:
+    if value is not None and any(c == "\x00" or "\ud800" <= c <= "\udfff" for c in value):
+        raise ValueError(f"{field} must be plain text: no NUL character, no lone surrogate")
+    return value
 
 
 class SubmitIn(BaseModel):
-    """A job to run later."""
+    """A job to run later; every option left out takes the workload's value."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -26,8 +45,83 @@ class SubmitIn(BaseModel):
         default=None, ge=1, le=100, description="Starts allowed before a lost worker fails it."
     )
     timeout_s: float | None = Field(
-        default=None, gt=0, le=7 * 24 * 3600, description="Stop the job after this long."
+        default=None,
+        gt=0,
+        le=7 * 24 * 3600,
+        allow_inf_nan=False,
+        description="Stop the job after this long.",
     )
+    priority: int | None = Field(
+        default=None, ge=-1_000_000, le=1_000_000, description="Higher starts first."
+    )
+    delay_s: float | None = Field(
+        default=None,
+        ge=0,
+        le=366 * 86400,
+        allow_inf_nan=False,
+        description="Start no sooner than this from now.",
+    )
+    run_at: datetime | None = Field(
+        default=None,
+        description="Start no sooner than this time (ISO 8601 with a zone, or epoch seconds).",
+    )
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="A job submitted with this key before is answered (200) instead of a new one.",
+    )
+    retries: int | None = Field(
+        default=None, ge=0, le=1000, description="Failures retried before the job fails."
+    )
+    retry_on: list[str] | None = Field(
+        default=None,
+        max_length=32,
+        description="Exception type names retried (default: any), e.g. ['ConnectionError'].",
+    )
+    retry_backoff_s: float | None = Field(
+        default=None,
+        ge=0,
+        le=86400,
+        allow_inf_nan=False,
+        description="The first retry's wait (then doubling).",
+    )
+    retry_max_backoff_s: float | None = Field(
+        default=None,
+        ge=0,
+        le=86400,
+        allow_inf_nan=False,
+        description="The cap of one retry's wait.",
+    )
+
+    @field_validator("workload", "idempotency_key")
+    @classmethod
+    def _plain_text(cls, value: str | None, info: Any) -> str | None:
+        return _plain(value, info.field_name)
+
+    @field_validator("retry_on")
+    @classmethod
+    def _type_names(cls, value: list[str] | None) -> list[str] | None:
+        import re
+
+        for name in value or []:
+            if len(name) > 200 or not re.match(_TYPE_NAME, name):
+                raise ValueError(
+                    "retry_on holds exception type names, e.g. 'ConnectionError' or "
+                    "'httpx.ConnectError'"
+                )
+        return value
+
+    @field_validator("run_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("run_at needs a time zone, e.g. 2030-01-01T12:00:00Z")
+        return value
+
+    def options(self) -> dict[str, Any]:
+        """The job options given, as ``JobManager.submit`` takes them."""
+        return self.model_dump(exclude={"workload", "input"}, exclude_none=True)
 
 
 class JobOut(BaseModel):
@@ -41,12 +135,23 @@ class JobOut(BaseModel):
     input: Any
     result: Any
     error: str | None
+    traceback: str | None
     attempts: int
     max_attempts: int
     timeout_s: float | None
+    retries: int
+    retry_on: list[str] | None
+    retry_backoff_s: float
+    retry_max_backoff_s: float
+    retried: int
+    priority: int
+    run_at: str | None
+    idempotency_key: str | None
+    rerun_of: str | None
     created_at: str | None
     started_at: str | None
     finished_at: str | None
+    duration_s: float | None
     worker: str | None
     cancel_requested: bool
 
@@ -60,7 +165,10 @@ class JobList(BaseModel):
     """A page of jobs, newest first."""
 
     jobs: list[JobOut]
-    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null: last.")
+    next_cursor: str | None = Field(description="Pass as ?cursor= for older jobs; null: last page.")
+    prev_cursor: str | None = Field(
+        default=None, description="Pass as ?cursor= for newer jobs; null: the newest page."
+    )
 
 
 class ResultOut(BaseModel):
@@ -70,6 +178,25 @@ class ResultOut(BaseModel):
     status: Status
     result: Any
     error: str | None
+    traceback: str | None = None
+
+
+class AttemptOut(BaseModel):
+    """One start of a job, and how it ended."""
+
+    number: int
+    worker: str | None
+    started_at: str | None
+    ended_at: str | None
+    duration_s: float | None
+    outcome: str | None
+    error: str | None
+    traceback: str | None
+
+    @classmethod
+    def of(cls, attempt: Attempt) -> AttemptOut:
+        """The API form of an attempt."""
+        return cls.model_validate(attempt.as_dict())
 
 
 class EventOut(BaseModel):
@@ -86,6 +213,37 @@ class EventOut(BaseModel):
         return event.as_dict()
 
 
+class WorkerOut(BaseModel):
+    """A worker process, as its last heartbeat described it."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: str | None
+    heartbeat_at: str | None
+    heartbeat_age_s: float
+    alive: bool
+    concurrency: int
+    running: int
+    workloads: list[str]
+    lease_s: float
+    version: str
+
+    @classmethod
+    def of(cls, info: WorkerInfo, now: float) -> WorkerOut:
+        """The API form of a worker."""
+        return cls.model_validate(info.as_dict(now))
+
+
+class WorkerList(BaseModel):
+    """The workers of the store, and whether anything consumes the queue."""
+
+    workers: list[WorkerOut]
+    alive: int = Field(description="Workers whose heartbeat is younger than their lease.")
+    queued: int
+    running: int
+
+
 class WorkloadOut(BaseModel):
     """A workload the server can run."""
 
@@ -94,6 +252,13 @@ class WorkloadOut(BaseModel):
     description: str
     max_attempts: int
     timeout_s: float | None
+    retries: int
+    retry_on: list[str] | None
+    retry_backoff_s: float
+    retry_max_backoff_s: float
+    priority: int
+    concurrency: int | None
+    schedules: list[dict[str, str]]
     input_schema: dict[str, Any]
 
 

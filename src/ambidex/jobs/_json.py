@@ -1,0 +1,104 @@
+r"""The JSON a job may carry: what can be stored and read back exactly, and nothing else.
+
+Python's ``json`` reads ``NaN``, ``Infinity`` and ``1e400`` (as infinity),
+and strings with lone surrogates (``"\ud800"``); pydantic then turns
+non-finite floats into ``null`` without a word, and no UTF-8 answer can carry a
+lone surrogate. So a job's input (and its result) is checked here before it is
+stored: a value that could not come back exactly as it went in is refused,
+naming where it is, rather than being changed or failing later, on a read.
+
+Limits (``docs/jobs.md``): no NaN or infinity, no lone surrogates (in strings
+or keys), at most ``MAX_DEPTH`` levels of nesting, keys are strings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from ambidex._text import plain_text
+
+__all__ = ["MAX_DEPTH", "JsonProblem", "dumps", "find_problem"]
+
+MAX_DEPTH = 100
+"""Deepest nesting of lists and objects in a job's input or result."""
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class JsonProblem(ValueError):
+    """A value that cannot be stored as JSON; ``loc`` is where in it, ``msg`` what is wrong."""
+
+    def __init__(self, loc: list[str | int], msg: str) -> None:
+        self.loc = loc
+        self.msg = msg
+        where = ".".join(str(p) for p in loc) or "(the value)"
+        super().__init__(f"{where}: {msg}")
+
+
+def _surrogate(text: str) -> str:
+    found = _SURROGATE.search(text)
+    code = ord(found.group()) if found else 0
+    return f"holds a lone surrogate (\\u{code:04x}), which is not valid Unicode text"
+
+
+def find_problem(value: Any, *, strict: bool = False) -> JsonProblem | None:
+    """The first place where ``value`` is not JSON that reads back exactly, or None.
+
+    With ``strict``, anything but dicts with string keys, lists, strings,
+    numbers, booleans and None is a problem too (a result must be plain JSON);
+    without it, other objects are left for the input's schema to judge.
+    """
+    stack: list[tuple[Any, list[str | int], int]] = [(value, [], 0)]
+    while stack:
+        item, loc, depth = stack.pop()
+        if isinstance(item, dict | list | tuple):
+            if depth >= MAX_DEPTH:
+                return JsonProblem(loc, f"nested deeper than {MAX_DEPTH} levels")
+            problem = _push_children(item, loc, depth, stack, strict)
+        else:
+            problem = _scalar_problem(item, loc, strict)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _scalar_problem(item: Any, loc: list[str | int], strict: bool) -> JsonProblem | None:
+    if isinstance(item, str):
+        return JsonProblem(loc, _surrogate(item)) if _SURROGATE.search(item) else None
+    if isinstance(item, float) and not math.isfinite(item):
+        return JsonProblem(loc, f"{item!r} is not a JSON number (no NaN or infinity)")
+    if strict and not (item is None or isinstance(item, bool | int | float)):
+        return JsonProblem(loc, f"a value of type {plain_text(type(item).__name__)} is not JSON")
+    return None
+
+
+def _push_children(
+    item: dict[Any, Any] | list[Any] | tuple[Any, ...],
+    loc: list[str | int],
+    depth: int,
+    stack: list[tuple[Any, list[str | int], int]],
+    strict: bool,
+) -> JsonProblem | None:
+    """Put the children of a container on ``stack``, first child on top (popped first)."""
+    if not isinstance(item, dict):
+        stack.extend((item[i], [*loc, i], depth + 1) for i in range(len(item) - 1, -1, -1))
+        return None
+    children: list[tuple[Any, list[str | int], int]] = []
+    for key, child in item.items():
+        if not isinstance(key, str):
+            if strict:
+                return JsonProblem(loc, f"key {plain_text(repr(key))} is not a string")
+            key = plain_text(key)
+        elif _SURROGATE.search(key):
+            return JsonProblem([*loc, plain_text(key)], "this key " + _surrogate(key))
+        children.append((child, [*loc, key], depth + 1))
+    stack.extend(reversed(children))
+    return None
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text, as stored (non-ASCII kept as is; NaN refused)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)

@@ -1,0 +1,219 @@
+"""The job store's tables, rows as ``Job`` objects, and the upgrade of older databases.
+
+Four tables:
+
+* ``ambidex_jobs``: one row per job (its input, state, outcome, retry policy,
+  priority, the time it may start, its idempotency key);
+* ``ambidex_job_events``: the history of each job, the source of event streams;
+* ``ambidex_workers``: each worker's last heartbeat (the Workers page, health);
+* ``ambidex_schedules``: each recurring schedule and the last tick it fired.
+
+A database made by an earlier ambidex gets the columns and tables it lacks
+when a store opens it (``upgrade``); nothing is ever dropped or rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    inspect,
+    text,
+)
+
+from ambidex.jobs._model import Job, JobEvent, JobStatus, RetryPolicy, WorkerInfo
+
+__all__ = [
+    "events_table",
+    "jobs_table",
+    "metadata",
+    "row_to_event",
+    "row_to_job",
+    "row_to_worker",
+    "schedules_table",
+    "upgrade",
+    "workers_table",
+]
+
+metadata = MetaData()
+# 8-byte sequence numbers on PostgreSQL; SQLite's INTEGER PRIMARY KEY is 8 bytes already
+# (and must be spelled INTEGER to be the rowid).
+_SEQ = BigInteger().with_variant(Integer(), "sqlite")
+
+# Jobs. ``attempts`` counts starts (a worker names the attempt it holds in every write);
+# ``lost`` counts starts whose worker stopped renewing the lease (bounded by ``max_attempts``);
+# ``retried`` counts failures sent back to the queue (bounded by the retry policy).
+jobs_table = Table(
+    "ambidex_jobs",
+    metadata,
+    Column("seq", _SEQ, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("workload", String(200), nullable=False),
+    Column("input", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("progress", Float),
+    Column("message", Text),
+    Column("result", Text),
+    Column("error", Text),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("max_attempts", Integer, nullable=False),
+    Column("timeout_s", Float),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("worker", String(200)),
+    Column("lease_expires_at", Float),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    # Added after the first release: each has a server default (or is nullable), so
+    # ``upgrade`` can add it to an existing table.
+    Column("traceback", Text),
+    Column("priority", Integer, nullable=False, server_default=text("0")),
+    Column("run_at", Float),  # NULL only in rows older than the column: upgrade fills it
+    Column("retry", Text),  # RetryPolicy.as_dict() as JSON; NULL: no retries
+    Column("retried", Integer, nullable=False, server_default=text("0")),
+    Column("lost", Integer, nullable=False, server_default=text("0")),
+    Column("idempotency_key", String(200)),
+    Column("rerun_of", String(64)),
+    Index("ix_ambidex_jobs_status_seq", "status", "seq"),
+    Index("ix_ambidex_jobs_worker", "worker"),
+    Index("ix_ambidex_jobs_idempotency_key", "idempotency_key", unique=True),
+    Index("ix_ambidex_jobs_workload_seq", "workload", "seq"),
+)
+# What claims read: the queued jobs, highest priority first, then oldest.
+Index("ix_ambidex_jobs_claim", jobs_table.c.status, jobs_table.c.priority.desc(), jobs_table.c.seq)
+
+events_table = Table(
+    "ambidex_job_events",
+    metadata,
+    Column("seq", _SEQ, primary_key=True, autoincrement=True),
+    Column("job_id", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("data", Text, nullable=False),
+    Index("ix_ambidex_job_events_job", "job_id", "seq"),
+)
+
+workers_table = Table(
+    "ambidex_workers",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("host", String(200), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+    Column("concurrency", Integer, nullable=False),
+    Column("running", Integer, nullable=False),
+    Column("workloads", Text, nullable=False),
+    Column("lease_s", Float, nullable=False),
+    Column("version", String(64), nullable=False),
+)
+
+schedules_table = Table(
+    "ambidex_schedules",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("workload", String(200), nullable=False),
+    Column("cron", String(200), nullable=False),
+    Column("input", Text, nullable=False),
+    Column("last_tick", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+
+def upgrade(conn: Connection) -> None:
+    """Create missing tables; add what a jobs table made by an older ambidex lacks.
+
+    Columns and indexes are added, never dropped or rewritten.
+    """
+    existing = set(inspect(conn).get_table_names())
+    metadata.create_all(conn)
+    if jobs_table.name not in existing:
+        return
+    inspector = inspect(conn)
+    have = {c["name"] for c in inspector.get_columns(jobs_table.name)}
+    preparer = conn.dialect.identifier_preparer
+    for column in jobs_table.columns:
+        if column.name in have:
+            continue
+        kind = column.type.compile(dialect=conn.dialect)
+        clause = f"ALTER TABLE {jobs_table.name} ADD COLUMN {preparer.quote(column.name)} {kind}"
+        if column.server_default is not None:
+            clause += f" NOT NULL DEFAULT {column.server_default.arg.text}"  # type: ignore[attr-defined]
+        conn.execute(text(clause))
+    if "run_at" not in have:
+        conn.execute(text(f"UPDATE {jobs_table.name} SET run_at = created_at"))
+    indexes = {ix["name"] for ix in inspector.get_indexes(jobs_table.name)}
+    for index in jobs_table.indexes:
+        if index.name not in indexes:
+            index.create(conn)
+
+
+def _loads(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
+
+
+def row_to_job(row: Any) -> Job:
+    """The ``Job`` a row of ``ambidex_jobs`` stands for."""
+    m = row._mapping
+    return Job(
+        id=m["id"],
+        workload=m["workload"],
+        input=json.loads(m["input"]),
+        status=JobStatus(m["status"]),
+        progress=m["progress"],
+        message=m["message"],
+        result=_loads(m["result"]),
+        error=m["error"],
+        traceback=m["traceback"],
+        attempts=m["attempts"],
+        max_attempts=m["max_attempts"],
+        timeout_s=m["timeout_s"],
+        retry=RetryPolicy.from_dict(_loads(m["retry"])),
+        retried=m["retried"],
+        priority=m["priority"],
+        run_at=m["run_at"],
+        idempotency_key=m["idempotency_key"],
+        rerun_of=m["rerun_of"],
+        created_at=m["created_at"],
+        started_at=m["started_at"],
+        finished_at=m["finished_at"],
+        worker=m["worker"],
+        lease_expires_at=m["lease_expires_at"],
+        cancel_requested=bool(m["cancel_requested"]),
+        seq=m["seq"],
+    )
+
+
+def row_to_event(row: Any) -> JobEvent:
+    """The ``JobEvent`` a row of ``ambidex_job_events`` stands for."""
+    return JobEvent(
+        seq=row.seq, job_id=row.job_id, kind=row.kind, at=row.at, data=json.loads(row.data)
+    )
+
+
+def row_to_worker(row: Any) -> WorkerInfo:
+    """The ``WorkerInfo`` a row of ``ambidex_workers`` stands for."""
+    return WorkerInfo(
+        id=row.id,
+        host=row.host,
+        pid=row.pid,
+        started_at=row.started_at,
+        heartbeat_at=row.heartbeat_at,
+        concurrency=row.concurrency,
+        running=row.running,
+        workloads=list(json.loads(row.workloads)),
+        lease_s=row.lease_s,
+        version=row.version,
+    )

@@ -1,0 +1,47 @@
+"""Exponential backoff with jitter: how long to wait before retry number ``n``.
+
+One policy object for every retry ambidex makes itself (a marked function's
+``retries``, a job's ``retries``), so their waits grow the same way.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["Backoff"]
+
+_rng = random.Random()
+_MAX_DOUBLINGS = 60  # 2**60 times any sane base is past every cap: no float overflow
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Waits that double from ``base_s`` up to ``max_s``, with jitter.
+
+    ``jitter="full"`` waits a uniform time in ``[0, ceiling]`` (spreads a herd
+    of retries best); ``"equal"`` waits in ``[ceiling / 2, ceiling]`` (never
+    much less than the ceiling, for retries a user wants spaced out). The
+    ceiling of retry ``n`` (1-based) is ``min(max_s, base_s * 2**(n - 1))``.
+    """
+
+    base_s: float = 0.1
+    max_s: float = 30.0
+    jitter: Literal["full", "equal"] = "full"
+
+    def __post_init__(self) -> None:
+        if not self.base_s >= 0 or not self.max_s >= 0:  # NaN fails too
+            raise ValueError(
+                f"backoff times must be >= 0 seconds, got {self.base_s!r} and {self.max_s!r}"
+            )
+
+    def ceiling_s(self, retry: int) -> float:
+        """The longest wait before retry number ``retry`` (1-based)."""
+        return min(self.max_s, self.base_s * 2.0 ** min(max(retry - 1, 0), _MAX_DOUBLINGS))
+
+    def delay_s(self, retry: int, rng: random.Random | None = None) -> float:
+        """A wait before retry number ``retry`` (1-based), jittered."""
+        ceiling = self.ceiling_s(retry)
+        low = ceiling / 2 if self.jitter == "equal" else 0.0
+        return (rng or _rng).uniform(low, ceiling)
