@@ -114,8 +114,9 @@ def test_list_shows_jobs_in_a_table_and_as_json(service: Service, client: ax.Cli
     failed = client.run("sleep", {"seconds": -1})
     code, out, err = jobs("list", url=service.url)
     assert code == 0, err
-    for column in ("id", "workload", "status", "progress", "attempts", "created", "finished"):
+    for column in ("id", "workload", "status", "progress", "attempts", "took", "created", "error"):
         assert column in out
+    assert "ValueError: seconds must be >= 0" in out
     assert done.id in out
     assert failed.id in out
     assert "succeeded" in out

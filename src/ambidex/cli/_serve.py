@@ -1,8 +1,15 @@
-"""``ambidex serve`` (the job service with in-process workers) and ``ambidex worker``."""
+"""``ambidex serve`` (the job service with in-process workers) and ``ambidex worker``.
+
+Both log through ``logging`` in one format, at ``--log-level`` (default
+``info``, or ``AMBIDEX_LOG_LEVEL``): a job that fails is logged with its
+traceback, a retried one with its error; uvicorn's own lines take the same
+format (its access log only at ``debug``).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import os
 import signal
@@ -12,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from ambidex.jobs import JobStore
+    from ambidex.jobs import JobManager, JobStore
 
 __all__ = ["serve", "worker"]
 
@@ -46,6 +53,36 @@ LeaseOption = Annotated[
     float,
     typer.Option("--lease-s", min=0.5, help="Seconds a job stays a worker's without a renewal."),
 ]
+ScheduleOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--schedule",
+        help="Run a workload at every tick of a cron expression (UTC), e.g. "
+        "'report=*/5 * * * *', or 'report=0 * * * *;{\"x\": 1}' with an input (repeatable). "
+        "Each tick fires once across all processes sharing the store.",
+        show_default=False,
+    ),
+]
+
+
+class LogLevel(enum.StrEnum):
+    """How much ``serve`` and ``worker`` log."""
+
+    debug = "debug"  # everything, with uvicorn's access log
+    info = "info"  # start-up, jobs that fail or retry, schedules that fire
+    warning = "warning"  # failures and problems only
+    error = "error"  # the worker's own failures only
+
+
+LogLevelOption = Annotated[
+    LogLevel,
+    typer.Option(
+        envvar="AMBIDEX_LOG_LEVEL",
+        case_sensitive=False,
+        help="How much to log (failing jobs are logged with their traceback at info).",
+    ),
+]
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -53,8 +90,10 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _load(specs: list[str] | None) -> None:
+def _load(specs: list[str] | None, schedules: list[str] | None = None) -> None:
+    """Load the workloads and add the schedules; a mistake in either exits 2 with one line."""
     from ambidex.jobs import default_registry, load_workloads
+    from ambidex.jobs._schedules import parse_schedule_option
 
     registry = default_registry()
     for spec in specs or []:
@@ -62,6 +101,13 @@ def _load(specs: list[str] | None) -> None:
             load_workloads(spec, registry)
         except ValueError as exc:
             raise _fail(str(exc)) from None
+    try:
+        for text in schedules or []:
+            name, schedule = parse_schedule_option(text)
+            registry.schedule(name, schedule)
+        registry.check_schedules()
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
 
 
 def _open_store(db: str | None) -> JobStore:
@@ -83,11 +129,8 @@ def _shown_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _setup_logging(level: LogLevel) -> None:
+    logging.basicConfig(level=getattr(logging, level.value.upper()), format=_LOG_FORMAT, force=True)
 
 
 def serve(
@@ -110,7 +153,8 @@ def serve(
     max_body_bytes: Annotated[
         int, typer.Option(min=1024, help="Larger request bodies are refused with 413.")
     ] = 1_048_576,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
+    schedule: ScheduleOption = None,
+    log_level: LogLevelOption = LogLevel.info,
 ) -> None:
     """Serve the job service over HTTP, running jobs in this process.
 
@@ -126,7 +170,7 @@ def serve(
             "jobs. Pass --token (or set AMBIDEX_TOKEN), or bind 127.0.0.1."
         )
     _setup_logging(log_level)
-    _load(workloads)
+    _load(workloads, schedule)
     import uvicorn
 
     from ambidex.jobs import JobManager, default_registry
@@ -160,8 +204,9 @@ def serve(
     )
     config = uvicorn.Config(
         app,
-        log_level=log_level,
-        access_log=log_level == "debug",
+        log_level=log_level.value,
+        log_config=None,  # uvicorn's lines go through the root logger: one format
+        access_log=log_level is LogLevel.debug,
         # event streams and /v1/run waits would otherwise hold the shutdown (and the
         # release of running jobs) until the jobs they follow finish
         timeout_graceful_shutdown=5,
@@ -179,7 +224,17 @@ def worker(
     concurrency: ConcurrencyOption = 32,
     lease_s: LeaseOption = 15.0,
     retention_days: RetentionOption = 7.0,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    schedule: ScheduleOption = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Serve this worker's Prometheus metrics on this port (127.0.0.1).",
+            show_default=False,
+        ),
+    ] = None,
+    log_level: LogLevelOption = LogLevel.info,
 ) -> None:
     """Run jobs from a shared store (PostgreSQL, or an SQLite file on this machine).
 
@@ -191,7 +246,7 @@ def worker(
     if concurrency < 1:
         raise _fail("a worker needs --concurrency of at least 1")
     _setup_logging(log_level)
-    _load(workloads)
+    _load(workloads, schedule)
     from ambidex.jobs import JobManager, default_registry
 
     store = _open_store(db)
@@ -208,6 +263,8 @@ def worker(
             lease_s=lease_s,
             retention_s=retention_days * 86400 or None,
         ) as manager:
+            if metrics_port is not None:
+                _serve_metrics(manager, metrics_port)
             typer.echo(
                 f"ambidex worker {manager.worker_id} (pid {os.getpid()}) "
                 f"on {_shown_url(store.url)}: "
@@ -221,3 +278,14 @@ def worker(
         asyncio.run(run())
     finally:
         store.close()
+
+
+def _serve_metrics(manager: JobManager, port: int) -> None:
+    """Expose ``manager``'s metrics at ``http://127.0.0.1:PORT/metrics`` (a daemon thread)."""
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port, addr="127.0.0.1", registry=manager.metrics.registry)
+    except OSError as exc:
+        raise _fail(f"cannot serve metrics on 127.0.0.1:{port}: {exc.strerror}", 1) from None
+    logging.getLogger("ambidex.jobs").info("metrics on http://127.0.0.1:%d/metrics", port)

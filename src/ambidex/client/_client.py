@@ -13,6 +13,7 @@ import contextlib
 import inspect
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Iterator
+from datetime import datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -22,6 +23,8 @@ from ambidex.client._protocol import (
     Call,
     JobPage,
     ProgressCallback,
+    SubmitOptions,
+    attempts_call,
     cancel_call,
     check_url,
     client_headers,
@@ -31,14 +34,17 @@ from ambidex.client._protocol import (
     list_call,
     outcome,
     progress_of,
+    rerun_call,
+    retry_call,
     run_call,
     submit_call,
     unreachable,
     waited,
+    workers_call,
     workloads_call,
 )
 from ambidex.client._stream import EventFollower
-from ambidex.jobs import Job, JobEvent, JobStatus
+from ambidex.jobs import Attempt, Job, JobEvent, JobStatus
 
 __all__ = ["AsyncClient", "Client"]
 
@@ -122,15 +128,35 @@ class Client:
         *,
         max_attempts: int | None = None,
         timeout_s: float | None = None,
+        priority: int | None = None,
+        delay_s: float | None = None,
+        run_at: float | datetime | None = None,
+        idempotency_key: str | None = None,
+        retries: int | None = None,
+        retry_on: Any = None,
+        retry_backoff_s: float | None = None,
+        retry_max_backoff_s: float | None = None,
     ) -> Job:
         """Submit a job; it is stored (durable) when this returns, and runs later.
+
+        Every option left out (None) takes the workload's value.
 
         Args:
             workload: a workload the service offers (see ``workloads``).
             input: the workload's input, a JSON object (None: ``{}``).
-            max_attempts: starts allowed before a lost worker fails the job
-                (default: the workload's).
-            timeout_s: stop the job after this long (default: the workload's).
+            max_attempts: starts allowed before a lost worker fails the job.
+            timeout_s: stop the job after this long.
+            priority: higher starts first (within ±1,000,000).
+            delay_s: start no sooner than this many seconds from now.
+            run_at: start no sooner than this time (epoch seconds or an aware
+                ``datetime``); not with ``delay_s``.
+            idempotency_key: if a job was submitted with this key before (and
+                not yet pruned), that job is returned and nothing is stored, so
+                a submit retried after a timeout never runs the work twice.
+            retries: how many times a failure is retried (see ``RetryPolicy``).
+            retry_on: the exception types (or their names) that are retried.
+            retry_backoff_s: the first retry's wait; each later one doubles.
+            retry_max_backoff_s: the cap of one retry's wait.
 
         Returns:
             The queued job (``job.id`` to ask about it later).
@@ -138,10 +164,31 @@ class Client:
         Raises:
             UnknownWorkloadError: the service has no such workload (``known`` lists its own).
             JobInputError: the input does not fit the workload; ``errors`` names each field.
+            JobOptionError: an option is out of range.
+            JobConflictError: the idempotency key names a job of another workload or input.
         """
-        return self._send(submit_call(workload, input, max_attempts, timeout_s))
+        options = SubmitOptions(
+            max_attempts,
+            timeout_s,
+            priority,
+            delay_s,
+            run_at,
+            idempotency_key,
+            retries,
+            retry_on,
+            retry_backoff_s,
+            retry_max_backoff_s,
+        )
+        return self._send(submit_call(workload, input, options))
 
-    def run(self, workload: str, input: Any = None, *, wait_s: float = 30) -> Job:
+    def run(
+        self,
+        workload: str,
+        input: Any = None,
+        *,
+        wait_s: float = 30,
+        idempotency_key: str | None = None,
+    ) -> Job:
         """Run a job and wait up to ``wait_s`` for it, in one request.
 
         Returns:
@@ -149,12 +196,15 @@ class Client:
             ``job.status``) or, after ``wait_s``, still queued or running
             (``wait`` for it then). A failed job is returned, not raised.
 
+        With an ``idempotency_key`` naming a job submitted before, that job is
+        waited for instead of a new one.
+
         Raises:
             UnknownWorkloadError: the service has no such workload.
             JobInputError: the input does not fit the workload.
             JobServiceError: ``wait_s`` is beyond the service's limit (422).
         """
-        return self._send(run_call(workload, input, wait_s, self.timeout_s))
+        return self._send(run_call(workload, input, wait_s, self.timeout_s, idempotency_key))
 
     def get(self, job_id: str) -> Job:
         """The job as it is now.
@@ -263,6 +313,40 @@ class Client:
         """
         return self._send(cancel_call(job_id))
 
+    def retry(self, job_id: str) -> Job:
+        """Put a failed or cancelled job back in the queue, as it is (same id and input).
+
+        Raises:
+            JobNotFoundError: no such job.
+            JobConflictError: the job has not failed and was not cancelled.
+        """
+        return self._send(retry_call(job_id))
+
+    def rerun(self, job_id: str) -> Job:
+        """Run a finished job again: a new job with its workload and input (``rerun_of``).
+
+        Raises:
+            JobNotFoundError: no such job.
+            JobConflictError: the job has not finished.
+        """
+        return self._send(rerun_call(job_id))
+
+    def attempts(self, job_id: str) -> builtins.list[Attempt]:
+        """Each start of the job and how it ended, with its error and traceback.
+
+        Raises:
+            JobNotFoundError: no such job.
+        """
+        return self._send(attempts_call(job_id))
+
+    def workers(self) -> dict[str, Any]:
+        """The workers sharing the service's store.
+
+        Returns ``{"workers": [WorkerInfo...], "alive": n, "queued": n,
+        "running": n}``: with ``alive`` 0 and jobs queued, nothing consumes the queue.
+        """
+        return self._send(workers_call())
+
     def list(
         self,
         *,
@@ -270,6 +354,7 @@ class Client:
         workload: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        id_prefix: str | None = None,
     ) -> JobPage:
         """One page of jobs, newest first.
 
@@ -277,12 +362,13 @@ class Client:
             status: only jobs in these states (``"queued,running"`` or a list).
             workload: only jobs of this workload.
             limit: jobs per page (1..500).
-            cursor: the ``next_cursor`` of the previous page.
+            cursor: the ``next_cursor`` (older) or ``prev_cursor`` (newer) of a page.
+            id_prefix: only jobs whose id starts with this.
 
         Raises:
             ValueError: an unknown status.
         """
-        return self._send(list_call(status, workload, limit, cursor))
+        return self._send(list_call(status, workload, limit, cursor, id_prefix))
 
     def iter_jobs(
         self, *, status: Statuses = None, workload: str | None = None, page_size: int = 100
@@ -369,13 +455,40 @@ class AsyncClient:
         *,
         max_attempts: int | None = None,
         timeout_s: float | None = None,
+        priority: int | None = None,
+        delay_s: float | None = None,
+        run_at: float | datetime | None = None,
+        idempotency_key: str | None = None,
+        retries: int | None = None,
+        retry_on: Any = None,
+        retry_backoff_s: float | None = None,
+        retry_max_backoff_s: float | None = None,
     ) -> Job:
         """Submit a job (see ``Client.submit``)."""
-        return await self._send(submit_call(workload, input, max_attempts, timeout_s))
+        options = SubmitOptions(
+            max_attempts,
+            timeout_s,
+            priority,
+            delay_s,
+            run_at,
+            idempotency_key,
+            retries,
+            retry_on,
+            retry_backoff_s,
+            retry_max_backoff_s,
+        )
+        return await self._send(submit_call(workload, input, options))
 
-    async def run(self, workload: str, input: Any = None, *, wait_s: float = 30) -> Job:
+    async def run(
+        self,
+        workload: str,
+        input: Any = None,
+        *,
+        wait_s: float = 30,
+        idempotency_key: str | None = None,
+    ) -> Job:
         """Run a job and wait up to ``wait_s`` for it (see ``Client.run``)."""
-        return await self._send(run_call(workload, input, wait_s, self.timeout_s))
+        return await self._send(run_call(workload, input, wait_s, self.timeout_s, idempotency_key))
 
     async def get(self, job_id: str) -> Job:
         """The job as it is now (see ``Client.get``)."""
@@ -447,6 +560,22 @@ class AsyncClient:
         """Cancel the job (see ``Client.cancel``)."""
         return await self._send(cancel_call(job_id))
 
+    async def retry(self, job_id: str) -> Job:
+        """Put a failed or cancelled job back in the queue (see ``Client.retry``)."""
+        return await self._send(retry_call(job_id))
+
+    async def rerun(self, job_id: str) -> Job:
+        """Run a finished job again as a new job (see ``Client.rerun``)."""
+        return await self._send(rerun_call(job_id))
+
+    async def attempts(self, job_id: str) -> builtins.list[Attempt]:
+        """Each start of the job and how it ended (see ``Client.attempts``)."""
+        return await self._send(attempts_call(job_id))
+
+    async def workers(self) -> dict[str, Any]:
+        """The workers sharing the service's store (see ``Client.workers``)."""
+        return await self._send(workers_call())
+
     async def list(
         self,
         *,
@@ -454,9 +583,10 @@ class AsyncClient:
         workload: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        id_prefix: str | None = None,
     ) -> JobPage:
         """One page of jobs, newest first (see ``Client.list``)."""
-        return await self._send(list_call(status, workload, limit, cursor))
+        return await self._send(list_call(status, workload, limit, cursor, id_prefix))
 
     async def iter_jobs(
         self, *, status: Statuses = None, workload: str | None = None, page_size: int = 100

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeGuard, TypeVar
 from urllib.parse import quote
 
@@ -22,8 +22,10 @@ import httpx
 
 from ambidex._urls import checked_http_url
 from ambidex.jobs import (
+    Attempt,
     Job,
     JobCancelledError,
+    JobConflictError,
     JobConnectionError,
     JobError,
     JobEvent,
@@ -31,11 +33,15 @@ from ambidex.jobs import (
     JobInputError,
     JobNotFinishedError,
     JobNotFoundError,
+    JobOptionError,
     JobServiceError,
     JobStatus,
     JobWaitTimeoutError,
+    RetryPolicy,
     UnknownWorkloadError,
+    WorkerInfo,
 )
+from ambidex.jobs._model import type_names
 
 __all__ = [
     "DEFAULT_URL",
@@ -43,6 +49,8 @@ __all__ = [
     "JobConnectionError",
     "JobPage",
     "ProgressCallback",
+    "SubmitOptions",
+    "attempts_call",
     "cancel_call",
     "check_url",
     "client_headers",
@@ -53,10 +61,13 @@ __all__ = [
     "parse_event",
     "parse_job",
     "progress_of",
+    "rerun_call",
+    "retry_call",
     "run_call",
     "submit_call",
     "unreachable",
     "waited",
+    "workers_call",
     "workloads_call",
 ]
 
@@ -80,11 +91,55 @@ class ProgressCallback(Protocol):
 
 @dataclass(frozen=True)
 class JobPage:
-    """One page of ``list``: jobs newest first, and the cursor of the next page."""
+    """One page of ``list``: jobs newest first, and the cursors of the pages around it."""
 
     jobs: list[Job]
     next_cursor: str | None
-    """Pass as ``cursor=`` for the next page; None on the last page."""
+    """Pass as ``cursor=`` for the next (older) page; None on the last page."""
+    prev_cursor: str | None = None
+    """Pass as ``cursor=`` for the previous (newer) page; None on the newest page."""
+
+
+@dataclass(frozen=True)
+class SubmitOptions:
+    """The options of a submit (see ``Client.submit``); None leaves the workload's value."""
+
+    max_attempts: int | None = None
+    timeout_s: float | None = None
+    priority: int | None = None
+    delay_s: float | None = None
+    run_at: float | datetime | None = None
+    idempotency_key: str | None = None
+    retries: int | None = None
+    retry_on: Any = None
+    retry_backoff_s: float | None = None
+    retry_max_backoff_s: float | None = None
+
+    def body(self) -> dict[str, Any]:
+        """The options as fields of a ``POST /v1/jobs`` body.
+
+        Raises:
+            ValueError: ``retry_on`` holds something that is not an exception type or name.
+        """
+        fields: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if name == "retry_on":
+                value = list(type_names(value) or ())
+            elif name == "run_at":
+                value = _run_at(value)
+            fields[name] = value
+        return fields
+
+
+def _run_at(value: float | datetime) -> str:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("run_at: give a datetime with a time zone (e.g. UTC)")
+        return value.isoformat()
+    return datetime.fromtimestamp(float(value), UTC).isoformat()
 
 
 # -- configuration ---------------------------------------------------------------------
@@ -181,9 +236,10 @@ class Call(Generic[T]):
         """The error an HTTP error answer stands for.
 
         404 naming known workloads: ``UnknownWorkloadError``; 404 about a job:
-        ``JobNotFoundError``; 422 about the body of a run or submit:
-        ``JobInputError`` (``loc`` relative to the input); anything else:
-        ``JobServiceError`` with the server's detail.
+        ``JobNotFoundError``; 409: ``JobConflictError``; 422 about the input of
+        a run or submit: ``JobInputError`` (``loc`` relative to the input), about
+        one of its options: ``JobOptionError``; anything else: ``JobServiceError``
+        with the server's detail.
         """
         detail = data.get("detail") if isinstance(data, dict) else data
         known = data.get("known") if isinstance(data, dict) else None
@@ -191,7 +247,12 @@ class Call(Generic[T]):
             return UnknownWorkloadError(self.workload, [str(k) for k in known])
         if status == 404 and self.job_id is not None and detail not in (None, "", "Not Found"):
             return JobNotFoundError(self.job_id)
+        if status == 409:
+            return JobConflictError(_describe(detail), None)
         if status == 422 and self.workload is not None and _body_errors(detail):
+            option = _option_error(detail, self.input_loc)
+            if option is not None:
+                return option
             return JobInputError(self.workload, [self._input_error(e) for e in detail])
         return JobServiceError(status, f"{_describe(detail)} ({self.method} {self.path})")
 
@@ -221,6 +282,17 @@ def _body_errors(detail: Any) -> TypeGuard[list[dict[str, Any]]]:
         and bool(detail)
         and all(isinstance(e, dict) and list(e.get("loc", []))[:1] == ["body"] for e in detail)
     )
+
+
+def _option_error(
+    errors: list[dict[str, Any]], input_loc: tuple[str, ...]
+) -> JobOptionError | None:
+    """A ``JobOptionError`` when the 422 is about a submit's option rather than its input."""
+    for error in errors:
+        loc = [str(p) for p in error.get("loc", [])]
+        if len(input_loc) > 1 and len(loc) >= 2 and loc[:2] != list(input_loc[:2]):
+            return JobOptionError(loc[1], f"{loc[1]}: {error.get('msg', '')}")
+    return None
 
 
 def _describe(detail: Any) -> str:
@@ -257,9 +329,16 @@ def parse_job(data: Any) -> Job:
         message=data.get("message"),
         result=data.get("result"),
         error=data.get("error"),
+        traceback=data.get("traceback"),
         attempts=int(data.get("attempts", 0)),
         max_attempts=int(data.get("max_attempts", 0)),
         timeout_s=data.get("timeout_s"),
+        retry=RetryPolicy.from_dict(data),
+        retried=int(data.get("retried", 0)),
+        priority=int(data.get("priority", 0)),
+        run_at=_timestamp(data.get("run_at")),
+        idempotency_key=data.get("idempotency_key"),
+        rerun_of=data.get("rerun_of"),
         created_at=_timestamp(data.get("created_at")) or 0.0,
         started_at=_timestamp(data.get("started_at")),
         finished_at=_timestamp(data.get("finished_at")),
@@ -287,7 +366,38 @@ def _job_path(job_id: str) -> str:
 
 
 def _page(data: Any) -> JobPage:
-    return JobPage([parse_job(j) for j in data["jobs"]], data.get("next_cursor"))
+    return JobPage(
+        [parse_job(j) for j in data["jobs"]], data.get("next_cursor"), data.get("prev_cursor")
+    )
+
+
+def parse_attempt(data: Any) -> Attempt:
+    """An ``Attempt`` from the API's JSON."""
+    return Attempt(
+        number=int(data["number"]),
+        worker=data.get("worker"),
+        started_at=_timestamp(data.get("started_at")) or 0.0,
+        ended_at=_timestamp(data.get("ended_at")),
+        outcome=data.get("outcome"),
+        error=data.get("error"),
+        traceback=data.get("traceback"),
+    )
+
+
+def parse_worker(data: Any) -> WorkerInfo:
+    """A ``WorkerInfo`` from the API's JSON."""
+    return WorkerInfo(
+        id=str(data["id"]),
+        host=str(data["host"]),
+        pid=int(data["pid"]),
+        started_at=_timestamp(data.get("started_at")) or 0.0,
+        heartbeat_at=_timestamp(data.get("heartbeat_at")) or 0.0,
+        concurrency=int(data["concurrency"]),
+        running=int(data["running"]),
+        workloads=[str(w) for w in data.get("workloads", [])],
+        lease_s=float(data["lease_s"]),
+        version=str(data.get("version", "")),
+    )
 
 
 def _statuses(status: JobStatus | str | Iterable[JobStatus | str] | None) -> str | None:
@@ -305,23 +415,30 @@ def _statuses(status: JobStatus | str | Iterable[JobStatus | str] | None) -> str
     return ",".join(names) or None
 
 
-def submit_call(
-    workload: str, input: Any, max_attempts: int | None, timeout_s: float | None
-) -> Call[Job]:
-    """``POST /v1/jobs``: store a job, answered 202 at once."""
+def submit_call(workload: str, input: Any, options: SubmitOptions) -> Call[Job]:
+    """``POST /v1/jobs``: store a job, answered 202 at once.
+
+    The answer is 200 when the idempotency key named an existing job.
+
+    Raises:
+        ValueError: an option that cannot be sent (see ``SubmitOptions.body``).
+    """
     body: dict[str, Any] = {"workload": workload, "input": {} if input is None else input}
-    if max_attempts is not None:
-        body["max_attempts"] = max_attempts
-    if timeout_s is not None:
-        body["timeout_s"] = timeout_s
+    body.update(options.body())
     return Call(
         "POST", "/v1/jobs", parse_job, json=body, workload=workload, input_loc=("body", "input")
     )
 
 
-def run_call(workload: str, input: Any, wait_s: float, client_timeout_s: float) -> Call[Job]:
+def run_call(
+    workload: str,
+    input: Any,
+    wait_s: float,
+    client_timeout_s: float,
+    idempotency_key: str | None = None,
+) -> Call[Job]:
     """``POST /v1/run/{workload}``: run and wait up to ``wait_s`` (200 done, 202 not yet)."""
-    if wait_s < 0:
+    if not wait_s >= 0:
         raise ValueError(f"wait_s must be >= 0, got {wait_s!r}")
     return Call(
         "POST",
@@ -329,6 +446,7 @@ def run_call(workload: str, input: Any, wait_s: float, client_timeout_s: float) 
         parse_job,
         params={"wait_s": wait_s},
         json={} if input is None else input,
+        headers=None if idempotency_key is None else {"Idempotency-Key": idempotency_key},
         # the server holds the answer up to wait_s: the read timeout starts after that
         timeout_s=wait_s + client_timeout_s,
         workload=workload,
@@ -346,11 +464,41 @@ def cancel_call(job_id: str) -> Call[Job]:
     return Call("DELETE", _job_path(job_id), parse_job, job_id=job_id)
 
 
+def retry_call(job_id: str) -> Call[Job]:
+    """``POST /v1/jobs/{id}/retry``: a failed or cancelled job back in the queue (409 if not)."""
+    return Call("POST", _job_path(job_id) + "/retry", parse_job, job_id=job_id)
+
+
+def rerun_call(job_id: str) -> Call[Job]:
+    """``POST /v1/jobs/{id}/rerun``: a new job with a finished job's input (409 if running)."""
+    return Call("POST", _job_path(job_id) + "/rerun", parse_job, job_id=job_id)
+
+
+def attempts_call(job_id: str) -> Call[list[Attempt]]:
+    """``GET /v1/jobs/{id}/attempts``: each start of the job and how it ended."""
+    return Call(
+        "GET",
+        _job_path(job_id) + "/attempts",
+        lambda data: [parse_attempt(a) for a in data],
+        job_id=job_id,
+    )
+
+
+def workers_call() -> Call[dict[str, Any]]:
+    """``GET /v1/workers``: ``{"workers": [WorkerInfo...], "alive", "queued", "running"}``."""
+
+    def read(data: Any) -> dict[str, Any]:
+        return {**data, "workers": [parse_worker(w) for w in data["workers"]]}
+
+    return Call("GET", "/v1/workers", read)
+
+
 def list_call(
     status: JobStatus | str | Iterable[JobStatus | str] | None,
     workload: str | None,
     limit: int,
     cursor: str | None,
+    id_prefix: str | None = None,
 ) -> Call[JobPage]:
     """``GET /v1/jobs``: one page, newest first.
 
@@ -365,6 +513,8 @@ def list_call(
         params["workload"] = workload
     if cursor:
         params["cursor"] = cursor
+    if id_prefix:
+        params["id_prefix"] = id_prefix
     return Call("GET", "/v1/jobs", _page, params=params)
 
 

@@ -135,7 +135,7 @@ class JobManager:
                 or its input does not fit the workload.
         """
         self._wake = asyncio.Event()
-        schedules = self._checked_schedules()
+        schedules = self.registry.check_schedules()
         await self._db(self.store.recover_expired)
         self._spawn(self._poll_watched(), "ambidex-jobs-poller")
         if schedules:
@@ -174,24 +174,6 @@ class JobManager:
 
     def _spawn(self, coro: Any, name: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=name))
-
-    def _checked_schedules(self) -> builtins.list[Schedule]:
-        schedules = self.registry.schedules()
-        for s in schedules:
-            wl = self._workload_or_value_error(s)
-            try:
-                wl.validate(dict(s.input))
-            except JobInputError as exc:
-                raise ValueError(f"schedule {s.name!r}: {exc}") from None
-        return schedules
-
-    def _workload_or_value_error(self, s: Schedule) -> Workload:
-        if s.workload not in self.registry:
-            raise ValueError(
-                f"schedule {s.name!r} names workload {s.workload!r}, which is not registered; "
-                f"known: {', '.join(self.registry.names())}"
-            )
-        return self.registry.get(str(s.workload))
 
     async def _work(self, worker: Worker) -> None:
         await worker.run()

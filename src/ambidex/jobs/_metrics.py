@@ -2,13 +2,13 @@
 
 One ``CollectorRegistry`` per manager (so two managers in one process, as in
 tests, never clash); ``ambidex serve`` exposes it at ``/metrics`` beside the
-HTTP metrics, ``ambidex worker --metrics-port`` on a port of its own. Names:
+HTTP metrics and the store's counts (``ambidex_jobs{status}``,
+``ambidex_jobs_by_workload{workload,status}``), ``ambidex worker --metrics-port``
+on a port of its own. Names:
 
 ========================================  =======================================================
-``ambidex_jobs{status}``                  jobs in the store by status (set when scraped)
-``ambidex_jobs_by_workload``              jobs in the store by workload and status
 ``ambidex_jobs_running_here``             jobs this process runs now
-``ambidex_jobs_finished_here{status}``    jobs this process finished, by outcome
+``ambidex_jobs_finished_here_total``      jobs this process finished, by outcome
 ``ambidex_job_finished_total``            the same by workload and outcome (``retrying`` too)
 ``ambidex_job_retries_total``             failed attempts put back in the queue, by workload
 ``ambidex_job_queue_wait_seconds``        from due (created, delayed or retried) to started
@@ -37,17 +37,10 @@ class JobMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.jobs = Gauge("ambidex_jobs", "Jobs in the store by status.", ["status"], registry=r)
-        self.jobs_by_workload = Gauge(
-            "ambidex_jobs_by_workload",
-            "Jobs in the store by workload and status.",
-            ["workload", "status"],
-            registry=r,
-        )
         self.running_here = Gauge(
             "ambidex_jobs_running_here", "Jobs this process is running now.", registry=r
         )
-        self.finished_here = Gauge(
+        self.finished_here = Counter(
             "ambidex_jobs_finished_here",
             "Jobs this process has finished, by outcome.",
             ["status"],

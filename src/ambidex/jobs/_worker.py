@@ -68,7 +68,17 @@ class _Ending:
 
 
 class _Running:
-    __slots__ = ("ctx", "job", "last_progress", "recording", "started", "stop", "task")
+    __slots__ = (
+        "ctx",
+        "ended",
+        "job",
+        "last_progress",
+        "recording",
+        "reporting",
+        "started",
+        "stop",
+        "task",
+    )
 
     def __init__(self, job: Job, ctx: JobContext) -> None:
         self.job = job
@@ -84,6 +94,10 @@ class _Running:
         # heartbeat that no longer finds it there must not call it lost.
         self.recording = False
         self.last_progress: tuple[float | None, str | None] | None = None
+        # The progress reporter is writing a report now (it must not be cancelled
+        # mid-write, or that report could land after the outcome, and be lost).
+        self.reporting = False
+        self.ended = False
 
 
 Db = Callable[..., Awaitable[Any]]
@@ -272,12 +286,14 @@ class Worker:
             self.metrics.queue_wait.labels(job.workload).observe(max(job.started_at - due, 0.0))
         task = tg.create_task(self._execute(running), name=f"ambidex-job-{job.id}")
         running.task = task
+        self.metrics.running_here.set(len(self.running))
 
         def gone(_task: asyncio.Task[None]) -> None:
             # Also when the task was cancelled before it ever ran (its body,
             # and so its own cleanup, never started): the slot must be freed.
             if self.running.get(job.id) is running:
                 del self.running[job.id]
+            self.metrics.running_here.set(len(self.running))
             self._wake.set()
 
         task.add_done_callback(gone)
@@ -302,10 +318,12 @@ class Worker:
         try:
             ending = await self._run_workload(running)
         finally:
+            running.ended = True
             for reporter in reporters:
-                reporter.cancel()
+                if not running.reporting:  # waiting or pausing: stop it there
+                    reporter.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await reporter
+                    await reporter  # a report being written is written first
         try:
             running.recording = True
             await self._flush_progress(running)
@@ -361,6 +379,7 @@ class Worker:
             return
         if retry_in_s is None:
             self.finished_counts[ending.status.value] += 1
+            self.metrics.finished_here.labels(ending.status.value).inc()
         self.metrics.finished.labels(job.workload, status).inc()
         self.metrics.run_time.labels(job.workload, status).observe(
             time.monotonic() - running.started
@@ -461,7 +480,13 @@ class Worker:
         while True:
             await changed.wait()
             changed.clear()
-            await self._flush_progress(running)
+            running.reporting = True
+            try:
+                await self._flush_progress(running)
+            finally:
+                running.reporting = False
+            if running.ended:
+                return
             await asyncio.sleep(_PROGRESS_EVERY_S)
 
     async def _flush_progress(self, running: _Running) -> None:

@@ -503,6 +503,26 @@ class WorkloadRegistry:
         found.update(self._schedules)
         return list(found.values())
 
+    def check_schedules(self) -> list[Schedule]:
+        """Every schedule (see ``schedules``), each checked against its workload.
+
+        Raises:
+            ValueError: a schedule names a workload that is not registered, or
+                its input does not fit the workload (the message names both).
+        """
+        schedules = self.schedules()
+        for s in schedules:
+            if s.workload not in self._workloads:
+                raise ValueError(
+                    f"schedule {s.name!r} names workload {s.workload!r}, which is not "
+                    f"registered; known: {', '.join(self.names())}"
+                )
+            try:
+                self._workloads[str(s.workload)].validate(dict(s.input))
+            except JobInputError as exc:
+                raise ValueError(f"schedule {s.name!r}: {exc}") from None
+        return schedules
+
     def get(self, name: str) -> Workload:
         """The workload called ``name``.
 

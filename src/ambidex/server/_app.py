@@ -27,7 +27,7 @@ from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi_offline import FastAPIOffline
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -80,6 +80,15 @@ class _Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.jobs = Gauge(
+            "ambidex_jobs", "Jobs in the store by status.", ["status"], registry=self.registry
+        )
+        self.jobs_by_workload = Gauge(
+            "ambidex_jobs_by_workload",
+            "Jobs in the store by workload and status.",
+            ["workload", "status"],
+            registry=self.registry,
+        )
         self.requests = Counter(
             "ambidex_http_requests",
             "HTTP requests answered.",
@@ -450,16 +459,12 @@ def _install_service_routes(app: FastAPI, jm: JobManager, metrics: _Metrics) -> 
         Jobs by status and workload, what ran here (queue waits, run times,
         retries), the runtime's pools and limits, HTTP requests and latency.
         """
-        jobs = jm.metrics
         for status, n in (await jm.counts()).items():
-            jobs.jobs.labels(status.value).set(n)
-        jobs.jobs_by_workload.clear()
+            metrics.jobs.labels(status.value).set(n)
+        metrics.jobs_by_workload.clear()
         for (workload, status), n in (await jm.counts_by_workload()).items():
-            jobs.jobs_by_workload.labels(workload, status.value).set(n)
-        jobs.running_here.set(jm.running_here)
-        for outcome, count in jm.finished_counts.items():
-            jobs.finished_here.labels(outcome).set(count)
-        body = generate_latest(jobs.registry) + generate_latest(metrics.registry)
+            metrics.jobs_by_workload.labels(workload, status.value).set(n)
+        body = generate_latest(jm.metrics.registry) + generate_latest(metrics.registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
