@@ -514,6 +514,10 @@ class JobManager:
         """How many jobs of each workload are in each state."""
         return await self._db(self.store.counts_by_workload)
 
+    async def workloads_seen(self) -> builtins.list[str]:
+        """The workloads of the stored jobs (registered here or not), sorted."""
+        return await self._db(self.store.workloads_seen)
+
     async def workers(self) -> builtins.list[WorkerInfo]:
         """The workers sharing the store (see ``JobStore.workers``)."""
         return await self._db(self.store.workers)
