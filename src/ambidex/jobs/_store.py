@@ -30,39 +30,34 @@ with others.
 
 from __future__ import annotations
 
-import base64
 import builtins
 import contextlib
-import hashlib
 import json
-import secrets
 import threading
 import time
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from sqlalchemy import (
-    Connection,
-    Float,
-    Integer,
-    Text,
-    and_,
-    bindparam,
-    delete,
-    func,
-    insert,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import Connection, and_, delete, func, insert, select, text, update
 
-from ambidex._text import plain_text, shorten
 from ambidex.jobs._engines import Engines, open_engines
 from ambidex.jobs._json import JsonProblem, dumps, find_problem
 from ambidex.jobs._model import TERMINAL, Job, JobEvent, JobStatus, RetryPolicy, WorkerInfo
+from ambidex.jobs._records import (
+    MAX_SEQ,
+    IdempotencyConflict,
+    LeaseReport,
+    NewJob,
+    Outcome,
+    Page,
+    Submitted,
+    decode_cursor,
+    encode_cursor,
+    new_job_id,
+    refused_data,
+)
 from ambidex.jobs._schema import (
     events_table,
     jobs_table,
@@ -73,258 +68,44 @@ from ambidex.jobs._schema import (
     upgrade,
     workers_table,
 )
+from ambidex.jobs._statements import (
+    CLAIM_ORDER,
+    CLAIM_VALUES,
+    DEAD_WORKER_KEPT_S,
+    EVENTS,
+    FINISH,
+    GET,
+    INSERT_EVENTS,
+    INSERT_JOBS,
+    LOST_ERROR,
+    MAX_ERROR_CHARS,
+    MAX_MESSAGE_CHARS,
+    MAX_TRACEBACK_CHARS,
+    PROGRESS,
+    QUEUED,
+    RETRY_LATER,
+    RETRYABLE_VALUES,
+    RUNNING,
+    TERMINAL_VALUES,
+    claim_statement,
+    event_row,
+    insert_ignoring,
+    lock_key,
+    storable_text,
+)
 
-__all__ = ["JobStore", "LeaseReport", "NewJob", "Outcome", "Page", "Submitted", "refused_data"]
-
-_MAX_SEQ = 2**63 - 1
-MAX_ERROR_CHARS = 8_000
-MAX_TRACEBACK_CHARS = 64_000
-MAX_MESSAGE_CHARS = 2_000
-
-_Q = JobStatus.QUEUED.value
-_R = JobStatus.RUNNING.value
-_TERMINAL_VALUES = [s.value for s in TERMINAL]
-_RETRYABLE_VALUES = [JobStatus.FAILED.value, JobStatus.CANCELLED.value]
-_LOST_ERROR = "its worker stopped renewing the lease on its last attempt (max_attempts reached)"
-_DEAD_WORKER_KEPT_S = 3600.0  # a worker silent this long leaves the Workers page
-
-# Hot statements are built once, with bound parameters: building an expression
-# per call costs SQLAlchemy far more (cache keys, coercions) than running it.
-_b = bindparam
 _jc = jobs_table.c
-_INSERT_JOBS = insert(jobs_table)
-_INSERT_EVENTS = insert(events_table)
-_GET = select(jobs_table).where(_jc.id == _b("p_id"))
-_EVENTS = (
-    select(events_table)
-    .where(events_table.c.job_id == _b("p_id"), events_table.c.seq > _b("p_after"))
-    .order_by(events_table.c.seq)
-    .limit(_b("p_limit", type_=Integer))
-)
-_HELD = and_(
-    _jc.id == _b("p_id"),
-    _jc.worker == _b("p_worker"),
-    _jc.attempts == _b("p_attempt"),
-    _jc.status == _R,
-)
-_PROGRESS = (
-    update(jobs_table)
-    .where(_HELD)
-    .values(progress=_b("p_progress", type_=Float), message=_b("p_message", type_=Text))
-)
-_FINISH = (
-    update(jobs_table)
-    .where(_HELD)
-    .values(
-        status=_b("p_status"),
-        finished_at=_b("p_now"),
-        lease_expires_at=None,
-        result=_b("p_result", type_=Text),
-        error=_b("p_error", type_=Text),
-        traceback=_b("p_traceback", type_=Text),
-        progress=func.coalesce(_b("p_final_progress", type_=Float), _jc.progress),
-    )
-)
-_RETRY_LATER = (
-    update(jobs_table)
-    .where(_HELD)
-    .values(
-        status=_Q,
-        run_at=_b("p_run_at", type_=Float),
-        lease_expires_at=None,
-        retried=_jc.retried + 1,
-        error=_b("p_error", type_=Text),
-        traceback=_b("p_traceback", type_=Text),
-    )
-)
-_CLAIM_VALUES = {
-    "status": _R,
-    "attempts": _jc.attempts + 1,
-    "started_at": _b("p_now"),
-    "finished_at": None,
-    "worker": _b("p_worker"),
-    "lease_expires_at": _b("p_lease_until"),
-    "progress": None,
-    "message": None,
-}
-_CLAIM_ORDER = (_jc.priority.desc(), _jc.seq)
-_DUE = and_(_jc.status == _Q, _jc.run_at <= _b("p_now"))
 
-
-def _claim_statement(dialect: str, filtered: bool) -> Any:
-    pick = select(_jc.seq).where(_DUE).order_by(*_CLAIM_ORDER).limit(_b("p_limit", type_=Integer))
-    if filtered:
-        pick = pick.where(_jc.workload.in_(_b("p_workloads", expanding=True)))
-    picked: Any = pick.scalar_subquery()
-    if dialect == "postgresql":
-        # In a CTE, which PostgreSQL runs once: as a plain IN (subquery) the
-        # planner may rescan the locking SELECT for every row, and each
-        # rescan skips the rows already updated and locks the next ones,
-        # handing out more than ``limit`` jobs.
-        picked = select(pick.with_for_update(skip_locked=True).cte("picked").c.seq)
-    return (
-        update(jobs_table)
-        .where(_jc.seq.in_(picked), _jc.status == _Q)
-        .values(**_CLAIM_VALUES)
-        .returning(jobs_table)
-    )
-
-
-def new_job_id() -> str:
-    """An unguessable job id: 128 random bits as 26 characters of ``a-z2-7``.
-
-    Never starting with ``-`` (a command line would take it for an option) and
-    safe in URLs, file names and shells.
-    """
-    return base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=").lower()
-
-
-def _lock_key(name: str) -> int:
-    """A signed 64-bit advisory-lock key for a workload's concurrency limit."""
-    digest = hashlib.blake2b(f"ambidex-limit:{name}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
-def encode_cursor(seq: int, *, newer: bool = False) -> str:
-    """An opaque page cursor for ``list``: the jobs older (or ``newer``) than ``seq``."""
-    return base64.urlsafe_b64encode(f"{'n' if newer else 's'}{seq}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[int, bool]:
-    """The position a cursor stands for, and whether it asks for newer jobs.
-
-    Raises:
-        ValueError: the cursor was not made by ``encode_cursor``.
-    """
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if raw[:1] not in ("s", "n") or not raw[1:].isdigit() or len(raw) > 20:
-            raise ValueError
-        seq = int(raw[1:])
-        if seq > _MAX_SEQ:
-            raise ValueError
-        return seq, raw[0] == "n"
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError(
-            f"invalid cursor {plain_text(cursor)!r}: "
-            "pass the next_cursor or prev_cursor of a previous page"
-        ) from None
-
-
-@dataclass(frozen=True)
-class NewJob:
-    """A job to store (see ``JobStore.submit_batch``)."""
-
-    workload: str
-    input: Any
-    max_attempts: int = 3
-    timeout_s: float | None = None
-    job_id: str | None = None
-    priority: int = 0
-    run_at: float | None = None
-    """Not before this time (epoch seconds); None: at once."""
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    idempotency_key: str | None = None
-    rerun_of: str | None = None
-    origin: Mapping[str, Any] | None = None
-    """Extra data for the ``submitted`` event (e.g. the schedule that fired it)."""
-
-
-class Submitted(NamedTuple):
-    """The job a submit names, and whether the submit created it.
-
-    ``created`` is False when the idempotency key named an existing job.
-    """
-
-    job: Job
-    created: bool
-
-
-class Page(NamedTuple):
-    """One page of ``JobStore.list``, newest first."""
-
-    jobs: list[Job]
-    next_cursor: str | None
-    """The cursor of the next (older) page; None on the last page."""
-    prev_cursor: str | None
-    """The cursor of the previous (newer) page; None on the newest page."""
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How a held job ended, as a worker reports it (see ``JobStore.finish``).
-
-    With ``retry_in_s`` set (and status ``FAILED``), the job goes back to the
-    queue and may start again that many seconds later; its error stays on record.
-    """
-
-    job_id: str
-    worker: str
-    attempt: int
-    status: JobStatus
-    result: Any = None
-    error: str | None = None
-    traceback: str | None = None
-    retry_in_s: float | None = None
-
-
-class LeaseReport:
-    """What a heartbeat learned about the jobs a worker holds."""
-
-    __slots__ = ("cancel_requested", "held")
-
-    def __init__(self, held: set[str], cancel_requested: set[str]) -> None:
-        self.held = held
-        """Jobs whose lease was renewed."""
-        self.cancel_requested = cancel_requested
-        """Held jobs that someone asked to cancel."""
-
-
-class IdempotencyConflict(ValueError):
-    """An idempotency key already names a job of another workload or input."""
-
-    def __init__(self, key: str, job: Job) -> None:
-        self.key = key
-        self.job = job
-        super().__init__(
-            f"idempotency key {key!r} already names job {job.id} ({job.workload}) "
-            "with a different workload or input"
-        )
-
-
-def _insert_ignoring(dialect: str, table: Any, unique: str) -> Any:
-    """``INSERT ... ON CONFLICT (unique) DO NOTHING`` in the dialect's own words."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    make: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return make(table).on_conflict_do_nothing(index_elements=[unique])
-
-
-def refused_data(exc: BaseException) -> bool:
-    """True when ``exc`` says the database refused the data written, not that it failed.
-
-    A value the database or its driver cannot hold (a NUL in PostgreSQL text,
-    text that is not UTF-8, a value out of a column's range) fails every time
-    it is written; a lost connection, a lock timeout or an unknown error may
-    not, so those are not taken for the data's fault.
-    """
-    from sqlalchemy.exc import DataError, IntegrityError, StatementError
-
-    if isinstance(exc, DataError | IntegrityError | ValueError | TypeError | UnicodeError):
-        return True
-    orig = getattr(exc, "orig", None)
-    return isinstance(exc, StatementError) and isinstance(
-        orig, ValueError | TypeError | UnicodeError
-    )
-
-
-def _event_row(job_id: str, kind: str, at: float, data: dict[str, Any]) -> dict[str, Any]:
-    return {"job_id": job_id, "kind": kind, "at": at, "data": dumps(data)}
-
-
-def _text_of(value: str | None, max_chars: int) -> str | None:
-    """Free text a worker writes, made storable (see ``ambidex._text``) and bounded."""
-    return None if value is None else shorten(plain_text(value), max_chars)
+__all__ = [
+    "IdempotencyConflict",
+    "JobStore",
+    "LeaseReport",
+    "NewJob",
+    "Outcome",
+    "Page",
+    "Submitted",
+    "refused_data",
+]
 
 
 class JobStore:
@@ -355,10 +136,10 @@ class JobStore:
         except BaseException:
             self.engines.dispose()
             raise
-        self._claim_all = _claim_statement(self.dialect, filtered=False)
-        self._claim_some = _claim_statement(self.dialect, filtered=True)
-        self._insert_keyed = _insert_ignoring(self.dialect, jobs_table, "idempotency_key")
-        self._insert_schedule = _insert_ignoring(self.dialect, schedules_table, "name")
+        self._claim_all = claim_statement(self.dialect, filtered=False)
+        self._claim_some = claim_statement(self.dialect, filtered=True)
+        self._insert_keyed = insert_ignoring(self.dialect, jobs_table, "idempotency_key")
+        self._insert_schedule = insert_ignoring(self.dialect, schedules_table, "name")
 
     def close(self) -> None:
         """Close the store's connections."""
@@ -385,7 +166,7 @@ class JobStore:
 
     @staticmethod
     def _event(conn: Connection, job_id: str, kind: str, at: float, **data: Any) -> None:
-        conn.execute(_INSERT_EVENTS, _event_row(job_id, kind, at, data))
+        conn.execute(INSERT_EVENTS, event_row(job_id, kind, at, data))
 
     # -- callers ---------------------------------------------------------------------
 
@@ -483,7 +264,7 @@ class JobStore:
             with self._write() as conn:
                 events = []
                 if plain:
-                    conn.execute(_INSERT_JOBS, [row for _, row, _ in plain])
+                    conn.execute(INSERT_JOBS, [row for _, row, _ in plain])
                     for i, _, job in plain:
                         answers[i] = Submitted(job, True)
                         events.append(self._submitted_event(new_jobs[i], job, now))
@@ -493,7 +274,7 @@ class JobStore:
                     if isinstance(answer, Submitted) and answer.created:
                         events.append(self._submitted_event(new_jobs[i], job, now))
                 if events:
-                    conn.execute(_INSERT_EVENTS, events)
+                    conn.execute(INSERT_EVENTS, events)
         return [a for a in answers if a is not None]
 
     @staticmethod
@@ -511,7 +292,7 @@ class JobStore:
             "id": jid,
             "workload": new.workload,
             "input": text_input,
-            "status": _Q,
+            "status": QUEUED,
             "attempts": 0,
             "max_attempts": new.max_attempts,
             "timeout_s": new.timeout_s,
@@ -543,7 +324,7 @@ class JobStore:
 
     @staticmethod
     def _submitted_event(new: NewJob, job: Job, now: float) -> dict[str, Any]:
-        data: dict[str, Any] = {"status": _Q, "workload": new.workload}
+        data: dict[str, Any] = {"status": QUEUED, "workload": new.workload}
         if job.run_at is not None and job.run_at > now:
             data["run_at"] = job.run_at
         if new.priority:
@@ -552,7 +333,7 @@ class JobStore:
             data["rerun_of"] = new.rerun_of
         if new.origin:
             data.update(new.origin)
-        return _event_row(job.id, "submitted", now, data)
+        return event_row(job.id, "submitted", now, data)
 
     def _submit_keyed(
         self, conn: Connection, row: dict[str, Any], job: Job
@@ -565,7 +346,7 @@ class JobStore:
             select(jobs_table).where(_jc.idempotency_key == row["idempotency_key"])
         ).first()
         if found is None:  # pragma: no cover - the conflicting row was pruned meanwhile
-            conn.execute(_INSERT_JOBS, row)
+            conn.execute(INSERT_JOBS, row)
             return Submitted(job, True)
         existing = row_to_job(found)
         if existing.workload != job.workload or existing.input != job.input:
@@ -577,7 +358,7 @@ class JobStore:
         if "\x00" in job_id:  # no stored id has one (and PostgreSQL text cannot hold it)
             return None
         with self._read() as conn:
-            row = conn.execute(_GET, {"p_id": job_id}).first()
+            row = conn.execute(GET, {"p_id": job_id}).first()
         return None if row is None else row_to_job(row)
 
     def list(
@@ -643,7 +424,7 @@ class JobStore:
         with self._write() as conn:
             row = conn.execute(
                 update(jobs_table)
-                .where(_jc.id == job_id, _jc.status == _Q)
+                .where(_jc.id == job_id, _jc.status == QUEUED)
                 .values(status=JobStatus.CANCELLED.value, finished_at=now, cancel_requested=True)
                 .returning(jobs_table)
             ).first()
@@ -659,12 +440,12 @@ class JobStore:
                 return row_to_job(row)
             row = conn.execute(
                 update(jobs_table)
-                .where(_jc.id == job_id, _jc.status == _R, _jc.cancel_requested.is_(False))
+                .where(_jc.id == job_id, _jc.status == RUNNING, _jc.cancel_requested.is_(False))
                 .values(cancel_requested=True)
                 .returning(jobs_table)
             ).first()
             if row is not None:
-                self._event(conn, job_id, "cancel_requested", now, status=_R)
+                self._event(conn, job_id, "cancel_requested", now, status=RUNNING)
                 return row_to_job(row)
             row = conn.execute(select(jobs_table).where(_jc.id == job_id)).first()
         return None if row is None else row_to_job(row)
@@ -682,9 +463,9 @@ class JobStore:
         with self._write() as conn:
             row = conn.execute(
                 update(jobs_table)
-                .where(_jc.id == job_id, _jc.status.in_(_RETRYABLE_VALUES))
+                .where(_jc.id == job_id, _jc.status.in_(RETRYABLE_VALUES))
                 .values(
-                    status=_Q,
+                    status=QUEUED,
                     run_at=now,
                     finished_at=None,
                     result=None,
@@ -700,7 +481,9 @@ class JobStore:
                 .returning(jobs_table)
             ).first()
             if row is not None:
-                self._event(conn, job_id, "retried", now, status=_Q, reason="retried by request")
+                self._event(
+                    conn, job_id, "retried", now, status=QUEUED, reason="retried by request"
+                )
                 return row_to_job(row), True
             row = conn.execute(select(jobs_table).where(_jc.id == job_id)).first()
         return None if row is None else (row_to_job(row), False)
@@ -709,9 +492,9 @@ class JobStore:
         """A job's events with ``seq`` greater than ``after``, oldest first."""
         if "\x00" in job_id:
             return []
-        after = min(max(after, 0), _MAX_SEQ)
+        after = min(max(after, 0), MAX_SEQ)
         with self._read() as conn:
-            rows = conn.execute(_EVENTS, {"p_id": job_id, "p_after": after, "p_limit": limit}).all()
+            rows = conn.execute(EVENTS, {"p_id": job_id, "p_after": after, "p_limit": limit}).all()
         return [row_to_event(r) for r in rows]
 
     def last_event_seqs(self, job_ids: Collection[str]) -> dict[str, int]:
@@ -765,7 +548,7 @@ class JobStore:
         pruned. An idempotency key is forgotten with its job.
         """
         cutoff = time.time() - older_than_s
-        finished_before = and_(_jc.status.in_(_TERMINAL_VALUES), _jc.finished_at < cutoff)
+        finished_before = and_(_jc.status.in_(TERMINAL_VALUES), _jc.finished_at < cutoff)
         old = select(_jc.id).where(finished_before)
         with self._write() as conn:
             conn.execute(delete(events_table).where(events_table.c.job_id.in_(old)))
@@ -812,13 +595,13 @@ class JobStore:
             jobs = sorted((row_to_job(r) for r in rows), key=lambda j: (-j.priority, j.seq))
             if jobs:
                 conn.execute(
-                    _INSERT_EVENTS,
+                    INSERT_EVENTS,
                     [
-                        _event_row(
+                        event_row(
                             j.id,
                             "started",
                             now,
-                            {"status": _R, "attempt": j.attempts, "worker": worker},
+                            {"status": RUNNING, "attempt": j.attempts, "worker": worker},
                         )
                         for j in jobs
                     ],
@@ -845,11 +628,11 @@ class JobStore:
         names = sorted(capped)
         if self.dialect == "postgresql":
             for name in names:
-                conn.execute(select(func.pg_advisory_xact_lock(_lock_key(name))))
+                conn.execute(select(func.pg_advisory_xact_lock(lock_key(name))))
         running: dict[str, int] = dict(
             conn.execute(
                 select(_jc.workload, func.count())
-                .where(_jc.status == _R, _jc.workload.in_(names))
+                .where(_jc.status == RUNNING, _jc.workload.in_(names))
                 .group_by(_jc.workload)
             ).all()
         )
@@ -860,8 +643,8 @@ class JobStore:
         def pick(condition: Any, n: int) -> None:
             query = (
                 select(_jc.priority, _jc.seq, _jc.workload)
-                .where(_jc.status == _Q, _jc.run_at <= now, condition)
-                .order_by(*_CLAIM_ORDER)
+                .where(_jc.status == QUEUED, _jc.run_at <= now, condition)
+                .order_by(*CLAIM_ORDER)
                 .limit(n)
             )
             if self.dialect == "postgresql":
@@ -882,8 +665,8 @@ class JobStore:
         return builtins.list(
             conn.execute(
                 update(jobs_table)
-                .where(_jc.seq.in_(chosen), _jc.status == _Q)
-                .values(**_CLAIM_VALUES)
+                .where(_jc.seq.in_(chosen), _jc.status == QUEUED)
+                .values(**CLAIM_VALUES)
                 .returning(jobs_table),
                 {"p_now": now, "p_worker": worker, "p_lease_until": now + lease_s},
             ).all()
@@ -914,7 +697,7 @@ class JobStore:
                     update(jobs_table)
                     .where(
                         _jc.worker == worker,
-                        _jc.status == _R,
+                        _jc.status == RUNNING,
                         _jc.id.in_(ids[start : start + 500]),
                     )
                     .values(lease_expires_at=now + lease_s)
@@ -953,10 +736,10 @@ class JobStore:
     ) -> bool:
         """Store a running job's progress; False if the worker no longer holds the job."""
         now = time.time()
-        message = _text_of(message, MAX_MESSAGE_CHARS)
+        message = storable_text(message, MAX_MESSAGE_CHARS)
         with self._write() as conn:
             result = conn.execute(
-                _PROGRESS,
+                PROGRESS,
                 {
                     "p_id": job_id,
                     "p_worker": worker,
@@ -1008,8 +791,8 @@ class JobStore:
         return (
             status,
             text_result,
-            _text_of(error, MAX_ERROR_CHARS),
-            _text_of(o.traceback, MAX_TRACEBACK_CHARS),
+            storable_text(error, MAX_ERROR_CHARS),
+            storable_text(o.traceback, MAX_TRACEBACK_CHARS),
         )
 
     def finish_many(self, outcomes: builtins.list[Outcome]) -> builtins.list[bool]:
@@ -1034,12 +817,12 @@ class JobStore:
                 }
                 if o.retry_in_s is not None and status is JobStatus.FAILED:
                     run_at = now + o.retry_in_s
-                    done = conn.execute(_RETRY_LATER, {**params, "p_run_at": run_at})
+                    done = conn.execute(RETRY_LATER, {**params, "p_run_at": run_at})
                     kind = "retrying"
-                    data.update(status=_Q, delay_s=round(o.retry_in_s, 3), run_at=run_at)
+                    data.update(status=QUEUED, delay_s=round(o.retry_in_s, 3), run_at=run_at)
                 else:
                     done = conn.execute(
-                        _FINISH,
+                        FINISH,
                         {
                             **params,
                             "p_status": status.value,
@@ -1051,9 +834,9 @@ class JobStore:
                     kind = status.value
                 recorded.append(bool(done.rowcount))
                 if done.rowcount:
-                    events.append(_event_row(o.job_id, kind, now, data))
+                    events.append(event_row(o.job_id, kind, now, data))
             if events:
-                conn.execute(_INSERT_EVENTS, events)
+                conn.execute(INSERT_EVENTS, events)
         return recorded
 
     def release(self, worker: str) -> int:
@@ -1065,13 +848,13 @@ class JobStore:
         with self._write() as conn:
             rows = conn.execute(
                 update(jobs_table)
-                .where(_jc.worker == worker, _jc.status == _R)
-                .values(status=_Q, lease_expires_at=None, attempts=_jc.attempts - 1)
+                .where(_jc.worker == worker, _jc.status == RUNNING)
+                .values(status=QUEUED, lease_expires_at=None, attempts=_jc.attempts - 1)
                 .returning(_jc.id)
             ).all()
             for (jid,) in rows:
                 self._event(
-                    conn, jid, "requeued", now, status=_Q, reason=f"worker {worker} shut down"
+                    conn, jid, "requeued", now, status=QUEUED, reason=f"worker {worker} shut down"
                 )
             conn.execute(delete(workers_table).where(workers_table.c.id == worker))
         return len(rows)
@@ -1083,7 +866,7 @@ class JobStore:
         calls at once do no harm. Workers silent for an hour are forgotten.
         """
         now = time.time()
-        lapsed = and_(_jc.status == _R, _jc.lease_expires_at < now)
+        lapsed = and_(_jc.status == RUNNING, _jc.lease_expires_at < now)
         out_of_attempts = _jc.lost + 1 >= _jc.max_attempts
         with self._write() as conn:
             failed = conn.execute(
@@ -1094,7 +877,7 @@ class JobStore:
                     finished_at=now,
                     lease_expires_at=None,
                     lost=_jc.lost + 1,
-                    error=_LOST_ERROR,
+                    error=LOST_ERROR,
                     traceback=None,
                 )
                 .returning(_jc.id, _jc.worker, _jc.attempts)
@@ -1102,17 +885,17 @@ class JobStore:
             requeued = conn.execute(
                 update(jobs_table)
                 .where(lapsed, ~out_of_attempts)
-                .values(status=_Q, lease_expires_at=None, lost=_jc.lost + 1)
+                .values(status=QUEUED, lease_expires_at=None, lost=_jc.lost + 1)
                 .returning(_jc.id, _jc.worker, _jc.attempts)
             ).all()
             events = [
-                _event_row(
+                event_row(
                     jid,
                     "failed",
                     now,
                     {
                         "status": "failed",
-                        "error": _LOST_ERROR,
+                        "error": LOST_ERROR,
                         "attempt": attempts,
                         "worker": worker,
                     },
@@ -1120,12 +903,12 @@ class JobStore:
                 for jid, worker, attempts in failed
             ]
             events += [
-                _event_row(
+                event_row(
                     jid,
                     "requeued",
                     now,
                     {
-                        "status": _Q,
+                        "status": QUEUED,
                         "attempt": attempts,
                         "reason": f"the lease of worker {worker} lapsed",
                     },
@@ -1133,11 +916,9 @@ class JobStore:
                 for jid, worker, attempts in requeued
             ]
             if events:
-                conn.execute(_INSERT_EVENTS, events)
+                conn.execute(INSERT_EVENTS, events)
             conn.execute(
-                delete(workers_table).where(
-                    workers_table.c.heartbeat_at < now - _DEAD_WORKER_KEPT_S
-                )
+                delete(workers_table).where(workers_table.c.heartbeat_at < now - DEAD_WORKER_KEPT_S)
             )
         return [r[0] for r in requeued], [r[0] for r in failed]
 
@@ -1187,8 +968,8 @@ class JobStore:
             row, job = self._prepare(new, now)
             answer = self._submit_keyed(conn, row, job) if new.idempotency_key else None
             if answer is None:
-                conn.execute(_INSERT_JOBS, row)
+                conn.execute(INSERT_JOBS, row)
             elif not isinstance(answer, Submitted) or not answer.created:
                 return None
-            conn.execute(_INSERT_EVENTS, [self._submitted_event(new, job, now)])
+            conn.execute(INSERT_EVENTS, [self._submitted_event(new, job, now)])
             return job

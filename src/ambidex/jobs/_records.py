@@ -1,0 +1,162 @@
+"""The values the job store takes and gives: new jobs, outcomes, pages and their cursors."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from ambidex._text import plain_text
+from ambidex.jobs._model import Job, JobStatus, RetryPolicy
+
+__all__ = [
+    "MAX_SEQ",
+    "IdempotencyConflict",
+    "LeaseReport",
+    "NewJob",
+    "Outcome",
+    "Page",
+    "Submitted",
+    "decode_cursor",
+    "encode_cursor",
+    "new_job_id",
+    "refused_data",
+]
+
+MAX_SEQ = 2**63 - 1
+
+
+def new_job_id() -> str:
+    """An unguessable job id: 128 random bits as 26 characters of ``a-z2-7``.
+
+    Never starting with ``-`` (a command line would take it for an option) and
+    safe in URLs, file names and shells.
+    """
+    return base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=").lower()
+
+
+def encode_cursor(seq: int, *, newer: bool = False) -> str:
+    """An opaque page cursor for ``list``: the jobs older (or ``newer``) than ``seq``."""
+    return base64.urlsafe_b64encode(f"{'n' if newer else 's'}{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, bool]:
+    """The position a cursor stands for, and whether it asks for newer jobs.
+
+    Raises:
+        ValueError: the cursor was not made by ``encode_cursor``.
+    """
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if raw[:1] not in ("s", "n") or not raw[1:].isdigit() or len(raw) > 20:
+            raise ValueError
+        seq = int(raw[1:])
+        if seq > MAX_SEQ:
+            raise ValueError
+        return seq, raw[0] == "n"
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError(
+            f"invalid cursor {plain_text(cursor)!r}: "
+            "pass the next_cursor or prev_cursor of a previous page"
+        ) from None
+
+
+class Submitted(NamedTuple):
+    """The job a submit names, and whether the submit created it.
+
+    ``created`` is False when the idempotency key named an existing job.
+    """
+
+    job: Job
+    created: bool
+
+
+class Page(NamedTuple):
+    """One page of ``JobStore.list``, newest first."""
+
+    jobs: list[Job]
+    next_cursor: str | None
+    """The cursor of the next (older) page; None on the last page."""
+    prev_cursor: str | None
+    """The cursor of the previous (newer) page; None on the newest page."""
+
+
+class LeaseReport:
+    """What a heartbeat learned about the jobs a worker holds."""
+
+    __slots__ = ("cancel_requested", "held")
+
+    def __init__(self, held: set[str], cancel_requested: set[str]) -> None:
+        self.held = held
+        """Jobs whose lease was renewed."""
+        self.cancel_requested = cancel_requested
+        """Held jobs that someone asked to cancel."""
+
+
+class IdempotencyConflict(ValueError):
+    """An idempotency key already names a job of another workload or input."""
+
+    def __init__(self, key: str, job: Job) -> None:
+        self.key = key
+        self.job = job
+        super().__init__(
+            f"idempotency key {key!r} already names job {job.id} ({job.workload}) "
+            "with a different workload or input"
+        )
+
+
+def refused_data(exc: BaseException) -> bool:
+    """True when ``exc`` says the database refused the data written, not that it failed.
+
+    A value the database or its driver cannot hold (a NUL in PostgreSQL text,
+    text that is not UTF-8, a value out of a column's range) fails every time
+    it is written; a lost connection, a lock timeout or an unknown error may
+    not, so those are not taken for the data's fault.
+    """
+    from sqlalchemy.exc import DataError, IntegrityError, StatementError
+
+    if isinstance(exc, DataError | IntegrityError | ValueError | TypeError | UnicodeError):
+        return True
+    orig = getattr(exc, "orig", None)
+    return isinstance(exc, StatementError) and isinstance(
+        orig, ValueError | TypeError | UnicodeError
+    )
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job to store (see ``JobStore.submit_batch``)."""
+
+    workload: str
+    input: Any
+    max_attempts: int = 3
+    timeout_s: float | None = None
+    job_id: str | None = None
+    priority: int = 0
+    run_at: float | None = None
+    """Not before this time (epoch seconds); None: at once."""
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    idempotency_key: str | None = None
+    rerun_of: str | None = None
+    origin: Mapping[str, Any] | None = None
+    """Extra data for the ``submitted`` event (e.g. the schedule that fired it)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a held job ended, as a worker reports it (see ``JobStore.finish``).
+
+    With ``retry_in_s`` set (and status ``FAILED``), the job goes back to the
+    queue and may start again that many seconds later; its error stays on record.
+    """
+
+    job_id: str
+    worker: str
+    attempt: int
+    status: JobStatus
+    result: Any = None
+    error: str | None = None
+    traceback: str | None = None
+    retry_in_s: float | None = None
