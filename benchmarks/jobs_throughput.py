@@ -28,6 +28,12 @@ Systems (a fresh store for every run; a few warm-up jobs run before the clock st
   reads ``Result.get(preserve=True)``. An idle huey worker polls the queue every 0.1 s
   or more (its default), which shows as huey's ~0.1 s "first result".
 * huey ``SqliteHuey`` with its defaults (``synchronous=FULL``): extra row, no target.
+* ambidex with its queue features in use (SQLite, and PostgreSQL when reachable): the
+  same jobs, each submitted with a priority (0..4, cycling), its own idempotency key
+  and a retry policy (``retries=2, retry_on=["ConnectionError"]``), of a workload with
+  a concurrency limit above W (so every claim takes the limited path: count the
+  running jobs, then claim, under a lock). The ratio to plain ambidex is the cost of
+  the features (target: within 10%).
 
 Systems take turns in a rotating order in every round; the median over rounds is
 reported. A run in which one job stays unfinished for ``--stall-s`` (5 s; a trivial
@@ -66,7 +72,7 @@ from rich.console import Console
 from rich.table import Table
 
 from _common import machine_info, print_ratios, verdict, write_json
-from ambidex.jobs import JobManager, JobStatus, JobStore, default_registry
+from ambidex.jobs import JobManager, JobStatus, JobStore, WorkloadRegistry, default_registry
 
 console = Console(width=int(os.environ.get("COLUMNS", "150")))
 
@@ -75,6 +81,9 @@ WARMUP_JOBS = 40
 
 AX_SQLITE = "ambidex JobManager, SQLite"
 AX_PG = "ambidex JobManager, PostgreSQL"
+AX_SQLITE_FEATURES = "ambidex JobManager, SQLite, features in use"
+AX_PG_FEATURES = "ambidex JobManager, PostgreSQL, features in use"
+FEATURE_OPTIONS: dict[str, Any] = {"retries": 2, "retry_on": ["ConnectionError"]}
 HUEY = "huey SqliteHuey, synchronous=NORMAL (as ambidex)"
 HUEY_DEFAULT = "huey SqliteHuey, defaults (synchronous=FULL)"
 
@@ -183,19 +192,30 @@ async def _ambidex_jobs(
     check_poll_s: float,
     first_value: int,
     stall_s: float,
+    features: bool = False,
 ) -> dict[str, Any]:
     """Submit ``n`` echo jobs from ``submitters`` tasks; read every result back, in order."""
     ids: list[str | None] = [None] * n
     counter = itertools.count()
     submitted_at = [0.0]
     done_submitting = [0]
+    run_key = secrets.token_hex(4)
 
     async def submitter() -> None:
         while True:
             i = next(counter)
             if i >= n:
                 break
-            job = await manager.submit("echo", {"value": first_value + i})
+            if features:
+                job = await manager.submit(
+                    "echo",
+                    {"value": first_value + i},
+                    priority=i % 5,
+                    idempotency_key=f"{run_key}-{i}",
+                    **FEATURE_OPTIONS,
+                )
+            else:
+                job = await manager.submit("echo", {"value": first_value + i})
             ids[i] = job.id
         done_submitting[0] += 1
         if done_submitting[0] == submitters:
@@ -226,7 +246,8 @@ async def _ambidex_jobs(
 async def _diagnose(manager: JobManager, stalled: Stalled) -> None:
     """What the manager and the store looked like when a run stalled."""
     counts = await manager.counts()
-    running = getattr(manager, "_running", {})
+    worker = getattr(manager, "_worker", None)
+    running = worker.running if worker is not None else {}
     rate = stalled.rate_until_stall
     stalled.diagnosis = {
         "stalled_at_job": stalled.index,
@@ -242,16 +263,33 @@ async def _diagnose(manager: JobManager, stalled: Stalled) -> None:
     }
 
 
+def _limited_registry(workers: int) -> WorkloadRegistry:
+    """The built-in workloads, ``echo`` with a concurrency limit that never binds (4 W)."""
+    registry = WorkloadRegistry()
+    for wl in default_registry():
+        registry.add(wl.with_options(concurrency=4 * workers) if wl.name == "echo" else wl)
+    return registry
+
+
 def run_ambidex(
-    url: str, n: int, submitters: int, workers: int, check_poll_s: float, stall_s: float
+    url: str,
+    n: int,
+    submitters: int,
+    workers: int,
+    check_poll_s: float,
+    stall_s: float,
+    features: bool = False,
 ) -> dict[str, Any]:
     store = JobStore(url)
+    registry = _limited_registry(workers) if features else default_registry()
 
     async def main() -> dict[str, Any]:
-        async with JobManager(store, registry=default_registry(), concurrency=workers) as m:
+        async with JobManager(store, registry=registry, concurrency=workers) as m:
             try:
-                await _ambidex_jobs(m, WARMUP_JOBS, submitters, check_poll_s, -WARMUP_JOBS, stall_s)
-                return await _ambidex_jobs(m, n, submitters, check_poll_s, 0, stall_s)
+                await _ambidex_jobs(
+                    m, WARMUP_JOBS, submitters, check_poll_s, -WARMUP_JOBS, stall_s, features
+                )
+                return await _ambidex_jobs(m, n, submitters, check_poll_s, 0, stall_s, features)
             except Stalled as exc:
                 await _diagnose(m, exc)
                 raise
@@ -526,7 +564,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--pg-url", default=PG_ADMIN_URL, help="PostgreSQL server (admin) URL")
     parser.add_argument(
-        "--skip", default="", help="comma-separated systems to leave out: pg, huey-default"
+        "--skip",
+        default="",
+        help="comma-separated systems to leave out: pg, huey-default, features",
     )
     parser.add_argument(
         "--output",
@@ -548,23 +588,33 @@ def _methods(args: argparse.Namespace, tmp: Path, pg_skip: str | None) -> dict[s
     n, s, w = args.jobs, args.submitters, args.workers
     poll_s, stall_s = args.check_poll_ms / 1000, args.stall_s
 
-    def ax_sqlite() -> dict[str, Any]:
-        path = tmp / f"ax-{secrets.token_hex(4)}.sqlite"
-        return run_ambidex(str(path), n, s, w, poll_s, stall_s)
+    def ax_sqlite(features: bool) -> Callable[[], dict[str, Any]]:
+        def run() -> dict[str, Any]:
+            path = tmp / f"ax-{secrets.token_hex(4)}.sqlite"
+            return run_ambidex(str(path), n, s, w, poll_s, stall_s, features)
 
-    def ax_pg() -> dict[str, Any]:
-        with _PgDatabase(args.pg_url) as url:
-            return run_ambidex(url, n, s, w, poll_s, stall_s)
+        return run
+
+    def ax_pg(features: bool) -> Callable[[], dict[str, Any]]:
+        def run() -> dict[str, Any]:
+            with _PgDatabase(args.pg_url) as url:
+                return run_ambidex(url, n, s, w, poll_s, stall_s, features)
+
+        return run
 
     def huey(synchronous: str | None) -> Callable[[], dict[str, Any]]:
         return lambda: run_huey(tmp, n, s, w, poll_s, stall_s, synchronous)
 
     methods: dict[str, Method] = {
-        AX_SQLITE: ("ambidex", ax_sqlite),
+        AX_SQLITE: ("ambidex", ax_sqlite(False)),
         HUEY: ("anchor", huey("NORMAL")),
     }
+    if "features" not in args.skip:
+        methods[AX_SQLITE_FEATURES] = ("ambidex", ax_sqlite(True))
     if not pg_skip:
-        methods[AX_PG] = ("ambidex", ax_pg)
+        methods[AX_PG] = ("ambidex", ax_pg(False))
+        if "features" not in args.skip:
+            methods[AX_PG_FEATURES] = ("ambidex", ax_pg(True))
     if "huey-default" not in args.skip:
         methods[HUEY_DEFAULT] = ("extra", huey(None))
     return methods
@@ -661,6 +711,22 @@ def compute_ratios(by: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "huey fsyncs every commit (synchronous=FULL)",
             )
         )
+    for plain, featured, engine in (
+        (AX_SQLITE, AX_SQLITE_FEATURES, "SQLite"),
+        (AX_PG, AX_PG_FEATURES, "PostgreSQL"),
+    ):
+        base = by[plain]["median_jobs_per_s"] if plain in by else None
+        used = by[featured]["median_jobs_per_s"] if featured in by else None
+        if base and used:
+            out.append(
+                _ratio(
+                    f"ambidex {engine}: features in use / not (jobs/s)",
+                    used / base,
+                    0.9,
+                    True,
+                    "priorities, idempotency keys, retry policy, a concurrency limit",
+                )
+            )
     if ax_rate is not None:
         out.append(
             _ratio(

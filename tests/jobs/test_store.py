@@ -555,3 +555,30 @@ def test_job_ids_are_unguessable_and_safe_on_a_command_line() -> None:
     ids = {new_job_id() for _ in range(2000)}
     assert len(ids) == 2000
     assert all(re.fullmatch(r"[a-z2-7]{26}", job_id) for job_id in ids)
+
+
+def test_one_idempotency_key_twice_in_one_batch_stores_one_job(store: JobStore) -> None:
+    from ambidex.jobs._store import IdempotencyConflict, NewJob
+
+    answers = store.submit_batch(
+        [
+            NewJob("echo", {"v": 1}, idempotency_key="k1"),
+            NewJob("echo", {"v": 1}, idempotency_key="k1"),
+            NewJob("echo", {"v": 2}, idempotency_key="k1"),
+            NewJob("echo", {"v": 3}),
+            NewJob("echo", {"v": 4}, idempotency_key="k2"),
+        ]
+    )
+    first, again, clash, plain, other = answers
+    assert not isinstance(first, ValueError)
+    assert not isinstance(again, ValueError)
+    assert first.created
+    assert not again.created
+    assert again.job.id == first.job.id
+    assert isinstance(clash, IdempotencyConflict)
+    assert clash.job.id == first.job.id
+    assert not isinstance(plain, ValueError)
+    assert not isinstance(other, ValueError)
+    assert other.created
+    assert store.counts()[JobStatus.QUEUED] == 3
+    assert kinds(store, first.job.id) == ["submitted"]

@@ -40,7 +40,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, text, update
+from sqlalchemy import Connection, and_, case, delete, func, insert, select, text, update
 
 from ambidex.jobs._engines import Engines, open_engines
 from ambidex.jobs._json import JsonProblem, dumps, find_problem
@@ -138,7 +138,9 @@ class JobStore:
             raise
         self._claim_all = claim_statement(self.dialect, filtered=False)
         self._claim_some = claim_statement(self.dialect, filtered=True)
-        self._insert_keyed = insert_ignoring(self.dialect, jobs_table, "idempotency_key")
+        self._insert_keyed = insert_ignoring(self.dialect, jobs_table, "idempotency_key").returning(
+            _jc.id
+        )
         self._insert_schedule = insert_ignoring(self.dialect, schedules_table, "name")
 
     def close(self) -> None:
@@ -262,17 +264,20 @@ class JobStore:
             (keyed if new.idempotency_key is not None else plain).append((i, row, job))
         if plain or keyed:
             with self._write() as conn:
-                events = []
                 if plain:
                     conn.execute(INSERT_JOBS, [row for _, row, _ in plain])
                     for i, _, job in plain:
                         answers[i] = Submitted(job, True)
-                        events.append(self._submitted_event(new_jobs[i], job, now))
-                for i, row, job in keyed:
-                    answer = self._submit_keyed(conn, row, job)
-                    answers[i] = answer
-                    if isinstance(answer, Submitted) and answer.created:
-                        events.append(self._submitted_event(new_jobs[i], job, now))
+                if keyed:
+                    for (i, _, _), answer in zip(
+                        keyed, self._submit_keyed(conn, keyed), strict=True
+                    ):
+                        answers[i] = answer
+                events = [
+                    self._submitted_event(new_jobs[i], answer.job, now)
+                    for i, answer in enumerate(answers)
+                    if isinstance(answer, Submitted) and answer.created
+                ]
                 if events:
                     conn.execute(INSERT_EVENTS, events)
         return [a for a in answers if a is not None]
@@ -336,22 +341,35 @@ class JobStore:
         return event_row(job.id, "submitted", now, data)
 
     def _submit_keyed(
-        self, conn: Connection, row: dict[str, Any], job: Job
-    ) -> Submitted | ValueError:
-        # ON CONFLICT DO NOTHING: two transactions with one key wait for each
-        # other and exactly one inserts; the other then reads the winner's job.
-        if conn.execute(self._insert_keyed, row).rowcount:
-            return Submitted(job, True)
-        found = conn.execute(
-            select(jobs_table).where(_jc.idempotency_key == row["idempotency_key"])
-        ).first()
-        if found is None:  # pragma: no cover - the conflicting row was pruned meanwhile
-            conn.execute(INSERT_JOBS, row)
-            return Submitted(job, True)
-        existing = row_to_job(found)
-        if existing.workload != job.workload or existing.input != job.input:
-            return IdempotencyConflict(str(row["idempotency_key"]), existing)
-        return Submitted(existing, False)
+        self, conn: Connection, keyed: builtins.list[tuple[int, dict[str, Any], Job]]
+    ) -> builtins.list[Submitted | ValueError]:
+        """Insert jobs with idempotency keys; a key already taken answers its job instead.
+
+        One ``INSERT ... ON CONFLICT DO NOTHING RETURNING id`` for them all: two
+        transactions with one key wait for each other and exactly one inserts
+        (a unique index decides); the rest read the winner's job.
+        """
+        inserted = {r[0] for r in conn.execute(self._insert_keyed, [row for _, row, _ in keyed])}
+        taken = [row["idempotency_key"] for _, row, job in keyed if job.id not in inserted]
+        existing: dict[str, Job] = {}
+        if taken:
+            found = conn.execute(select(jobs_table).where(_jc.idempotency_key.in_(taken)))
+            existing = {j.idempotency_key or "": j for j in map(row_to_job, found)}
+        answers: builtins.list[Submitted | ValueError] = []
+        for _, row, job in keyed:
+            if job.id in inserted:
+                answers.append(Submitted(job, True))
+                continue
+            key = str(row["idempotency_key"])
+            first = existing.get(key)
+            if first is None:  # pragma: no cover - the winner was pruned meanwhile
+                conn.execute(INSERT_JOBS, row)
+                answers.append(Submitted(job, True))
+            elif first.workload != job.workload or first.input != job.input:
+                answers.append(IdempotencyConflict(key, first))
+            else:
+                answers.append(Submitted(first, False))
+        return answers
 
     def get(self, job_id: str) -> Job | None:
         """The job with this id, or None."""
@@ -620,46 +638,46 @@ class JobStore:
     ) -> builtins.list[Any]:
         """A claim where some workloads have a concurrency limit: count, then pick, under locks.
 
-        On PostgreSQL each limited workload's advisory lock (taken in name
-        order, so two workers never wait on each other in a cycle) makes
-        "count the running jobs, then claim" atomic across workers; SQLite's
-        one writer does the same by itself.
+        One SELECT reads the due candidates with, for each of a limited
+        workload, how many of its jobs run now; the jobs that fit under their
+        limit are then claimed. On PostgreSQL each limited workload's advisory
+        lock (taken in name order, so two workers never wait on each other in a
+        cycle) makes "count, then claim" atomic across workers; SQLite's one
+        writer does the same by itself. A candidate over its limit only leaves
+        its slot free for the next claim.
         """
         names = sorted(capped)
         if self.dialect == "postgresql":
             for name in names:
                 conn.execute(select(func.pg_advisory_xact_lock(lock_key(name))))
-        running: dict[str, int] = dict(
-            conn.execute(
-                select(_jc.workload, func.count())
-                .where(_jc.status == RUNNING, _jc.workload.in_(names))
-                .group_by(_jc.workload)
-            ).all()
+        others = jobs_table.alias("running_jobs")
+        running_now = (
+            select(func.count())
+            .where(others.c.status == RUNNING, others.c.workload == _jc.workload)
+            .scalar_subquery()
         )
-        room = {name: capped[name] - int(running.get(name, 0)) for name in names}
-        uncapped = None if workloads is None else [w for w in workloads if w not in capped]
-        picks: builtins.list[tuple[int, int, str]] = []  # (priority, seq, workload)
-
-        def pick(condition: Any, n: int) -> None:
-            query = (
-                select(_jc.priority, _jc.seq, _jc.workload)
-                .where(_jc.status == QUEUED, _jc.run_at <= now, condition)
-                .order_by(*CLAIM_ORDER)
-                .limit(n)
+        query = (
+            select(
+                _jc.seq,
+                _jc.workload,
+                case((_jc.workload.in_(names), running_now), else_=0),
             )
-            if self.dialect == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            picks.extend(tuple(r) for r in conn.execute(query).all())
-
-        if uncapped is None:
-            pick(_jc.workload.not_in(names), limit)
-        elif uncapped:
-            pick(_jc.workload.in_(uncapped), limit)
-        for name in names:
-            if room[name] > 0:
-                pick(_jc.workload == name, min(room[name], limit))
-        picks.sort(key=lambda p: (-p[0], p[1]))
-        chosen = [seq for _, seq, _ in picks[:limit]]
+            .where(_jc.status == QUEUED, _jc.run_at <= now)
+            .order_by(*CLAIM_ORDER)
+            .limit(limit)
+        )
+        if workloads is not None:
+            query = query.where(_jc.workload.in_(builtins.list(workloads)))
+        if self.dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True, of=jobs_table)
+        chosen: builtins.list[int] = []
+        taken: dict[str, int] = {}
+        for seq, workload, running in conn.execute(query):
+            if workload in capped:
+                if running + taken.get(workload, 0) >= capped[workload]:
+                    continue
+                taken[workload] = taken.get(workload, 0) + 1
+            chosen.append(seq)
         if not chosen:
             return []
         return builtins.list(
@@ -966,10 +984,11 @@ class JobStore:
                 return None
             now = time.time()
             row, job = self._prepare(new, now)
-            answer = self._submit_keyed(conn, row, job) if new.idempotency_key else None
-            if answer is None:
+            if new.idempotency_key is None:
                 conn.execute(INSERT_JOBS, row)
-            elif not isinstance(answer, Submitted) or not answer.created:
-                return None
+            else:
+                (answer,) = self._submit_keyed(conn, [(0, row, job)])
+                if not isinstance(answer, Submitted) or not answer.created:
+                    return None
             conn.execute(INSERT_EVENTS, [self._submitted_event(new, job, now)])
             return job
