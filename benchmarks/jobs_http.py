@@ -7,6 +7,9 @@ The servers run as real subprocesses; the load generator runs in this process.
     in-process workers run the echo jobs while the submits arrive.
 (b) ``POST /v1/run/echo`` ``{"value": i}`` -> 200 with the finished job: the latency
     includes storing, claiming, running and finishing the job.
+(c) ``features``: (a) with the queue features in use on every submit: a priority, an
+    idempotency key of its own and a retry policy. Its ratio to (a) is their cost
+    (target: within 10%).
 floor: a minimal FastAPI app (in this file, run as ``python jobs_http.py --serve-floor``)
     with the same uvicorn settings as ``ambidex serve``, whose ``POST /v1/jobs`` does one
     durable INSERT per request (an autocommit transaction into an SQLite file in WAL mode,
@@ -202,6 +205,16 @@ def _submit_body(i: int) -> bytes:
     return b'{"workload":"echo","input":{"value":%d}}' % i
 
 
+_RUN_TOKEN = secrets.token_hex(4).encode()
+
+
+def _features_body(i: int) -> bytes:
+    return (
+        b'{"workload":"echo","input":{"value":%d},"priority":%d,"idempotency_key":"%s-%d",'
+        b'"retries":2,"retry_on":["ConnectionError"]}' % (i, i % 5, _RUN_TOKEN, i)
+    )
+
+
 def _run_body(i: int) -> bytes:
     return b'{"value":%d}' % i
 
@@ -221,6 +234,7 @@ def _check_ran(i: int, body: bytes) -> str:
 
 
 SUBMIT = Scenario("submit", "/v1/jobs", _submit_body, 202, _check_accepted)
+FEATURES = Scenario("features", "/v1/jobs", _features_body, 202, _check_accepted)
 RUN = Scenario("run", "/v1/run/echo", _run_body, 200, _check_ran)
 
 
@@ -573,11 +587,13 @@ ROWS = [
     ("floor", "floor"),
     ("submit", "(a) submit"),
     ("run", "(b) run"),
+    ("features", "(c) features"),
 ]
 LEGEND = (
     "floor: FastAPI + uvicorn, POST /v1/jobs does one durable SQLite INSERT and answers 202; "
     "(a) ambidex POST /v1/jobs -> 202 while its workers run the echo jobs; "
-    "(b) ambidex POST /v1/run/echo -> 200 with the finished job (latency includes running it)."
+    "(b) ambidex POST /v1/run/echo -> 200 with the finished job (latency includes running it); "
+    "(c) (a) with a priority, an idempotency key and a retry policy on every submit."
 )
 MEDIAN_FIELDS = (
     "ok_per_s",
@@ -710,11 +726,11 @@ def compute_ratios(
 
     floor = agg["floor"]
     out = []
-    for key, tag in (("submit", "(a) submit"), ("run", "(b) run")):
+    for key, tag in (("submit", "(a) submit"), ("run", "(b) run"), ("features", "(c) features")):
         if key not in agg:
             continue
         r = agg[key]
-        extra = "" if key == "submit" else "; a run also claims, runs, finishes the job"
+        extra = "; a run also claims, runs, finishes the job" if key == "run" else ""
         paired = [
             a["ok_per_s"] / f["ok_per_s"] for a, f in zip(runs[key], runs["floor"], strict=False)
         ]
@@ -732,6 +748,21 @@ def compute_ratios(
                 f"{tag} server CPU µs/req ÷ floor's",
                 r["server_cpu_us_per_request"] / floor["server_cpu_us_per_request"],
                 "server CPU time per answered request",
+            )
+        )
+    if "features" in agg and "submit" in agg:
+        paired = [
+            f["ok_per_s"] / s["ok_per_s"]
+            for f, s in zip(runs["features"], runs["submit"], strict=False)
+        ]
+        ratio = agg["features"]["ok_per_s"] / agg["submit"]["ok_per_s"]
+        out.append(
+            row(
+                "(c) submits with features ÷ (a) plain submits, req/s",
+                ratio,
+                "by round: " + ", ".join(f"{x:.2f}" for x in paired),
+                "≥ 0.9",
+                ratio >= 0.9,
             )
         )
     for key, r in agg.items():
@@ -799,8 +830,8 @@ def run_scenario(key: str, work: Path, round_no: int, args: argparse.Namespace) 
         out["counts_after_drain"] = ambidex_counts(db)
         return out
 
-    if key == "submit":
-        r = measure(server, SUBMIT, args, between=after_submit)
+    if key in ("submit", "features"):
+        r = measure(server, SUBMIT if key == "submit" else FEATURES, args, between=after_submit)
         r["verify"] = verify_stored(db, "ambidex_jobs", r.pop("_tally"))
     else:
         r = measure(server, RUN, args)
@@ -837,7 +868,9 @@ def main(argv: list[str] | None = None) -> int:
         "--client", choices=["raw", "httpx"], default="raw", help="load generator (see above)"
     )
     parser.add_argument(
-        "--scenarios", default="floor,submit,run", help="comma-separated: floor,submit,run"
+        "--scenarios",
+        default="floor,submit,run,features",
+        help="comma-separated: floor,submit,run,features",
     )
     parser.add_argument(
         "--profile",
@@ -870,8 +903,8 @@ def main(argv: list[str] | None = None) -> int:
     args.drain_s = args.drain_s if args.drain_s is not None else (3.0 if quick else 5.0)
     rounds = args.rounds or (1 if quick else 3)
     wanted = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    if "floor" not in wanted or not set(wanted) <= {"floor", "submit", "run"}:
-        parser.error("--scenarios: floor (needed for the ratios), submit, run")
+    if "floor" not in wanted or not set(wanted) <= {"floor", "submit", "run", "features"}:
+        parser.error("--scenarios: floor (needed for the ratios), submit, run, features")
     wanted = list(dict.fromkeys(wanted))
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
