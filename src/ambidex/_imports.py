@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from ambidex._text import describe_exception
+
 __all__ = ["import_file"]
 
 
@@ -52,7 +54,7 @@ def import_file(path: Path) -> ModuleType:
     try:
         module = importlib.import_module(name)
     except Exception as exc:
-        raise ValueError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
+        raise ValueError(f"importing {path} failed: {describe_exception(exc)}") from exc
     found = getattr(module, "__file__", None)
     if found is None or Path(found).resolve() != path:
         raise ValueError(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["describe_exception", "plain_text", "shorten"]
+__all__ = ["describe_exception", "exception_message", "plain_text", "shorten"]
 
 # NUL and the UTF-16 surrogate range: what neither UTF-8 nor PostgreSQL text can hold.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -52,6 +52,15 @@ def _fallback_repr(value: object) -> str:
     return f"<unprintable {type(value).__name__} object>"
 
 
+def exception_message(exc: BaseException) -> str:
+    """``str(exc)`` as plain text, or ``<unprintable Type object>`` when that raises."""
+    try:
+        message = str(exc)
+    except BaseException:  # user code: anything may come out of __str__
+        return f"<unprintable {plain_text(type(exc).__name__)} object>"
+    return plain_text(message)
+
+
 def describe_exception(exc: BaseException) -> str:
     """``"Type: message"`` for an exception, never raising, whatever its ``__str__`` does.
 
@@ -59,13 +68,7 @@ def describe_exception(exc: BaseException) -> str:
     whose ``str()`` raises is shown as ``Type: <unprintable Type object>``.
     """
     name = plain_text(type(exc).__name__)
-    try:
-        message = str(exc)
-        if not isinstance(message, str):
-            raise TypeError
-    except BaseException:  # user code: anything may come out of __str__
-        message = f"<unprintable {name} object>"
-    message = plain_text(message)
+    message = exception_message(exc)
     return f"{name}: {message}" if message else name
 
 

@@ -121,6 +121,13 @@ class UnpicklableError(Exception):
         self.lock = threading.Lock()
 
 
+class UnprintableUnpicklableError(UnpicklableError):
+    """Neither picklable nor printable: its ``__str__`` raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+
 class TwoArgumentError(Exception):
     """A user error whose ``args`` do not match its constructor: it pickles, never unpickles."""
 
@@ -132,6 +139,11 @@ class TwoArgumentError(Exception):
 @ax.cpu
 def cpu_raise_unpicklable(x: int) -> None:
     raise UnpicklableError(f"locked {x}")
+
+
+@ax.cpu
+def cpu_raise_unprintable(x: int) -> None:
+    raise UnprintableUnpicklableError(f"locked {x}")
 
 
 @ax.cpu
@@ -768,6 +780,15 @@ def test_cpu_call_raises_remote_error_when_exception_not_picklable() -> None:
     cause = info.value.__cause__
     assert isinstance(cause, ax.RemoteTraceback)
     assert _frame_pattern("cpu_raise_unpicklable").search(cause.text), cause.text
+
+
+def test_cpu_call_raises_remote_error_when_exception_is_neither_picklable_nor_printable() -> None:
+    # The worker must survive describing it: a RemoteError comes back, not a crashed worker.
+    with pytest.raises(ax.RemoteError) as info:
+        cpu_raise_unprintable(3)
+    assert info.value.type_name == "UnprintableUnpicklableError"
+    assert "<unprintable UnprintableUnpicklableError object>" in str(info.value)
+    assert cpu_work(2)[0] == 4  # the pool still serves calls
 
 
 def test_cpu_call_raises_remote_error_when_exception_cannot_be_rebuilt() -> None:

@@ -197,6 +197,22 @@ def test_without_retries_the_same_failure_fails_the_run() -> None:
     assert rec.of("f", E.RETRYING) == []
 
 
+def test_a_node_whose_exception_cannot_be_printed_fails_the_run_saying_so() -> None:
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no str for you")
+
+    async def odd() -> str:
+        raise Unprintable()
+
+    wf = ax.Workflow("unprintable")
+    wf.node("odd", odd)
+    with pytest.raises(ax.WorkflowError) as info:
+        wf.run()
+    assert "node 'odd' raised Unprintable: <unprintable Unprintable object>" in str(info.value)
+    assert isinstance(info.value.__cause__, Unprintable)
+
+
 def test_a_timed_out_attempt_is_retried() -> None:
     attempts: list[int] = []
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ambidex._paths import data_dir
+from ambidex._text import describe_exception
 from ambidex.evolve._database import Program, ProgramDatabase
 from ambidex.evolve._proposers import LLMProposer, OfflineProposer, ProposalContext, Proposer
 from ambidex.evolve._sandbox import EvalResult, Sandbox
@@ -400,7 +401,7 @@ class _Run:
         except Exception as exc:  # the proposer's own failure (network, server) is a failed try
             return replace(
                 base,
-                error=f"proposal failed: {type(exc).__name__}: {exc}",
+                error=f"proposal failed: {describe_exception(exc)}",
                 note="proposal: the proposer raised",
             )
         if proposal.code is None:

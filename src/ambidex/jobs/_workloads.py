@@ -35,6 +35,7 @@ import pydantic_core
 from typing_extensions import Unpack
 
 from ambidex._imports import import_file
+from ambidex._text import describe_exception
 from ambidex.jobs._errors import JobInputError, UnknownWorkloadError
 from ambidex.jobs._json import find_problem
 from ambidex.jobs._model import RetryPolicy
@@ -617,7 +618,7 @@ def load_workloads(spec: str, registry: WorkloadRegistry | None = None) -> list[
             module = importlib.import_module(spec)
         except Exception as exc:
             raise ValueError(
-                f"importing workload module {spec!r} failed: {type(exc).__name__}: {exc}"
+                f"importing workload module {spec!r} failed: {describe_exception(exc)}"
             ) from exc
         _register_models(module, reg)
     return sorted(set(reg.names()) - before)

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from ambidex._text import describe_exception
 from ambidex.exceptions import AmbidexError, TaskTimeoutError, WorkerCrashedError
 from ambidex.runtime._procpool import ProcessPoolStatistics, _decode
 
@@ -165,7 +166,7 @@ class RayPool:
         except ray.exceptions.RayError as exc:  # node lost, object lost, ...
             self._crashed += 1
             raise WorkerCrashedError(
-                label, -1, f"Ray could not run it: {type(exc).__name__}: {exc}"
+                label, -1, f"Ray could not run it: {describe_exception(exc)}"
             ) from None
         finally:
             self._busy -= 1

@@ -79,9 +79,10 @@ def _encode_error(exc: BaseException) -> bytes:
         cloudpickle.loads(data)
         return data
     except Exception:
+        from ambidex._text import exception_message
         from ambidex.exceptions import RemoteError
 
-        remote = RemoteError(type(exc).__qualname__, str(exc))
+        remote = RemoteError(type(exc).__qualname__, exception_message(exc))
         return bytes(cloudpickle.dumps(("err", remote, text)))
 
 

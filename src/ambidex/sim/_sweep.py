@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ambidex._text import describe_exception
 from ambidex.runtime import cpu, runtime
 from ambidex.sim._model import Model, ModelError, resolve_params
 from ambidex.sim._recorder import Recorder
@@ -446,7 +447,7 @@ async def _dispatch(
                     f"run {k} of the sweep failed (point {k // replicates}: "
                     f"{points[k // replicates]}, replicate {k % replicates}, "
                     f"seed SeedSequence({spec.seed}, spawn_key={spec.spawn_key})): "
-                    f"{type(exc).__name__}: {exc}"
+                    f"{describe_exception(exc)}"
                 ) from exc
         results[spec.index] = res
         counter[spec.index] = steps  # a run that stopped early counts as complete

@@ -19,6 +19,7 @@ from typing import Any
 import cloudpickle
 import pydantic_core
 
+from ambidex._text import describe_exception
 from ambidex.workflows._spec import WorkflowDefinitionError
 
 __all__ = ["CheckpointStore", "StoredRun"]
@@ -104,7 +105,7 @@ class CheckpointStore:
                 status = "failed"
                 error_text = f"output could not be stored: {exc!r}"
         else:
-            error_text = None if error is None else f"{type(error).__name__}: {error}"
+            error_text = None if error is None else describe_exception(error)
         with self._lock:
             self._db.execute(
                 "insert or replace into nodes values (?, ?, ?, ?, ?, ?, ?)",

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ambidex._text import describe_exception
 from ambidex.agents._agent import Agent
 from ambidex.exceptions import TaskTimeoutError
 from ambidex.runtime._core import runtime
@@ -102,7 +103,7 @@ class WorkflowResult:
                 name: {
                     "status": r.status.value,
                     "output": plain(r.output),
-                    "error": None if r.error is None else f"{type(r.error).__name__}: {r.error}",
+                    "error": None if r.error is None else describe_exception(r.error),
                     "attempts": r.attempts,
                     "started_s": r.started_s,
                     "duration_s": r.duration_s,
@@ -254,7 +255,7 @@ class _Run:
             name,
             duration_s=run.duration_s,
             attempt=attempts,
-            error=f"{type(exc).__name__}: {exc}",
+            error=describe_exception(exc),
         )
         if node.on_failure is FailurePolicy.FAIL:
             if self.failure is None:  # the first failure ends the run; later ones are its echo
@@ -339,7 +340,7 @@ class _Run:
                     EventKind.RETRYING,
                     node.name,
                     attempt=run.attempts,
-                    error=f"{type(exc).__name__}: {exc}",
+                    error=describe_exception(exc),
                 )
                 await asyncio.sleep(_jitter.uniform(0, min(5.0, 0.05 * 2**run.attempts)))
 
@@ -465,7 +466,7 @@ class _Run:
         error_text = None
         if self.failure is not None:
             failed_node, failed_exc = self.failure
-            error_text = f"node {failed_node!r} failed: {type(failed_exc).__name__}: {failed_exc}"
+            error_text = f"node {failed_node!r} failed: {describe_exception(failed_exc)}"
         self.emit(EventKind.RUN_FINISHED, None, duration_s=self.elapsed(), error=error_text)
 
     def result(self) -> WorkflowResult:
@@ -480,8 +481,7 @@ class _Run:
         if self.failure is not None:
             name, exc = self.failure
             err = WorkflowError(
-                f"workflow {self.wf.name!r} failed: node {name!r} raised "
-                f"{type(exc).__name__}: {exc}",
+                f"workflow {self.wf.name!r} failed: node {name!r} raised {describe_exception(exc)}",
                 node=name,
                 run_id=self.run_id,
             )
