@@ -261,3 +261,19 @@ async def test_a_worker_whose_heartbeat_dies_says_so_and_gives_its_jobs_back(
             assert m.running_here == 0
     finally:
         store.close()
+
+
+def test_a_lone_surrogate_an_older_release_stored_reads_back_escaped(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.sqlite"
+    with JobStore(db) as store:
+        store.submit("echo", {"value": "fine"}, job_id="legacy")
+    conn = sqlite3.connect(db)
+    # what the first release wrote for an input with a lone surrogate (ensure_ascii JSON)
+    conn.execute("UPDATE ambidex_jobs SET input = ? WHERE id = 'legacy'", ('{"value":"a\\udc80"}',))
+    conn.commit()
+    conn.close()
+    with JobStore(db) as store:
+        job = store.get("legacy")
+        assert job is not None
+        assert job.input == {"value": "a\\udc80"}
+        assert store.list().jobs[0].input == {"value": "a\\udc80"}

@@ -20,7 +20,7 @@ from typing import Any
 
 from ambidex._text import plain_text
 
-__all__ = ["MAX_DEPTH", "JsonProblem", "dumps", "find_problem"]
+__all__ = ["MAX_DEPTH", "JsonProblem", "dumps", "find_problem", "loads_stored"]
 
 MAX_DEPTH = 100
 """Deepest nesting of lists and objects in a job's input or result."""
@@ -102,3 +102,26 @@ def _push_children(
 def dumps(value: Any) -> str:
     """Compact JSON text, as stored (non-ASCII kept as is; NaN refused)."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def loads_stored(text: str) -> Any:
+    r"""A stored JSON value, read back, that every answer can carry.
+
+    Only rows an older ambidex wrote (before lone surrogates were refused) can
+    hold one: it comes back as its ``\udcxx`` escape rather than failing the
+    answer that shows it.
+    """
+    value = json.loads(text)
+    if "\\u" in text and find_problem(value) is not None:
+        value = _escape_surrogates(value)
+    return value
+
+
+def _escape_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return plain_text(value)
+    if isinstance(value, list):
+        return [_escape_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {plain_text(k): _escape_surrogates(v) for k, v in value.items()}
+    return value

@@ -33,6 +33,7 @@ from sqlalchemy import (
     text,
 )
 
+from ambidex.jobs._json import loads_stored
 from ambidex.jobs._model import Job, JobEvent, JobStatus, RetryPolicy, WorkerInfo
 
 __all__ = [
@@ -161,7 +162,7 @@ def upgrade(conn: Connection) -> None:
 
 
 def _loads(value: str | None) -> Any:
-    return None if value is None else json.loads(value)
+    return None if value is None else loads_stored(value)
 
 
 def row_to_job(row: Any) -> Job:
@@ -170,7 +171,7 @@ def row_to_job(row: Any) -> Job:
     return Job(
         id=m["id"],
         workload=m["workload"],
-        input=json.loads(m["input"]),
+        input=loads_stored(m["input"]),
         status=JobStatus(m["status"]),
         progress=m["progress"],
         message=m["message"],
@@ -199,7 +200,7 @@ def row_to_job(row: Any) -> Job:
 def row_to_event(row: Any) -> JobEvent:
     """The ``JobEvent`` a row of ``ambidex_job_events`` stands for."""
     return JobEvent(
-        seq=row.seq, job_id=row.job_id, kind=row.kind, at=row.at, data=json.loads(row.data)
+        seq=row.seq, job_id=row.job_id, kind=row.kind, at=row.at, data=loads_stored(row.data)
     )
 
 
