@@ -235,3 +235,97 @@ def test_token_comes_from_the_option_or_the_environment(tmp_path: Path) -> None:
         assert "bearer token" in err
         assert jobs("list", url=url, token=TOKEN)[0] == 0
         assert jobs("list", "--url", url, "--token", TOKEN)[0] == 0
+
+
+def _jobs_at_width(columns: int, *args: str, url: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(
+        app, ["jobs", *args], env={"AMBIDEX_URL": url, "COLUMNS": str(columns)}
+    )
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("columns", [60, 80, 200])
+def test_list_shows_ids_that_can_be_copied_at_any_width(
+    service: Service, client: ax.Client, columns: int
+) -> None:
+    job = client.run("echo", {"value": 1})
+    code, out, _ = _jobs_at_width(columns, "list", url=service.url)
+    assert code == 0
+    shown = job.id if columns >= 110 else job.id[:10]
+    assert shown in out  # on one line, never wrapped or cut with an ellipsis
+    code, out, err = _jobs_at_width(columns, "show", shown, url=service.url)
+    assert code == 0, err
+    assert job.id in out
+
+
+def test_a_prefix_of_several_ids_exits_2_naming_them(service: Service, client: ax.Client) -> None:
+    ids = {client.submit("echo", {"value": i}).id for i in range(40)}
+    firsts = [i[0] for i in ids]
+    common = max(set(firsts), key=firsts.count)  # 40 ids over 32 letters: one repeats
+    code, _, err = jobs("show", common, url=service.url)
+    assert code == 2
+    assert f"{common!r} is the start of several job ids" in err
+
+
+def test_retry_and_rerun_from_the_command_line(service: Service, client: ax.Client) -> None:
+    failed = client.run("sleep", {"seconds": -1})
+    assert failed.status is JobStatus.FAILED
+    code, out, err = jobs("retry", failed.id[:12], url=service.url)
+    assert code == 0, err
+    assert f"job {failed.id} (sleep): back in the queue" in out
+    done = client.run("echo", {"value": 7})
+    code, out, err = jobs("rerun", done.id, "--json", url=service.url)
+    assert code == 0, err
+    again = json.loads(out)
+    assert again["rerun_of"] == done.id
+    assert client.wait(again["id"]).result == 7
+    code, _, err = jobs("retry", done.id, url=service.url)
+    assert code == 1
+    assert "only a failed or cancelled job can be retried" in err
+
+
+def test_submit_options_reach_the_job(service: Service, client: ax.Client) -> None:
+    code, out, err = jobs(
+        "submit",
+        "echo",
+        "-i",
+        "value=1",
+        "--priority",
+        "7",
+        "--delay",
+        "1h",
+        "--idempotency-key",
+        "cli-key",
+        "--retries",
+        "2",
+        "--retry-on",
+        "ConnectionError",
+        "--json",
+        url=service.url,
+    )
+    assert code == 0, err
+    job = json.loads(out)
+    assert (job["priority"], job["idempotency_key"], job["retries"]) == (7, "cli-key", 2)
+    assert job["retry_on"] == ["ConnectionError"]
+    assert job["status"] == "queued"
+    code, _, err = jobs("submit", "echo", "--delay", "soon", url=service.url)
+    assert code == 2
+    assert "--delay 'soon': expected a duration" in err
+
+
+def test_workers_lists_the_live_worker(service: Service) -> None:
+    code, out, err = jobs("workers", "--json", url=service.url)
+    assert code == 0, err
+    listed = json.loads(out)
+    assert listed["alive"] == 1
+    assert listed["workers"][0]["concurrency"] == 4
+
+
+def test_workers_says_when_nothing_consumes_the_queue(tmp_path: Path) -> None:
+    app_ = create_app(tmp_path / "jobs.sqlite", concurrency=0)
+    with serve_in_thread(app_) as url, ax.Client(url) as c:
+        c.submit("echo", {"value": 1})
+        code, out, _ = jobs("workers", url=url)
+    assert code == 0
+    assert "no live worker" in out
+    assert "1 job(s) queued" in out
