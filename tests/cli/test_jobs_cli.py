@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from datetime import UTC, datetime, timedelta
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -311,6 +312,16 @@ def test_submit_options_reach_the_job(service: Service, client: ax.Client) -> No
     code, _, err = jobs("submit", "echo", "--delay", "soon", url=service.url)
     assert code == 2
     assert "--delay 'soon': expected a duration" in err
+    soon = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)
+    code, out, err = jobs("submit", "echo", "--run-at", soon.isoformat(), "--json", url=service.url)
+    assert code == 0, err
+    assert json.loads(out)["run_at"] == soon.isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z"
+    )
+    naive = soon.replace(tzinfo=None).isoformat()
+    code, _, err = jobs("submit", "echo", "--run-at", naive, url=service.url)
+    assert code == 2
+    assert "give a time zone" in err
 
 
 def test_workers_lists_the_live_worker(service: Service) -> None:

@@ -320,6 +320,13 @@ def submit(
             help="Start no sooner than this from now: 30s, 5m, 2h, 1d.", show_default=False
         ),
     ] = None,
+    run_at: Annotated[
+        str | None,
+        typer.Option(
+            help="Start no sooner than this time: ISO 8601 with a zone, YYYY-MM-DDTHH:MMZ.",
+            show_default=False,
+        ),
+    ] = None,
     idempotency_key: Annotated[
         str | None,
         typer.Option(
@@ -346,6 +353,7 @@ def submit(
     try:
         values = parse_inputs(input or [])
         delay_s = None if delay is None else parse_duration(delay, "--delay")
+        when = None if run_at is None else _parse_time(run_at)
     except typer.BadParameter as exc:
         raise _fail(f"--input {exc.message}", 2) from None
     except ValueError as exc:
@@ -356,6 +364,7 @@ def submit(
             values,
             priority=priority,
             delay_s=delay_s,
+            run_at=when,
             idempotency_key=idempotency_key,
             retries=retries,
             retry_on=retry_on or None,
@@ -503,6 +512,23 @@ def workers(
             "Start one: ambidex worker --db ... (or serve with --concurrency above 0)",
             highlight=False,
         )
+
+
+def _parse_time(text: str) -> datetime:
+    """An aware datetime from ISO 8601 text (``--run-at``).
+
+    Raises:
+        ValueError: not ISO 8601, or without a time zone.
+    """
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"--run-at {text!r}: expected an ISO 8601 time with a zone, YYYY-MM-DDTHH:MM:SSZ"
+        ) from None
+    if when.tzinfo is None:
+        raise ValueError(f"--run-at {text!r}: give a time zone, e.g. Z or +02:00 at the end")
+    return when
 
 
 def parse_duration(text: str, option: str = "--older-than") -> float:
