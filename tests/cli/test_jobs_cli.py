@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import socket
-from datetime import UTC, datetime, timedelta
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
