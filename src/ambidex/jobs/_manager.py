@@ -46,6 +46,7 @@ from ambidex.jobs._model import (
     WorkerInfo,
     attempts_of,
     iso,
+    type_names,
 )
 from ambidex.jobs._schedules import Schedule, Scheduler
 from ambidex.jobs._store import IdempotencyConflict, JobStore, NewJob, Outcome, Page, Submitted
@@ -472,7 +473,9 @@ class JobManager:
     async def rerun(self, job_id: str) -> Job:
         """A new job with a finished job's workload and input, linked to it (``rerun_of``).
 
-        The workload's current schema and options apply.
+        The job's own options (``max_attempts``, ``timeout_s``, ``priority``, its
+        retry policy) carry over; its input is checked against the workload's
+        current schema.
 
         Raises:
             JobNotFoundError: no such job.
@@ -487,8 +490,16 @@ class JobManager:
             )
         wl = self.registry.get(old.workload)
         data = wl.validate(old.input)
-        options = {"max_attempts": old.max_attempts, "timeout_s": old.timeout_s}
-        new = _new_job(wl, data, options, rerun_of=old.id, priority=old.priority)
+        options = {
+            "max_attempts": old.max_attempts,
+            "timeout_s": old.timeout_s,
+            "priority": old.priority,
+            "retries": old.retry.retries,
+            "retry_on": old.retry.on,
+            "retry_backoff_s": old.retry.backoff_s,
+            "retry_max_backoff_s": old.retry.max_backoff_s,
+        }
+        new = _new_job(wl, data, options, rerun_of=old.id)
         submitted = await self._submits(new)
         self._wake.set()
         return submitted.job
@@ -607,7 +618,7 @@ def _when(delay_s: float | None, run_at: float | datetime | None) -> float | Non
     if run_at > now + MAX_DELAY_S:
         raise JobOptionError(
             "run_at",
-            f"run_at {iso(run_at)} is more than a year ahead (epoch seconds, not milliseconds?)",
+            f"run_at {run_at!r} is more than a year ahead (epoch seconds, not milliseconds?)",
         )
     return float(run_at)
 
@@ -622,7 +633,6 @@ def _new_job(
     options: dict[str, Any],
     *,
     rerun_of: str | None = None,
-    priority: int | None = None,
     idempotency_key: str | None = None,
     origin: dict[str, Any] | None = None,
 ) -> NewJob:
@@ -636,17 +646,14 @@ def _new_job(
         value = options.get(key)
         return default if value is None else value
 
+    retry = _retry_policy(
+        pick("retries", wl.retry.retries),
+        pick("retry_on", wl.retry.on),
+        pick("retry_backoff_s", wl.retry.backoff_s),
+        pick("retry_max_backoff_s", wl.retry.max_backoff_s),
+    )
     try:
-        retry = RetryPolicy.of(
-            pick("retries", wl.retry.retries),
-            pick("retry_on", wl.retry.on),
-            pick("retry_backoff_s", wl.retry.backoff_s),
-            pick("retry_max_backoff_s", wl.retry.max_backoff_s),
-        )
-    except ValueError as exc:
-        raise JobOptionError("retries", str(exc)) from None
-    try:
-        prio = check_priority(pick("priority", priority if priority is not None else wl.priority))
+        prio = check_priority(pick("priority", wl.priority))
     except ValueError as exc:
         raise JobOptionError("priority", str(exc)) from None
     key = pick("idempotency_key", idempotency_key)
@@ -666,6 +673,28 @@ def _new_job(
     return NewJob(
         wl.name, data, max_attempts, timeout_s, None, prio, run_at, retry, key, rerun_of, origin
     )
+
+
+def _retry_policy(retries: Any, retry_on: Any, backoff_s: Any, max_backoff_s: Any) -> RetryPolicy:
+    """A ``RetryPolicy`` from a submit's options; a bad one raises naming itself.
+
+    Raises:
+        JobOptionError: ``option`` names the option at fault.
+    """
+    try:
+        on = type_names(retry_on)
+        RetryPolicy(on=on)
+    except ValueError as exc:
+        raise JobOptionError("retry_on", str(exc)) from None
+    for option, seconds in (("retry_backoff_s", backoff_s), ("retry_max_backoff_s", max_backoff_s)):
+        if not (_is_number(seconds) and 0 <= seconds <= 86400):
+            raise JobOptionError(
+                option, f"{option} must be within 0..86400 seconds, got {seconds!r}"
+            )
+    try:
+        return RetryPolicy(retries, on, float(backoff_s), float(max_backoff_s))
+    except ValueError as exc:
+        raise JobOptionError("retries", str(exc)) from None
 
 
 def _check_key(key: Any) -> None:

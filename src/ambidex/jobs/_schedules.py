@@ -14,7 +14,8 @@ Cron expressions are read by croniter and evaluated in UTC: five fields
 Misfires: a tick that passed while no process ran the schedule is fired once
 when one starts, if no more than ``misfire_grace_s`` (default 300 s) late;
 several missed ticks become that one run; a tick later than the grace is
-skipped, and the skip is logged.
+skipped, and the skip is logged. (A tick seen within a second of its time is
+on time, whatever the grace: ``misfire_grace_s=0`` means "never catch up".)
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ log = logging.getLogger("ambidex.jobs")
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 _MAX_SLEEP_S = 30.0  # re-read the clock at least this often (it may jump)
+_ON_TIME_S = 1.0
 
 
 def _croniter() -> Any:
@@ -160,7 +162,9 @@ class Scheduler:
         if due <= last:
             return
         late_s = now - due
-        run = late_s <= schedule.misfire_grace_s
+        # A tick seen within _ON_TIME_S of its time was not missed (the loop wakes
+        # a little late); the grace is for ticks that passed while nothing ran.
+        run = late_s <= schedule.misfire_grace_s + _ON_TIME_S
         missed = self._count_ticks(schedule, last, due)
         if not run:
             log.warning(

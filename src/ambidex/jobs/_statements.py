@@ -64,9 +64,9 @@ FINISH = (
         progress=func.coalesce(_b("p_final_progress", type_=Float), _jc.progress),
     )
 )
-RETRY_LATER = (
+RETRY_LATER = (  # a job someone asked to cancel is not retried: see JobStore.finish_many
     update(jobs_table)
-    .where(_HELD)
+    .where(_HELD, _jc.cancel_requested.is_(False))
     .values(
         status=QUEUED,
         run_at=_b("p_run_at", type_=Float),

@@ -96,6 +96,12 @@ from ambidex.jobs._statements import (
 
 _jc = jobs_table.c
 
+
+def _present(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without its None values (an event says only what it knows)."""
+    return {k: v for k, v in data.items() if v is not None}
+
+
 __all__ = [
     "IdempotencyConflict",
     "JobStore",
@@ -816,46 +822,64 @@ class JobStore:
     def finish_many(self, outcomes: builtins.list[Outcome]) -> builtins.list[bool]:
         """``finish`` for several jobs in one transaction; one answer per outcome."""
         now = time.time()
-        prepared = [(o, *self._prepare_outcome(o)) for o in outcomes]
-        recorded: builtins.list[bool] = []
-        events = []
+        prepared = [self._prepare_outcome(o) for o in outcomes]
+        events: builtins.list[dict[str, Any]] = []
         with self._write() as conn:
-            for o, status, text_result, error, trace in prepared:
-                data: dict[str, Any] = {"status": status.value, "attempt": o.attempt}
-                if error is not None:
-                    data["error"] = error
-                if trace is not None:
-                    data["traceback"] = trace
-                params = {
-                    "p_id": o.job_id,
-                    "p_worker": o.worker,
-                    "p_attempt": o.attempt,
-                    "p_error": error,
-                    "p_traceback": trace,
-                }
-                if o.retry_in_s is not None and status is JobStatus.FAILED:
-                    run_at = now + o.retry_in_s
-                    done = conn.execute(RETRY_LATER, {**params, "p_run_at": run_at})
-                    kind = "retrying"
-                    data.update(status=QUEUED, delay_s=round(o.retry_in_s, 3), run_at=run_at)
-                else:
-                    done = conn.execute(
-                        FINISH,
-                        {
-                            **params,
-                            "p_status": status.value,
-                            "p_now": now,
-                            "p_result": text_result,
-                            "p_final_progress": 1.0 if status is JobStatus.SUCCEEDED else None,
-                        },
-                    )
-                    kind = status.value
-                recorded.append(bool(done.rowcount))
-                if done.rowcount:
-                    events.append(event_row(o.job_id, kind, now, data))
+            recorded = [
+                self._record(conn, o, *p, now, events)
+                for o, p in zip(outcomes, prepared, strict=True)
+            ]
             if events:
                 conn.execute(INSERT_EVENTS, events)
         return recorded
+
+    @staticmethod
+    def _record(
+        conn: Connection,
+        o: Outcome,
+        status: JobStatus,
+        text_result: str | None,
+        error: str | None,
+        trace: str | None,
+        now: float,
+        events: builtins.list[dict[str, Any]],
+    ) -> bool:
+        """Write one outcome (fenced by the attempt held); its event goes to ``events``."""
+        held = {"p_id": o.job_id, "p_worker": o.worker, "p_attempt": o.attempt}
+        data: dict[str, Any] = {"attempt": o.attempt, "error": error, "traceback": trace}
+        if o.retry_in_s is not None and status is JobStatus.FAILED:
+            run_at = now + o.retry_in_s
+            later = {**held, "p_run_at": run_at, "p_error": error, "p_traceback": trace}
+            if conn.execute(RETRY_LATER, later).rowcount:
+                delay_s = round(o.retry_in_s, 3)
+                retry = {"status": QUEUED, "delay_s": delay_s, "run_at": run_at}
+                events.append(event_row(o.job_id, "retrying", now, {**retry, **_present(data)}))
+                return True
+            # Not held any more, or someone asked to cancel it: a cancel is never
+            # retried, so it ends here, cancelled, with its failure kept.
+            status = JobStatus.CANCELLED
+            error = storable_text(
+                f"cancelled by request; its last attempt failed: {error}", MAX_ERROR_CHARS
+            )
+            data["error"] = error
+        done = conn.execute(
+            FINISH,
+            {
+                **held,
+                "p_status": status.value,
+                "p_now": now,
+                "p_result": text_result,
+                "p_error": error,
+                "p_traceback": trace,
+                "p_final_progress": 1.0 if status is JobStatus.SUCCEEDED else None,
+            },
+        )
+        if not done.rowcount:
+            return False
+        events.append(
+            event_row(o.job_id, status.value, now, {"status": status.value, **_present(data)})
+        )
+        return True
 
     def release(self, worker: str) -> int:
         """Put back in the queue every job ``worker`` holds (a clean shutdown).
