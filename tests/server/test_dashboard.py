@@ -6,7 +6,10 @@ Each test starts a real job service on loopback, opens the pages, and waits
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +17,12 @@ import httpx
 import pytest
 from _server_support import serve_in_thread
 
+import ambidex as ax
+from ambidex.jobs import JobEvent, JobManager, WorkloadRegistry
+from ambidex.jobs._builtin import register as register_builtins
 from ambidex.server import create_app
 from ambidex.server._auth import TOKEN_COOKIE
+from ambidex.server._dashboard import _event_rows
 
 try:
     from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -57,6 +64,58 @@ _WATCH_ROWS = """() => {
 }"""
 
 
+# -- workloads of the tests' own servers ----------------------------------------------
+
+
+def fails_once(marker: str) -> str:
+    """Fail the first time (leaving the file ``marker``), succeed after (on an I/O thread)."""
+    if not Path(marker).exists():
+        Path(marker).write_text("")
+        raise RuntimeError("the first try fails")
+    return "second try"
+
+
+async def always_fails(message: str) -> None:
+    raise RuntimeError(message)
+
+
+async def double(x: float) -> float:
+    return x * 2
+
+
+async def label(x: float) -> str:
+    return f"<b>{x}</b>"
+
+
+def _registry() -> WorkloadRegistry:
+    """The built-in workloads, the ones above, and the workflow ``calc`` (double, then label)."""
+    reg = WorkloadRegistry()
+    register_builtins(reg)
+    for fn in (fails_once, always_fails):
+        reg.register(fn)
+    wf = ax.Workflow("calc", inputs={"x": float})
+    doubled = wf.node("double", double, input={"x": wf.inputs.x})
+    wf.node("label", label, input={"x": doubled.output})
+    reg.register_workflow(wf)
+    return reg
+
+
+@pytest.fixture
+def own_url(tmp_path: Path) -> Iterator[str]:
+    """A job service running the workloads of ``_registry``."""
+    app = create_app(tmp_path / "jobs.sqlite", registry=_registry(), concurrency=4, lease_s=5.0)
+    with serve_in_thread(app) as url:
+        yield url
+
+
+@pytest.fixture
+def idle_url(tmp_path: Path) -> Iterator[str]:
+    """A job service that runs no jobs itself (concurrency 0), and no worker anywhere."""
+    app = create_app(tmp_path / "jobs.sqlite", concurrency=0, lease_s=5.0)
+    with serve_in_thread(app) as url:
+        yield url
+
+
 @pytest.fixture
 def token_server_url(tmp_path: Path) -> Iterator[str]:
     """A job service that needs a token."""
@@ -96,14 +155,31 @@ def page(browser: Browser) -> Iterator[Page]:
     assert not errors, f"scripts on the page threw: {errors}"
 
 
-def _submit(url: str, workload: str, input: dict[str, Any], token: str | None = None) -> str:
+def _submit(
+    url: str, workload: str, input: dict[str, Any], token: str | None = None, **options: Any
+) -> str:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    answer = httpx.post(
-        f"{url}/v1/jobs", json={"workload": workload, "input": input}, headers=headers
-    )
+    body = {"workload": workload, "input": input, **options}
+    answer = httpx.post(f"{url}/v1/jobs", json=body, headers=headers)
     assert answer.status_code == 202, answer.text
     job_id: str = answer.json()["id"]
     return job_id
+
+
+def _run(url: str, workload: str, input: dict[str, Any]) -> dict[str, Any]:
+    """Run a job to its end; the finished job."""
+    answer = httpx.post(f"{url}/v1/run/{workload}", json=input, timeout=30)
+    assert answer.status_code == 200, answer.text
+    job: dict[str, Any] = answer.json()
+    return job
+
+
+def _finished(url: str, job_id: str) -> dict[str, Any]:
+    """The job once it has finished (its event stream ends then)."""
+    httpx.get(f"{url}/v1/jobs/{job_id}/events", timeout=30)
+    job: dict[str, Any] = httpx.get(f"{url}/v1/jobs/{job_id}").json()
+    assert job["status"] in ("succeeded", "failed", "cancelled"), job
+    return job
 
 
 def _event_seqs(url: str, job_id: str) -> list[int]:
@@ -145,7 +221,7 @@ def test_list_shows_a_submitted_job_running_then_succeeded(server_url: str, page
     expect(row.locator('[data-field="progress"]')).to_have_attribute("data-progress", "1")
     expect(row.locator(".pct")).to_have_text("100%")
     expect(row.locator('[data-field="workload"]')).to_have_text("sleep")
-    expect(row.locator('[data-field="attempts"]')).to_have_text("1/3")
+    expect(row.locator('[data-field="attempts"]')).to_have_text("1")
     expect(row.locator('[data-field="finished_at"]')).not_to_have_text("")
     expect(page.locator('[data-count="succeeded"]')).to_have_text("1", timeout=WAIT_MS)
     expect(page.locator('[data-count="all"]')).to_have_text("1")
@@ -166,18 +242,85 @@ def test_list_filters_by_status(server_url: str, page: Page) -> None:
     expect(page.locator('[data-count="cancelled"]')).to_have_text("1", timeout=WAIT_MS)
 
 
-def test_list_pages_back_to_older_jobs(server_url: str, page: Page) -> None:
-    oldest, middle, newest = (_submit(server_url, "echo", {"value": i}) for i in range(3))
-    _open_live_list(page, server_url + "/?limit=2")
+def test_list_pages_to_older_jobs_and_back(own_url: str, page: Page) -> None:
+    echoes = [_run(own_url, "echo", {"value": i})["id"] for i in range(5)]
+    _run(own_url, "sleep", {"seconds": 0})  # not an echo: the workload filter leaves it out
+    newest_first = echoes[::-1]
     rows = page.locator("#job-rows tr")
+
+    def shown() -> None:
+        expect(page.locator("#live")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+
+    _open_live_list(page, own_url + "/?workload=echo&limit=2")
     expect(rows).to_have_count(2)
-    expect(rows.first).to_have_attribute("data-job-id", newest)
+    expect(rows.nth(0)).to_have_attribute("data-job-id", newest_first[0])
+    expect(page.locator("#newer")).to_be_hidden()
     page.click("#older")
-    expect(page.locator("#live")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    shown()
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0)).to_have_attribute("data-job-id", newest_first[2])
+    expect(rows.nth(1)).to_have_attribute("data-job-id", newest_first[3])
+    page.click("#older")
+    shown()
     expect(rows).to_have_count(1)
-    expect(rows.first).to_have_attribute("data-job-id", oldest)
-    expect(page.locator("#older")).to_have_count(0)
-    assert middle not in page.content()
+    expect(rows.first).to_have_attribute("data-job-id", newest_first[4])
+    expect(page.locator("#older")).to_be_hidden()
+    assert "workload=echo" in page.url
+
+    page.click("#newer")
+    shown()
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0)).to_have_attribute("data-job-id", newest_first[2])
+    page.click("#newer")
+    shown()
+    expect(rows.nth(0)).to_have_attribute("data-job-id", newest_first[0])
+    expect(rows.nth(1)).to_have_attribute("data-job-id", newest_first[1])
+    expect(page.locator("#newer")).to_be_hidden()
+    expect(page.locator("#older")).to_be_visible()
+
+
+def test_list_filters_by_workload_with_the_status(own_url: str, tmp_path: Path, page: Page) -> None:
+    async def store_a_job_of_a_gone_workload() -> None:
+        reg = WorkloadRegistry()
+        reg.register(always_fails, name="retired")
+        async with JobManager(tmp_path / "jobs.sqlite", reg, concurrency=0) as jm:
+            await jm.submit("retired", {"message": "x"})
+
+    # Playwright's sync API holds this thread's event loop: run the manager in another thread.
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(lambda: asyncio.run(store_a_job_of_a_gone_workload())).result()
+    echo = _run(own_url, "echo", {"value": 1})["id"]
+    failed = _finished(own_url, _submit(own_url, "always_fails", {"message": "no"}))["id"]
+    _open_live_list(page, own_url)
+    options = page.locator("#workload-select option").evaluate_all(
+        "options => options.map(o => o.value)"
+    )
+    assert options[0] == ""
+    assert {"echo", "sleep", "calc", "always_fails", "retired"} <= set(options)
+    # This server's worker does not take "retired": its queued job waits, and the list says so.
+    expect(page.locator("#queue-banner")).to_be_visible()
+    expect(page.locator("#queue-problem")).to_have_text("no live worker takes retired (1 queued).")
+
+    page.select_option("#workload-select", "echo")
+    expect(page.locator("#live")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    assert "workload=echo" in page.url
+    expect(page.locator("#job-rows tr")).to_have_count(1)
+    expect(page.locator(f'#job-rows tr[data-job-id="{echo}"]')).to_be_visible()
+    expect(page.locator('[data-count="all"]')).to_have_text("1", timeout=WAIT_MS)
+
+    # A status chip keeps the workload; the workload filter keeps the status.
+    page.click('#filters a[data-filter="failed"]')
+    expect(page.locator("#empty")).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator("#empty")).to_have_text("No failed jobs of echo.")
+    page.select_option("#workload-select", "always_fails")
+    expect(page.locator(f'#job-rows tr[data-job-id="{failed}"]')).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator("#job-rows tr")).to_have_count(1)
+    assert "status=failed" in page.url
+    expect(page.locator('#filters a[data-filter="failed"]')).to_have_class("chip active")
+
+    page.select_option("#workload-select", "")
+    expect(page.locator("#job-rows tr")).to_have_count(1, timeout=WAIT_MS)
+    assert "workload" not in page.url
 
 
 def test_submit_form_submits_a_job_and_reports_bad_input(server_url: str, page: Page) -> None:
@@ -226,7 +369,8 @@ def test_job_page_streams_events_and_shows_the_result(server_url: str, page: Pag
     expect(page.locator("#error")).to_be_hidden()
     expect(page.locator("#cancel")).to_be_hidden()
     expect(page.locator('.progress[data-field="progress"] .pct')).to_have_text("100%")
-    expect(page.locator('#fields [data-field="attempts"]')).to_have_text("1/3")
+    expect(page.locator('#fields [data-field="attempts"]')).to_have_text("1")
+    expect(page.locator('#fields [data-field="max_attempts"]')).to_have_text("3")
     expect(page.locator('#fields [data-field="worker"]')).not_to_have_text("\u2013")
     expect(page.locator("#live")).to_have_text("finished")
 
@@ -320,3 +464,318 @@ def test_token_is_needed_then_kept_in_a_cookie(token_server_url: str, page: Page
     expect(page.locator("#result")).to_contain_text('"steps": 4', timeout=WAIT_MS)
     page.goto(f"{url}/")
     expect(row).to_have_attribute("data-status", "succeeded", timeout=WAIT_MS)
+    # A write from the page is authorized by the cookie (and its X-Requested-With header).
+    row.locator('button[data-action="rerun"]').click()
+    expect(page.locator("#action-message")).to_contain_text("re-run as", timeout=WAIT_MS)
+    expect(page.locator("#action-message")).to_have_attribute("data-kind", "ok")
+
+
+# -- actions ---------------------------------------------------------------------------
+
+
+def _row(page: Page, job_id: str) -> Any:
+    return page.locator(f'#job-rows tr[data-job-id="{job_id}"]')
+
+
+def test_list_retry_runs_a_failed_job_again(own_url: str, tmp_path: Path, page: Page) -> None:
+    job_id = _submit(own_url, "fails_once", {"marker": str(tmp_path / "tried")})
+    _open_live_list(page, own_url)
+    row = _row(page, job_id)
+    expect(row).to_have_attribute("data-status", "failed", timeout=WAIT_MS)
+    expect(row.locator('[data-field="error"]')).to_have_text("RuntimeError: the first try fails")
+    expect(row.locator('button[data-action="cancel"]')).to_be_hidden()
+    expect(row.locator('button[data-action="rerun"]')).to_be_visible()
+
+    row.locator('button[data-action="retry"]').click()
+    message = page.locator("#action-message")
+    expect(message).to_have_attribute("data-kind", "ok", timeout=WAIT_MS)
+    expect(message).to_have_text(f"Job {job_id} is back in the queue.")
+    expect(row).to_have_attribute("data-status", "succeeded", timeout=WAIT_MS)
+    expect(row.locator('[data-field="error"]')).to_have_text("")
+    expect(row.locator('button[data-action="retry"]')).to_be_hidden()
+    expect(row.locator('[data-field="duration"]')).to_have_text(re.compile(r"^\d+\.\d\d s$"))
+    assert httpx.get(f"{own_url}/v1/jobs/{job_id}").json()["result"] == "second try"
+
+
+def test_list_rerun_makes_a_new_job_linked_to_the_old(own_url: str, page: Page) -> None:
+    old = _run(own_url, "echo", {"value": "again"})["id"]
+    _open_live_list(page, own_url)
+    expect(_row(page, old).locator('button[data-action="retry"]')).to_be_hidden()
+    _row(page, old).locator('button[data-action="rerun"]').click()
+    message = page.locator("#action-message")
+    expect(message).to_contain_text(f"Job {old} re-run as ", timeout=WAIT_MS)
+    new = message.get_attribute("data-new-job-id")
+    assert new
+    assert new != old
+    expect(message.locator(f'a[href="/jobs/{new}"]')).to_have_text(new)
+    expect(_row(page, new)).to_have_attribute("data-status", "succeeded", timeout=WAIT_MS)
+    expect(page.locator("#job-rows tr").first).to_have_attribute("data-job-id", new)
+    job = httpx.get(f"{own_url}/v1/jobs/{new}").json()
+    assert job["rerun_of"] == old
+    assert job["result"] == "again"
+
+    message.locator(f'a[href="/jobs/{new}"]').click()
+    expect(page.locator('#fields [data-field="rerun_of"] a')).to_have_attribute(
+        "href", f"/jobs/{old}"
+    )
+
+
+def test_list_cancel_stops_a_running_job(own_url: str, page: Page) -> None:
+    job_id = _submit(own_url, "sleep", {"seconds": 30, "steps": 30})
+    _open_live_list(page, own_url)
+    row = _row(page, job_id)
+    expect(row).to_have_attribute("data-status", "running", timeout=WAIT_MS)
+    expect(row.locator('button[data-action="rerun"]')).to_be_hidden()
+    row.locator('button[data-action="cancel"]').click()
+    expect(row).to_have_attribute("data-status", "cancelled", timeout=WAIT_MS)
+    expect(page.locator("#action-message")).to_have_attribute("data-kind", "ok")
+    expect(row.locator('button[data-action="cancel"]')).to_be_hidden()
+    expect(row.locator('button[data-action="retry"]')).to_be_visible()
+    expect(row.locator('button[data-action="rerun"]')).to_be_visible()
+    assert httpx.get(f"{own_url}/v1/jobs/{job_id}").json()["status"] == "cancelled"
+
+
+# -- workers ---------------------------------------------------------------------------
+
+
+def test_workers_page_lists_this_server_as_a_live_worker(own_url: str, page: Page) -> None:
+    page.goto(f"{own_url}/")
+    page.click('#nav a[data-nav="workers"]')
+    expect(page.locator("#live")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    rows = page.locator("#worker-rows tr")
+    expect(rows).to_have_count(1)
+    worker = rows.first
+    expect(worker).to_have_attribute("data-alive", "true")
+    expect(worker.locator('[data-field="state"]')).to_have_text("alive")
+    expect(worker.locator('[data-field="here"]')).to_be_visible()
+    expect(worker.locator('[data-field="held"]')).to_have_text("0/4")
+    expect(worker.locator('[data-field="workloads"]')).to_have_text(
+        "always_fails, calc, echo, fails_once, primes, sleep"
+    )
+    expect(worker.locator('[data-field="age"]')).to_have_text(re.compile(r"^\d+\.\d s ago$"))
+    expect(page.locator("#queue-banner")).to_be_hidden()
+    expect(page.locator('[data-stat="alive"]')).to_have_text("1")
+
+    job_id = _submit(own_url, "sleep", {"seconds": 30, "steps": 30})
+    expect(worker.locator('[data-field="held"]')).to_have_text("1/4", timeout=WAIT_MS)
+    expect(page.locator('[data-stat="running"]')).to_have_text("1", timeout=WAIT_MS)
+    httpx.delete(f"{own_url}/v1/jobs/{job_id}")
+
+
+def test_without_a_worker_the_pages_say_nothing_consumes_the_queue(
+    idle_url: str, page: Page
+) -> None:
+    page.goto(f"{idle_url}/workers")
+    banner = page.locator("#queue-banner")
+    expect(banner).to_be_visible()
+    expect(banner).to_contain_text("Nothing consumes the queue")
+    expect(page.locator("#queue-problem")).to_have_text(
+        "no worker is alive; jobs submitted now will wait."
+    )
+    expect(page.locator("#worker-command")).to_contain_text("ambidex worker --db ")
+    expect(page.locator("#worker-command")).to_contain_text("jobs.sqlite")
+    expect(page.locator("#no-workers")).to_be_visible()
+    expect(page.locator("#this-server")).to_contain_text("--concurrency 0")
+
+    _open_live_list(page, idle_url)
+    expect(page.locator("#queue-banner")).to_be_hidden()  # nothing waits yet
+    job_id = _submit(idle_url, "echo", {"value": 1})
+    expect(page.locator("#queue-banner")).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator("#queue-problem")).to_have_text("no worker is alive, and 1 job is queued.")
+    expect(_row(page, job_id)).to_have_attribute("data-status", "queued")
+
+    page.goto(f"{idle_url}/workers")
+    expect(page.locator("#queue-problem")).to_have_text("no worker is alive, and 1 job is queued.")
+    expect(page.locator('[data-stat="queued"]')).to_have_text("1")
+
+
+# -- one job: attempts, tracebacks, summaries ------------------------------------------
+
+
+def test_job_page_shows_the_traceback_and_every_attempt(own_url: str, page: Page) -> None:
+    job_id = _submit(
+        own_url, "always_fails", {"message": "bad luck"}, retries=1, retry_backoff_s=0.05
+    )
+    page.goto(f"{own_url}/jobs/{job_id}")
+    job = page.locator("#job")
+    expect(job).to_have_attribute("data-status", "failed", timeout=WAIT_MS)
+    attempts = page.locator("#attempt-rows tr")
+    expect(attempts).to_have_count(2, timeout=WAIT_MS)
+    expect(attempts.nth(0)).to_have_attribute("data-outcome", "retrying")
+    expect(attempts.nth(1)).to_have_attribute("data-outcome", "failed")
+    for i in range(2):
+        expect(attempts.nth(i).locator('[data-field="error"]')).to_have_text(
+            "RuntimeError: bad luck"
+        )
+    first_trace = attempts.nth(0).locator('[data-field="traceback"]')
+    expect(first_trace).to_be_hidden()  # collapsed until asked for
+    attempts.nth(0).locator("summary").click()
+    expect(first_trace).to_contain_text("in always_fails")
+    expect(page.locator("#error")).to_have_text("RuntimeError: bad luck")
+    expect(page.locator("#traceback")).to_be_visible()
+    expect(page.locator("#traceback")).to_contain_text("Traceback (most recent call last)")
+    expect(page.locator("#traceback")).to_contain_text("RuntimeError: bad luck")
+    expect(page.locator('#fields [data-field="retries"]')).to_have_text("1/1")
+    expect(page.locator('#fields [data-field="attempts"]')).to_have_text("2")
+    expect(page.locator("#cancel")).to_be_hidden()
+
+    # Retried by hand, it runs (and fails) twice more, followed live.
+    page.click("#retry")
+    expect(page.locator("#job-message")).to_have_text(f"Job {job_id} is back in the queue.")
+    expect(attempts).to_have_count(4, timeout=WAIT_MS)
+    expect(job).to_have_attribute("data-status", "failed", timeout=WAIT_MS)
+    expect(attempts.nth(3)).to_have_attribute("data-outcome", "failed", timeout=WAIT_MS)
+    expect(page.locator("#retry")).to_be_visible()
+
+
+def test_job_page_shows_the_job_options_and_cancels_a_queued_job(idle_url: str, page: Page) -> None:
+    key = "<b>order-17</b>"
+    job_id = _submit(idle_url, "echo", {"value": 1}, delay_s=3600, priority=5, idempotency_key=key)
+    page.goto(f"{idle_url}/jobs/{job_id}")
+    fields = page.locator("#fields")
+    expect(fields.locator('[data-row="run_at"]')).to_be_visible()
+    expect(fields.locator('[data-field="priority"]')).to_have_text("5")
+    expect(fields.locator('[data-field="idempotency_key"]')).to_have_text(key)
+    expect(fields.locator('[data-field="rerun_of"]')).to_have_text("\u2013")
+    expect(page.locator("#no-attempts")).to_be_visible()
+    expect(page.locator("#retry")).to_be_hidden()
+    expect(page.locator("#rerun")).to_be_hidden()
+
+    page.click("#cancel")
+    expect(page.locator("#job")).to_have_attribute("data-status", "cancelled", timeout=WAIT_MS)
+    expect(page.locator("#job-message")).to_have_text(f"Job {job_id} cancelled.")
+    expect(page.locator("#cancel")).to_be_hidden()
+    expect(page.locator("#retry")).to_be_visible()
+    expect(page.locator("#rerun")).to_be_visible()
+    expect(fields.locator('[data-row="run_at"]')).to_be_hidden()  # it waits no more
+
+
+def test_job_page_shows_a_repeated_progress_report_once(idle_url: str, page: Page) -> None:
+    job_id = _submit(idle_url, "echo", {"value": 1})  # stays queued: nothing runs it
+    reports = [(0.5, "halfway"), (0.5, "halfway"), (0.5, "halfway"), (0.75, "further")]
+    stream = "".join(
+        f"id: {seq}\nevent: progress\n"
+        f'data: {{"seq": {seq}, "job_id": "{job_id}", "kind": "progress", '
+        f'"at": "2030-01-01T00:00:00.000Z", "progress": {p}, "message": "{m}"}}\n\n'
+        for seq, (p, m) in enumerate(reports, start=100)
+    )
+    page.route(
+        re.compile(rf".*/v1/jobs/{job_id}/events\?after=\d+$"),
+        lambda route: route.fulfill(
+            status=200, headers={"Content-Type": "text/event-stream"}, body=stream
+        ),
+    )
+    # (When the made-up stream ends, the page reloads the job's record, which has no progress.)
+    page.goto(f"{idle_url}/jobs/{job_id}")
+    details = page.locator('#event-rows tr[data-kind="progress"] .detail')
+    expect(details).to_have_text(["50% \u00b7 halfway", "75% \u00b7 further"], timeout=WAIT_MS)
+
+
+def test_job_page_renders_a_repeated_progress_report_once() -> None:
+    def progress(seq: int, fraction: float) -> JobEvent:
+        return JobEvent(seq, "j", "progress", 0.0, {"progress": fraction, "message": "m"})
+
+    started = JobEvent(3, "j", "started", 0.0, {"attempt": 2})
+    events = [progress(1, 0.5), progress(2, 0.5), started, progress(4, 0.5), progress(5, 0.5)]
+    rows = re.findall(r'data-seq="(\d+)"', _event_rows(events))
+    assert rows == ["1", "3", "4"]
+
+
+def test_workflow_job_page_summarizes_its_nodes(own_url: str, page: Page) -> None:
+    job_id = _submit(own_url, "calc", {"x": 2})
+    page.goto(f"{own_url}/jobs/{job_id}")
+    summary = page.locator("#summary")
+    expect(summary).to_be_visible(timeout=WAIT_MS)
+    expect(summary).to_have_attribute("data-kind", "workflow")
+    expect(page.locator("#summary-head")).to_contain_text("workflow calc")
+    nodes = page.locator("#summary-nodes tbody tr")
+    expect(nodes).to_have_count(2)
+    double_row = page.locator('#summary-nodes tr[data-node="double"]')
+    expect(double_row.locator(".badge")).to_have_text("succeeded")
+    expect(double_row.locator("td").last).to_have_text("4")
+    # A node's output is text, never markup.
+    expect(page.locator('#summary-nodes tr[data-node="label"] td').last).to_have_text("<b>4.0</b>")
+    expect(page.locator("#summary b")).to_have_count(0)
+    # The raw JSON is one click away.
+    expect(page.locator("#result")).to_be_hidden()
+    page.click("#result-label")
+    expect(page.locator("#result")).to_contain_text('"workflow": "calc"')
+
+    # Re-run from the job page: a link to the new job, which names this one.
+    page.click("#rerun")
+    link = page.locator("#job-message a").last
+    expect(link).to_be_visible(timeout=WAIT_MS)
+    link.click()
+    expect(page.locator("#job")).not_to_have_attribute("data-job-id", job_id)
+    expect(page.locator('#fields [data-field="rerun_of"]')).to_have_text(job_id)
+    expect(page.locator("#summary")).to_be_visible(timeout=WAIT_MS)
+
+
+SWEEP = {
+    "kind": "sweep",
+    "model": "Boltzmann",
+    "grid": {"n": [10, 100]},
+    "replicates": 2,
+    "steps": 50,
+    "seed": 7,
+    "elapsed_s": 0.5,
+    "points": [
+        {"point": {"n": 10}, "final": {"gini": {"mean": 0.25, "sd": 0.125}}},
+        {"point": {"n": 100}, "final": {"gini": {"mean": 0.5, "sd": 0.0625}}},
+    ],
+}
+EVOLUTION = {
+    "best": {
+        "id": 9,
+        "score": 2.5,
+        "metrics": {"speed": 3},
+        "code": "def f(): ...",
+        "iteration": 4,
+    },
+    "initial_score": 1.0,
+    "improved": True,
+    "iterations": 10,
+    "done": 10,
+    "succeeded": 8,
+    "failed": 2,
+    "failures": {"timeout": 2},
+    "elapsed_s": 3.0,
+}
+
+
+def test_sweep_and_evolution_results_are_summarized(server_url: str, page: Page) -> None:
+    sweep = _run(server_url, "echo", {"value": SWEEP})["id"]
+    page.goto(f"{server_url}/jobs/{sweep}")
+    expect(page.locator("#summary")).to_have_attribute("data-kind", "sweep")
+    points = page.locator("#summary-points tbody tr")
+    expect(points).to_have_count(2)
+    expect(points.nth(1).locator("td")).to_have_text(["100", "0.5 \u00b1 0.0625"])
+
+    evolution = _run(server_url, "echo", {"value": EVOLUTION})["id"]
+    page.goto(f"{server_url}/jobs/{evolution}")
+    expect(page.locator("#summary")).to_have_attribute("data-kind", "evolution")
+    expect(page.locator("#summary-head")).to_contain_text("best score 2.5")
+    expect(page.locator("#summary-code")).to_have_text("def f(): ...")
+    expect(page.locator("#summary-failures")).to_have_text("Failures: timeout: 2")
+
+    plain = _run(server_url, "echo", {"value": {"nodes": 1}})["id"]
+    page.goto(f"{server_url}/jobs/{plain}")
+    expect(page.locator("#summary")).to_be_hidden()
+    expect(page.locator("#result")).to_be_visible()
+
+
+def test_errors_and_tracebacks_are_shown_as_text_never_run(own_url: str, page: Page) -> None:
+    evil = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
+    job_id = _finished(own_url, _submit(own_url, "always_fails", {"message": evil}))["id"]
+    _open_live_list(page, own_url)
+    error = _row(page, job_id).locator('[data-field="error"]')
+    expect(error).to_have_text(f"RuntimeError: {evil}")
+    expect(error).to_have_attribute("title", f"RuntimeError: {evil}")
+    expect(page.locator("#job-rows img")).to_have_count(0)
+    page.goto(f"{own_url}/jobs/{job_id}")
+    expect(page.locator("#error")).to_have_text(f"RuntimeError: {evil}")
+    expect(page.locator("#traceback")).to_contain_text(f"RuntimeError: {evil}")
+    expect(page.locator('#attempt-rows [data-field="error"]')).to_have_text(f"RuntimeError: {evil}")
+    expect(page.locator("#job img")).to_have_count(0)
+    expect(page.locator("#job script")).to_have_count(0)
+    assert page.evaluate("window.pwned") is None

@@ -3,8 +3,19 @@
 "use strict";
 const AX = (() => {
   const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
-  const HIDDEN_EVENT_KEYS = new Set(["seq", "job_id", "kind", "at"]);
+  // The traceback of a failed attempt is in the attempts table; run_at repeats delay_s.
+  const HIDDEN_EVENT_KEYS = new Set(["seq", "job_id", "kind", "at", "traceback", "run_at"]);
+  const DASH = "\u2013";
   const pad = (n) => String(n).padStart(2, "0");
+  const enc = encodeURIComponent;
+  const jobHref = (id) => `/jobs/${enc(id)}`;
+
+  // What a page can do to a job, and in which states (the server's _ACTIONS).
+  const ACTIONS = {
+    retry: { method: "POST", path: (id) => `/v1/jobs/${enc(id)}/retry`, when: new Set(["failed", "cancelled"]) },
+    rerun: { method: "POST", path: (id) => `/v1/jobs/${enc(id)}/rerun`, when: TERMINAL },
+    cancel: { method: "DELETE", path: (id) => `/v1/jobs/${enc(id)}`, when: new Set(["queued", "running"]) },
+  };
 
   class ApiError extends Error {
     constructor(status, message) {
@@ -22,10 +33,13 @@ const AX = (() => {
       `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
   }
 
+  // A <time class="compact"> (in a table) leaves out today's date.
   function setTime(el, iso) {
     el.dateTime = iso || "";
     el.title = iso || "";
-    el.textContent = formatTime(iso);
+    const text = formatTime(iso);
+    const today = formatTime(new Date().toISOString()).slice(0, 11);
+    el.textContent = el.classList.contains("compact") && text.startsWith(today) ? text.slice(11) : text;
   }
 
   function localizeTimes(root) {
@@ -37,7 +51,18 @@ const AX = (() => {
     return job.status === "succeeded" ? 1 : null;
   }
 
-  const percent = (f) => (f === null ? "\u2013" : `${Math.round(f * 100)}%`);
+  const percent = (f) => (f === null ? DASH : `${Math.round(f * 100)}%`);
+
+  // "1.23 s", "4 min 5 s", "2 h 3 min" (the server's _duration); a dash when unknown.
+  function duration(s) {
+    if (typeof s !== "number" || !Number.isFinite(s)) return DASH;
+    if (s < 60) return `${s.toFixed(2)} s`;
+    const whole = Math.floor(s);
+    if (whole < 3600) return `${Math.floor(whole / 60)} min ${whole % 60} s`;
+    return `${Math.floor(whole / 3600)} h ${Math.floor((whole % 3600) / 60)} min`;
+  }
+
+  const firstLine = (text) => (text ? String(text).split("\n", 1)[0] : "");
 
   // Fill a ".progress" box (bar and percentage) from a job or {progress, status}.
   function setProgress(box, job) {
@@ -77,6 +102,81 @@ const AX = (() => {
     return parts.join(" \u00b7 ");
   }
 
+  // Show or hide each button[data-action] under root as the job's status allows.
+  function setActions(root, job) {
+    for (const button of root.querySelectorAll("button[data-action]")) {
+      const action = ACTIONS[button.dataset.action];
+      button.hidden = !action || !action.when.has(job.status);
+      if (button.dataset.action === "cancel") {
+        button.disabled = Boolean(job.cancel_requested) && !TERMINAL.has(job.status);
+        button.title = button.disabled ? "cancel requested; waiting for the worker" : "";
+      }
+    }
+  }
+
+  function jobLink(id) {
+    const a = document.createElement("a");
+    a.href = jobHref(id);
+    a.className = "mono";
+    a.dataset.jobId = id;
+    a.textContent = id;
+    return a;
+  }
+
+  // Say something in a message element: parts are strings or {job: id} (a link).
+  function say(el, kind, ...parts) {
+    el.dataset.kind = kind;
+    delete el.dataset.newJobId;
+    el.replaceChildren(...parts.map((p) => (typeof p === "string" ? p : jobLink(p.job))));
+  }
+
+  // Do an action to a job; say how it went in el. Returns the job (the new one for rerun), or null.
+  async function act(action, jobId, el) {
+    const spec = ACTIONS[action];
+    say(el, "", `${{ retry: "Retrying", rerun: "Re-running", cancel: "Cancelling" }[action]} job `, { job: jobId }, "\u2026");
+    try {
+      const job = await api(spec.method, spec.path(jobId));
+      if (action === "rerun") {
+        say(el, "ok", "Job ", { job: jobId }, " re-run as ", { job: job.id }, ".");
+        el.dataset.newJobId = job.id;
+      } else if (action === "retry") {
+        say(el, "ok", "Job ", { job: jobId }, " is back in the queue.");
+      } else if (TERMINAL.has(job.status)) {
+        say(el, "ok", "Job ", { job: jobId }, ` ${job.status}.`);
+      } else {
+        say(el, "ok", "Cancel requested for job ", { job: jobId }, "; waiting for its worker.");
+      }
+      return job;
+    } catch (err) {
+      say(el, "error", `Could not ${action === "rerun" ? "re-run" : action} job `, { job: jobId }, `: ${err.message}`);
+      return null;
+    }
+  }
+
+  // Why the queue is not being worked (the server's _queue_problem), or "".
+  // state: {workers_alive, queued, orphaned: {workload: queued jobs}}; always: say so even
+  // when nothing is queued.
+  function queueProblem(state, always) {
+    const n = state.queued;
+    const jobs = `${n} job${n === 1 ? "" : "s"}`;
+    if (state.workers_alive === 0) {
+      if (n > 0) return `no worker is alive, and ${jobs} ${n === 1 ? "is" : "are"} queued.`;
+      return always ? "no worker is alive; jobs submitted now will wait." : "";
+    }
+    const names = Object.keys(state.orphaned || {});
+    if (!names.length) return "";
+    const waiting = names.reduce((sum, name) => sum + state.orphaned[name], 0);
+    return `no live worker takes ${names.join(", ")} (${waiting} queued).`;
+  }
+
+  function setQueueBanner(state, always) {
+    const banner = document.getElementById("queue-banner");
+    if (!banner) return;
+    const text = queueProblem(state, always);
+    banner.hidden = !text;
+    document.getElementById("queue-problem").textContent = text;
+  }
+
   function errorText(status, body) {
     const detail = body && body.detail;
     if (Array.isArray(detail)) {
@@ -109,5 +209,8 @@ const AX = (() => {
     return data;
   }
 
-  return { TERMINAL, ApiError, api, eventDetail, formatTime, localizeTimes, setBadge, setLive, setProgress, setTime };
+  return {
+    TERMINAL, DASH, ApiError, act, api, duration, eventDetail, firstLine, formatTime, jobHref, jobLink,
+    localizeTimes, say, setActions, setBadge, setLive, setProgress, setQueueBanner, setTime,
+  };
 })();
