@@ -340,3 +340,17 @@ def test_workers_says_when_nothing_consumes_the_queue(tmp_path: Path) -> None:
     assert code == 0
     assert "no live worker" in out
     assert "1 job(s) queued" in out
+
+
+def test_workers_names_queued_workloads_no_live_worker_takes(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.sqlite"
+    from ambidex.jobs import JobStore
+
+    with JobStore(db) as store:
+        store.submit("retired", {})  # a workload nobody offers any more
+    with serve_in_thread(create_app(db, concurrency=2)) as url:
+        code, out, _ = jobs("workers", url=url)
+        listed = json.loads(jobs("workers", "--json", url=url)[1])
+    assert code == 0
+    assert "no live worker takes retired (1 queued)" in out
+    assert listed["unserved"] == {"retired": 1}

@@ -182,7 +182,7 @@ def list_jobs(
             escape(job.workload),
             _status(job),
             _percent(job),
-            f"{job.attempts}/{job.max_attempts}",
+            str(job.attempts),
             "-" if job.duration_s is None else f"{job.duration_s:.2f} s",
             _when(job.created_at),
             escape((job.error or "").splitlines()[0] if job.error else ""),
@@ -278,7 +278,10 @@ def _job_rows(job: Job) -> list[tuple[str, str]]:
         ("workload", escape(job.workload)),
         ("status", _status(job)),
         ("progress", _percent(job) + (f"  {escape(job.message)}" if job.message else "")),
-        ("attempts", f"{job.attempts} of {job.max_attempts}"),
+        (
+            "attempts",
+            f"{job.attempts} ({job.lost} lost with their worker; max_attempts {job.max_attempts})",
+        ),
         ("retries", f"{job.retried} of {job.retry.retries}" if job.retry.retries else "none"),
         ("priority", str(job.priority)),
         ("timeout", "-" if job.timeout_s is None else f"{job.timeout_s:g} s"),
@@ -512,6 +515,9 @@ def workers(
             "Start one: ambidex worker --db ... (or serve with --concurrency above 0)",
             highlight=False,
         )
+    elif found.get("unserved"):
+        names = ", ".join(f"{escape(w)} ({n} queued)" for w, n in found["unserved"].items())
+        console.print(f"[bold yellow]no live worker takes[/] {names}", highlight=False)
 
 
 def _parse_time(text: str) -> datetime:

@@ -332,6 +332,7 @@ def parse_job(data: Any) -> Job:
         traceback=data.get("traceback"),
         attempts=int(data.get("attempts", 0)),
         max_attempts=int(data.get("max_attempts", 0)),
+        lost=int(data.get("lost", 0)),
         timeout_s=data.get("timeout_s"),
         retry=RetryPolicy.from_dict(data),
         retried=int(data.get("retried", 0)),

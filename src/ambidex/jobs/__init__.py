@@ -29,7 +29,15 @@ from ambidex.jobs._errors import (
     UnknownWorkloadError,
 )
 from ambidex.jobs._manager import JobManager
-from ambidex.jobs._model import Attempt, Job, JobEvent, JobStatus, RetryPolicy, WorkerInfo
+from ambidex.jobs._model import (
+    Attempt,
+    Job,
+    JobEvent,
+    JobStatus,
+    QueueState,
+    RetryPolicy,
+    WorkerInfo,
+)
 from ambidex.jobs._schedules import Schedule
 from ambidex.jobs._store import JobStore, LeaseReport
 from ambidex.jobs._workloads import (
@@ -62,6 +70,7 @@ __all__ = [
     "JobStore",
     "JobWaitTimeoutError",
     "LeaseReport",
+    "QueueState",
     "RetryPolicy",
     "Schedule",
     "UnknownWorkloadError",

@@ -42,6 +42,7 @@ from ambidex.jobs._model import (
     Job,
     JobEvent,
     JobStatus,
+    QueueState,
     RetryPolicy,
     WorkerInfo,
     attempts_of,
@@ -532,6 +533,11 @@ class JobManager:
     async def workers(self) -> builtins.list[WorkerInfo]:
         """The workers sharing the store (see ``JobStore.workers``)."""
         return await self._db(self.store.workers)
+
+    async def queue_state(self) -> QueueState:
+        """The workers against the queued jobs: whether anything consumes the queue."""
+        workers = await self.workers()
+        return QueueState.of(workers, await self.counts_by_workload(), time.time())
 
     async def wait(self, job_id: str, timeout_s: float | None = None) -> Job:
         """Wait until the job has finished, or ``timeout_s`` has passed; return its record.

@@ -16,6 +16,7 @@ __all__ = [
     "Job",
     "JobEvent",
     "JobStatus",
+    "QueueState",
     "RetryPolicy",
     "WorkerInfo",
     "iso",
@@ -186,9 +187,11 @@ class Job:
     traceback: str | None = None
     """The traceback of the failure ``error`` describes (None for failures without one)."""
     attempts: int = 0
-    """How many times a worker has started the job."""
+    """How many times a worker has started the job (retries after a failure included)."""
     max_attempts: int = 3
-    """Starts allowed before a job whose worker keeps dying fails."""
+    """Starts whose worker died (``lost``) allowed before the job fails."""
+    lost: int = 0
+    """How many of its starts ended because their worker stopped renewing the lease."""
     timeout_s: float | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     retried: int = 0
@@ -230,6 +233,7 @@ class Job:
             "traceback": self.traceback,
             "attempts": self.attempts,
             "max_attempts": self.max_attempts,
+            "lost": self.lost,
             "timeout_s": self.timeout_s,
             **self.retry.as_dict(),
             "retried": self.retried,
@@ -367,3 +371,29 @@ class WorkerInfo:
             "lease_s": self.lease_s,
             "version": self.version,
         }
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """Whether anything consumes the queue: the workers against the jobs waiting for them."""
+
+    workers: list[WorkerInfo]
+    """Every worker that reported itself in the last hour, most recent heartbeat first."""
+    alive: int
+    """Workers whose heartbeat is younger than their lease."""
+    queued: int
+    running: int
+    unserved: dict[str, int]
+    """Queued jobs of each workload that no live worker takes (all of them when none is alive)."""
+
+    @classmethod
+    def of(
+        cls, workers: list[WorkerInfo], counts: dict[tuple[str, JobStatus], int], now: float
+    ) -> QueueState:
+        """The state from the workers and the store's counts by workload and status."""
+        alive = [w for w in workers if w.alive(now)]
+        taken = {name for w in alive for name in w.workloads}
+        queued = {wl: n for (wl, st), n in counts.items() if st is JobStatus.QUEUED and n}
+        running = sum(n for (_, st), n in counts.items() if st is JobStatus.RUNNING)
+        unserved = {wl: queued[wl] for wl in sorted(queued) if wl not in taken}
+        return cls(workers, len(alive), sum(queued.values()), running, unserved)

@@ -180,6 +180,7 @@ def row_to_job(row: Any) -> Job:
         traceback=m["traceback"],
         attempts=m["attempts"],
         max_attempts=m["max_attempts"],
+        lost=m["lost"],
         timeout_s=m["timeout_s"],
         retry=RetryPolicy.from_dict(_loads(m["retry"])),
         retried=m["retried"],

@@ -44,7 +44,15 @@ from sqlalchemy import Connection, and_, case, delete, func, insert, select, tex
 
 from ambidex.jobs._engines import Engines, open_engines
 from ambidex.jobs._json import JsonProblem, dumps, find_problem
-from ambidex.jobs._model import TERMINAL, Job, JobEvent, JobStatus, RetryPolicy, WorkerInfo
+from ambidex.jobs._model import (
+    TERMINAL,
+    Job,
+    JobEvent,
+    JobStatus,
+    RetryPolicy,
+    WorkerInfo,
+    iso,
+)
 from ambidex.jobs._records import (
     MAX_SEQ,
     IdempotencyConflict,
@@ -337,7 +345,7 @@ class JobStore:
     def _submitted_event(new: NewJob, job: Job, now: float) -> dict[str, Any]:
         data: dict[str, Any] = {"status": QUEUED, "workload": new.workload}
         if job.run_at is not None and job.run_at > now:
-            data["run_at"] = job.run_at
+            data["run_at"] = iso(job.run_at)
         if new.priority:
             data["priority"] = new.priority
         if new.rerun_of:
@@ -852,7 +860,7 @@ class JobStore:
             later = {**held, "p_run_at": run_at, "p_error": error, "p_traceback": trace}
             if conn.execute(RETRY_LATER, later).rowcount:
                 delay_s = round(o.retry_in_s, 3)
-                retry = {"status": QUEUED, "delay_s": delay_s, "run_at": run_at}
+                retry = {"status": QUEUED, "delay_s": delay_s, "run_at": iso(run_at)}
                 events.append(event_row(o.job_id, "retrying", now, {**retry, **_present(data)}))
                 return True
             # Not held any more, or someone asked to cancel it: a cancel is never

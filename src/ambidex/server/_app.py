@@ -413,14 +413,14 @@ def _install_service_routes(app: FastAPI, jm: JobManager, metrics: _Metrics) -> 
     @app.get("/v1/workers", response_model=WorkerList, dependencies=auth, tags=["service"])
     async def workers() -> WorkerList:
         """The workers sharing the store (live ones, and those silent for under an hour)."""
-        found = await jm.workers()
-        counts = await jm.counts()
+        state = await jm.queue_state()
         now = time.time()
         return WorkerList(
-            workers=[WorkerOut.of(w, now) for w in found],
-            alive=sum(w.alive(now) for w in found),
-            queued=counts[JobStatus.QUEUED],
-            running=counts[JobStatus.RUNNING],
+            workers=[WorkerOut.of(w, now) for w in state.workers],
+            alive=state.alive,
+            queued=state.queued,
+            running=state.running,
+            unserved=state.unserved,
         )
 
     @app.get("/healthz", tags=["service"])

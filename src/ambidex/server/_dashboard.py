@@ -31,7 +31,7 @@ import math
 import secrets
 import shlex
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -46,6 +46,7 @@ from ambidex.jobs import (
     JobManager,
     JobNotFoundError,
     JobStatus,
+    QueueState,
     WorkerInfo,
 )
 from ambidex.jobs._model import TERMINAL, iso
@@ -286,49 +287,32 @@ def _action_buttons(job: Job, *, ids: bool = False) -> str:
 # -- whether anything consumes the queue ---------------------------------------------
 
 
-@dataclass(frozen=True)
-class _QueueState:
-    """The live workers against the queued jobs (``/dashboard/state``)."""
-
-    workers_alive: int
-    queued: int
-    orphaned: dict[str, int] = field(default_factory=dict)
-    """Queued jobs of each workload no live worker takes (empty when none is alive)."""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "workers_alive": self.workers_alive,
-            "queued": self.queued,
-            "orphaned": self.orphaned,
-        }
+def _state_fields(state: QueueState) -> dict[str, Any]:
+    """What the scripts read of the queue's state (``/dashboard/state``)."""
+    return {"workers_alive": state.alive, "queued": state.queued, "orphaned": _orphaned(state)}
 
 
-def _queue_state(
-    workers: list[WorkerInfo], by_workload: dict[tuple[str, JobStatus], int]
-) -> _QueueState:
-    now = time.time()
-    alive = [w for w in workers if w.alive(now)]
-    queued = {wl: n for (wl, st), n in by_workload.items() if st is JobStatus.QUEUED and n}
-    taken = {name for w in alive for name in w.workloads}
-    orphaned = {wl: queued[wl] for wl in sorted(queued) if wl not in taken} if alive else {}
-    return _QueueState(len(alive), sum(queued.values()), orphaned)
+def _orphaned(state: QueueState) -> dict[str, int]:
+    """Queued jobs no live worker takes, when some worker is alive (else the banner says more)."""
+    return state.unserved if state.alive else {}
 
 
-def _queue_problem(state: _QueueState, *, always: bool) -> str:
+def _queue_problem(state: QueueState, *, always: bool) -> str:
     """Why the queue is not worked, or ``""`` (the scripts' ``queueProblem``).
 
     ``always``: say so when no worker is alive even if nothing is queued.
     """
     n = state.queued
     jobs = f"{n} job{'' if n == 1 else 's'}"
-    if state.workers_alive == 0:
+    if state.alive == 0:
         if n > 0:
             return f"no worker is alive, and {jobs} {'is' if n == 1 else 'are'} queued."
         return "no worker is alive; jobs submitted now will wait." if always else ""
-    if not state.orphaned:
+    orphaned = _orphaned(state)
+    if not orphaned:
         return ""
-    waiting = sum(state.orphaned.values())
-    return f"no live worker takes {', '.join(state.orphaned)} ({waiting} queued)."
+    waiting = sum(orphaned.values())
+    return f"no live worker takes {', '.join(orphaned)} ({waiting} queued)."
 
 
 def _db_argument(jm: JobManager) -> str:
@@ -342,7 +326,7 @@ def _db_argument(jm: JobManager) -> str:
     return shlex.quote(shown.replace("postgresql+psycopg://", "postgresql://", 1))
 
 
-def _queue_banner(jm: JobManager, state: _QueueState, *, workers_page: bool) -> str:
+def _queue_banner(jm: JobManager, state: QueueState, *, workers_page: bool) -> str:
     """The warning that nothing consumes (part of) the queue, with how to start a worker.
 
     On the workers page it shows even when nothing is queued.
@@ -367,12 +351,12 @@ async def dashboard_state(
     """The list page's counts by status (of one workload, if given) and the queue's state."""
     jm = _manager(request)
     by_workload = await jm.counts_by_workload()
-    state = _queue_state(await jm.workers(), by_workload)
+    state = QueueState.of(await jm.workers(), by_workload, time.time())
     counts = {s.value: 0 for s in JobStatus}
     for (wl, status), n in by_workload.items():
         if not workload or wl == workload:
             counts[status.value] += n
-    return {"counts": {"all": sum(counts.values()), **counts}, **state.as_dict()}
+    return {"counts": {"all": sum(counts.values()), **counts}, **_state_fields(state)}
 
 
 # -- the job list --------------------------------------------------------------------
@@ -439,7 +423,7 @@ async def jobs_page(
     except ValueError as exc:
         return _notice(400, "Bad cursor", _e(exc))
     by_workload = await jm.counts_by_workload()
-    state = _queue_state(await jm.workers(), by_workload)
+    state = QueueState.of(await jm.workers(), by_workload, time.time())
     names = sorted({*await jm.workloads_seen(), *jm.registry.names()})
     rows = "".join(_job_row(job) for job in page.jobs)
     body = f"""<div class="row"><h1>Jobs</h1></div>
@@ -576,10 +560,8 @@ async def workers_page(request: Request) -> Response:
     if denied is not None:
         return denied
     jm = _manager(request)
-    workers = await jm.workers()
-    by_workload = await jm.counts_by_workload()
-    state = _queue_state(workers, by_workload)
-    running = sum(n for (_, st), n in by_workload.items() if st is JobStatus.RUNNING)
+    state = await jm.queue_state()
+    workers, running = state.workers, state.running
     now = time.time()
     here = (
         "This server runs no jobs itself (<code>--concurrency 0</code>): "
@@ -590,7 +572,7 @@ async def workers_page(request: Request) -> Response:
     )
     rows = "".join(_worker_row(w, now, here=w.id == jm.worker_id) for w in workers)
     body = f"""<div class="row"><h1>Workers</h1>
-<p class="stats" id="worker-stats"><span data-stat="alive">{state.workers_alive}</span> alive ·
+<p class="stats" id="worker-stats"><span data-stat="alive">{state.alive}</span> alive ·
 <span data-stat="queued">{state.queued}</span> queued ·
 <span data-stat="running">{running}</span> running</p></div>
 {_queue_banner(jm, state, workers_page=True)}

@@ -138,6 +138,7 @@ class JobOut(BaseModel):
     traceback: str | None
     attempts: int
     max_attempts: int
+    lost: int
     timeout_s: float | None
     retries: int
     retry_on: list[str] | None
@@ -242,6 +243,9 @@ class WorkerList(BaseModel):
     alive: int = Field(description="Workers whose heartbeat is younger than their lease.")
     queued: int
     running: int
+    unserved: dict[str, int] = Field(
+        description="Queued jobs of each workload no live worker takes (all when none is alive)."
+    )
 
 
 class WorkloadOut(BaseModel):
