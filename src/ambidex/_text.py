@@ -11,8 +11,9 @@ become a failure of the code that reports it.
 from __future__ import annotations
 
 import re
+import traceback
 
-__all__ = ["describe_exception", "exception_message", "plain_text", "shorten"]
+__all__ = ["describe_exception", "exception_message", "format_traceback", "plain_text", "shorten"]
 
 # NUL and the UTF-16 surrogate range: what neither UTF-8 nor PostgreSQL text can hold.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -79,3 +80,24 @@ def shorten(text: str, max_chars: int) -> str:
     keep = max(max_chars // 2 - 40, 1)
     cut = len(text) - 2 * keep
     return f"{text[:keep]}\n... ({cut} characters left out) ...\n{text[-keep:]}"
+
+
+def format_traceback(exc: BaseException) -> str:
+    """The traceback of ``exc`` as text, never raising.
+
+    ``traceback.format_exception`` itself raises for an exception whose
+    ``__notes__``, ``__cause__`` or ``__context__`` are properties that raise;
+    then the frames alone are shown, then just the description.
+    """
+    try:
+        return "".join(traceback.format_exception(exc))
+    except BaseException:  # user code: the formatting itself ran it
+        pass
+    try:
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+    except BaseException:  # ditto
+        frames = ""
+    return (
+        f"Traceback (most recent call last):\n{frames}{describe_exception(exc)}\n"
+        "(the rest of this traceback could not be formatted)\n"
+    )

@@ -34,6 +34,7 @@ from ambidex.jobs import (
     JobStore,
     WorkloadRegistry,
 )
+from ambidex.jobs._model import iso
 from ambidex.jobs._schema import schedules_table
 
 LEASE_S = 2.0
@@ -470,7 +471,7 @@ async def test_a_delayed_job_does_not_start_before_its_time(
         submitted = (await m.events(job.id))[0]
     assert job.run_at is not None
     assert job.run_at == pytest.approx(now + DELAY_S, abs=0.05)
-    assert submitted.data["run_at"] == pytest.approx(job.run_at)
+    assert submitted.data["run_at"] == iso(job.run_at)
     assert done.status is JobStatus.SUCCEEDED
     assert done.started_at is not None
     assert done.started_at >= job.run_at

@@ -24,13 +24,13 @@ import logging
 import os
 import socket
 import time
-import traceback
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import ambidex
-from ambidex._text import describe_exception, plain_text
+from ambidex._text import describe_exception, format_traceback, plain_text
+from ambidex.jobs._contain import EscapedExit, in_job, task_factory_installed
 from ambidex.jobs._metrics import JobMetrics
 from ambidex.jobs._model import Job, JobStatus, WorkerInfo
 from ambidex.jobs._store import JobStore, Outcome, refused_data
@@ -165,11 +165,16 @@ class Worker:
     async def run(self) -> None:
         """Work until cancelled (a clean stop) or until one of the loops dies."""
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._guard("the claim loop", self._claim_loop(tg)))
-                tg.create_task(self._guard("the lease heartbeat", self._heartbeats()))
-                tg.create_task(self._guard("lease recovery", self._recovery()))
-        except* _LoopDied:
+            with task_factory_installed(asyncio.get_running_loop()):
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._guard("the claim loop", self._claim_loop(tg)))
+                    tg.create_task(self._guard("the lease heartbeat", self._heartbeats()))
+                    tg.create_task(self._guard("lease recovery", self._recovery()))
+        except BaseExceptionGroup as group:  # a loop died, or (a bug) a job's task raised
+            if self.failure is None:
+                first = group.exceptions[0]
+                self.failure = f"a job's task raised: {describe_exception(first)}"
+                log.error("worker %s: %s", self.worker_id, self.failure, exc_info=first)
             log.error("worker %s stopped: %s", self.worker_id, self.failure)
 
     async def _guard(self, what: str, loop: Coroutine[Any, Any, None]) -> None:
@@ -312,6 +317,19 @@ class Worker:
             self._stop(running, "cancel")
 
     async def _execute(self, running: _Running) -> None:
+        try:
+            await self._execute_job(running)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a bug of ours: the job's lease lapses and it runs again
+            log.error(
+                "job %s: the worker failed running it: %s",
+                running.job.id,
+                describe_exception(exc),
+                exc_info=exc,
+            )
+
+    async def _execute_job(self, running: _Running) -> None:
         job = running.job
         reporters: builtins.list[asyncio.Task[None]] = []
         self._wire_progress(running, reporters)
@@ -434,8 +452,9 @@ class Worker:
         deadline = asyncio.timeout(job.timeout_s)
         try:
             workload = self.registry.get(job.workload)
-            async with deadline:
-                result = await workload.run(job.input, running.ctx)
+            with in_job():
+                async with deadline:
+                    result = await workload.run(job.input, running.ctx)
             return _Ending(JobStatus.SUCCEEDED, result)
         except asyncio.CancelledError as exc:
             if running.stop == "cancel":
@@ -455,8 +474,10 @@ class Worker:
 
     @staticmethod
     def _failed(exc: BaseException) -> _Ending:
-        trace = "".join(traceback.format_exception(exc))
-        return _Ending(JobStatus.FAILED, None, describe_exception(exc), plain_text(trace), exc)
+        trace = plain_text(format_traceback(exc))
+        if isinstance(exc, EscapedExit):  # judged (and retried) as what the task raised
+            return _Ending(JobStatus.FAILED, None, str(exc), trace, exc.exc)
+        return _Ending(JobStatus.FAILED, None, describe_exception(exc), trace, exc)
 
     def _wire_progress(
         self, running: _Running, reporters: builtins.list[asyncio.Task[None]]

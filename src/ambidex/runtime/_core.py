@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from ambidex.exceptions import RuntimeClosedError, UnknownLimitError
 from ambidex.runtime._cpus import default_cpu_workers, default_io_threads, usable_cpus
 from ambidex.runtime._limits import CapacityLimit, Rate, RateLimit
-from ambidex.runtime._loop import LoopThread
+from ambidex.runtime._loop import Escaped, LoopThread, guarded
 from ambidex.runtime._procpool import ProcessPool
 from ambidex.runtime._raypool import RayPool
 from ambidex.runtime._stats import CallCounters, RuntimeStatistics
@@ -318,13 +318,16 @@ async def _run_on_loop(target: asyncio.AbstractEventLoop, coro: Coroutine[Any, A
     holder: list[asyncio.Task[T]] = []
 
     def start() -> None:
-        task = target.create_task(coro)
+        task = target.create_task(guarded(coro))
         holder.append(task)
         task.add_done_callback(lambda t: caller.call_soon_threadsafe(_relay, done, t))
 
     target.call_soon_threadsafe(start)
     try:
         return await asyncio.shield(done)
+    except Escaped as escaped:
+        original = escaped.exc
+        raise original from original.__cause__  # its own cause: a remote traceback
     except asyncio.CancelledError:
         target.call_soon_threadsafe(lambda: holder[0].cancel())
         with contextlib.suppress(BaseException):

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, Generic, TypeVar, cast
 
-__all__ = ["LoopThread", "new_event_loop"]
+__all__ = ["Escaped", "LoopThread", "guarded", "new_event_loop"]
 
 T = TypeVar("T")
 
@@ -44,6 +44,28 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
+class Escaped(Exception):
+    """``SystemExit`` or ``KeyboardInterrupt`` raised by work on the loop thread, in transit.
+
+    asyncio lets those two out of the event loop itself (a task that raises one
+    re-raises it from ``run_forever``), which would stop the loop thread, and
+    with it every caller's work. The work's task ends with this instead, and the
+    caller that waits for it raises the original (``exc``), as a plain call would.
+    """
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__(exc)
+        self.exc = exc
+
+
+async def guarded(coro: Coroutine[Any, Any, T]) -> T:
+    """``coro``, with ``SystemExit`` and ``KeyboardInterrupt`` carried out as ``Escaped``."""
+    try:
+        return await coro
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise Escaped(exc) from None
+
+
 class _Waiter(Generic[T]):
     """One sync caller's wait for one coroutine on the loop thread."""
 
@@ -58,9 +80,11 @@ class _Waiter(Generic[T]):
 
     def start(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> None:
         # Runs on the loop thread.
+        wrapped = guarded(coro)
         try:
-            self.task = loop.create_task(coro)
+            self.task = loop.create_task(wrapped)
         except BaseException as exc:  # e.g. the loop is closing
+            wrapped.close()
             coro.close()
             self._exception = exc
             self._lock.release()
@@ -90,7 +114,7 @@ class _Waiter(Generic[T]):
         exc = self._exception
         if exc is not None:
             self._exception = None  # break the frame <-> exception cycle
-            raise exc
+            raise exc.exc if isinstance(exc, Escaped) else exc
         return self._result  # type: ignore[return-value]
 
 

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ambidex._text import describe_exception
+
 __all__ = ["IOThreadPool", "ThreadPoolStatistics"]
 
 
@@ -46,6 +48,13 @@ def _set_future(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
         return
     if ok:
         fut.set_result(value)
+    elif isinstance(value, StopIteration):
+        # A future cannot hold StopIteration (set_exception raises TypeError, and
+        # the caller would wait forever); as in a generator (PEP 479), it becomes
+        # a RuntimeError that carries it.
+        error = RuntimeError(describe_exception(value))
+        error.__cause__ = value
+        fut.set_exception(error)
     else:
         fut.set_exception(value)
 

@@ -14,10 +14,11 @@ import signal
 import socket
 import struct
 import sys
-import traceback
 from typing import Any
 
 import cloudpickle
+
+from ambidex._text import format_traceback
 
 __all__ = ["FunctionRef", "main"]
 
@@ -71,7 +72,7 @@ def _die_with_parent() -> None:
 
 
 def _encode_error(exc: BaseException) -> bytes:
-    text = "".join(traceback.format_exception(exc))
+    text = format_traceback(exc)
     try:
         data = bytes(cloudpickle.dumps(("err", exc, text)))
         # An exception whose __init__ does not accept its own .args pickles

@@ -1,0 +1,79 @@
+"""What asyncio lets out of an event loop stays with the call that raised it.
+
+``SystemExit`` and ``KeyboardInterrupt`` raised by work that runs as a task on
+the runtime's loop thread would stop that loop for every caller; a future
+cannot hold ``StopIteration``. Each reaches its own caller, and the runtime
+goes on serving calls.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+import ambidex as ax
+
+
+@ax.cpu
+def cpu_exit(code: int) -> None:
+    sys.exit(code)
+
+
+@ax.cpu
+def cpu_interrupt() -> None:
+    raise KeyboardInterrupt("from a worker")
+
+
+@ax.cpu
+def cpu_double(x: int) -> int:
+    return 2 * x
+
+
+@ax.io
+async def io_exit(code: int) -> None:
+    sys.exit(code)
+
+
+@ax.io
+async def io_double(x: int) -> int:
+    return 2 * x
+
+
+@ax.blocking
+def blocking_next() -> int:
+    return next(iter([]))
+
+
+def test_sys_exit_in_a_cpu_call_reaches_its_caller_and_the_runtime_goes_on() -> None:
+    with pytest.raises(SystemExit) as info:
+        cpu_exit(3)
+    assert info.value.code == 3
+    assert "in cpu_exit" in str(info.value.__cause__)  # the worker's own traceback
+    assert cpu_double(4) == 8
+    assert io_double(4) == 8
+
+
+def test_keyboard_interrupt_in_a_cpu_call_reaches_its_caller_and_the_runtime_goes_on() -> None:
+    with pytest.raises(KeyboardInterrupt, match="from a worker"):
+        cpu_interrupt()
+    assert cpu_double(5) == 10
+
+
+def test_sys_exit_in_an_io_call_from_sync_code_reaches_its_caller() -> None:
+    with pytest.raises(SystemExit) as info:
+        io_exit(4)
+    assert info.value.code == 4
+    assert io_double(2) == 4
+
+
+async def test_sys_exit_in_a_cpu_call_from_async_code_reaches_its_caller() -> None:
+    with pytest.raises(SystemExit):
+        await cpu_exit.aio(5)
+    assert await cpu_double.aio(3) == 6
+
+
+def test_stop_iteration_in_a_blocking_call_is_a_runtime_error_naming_it() -> None:
+    with pytest.raises(RuntimeError, match=r"^StopIteration$") as info:
+        blocking_next()
+    assert isinstance(info.value.__cause__, StopIteration)
