@@ -209,8 +209,26 @@ const AX = (() => {
     return data;
   }
 
+  // Make tbody's rows (each keyed by its data-<key> attribute) match items, in order:
+  // rows are kept and moved, not rebuilt, so a button being clicked stays in place.
+  function syncRows(tbody, template, items, key, idOf, fill) {
+    const rows = new Map();
+    for (const tr of tbody.querySelectorAll(`tr[data-${key}]`)) rows.set(tr.getAttribute(`data-${key}`), tr);
+    let previous = null;
+    for (const item of items) {
+      let tr = rows.get(idOf(item));
+      if (tr) rows.delete(idOf(item));
+      else tr = template.content.firstElementChild.cloneNode(true);
+      fill(tr, item);
+      const expected = previous ? previous.nextElementSibling : tbody.firstElementChild;
+      if (tr !== expected) tbody.insertBefore(tr, expected);
+      previous = tr;
+    }
+    for (const tr of rows.values()) tr.remove();
+  }
+
   return {
     TERMINAL, DASH, ApiError, act, api, duration, eventDetail, firstLine, formatTime, jobHref, jobLink,
-    localizeTimes, say, setActions, setBadge, setLive, setProgress, setQueueBanner, setTime,
+    localizeTimes, say, setActions, setBadge, setLive, setProgress, setQueueBanner, setTime, syncRows,
   };
 })();

@@ -48,19 +48,7 @@
   }
 
   function render(jobs) {
-    const rows = new Map();
-    for (const tr of tbody.querySelectorAll("tr[data-job-id]")) rows.set(tr.dataset.jobId, tr);
-    let previous = null;
-    for (const job of jobs) {
-      let tr = rows.get(job.id);
-      if (tr) rows.delete(job.id);
-      else tr = template.content.firstElementChild.cloneNode(true);
-      fillRow(tr, job);
-      const expected = previous ? previous.nextElementSibling : tbody.firstElementChild;
-      if (tr !== expected) tbody.insertBefore(tr, expected);
-      previous = tr;
-    }
-    for (const tr of rows.values()) tr.remove();
+    AX.syncRows(tbody, template, jobs, "job-id", (job) => job.id, fillRow);
     empty.hidden = jobs.length > 0;
   }
 

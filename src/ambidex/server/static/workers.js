@@ -34,19 +34,7 @@
   }
 
   function render(workers) {
-    const rows = new Map();
-    for (const tr of tbody.querySelectorAll("tr[data-worker-id]")) rows.set(tr.dataset.workerId, tr);
-    let previous = null;
-    for (const w of workers) {
-      let tr = rows.get(w.id);
-      if (tr) rows.delete(w.id);
-      else tr = template.content.firstElementChild.cloneNode(true);
-      fillRow(tr, w);
-      const expected = previous ? previous.nextElementSibling : tbody.firstElementChild;
-      if (tr !== expected) tbody.insertBefore(tr, expected);
-      previous = tr;
-    }
-    for (const tr of rows.values()) tr.remove();
+    AX.syncRows(tbody, template, workers, "worker-id", (w) => w.id, fillRow);
     document.getElementById("no-workers").hidden = workers.length > 0;
   }
 
