@@ -354,3 +354,33 @@ def test_workers_names_queued_workloads_no_live_worker_takes(tmp_path: Path) -> 
     assert code == 0
     assert "no live worker takes retired (1 queued)" in out
     assert listed["unserved"] == {"retired": 1}
+
+
+def test_mistakes_on_the_command_line_get_one_line_and_exit_2(
+    service: Service, tmp_path: Path
+) -> None:
+    code, _, err = jobs("show", "", url=service.url)
+    assert (code, err) == (2, "error: give a job id, or the start of one\n")
+    code, _, err = jobs("list", "--cursor", "junk", url=service.url)
+    assert code == 2
+    assert "invalid cursor 'junk'" in err
+    binary = tmp_path / "bin.json"
+    binary.write_bytes(b"\xff\xfe\x00")
+    code, _, err = jobs("submit", "echo", "-i", f"@{binary}", url=service.url)
+    assert code == 2
+    assert f"@{binary}: {binary} is not UTF-8 text" in err
+
+
+def test_prune_refuses_a_store_that_does_not_exist(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such" / "jobs.sqlite"
+    code, _, err = jobs("prune", "--db", str(missing))
+    assert code == 2
+    assert f"no job store at {missing}" in err
+    assert not missing.parent.exists()
+
+
+def test_serve_refuses_a_schedule_that_never_fires_in_one_line() -> None:
+    result = CliRunner().invoke(app, ["serve", "--port", "0", "--schedule", "echo=* * 31 2 *"])
+    assert result.exit_code == 2
+    assert "never fires" in result.stderr
+    assert "Traceback" not in result.stderr

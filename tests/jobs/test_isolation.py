@@ -277,3 +277,75 @@ def test_a_lone_surrogate_an_older_release_stored_reads_back_escaped(tmp_path: P
         assert job is not None
         assert job.input == {"value": "a\\udc80"}
         assert store.list().jobs[0].input == {"value": "a\\udc80"}
+
+
+def test_a_job_given_back_on_shutdown_too_often_fails_instead_of_running_for_ever(
+    store: JobStore,
+) -> None:
+    from ambidex.jobs._statements import MAX_RELEASES
+
+    job = store.submit("echo", {})
+    for n in range(MAX_RELEASES):
+        (claimed,) = store.claim(f"w{n}", lease_s=30)
+        assert claimed.attempts == 1  # a start given back is not an attempt
+        store.release(f"w{n}")
+    done = store.get(job.id)
+    assert done is not None
+    assert done.status is JobStatus.FAILED
+    assert done.error is not None
+    assert f"shut down while it ran {MAX_RELEASES} times" in done.error
+    assert store.claim("late", lease_s=30) == []
+
+
+async def endless() -> Any:
+    import itertools
+
+    return (i for i in itertools.count())
+
+
+async def nested_iterator() -> Any:
+    return {"rows": [1, 2], "more": iter([3])}
+
+
+@pytest.mark.parametrize(
+    ("workload", "where"), [(endless, "result"), (nested_iterator, "result.more")]
+)
+async def test_a_result_holding_a_generator_fails_its_job_instead_of_draining_it(
+    tmp_path: Path, workload: Any, where: str
+) -> None:
+    registry = WorkloadRegistry()
+    registry.register(workload, timeout_s=5)
+    async with JobManager(tmp_path / "jobs.sqlite", registry, lease_s=2.0, poll_s=0.05) as m:
+        job = await m.submit(workload.__name__)
+        done = await m.wait(job.id, timeout_s=10)
+    assert done.status is JobStatus.FAILED
+    assert done.error == (
+        f"TypeError: the result holds an iterator or generator ({where}): return a list instead"
+    )
+
+
+def test_an_integer_too_long_to_write_is_refused_in_an_input_and_fails_a_result(
+    store: JobStore,
+) -> None:
+    huge = 10**5000
+    problem = find_problem({"n": huge})
+    assert problem is not None
+    assert "more than 4300 digits" in problem.msg
+    with pytest.raises(ValueError, match="more than 4300 digits"):
+        store.submit("echo", {"n": huge})
+    job = store.submit("echo", {})
+    store.claim("w1", lease_s=30)
+    assert store.finish(job.id, "w1", 1, JobStatus.SUCCEEDED, result=[huge])
+    done = store.get(job.id)
+    assert done is not None
+    assert done.error == (
+        "the result is not storable JSON: result.0: an integer of more than 4300 digits "
+        "is not storable"
+    )
+
+
+def test_a_cron_expression_that_never_fires_is_refused_when_declared() -> None:
+    from ambidex.jobs import Schedule
+
+    with pytest.raises(ValueError, match="never fires"):
+        Schedule("* * 31 2 *")

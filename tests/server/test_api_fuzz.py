@@ -438,3 +438,40 @@ def test_a_last_event_id_of_non_ascii_digits_is_ignored_not_a_server_error(
     )
     assert r.status_code == 200
     assert r.json()["events"][0]["kind"] == "submitted"
+
+
+def test_an_error_never_carries_a_huge_rejected_value_back(api: httpx.Client) -> None:
+    long_id = "x" * 3000
+    r = api.get(f"/v1/jobs/{long_id}")
+    assert r.status_code == 404
+    assert len(r.text) < 300
+    r = api.post(f"/v1/run/{'y' * 3000}", json={})
+    assert r.status_code == 404
+    assert len(r.json()["detail"]) < 300
+    r = api.get("/v1/jobs", params={"cursor": "z" * 150})
+    assert r.status_code == 422
+    assert "z" * 50 not in r.text
+
+
+def test_a_run_at_in_milliseconds_is_refused_over_http(api: httpx.Client) -> None:
+    r = api.post("/v1/jobs", json={"workload": "echo", "run_at": 1_700_000_000_000})
+    assert r.status_code == 422
+    (error,) = r.json()["detail"]
+    assert error["loc"] == ["body", "run_at"]
+    assert "milliseconds" in error["msg"]
+
+
+def test_an_idempotency_key_in_header_and_body_must_agree(api: httpx.Client) -> None:
+    body = {"workload": "echo", "idempotency_key": "body-key"}
+    r = api.post("/v1/jobs", json=body, headers={"Idempotency-Key": "header-key"})
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
+    same = api.post("/v1/jobs", json=body, headers={"Idempotency-Key": "body-key"})
+    assert same.status_code == 202
+
+
+@pytest.mark.parametrize("field", ["priority", "retries", "max_attempts"])
+def test_a_boolean_is_not_taken_for_an_integer_option(api: httpx.Client, field: str) -> None:
+    r = api.post("/v1/jobs", json={"workload": "echo", field: True})
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["body", field]

@@ -126,3 +126,22 @@ def test_serve_and_worker_log_alike_and_a_failing_job_with_its_traceback(tmp_pat
         serve_lines = [line for line in serve.output().splitlines() if LOG_LINE.match(line)]
         # uvicorn's own start-up lines come through the same format, at the same default level
         assert any("INFO uvicorn" in line for line in serve_lines), serve.output()
+
+
+def test_a_worker_whose_own_loop_dies_exits_1_saying_why(tmp_path: Path) -> None:
+    broken = str(Path(__file__).with_name("broken_worker_workloads.py"))
+    with server_process(
+        "worker",
+        "--db",
+        str(tmp_path / "jobs.sqlite"),
+        "--workloads",
+        broken,
+        log=tmp_path / "w.log",
+    ) as worker:
+        code = worker.proc.wait(30)
+        output = worker.output()
+    assert code == 1, output
+    assert (
+        "error: the worker stopped: lease recovery stopped: RuntimeError: a bug in lease recovery"
+        in output
+    )

@@ -81,7 +81,13 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 def _open_client(url: str, token: str | None) -> Iterator[Client]:
     """A client; the job errors of the block become one line and an exit code."""
     from ambidex.client import Client
-    from ambidex.jobs import JobError, JobInputError, JobOptionError, UnknownWorkloadError
+    from ambidex.jobs import (
+        JobError,
+        JobInputError,
+        JobOptionError,
+        JobServiceError,
+        UnknownWorkloadError,
+    )
 
     try:
         client = Client(url, token=token)
@@ -92,6 +98,9 @@ def _open_client(url: str, token: str | None) -> Iterator[Client]:
             yield client
     except (UnknownWorkloadError, JobInputError, JobOptionError) as exc:
         raise _fail(str(exc), 2) from None
+    except JobServiceError as exc:
+        # 422: the service refused an option this command sent as given (a cursor, say)
+        raise _fail(str(exc), 2 if exc.status_code == 422 else 1) from None
     except JobError as exc:
         raise _fail(str(exc)) from None
     except ValueError as exc:  # a bad option value, found by the client before sending
@@ -106,6 +115,8 @@ def _resolve(client: Client, given: str) -> str:
     """
     from ambidex.jobs import JobNotFoundError
 
+    if not given.strip():
+        raise _fail("give a job id, or the start of one", 2)
     try:
         return client.get(given).id
     except JobNotFoundError:
@@ -570,6 +581,9 @@ def prune(
         seconds = parse_duration(older_than)
     except ValueError as exc:
         raise _fail(str(exc), 2) from None
+    missing = _missing_sqlite_file(db)
+    if missing is not None:  # pruning must not create an empty store at a mistyped path
+        raise _fail(f"no job store at {missing}: check --db", 2)
     try:
         store = JobStore(db)
     except ValueError as exc:
@@ -583,6 +597,22 @@ def prune(
     finally:
         store.close()
     typer.echo(f"pruned {removed} finished job(s) older than {older_than} from {_shown(store.url)}")
+
+
+def _missing_sqlite_file(db: str | None) -> str | None:
+    """The path of the SQLite file ``db`` names, if that file does not exist."""
+    from pathlib import Path
+
+    from ambidex.jobs._engines import normalize_url
+
+    try:
+        url = normalize_url(db)
+    except ValueError:
+        return None  # JobStore says what is wrong with it
+    if not url.startswith("sqlite:///"):
+        return None
+    path = Path(url.removeprefix("sqlite:///"))
+    return None if path.exists() else str(path)
 
 
 def _shown(db: str) -> str:

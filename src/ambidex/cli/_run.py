@@ -29,6 +29,8 @@ def parse_inputs(items: list[str]) -> dict[str, Any]:
                 data = json.loads(path.read_text())
             except OSError as exc:
                 raise typer.BadParameter(f"{item}: cannot read {path}: {exc.strerror}") from None
+            except UnicodeDecodeError:
+                raise typer.BadParameter(f"{item}: {path} is not UTF-8 text") from None
             except json.JSONDecodeError as exc:
                 raise typer.BadParameter(
                     f"{item}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"

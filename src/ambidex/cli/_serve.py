@@ -9,6 +9,7 @@ format (its access log only at ``debug``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import os
@@ -169,8 +170,8 @@ def serve(
             f"refusing to serve on {host} without a token: anyone who can reach it could run "
             "jobs. Pass --token (or set AMBIDEX_TOKEN), or bind 127.0.0.1."
         )
+    _load(workloads, schedule)  # a mistake exits before logging is set up
     _setup_logging(log_level)
-    _load(workloads, schedule)
     import uvicorn
 
     from ambidex.jobs import JobManager, default_registry
@@ -245,13 +246,14 @@ def worker(
     """
     if concurrency < 1:
         raise _fail("a worker needs --concurrency of at least 1")
+    _load(workloads, schedule)  # a mistake exits before logging is set up
     _setup_logging(log_level)
-    _load(workloads, schedule)
     from ambidex.jobs import JobManager, default_registry
 
     store = _open_store(db)
 
-    async def run() -> None:
+    async def run() -> list[str]:
+        """Work until SIGINT/SIGTERM; return what broke if the worker stopped on its own."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -271,13 +273,21 @@ def worker(
                 f"up to {concurrency} jobs of {', '.join(manager.registry.names())}",
                 err=True,
             )
-            await stop.wait()
+            problems: list[str] = []
+            while not stop.is_set() and not problems:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await stop.wait()
+                problems = manager.problems()
             typer.echo(f"stopping: giving back {manager.running_here} running job(s)", err=True)
+            return problems
 
     try:
-        asyncio.run(run())
+        problems = asyncio.run(run())
     finally:
         store.close()
+    if problems:  # a supervisor sees a failed process, and restarts it
+        raise _fail(f"the worker stopped: {'; '.join(problems)}", 1)
 
 
 def _serve_metrics(manager: JobManager, port: int) -> None:

@@ -43,6 +43,11 @@ class JobError(AmbidexError):
     """Base class of the job service's errors."""
 
 
+def _clipped(text: str, max_chars: int = 80) -> str:
+    """``text`` for a message: cut to ``max_chars`` (an error never carries a huge value)."""
+    return text if len(text) <= max_chars else text[: max_chars - 3] + "..."
+
+
 class UnknownWorkloadError(JobError, KeyError):
     """No workload of this name is registered where the job was submitted."""
 
@@ -50,7 +55,7 @@ class UnknownWorkloadError(JobError, KeyError):
         self.name = name
         self.known = known or []
         hint = f"; known workloads: {', '.join(sorted(self.known))}" if self.known else ""
-        super().__init__(f"unknown workload {name!r}{hint}")
+        super().__init__(f"unknown workload {_clipped(name)!r}{hint}")
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -96,7 +101,7 @@ class JobNotFoundError(JobError, KeyError):
 
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
-        super().__init__(f"no job with id {job_id!r}")
+        super().__init__(f"no job with id {_clipped(job_id)!r}")
 
     def __str__(self) -> str:
         return str(self.args[0])

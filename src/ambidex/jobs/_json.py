@@ -13,9 +13,11 @@ or keys), at most ``MAX_DEPTH`` levels of nesting, keys are strings.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
+import sys
 from typing import Any
 
 from ambidex._text import plain_text
@@ -65,11 +67,27 @@ def find_problem(value: Any, *, strict: bool = False) -> JsonProblem | None:
     return None
 
 
+def _too_many_digits(number: int) -> bool:
+    """True for an int Python refuses to write as text (``sys.set_int_max_str_digits``)."""
+    limit = sys.get_int_max_str_digits()
+    # 10**limit has about 3.32 * limit bits: only ints near that size need the exact check
+    return limit > 0 and number.bit_length() > 3 * limit and abs(number) >= _power_of_ten(limit)
+
+
+@functools.cache
+def _power_of_ten(exponent: int) -> int:
+    return int(10**exponent)
+
+
 def _scalar_problem(item: Any, loc: list[str | int], strict: bool) -> JsonProblem | None:
     if isinstance(item, str):
         return JsonProblem(loc, _surrogate(item)) if _SURROGATE.search(item) else None
     if isinstance(item, float) and not math.isfinite(item):
         return JsonProblem(loc, f"{item!r} is not a JSON number (no NaN or infinity)")
+    if isinstance(item, int) and _too_many_digits(item):
+        return JsonProblem(
+            loc, f"an integer of more than {sys.get_int_max_str_digits()} digits is not storable"
+        )
     if strict and not (item is None or isinstance(item, bool | int | float)):
         return JsonProblem(loc, f"a value of type {plain_text(type(item).__name__)} is not JSON")
     return None

@@ -58,7 +58,7 @@ def decode_cursor(cursor: str) -> tuple[int, bool]:
         return seq, raw[0] == "n"
     except (ValueError, UnicodeDecodeError):
         raise ValueError(
-            f"invalid cursor {plain_text(cursor)!r}: "
+            f"invalid cursor {plain_text(cursor[:40])!r}: "
             "pass the next_cursor or prev_cursor of a previous page"
         ) from None
 

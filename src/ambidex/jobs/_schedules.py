@@ -52,11 +52,17 @@ def check_cron(cron: str) -> str:
         ValueError: naming the expression and what a valid one looks like.
     """
     expression = " ".join(cron.split())
-    if not expression or not _croniter().is_valid(expression):
+    croniter = _croniter()
+    if not expression or not croniter.is_valid(expression):
         raise ValueError(
             f"invalid cron expression {cron!r}: expected five fields 'minute hour day month "
             "weekday' (e.g. '*/5 * * * *'), six with seconds last, or @hourly/@daily/@weekly"
         )
+    try:  # valid, but does a tick ever come? ('* * 31 2 *': the 31st of February)
+        croniter(expression, time.time()).get_next(float)
+        croniter(expression, time.time()).get_prev(float)
+    except Exception:
+        raise ValueError(f"cron expression {cron!r} never fires: no date matches it") from None
     return expression
 
 

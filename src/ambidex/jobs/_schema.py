@@ -55,7 +55,8 @@ _SEQ = BigInteger().with_variant(Integer(), "sqlite")
 
 # Jobs. ``attempts`` counts starts (a worker names the attempt it holds in every write);
 # ``lost`` counts starts whose worker stopped renewing the lease (bounded by ``max_attempts``);
-# ``retried`` counts failures sent back to the queue (bounded by the retry policy).
+# ``retried`` counts failures sent back to the queue (bounded by the retry policy);
+# ``released`` counts starts given back when their worker shut down (bounded by MAX_RELEASES).
 jobs_table = Table(
     "ambidex_jobs",
     metadata,
@@ -85,6 +86,7 @@ jobs_table = Table(
     Column("retry", Text),  # RetryPolicy.as_dict() as JSON; NULL: no retries
     Column("retried", Integer, nullable=False, server_default=text("0")),
     Column("lost", Integer, nullable=False, server_default=text("0")),
+    Column("released", Integer, nullable=False, server_default=text("0")),
     Column("idempotency_key", String(200)),
     Column("rerun_of", String(64)),
     Index("ix_ambidex_jobs_status_seq", "status", "seq"),

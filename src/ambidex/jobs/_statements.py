@@ -25,6 +25,12 @@ RUNNING = JobStatus.RUNNING.value
 TERMINAL_VALUES = [s.value for s in TERMINAL]
 RETRYABLE_VALUES = [JobStatus.FAILED.value, JobStatus.CANCELLED.value]
 LOST_ERROR = "its worker stopped renewing the lease on its last attempt (max_attempts reached)"
+MAX_RELEASES = 10
+"""Starts a job may give back on a clean shutdown before it fails (a job that shuts its own
+worker down would otherwise run for ever: a delivery limit, as RabbitMQ's and SQS's)."""
+RELEASED_ERROR = (
+    f"its worker shut down while it ran {MAX_RELEASES} times (does the job stop its own worker?)"
+)
 DEAD_WORKER_KEPT_S = 3600.0  # a worker silent this long leaves the Workers page
 
 # Hot statements are built once, with bound parameters: building an expression

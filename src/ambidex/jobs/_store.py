@@ -88,9 +88,11 @@ from ambidex.jobs._statements import (
     LOST_ERROR,
     MAX_ERROR_CHARS,
     MAX_MESSAGE_CHARS,
+    MAX_RELEASES,
     MAX_TRACEBACK_CHARS,
     PROGRESS,
     QUEUED,
+    RELEASED_ERROR,
     RETRY_LATER,
     RETRYABLE_VALUES,
     RUNNING,
@@ -507,6 +509,7 @@ class JobStore:
                     message=None,
                     retried=0,
                     lost=0,
+                    released=0,
                     cancel_requested=False,
                     lease_expires_at=None,
                 )
@@ -892,20 +895,58 @@ class JobStore:
     def release(self, worker: str) -> int:
         """Put back in the queue every job ``worker`` holds (a clean shutdown).
 
-        The worker leaves the Workers page too.
+        A start given back does not count as an attempt, but a job given back
+        ``MAX_RELEASES`` times fails (it may be what stops its worker). The
+        worker leaves the Workers page too. Returns how many jobs were requeued.
         """
         now = time.time()
+        held = and_(_jc.worker == worker, _jc.status == RUNNING)
+        too_often = _jc.released + 1 >= MAX_RELEASES
         with self._write() as conn:
+            failed = conn.execute(
+                update(jobs_table)
+                .where(held, too_often)
+                .values(
+                    status=JobStatus.FAILED.value,
+                    finished_at=now,
+                    lease_expires_at=None,
+                    released=_jc.released + 1,
+                    error=RELEASED_ERROR,
+                    traceback=None,
+                )
+                .returning(_jc.id, _jc.attempts)
+            ).all()
             rows = conn.execute(
                 update(jobs_table)
-                .where(_jc.worker == worker, _jc.status == RUNNING)
-                .values(status=QUEUED, lease_expires_at=None, attempts=_jc.attempts - 1)
+                .where(held, ~too_often)
+                .values(
+                    status=QUEUED,
+                    lease_expires_at=None,
+                    attempts=_jc.attempts - 1,
+                    released=_jc.released + 1,
+                )
                 .returning(_jc.id)
             ).all()
-            for (jid,) in rows:
-                self._event(
-                    conn, jid, "requeued", now, status=QUEUED, reason=f"worker {worker} shut down"
+            events = [
+                event_row(
+                    jid,
+                    "failed",
+                    now,
+                    {"status": "failed", "error": RELEASED_ERROR, "attempt": attempt},
                 )
+                for jid, attempt in failed
+            ]
+            events += [
+                event_row(
+                    jid,
+                    "requeued",
+                    now,
+                    {"status": QUEUED, "reason": f"worker {worker} shut down"},
+                )
+                for (jid,) in rows
+            ]
+            if events:
+                conn.execute(INSERT_EVENTS, events)
             conn.execute(delete(workers_table).where(workers_table.c.id == worker))
         return len(rows)
 

@@ -24,7 +24,7 @@ import importlib.util
 import inspect
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -35,9 +35,9 @@ import pydantic_core
 from typing_extensions import Unpack
 
 from ambidex._imports import import_file
-from ambidex._text import describe_exception
+from ambidex._text import describe_exception, plain_text
 from ambidex.jobs._errors import JobInputError, UnknownWorkloadError
-from ambidex.jobs._json import find_problem
+from ambidex.jobs._json import MAX_DEPTH, find_problem
 from ambidex.jobs._model import RetryPolicy
 from ambidex.jobs._schedules import Schedule
 from ambidex.runtime import TaskFunction, TaskOptions
@@ -92,7 +92,34 @@ class JobContext:
 
 
 def _jsonable(value: Any) -> Any:
+    """A workload's result as JSON data (pydantic models and dataclasses converted).
+
+    Raises:
+        TypeError: the result holds an iterator or generator, which the
+            conversion would drain (for ever, for an endless one) on the loop.
+    """
+    where = _iterator_in(value)
+    if where is not None:
+        raise TypeError(
+            f"the result holds an iterator or generator ({where}): return a list instead"
+        )
     return pydantic_core.to_jsonable_python(value)
+
+
+def _iterator_in(value: Any) -> str | None:
+    """Where an iterator sits in ``value`` (``result``, ``result.key.0``...), or None."""
+    stack: list[tuple[Any, str, int]] = [(value, "result", 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if isinstance(item, Iterator | AsyncIterator):
+            return where
+        if depth >= MAX_DEPTH:
+            continue
+        if isinstance(item, dict):
+            stack.extend((v, f"{where}.{plain_text(k)}", depth + 1) for k, v in item.items())
+        elif isinstance(item, list | tuple):
+            stack.extend((v, f"{where}.{i}", depth + 1) for i, v in enumerate(item))
+    return None
 
 
 class WorkloadOptions(TypedDict, total=False):

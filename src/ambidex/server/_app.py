@@ -240,8 +240,13 @@ def _install_job_routes(app: FastAPI, jm: JobManager, max_wait_s: float) -> None
         nothing; 409 if that job has another workload or input.
         """
         options = request_body.options()
-        if idempotency_key is not None and "idempotency_key" not in options:
-            options["idempotency_key"] = _header_key(idempotency_key)
+        if idempotency_key is not None:
+            given = options.setdefault("idempotency_key", _header_key(idempotency_key))
+            if given != idempotency_key:
+                raise _invalid(
+                    ["header", "Idempotency-Key"],
+                    "differs from the body's idempotency_key: give one of them",
+                )
         submitted = await jm.submit_detailed(request_body.workload, request_body.input, **options)
         if not submitted.created:
             response.status_code = 200

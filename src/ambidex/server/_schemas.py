@@ -42,7 +42,11 @@ class SubmitIn(BaseModel):
         default_factory=dict, description="The workload's input (see GET /v1/workloads)."
     )
     max_attempts: int | None = Field(
-        default=None, ge=1, le=100, description="Starts allowed before a lost worker fails it."
+        default=None,
+        ge=1,
+        le=100,
+        strict=True,
+        description="Starts allowed before a lost worker fails it.",
     )
     timeout_s: float | None = Field(
         default=None,
@@ -52,7 +56,7 @@ class SubmitIn(BaseModel):
         description="Stop the job after this long.",
     )
     priority: int | None = Field(
-        default=None, ge=-1_000_000, le=1_000_000, description="Higher starts first."
+        default=None, ge=-1_000_000, le=1_000_000, strict=True, description="Higher starts first."
     )
     delay_s: float | None = Field(
         default=None,
@@ -72,7 +76,11 @@ class SubmitIn(BaseModel):
         description="A job submitted with this key before is answered (200) instead of a new one.",
     )
     retries: int | None = Field(
-        default=None, ge=0, le=1000, description="Failures retried before the job fails."
+        default=None,
+        ge=0,
+        le=1000,
+        strict=True,
+        description="Failures retried before the job fails.",
     )
     retry_on: list[str] | None = Field(
         default=None,
@@ -110,6 +118,14 @@ class SubmitIn(BaseModel):
                     "retry_on holds exception type names, e.g. 'ConnectionError' or "
                     "'httpx.ConnectError'"
                 )
+        return value
+
+    @field_validator("run_at", mode="before")
+    @classmethod
+    def _epoch_seconds(cls, value: Any) -> Any:
+        # pydantic reads a number above 2e10 as milliseconds: epoch seconds are asked for
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 2e10:
+            raise ValueError("run_at is epoch seconds (this looks like milliseconds)")
         return value
 
     @field_validator("run_at")
