@@ -588,17 +588,23 @@ def _methods(args: argparse.Namespace, tmp: Path, pg_skip: str | None) -> dict[s
     n, s, w = args.jobs, args.submitters, args.workers
     poll_s, stall_s = args.check_poll_ms / 1000, args.stall_s
 
+    # With priorities, a job of priority 0 waits until the higher ones have run: the
+    # in-order checker may wait on it most of the run, so its stall limit is the run's.
+    features_stall_s = max(stall_s, 120.0)
+
     def ax_sqlite(features: bool) -> Callable[[], dict[str, Any]]:
         def run() -> dict[str, Any]:
             path = tmp / f"ax-{secrets.token_hex(4)}.sqlite"
-            return run_ambidex(str(path), n, s, w, poll_s, stall_s, features)
+            stall = features_stall_s if features else stall_s
+            return run_ambidex(str(path), n, s, w, poll_s, stall, features)
 
         return run
 
     def ax_pg(features: bool) -> Callable[[], dict[str, Any]]:
         def run() -> dict[str, Any]:
+            stall = features_stall_s if features else stall_s
             with _PgDatabase(args.pg_url) as url:
-                return run_ambidex(url, n, s, w, poll_s, stall_s, features)
+                return run_ambidex(url, n, s, w, poll_s, stall, features)
 
         return run
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from ambidex._text import describe_exception
 
-__all__ = ["EscapedExit", "in_job", "task_factory_installed"]
+__all__ = ["EscapedExit", "enter_job", "leave_job", "task_factory_installed"]
 
 T = TypeVar("T")
 
@@ -43,14 +43,14 @@ async def _contained(coro: Coroutine[Any, Any, T]) -> T:
         raise EscapedExit(exc) from exc
 
 
-@contextmanager
-def in_job() -> Iterator[None]:
-    """Mark the code of the block (and every task it starts) as a job's."""
-    token = _IN_JOB.set(True)
-    try:
-        yield
-    finally:
-        _IN_JOB.reset(token)
+def enter_job() -> contextvars.Token[bool]:
+    """Mark the code that follows (and every task it starts) as a job's, until ``leave_job``."""
+    return _IN_JOB.set(True)
+
+
+def leave_job(token: contextvars.Token[bool]) -> None:
+    """End what ``enter_job`` began."""
+    _IN_JOB.reset(token)
 
 
 @contextmanager

@@ -22,7 +22,15 @@ from typing import Any
 
 from ambidex._text import plain_text
 
-__all__ = ["MAX_DEPTH", "JsonProblem", "dumps", "find_problem", "loads_stored"]
+__all__ = [
+    "MAX_DEPTH",
+    "JsonProblem",
+    "dumps",
+    "find_problem",
+    "json_text",
+    "loads_stored",
+    "raw_problem",
+]
 
 MAX_DEPTH = 100
 """Deepest nesting of lists and objects in a job's input or result."""
@@ -120,6 +128,50 @@ def _push_children(
 def dumps(value: Any) -> str:
     """Compact JSON text, as stored (non-ASCII kept as is; NaN refused)."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+# The checks below let ``json.dumps`` (C) do the walking: it refuses NaN, infinity,
+# types that are not JSON and integers too long to write; what it lets through, a
+# regex and a count of brackets settle. Only when one of them objects does the
+# Python walk of ``find_problem`` run, to say where.
+
+
+def _needs_a_closer_look(text: str) -> bool:
+    # more opening brackets than MAX_DEPTH may (not must) nest too deep
+    return text.count("[") + text.count("{") > MAX_DEPTH or _SURROGATE.search(text) is not None
+
+
+def json_text(value: Any) -> str:
+    """``value`` as the JSON text to store, if it is plain JSON that reads back exactly.
+
+    Raises:
+        JsonProblem: naming where ``value`` is not (see ``find_problem``, strict).
+    """
+    try:
+        text: str | None = dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        text = None
+    if text is None or _needs_a_closer_look(text):
+        problem = find_problem(value, strict=True)
+        if problem is not None:
+            raise problem
+        if text is None:  # pragma: no cover - whatever dumps refused, the walk finds
+            raise JsonProblem([], "not JSON")
+    assert text is not None
+    return text
+
+
+def _opaque(_value: Any) -> None:
+    return None
+
+
+def raw_problem(value: Any) -> JsonProblem | None:
+    """``find_problem(value)`` (objects that are not JSON left for a schema to judge), fast."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, default=_opaque)
+    except (TypeError, ValueError, RecursionError):
+        return find_problem(value)
+    return find_problem(value) if _needs_a_closer_look(text) else None
 
 
 def loads_stored(text: str) -> Any:

@@ -66,6 +66,7 @@ _SAFETY_POLL_S = 5.0
 MAX_DELAY_S = 366 * 86400.0
 """The furthest ahead a job may be delayed or scheduled."""
 MAX_KEY_CHARS = 200
+_RETRY_OPTIONS = ("retries", "retry_on", "retry_backoff_s", "retry_max_backoff_s")
 
 
 class JobManager:
@@ -652,12 +653,14 @@ def _new_job(
         value = options.get(key)
         return default if value is None else value
 
-    retry = _retry_policy(
-        pick("retries", wl.retry.retries),
-        pick("retry_on", wl.retry.on),
-        pick("retry_backoff_s", wl.retry.backoff_s),
-        pick("retry_max_backoff_s", wl.retry.max_backoff_s),
-    )
+    retry = wl.retry  # checked when the workload was registered
+    if any(options.get(k) is not None for k in _RETRY_OPTIONS):
+        retry = _retry_policy(
+            pick("retries", wl.retry.retries),
+            pick("retry_on", wl.retry.on),
+            pick("retry_backoff_s", wl.retry.backoff_s),
+            pick("retry_max_backoff_s", wl.retry.max_backoff_s),
+        )
     try:
         prio = check_priority(pick("priority", wl.priority))
     except ValueError as exc:

@@ -11,6 +11,7 @@ from typing import Any
 from ambidex.runtime._backoff import Backoff
 
 __all__ = [
+    "NO_RETRY",
     "TERMINAL",
     "Attempt",
     "Job",
@@ -135,7 +136,7 @@ class RetryPolicy:
     def from_dict(cls, data: dict[str, Any] | None) -> RetryPolicy:
         """The policy ``as_dict`` wrote (an empty or missing one: no retries)."""
         if not data:
-            return cls()
+            return NO_RETRY
         on = data.get("retry_on")
         return cls(
             int(data.get("retries", 0)),
@@ -143,6 +144,10 @@ class RetryPolicy:
             float(data.get("retry_backoff_s", 1.0)),
             float(data.get("retry_max_backoff_s", 300.0)),
         )
+
+
+NO_RETRY = RetryPolicy()
+"""The policy of a job without retries (shared: a policy is immutable)."""
 
 
 def type_names(value: Any) -> tuple[str, ...] | None:
@@ -193,7 +198,7 @@ class Job:
     lost: int = 0
     """How many of its starts ended because their worker stopped renewing the lease."""
     timeout_s: float | None = None
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retry: RetryPolicy = field(default_factory=lambda: NO_RETRY)
     retried: int = 0
     """How many times the job was put back in the queue after a failure."""
     priority: int = 0

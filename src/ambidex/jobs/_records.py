@@ -5,11 +5,11 @@ from __future__ import annotations
 import base64
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ambidex._text import plain_text
-from ambidex.jobs._model import Job, JobStatus, RetryPolicy
+from ambidex.jobs._model import NO_RETRY, Job, JobStatus, RetryPolicy
 
 __all__ = [
     "MAX_SEQ",
@@ -28,13 +28,19 @@ __all__ = [
 MAX_SEQ = 2**63 - 1
 
 
+_BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
+
+
 def new_job_id() -> str:
     """An unguessable job id: 128 random bits as 26 characters of ``a-z2-7``.
 
     Never starting with ``-`` (a command line would take it for an option) and
-    safe in URLs, file names and shells.
+    safe in URLs, file names and shells. The same text as lower-case
+    ``base64.b32encode`` without padding, written by shifting an int: the
+    stdlib's encoder is pure Python and cost about 15 µs of a submit.
     """
-    return base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=").lower()
+    bits = int.from_bytes(secrets.token_bytes(16), "big") << 2  # 130 bits: 26 groups of 5
+    return "".join([_BASE32[(bits >> shift) & 31] for shift in range(125, -1, -5)])
 
 
 def encode_cursor(seq: int, *, newer: bool = False) -> str:
@@ -137,7 +143,7 @@ class NewJob:
     priority: int = 0
     run_at: float | None = None
     """Not before this time (epoch seconds); None: at once."""
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retry: RetryPolicy = NO_RETRY
     idempotency_key: str | None = None
     rerun_of: str | None = None
     origin: Mapping[str, Any] | None = None

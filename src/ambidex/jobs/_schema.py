@@ -37,6 +37,7 @@ from ambidex.jobs._json import loads_stored
 from ambidex.jobs._model import Job, JobEvent, JobStatus, RetryPolicy, WorkerInfo
 
 __all__ = [
+    "KEYED",
     "events_table",
     "jobs_table",
     "metadata",
@@ -91,8 +92,18 @@ jobs_table = Table(
     Column("rerun_of", String(64)),
     Index("ix_ambidex_jobs_status_seq", "status", "seq"),
     Index("ix_ambidex_jobs_worker", "worker"),
-    Index("ix_ambidex_jobs_idempotency_key", "idempotency_key", unique=True),
     Index("ix_ambidex_jobs_workload_seq", "workload", "seq"),
+)
+# Partial indexes: a row is in one only while it matters to it, so a job's later
+# changes (claimed, finished) cost no update of them.
+KEYED = jobs_table.c.idempotency_key.is_not(None)
+"""The rows of ``ix_ambidex_jobs_idempotency_key`` (a conflict target must name it too)."""
+Index(
+    "ix_ambidex_jobs_idempotency_key",
+    jobs_table.c.idempotency_key,
+    unique=True,
+    sqlite_where=KEYED,
+    postgresql_where=KEYED,
 )
 # What claims read: the queued jobs, highest priority first, then oldest.
 Index("ix_ambidex_jobs_claim", jobs_table.c.status, jobs_table.c.priority.desc(), jobs_table.c.seq)

@@ -93,11 +93,11 @@ CLAIM_VALUES = {
     "message": None,
 }
 CLAIM_ORDER = (_jc.priority.desc(), _jc.seq)
-_DUE = and_(_jc.status == QUEUED, _jc.run_at <= _b("p_now"))
+DUE = and_(_jc.status == QUEUED, _jc.run_at <= _b("p_now"))
 
 
 def claim_statement(dialect: str, filtered: bool) -> Any:
-    pick = select(_jc.seq).where(_DUE).order_by(*CLAIM_ORDER).limit(_b("p_limit", type_=Integer))
+    pick = select(_jc.seq).where(DUE).order_by(*CLAIM_ORDER).limit(_b("p_limit", type_=Integer))
     if filtered:
         pick = pick.where(_jc.workload.in_(_b("p_workloads", expanding=True)))
     picked: Any = pick.scalar_subquery()
@@ -121,12 +121,15 @@ def lock_key(name: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def insert_ignoring(dialect: str, table: Any, unique: str) -> Any:
-    """``INSERT ... ON CONFLICT (unique) DO NOTHING`` in the dialect's own words."""
+def insert_ignoring(dialect: str, table: Any, unique: str, where: Any = None) -> Any:
+    """``INSERT ... ON CONFLICT (unique) [WHERE ...] DO NOTHING`` in the dialect's own words.
+
+    ``where`` is the predicate of a partial unique index on ``unique``.
+    """
     from sqlalchemy.dialects import postgresql, sqlite
 
     make: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return make(table).on_conflict_do_nothing(index_elements=[unique])
+    return make(table).on_conflict_do_nothing(index_elements=[unique], index_where=where)
 
 
 def event_row(job_id: str, kind: str, at: float, data: dict[str, Any]) -> dict[str, Any]:

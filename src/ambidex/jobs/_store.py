@@ -43,8 +43,9 @@ from typing import Any
 from sqlalchemy import Connection, and_, case, delete, func, insert, select, text, update
 
 from ambidex.jobs._engines import Engines, open_engines
-from ambidex.jobs._json import JsonProblem, dumps, find_problem
+from ambidex.jobs._json import JsonProblem, dumps, json_text
 from ambidex.jobs._model import (
+    NO_RETRY,
     TERMINAL,
     Job,
     JobEvent,
@@ -67,6 +68,7 @@ from ambidex.jobs._records import (
     refused_data,
 )
 from ambidex.jobs._schema import (
+    KEYED,
     events_table,
     jobs_table,
     row_to_event,
@@ -154,9 +156,9 @@ class JobStore:
             raise
         self._claim_all = claim_statement(self.dialect, filtered=False)
         self._claim_some = claim_statement(self.dialect, filtered=True)
-        self._insert_keyed = insert_ignoring(self.dialect, jobs_table, "idempotency_key").returning(
-            _jc.id
-        )
+        self._insert_keyed = insert_ignoring(
+            self.dialect, jobs_table, "idempotency_key", KEYED
+        ).returning(_jc.id)
         self._insert_schedule = insert_ignoring(self.dialect, schedules_table, "name")
 
     def close(self) -> None:
@@ -302,13 +304,13 @@ class JobStore:
     def _prepare(new: NewJob, now: float) -> tuple[dict[str, Any], Job]:
         if new.max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {new.max_attempts}")
-        problem = find_problem(new.input, strict=True)
-        if problem is not None:
-            raise ValueError(f"job input is not storable JSON: {problem}")
-        text_input = dumps(new.input)
+        try:
+            text_input = json_text(new.input)
+        except JsonProblem as problem:
+            raise ValueError(f"job input is not storable JSON: {problem}") from None
         jid = new.job_id or new_job_id()
         run_at = now if new.run_at is None else float(new.run_at)
-        retry = None if new.retry == RetryPolicy() else dumps(new.retry.as_dict())
+        retry = None if new.retry == NO_RETRY else dumps(new.retry.as_dict())
         row = {
             "id": jid,
             "workload": new.workload,
@@ -817,10 +819,9 @@ class JobStore:
             raise ValueError(f"finish() needs a terminal status, got {o.status.value}")
         status, error, text_result = o.status, o.error, None
         if status is JobStatus.SUCCEEDED:
-            problem = find_problem(o.result, strict=True)
-            if problem is None:
-                text_result = dumps(o.result)
-            else:
+            try:
+                text_result = json_text(o.result)
+            except JsonProblem as problem:
                 where = JsonProblem(["result", *problem.loc], problem.msg)
                 status, error = JobStatus.FAILED, f"the result is not storable JSON: {where}"
         return (

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 import ambidex
 from ambidex._text import describe_exception, format_traceback, plain_text
-from ambidex.jobs._contain import EscapedExit, in_job, task_factory_installed
+from ambidex.jobs._contain import EscapedExit, enter_job, leave_job, task_factory_installed
 from ambidex.jobs._metrics import JobMetrics
 from ambidex.jobs._model import Job, JobStatus, WorkerInfo
 from ambidex.jobs._store import JobStore, Outcome, refused_data
@@ -287,18 +287,17 @@ class Worker:
             self._stop(previous, "lost")
         self.running[job.id] = running
         due = job.run_at if job.run_at is not None else job.created_at
-        if job.started_at is not None:
-            self.metrics.queue_wait.labels(job.workload).observe(max(job.started_at - due, 0.0))
+        waited_s = max((job.started_at or due) - due, 0.0)
+        self.metrics.record_start(job.workload, waited_s, len(self.running))
         task = tg.create_task(self._execute(running), name=f"ambidex-job-{job.id}")
         running.task = task
-        self.metrics.running_here.set(len(self.running))
 
         def gone(_task: asyncio.Task[None]) -> None:
             # Also when the task was cancelled before it ever ran (its body,
             # and so its own cleanup, never started): the slot must be freed.
             if self.running.get(job.id) is running:
                 del self.running[job.id]
-            self.metrics.running_here.set(len(self.running))
+            self.metrics.running_here = len(self.running)
             self._wake.set()
 
         task.add_done_callback(gone)
@@ -397,13 +396,9 @@ class Worker:
             return
         if retry_in_s is None:
             self.finished_counts[ending.status.value] += 1
-            self.metrics.finished_here.labels(ending.status.value).inc()
-        self.metrics.finished.labels(job.workload, status).inc()
-        self.metrics.run_time.labels(job.workload, status).observe(
-            time.monotonic() - running.started
-        )
+        run_s = time.monotonic() - running.started
+        self.metrics.record_end(job.workload, status, run_s, final=retry_in_s is None)
         if retry_in_s is not None:
-            self.metrics.retries.labels(job.workload).inc()
             log.info(
                 "job %s (%s) attempt %d failed; retry %d of %d in %.1f s: %s",
                 job.id,
@@ -452,9 +447,12 @@ class Worker:
         deadline = asyncio.timeout(job.timeout_s)
         try:
             workload = self.registry.get(job.workload)
-            with in_job():
+            token = enter_job()
+            try:
                 async with deadline:
                     result = await workload.run(job.input, running.ctx)
+            finally:
+                leave_job(token)
             return _Ending(JobStatus.SUCCEEDED, result)
         except asyncio.CancelledError as exc:
             if running.stop == "cancel":

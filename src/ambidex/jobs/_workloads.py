@@ -37,7 +37,7 @@ from typing_extensions import Unpack
 from ambidex._imports import import_file
 from ambidex._text import describe_exception, plain_text
 from ambidex.jobs._errors import JobInputError, UnknownWorkloadError
-from ambidex.jobs._json import MAX_DEPTH, find_problem
+from ambidex.jobs._json import MAX_DEPTH, JsonProblem, raw_problem
 from ambidex.jobs._model import RetryPolicy
 from ambidex.jobs._schedules import Schedule
 from ambidex.runtime import TaskFunction, TaskOptions
@@ -200,11 +200,9 @@ class Workload:
         """
         if raw is None:
             raw = {}
-        problem = find_problem(raw)
+        problem = raw_problem(raw)  # before pydantic turns a NaN into null
         if problem is not None:
-            raise JobInputError(
-                self.name, [{"loc": problem.loc, "msg": problem.msg, "type": "json_invalid"}]
-            )
+            raise self._input_error(problem)
         try:
             model = self.input_model.model_validate(raw)
         except pydantic.ValidationError as exc:
@@ -213,13 +211,19 @@ class Workload:
                 for e in exc.errors(include_url=False, include_input=False)
             ]
             raise JobInputError(self.name, errors) from None
+        if self.input_model.model_config.get("allow_inf_nan", True):
+            # What a field's type made of the input ("nan" read as a float, say), before
+            # the JSON form would turn it into null (the models made here refuse it):
+            problem = raw_problem(model.model_dump())
+            if problem is not None:
+                raise self._input_error(problem)
         data: dict[str, Any] = model.model_dump(mode="json")
-        problem = find_problem(data, strict=True)  # what a field's type turned the input into
-        if problem is not None:
-            raise JobInputError(
-                self.name, [{"loc": problem.loc, "msg": problem.msg, "type": "json_invalid"}]
-            )
         return data
+
+    def _input_error(self, problem: JsonProblem) -> JobInputError:
+        return JobInputError(
+            self.name, [{"loc": problem.loc, "msg": problem.msg, "type": "json_invalid"}]
+        )
 
     def input_schema(self) -> dict[str, Any]:
         """The JSON schema of the input."""
@@ -325,7 +329,7 @@ def _function_workload(fn: Callable[..., Any], name: str) -> Workload:
         }
         model = pydantic.create_model(
             _model_name(name) + "Input",
-            __config__=pydantic.ConfigDict(extra="forbid"),
+            __config__=pydantic.ConfigDict(extra="forbid", allow_inf_nan=False),
             **definitions,
         )
     runner = task
@@ -357,7 +361,9 @@ def _workflow_workload(wf: Workflow, name: str) -> Workload:
     }
     model = pydantic.create_model(
         _model_name(name) + "Input",
-        __config__=pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True),
+        __config__=pydantic.ConfigDict(
+            extra="forbid", arbitrary_types_allowed=True, allow_inf_nan=False
+        ),
         **definitions,
     )
     total = max(len(wf.nodes), 1)
