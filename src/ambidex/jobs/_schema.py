@@ -14,6 +14,7 @@ when a store opens it (``upgrade``); nothing is ever dropped or rewritten.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -174,6 +175,12 @@ def upgrade(conn: Connection) -> None:
             index.create(conn)
 
 
+@functools.lru_cache(maxsize=256)
+def _retry_policy(text: str | None) -> RetryPolicy:
+    """The policy stored as ``text`` (a few policies are stored many times: read once)."""
+    return RetryPolicy.from_dict(None if text is None else json.loads(text))
+
+
 def _loads(value: str | None) -> Any:
     return None if value is None else loads_stored(value)
 
@@ -195,7 +202,7 @@ def row_to_job(row: Any) -> Job:
         max_attempts=m["max_attempts"],
         lost=m["lost"],
         timeout_s=m["timeout_s"],
-        retry=RetryPolicy.from_dict(_loads(m["retry"])),
+        retry=_retry_policy(m["retry"]),
         retried=m["retried"],
         priority=m["priority"],
         run_at=m["run_at"],

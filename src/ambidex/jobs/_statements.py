@@ -9,7 +9,19 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from sqlalchemy import Float, Integer, Text, and_, bindparam, func, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Float,
+    Integer,
+    Text,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    select,
+    update,
+)
 
 from ambidex._text import plain_text, shorten
 from ambidex.jobs._json import dumps
@@ -113,6 +125,45 @@ def claim_statement(dialect: str, filtered: bool) -> Any:
         .values(**CLAIM_VALUES)
         .returning(jobs_table)
     )
+
+
+_others = jobs_table.alias("running_jobs")
+_RUNNING_OF_ITS_WORKLOAD = (
+    select(func.count())
+    .where(_others.c.status == RUNNING, _others.c.workload == _jc.workload)
+    .scalar_subquery()
+)
+
+
+def capped_candidates(dialect: str, filtered: bool) -> Any:
+    """The due jobs, each with how many of its workload run now if that workload is capped.
+
+    Parameters: ``p_capped`` (the capped workloads), ``p_now``, ``p_limit``,
+    and ``p_workloads`` when ``filtered``.
+    """
+    capped = _jc.workload.in_(_b("p_capped", expanding=True))
+    query = (
+        select(_jc.seq, _jc.workload, case((capped, _RUNNING_OF_ITS_WORKLOAD), else_=0))
+        .where(DUE)
+        .order_by(*CLAIM_ORDER)
+        .limit(_b("p_limit", type_=Integer))
+    )
+    if filtered:
+        query = query.where(_jc.workload.in_(_b("p_workloads", expanding=True)))
+    if dialect == "postgresql":
+        query = query.with_for_update(skip_locked=True, of=jobs_table)
+    return query
+
+
+CLAIM_SEQS = (
+    update(jobs_table)
+    .where(_jc.seq.in_(_b("p_seqs", expanding=True)), _jc.status == QUEUED)
+    .values(**CLAIM_VALUES)
+    .returning(jobs_table)
+)
+"""Claim the queued jobs ``p_seqs`` (chosen by a capped claim)."""
+ADVISORY_LOCK = select(func.pg_advisory_xact_lock(_b("p_key", type_=BigInteger)))
+"""PostgreSQL: a lock until the transaction ends (a capped workload's, in claims)."""
 
 
 def lock_key(name: str) -> int:

@@ -40,7 +40,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, delete, func, insert, select, text, update
+from sqlalchemy import Connection, and_, delete, func, insert, select, text, update
 
 from ambidex.jobs._engines import Engines, open_engines
 from ambidex.jobs._json import JsonProblem, dumps, json_text
@@ -79,8 +79,8 @@ from ambidex.jobs._schema import (
     workers_table,
 )
 from ambidex.jobs._statements import (
-    CLAIM_ORDER,
-    CLAIM_VALUES,
+    ADVISORY_LOCK,
+    CLAIM_SEQS,
     DEAD_WORKER_KEPT_S,
     EVENTS,
     FINISH,
@@ -99,6 +99,7 @@ from ambidex.jobs._statements import (
     RETRYABLE_VALUES,
     RUNNING,
     TERMINAL_VALUES,
+    capped_candidates,
     claim_statement,
     event_row,
     insert_ignoring,
@@ -156,6 +157,8 @@ class JobStore:
             raise
         self._claim_all = claim_statement(self.dialect, filtered=False)
         self._claim_some = claim_statement(self.dialect, filtered=True)
+        self._capped_all = capped_candidates(self.dialect, filtered=False)
+        self._capped_some = capped_candidates(self.dialect, filtered=True)
         self._insert_keyed = insert_ignoring(
             self.dialect, jobs_table, "idempotency_key", KEYED
         ).returning(_jc.id)
@@ -668,30 +671,15 @@ class JobStore:
         names = sorted(capped)
         if self.dialect == "postgresql":
             for name in names:
-                conn.execute(select(func.pg_advisory_xact_lock(lock_key(name))))
-        others = jobs_table.alias("running_jobs")
-        running_now = (
-            select(func.count())
-            .where(others.c.status == RUNNING, others.c.workload == _jc.workload)
-            .scalar_subquery()
-        )
-        query = (
-            select(
-                _jc.seq,
-                _jc.workload,
-                case((_jc.workload.in_(names), running_now), else_=0),
-            )
-            .where(_jc.status == QUEUED, _jc.run_at <= now)
-            .order_by(*CLAIM_ORDER)
-            .limit(limit)
-        )
+                conn.execute(ADVISORY_LOCK, {"p_key": lock_key(name)})
+        params: dict[str, Any] = {"p_capped": names, "p_now": now, "p_limit": limit}
+        query = self._capped_all
         if workloads is not None:
-            query = query.where(_jc.workload.in_(builtins.list(workloads)))
-        if self.dialect == "postgresql":
-            query = query.with_for_update(skip_locked=True, of=jobs_table)
+            query = self._capped_some
+            params["p_workloads"] = builtins.list(workloads)
         chosen: builtins.list[int] = []
         taken: dict[str, int] = {}
-        for seq, workload, running in conn.execute(query):
+        for seq, workload, running in conn.execute(query, params):
             if workload in capped:
                 if running + taken.get(workload, 0) >= capped[workload]:
                     continue
@@ -699,15 +687,8 @@ class JobStore:
             chosen.append(seq)
         if not chosen:
             return []
-        return builtins.list(
-            conn.execute(
-                update(jobs_table)
-                .where(_jc.seq.in_(chosen), _jc.status == QUEUED)
-                .values(**CLAIM_VALUES)
-                .returning(jobs_table),
-                {"p_now": now, "p_worker": worker, "p_lease_until": now + lease_s},
-            ).all()
-        )
+        lease = {"p_seqs": chosen, "p_now": now, "p_worker": worker, "p_lease_until": now + lease_s}
+        return builtins.list(conn.execute(CLAIM_SEQS, lease).all())
 
     def heartbeat(
         self,
