@@ -57,13 +57,14 @@ def leave_job(token: contextvars.Token[bool]) -> None:
 def task_factory_installed(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
     """Wrap the tasks that jobs start on ``loop`` for as long as the block lasts."""
     previous = loop.get_task_factory()
+    in_job, make = _IN_JOB.get, asyncio.Task  # every task of the loop comes through here
 
     def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
-        if _IN_JOB.get() and asyncio.iscoroutine(coro):
+        if in_job() and asyncio.iscoroutine(coro):
             coro = _contained(coro)
         if previous is not None:
             return previous(loop, coro, **kwargs)
-        return asyncio.Task(coro, loop=loop, **kwargs)
+        return make(coro, loop=loop, **kwargs)
 
     loop.set_task_factory(factory)
     try:

@@ -70,6 +70,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorOut, "description": "Invalid input; detail names each field."},
     503: {"model": ErrorOut, "description": "The job store is unreachable; try again."},
 }
+_DOCS_PREFIXES = ("/docs", "/static-offline-docs", "/openapi.json")
 _CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorOut, "description": "The job's state does not allow this."}
 }
@@ -163,6 +164,10 @@ def create_app(
     from ambidex.server._dashboard import router as dashboard
 
     app.include_router(dashboard)
+    # Routes are matched in order: the API first, the docs' pages and assets (which
+    # fastapi-offline put first) last.
+    docs = [r for r in app.router.routes if getattr(r, "path", "").startswith(_DOCS_PREFIXES)]
+    app.router.routes[:] = [r for r in app.router.routes if r not in docs] + docs
     return app
 
 
