@@ -550,7 +550,7 @@ def test_concurrent_claimers_never_share_a_job_and_take_them_all(store: JobStore
 
 
 def test_job_ids_are_unguessable_and_safe_on_a_command_line() -> None:
-    from ambidex.jobs._store import new_job_id
+    from ambidex.jobs._records import new_job_id
 
     ids = {new_job_id() for _ in range(2000)}
     assert len(ids) == 2000

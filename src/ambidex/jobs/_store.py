@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import json
 import threading
 import time
 from collections.abc import Collection, Iterator, Mapping
@@ -43,10 +42,8 @@ from typing import Any
 from sqlalchemy import Connection, and_, delete, func, insert, select, text, update
 
 from ambidex.jobs._engines import Engines, open_engines
-from ambidex.jobs._json import JsonProblem, dumps, json_text
+from ambidex.jobs._json import dumps
 from ambidex.jobs._model import (
-    NO_RETRY,
-    TERMINAL,
     Job,
     JobEvent,
     JobStatus,
@@ -64,9 +61,9 @@ from ambidex.jobs._records import (
     Submitted,
     decode_cursor,
     encode_cursor,
-    new_job_id,
     refused_data,
 )
+from ambidex.jobs._rows import new_job_row, outcome_values, submitted_event_row
 from ambidex.jobs._schema import (
     KEYED,
     events_table,
@@ -91,7 +88,6 @@ from ambidex.jobs._statements import (
     MAX_ERROR_CHARS,
     MAX_MESSAGE_CHARS,
     MAX_RELEASES,
-    MAX_TRACEBACK_CHARS,
     PROGRESS,
     QUEUED,
     RELEASED_ERROR,
@@ -278,7 +274,7 @@ class JobStore:
         keyed: builtins.list[tuple[int, dict[str, Any], Job]] = []
         for i, new in enumerate(new_jobs):
             try:
-                row, job = self._prepare(new, now)
+                row, job = new_job_row(new, now)
             except ValueError as exc:
                 answers[i] = exc
                 continue
@@ -295,71 +291,13 @@ class JobStore:
                     ):
                         answers[i] = answer
                 events = [
-                    self._submitted_event(new_jobs[i], answer.job, now)
+                    submitted_event_row(new_jobs[i], answer.job, now)
                     for i, answer in enumerate(answers)
                     if isinstance(answer, Submitted) and answer.created
                 ]
                 if events:
                     conn.execute(INSERT_EVENTS, events)
         return [a for a in answers if a is not None]
-
-    @staticmethod
-    def _prepare(new: NewJob, now: float) -> tuple[dict[str, Any], Job]:
-        if new.max_attempts < 1:
-            raise ValueError(f"max_attempts must be at least 1, got {new.max_attempts}")
-        try:
-            text_input = json_text(new.input)
-        except JsonProblem as problem:
-            raise ValueError(f"job input is not storable JSON: {problem}") from None
-        jid = new.job_id or new_job_id()
-        run_at = now if new.run_at is None else float(new.run_at)
-        retry = None if new.retry == NO_RETRY else dumps(new.retry.as_dict())
-        row = {
-            "id": jid,
-            "workload": new.workload,
-            "input": text_input,
-            "status": QUEUED,
-            "attempts": 0,
-            "max_attempts": new.max_attempts,
-            "timeout_s": new.timeout_s,
-            "created_at": now,
-            "cancel_requested": False,
-            "priority": new.priority,
-            "run_at": run_at,
-            "retry": retry,
-            "retried": 0,
-            "lost": 0,
-            "idempotency_key": new.idempotency_key,
-            "rerun_of": new.rerun_of,
-        }
-        job = Job(
-            id=jid,
-            workload=new.workload,
-            input=json.loads(text_input),
-            status=JobStatus.QUEUED,
-            max_attempts=new.max_attempts,
-            timeout_s=new.timeout_s,
-            retry=new.retry,
-            priority=new.priority,
-            run_at=run_at,
-            idempotency_key=new.idempotency_key,
-            rerun_of=new.rerun_of,
-            created_at=now,
-        )
-        return row, job
-
-    @staticmethod
-    def _submitted_event(new: NewJob, job: Job, now: float) -> dict[str, Any]:
-        data: dict[str, Any] = {"status": QUEUED, "workload": new.workload}
-        if job.run_at is not None and job.run_at > now:
-            data["run_at"] = iso(job.run_at)
-        if new.priority:
-            data["priority"] = new.priority
-        if new.rerun_of:
-            data["rerun_of"] = new.rerun_of
-        if new.origin:
-            data.update(new.origin)
-        return event_row(job.id, "submitted", now, data)
 
     def _submit_keyed(
         self, conn: Connection, keyed: builtins.list[tuple[int, dict[str, Any], Job]]
@@ -793,29 +731,10 @@ class JobStore:
         outcome = Outcome(job_id, worker, attempt, status, result, error, traceback, retry_in_s)
         return self.finish_many([outcome])[0]
 
-    @staticmethod
-    def _prepare_outcome(o: Outcome) -> tuple[JobStatus, str | None, str | None, str | None]:
-        """(status, result text, error, traceback) as they will be stored."""
-        if o.status not in TERMINAL:
-            raise ValueError(f"finish() needs a terminal status, got {o.status.value}")
-        status, error, text_result = o.status, o.error, None
-        if status is JobStatus.SUCCEEDED:
-            try:
-                text_result = json_text(o.result)
-            except JsonProblem as problem:
-                where = JsonProblem(["result", *problem.loc], problem.msg)
-                status, error = JobStatus.FAILED, f"the result is not storable JSON: {where}"
-        return (
-            status,
-            text_result,
-            storable_text(error, MAX_ERROR_CHARS),
-            storable_text(o.traceback, MAX_TRACEBACK_CHARS),
-        )
-
     def finish_many(self, outcomes: builtins.list[Outcome]) -> builtins.list[bool]:
         """``finish`` for several jobs in one transaction; one answer per outcome."""
         now = time.time()
-        prepared = [self._prepare_outcome(o) for o in outcomes]
+        prepared = [outcome_values(o) for o in outcomes]
         events: builtins.list[dict[str, Any]] = []
         with self._write() as conn:
             recorded = [
@@ -1038,12 +957,12 @@ class JobStore:
             if not moved or new is None:
                 return None
             now = time.time()
-            row, job = self._prepare(new, now)
+            row, job = new_job_row(new, now)
             if new.idempotency_key is None:
                 conn.execute(INSERT_JOBS, row)
             else:
                 (answer,) = self._submit_keyed(conn, [(0, row, job)])
                 if not isinstance(answer, Submitted) or not answer.created:
                     return None
-            conn.execute(INSERT_EVENTS, [self._submitted_event(new, job, now)])
+            conn.execute(INSERT_EVENTS, [submitted_event_row(new, job, now)])
             return job

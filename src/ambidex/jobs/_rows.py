@@ -1,0 +1,113 @@
+"""How what the store is given becomes rows: a new job, its ``submitted`` event, an outcome.
+
+I/O-free: the store (``_store``) runs the statements; these decide the values,
+including every check that keeps a value the database could not hold (or not
+give back exactly) out of it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ambidex.jobs._json import JsonProblem, dumps, json_text
+from ambidex.jobs._model import NO_RETRY, TERMINAL, Job, JobStatus, iso
+from ambidex.jobs._records import NewJob, Outcome, new_job_id
+from ambidex.jobs._statements import (
+    MAX_ERROR_CHARS,
+    MAX_TRACEBACK_CHARS,
+    QUEUED,
+    event_row,
+    storable_text,
+)
+
+__all__ = ["new_job_row", "outcome_values", "submitted_event_row"]
+
+
+def new_job_row(new: NewJob, now: float) -> tuple[dict[str, Any], Job]:
+    """The row of a new job, and the ``Job`` it stands for.
+
+    Raises:
+        ValueError: ``max_attempts`` below 1, or an input that is not storable JSON.
+    """
+    if new.max_attempts < 1:
+        raise ValueError(f"max_attempts must be at least 1, got {new.max_attempts}")
+    try:
+        text_input = json_text(new.input)
+    except JsonProblem as problem:
+        raise ValueError(f"job input is not storable JSON: {problem}") from None
+    jid = new.job_id or new_job_id()
+    run_at = now if new.run_at is None else float(new.run_at)
+    retry = None if new.retry == NO_RETRY else dumps(new.retry.as_dict())
+    row = {
+        "id": jid,
+        "workload": new.workload,
+        "input": text_input,
+        "status": QUEUED,
+        "attempts": 0,
+        "max_attempts": new.max_attempts,
+        "timeout_s": new.timeout_s,
+        "created_at": now,
+        "cancel_requested": False,
+        "priority": new.priority,
+        "run_at": run_at,
+        "retry": retry,
+        "retried": 0,
+        "lost": 0,
+        "idempotency_key": new.idempotency_key,
+        "rerun_of": new.rerun_of,
+    }
+    job = Job(
+        id=jid,
+        workload=new.workload,
+        input=json.loads(text_input),
+        status=JobStatus.QUEUED,
+        max_attempts=new.max_attempts,
+        timeout_s=new.timeout_s,
+        retry=new.retry,
+        priority=new.priority,
+        run_at=run_at,
+        idempotency_key=new.idempotency_key,
+        rerun_of=new.rerun_of,
+        created_at=now,
+    )
+    return row, job
+
+
+def submitted_event_row(new: NewJob, job: Job, now: float) -> dict[str, Any]:
+    """The ``submitted`` event of a new job (its delay, priority, re-run link, origin)."""
+    data: dict[str, Any] = {"status": QUEUED, "workload": new.workload}
+    if job.run_at is not None and job.run_at > now:
+        data["run_at"] = iso(job.run_at)
+    if new.priority:
+        data["priority"] = new.priority
+    if new.rerun_of:
+        data["rerun_of"] = new.rerun_of
+    if new.origin:
+        data.update(new.origin)
+    return event_row(job.id, "submitted", now, data)
+
+
+def outcome_values(o: Outcome) -> tuple[JobStatus, str | None, str | None, str | None]:
+    """(status, result text, error, traceback) as an outcome will be stored.
+
+    A result that is not storable JSON turns the outcome into a failure saying where.
+
+    Raises:
+        ValueError: a status that is not terminal.
+    """
+    if o.status not in TERMINAL:
+        raise ValueError(f"finish() needs a terminal status, got {o.status.value}")
+    status, error, text_result = o.status, o.error, None
+    if status is JobStatus.SUCCEEDED:
+        try:
+            text_result = json_text(o.result)
+        except JsonProblem as problem:
+            where = JsonProblem(["result", *problem.loc], problem.msg)
+            status, error = JobStatus.FAILED, f"the result is not storable JSON: {where}"
+    return (
+        status,
+        text_result,
+        storable_text(error, MAX_ERROR_CHARS),
+        storable_text(o.traceback, MAX_TRACEBACK_CHARS),
+    )
