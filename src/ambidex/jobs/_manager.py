@@ -235,9 +235,8 @@ class JobManager:
     @property
     def finished_counts(self) -> dict[str, int]:
         """Jobs this manager finished, by outcome."""
-        if self._worker is None:
-            return {s: 0 for s in ("succeeded", "failed", "cancelled")}
-        return dict(self._worker.finished_counts)
+        done = self.metrics.finished_here
+        return {s: done.get(s, 0) for s in ("succeeded", "failed", "cancelled")}
 
     def problems(self) -> builtins.list[str]:
         """What stopped working in this manager (empty while all is well)."""

@@ -142,7 +142,6 @@ class Worker:
         self.running: dict[str, _Running] = {}
         self.failure: str | None = None
         """Why the worker stopped on its own (None while it works, or after a clean stop)."""
-        self.finished_counts: dict[str, int] = {s: 0 for s in ("succeeded", "failed", "cancelled")}
         self.last_heartbeat: float | None = None
         host, pid, _ = (
             worker_id.rsplit(":", 2) if worker_id.count(":") >= 2 else (worker_id, "0", "")
@@ -394,8 +393,6 @@ class Worker:
         if not recorded:
             log.warning("job %s: lease lost before its outcome could be recorded", job.id)
             return
-        if retry_in_s is None:
-            self.finished_counts[ending.status.value] += 1
         run_s = time.monotonic() - running.started
         self.metrics.record_end(job.workload, status, run_s, final=retry_in_s is None)
         if retry_in_s is not None:
