@@ -800,56 +800,71 @@ class JobStore:
         ``MAX_RELEASES`` times fails (it may be what stops its worker). The
         worker leaves the Workers page too. Returns how many jobs were requeued.
         """
-        now = time.time()
         held = and_(_jc.worker == worker, _jc.status == RUNNING)
-        too_often = _jc.released + 1 >= MAX_RELEASES
         with self._write() as conn:
-            failed = conn.execute(
-                update(jobs_table)
-                .where(held, too_often)
-                .values(
-                    status=JobStatus.FAILED.value,
-                    finished_at=now,
-                    lease_expires_at=None,
-                    released=_jc.released + 1,
-                    error=RELEASED_ERROR,
-                    traceback=None,
-                )
-                .returning(_jc.id, _jc.attempts)
-            ).all()
-            rows = conn.execute(
-                update(jobs_table)
-                .where(held, ~too_often)
-                .values(
-                    status=QUEUED,
-                    lease_expires_at=None,
-                    attempts=_jc.attempts - 1,
-                    released=_jc.released + 1,
-                )
-                .returning(_jc.id)
-            ).all()
-            events = [
-                event_row(
-                    jid,
-                    "failed",
-                    now,
-                    {"status": "failed", "error": RELEASED_ERROR, "attempt": attempt},
-                )
-                for jid, attempt in failed
-            ]
-            events += [
-                event_row(
-                    jid,
-                    "requeued",
-                    now,
-                    {"status": QUEUED, "reason": f"worker {worker} shut down"},
-                )
-                for (jid,) in rows
-            ]
-            if events:
-                conn.execute(INSERT_EVENTS, events)
+            requeued, _ = self._requeue_or_fail(
+                conn,
+                held,
+                _jc.released,
+                MAX_RELEASES,
+                RELEASED_ERROR,
+                lambda w: f"worker {w} shut down",
+                attempts=_jc.attempts - 1,  # a start given back is not an attempt
+            )
             conn.execute(delete(workers_table).where(workers_table.c.id == worker))
-        return len(rows)
+        return len(requeued)
+
+    @staticmethod
+    def _requeue_or_fail(
+        conn: Connection,
+        which: Any,
+        counter: Any,
+        bound: Any,
+        error: str,
+        reason: Any,
+        **requeue_values: Any,
+    ) -> tuple[builtins.list[str], builtins.list[str]]:
+        """Put the running jobs ``which`` back in the queue, counted in ``counter``.
+
+        Those for which this count reaches ``bound`` fail instead, with
+        ``error``. Returns ``(requeued ids, failed ids)``; each gets its event.
+        """
+        now = time.time()
+        over = counter + 1 >= bound
+        done = (_jc.id, _jc.worker, _jc.attempts)
+        failed = conn.execute(
+            update(jobs_table)
+            .where(which, over)
+            .values(
+                status=JobStatus.FAILED.value,
+                finished_at=now,
+                lease_expires_at=None,
+                traceback=None,
+                error=error,
+                **{counter.key: counter + 1},
+            )
+            .returning(*done)
+        ).all()
+        requeued = conn.execute(
+            update(jobs_table)
+            .where(which, ~over)
+            .values(
+                status=QUEUED, lease_expires_at=None, **{counter.key: counter + 1}, **requeue_values
+            )
+            .returning(*done)
+        ).all()
+        events = [
+            event_row(
+                jid, "failed", now, {"status": "failed", "error": error, "attempt": n, "worker": w}
+            )
+            for jid, w, n in failed
+        ] + [
+            event_row(jid, "requeued", now, {"status": QUEUED, "attempt": n, "reason": reason(w)})
+            for jid, w, n in requeued
+        ]
+        if events:
+            conn.execute(INSERT_EVENTS, events)
+        return [r[0] for r in requeued], [r[0] for r in failed]
 
     def recover_expired(self) -> tuple[builtins.list[str], builtins.list[str]]:
         """Requeue running jobs whose lease lapsed; fail those out of attempts.
@@ -859,60 +874,19 @@ class JobStore:
         """
         now = time.time()
         lapsed = and_(_jc.status == RUNNING, _jc.lease_expires_at < now)
-        out_of_attempts = _jc.lost + 1 >= _jc.max_attempts
         with self._write() as conn:
-            failed = conn.execute(
-                update(jobs_table)
-                .where(lapsed, out_of_attempts)
-                .values(
-                    status=JobStatus.FAILED.value,
-                    finished_at=now,
-                    lease_expires_at=None,
-                    lost=_jc.lost + 1,
-                    error=LOST_ERROR,
-                    traceback=None,
-                )
-                .returning(_jc.id, _jc.worker, _jc.attempts)
-            ).all()
-            requeued = conn.execute(
-                update(jobs_table)
-                .where(lapsed, ~out_of_attempts)
-                .values(status=QUEUED, lease_expires_at=None, lost=_jc.lost + 1)
-                .returning(_jc.id, _jc.worker, _jc.attempts)
-            ).all()
-            events = [
-                event_row(
-                    jid,
-                    "failed",
-                    now,
-                    {
-                        "status": "failed",
-                        "error": LOST_ERROR,
-                        "attempt": attempts,
-                        "worker": worker,
-                    },
-                )
-                for jid, worker, attempts in failed
-            ]
-            events += [
-                event_row(
-                    jid,
-                    "requeued",
-                    now,
-                    {
-                        "status": QUEUED,
-                        "attempt": attempts,
-                        "reason": f"the lease of worker {worker} lapsed",
-                    },
-                )
-                for jid, worker, attempts in requeued
-            ]
-            if events:
-                conn.execute(INSERT_EVENTS, events)
+            requeued, failed = self._requeue_or_fail(
+                conn,
+                lapsed,
+                _jc.lost,
+                _jc.max_attempts,
+                LOST_ERROR,
+                lambda w: f"the lease of worker {w} lapsed",
+            )
             conn.execute(
                 delete(workers_table).where(workers_table.c.heartbeat_at < now - DEAD_WORKER_KEPT_S)
             )
-        return [r[0] for r in requeued], [r[0] for r in failed]
+        return requeued, failed
 
     # -- schedules -------------------------------------------------------------------
 
