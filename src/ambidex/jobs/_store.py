@@ -34,7 +34,7 @@ import builtins
 import contextlib
 import threading
 import time
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -821,7 +821,7 @@ class JobStore:
         counter: Any,
         bound: Any,
         error: str,
-        reason: Any,
+        reason: Callable[[str | None], str],
         **requeue_values: Any,
     ) -> tuple[builtins.list[str], builtins.list[str]]:
         """Put the running jobs ``which`` back in the queue, counted in ``counter``.
