@@ -6,6 +6,7 @@ name (``test_policies``) to find them.
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import itertools
 import os
@@ -648,6 +649,70 @@ def test_work_stopped_when_sync_caller_gets_ctrl_c(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+# A Ctrl-C that lands just before the main thread blocks only sets CPython's
+# flag and does not wake the wait; ``_thread.interrupt_main()`` makes exactly
+# that happen, every time.
+
+
+def test_ctrl_c_that_missed_the_wait_still_stops_the_work_at_once() -> None:
+    cancelled = threading.Event()
+
+    @ax.io
+    async def slow() -> None:
+        _thread.interrupt_main()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        slow()
+    assert time.monotonic() - t0 < 2.0
+    assert cancelled.is_set()
+
+
+def test_ctrl_c_just_after_the_work_ended_is_raised_without_waiting() -> None:
+    @ax.io
+    async def quick() -> int:
+        _thread.interrupt_main()
+        return 1
+
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        quick()
+    assert time.monotonic() - t0 < 2.0
+
+
+def test_ctrl_c_while_waiting_for_a_limit_gives_up_the_place_in_line() -> None:
+    ax.limits(llm=1)
+    limit = ax.limit("llm")
+    holder_in, holder_out = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with limit:
+            holder_in.set()
+            holder_out.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holder_in.wait(5)
+    threading.Timer(0.2, _thread.interrupt_main).start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt), limit:
+            pytest.fail("got a slot the holder still has")
+        assert time.monotonic() - t0 < 2.0
+        assert _stats().limits["llm"].waiting == 0
+    finally:
+        holder_out.set()
+        holder.join(5)
+    assert _stats().limits["llm"].in_use == 0  # the slot was not leaked
+    with limit:
+        assert _stats().limits["llm"].in_use == 1
 
 
 # -- worker crashes ----------------------------------------------------------

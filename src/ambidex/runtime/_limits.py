@@ -19,6 +19,8 @@ from collections import deque
 from dataclasses import dataclass
 from types import TracebackType
 
+from ambidex.runtime._waits import acquire_interruptibly
+
 __all__ = ["CapacityLimit", "LimitStatistics", "Rate", "RateLimit", "RateLimitStatistics"]
 
 
@@ -140,7 +142,18 @@ class CapacityLimit:
             gate = threading.Lock()
             gate.acquire()
             self._waiters.append(gate)
-        gate.acquire()  # release() unlocks it, handing us the slot
+        try:
+            acquire_interruptibly(gate)  # release() unlocks it, handing us the slot
+        except BaseException:  # Ctrl-C: give up the place in line, or the slot
+            with self._lock:
+                try:
+                    self._waiters.remove(gate)
+                    picked = False
+                except ValueError:
+                    picked = True  # release() already handed us the slot
+            if picked:
+                self.release()
+            raise
 
     def release(self) -> None:
         """Give a slot back, handing it to the longest waiter if there is one."""

@@ -18,6 +18,8 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, Generic, TypeVar, cast
 
+from ambidex.runtime._waits import acquire_interruptibly
+
 __all__ = ["Escaped", "LoopThread", "guarded", "new_event_loop"]
 
 T = TypeVar("T")
@@ -69,11 +71,13 @@ async def guarded(coro: Coroutine[Any, Any, T]) -> T:
 class _Waiter(Generic[T]):
     """One sync caller's wait for one coroutine on the loop thread."""
 
-    __slots__ = ("_exception", "_lock", "_result", "task")
+    __slots__ = ("_exception", "_lock", "_result", "finished", "task")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._lock.acquire()
+        #: Set (before the lock is released) once the outcome is known.
+        self.finished = False
         self.task: asyncio.Task[T] | None = None
         self._result: T | None = None
         self._exception: BaseException | None = None
@@ -87,6 +91,7 @@ class _Waiter(Generic[T]):
             wrapped.close()
             coro.close()
             self._exception = exc
+            self.finished = True
             self._lock.release()
             return
         self.task.add_done_callback(self._done)
@@ -100,6 +105,7 @@ class _Waiter(Generic[T]):
                 self._result = task.result()
             else:
                 self._exception = exc
+        self.finished = True
         self._lock.release()
 
     def cancel(self) -> None:
@@ -107,8 +113,8 @@ class _Waiter(Generic[T]):
         if self.task is not None:
             self.task.cancel()
 
-    def wait(self, timeout_s: float = -1) -> bool:
-        return self._lock.acquire(timeout=timeout_s)
+    def wait(self, timeout_s: float | None = None) -> bool:
+        return acquire_interruptibly(self._lock, timeout_s)
 
     def outcome(self) -> T:
         exc = self._exception
@@ -195,10 +201,12 @@ class LoopThread:
             waiter.wait()
         except BaseException:
             # KeyboardInterrupt (or another async exception) in the caller:
-            # stop the work before letting the exception through.
-            with contextlib.suppress(RuntimeError):
-                self.loop.call_soon_threadsafe(waiter.cancel)
-            waiter.wait(_CANCEL_GRACE_S)
+            # stop the work before letting the exception through -- unless it
+            # arrived just after the work ended.
+            if not waiter.finished:
+                with contextlib.suppress(RuntimeError):
+                    self.loop.call_soon_threadsafe(waiter.cancel)
+                waiter.wait(_CANCEL_GRACE_S)
             raise
         return waiter.outcome()
 
