@@ -57,13 +57,18 @@ class EvolveProgress:
     """How far a run is: what the live view and job progress events show."""
 
     iterations: int
+    """Candidates to try in all (earlier runs on the same database included)."""
     done: int
+    """Candidates finished in all (earlier runs on the same database included)."""
     in_flight: int
     succeeded: int
+    """Candidates of this run that evaluated successfully."""
     failed: int
+    """Candidates of this run that failed."""
     best_score: float | None
     best_id: int | None
     elapsed_s: float
+    """Seconds since this run started."""
 
     @property
     def success_rate(self) -> float:
@@ -71,13 +76,38 @@ class EvolveProgress:
         finished = self.succeeded + self.failed
         return self.succeeded / finished if finished else 0.0
 
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds until the last candidate is done at this run's pace so far.
+
+        None until a candidate of this run finished (no pace yet). The pace is
+        this run's own (``succeeded + failed`` over ``elapsed_s``), so a resumed
+        run is not credited with the candidates an earlier run did.
+        """
+        finished = self.succeeded + self.failed
+        if finished <= 0 or self.elapsed_s <= 0:
+            return None
+        return max(self.iterations - self.done, 0) * self.elapsed_s / finished
+
     def line(self) -> str:
-        """One line: ``12/100 done, 8 in flight, 75% ok, best 2.61 (#9)``."""
+        """One line: ``12/100 done, 8 in flight, 75% ok, best 2.61 (#9), eta 1m05s``."""
         best = "-" if self.best_score is None else f"{self.best_score:.6g} (#{self.best_id})"
+        eta = self.eta_s
         return (
             f"{self.done}/{self.iterations} done, {self.in_flight} in flight, "
-            f"{self.success_rate:.0%} ok, best {best}"
+            f"{self.success_rate:.0%} ok, best {best}, "
+            f"eta {'-' if eta is None else self._clock(eta)}"
         )
+
+    @staticmethod
+    def _clock(seconds: float) -> str:
+        """``7s``, ``1m05s``, ``2h03m``: a duration as short as it reads well."""
+        s = round(seconds)
+        if s < 60:
+            return f"{s}s"
+        if s < 3600:
+            return f"{s // 60}m{s % 60:02d}s"
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 @dataclass
