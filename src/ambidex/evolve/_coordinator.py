@@ -333,7 +333,11 @@ class _Run:
             return history[0]
         tgt = self.target
         result = await self.sandbox.evaluate(
-            tgt.source, evaluator=tgt.spec.evaluator, target=tgt.name
+            tgt.source,
+            evaluator=tgt.spec.evaluator,
+            target=tgt.name,
+            evaluator_source=tgt.source,
+            evaluator_path=str(tgt.path),
         )
         if not result.ok:
             raise EvolveError(
@@ -447,12 +451,14 @@ class _Run:
             source = tgt.with_code(proposal.code)
             if runtime().backend == "ray":
                 # The evaluation runs as a Ray task: its sandbox is on whichever node runs it.
-                result = await _evaluate_remotely.aio(
-                    _sandbox_options(self.sandbox), source, spec.evaluator, tgt.name
-                )
+                result = await _evaluate_remotely.aio(_sandbox_options(self.sandbox), source, tgt)
             else:
                 result = await self.sandbox.evaluate(
-                    source, evaluator=spec.evaluator, target=tgt.name
+                    source,
+                    evaluator=spec.evaluator,
+                    target=tgt.name,
+                    evaluator_source=tgt.source,
+                    evaluator_path=str(tgt.path),
                 )
         ok = result.ok and spec.metric in result.metrics
         error, kind = result.error, result.kind
@@ -505,11 +511,17 @@ def _sandbox_options(box: Sandbox) -> dict[str, Any]:
 
 
 @cpu
-def _evaluate_remotely(
-    options: dict[str, Any], source: str, evaluator: str, target: str
-) -> EvalResult:
+def _evaluate_remotely(options: dict[str, Any], source: str, tgt: Target) -> EvalResult:
     """One sandboxed evaluation in a cpu worker (a Ray task on the ray backend)."""
-    return asyncio.run(Sandbox(**options).evaluate(source, evaluator=evaluator, target=target))
+    return asyncio.run(
+        Sandbox(**options).evaluate(
+            source,
+            evaluator=tgt.spec.evaluator,
+            target=tgt.name,
+            evaluator_source=tgt.source,
+            evaluator_path=str(tgt.path),
+        )
+    )
 
 
 # -- the job service -----------------------------------------------------------------

@@ -451,10 +451,14 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
-def check_metrics(result: Any, evaluator: str) -> tuple[dict[str, float] | None, str]:
+def check_metrics(
+    result: Any, evaluator: str, config: dict[str, Any]
+) -> tuple[dict[str, float] | None, str]:
     """``(metrics, "")`` for a dict of str to finite numbers, else ``(None, why)``.
 
-    ints and floats (and numpy's numbers) are accepted; bools, NaN and infinities not.
+    ints and floats (and numpy's numbers) are accepted; bools, NaN and infinities not;
+    at most ``config["max_metrics"]`` names of 1 to ``config["max_metric_name"]``
+    characters.
     """
     import math
     import numbers
@@ -464,10 +468,15 @@ def check_metrics(result: Any, evaluator: str) -> tuple[dict[str, float] | None,
             f"bad metrics: {evaluator}() returned {_describe(result)}, "
             "expected a dict of str to numbers"
         )
+    most, longest = config["max_metrics"], config["max_metric_name"]
+    if len(result) > most:
+        return None, f"bad metrics: {len(result)} metrics, more than {most}"
     metrics: dict[str, float] = {}
     for key, value in result.items():
         if not isinstance(key, str):
             return None, f"bad metrics: key {key!r} is {_describe(key)}, expected str"
+        if not 0 < len(key) <= longest:
+            return None, f"bad metrics: a name of {len(key)} characters (1 to {longest})"
         is_bool = isinstance(value, bool) or type(value).__name__ in ("bool_", "bool")
         if is_bool or not isinstance(value, numbers.Real):
             return None, f"bad metrics: {key!r} is {_describe(value)}, expected a number"
@@ -485,7 +494,10 @@ def _failure(exc: BaseException, config: dict[str, Any]) -> dict[str, Any]:
     import errno
 
     name = type(exc).__name__
-    text = _one_line(str(exc))
+    try:
+        text = _one_line(str(exc))
+    except BaseException:
+        text = "(its message cannot be printed)"
     if isinstance(exc, MemoryError):
         error = f"memory limit ({config['memory_mb']} MB) exceeded: {name}"
         return {"type": "result", "kind": "memory", "error": error + (f": {text}" if text else "")}
@@ -521,10 +533,485 @@ def evaluate(config: dict[str, Any]) -> dict[str, Any]:
         if not hasattr(module, target):
             raise AttributeError(f"candidate.py defines no {target!r}")
         result = func(getattr(module, target))
-    metrics, problem = check_metrics(result, evaluator)
+    metrics, problem = check_metrics(result, evaluator, config)
     if metrics is None:
         return {"type": "result", "kind": "bad_metrics", "error": problem}
     return {"type": "result", "kind": "ok", "metrics": metrics}
+
+
+# ---------------------------------------------------------------- evaluator and candidate
+#
+# With a target, the evaluator (the user's trusted code, from the original file) and
+# the candidate run in two processes. The evaluator's process forks the candidate's
+# before any candidate code exists in it; the candidate's process closes every
+# descriptor but its two pipes (so never the result pipe), enters a Landlock domain
+# nested in the evaluator's (it can neither ptrace nor signal the evaluator) and is
+# non-dumpable like the evaluator (no /proc/<pid>/mem, fd or environ of it). A call
+# of the candidate function in the evaluator crosses as data: frames of a JSON
+# header (values tagged by type) followed by raw buffers (bytes, numpy arrays);
+# nothing is unpickled and no live object crosses.
+
+_MAX_DEPTH = 100
+_MAX_BUFFERS = 10_000
+_NUMERIC_KINDS = "biufc"
+
+
+class CandidateError(Exception):
+    """The candidate failed during a call of it (raised in the evaluator)."""
+
+    def __init__(self, kind: str, error: str) -> None:
+        super().__init__(error)
+        self.kind = kind
+        self.error = error
+
+
+class FrameError(Exception):
+    """A frame on a call pipe is not well-formed data."""
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _read_exact(fd: int, n: int) -> bytes | None:
+    """``n`` bytes, or None at end of file before the first byte."""
+    chunks: list[bytes] = []
+    got = 0
+    while got < n:
+        chunk = os.read(fd, min(n - got, 1 << 20))
+        if not chunk:
+            if got == 0:
+                return None
+            raise FrameError(f"the pipe closed after {got} of {n} bytes")
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def write_frame(fd: int, header: dict[str, Any], buffers: list[bytes]) -> None:
+    """One frame: header length and buffer count, the JSON header, each buffer sized."""
+    import json
+
+    head = json.dumps(header, separators=(",", ":")).encode("utf-8", "surrogatepass")
+    parts = [len(head).to_bytes(8, "big"), len(buffers).to_bytes(8, "big"), head]
+    for buffer in buffers:
+        parts.append(len(buffer).to_bytes(8, "big"))
+        parts.append(buffer)
+    _write_all(fd, b"".join(parts))
+
+
+def read_frame(fd: int, limit: int) -> tuple[dict[str, Any], list[bytes]] | None:
+    """The next frame (None at end of file); FrameError when it is not one we accept."""
+    import json
+
+    sizes = _read_exact(fd, 16)
+    if sizes is None:
+        return None
+    head_len, count = int.from_bytes(sizes[:8], "big"), int.from_bytes(sizes[8:], "big")
+    if head_len > limit:
+        raise FrameError(f"a message of {head_len} bytes, more than the limit of {limit}")
+    if count > _MAX_BUFFERS:
+        raise FrameError(f"{count} buffers in one message, more than {_MAX_BUFFERS}")
+    head = _read_exact(fd, head_len) or b""
+    total = head_len
+    buffers: list[bytes] = []
+    for _ in range(count):
+        size_bytes = _read_exact(fd, 8)
+        if size_bytes is None:
+            raise FrameError("the pipe closed inside a message")
+        size = int.from_bytes(size_bytes, "big")
+        total += size
+        if total > limit:
+            raise FrameError(f"a message of more than {limit} bytes")
+        buffers.append(_read_exact(fd, size) or b"")
+    try:
+        header = json.loads(head.decode("utf-8", "surrogatepass"))
+    except (ValueError, RecursionError) as exc:
+        raise FrameError(f"not JSON: {_one_line(str(exc))}") from None
+    if not isinstance(header, dict):
+        raise FrameError("not a message")
+    return header, buffers
+
+
+def _numpy() -> Any:
+    import numpy
+
+    return numpy
+
+
+def encode(value: Any, buffers: list[bytes], depth: int = 0) -> Any:
+    """``value`` as tagged JSON (buffers appended): plain data only, nothing live."""
+    kind = type(value)
+    if value is None or kind is bool or kind is str or kind is int or kind is float:
+        return value
+    if depth >= _MAX_DEPTH:
+        raise ValueError(f"data nested deeper than {_MAX_DEPTH} levels")
+    if kind is list or kind is tuple:
+        return {"l" if kind is list else "t": [encode(v, buffers, depth + 1) for v in value]}
+    if kind is dict:
+        return {
+            "d": [
+                [encode(k, buffers, depth + 1), encode(v, buffers, depth + 1)]
+                for k, v in value.items()
+            ]
+        }
+    if kind is complex:
+        return {"c": [value.real, value.imag]}
+    if kind is bytes or kind is bytearray:
+        buffers.append(bytes(value))
+        return {"b": len(buffers) - 1}
+    return _encode_other(value, buffers, depth)
+
+
+def _encode_other(value: Any, buffers: list[bytes], depth: int) -> Any:
+    """Arrays and numbers of numpy, and subclasses of the plain types."""
+    kind = type(value)
+    if kind.__module__ == "numpy":
+        np = _numpy()
+        if isinstance(value, (np.ndarray, np.generic)):
+            array = np.ascontiguousarray(value)
+            if array.dtype.kind not in _NUMERIC_KINDS:
+                raise TypeError(f"cannot send a numpy array of dtype {array.dtype}")
+            buffers.append(array.tobytes())
+            tag = "a" if isinstance(value, np.ndarray) else "s"
+            return {tag: [array.dtype.str, list(array.shape), len(buffers) - 1]}
+    # Subclasses of the plain types cross as their plain value (their own methods
+    # never run on the other side).
+    if isinstance(value, (list, tuple, dict)):
+        plain: Any = (list if isinstance(value, list) else tuple)(value)
+        if isinstance(value, dict):
+            plain = dict(value)
+        return encode(plain, buffers, depth)
+    for base in (int, float, str, complex):
+        if isinstance(value, base):
+            return encode(_plain_scalar(value, base), buffers, depth)
+    raise TypeError(
+        f"cannot send {kind.__name__}: only plain data (None, bool, int, float, complex, "
+        "str, bytes, list, tuple, dict, numpy arrays) crosses between candidate and evaluator"
+    )
+
+
+def _plain_scalar(value: Any, base: type) -> Any:
+    if base is int:
+        return int.__index__(value)
+    if base is float:
+        return float.__float__(value)
+    if base is complex:
+        return complex(float.__float__(value.real), float.__float__(value.imag))
+    return str.__str__(value)
+
+
+def decode(tree: Any, buffers: list[bytes], depth: int = 0) -> Any:
+    """The inverse of :func:`encode`, checking everything (FrameError otherwise)."""
+    kind = type(tree)
+    if tree is None or kind is bool or kind is str or kind is int or kind is float:
+        return tree
+    if depth >= _MAX_DEPTH:
+        raise FrameError(f"data nested deeper than {_MAX_DEPTH} levels")
+    if kind is not dict or len(tree) != 1:
+        raise FrameError(f"unexpected {kind.__name__} in a message")
+    ((tag, body),) = tree.items()
+    return _decode_tagged(tag, body, buffers, depth)
+
+
+def _decode_tagged(tag: str, body: Any, buffers: list[bytes], depth: int) -> Any:
+    if tag in ("l", "t") and type(body) is list:
+        items = [decode(v, buffers, depth + 1) for v in body]
+        return items if tag == "l" else tuple(items)
+    if tag == "d" and type(body) is list:
+        out: dict[Any, Any] = {}
+        for pair in body:
+            if type(pair) is not list or len(pair) != 2:
+                raise FrameError("a dict item is not a pair")
+            key = decode(pair[0], buffers, depth + 1)
+            try:
+                out[key] = decode(pair[1], buffers, depth + 1)
+            except TypeError:
+                raise FrameError(f"unhashable dict key: {type(key).__name__}") from None
+        return out
+    if tag == "c" and type(body) is list and len(body) == 2:
+        re, im = body
+        if type(re) not in (int, float) or type(im) not in (int, float):
+            raise FrameError("a complex number needs two numbers")
+        return complex(re, im)
+    if tag == "b" and type(body) is int and 0 <= body < len(buffers):
+        return buffers[body]
+    if tag in ("a", "s") and type(body) is list and len(body) == 3:
+        return _decode_array(tag, body, buffers)
+    raise FrameError(f"unknown tag {tag!r} in a message")
+
+
+def _decode_array(tag: str, body: list[Any], buffers: list[bytes]) -> Any:
+    dtype_text, shape, index = body
+    if type(dtype_text) is not str or type(shape) is not list or type(index) is not int:
+        raise FrameError("a malformed array")
+    if not 0 <= index < len(buffers) or any(type(n) is not int or n < 0 for n in shape):
+        raise FrameError("a malformed array")
+    np = _numpy()
+    try:
+        dtype = np.dtype(dtype_text)
+    except (TypeError, ValueError):
+        raise FrameError(f"unknown dtype {dtype_text!r}") from None
+    if dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None or dtype.subdtype is not None:
+        raise FrameError(f"dtype {dtype_text!r} is not numeric")
+    count = 1
+    for n in shape:
+        count *= n
+    data = buffers[index]
+    if count * dtype.itemsize != len(data) or (tag == "s" and shape):
+        raise FrameError("an array's size does not match its data")
+    array = np.frombuffer(bytearray(data), dtype=dtype).reshape(shape)
+    return array[()] if tag == "s" else array
+
+
+def _reply_failure(fd: int, exc: BaseException, config: dict[str, Any]) -> None:
+    message = _failure(exc, config)
+    try:  # noqa: SIM105
+        _print_traceback(exc)
+    except BaseException:
+        pass
+    _flush()
+    try:
+        write_frame(fd, {"raise": {"kind": message["kind"], "error": message["error"]}}, [])
+    except OSError:
+        os._exit(1)
+
+
+def serve_candidate(config: dict[str, Any], calls: int, replies: int) -> None:
+    """Be the candidate's process: import it, then answer calls until the pipe closes."""
+    import importlib
+
+    limit: int = config["max_message_bytes"]
+    sys.path[:] = [config["dir"], *config["sys_path"]]
+    me = os.getpid()
+    target: str = config["target"]
+    try:
+        func = getattr(importlib.import_module("candidate"), target, None)
+        if not callable(func):
+            raise AttributeError(f"candidate.py defines no callable {target!r}")
+    except BaseException as exc:
+        if os.getpid() != me:
+            os._exit(1)
+        _reply_failure(replies, exc, config)
+        os._exit(1)
+    write_frame(replies, {"ready": True}, [])
+    while True:
+        try:
+            frame = read_frame(calls, limit)
+        except (FrameError, OSError):
+            os._exit(1)
+        if frame is None:
+            _flush()
+            os._exit(0)
+        try:
+            tree, out = _answer(func, frame, limit)
+        except BaseException as exc:  # the candidate may raise anything, SystemExit included
+            if os.getpid() != me:  # a child the candidate forked: say nothing
+                os._exit(1)
+            _reply_failure(replies, exc, config)
+            continue
+        if os.getpid() != me:
+            os._exit(0)
+        try:
+            write_frame(replies, {"ok": tree}, out)
+        except OSError:
+            os._exit(1)
+
+
+def _answer(
+    func: Any, frame: tuple[dict[str, Any], list[bytes]], limit: int
+) -> tuple[Any, list[bytes]]:
+    """Call the candidate with a call frame's arguments; its answer, encoded."""
+    header, buffers = frame
+    value = func(*decode(header["args"], buffers), **decode(header["kwargs"], buffers))
+    out: list[bytes] = []
+    tree = encode(value, out)
+    size = sum(len(b) for b in out)
+    if size > limit:
+        raise ValueError(f"the answer holds {size} bytes, more than the limit of {limit}")
+    return tree, out
+
+
+class Candidate:
+    """The candidate function as the evaluator sees it: each call crosses as data."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._name: str = config["target"]
+        self._limit: int = config["max_message_bytes"]
+        self._failure: CandidateError | None = None
+        self.raised: CandidateError | None = None  # the last error this proxy raised
+        calls_r, calls_w = os.pipe()
+        replies_r, replies_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(calls_w)
+                os.close(replies_r)
+                keep = sorted((0, 1, 2, calls_r, replies_w))
+                for low, high in zip(keep, [*keep[1:], 1 << 16], strict=True):
+                    os.closerange(low + 1, high)
+                if config["landlock"] is not None:
+                    apply_landlock(config["landlock"])  # a domain nested in the evaluator's
+                serve_candidate(config, calls_r, replies_w)
+            except SetupError as exc:
+                _write_all(2, f"sandbox: {exc}\n".encode())
+            finally:
+                os._exit(4)
+        os.close(calls_r)
+        os.close(replies_w)
+        self.pid = pid
+        self._calls = calls_w
+        self._replies = replies_r
+        self._ready = False
+
+    def __repr__(self) -> str:
+        return f"<candidate function {self._name}() in a process of its own>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._failure is None:
+            try:
+                return self._call(args, kwargs)
+            except CandidateError as exc:
+                self._failure = exc
+        self.raised = self._failure
+        raise self._failure
+
+    def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not self._ready:
+            self._receive(ready=True)
+            self._ready = True
+        buffers: list[bytes] = []
+        header = {"args": encode(args, buffers), "kwargs": encode(kwargs, buffers)}
+        try:
+            write_frame(self._calls, header, buffers)
+        except BrokenPipeError:
+            raise self._ended() from None
+        return self._receive()
+
+    def _receive(self, ready: bool = False) -> Any:
+        try:
+            frame = read_frame(self._replies, self._limit)
+        except FrameError as exc:
+            self.stop()
+            raise CandidateError("crash", f"crashed: its answer is not data: {exc}") from None
+        if frame is None:
+            raise self._ended()
+        header, buffers = frame
+        if "raise" in header:
+            info = header["raise"]
+            kind = info.get("kind") if isinstance(info, dict) else None
+            error = info.get("error") if isinstance(info, dict) else None
+            if kind not in ("crash", "memory") or not isinstance(error, str):
+                kind, error = "crash", "crashed: sent a malformed error"
+            raise CandidateError(kind, _one_line(error))
+        if ready and header.get("ready") is True:
+            return None
+        if ready or "ok" not in header:
+            self.stop()
+            raise CandidateError("crash", "crashed: sent a reply that is not an answer")
+        try:
+            return decode(header["ok"], buffers)
+        except FrameError as exc:
+            self.stop()
+            raise CandidateError("crash", f"crashed: its answer is not data: {exc}") from None
+
+    def _ended(self) -> CandidateError:
+        """The candidate's process ended during a call: why."""
+        try:
+            _, status = os.waitpid(self.pid, 0)
+            code = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:
+            code = None
+        self.pid = 0
+        if code is None:
+            return CandidateError("crash", "crashed: the candidate's process vanished")
+        if code == -24:  # SIGXCPU
+            return CandidateError("timeout", "cpu time limit of the candidate exceeded (SIGXCPU)")
+        if code < 0:
+            return CandidateError("crash", f"crashed: the candidate was killed by signal {-code}")
+        return CandidateError("crash", f"crashed: the candidate exited with code {code}")
+
+    def stop(self) -> None:
+        """Kill the candidate's process (and so nothing it does can reach the evaluator)."""
+        if self.pid:
+            try:  # noqa: SIM105
+                os.kill(self.pid, 9)
+            except OSError:
+                pass
+            try:  # noqa: SIM105
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                pass
+            self.pid = 0
+
+
+def load_evaluator(config: dict[str, Any]) -> Any:
+    """The evaluator's module, from the target file as the user wrote it.
+
+    Never from the candidate's copy, and with a ``sys.path`` that does not hold the
+    evaluation directory (where the candidate could plant modules).
+    """
+    import types
+
+    path = os.path.join(config["dir"], config["evaluator_file"])
+    with open(path, "rb") as f:
+        source = f.read()
+    os.unlink(path)
+    sys.path[:] = list(config["sys_path"])
+    module = types.ModuleType("evaluator")
+    module.__file__ = config["evaluator_label"]
+    sys.modules["evaluator"] = module
+    exec(compile(source, config["evaluator_label"], "exec"), module.__dict__)
+    return module
+
+
+def judge(config: dict[str, Any]) -> None:
+    """Be the evaluator's process: load the evaluator, call it on the candidate, report."""
+    fd: int = config["fd"]
+    _c().prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)  # no ptrace, no /proc/<pid>/mem for others
+    evaluator_name: str = config["evaluator"]
+    send(fd, {"type": "start"})
+    candidate: Candidate | None = None
+    message: dict[str, Any]
+    code = 0
+    try:
+        module = load_evaluator(config)
+        func = getattr(module, evaluator_name, None)
+        if not callable(func):
+            raise AttributeError(
+                f"{config['evaluator_label']} defines no callable {evaluator_name!r}"
+            )
+        candidate = Candidate(config)
+        result = func(candidate)
+        candidate.stop()
+        metrics, problem = check_metrics(result, evaluator_name, config)
+        if metrics is None:
+            message = {"type": "result", "kind": "bad_metrics", "error": problem}
+        else:
+            message = {"type": "result", "kind": "ok", "metrics": metrics}
+    except BaseException as exc:  # the evaluator may raise anything, the candidate's errors too
+        if candidate is not None:
+            candidate.stop()
+        code = 1
+        if candidate is not None and exc is candidate.raised:
+            message = {"type": "result", "kind": exc.kind, "error": exc.error}
+        elif isinstance(exc, MemoryError):
+            message = _failure(exc, config)
+        else:
+            message = {
+                "type": "result",
+                "kind": "rejected",
+                "error": "rejected" + _failure(exc, config)["error"].removeprefix("crashed"),
+            }
+            try:  # noqa: SIM105
+                _print_traceback(exc)
+            except BaseException:
+                pass
+    _flush()
+    send(fd, message)
+    os._exit(code)
 
 
 def _flush() -> None:
@@ -536,7 +1023,7 @@ def _flush() -> None:
 
 
 def work(config: dict[str, Any]) -> None:
-    """Be the worker: contain this process, run the candidate, report, ``_exit``."""
+    """Be the worker: contain this process, run the evaluation, report, ``_exit``."""
     fd: int = config["fd"]
     try:
         contain(config)
@@ -545,8 +1032,10 @@ def work(config: dict[str, Any]) -> None:
         os._exit(3)
     directory: str = config["dir"]
     os.chdir(directory)
-    sys.path[:] = [directory, *config["sys_path"]]
     sys.dont_write_bytecode = True
+    if config["target"] is not None:
+        judge(config)
+    sys.path[:] = [directory, *config["sys_path"]]
     main_pid = os.getpid()
     code = 0
     # From here on the candidate runs and could write anything to the pipe: the parent

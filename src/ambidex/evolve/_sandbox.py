@@ -60,6 +60,10 @@ _AMBIDEX_DIR = Path(__file__).resolve().parent.parent
 _NOBODY = 65534
 _TAIL_BYTES = 8192
 _RESULT_BYTES = 1 << 20
+_MAX_METRICS = 1000
+_MAX_METRIC_NAME = 200
+# The evaluator's source in the evaluation directory, until the evaluator has read it.
+_EVALUATOR_FILE = ".ambidex-evaluator.py"
 _FSIZE_MB = 64
 _SHM_MB = 64
 _DRAIN_GRACE_S = 2.0
@@ -112,7 +116,8 @@ class EvalResult:
         error: None when ``ok``, else one line, e.g. ``"timeout after 2 s (process group
             killed)"``, ``"crashed: ZeroDivisionError: division by zero"``, ``"exit code
             -9 (SIGKILL)"``, ``"bad metrics: 'score' is str, expected a number"``.
-        kind: ``"ok"``, ``"timeout"``, ``"crash"``, ``"bad_metrics"``, ``"killed"`` or
+        kind: ``"ok"``, ``"timeout"``, ``"crash"`` (the candidate raised or exited),
+            ``"rejected"`` (the evaluator raised), ``"bad_metrics"``, ``"killed"`` or
             ``"memory"``.
         stderr: The last ~8 kB of the candidate's stderr (tracebacks land here).
         stdout: The last ~8 kB of the candidate's stdout.
@@ -495,6 +500,7 @@ class _Raw:
     stderr: bytes
     timed_out: bool
     elapsed_s: float
+    garbled: str = ""  # what was wrong with the result pipe's messages, if anything
 
 
 class _Drain:
@@ -506,6 +512,7 @@ class _Drain:
         self._limit = limit
         self._tail = tail
         self.data = bytearray()
+        self.overflow = False  # more than ``limit`` bytes arrived
         self.eof: asyncio.Future[None] = loop.create_future()
         os.set_blocking(fd, False)
         loop.add_reader(fd, self._read)
@@ -520,6 +527,8 @@ class _Drain:
         if not chunk:
             self.close()
             return
+        if len(self.data) + len(chunk) > self._limit:
+            self.overflow = True
         if self._tail:
             self.data += chunk
             if len(self.data) > self._limit:
@@ -583,16 +592,25 @@ def _decode(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def _parse_messages(data: bytes) -> list[dict[str, Any]]:
+def _parse_messages(data: bytes, overflow: bool = False) -> tuple[list[dict[str, Any]], str]:
+    """The result pipe's messages, and what was wrong with them ("" if nothing).
+
+    Whatever arrives here is checked, never trusted: a line that is not a JSON object
+    (too deep to parse included) or more than ``_RESULT_BYTES`` in all is reported, and
+    the evaluation is then a failure of its candidate.
+    """
     messages = []
+    problem = f"more than {_RESULT_BYTES} bytes of messages" if overflow else ""
     for line in data.splitlines():
         try:
             message = json.loads(line)
-        except ValueError:
-            continue
+        except (ValueError, RecursionError):
+            message = None
         if isinstance(message, dict):
             messages.append(message)
-    return messages
+        elif not problem:
+            problem = f"a message that is not a JSON object: {_decode(line[:80])!r}"
+    return messages, problem
 
 
 def _kill_group(pgid: int) -> None:
@@ -688,13 +706,15 @@ class _Job:
             while chunk := os.read(read_fd, 65536):
                 chunks.append(chunk)
         os.close(read_fd)
+        messages, garbled = _parse_messages(b"".join(chunks))
         return _Raw(
-            _parse_messages(b"".join(chunks)),
+            messages,
             proc.returncode,
             out[-_TAIL_BYTES:],
             err[-_TAIL_BYTES:],
             timed_out,
             time.monotonic() - start,
+            garbled,
         )
 
     def cleanup_sync(self) -> None:
@@ -899,21 +919,30 @@ class Sandbox:
         evaluator: str = "evaluate",
         target: str | None = None,
         files: Mapping[str, str | bytes] | None = None,
+        evaluator_source: str | None = None,
+        evaluator_path: str = "evaluator.py",
     ) -> EvalResult:
         """Evaluate one candidate program in a fresh sandboxed subprocess.
 
         ``source`` becomes ``candidate.py`` in a fresh temporary directory (with
-        ``files`` beside it); the runner imports it and calls
-        ``candidate.<evaluator>(candidate.<target>)`` (``candidate.<evaluator>()`` when
-        ``target`` is None), which must return a dict of str to finite int/float. The
-        directory is removed afterwards. Cancelling the awaiting task kills the
-        evaluation's processes.
+        ``files`` beside it). Without a ``target``, the runner imports it and calls
+        ``candidate.<evaluator>()``. With one, the evaluator and the candidate run in
+        two processes: the evaluator's module is ``evaluator_source`` (default:
+        ``source`` itself), never imported from the directory, and it is called with a
+        stand-in for ``candidate.<target>`` whose calls cross to the candidate's
+        process and back as plain data (see ``docs/evolve.md``, threat model). The
+        evaluator must return a dict of str to finite int/float. The directory is
+        removed afterwards. Cancelling the awaiting task kills the evaluation's
+        processes.
 
         Args:
             source: The candidate module's source code.
-            evaluator: Name of the evaluation function in the candidate.
-            target: Name of the object passed to the evaluator, if any.
+            evaluator: Name of the evaluation function.
+            target: Name of the candidate's function passed to the evaluator, if any.
             files: Extra files (relative path to text or bytes) for the directory.
+            evaluator_source: The trusted module holding the evaluator (with a
+                ``target``); e.g. the target file as the user wrote it.
+            evaluator_path: The name the evaluator's tracebacks show for its file.
 
         Returns:
             The :class:`EvalResult` (candidate failures are results, not exceptions).
@@ -924,7 +953,10 @@ class Sandbox:
             SandboxError: The sandbox could not be set up (not the candidate's fault).
         """
         caps = _CAPS if _CAPS is not None else await asyncio.to_thread(_capabilities)
-        job = self._prepare(source, evaluator, target, files, caps)
+        _check_files(files)
+        if target is not None:
+            files = {**(files or {}), _EVALUATOR_FILE: evaluator_source or source}
+        job = self._prepare(source, evaluator, target, files, caps, evaluator_path)
         try:
             raw = await self._run(job)
         finally:
@@ -938,11 +970,12 @@ class Sandbox:
         target: str | None,
         files: Mapping[str, str | bytes] | None,
         caps: _Capabilities,
+        evaluator_path: str = "evaluator.py",
     ) -> _Job:
         for name in (evaluator, target):
             if name is not None and not name.isidentifier():
                 raise ValueError(f"not a Python identifier: {name!r}")
-        contents = _check_files(files)
+        contents = _check_files(files, reserved=False)
         directory = os.path.realpath(tempfile.mkdtemp(prefix=_prefix()))
         fds: list[int] = []
         cgroup: _PidsCgroup | None = None
@@ -952,7 +985,7 @@ class Sandbox:
                 cgroup = _PidsCgroup(caps.cgroup, self.max_processes)
             fds += os.pipe()
             fds += os.pipe()
-            config = self._config(caps, directory, evaluator, target)
+            config = self._config(caps, directory, evaluator, target, evaluator_path)
         except BaseException:
             for fd in fds:
                 os.close(fd)
@@ -988,6 +1021,7 @@ class Sandbox:
         directory: str,
         evaluator: str,
         target: str | None,
+        evaluator_path: str = "evaluator.py",
     ) -> dict[str, Any]:
         """The runner's instructions (JSON on its command line)."""
         fresh_proc = "proc" in caps.namespaces
@@ -1015,6 +1049,11 @@ class Sandbox:
             "sys_path": _child_sys_path(),
             "evaluator": evaluator,
             "target": target,
+            "evaluator_file": _EVALUATOR_FILE,
+            "evaluator_label": evaluator_path,
+            "max_message_bytes": self.memory_mb * 2**20 // 2,
+            "max_metrics": _MAX_METRICS,
+            "max_metric_name": _MAX_METRIC_NAME,
             "memory_mb": self.memory_mb,
             "max_processes": self.max_processes,
             "rlimits": [
@@ -1090,13 +1129,15 @@ class Sandbox:
                 drain.close()
             for fd in pipes:
                 os.close(fd)
+        messages, garbled = _parse_messages(bytes(drains[0].data), drains[0].overflow)
         return _Raw(
-            _parse_messages(bytes(drains[0].data)),
+            messages,
             proc.returncode,
             bytes(drains[1].data),
             bytes(drains[2].data),
             timed_out,
             elapsed,
+            garbled,
         )
 
     @staticmethod
@@ -1115,10 +1156,12 @@ class Sandbox:
                 raw, "timeout", f"timeout after {self.timeout_s:g} s (process group killed)"
             )
         by_type: dict[str, dict[str, Any]] = {}
+        results = 0
         for message in raw.messages:
             by_type.setdefault(str(message.get("type")), message)
             if message.get("type") == "exit":
                 by_type["exit"] = message  # the supervisor's word is the last one
+            results += message.get("type") == "result"
         # After "start" the candidate ran and may have written anything (or printed
         # "unshare: ..."): only failures from before it are the sandbox's own.
         if "start" not in by_type:
@@ -1128,6 +1171,10 @@ class Sandbox:
             stderr = _decode(raw.stderr)
             if raw.returncode and "unshare:" in stderr:
                 raise SandboxError(f"sandbox setup failed (unshare): {stderr.strip()[-300:]}")
+        if raw.garbled:
+            return _result(raw, "bad_metrics", f"bad metrics: {raw.garbled}")
+        if results > 1:
+            return _result(raw, "bad_metrics", f"bad metrics: {results} results, expected one")
         if "result" in by_type:
             return _from_message(raw, by_type["result"])
         status = by_type.get("exit", {}).get("status", raw.returncode)
@@ -1170,7 +1217,7 @@ def _from_message(raw: _Raw, message: dict[str, Any]) -> EvalResult:
         if metrics is None:
             return _result(raw, "bad_metrics", problem)
         return _result(raw, "ok", None, metrics)
-    if kind not in ("crash", "bad_metrics", "memory"):
+    if kind not in ("crash", "bad_metrics", "memory", "rejected", "timeout"):
         kind = "crash"
     return _result(raw, str(kind), " ".join(str(message.get("error") or kind).split())[:500])
 
@@ -1179,8 +1226,12 @@ def _valid_metrics(value: Any) -> tuple[dict[str, float] | None, str]:
     """Re-check the worker's metrics: the candidate could have forged the message."""
     if not isinstance(value, dict):
         return None, f"bad metrics: got {type(value).__name__}, expected a dict"
+    if len(value) > _MAX_METRICS:
+        return None, f"bad metrics: {len(value)} metrics, more than {_MAX_METRICS}"
     metrics: dict[str, float] = {}
     for key, number in value.items():
+        if not 0 < len(key) <= _MAX_METRIC_NAME:
+            return None, f"bad metrics: a name of {len(key)} characters (1 to {_MAX_METRIC_NAME})"
         if isinstance(number, bool) or not isinstance(number, (int, float)):
             return None, f"bad metrics: {key!r} is {type(number).__name__}, expected a number"
         try:
@@ -1193,11 +1244,15 @@ def _valid_metrics(value: Any) -> tuple[dict[str, float] | None, str]:
     return metrics, ""
 
 
-def _check_files(files: Mapping[str, str | bytes] | None) -> list[tuple[PurePosixPath, bytes]]:
+def _check_files(
+    files: Mapping[str, str | bytes] | None, reserved: bool = True
+) -> list[tuple[PurePosixPath, bytes]]:
+    """The extra files, checked; ``reserved``: the evaluator's file name is not allowed."""
+    taken = {"candidate.py", _EVALUATOR_FILE} if reserved else {"candidate.py"}
     out = []
     for name, content in (files or {}).items():
         rel = PurePosixPath(name)
-        if rel.is_absolute() or not rel.parts or ".." in rel.parts or str(rel) == "candidate.py":
+        if rel.is_absolute() or not rel.parts or ".." in rel.parts or str(rel) in taken:
             raise ValueError(f"files: {name!r} must be a relative path inside the directory")
         data = content.encode() if isinstance(content, str) else bytes(content)
         out.append((rel, data))
