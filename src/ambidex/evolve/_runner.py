@@ -52,6 +52,7 @@ _PR_SET_NO_NEW_PRIVS = 38
 _PR_SET_DUMPABLE = 4
 _CLONE_NEWUSER = 0x10000000
 _CAPABILITY_VERSION_3 = 0x20080522
+_KEYCTL_JOIN_SESSION_KEYRING = 1
 
 # Landlock (include/uapi/linux/landlock.h); the syscall numbers are the same everywhere.
 _SYS_CREATE_RULESET = 444
@@ -135,25 +136,27 @@ def send(fd: int, message: dict[str, Any]) -> None:
 
 
 class CgroupJoin:
-    """Moves this process (and so every later child) into a cgroup, in a thread.
+    """Moves this process (and so every later child) into cgroups, in a thread.
 
     Migrating a task in cgroup v1 waits for an RCU grace period (~10 ms): a thread
     does it while the main thread imports and parses; :meth:`wait` joins it.
     """
 
-    def __init__(self, procs_file: str) -> None:
+    def __init__(self, procs_files: str) -> None:
+        """``procs_files``: the ``cgroup.procs`` files to join, ``:``-separated."""
         self.error = ""
         self._done = _thread.allocate_lock()
         self._done.acquire()
-        if procs_file:
-            _thread.start_new_thread(self._join, (procs_file,))
+        if procs_files:
+            _thread.start_new_thread(self._join, (procs_files.split(":"),))
         else:
             self._done.release()
 
-    def _join(self, procs_file: str) -> None:
+    def _join(self, procs_files: list[str]) -> None:
         try:
-            with open(procs_file, "w") as f:
-                f.write("0")
+            for procs_file in procs_files:
+                with open(procs_file, "w") as f:
+                    f.write("0")
         except OSError as exc:
             self.error = f"cannot join {procs_file}: {exc}"
         finally:
@@ -422,8 +425,16 @@ def apply_landlock(spec: dict[str, Any]) -> None:
         os.close(ruleset)
 
 
+def new_session_keyring(syscall_number: int) -> None:
+    """Join a new, empty session keyring: the coordinator's keys are out of reach."""
+    if _c().syscall(syscall_number, _KEYCTL_JOIN_SESSION_KEYRING, None) < 0:
+        raise SetupError("keyring", str(_oserror("keyctl(KEYCTL_JOIN_SESSION_KEYRING)")))
+
+
 def contain(config: dict[str, Any]) -> None:
-    """Apply the worker's layers: rlimits, uid drop, user namespace, Landlock."""
+    """Apply the worker's layers: keyring, rlimits, uid drop, user namespace, Landlock."""
+    if config["keyctl"] is not None:
+        new_session_keyring(config["keyctl"])
     limits: list[list[Any]] = config["rlimits"]
     apply_rlimits([limit for limit in limits if limit[0] != "NPROC"])
     if config["uid"] is not None:
@@ -1066,6 +1077,9 @@ def supervise(config: dict[str, Any], lifeline: int) -> None:
     sent to a namespace's init, which would defeat RLIMIT_CPU's SIGXCPU. A thread
     watches the lifeline: if the parent dies, pid 1 exits and the namespace with it.
     """
+    # Nobody in the namespace may reach pid 1's descriptors (the result pipe) through
+    # /proc/1/fd or ptrace, even where no uid drop or Landlock separates them.
+    _c().prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
     pid = os.fork()
     if pid == 0:
         try:

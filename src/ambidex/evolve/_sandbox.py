@@ -38,6 +38,7 @@ import itertools
 import json
 import math
 import os
+import platform
 import re
 import shutil
 import signal
@@ -104,6 +105,10 @@ _ENV_NAMES = (
     "OMP/OPENBLAS/MKL_NUM_THREADS=1"
 )
 _NOT = "not available: "
+# keyctl(2)'s syscall number by machine (glibc has no wrapper).
+_KEYCTL = {"x86_64": 250, "aarch64": 219, "i686": 288, "armv7l": 311, "ppc64le": 250}
+_MAX_FILES = 256
+_MEMORY_POLL_S = 0.05
 
 
 @dataclass
@@ -152,6 +157,8 @@ class _Capabilities:
     userns: bool  # then into a user namespace of its own (RLIMIT_NPROC per evaluation)
     landlock_abi: int  # 0: unavailable
     cgroup: str | None  # the pids cgroup under which per-evaluation cgroups are made
+    memory_cgroup: str | None  # the same for memory (else the tree's memory is polled)
+    keyring: bool  # a new, empty session keyring per evaluation
     rlimits: bool
     why: Mapping[str, str]  # layer -> why it is not (fully) in force
 
@@ -185,7 +192,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _sweep_leftovers(cgroup_parent: str | None) -> None:
+def _sweep_leftovers(*cgroup_parents: str | None) -> None:
     """Remove the directories and cgroups of sandboxes whose process died (SIGKILL).
 
     Only names of this pid namespace whose pid no longer exists are touched.
@@ -193,7 +200,7 @@ def _sweep_leftovers(cgroup_parent: str | None) -> None:
     namespace = _pid_namespace()
     if not namespace:
         return
-    for place in (tempfile.gettempdir(), cgroup_parent):
+    for place in (tempfile.gettempdir(), *cgroup_parents):
         if place is None:
             continue
         try:
@@ -205,7 +212,7 @@ def _sweep_leftovers(cgroup_parent: str | None) -> None:
             if match is None or int(match[2]) != namespace or _alive(int(match[1])):
                 continue
             with contextlib.suppress(OSError):
-                if place == cgroup_parent:
+                if place in cgroup_parents:
                     os.rmdir(entry.path)
                 elif entry.is_dir(follow_symlinks=False):
                     _rmtree(entry.path)
@@ -231,23 +238,27 @@ def _landlock_abi() -> tuple[int, str]:
     return 0, f"landlock_create_ruleset: {os.strerror(err)}"
 
 
-def _pids_cgroup() -> tuple[str | None, str]:
-    """The v1 pids cgroup this process is in, if per-evaluation children can be made."""
+def _cgroup_parent(controller: str) -> tuple[str | None, str]:
+    """The v1 ``controller`` cgroup this process is in, if per-evaluation children can be made."""
     if os.geteuid() != 0:
         return None, "not root"
-    base = Path("/sys/fs/cgroup/pids")
+    base = Path("/sys/fs/cgroup") / controller
     if not (base / "cgroup.procs").exists():
-        return None, "no cgroup v1 pids controller at /sys/fs/cgroup/pids"
+        return None, f"no cgroup v1 {controller} controller at {base}"
     try:
         lines = Path("/proc/self/cgroup").read_text().splitlines()
     except OSError as exc:
         return None, f"cannot read /proc/self/cgroup: {exc}"
     current = next(
-        (ln.split(":", 2)[2] for ln in lines if ln.count(":") >= 2 and ln.split(":")[1] == "pids"),
+        (
+            ln.split(":", 2)[2]
+            for ln in lines
+            if ln.count(":") >= 2 and controller in ln.split(":")[1].split(",")
+        ),
         None,
     )
     if current is None:
-        return None, "this process is in no pids cgroup"
+        return None, f"this process is in no {controller} cgroup"
     parent = base / current.lstrip("/")
     probe = parent / f"ambidex-evolve-probe-{os.getpid()}"
     try:
@@ -276,9 +287,15 @@ def _static_capabilities() -> _Capabilities:
     abi, why_landlock = _landlock_abi()
     if why_landlock:
         why["landlock"] = why_landlock
-    cgroup, why_cgroup = _pids_cgroup()
+    cgroup, why_cgroup = _cgroup_parent("pids")
     if why_cgroup:
         why["cgroup"] = why_cgroup
+    memory_cgroup, why_memory = _cgroup_parent("memory")
+    if why_memory:
+        why["memory_cgroup"] = why_memory
+    keyring = sys.platform == "linux" and platform.machine() in _KEYCTL
+    if not keyring:
+        why["keyring"] = f"no keyctl syscall number known for {sys.platform} {platform.machine()}"
     if not root:
         why["privileges"] = f"not root (stays uid {os.getuid()}; cannot switch users)"
     caps = _Capabilities(
@@ -290,6 +307,8 @@ def _static_capabilities() -> _Capabilities:
         userns=root,
         landlock_abi=abi,
         cgroup=cgroup,
+        memory_cgroup=memory_cgroup,
+        keyring=keyring,
         rlimits=True,
         why=why,
     )
@@ -313,7 +332,7 @@ def _capabilities() -> _Capabilities:
     with _CAPS_LOCK:
         if _CAPS is None:
             _CAPS = _probe()
-            _sweep_leftovers(_CAPS.cgroup)
+            _sweep_leftovers(_CAPS.cgroup, _CAPS.memory_cgroup)
         return _CAPS
 
 
@@ -376,6 +395,8 @@ def _degrade(caps: _Capabilities, layer: str, error: str) -> _Capabilities | Non
     fields: dict[str, dict[str, Any]] = {
         "mounts": {"mounts": False},
         "cgroup": {"cgroup": None},
+        "memory_cgroup": {"memory_cgroup": None},
+        "keyring": {"keyring": False},
         "privileges": {"drop": False, "userns": False},
         "userns": {"userns": False},
         "landlock": {"landlock_abi": 0},
@@ -501,6 +522,7 @@ class _Raw:
     timed_out: bool
     elapsed_s: float
     garbled: str = ""  # what was wrong with the result pipe's messages, if anything
+    memory: str = ""  # how the whole evaluation went over its memory limit, if it did
 
 
 class _Drain:
@@ -546,17 +568,31 @@ class _Drain:
             self.eof.set_result(None)
 
 
-class _PidsCgroup:
-    """A per-evaluation v1 pids cgroup: caps the process count, lists what to kill."""
+class _Cgroup:
+    """A per-evaluation v1 cgroup (pids or memory): a limit, and a list of what to kill."""
 
-    def __init__(self, parent: str, max_processes: int) -> None:
+    def __init__(self, parent: str, settings: Mapping[str, int]) -> None:
+        """Make it under ``parent``, writing each of ``settings`` (file name to value)."""
         self.path = Path(parent) / f"{_prefix()}{next(_COUNTER)}"
         self.path.mkdir()
         try:
-            (self.path / "pids.max").write_text(str(max_processes))
+            for name, value in settings.items():
+                (self.path / name).write_text(str(value))
         except OSError:
             self.path.rmdir()
             raise
+
+    def oom_kills(self) -> int:
+        """Processes the kernel killed at a memory cgroup's limit (0 for other cgroups)."""
+        try:
+            text = (self.path / "memory.oom_control").read_text()
+        except OSError:
+            return 0
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name == "oom_kill":
+                return int(value)
+        return 0
 
     @property
     def procs(self) -> str:
@@ -586,6 +622,99 @@ class _PidsCgroup:
             self.kill()
             return False
         return True
+
+
+class _MemoryWatch:
+    """Without a memory cgroup: the evaluation's memory, summed and killed at the limit.
+
+    Polled on the event loop. The processes are the pids cgroup's, else the descendants
+    of the sandbox's first process; their resident memory is summed (pages shared after
+    a fork count once per process: on the safe side) with what the evaluation's tmpfs
+    holds.
+    """
+
+    def __init__(self, pid: int, job: _Job, memory_mb: int) -> None:
+        self._pid = pid
+        self._job = job
+        self._limit = memory_mb * 2**20
+        self._memory_mb = memory_mb
+        self.exceeded = ""
+        self._task = asyncio.ensure_future(self._poll())
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(_MEMORY_POLL_S)
+            pids = self._job.cgroup.pids() if self._job.cgroup is not None else _tree(self._pid)
+            used = sum(_resident(pid) for pid in pids) + _tmpfs_used(self._pid, self._job.directory)
+            if used > self._limit:
+                self.exceeded = (
+                    f"memory limit ({self._memory_mb} MB, the whole candidate) exceeded: "
+                    f"{used / 2**20:.0f} MB in {len(pids)} processes and its files; killed"
+                )
+                Sandbox._kill_pid(self._pid, self._job)
+                return
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _resident(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _tree(root: int) -> list[int]:
+    """``root`` and its descendants (from /proc's parent pids)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat_line = f.read()
+            ppid = int(stat_line[stat_line.rindex(b")") + 2 :].split()[1])
+        except (OSError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, ()))
+    return found
+
+
+def _tmpfs_used(pid: int, directory: str) -> int:
+    """Bytes in the evaluation's private tmpfs, seen through the sandbox's mount namespace.
+
+    0 without one: then the directory is on the host's disk, under RLIMIT_FSIZE.
+    """
+    inside = f"/proc/{pid}/root{directory}"
+    try:
+        if os.stat(inside).st_dev == os.stat(directory).st_dev:
+            return 0
+        st = os.statvfs(inside)
+    except OSError:
+        return 0
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+def _memory_cgroup(parent: str, memory_mb: int) -> _Cgroup:
+    """A memory cgroup holding the whole evaluation to ``memory_mb``.
+
+    Its processes and its tmpfs together; swap too where the kernel accounts it.
+    """
+    limit = memory_mb * 2**20
+    cgroup = _Cgroup(parent, {"memory.limit_in_bytes": limit})
+    with contextlib.suppress(OSError):  # only with swap accounting
+        (cgroup.path / "memory.memsw.limit_in_bytes").write_text(str(limit))
+    return cgroup
 
 
 def _decode(data: bytes) -> str:
@@ -666,8 +795,13 @@ class _Job:
     env: dict[str, str]
     result_fds: tuple[int, int]
     lifeline_fds: tuple[int, int]  # the sandbox reads, we hold the write end until the end
-    cgroup: _PidsCgroup | None
+    cgroup: _Cgroup | None  # pids
     hunt: bool  # no pid namespace and no cgroup: find leftovers by their environment
+    memory: _Cgroup | None = None  # None: the tree's memory is watched from outside
+
+    @property
+    def cgroups(self) -> list[_Cgroup]:
+        return [c for c in (self.cgroup, self.memory) if c is not None]
 
     def run_sync(self, timeout_s: float) -> _Raw:
         """Run to completion synchronously (used by the capability probe only)."""
@@ -718,19 +852,19 @@ class _Job:
         )
 
     def cleanup_sync(self) -> None:
-        """Remove the cgroup (killing stragglers) and the directory."""
-        if self.cgroup is not None:
+        """Remove the cgroups (killing stragglers) and the directory."""
+        for cgroup in self.cgroups:
             for _ in range(100):
-                if self.cgroup.remove():
+                if cgroup.remove():
                     break
                 time.sleep(0.01)
         _rmtree(self.directory)
 
     async def cleanup(self) -> None:
         """Like :meth:`cleanup_sync`, waiting on the event loop."""
-        if self.cgroup is not None:
+        for cgroup in self.cgroups:
             for _ in range(200):
-                if self.cgroup.remove():
+                if cgroup.remove():
                     break
                 await asyncio.sleep(0.01)
         _rmtree(self.directory)
@@ -819,11 +953,12 @@ class Sandbox:
             ),
             "network": self._describe_network(caps),
             "processes": self._describe_processes(caps),
-            "memory": (
-                f"RLIMIT_AS {self.memory_mb} MB per process"
-                + (" + IPC namespace (no SysV shared memory left behind)" if ipc else "")
-                if caps.rlimits
-                else _NOT + caps.why.get("rlimits", "rlimits failed")
+            "memory": self._describe_memory(caps)
+            + (" + IPC namespace (no SysV shared memory left behind)" if ipc else ""),
+            "keyring": (
+                "a new, empty session keyring per evaluation"
+                if caps.keyring
+                else _NOT + caps.why.get("keyring", "unknown")
             ),
             "cpu": (
                 f"RLIMIT_CPU {self.cpu_s} s"
@@ -832,7 +967,7 @@ class Sandbox:
             ),
             "rlimits": (
                 f"AS {self.memory_mb} MB, CPU {self.cpu_s} s, NPROC {self.max_processes}, "
-                f"FSIZE {_FSIZE_MB} MB, CORE 0"
+                f"FSIZE {_FSIZE_MB} MB, CORE 0, NOFILE {_MAX_FILES}"
                 if caps.rlimits
                 else _NOT + caps.why.get("rlimits", "rlimits failed")
             ),
@@ -852,6 +987,22 @@ class Sandbox:
         if "probe" in caps.why:
             report["probe"] = _NOT + caps.why["probe"]
         return report
+
+    def _describe_memory(self, caps: _Capabilities) -> str:
+        if caps.memory_cgroup is not None:
+            whole = (
+                f"a memory cgroup of {self.memory_mb} MB per evaluation (all its processes"
+                " and its tmpfs together; the kernel kills at the limit)"
+            )
+        else:
+            why = caps.why.get("memory_cgroup", "no memory cgroup")
+            whole = (
+                f"the evaluation's processes and tmpfs summed every {_MEMORY_POLL_S:g} s"
+                f" and killed above {self.memory_mb} MB ({why})"
+            )
+        if caps.rlimits:
+            return f"{whole} + RLIMIT_AS {self.memory_mb} MB per process"
+        return f"{whole}; RLIMIT_AS {_NOT}{caps.why.get('rlimits', 'rlimits failed')}"
 
     def _describe_network(self, caps: _Capabilities) -> str:
         if self.network:
@@ -978,22 +1129,26 @@ class Sandbox:
         contents = _check_files(files, reserved=False)
         directory = os.path.realpath(tempfile.mkdtemp(prefix=_prefix()))
         fds: list[int] = []
-        cgroup: _PidsCgroup | None = None
+        cgroup: _Cgroup | None = None
+        memory: _Cgroup | None = None
         try:
             _write_files(directory, source, contents, _NOBODY if caps.drop else None)
             if caps.cgroup is not None:
-                cgroup = _PidsCgroup(caps.cgroup, self.max_processes)
+                cgroup = _Cgroup(caps.cgroup, {"pids.max": self.max_processes})
+            if caps.memory_cgroup is not None:
+                memory = _memory_cgroup(caps.memory_cgroup, self.memory_mb)
             fds += os.pipe()
             fds += os.pipe()
             config = self._config(caps, directory, evaluator, target, evaluator_path)
         except BaseException:
             for fd in fds:
                 os.close(fd)
-            if cgroup is not None:
-                cgroup.remove()
+            for made in (cgroup, memory):
+                if made is not None:
+                    made.remove()
             _rmtree(directory)
             raise
-        procs = cgroup.procs if cgroup is not None else ""
+        procs = ":".join(c.procs for c in (cgroup, memory) if c is not None)
         result_fds, lifeline_fds = (fds[0], fds[1]), (fds[2], fds[3])
         argv = [sys.executable, "-s", "-P", "-B", str(_RUNNER)]
         argv += [str(result_fds[1]), str(lifeline_fds[0]), procs, json.dumps(config)]
@@ -1013,7 +1168,7 @@ class Sandbox:
             "MKL_NUM_THREADS": "1",
         }
         hunt = "pid" not in caps.namespaces and cgroup is None
-        return _Job(directory, argv, env, result_fds, lifeline_fds, cgroup, hunt)
+        return _Job(directory, argv, env, result_fds, lifeline_fds, cgroup, hunt, memory)
 
     def _config(
         self,
@@ -1062,9 +1217,11 @@ class Sandbox:
                 ["NPROC", self.max_processes, self.max_processes],
                 ["FSIZE", fsize, fsize],
                 ["CORE", 0, 0],
+                ["NOFILE", _MAX_FILES, _MAX_FILES],
             ]
             if caps.rlimits
             else [],
+            "keyctl": _KEYCTL[platform.machine()] if caps.keyring else None,
             "uid": owner,
             "gid": owner,
             "userns": caps.drop and caps.userns,
@@ -1109,14 +1266,24 @@ class Sandbox:
                 drains.append(_Drain(loop, fd, limit, tail))
                 pipes.remove(fd)
             timed_out = False
+            watch = _MemoryWatch(proc.pid, job, self.memory_mb) if job.memory is None else None
             try:
                 await asyncio.wait_for(proc.wait(), self.timeout_s)
             except TimeoutError:
                 timed_out = True
                 self._kill(proc, job)
                 await proc.wait()
+            finally:
+                if watch is not None:
+                    watch.stop()
             elapsed = time.monotonic() - start
             self._kill(proc, job)  # stragglers outside a pid namespace
+            memory = watch.exceeded if watch is not None else ""
+            if job.memory is not None and job.memory.oom_kills():
+                memory = (
+                    f"memory limit ({self.memory_mb} MB, the whole candidate) reached: "
+                    "the kernel killed a process of it"
+                )
             await asyncio.wait([d.eof for d in drains], timeout=_DRAIN_GRACE_S)
         except asyncio.CancelledError:
             if proc is not None:
@@ -1138,19 +1305,26 @@ class Sandbox:
             timed_out,
             elapsed,
             garbled,
+            memory,
         )
 
     @staticmethod
     def _kill(proc: asyncio.subprocess.Process, job: _Job) -> None:
-        """SIGKILL the evaluation's process group and every process of its cgroup."""
-        _kill_group(proc.pid)
-        if job.cgroup is not None:
-            job.cgroup.kill()
+        """SIGKILL the evaluation's process group and every process of its cgroups."""
+        Sandbox._kill_pid(proc.pid, job)
+
+    @staticmethod
+    def _kill_pid(pid: int, job: _Job) -> None:
+        _kill_group(pid)
+        for cgroup in job.cgroups:
+            cgroup.kill()
         if job.hunt:
             _hunt(job.directory)
 
     def _interpret(self, raw: _Raw) -> EvalResult:
         """Turn what the run produced into an :class:`EvalResult`."""
+        if raw.memory:
+            return _result(raw, "memory", raw.memory)
         if raw.timed_out:
             return _result(
                 raw, "timeout", f"timeout after {self.timeout_s:g} s (process group killed)"
