@@ -20,15 +20,17 @@ What it does, in order:
    result pipe; otherwise it is the worker itself;
 4. the worker sets the resource limits, drops to uid/gid 65534 (and into a user
    namespace of its own, so that RLIMIT_NPROC is not shared with other evaluations),
-   sets no_new_privs and applies a Landlock ruleset, then imports ``candidate`` and
-   calls the evaluator;
+   sets no_new_privs and applies a Landlock ruleset; then, without a target, imports
+   ``candidate`` and calls its evaluator; with one, loads the evaluator from the
+   trusted file and forks the candidate's process (see ``judge`` and ``Candidate``);
 5. the worker sends one JSON line over the result pipe (never stdout, which belongs to
    the candidate) and leaves with ``os._exit`` so that the candidate's threads and
    atexit hooks cannot keep it alive.
 
 Messages (one JSON object per line): ``{"type": "start"}`` just before the candidate is
 imported, then ``{"type": "result", "kind": "ok", "metrics": {...}}``,
-``{"type": "result", "kind": "crash" | "bad_metrics" | "memory", "error": "..."}``,
+``{"type": "result", "kind": "crash" | "rejected" | "bad_metrics" | "memory" |
+"timeout", "error": "..."}``,
 ``{"type": "setup_error", "layer": "...", "error": "..."}`` and, from the supervisor,
 ``{"type": "exit", "status": N}`` (an exit code, or minus the signal number).
 """

@@ -13,8 +13,11 @@ every layer the operating system allows, probed once per process:
    and a mount namespace in which ``/tmp``, ``/run``, ``/root``, ``/home``... are
    covered by empty tmpfs mounts (unix sockets such as PostgreSQL's are out of reach
    too) and the evaluation directory is a private, size-limited tmpfs;
-3. rlimits: address space, CPU seconds, processes, file size, no core files; and a
-   per-evaluation pids cgroup (cgroup v1, as root) capping the process count;
+3. rlimits: address space, CPU seconds, processes, file size, open files, no core
+   files; per-evaluation pids and memory cgroups (cgroup v1, as root) capping the
+   process count and the memory of all processes and the tmpfs together (without a
+   memory cgroup the coordinator polls the tree's memory and kills it at the limit);
+   a new, empty session keyring;
 4. as root, uid/gid 65534 (nobody), so that RLIMIT_NPROC counts and root's 0600
    files are unreadable, then a user namespace of its own (RLIMIT_NPROC is counted
    per user namespace: concurrent evaluations do not share it) without capabilities;
@@ -24,7 +27,9 @@ every layer the operating system allows, probed once per process:
 6. a clean environment (nothing inherited) and ``python -s -P -B``.
 
 A layer the machine does not allow is skipped and :meth:`Sandbox.containment` says
-why. Results come back over a dedicated pipe, never stdout.
+why. Results come back over a dedicated pipe, never stdout. With a ``target``, the
+evaluator and the candidate run in two processes and calls of the candidate cross
+as data (``_runner.py``; the threat model is in ``docs/evolve.md``).
 """
 
 from __future__ import annotations
