@@ -119,7 +119,7 @@ def info() -> None:
 
 
 def _register() -> None:
-    from ambidex.cli._evolve import evolve_command
+    from ambidex.cli._evolve import evolve_app
     from ambidex.cli._jobs import jobs_app
     from ambidex.cli._llm import mock_llm
     from ambidex.cli._run import run_workflow
@@ -127,10 +127,10 @@ def _register() -> None:
     from ambidex.cli._sim import sim_app
 
     app.command("run")(run_workflow)
-    app.command("evolve")(evolve_command)
     app.command("serve")(serve)
     app.command("worker")(worker)
     app.command("mock-llm")(mock_llm)
+    app.add_typer(evolve_app, name="evolve")
     app.add_typer(jobs_app, name="jobs")
     app.add_typer(sim_app, name="sim")
 

@@ -1,24 +1,81 @@
-"""``ambidex evolve FILE``: evolve a marked function with a live progress view."""
+"""``ambidex evolve``: run an evolution with a live view; look into its database afterwards.
+
+* ``ambidex evolve FILE [options]`` (the same as ``ambidex evolve run FILE``)
+  evolves the file's ``@ax.evolve.target`` function;
+* ``ambidex evolve show DB`` prints the best programs, the failures by kind
+  (``--html PATH`` also writes a report with the score over iterations);
+* ``ambidex evolve lineage DB ID`` prints a program's chain of parents back to
+  the initial program (``--diff``: what each step changed).
+
+``evolve`` is a group whose first argument, when it is not a subcommand's
+name (or ``--help``), is handed to ``run``: ``ambidex evolve packing.py`` and
+every option of the single command it used to be keep working. A target file
+named like a subcommand is run with ``ambidex evolve run show``.
+
+An error prints one red line, ``error: ...``: exit 2 for a mistake (a missing
+or bad target or database, an unknown program, no API key for ``--proposer
+llm``), 1 when the evolution itself cannot go on. Ctrl-C exits 130, saying
+what the database kept.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
+from typer.core import TyperGroup
 
 from ambidex.cli._errors import fail
 
 if TYPE_CHECKING:
-    from ambidex.evolve import EvolveProgress, EvolveResult
+    from ambidex.evolve import EvolveProgress, EvolveResult, ProgramDatabase
+    from ambidex.evolve._report import Snapshot
 
-__all__ = ["evolve_command"]
+__all__ = ["evolve_app", "evolve_command", "lineage_command", "show_command"]
 
 
+class _RunByDefault(TyperGroup):
+    """A group whose unknown first argument (a target file, an option) goes to ``run``."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+evolve_app = typer.Typer(
+    name="evolve",
+    cls=_RunByDefault,
+    help="Evolve a function, then look into its program database.\n\n"
+    "ambidex evolve FILE [OPTIONS] is short for ambidex evolve run FILE [OPTIONS]; "
+    "ambidex evolve FILE --help lists the run's options.",
+    short_help="Evolve a function (ambidex evolve FILE), then look into its database.",
+    subcommand_metavar="FILE | COMMAND [ARGS]...",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+DbArgument = Annotated[
+    Path,
+    typer.Argument(
+        metavar="DB",
+        help="The program database (the path a run prints; --db of the run).",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+@evolve_app.command("run")
 def evolve_command(
     file: Annotated[Path, typer.Argument(help="The file with an @ax.evolve.target function.")],
     iterations: Annotated[
@@ -49,7 +106,8 @@ def evolve_command(
     """Evolve a function: propose, evaluate in a sandbox, keep the best; resumable."""
     import ambidex as ax
     from ambidex.evolve import TargetError
-    from ambidex.evolve._coordinator import EvolveError, default_db_path
+    from ambidex.evolve._coordinator import EvolveError, _make_proposer, default_db_path
+    from ambidex.llm import LLMConfigError
 
     if proposer not in ("offline", "llm"):
         raise fail(f"--proposer must be 'offline' or 'llm', got {proposer!r}")
@@ -57,6 +115,10 @@ def evolve_command(
         target = ax.evolve.load_target(file)
     except TargetError as exc:
         raise fail(str(exc)) from None
+    try:  # before the run starts: a missing API key is a mistake, not a failed proposal
+        chosen = _make_proposer(proposer, model)
+    except LLMConfigError as exc:
+        raise fail(f"--proposer llm: {exc}") from None
     db_path = db or default_db_path(target.path)
     err = Console(stderr=True)
     if not as_json:
@@ -64,7 +126,9 @@ def evolve_command(
             f"[bold]evolving[/] {escape(target.name)} in {escape(str(file))}: "
             f"{escape(target.spec.goal)}\n"
             f"metric {target.spec.metric} ({'max' if target.spec.maximize else 'min'}), "
-            f"{iterations} iterations, {parallel} in flight, proposer {proposer}, db {db_path}"
+            f"{iterations} iterations, {parallel} in flight, proposer {proposer}, "
+            f"db {escape(str(db_path))}",
+            highlight=False,
         )
     view = _LiveView(err, enabled=True)
     try:
@@ -73,8 +137,7 @@ def evolve_command(
                 target,
                 iterations=iterations,
                 parallel=parallel,
-                proposer=proposer,
-                model=model,
+                proposer=chosen,
                 db=db_path,
                 fresh=fresh,
                 seed=seed,
@@ -85,19 +148,56 @@ def evolve_command(
     except (TargetError, EvolveError) as exc:
         raise fail(str(exc), 1) from None
     except KeyboardInterrupt:
-        err.print(
-            f"[yellow]stopped[/]; everything finished so far is in {db_path}: "
-            "run the same command again to continue"
-        )
+        err.print(f"[yellow]stopped[/]: {escape(_kept(db_path, iterations))}", highlight=False)
         raise typer.Exit(130) from None
+    _close(chosen)
+    examples = _failure_examples(result.db_path)
     if as_json:
-        typer.echo(json.dumps(result.summary(), indent=2))
+        typer.echo(json.dumps({**result.summary(), "failure_examples": examples}, indent=2))
         return
-    _show(result)
+    _show_result(result, examples)
+
+
+def _close(proposer: Any) -> None:
+    """Close the proposer's client (an LLM proposer's connections), on the loop it used."""
+    import ambidex as ax
+
+    aclose = getattr(proposer, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            ax.runtime().call(aclose())
+
+
+def _kept(db_path: Path, iterations: int) -> str:
+    """What an interrupted run leaves behind, in one line."""
+    from ambidex.evolve._database import DatabaseError
+    from ambidex.evolve._report import open_database
+
+    again = "run the same command again to continue"
+    try:
+        with open_database(db_path) as db:
+            done = int(db.get_meta("iterations_done") or 0)
+            best = db.best()
+    except DatabaseError:
+        return f"nothing was stored yet; {again}"
+    shown = "" if best is None else f", best #{best.id} ({db.metric} {best.score:.6g})"
+    return f"{done} of {iterations} candidates are kept in {db_path}{shown}; {again}"
+
+
+def _failure_examples(db_path: Path) -> dict[str, str]:
+    """The latest error of each failure kind in the database (empty if it cannot be read)."""
+    from ambidex.evolve._database import DatabaseError
+    from ambidex.evolve._report import open_database
+
+    try:
+        with open_database(db_path) as db:
+            return {kind: example for kind, _, example in db.failure_kinds()}
+    except DatabaseError:
+        return {}
 
 
 class _LiveView:
-    """A one-line live status: done, in flight, success rate, best score."""
+    """A one-line live status: done, in flight, success rate, best score, ETA."""
 
     def __init__(self, console: Console, enabled: bool) -> None:
         from rich.live import Live
@@ -127,17 +227,22 @@ class _LiveView:
         self.live.update(f"{bar} {escape(p.line())}  {p.elapsed_s:.0f} s")
 
 
-def _show(result: EvolveResult) -> None:
+def _show_result(result: EvolveResult, examples: dict[str, str]) -> None:
+    from ambidex.evolve._report import failure_text
+
     console = Console()
     best = result.best
     initial = result.initial
     console.print(
         f"{result.done}/{result.iterations} candidates"
         f"{f' ({result.resumed_from} from an earlier run)' if result.resumed_from else ''}, "
-        f"{result.succeeded} ok, {result.failed} failed"
-        f"{' ' + str(result.failures) if result.failures else ''}, "
-        f"{result.elapsed_s:.1f} s"
+        f"{result.succeeded} ok, {result.failed} failed, {result.elapsed_s:.1f} s",
+        highlight=False,
     )
+    if result.failures:
+        kinds = sorted(result.failures.items(), key=lambda kv: (-kv[1], kv[0]))
+        text = failure_text([(kind, n, examples.get(kind, "")) for kind, n in kinds])
+        console.print(f"failures: {escape(text)}", highlight=False, soft_wrap=True)
     if best is None:
         console.print("[red]no program evaluated successfully[/]")
         return
@@ -147,4 +252,160 @@ def _show(result: EvolveResult) -> None:
         f"found at iteration {best.iteration}"
     )
     console.print(best.code, markup=False, highlight=False)
-    console.print(f"database: {result.db_path}")
+    console.print(f"database: {escape(str(result.db_path))}", highlight=False, soft_wrap=True)
+
+
+# -- looking into a database ---------------------------------------------------
+
+
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[ProgramDatabase]:
+    """The database at ``path``; not one (or not there) exits 2 in one line."""
+    from ambidex.evolve._database import DatabaseError
+    from ambidex.evolve._report import open_database
+
+    try:
+        db = open_database(path)
+    except DatabaseError as exc:
+        raise fail(str(exc)) from None
+    with db:
+        yield db
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
+
+
+@evolve_app.command("show")
+def show_command(
+    db: DbArgument,
+    top: Annotated[int, typer.Option(min=1, help="How many of the best programs to list.")] = 5,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write an HTML report (score over iterations, best programs, failures) "
+            "here; needs matplotlib (pip install 'ambidex[sim]').",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the best programs of an evolution database, the best one's code and its failures."""
+    from ambidex.evolve._report import read, summary, write_html
+
+    with _opened(db) as database:
+        snap = read(database)
+    written = None
+    if html is not None:
+        try:
+            written = write_html(snap, html, top=top)
+        except ImportError as exc:
+            raise fail(str(exc)) from None
+        except OSError as exc:
+            raise fail(f"cannot write the report: {exc}", 1) from None
+    data = summary(snap, top)
+    if as_json:
+        if written is not None:
+            data["report"] = str(written)
+        typer.echo(json.dumps(data, indent=2))
+        return
+    _show_snapshot(snap, data, written)
+
+
+def _show_snapshot(snap: Snapshot, data: dict[str, Any], report: Path | None) -> None:
+    from ambidex.evolve._report import failure_text
+
+    console = Console()
+    target = f"{snap.target_file}: " if snap.target_file else ""
+    console.print(
+        f"{escape(target)}metric {escape(snap.metric)} ({'max' if snap.maximize else 'min'}), "
+        f"{data['iterations_done']} iterations done, {data['programs']} programs: "
+        f"{data['succeeded']} ok, {data['failed']} failed",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if snap.failures:
+        console.print(
+            f"failures: {escape(failure_text(snap.failures))}", highlight=False, soft_wrap=True
+        )
+    best = snap.ranked(len(data["best"]))
+    if not best:
+        console.print("[red]no program evaluated successfully yet[/]")
+    else:
+        table = Table(title=f"the best {len(best)} (each code once)", title_justify="left")
+        for column in ("rank", "id", snap.metric, "iteration", "island", "note"):
+            table.add_column(escape(column), justify="left" if column == "note" else "right")
+        for rank, p in enumerate(best, 1):
+            table.add_row(
+                str(rank),
+                f"#{p.id}",
+                _score(p.score),
+                str(p.iteration),
+                str(p.island),
+                escape(p.note),
+            )
+        console.print(table)
+        initial = snap.initial
+        console.print(
+            f"best: #{best[0].id} score [bold]{_score(best[0].score)}[/] "
+            f"(start {_score(None if initial is None else initial.score)}), "
+            f"found at iteration {best[0].iteration}",
+            highlight=False,
+        )
+        console.print(best[0].code, markup=False, highlight=False)
+    console.print(f"database: {escape(str(snap.path))}", highlight=False, soft_wrap=True)
+    if report is not None:
+        console.print(f"report: {escape(str(report))}", highlight=False, soft_wrap=True)
+
+
+@evolve_app.command("lineage")
+def lineage_command(
+    db: DbArgument,
+    program_id: Annotated[
+        int, typer.Argument(metavar="ID", help="The program's id.", show_default=False)
+    ],
+    with_diff: Annotated[
+        bool, typer.Option("--diff", help="Show what each program changed in its parent.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Show a program's chain of parents back to the initial program, root first."""
+    from ambidex.evolve._report import lineage
+
+    with _opened(db) as database:
+        try:
+            chain = lineage(database, program_id, with_diff=with_diff)
+        except KeyError as exc:
+            raise fail(str(exc.args[0])) from None
+    if as_json:
+        typer.echo(json.dumps(chain, indent=2))
+        return
+    console = Console()
+    console.print(
+        f"lineage of #{program_id}: {len(chain)} program(s), the initial one first",
+        highlight=False,
+    )
+    for row in chain:
+        outcome = _score(row["score"]) if row["ok"] else f"failed: {row['error']}"
+        console.print(
+            f"#{row['id']}  iteration {row['iteration']}  island {row['island']}  "
+            f"{outcome}  {row['proposer']}: {row['note']}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        if "diff" in row:
+            _print_diff(console, row["diff"])
+
+
+def _print_diff(console: Console, text: str) -> None:
+    if not text:
+        console.print("    (the same code)", style="dim", highlight=False)
+        return
+    for line in text.splitlines():
+        style = None
+        if line.startswith("+") and not line.startswith("+++"):
+            style = "green"
+        elif line.startswith("-") and not line.startswith("---"):
+            style = "red"
+        console.print(f"    {line}", style=style, markup=False, highlight=False, soft_wrap=True)

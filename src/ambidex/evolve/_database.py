@@ -841,6 +841,35 @@ class ProgramDatabase:
             f"maximize={self.maximize}, islands={self.islands})"
         )
 
+    def failure_kinds(self) -> list[tuple[str, int, str]]:
+        """Failures by kind, most frequent first: ``(kind, count, the latest one's error)``.
+
+        The kind is the word the coordinator puts before the first ``:`` of a
+        failure's note (``crash``, ``timeout``, ``memory``, ``proposal``, ...);
+        a failure whose note has none is ``bad_metrics`` when the database
+        failed it for its metrics, else ``failed``.
+        """
+        with self._lock:
+            self._check_open()
+            rows = self._conn.execute(
+                "SELECT note, error FROM programs WHERE ok = 0 ORDER BY id"
+            ).fetchall()
+        kinds: dict[str, tuple[int, str]] = {}
+        for note, error in rows:
+            head, colon, _ = (note or "").partition(":")
+            if colon and head.isidentifier() and head.islower():
+                kind = head
+            elif (error or "").startswith("bad metrics"):
+                kind = "bad_metrics"
+            else:
+                kind = "failed"
+            count, example = kinds.get(kind, (0, ""))
+            kinds[kind] = (count + 1, _one_line(error) if error else example)
+        return sorted(
+            ((kind, n, example) for kind, (n, example) in kinds.items()),
+            key=lambda row: (-row[1], row[0]),
+        )
+
 
 class _Transaction:
     """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on an error) on an autocommit connection."""
