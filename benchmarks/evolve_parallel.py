@@ -9,7 +9,13 @@ subprocess, namespaces, rlimits, Landlock) runs:
 * sequential: ``parallel=1``, ``--seq-iterations`` candidates;
 * pipeline: ``parallel=K`` (default 8), ``--iterations`` candidates;
 * anchor, batch-synchronous (the seed's design): the same proposer and
-  sandbox driven as ``asyncio.gather`` of K candidates, then the next K.
+  sandbox driven as ``asyncio.gather`` of K candidates, then the next K;
+* the price of reproducibility: ``parallel=K`` with ``deterministic=False``
+  (free-running: each candidate stored when it finishes) against the default
+  ``deterministic=True`` (stored in iteration order; iteration i starts when
+  i-K is stored), both against a mock server whose latency jitters by
+  ``--compare-jitter-ms`` (default 1000 ms: 1-2 s), restarted with the same
+  seed before each run so both draw the same latencies in request order.
 
 speedup = (sequential s per candidate) / (pipeline s per candidate); target
 >= 0.85 K. floor = ceil(N / K) x (1 s + 0.5 s): the wall time if proposals and
@@ -18,7 +24,7 @@ latency). With ``--jitter-ms``
 the LLM latency varies, which is where a pipeline beats batches.
 
     .venv/bin/python benchmarks/evolve_parallel.py           # ~2 min
-    .venv/bin/python benchmarks/evolve_parallel.py --quick   # smoke test, ~20 s
+    .venv/bin/python benchmarks/evolve_parallel.py --quick   # smoke test, ~30 s
 """
 
 from __future__ import annotations
@@ -62,7 +68,14 @@ def evaluate(guess) -> dict[str, float]:
 
 
 async def run_coordinator(
-    path: Path, db: Path, iterations: int, parallel: int, url: str, timeout_s: float
+    path: Path,
+    db: Path,
+    iterations: int,
+    parallel: int,
+    url: str,
+    timeout_s: float,
+    *,
+    deterministic: bool = True,
 ) -> dict[str, Any]:
     proposer = LLMProposer("mock-code", base_url=url, api_key="")
     started = time.perf_counter()
@@ -74,11 +87,14 @@ async def run_coordinator(
         db=db,
         fresh=True,
         timeout_s=timeout_s,
+        deterministic=deterministic,
     )
     wall = time.perf_counter() - started
+    await proposer.aclose()
     return {
         "iterations": iterations,
         "parallel": parallel,
+        "deterministic": deterministic,
         "wall_s": wall,
         "per_candidate_s": wall / iterations,
         "succeeded": result.succeeded,
@@ -140,6 +156,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seq-iterations", type=int, default=None, help="sequential (10)")
     parser.add_argument("--latency-ms", type=float, default=1000.0)
     parser.add_argument("--jitter-ms", type=float, default=0.0)
+    parser.add_argument(
+        "--compare-jitter-ms",
+        type=float,
+        default=1000.0,
+        help="LLM latency jitter of the deterministic vs free-running pair (1000)",
+    )
     parser.add_argument("--eval-s", type=float, default=0.5)
     parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
@@ -161,7 +183,30 @@ async def _main(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             path, workdir / "pipe.sqlite", args.iterations, k, server.url, timeout_s
         )
         batch = await run_batches(path, args.iterations, k, server.url, timeout_s)
-    return {"sequential": seq, "pipeline": pipe, "batches": batch}
+    # The price of reproducibility, on a server of its own (jittered latency), restarted
+    # with the same seed before each run: both runs draw the same latencies in request order.
+    pair: dict[str, dict[str, Any]] = {}
+    with MockLLMServer(
+        latency_ms=args.latency_ms, jitter_ms=args.compare_jitter_ms, seed=2
+    ) as server:
+        for name, deterministic in (("free", False), ("deterministic", True)):
+            server.reset()
+            pair[name] = await run_coordinator(
+                path,
+                workdir / f"{name}.sqlite",
+                args.iterations,
+                k,
+                server.url,
+                timeout_s,
+                deterministic=deterministic,
+            )
+    return {
+        "sequential": seq,
+        "pipeline": pipe,
+        "batches": batch,
+        "compare_free": pair["free"],
+        "compare_deterministic": pair["deterministic"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         ax.limits(llm=max(16, k))
         data = ax.runtime().call(_main(args, Path(tmp)))
     seq, pipe, batch = data["sequential"], data["pipeline"], data["batches"]
+    free, det = data["compare_free"], data["compare_deterministic"]
+    compare_floor = math.ceil(args.iterations / k) * (
+        (args.latency_ms + args.compare_jitter_ms / 2) / 1000 + args.eval_s
+    )
     per_step = (args.latency_ms + args.jitter_ms / 2) / 1000 + args.eval_s  # mean latency
     floor = math.ceil(args.iterations / k) * per_step
     speedup = seq["per_candidate_s"] / pipe["per_candidate_s"]
@@ -216,6 +265,27 @@ def main(argv: list[str] | None = None) -> int:
         f"{floor / args.iterations:.3f}",
         "-",
     )
+    jitter = f"LLM +{args.compare_jitter_ms:g} ms jitter"
+    for label, row in (
+        (f"pipeline, free-running (deterministic=False), {jitter}", free),
+        (f"pipeline, in order (deterministic=True), {jitter}", det),
+    ):
+        table.add_row(
+            label,
+            str(k),
+            str(row["iterations"]),
+            f"{row['wall_s']:.2f}",
+            f"{row['per_candidate_s']:.3f}",
+            str(row["succeeded"]),
+        )
+    table.add_row(
+        f"floor at {jitter} (mean latency)",
+        str(k),
+        str(args.iterations),
+        f"{compare_floor:.2f}",
+        f"{compare_floor / args.iterations:.3f}",
+        "-",
+    )
     console.print(table)
     ratios = [
         {
@@ -240,6 +310,14 @@ def main(argv: list[str] | None = None) -> int:
             "met": None,
             "note": "above 1: the pipeline is faster",
         },
+        {
+            "ratio": "deterministic wall / free-running wall",
+            "value": det["wall_s"] / free["wall_s"],
+            "target": "-",
+            "met": None,
+            "note": f"the price of reproducibility, K={k}, {jitter}; "
+            f"free {free['wall_s']:.2f} s, deterministic {det['wall_s']:.2f} s",
+        },
     ]
     print_ratios(console, ratios)
     console.print(f"sandbox: {sandbox_layers}")
@@ -249,13 +327,14 @@ def main(argv: list[str] | None = None) -> int:
         "config": {k2: v for k2, v in vars(args).items() if k2 != "output"},
         "sandbox": sandbox_layers,
         "floor_s": floor,
+        "compare_floor_s": compare_floor,
         "speedup": speedup,
         **data,
         "ratios": ratios,
     }
     name = args.output or ("evolve_parallel-quick" if args.quick else "evolve_parallel")
     console.print(f"wrote {write_json(name, out)}")
-    ok = pipe["succeeded"] > 0 and seq["succeeded"] > 0
+    ok = all(row["succeeded"] > 0 for row in (seq, pipe, free, det))
     return 0 if ok else 1
 
 

@@ -1,12 +1,14 @@
 """The coordinator: K candidates in flight as a pipeline, propose -> evaluate -> keep.
 
-A slot takes the next iteration number, samples a parent and inspirations from
-its island, asks the proposer for a variant (LLM requests hold the runtime's
-``llm`` limit), evaluates it in the sandbox (holding the ``sandbox`` limit)
-and stores the outcome. The moment a slot finishes, the next iteration starts
-in it: nothing waits for the slowest of a batch. Every finished candidate is
-committed to the database with the count of iterations done, so a killed run
-started again with the same database continues where it stopped.
+An iteration samples a parent and inspirations from its island, asks the
+proposer for a variant (LLM requests hold the runtime's ``llm`` limit),
+evaluates it in the sandbox (holding the ``sandbox`` limit) and stores the
+outcome. Nothing waits for the slowest of a batch: by default (``deterministic``)
+candidates are stored in iteration order and iteration i starts the moment
+iteration i-K is stored, so what it sees does not depend on timing; otherwise
+each candidate is stored when it finishes and the next starts in its slot.
+Every stored candidate is committed with the count of iterations done, so a
+killed run started again with the same database continues where it stopped.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 import contextlib
 import hashlib
 import random
+import re
 import time
 import weakref
 from collections.abc import Callable
@@ -210,6 +213,7 @@ async def aevolve(
     islands: int = 4,
     sandbox: Sandbox | None = None,
     on_progress: Callable[[EvolveProgress], None] | None = None,
+    deterministic: bool = True,
 ) -> EvolveResult:
     """Evolve the target until ``iterations`` candidates (in all runs on this database) are done.
 
@@ -224,12 +228,21 @@ async def aevolve(
         db: the program database (default ``default_db_path(file)``); an
             existing one is continued.
         fresh: delete the database first and start over.
-        seed: seeds every sampling and proposal choice.
+        seed: seeds every sampling and proposal choice; with ``deterministic``
+            the same seed, ``parallel``, target and proposer give the same
+            programs, scores and database (see docs/evolve.md, "Reproducible by
+            seed", for what the proposer and evaluator must do for that).
         timeout_s: the sandbox's wall-clock limit per candidate.
         memory_mb: the sandbox's memory limit per candidate.
         islands: MAP-Elites islands (migration between them is periodic).
         sandbox: a ``Sandbox`` of your own (then ``timeout_s``/``memory_mb`` are unused).
-        on_progress: called after every finished candidate and twice a second.
+        on_progress: called after every stored candidate and twice a second.
+        deterministic: store candidates in iteration order and start iteration
+            i the moment iteration i-K is stored, so what each proposal sees
+            does not depend on timing (a candidate that finishes early waits
+            for its predecessors, which can leave slots idle behind a slow
+            one). False: store each candidate when it finishes and start the
+            next at once (a bit faster, not reproducible).
 
     Raises:
         TargetError: the file is not a usable target.
@@ -261,7 +274,18 @@ async def aevolve(
         box = sandbox or Sandbox(timeout_s=timeout_s, memory_mb=memory_mb)
         prop = _make_proposer(proposer, model)
         _ensure_limit("sandbox", parallel)
-        run = _Run(tgt, database, box, prop, iterations, parallel, seed, islands, on_progress)
+        run = _Run(
+            tgt,
+            database,
+            box,
+            prop,
+            iterations,
+            parallel,
+            seed,
+            islands,
+            on_progress,
+            deterministic=deterministic,
+        )
         return await run.go(db_path)
     finally:
         database.close()
@@ -273,6 +297,30 @@ def evolve(target: str | Path | Target, **options: Any) -> EvolveResult:
 
 
 class _Run:
+    """One run: the program as written, then the iterations not yet stored, K at a time.
+
+    Two schedules (``deterministic``), both without a batch barrier:
+
+    * in order (True): a finished candidate waits until every earlier
+      iteration is stored, and the moment the j-th iteration to do is stored
+      (before the (j+1)-th), the (j+K)-th is sampled and started. So iteration
+      i sees exactly iterations 1..i-K (the first K see the program as
+      written), and everything it is shown is a function of that prefix and
+      the seed. Each started iteration's sample (parent and inspiration ids,
+      error texts) is kept in the meta ``pending_contexts`` until it is
+      stored: a run resumed after a kill restarts those iterations with the
+      samples they had. The K iterations after the last are sampled too (not
+      started), so extending a run later goes on as a longer run would have.
+    * free (False): a candidate is stored when it finishes, and the next
+      iteration starts in its slot with whatever is stored at that moment.
+    """
+
+    #: A sandbox evaluation directory (``<tmp>/ambidex-evolve-PID-PIDNS-random``) in a
+    #: traceback or an error: a different name every run, so it is replaced before the text
+    #: is stored (and shown to the LLM among the recent errors).
+    _EVAL_DIR = re.compile(r"(?:/[^/\s'\"]+)*/ambidex-evolve-\d+-\d+-[A-Za-z0-9_]+")
+    _PENDING = "pending_contexts"
+
     def __init__(
         self,
         target: Target,
@@ -284,6 +332,7 @@ class _Run:
         seed: int,
         islands: int,
         on_progress: Callable[[EvolveProgress], None] | None,
+        deterministic: bool = True,
     ) -> None:
         self.target = target
         self.db = db
@@ -294,9 +343,19 @@ class _Run:
         self.seed = seed
         self.islands = islands
         self.on_progress = on_progress
-        self.done = int(db.get_meta("iterations_done") or 0)
+        self.deterministic = deterministic
+        # The programs table is the truth (not the meta count): every iteration is one row.
+        stored = {i for i in db.iterations() if i > 0}
+        self.done = len(stored)
         self.resumed_from = self.done
-        self.next_iteration = self.done + 1
+        self.todo = [i for i in range(1, iterations + 1) if i not in stored]
+        self.beyond: list[int] = []  # the K iterations after the last, sampled in order only
+        nxt = iterations
+        while len(self.beyond) < parallel:
+            nxt += 1
+            if nxt not in stored:
+                self.beyond.append(nxt)
+        self.pending: dict[int, dict[str, Any]] = {}  # sampled, not stored: iteration -> sample
         self.in_flight = 0
         self.succeeded = 0
         self.failed = 0
@@ -307,7 +366,7 @@ class _Run:
         initial = await self._initial()
         ticker = asyncio.ensure_future(self._tick())
         try:
-            await self._pipeline()
+            await (self._in_order() if self.deterministic else self._free())
         finally:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -368,65 +427,157 @@ class _Run:
         assert first is not None
         return first
 
-    async def _pipeline(self) -> None:
-        slots: set[asyncio.Task[None]] = set()
+    async def _in_order(self) -> None:
+        """Store in iteration order; start the (j+K)-th iteration to do when the j-th is stored."""
+        k, order, n = self.parallel, self.todo + self.beyond, len(self.todo)
+        saved = self.db.get_meta(self._PENDING) or {}
+        tasks: dict[asyncio.Task[Program], int] = {}  # -> position in order
+        finished: dict[int, Program] = {}  # position -> candidate waiting for its predecessors
+
+        def begin(pos: int, saved_sample: Any = None) -> None:
+            i = order[pos]
+            ctx = self._context(i, saved_sample) or self._context(i, self._sample(i))
+            assert ctx is not None
+            if pos < n:
+                tasks[asyncio.ensure_future(self._candidate(i, ctx))] = pos
+
+        for pos in range(min(k, len(order))):  # all see the same prefix: what is stored now
+            begin(pos, saved.get(str(order[pos])) if isinstance(saved, dict) else None)
+        self.db.set_meta(self._PENDING, self._pending_meta())
+        applied = 0
         try:
-            while self.next_iteration <= self.iterations or slots:
-                while self.next_iteration <= self.iterations and len(slots) < self.parallel:
-                    i = self.next_iteration
-                    self.next_iteration += 1
-                    slots.add(asyncio.ensure_future(self._one(i)))
-                done, slots = await asyncio.wait(slots, return_when=asyncio.FIRST_COMPLETED)
+            while tasks:
+                self.in_flight = len(tasks)
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    task.result()  # a coordinator bug surfaces; candidate failures are stored
+                    finished[tasks.pop(task)] = task.result()  # a coordinator bug surfaces here
+                self.in_flight = len(tasks)
+                while applied in finished:
+                    self._store(finished.pop(applied))
+                    if applied + k < len(order):
+                        begin(applied + k)
+                        self.db.set_meta(self._PENDING, self._pending_meta())
+                    applied += 1
+                    self.in_flight = len(tasks)
+                    self._report()
         finally:
-            for task in slots:
-                task.cancel()
-            await asyncio.gather(*slots, return_exceptions=True)
+            await self._cancel(tasks)
 
-    def _rng(self, i: int) -> random.Random:
-        return random.Random(f"{self.seed}:{i}")
-
-    async def _one(self, i: int) -> None:
-        self.in_flight += 1
+    async def _free(self) -> None:
+        """Store each candidate when it finishes; start the next iteration in its slot."""
+        todo = iter(self.todo)
+        tasks: dict[asyncio.Task[Program], int] = {}  # -> iteration
+        self.db.set_meta(self._PENDING, {})  # samples of an in-order run are not followed here
         try:
-            program = await self._candidate(i)
+            while True:
+                while len(tasks) < self.parallel and (i := next(todo, None)) is not None:
+                    ctx = self._context(i, self._sample(i))
+                    assert ctx is not None
+                    tasks[asyncio.ensure_future(self._candidate(i, ctx))] = i
+                self.in_flight = len(tasks)
+                if not tasks:
+                    return
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in sorted(done, key=tasks.__getitem__):
+                    del tasks[task]
+                    self.in_flight = len(tasks)
+                    self._store(task.result())  # a coordinator bug surfaces here
+                    self._report()
         finally:
-            self.in_flight -= 1
-        self.db.add(program)
+            await self._cancel(tasks)
+
+    @staticmethod
+    async def _cancel(tasks: dict[asyncio.Task[Program], int]) -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _rng(self, i: int, stream: str) -> random.Random:
+        """Iteration ``i``'s own random stream: ``sample`` (parent, inspirations) or ``propose``.
+
+        Two streams, so a sample restored after a resume leaves the proposer's
+        draws where they would have been.
+        """
+        return random.Random(f"{self.seed}:{i}:{stream}")
+
+    def _sample(self, i: int) -> dict[str, Any]:
+        """What iteration ``i`` is shown, drawn from the database as it is now.
+
+        Ids and error texts, JSON-ready for the meta. The errors are the
+        island's last failures, so they too depend on nothing but what is stored.
+        """
+        island = i % self.islands
+        parent, inspirations = self.db.sample(island, self._rng(i, "sample"))
+        return {
+            "seed": self.seed,
+            "parent": parent.id,
+            "inspirations": [p.id for p in inspirations],
+            "errors": self.db.recent_errors(island, 3),
+        }
+
+    def _context(self, i: int, sample: Any) -> ProposalContext | None:
+        """The proposal context of a sample (None if it is unusable: another seed, a lost id).
+
+        In order, the sample is also kept in ``self.pending`` until iteration
+        ``i`` is stored. The programs are read back by id either way, so a
+        fresh sample and one restored after a resume give the same context.
+        """
+        if not isinstance(sample, dict) or sample.get("seed") != self.seed:
+            return None
+        try:
+            parent = self.db.get(sample["parent"])
+            inspirations = [self.db.get(pid) for pid in sample["inspirations"]]
+            errors = [str(e) for e in sample["errors"]]
+        except (KeyError, TypeError):
+            return None
+        if self.deterministic:
+            self.pending[i] = sample
+        spec = self.target.spec
+        return ProposalContext(
+            target_name=self.target.name,
+            goal=spec.goal,
+            metric=spec.metric,
+            maximize=spec.maximize,
+            parent=parent,
+            inspirations=inspirations,
+            errors=errors,
+            alternatives=spec.alternatives,
+            rng=self._rng(i, "propose"),
+        )
+
+    def _pending_meta(self) -> dict[str, Any]:
+        return {str(i): sample for i, sample in sorted(self.pending.items())}
+
+    def _store(self, program: Program) -> None:
+        """Add a finished candidate, with the count of iterations done, in one transaction."""
+        meta: dict[str, Any] = {"iterations_done": self.done + 1}
+        if self.deterministic:
+            self.pending.pop(program.iteration, None)
+            meta[self._PENDING] = self._pending_meta()
+        self.db.add(program, meta=meta)
         self.done += 1
-        self.db.set_meta(iterations_done=self.done)
         if program.ok:
             self.succeeded += 1
         else:
             self.failed += 1
             kind = program.note.split(":", 1)[0] if program.note else "failed"
             self.failures[kind] = self.failures.get(kind, 0) + 1
-        self._report()
 
-    async def _candidate(self, i: int) -> Program:
+    @classmethod
+    def _scrub(cls, text: str) -> str:
+        """``text`` with sandbox evaluation directories named ``<sandbox>``."""
+        return cls._EVAL_DIR.sub("<sandbox>", text) if "ambidex-evolve-" in text else text
+
+    async def _candidate(self, i: int, ctx: ProposalContext) -> Program:
         tgt, spec = self.target, self.target.spec
-        island = i % self.islands
-        rng = self._rng(i)
-        parent, inspirations = self.db.sample(island, rng)
-        ctx = ProposalContext(
-            target_name=tgt.name,
-            goal=spec.goal,
-            metric=spec.metric,
-            maximize=spec.maximize,
-            parent=parent,
-            inspirations=inspirations,
-            errors=self.db.recent_errors(island, 3),
-            alternatives=spec.alternatives,
-            rng=rng,
-        )
+        parent = ctx.parent
         base = Program(
             code=parent.code,
             metrics={},
             score=None,
             ok=False,
             parent_id=parent.id,
-            island=island,
+            island=i % self.islands,
             iteration=i,
             proposer=self.proposer.name,
         )
@@ -471,8 +622,8 @@ class _Run:
             metrics=result.metrics,
             score=result.metrics.get(spec.metric) if ok else None,
             ok=ok,
-            error=None if ok else error,
-            stderr=result.stderr,
+            error=None if ok or error is None else self._scrub(error),
+            stderr=self._scrub(result.stderr),
             note=proposal.note if ok else f"{kind}: {proposal.note}",
         )
 

@@ -28,8 +28,11 @@ offer is recorded in the ``migrations`` table.
 
 Everything lives in one SQLite file (WAL): ``programs``, ``elites (island,
 cell, program_id)``, ``migrations`` and ``meta`` (JSON values). Each ``add``
-commits, so a killed run loses only its in-flight candidates; opening the file
-again restores the grids and counters.
+commits (with any meta values given to it), so a killed run loses only its
+in-flight candidates; opening the file again restores the grids and counters.
+Nothing here depends on time or on a random source: the same programs added
+in the same order give the same ids, grids, migrations and samples (given the
+same ``rng``); only the ``created_at`` columns differ.
 """
 
 from __future__ import annotations
@@ -463,7 +466,7 @@ class ProgramDatabase:
                 values[name] = BUILTIN_FEATURES[name](program.code)
         return values
 
-    def add(self, program: Program) -> Program:
+    def add(self, program: Program, *, meta: Mapping[str, Any] | None = None) -> Program:
         """Store a program (failures too) and place it in its island's grid if it is an elite.
 
         The stored copy is returned: with its ``id``, ``created_at``, ``score``
@@ -471,24 +474,35 @@ class ProgramDatabase:
         marked ok whose metrics lack the metric, a non-finite score, or a
         feature that is neither a metric nor built in is stored as a failure
         (``error`` says why). Every ``migration_interval`` successful
-        additions, ``migrate()`` runs in the same transaction.
+        additions, ``migrate()`` runs in the same transaction. Ids come from
+        SQLite in the order of the calls, so the same programs added in the
+        same order get the same ids.
+
+        Args:
+            program: the program to store (without an id).
+            meta: values to ``set_meta`` in the same transaction (e.g. the
+                count of iterations done, so a kill never leaves the program
+                stored without it or the count without the program).
 
         Raises:
-            ValueError: the program already has an id, or its island is out of range.
+            ValueError: the program already has an id, its island is out of
+                range, or ``meta`` names a key the database owns.
+            TypeError: a ``meta`` value that is not JSON-serializable.
         """
+        encoded = self._encode_meta(dict(meta or {}))
         with self._lock:
             self._check_open()
             prog = self._prepare(program)
             saved = [dict(grid) for grid in self._grids]
             try:
-                self._insert(prog)
+                self._insert(prog, encoded)
             except BaseException:
                 self._grids = saved  # the transaction was rolled back
                 prog.id = None
                 raise
             return _copy(prog)
 
-    def _insert(self, prog: Program) -> None:
+    def _insert(self, prog: Program, meta: Mapping[str, Any]) -> None:
         with self._transaction():
             cur = self._conn.execute(
                 f"INSERT INTO programs ({_COLUMNS.removeprefix('id, ')}) "
@@ -515,6 +529,8 @@ class ProgramDatabase:
                 successes = self._successes + 1
                 if self.migration_interval and successes % self.migration_interval == 0:
                     self._migrate()
+            if meta:
+                self._write_meta(**meta)
         if prog.ok:
             self._successes += 1
 
@@ -593,6 +609,15 @@ class ProgramDatabase:
         if not found:
             raise KeyError(f"no program #{program_id} in {self.path}")
         return found[0]
+
+    def iterations(self) -> list[int]:
+        """The iteration numbers stored, each once, ascending (0: the program as written)."""
+        with self._lock:
+            self._check_open()
+            rows = self._conn.execute(
+                "SELECT DISTINCT iteration FROM programs ORDER BY iteration"
+            ).fetchall()
+        return [int(row[0]) for row in rows]
 
     def __len__(self) -> int:
         with self._lock:
@@ -799,14 +824,19 @@ class ProgramDatabase:
             if value is _MISSING:
                 raise TypeError("set_meta(key, value) needs a value")
             values = {key: value, **values}
-        reserved = sorted(_RESERVED_META & values.keys())
-        if reserved:
-            raise ValueError(f"meta key(s) {', '.join(reserved)} belong to the database")
-        encoded = {k: json.loads(json.dumps(v)) for k, v in values.items()}
+        encoded = self._encode_meta(values)
         with self._lock:
             self._check_open()
             with self._transaction():
                 self._write_meta(**encoded)
+
+    @staticmethod
+    def _encode_meta(values: dict[str, Any]) -> dict[str, Any]:
+        """``values`` as they will read back (JSON round trip); refuses the database's keys."""
+        reserved = sorted(_RESERVED_META & values.keys())
+        if reserved:
+            raise ValueError(f"meta key(s) {', '.join(reserved)} belong to the database")
+        return {k: json.loads(json.dumps(v)) for k, v in values.items()}
 
     def get_meta(self, key: str, default: Any = None) -> Any:
         """A stored meta value (settings included), or ``default``."""
