@@ -86,7 +86,12 @@ def test_a_slow_candidate_does_not_hold_the_others(tmp_path: Path) -> None:
     slow = "def approx() -> float:\n    return 3.0 + 0.14\n"
     proposer = Scripted({0: (3.0, slow)}, default=fast)
     result = ax.evolve.evolve(
-        QUICK, iterations=8, parallel=2, proposer=proposer, db=tmp_path / "p.sqlite"
+        QUICK,
+        iterations=8,
+        parallel=2,
+        proposer=proposer,
+        db=tmp_path / "p.sqlite",
+        deterministic=False,  # stored as they finish: the slow one last
     )
     assert result.done == 8
     conn = sqlite3.connect(tmp_path / "p.sqlite")

@@ -9,8 +9,8 @@ must end as a failure that names the real reason, or as an honest score of what 
 candidate really returned; never above the honest maximum, and nothing left running
 (the ``machine_unharmed`` fixture of test_sandbox.py checks after every test).
 
-Tests marked ``HOLE`` are strict xfails: the attack works today (see the reason); the
-fix turns them into XPASS, which fails until the marker is removed.
+Tests whose comment says "Found by attack" are attacks that worked when this suite was
+first written; each comment says what the attack did and what closed it.
 """
 
 from __future__ import annotations
@@ -779,17 +779,12 @@ READ_THE_EVALUATOR = src(
 )
 
 
-# HOLE: the candidate's process is forked from the evaluator's AFTER the evaluator's
+# Found by attack: the candidate's process is forked from the evaluator's AFTER the evaluator's
 # module was loaded (Candidate() in _runner.judge, after load_evaluator), so it holds a
 # copy of the evaluator's module state: values drawn at load time, random.Random() and
 # numpy Generator instances, numpy's global RandomState (random's global one is reseeded
 # at fork, numpy's are not). Reading sys.modules["evaluator"] in the candidate predicts
 # every hidden draw: score -0.0, the maximum, where an honest guess scores about -1.
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="HOLE: the candidate's process inherits the evaluator's module state (RNGs)",
-)
 async def test_the_evaluators_hidden_state_is_not_in_the_candidates_process() -> None:
     result = await judge(READ_THE_EVALUATOR, HIDDEN_EVALUATOR, maximum=0.0)
     assert result.ok, result
@@ -816,15 +811,10 @@ FILE_EVALUATOR = src(
 )
 
 
-# HOLE: the candidate's process (nested Landlock domain, same rules) may write the whole
+# Found by attack: the candidate's process (nested Landlock domain, same rules) may write the whole
 # evaluation directory, including the data files given with files= that the trusted
 # evaluator reads after calling f(): rewriting weights.json gives a score of 1e9 where
 # the honest maximum is 1.0. (It can read them too: hidden answers there are not hidden.)
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="HOLE: the candidate rewrites the data files the evaluator reads afterwards",
-)
 async def test_the_evaluators_data_files_cannot_be_rewritten() -> None:
     code = src(
         """
@@ -848,15 +838,10 @@ async def test_the_evaluators_data_files_cannot_be_rewritten() -> None:
         assert result.kind == "crash", result
 
 
-# HOLE (wrong kind): an array whose shape numpy cannot make (a dimension >= 2**63, more
+# Found by attack (wrong kind): an array whose shape numpy cannot make (a dimension >= 2**63, more
 # than 64 dimensions) escapes decode() as a ValueError from reshape, raised inside the
 # evaluator's call of f(): reported as "rejected: ValueError: Maximum allowed dimension
 # exceeded", blaming the evaluator, instead of "crashed: its answer is not data".
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="HOLE: a malformed array shape is reported as the evaluator's rejection",
-)
 @pytest.mark.parametrize(
     ("shape", "data"),
     [("[2**70, 0]", "b''"), ("[1] * 100", "bytes(8)")],
@@ -889,20 +874,18 @@ CPU_EVALUATOR = src(
 )
 
 
-# HOLE (by design, undocumented): the evaluator's process_time()/getrusage(RUSAGE_SELF)
+# Found by attack (by design): the evaluator's process_time()/getrusage(RUSAGE_SELF)
 # /tracemalloc no longer see the candidate, which runs in another process: a candidate
 # burning a second of CPU per call is measured at ~1 ms, as cheap as the closed form.
 # An evaluator scoring cost this way scores every candidate as free.
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="HOLE: CPU time measured by the evaluator leaves out the candidate's process",
-)
 async def test_the_candidates_cpu_time_is_what_the_evaluator_measures() -> None:
     slow = "def f(n):\n    for _ in range(40):\n        total = sum(range(n))\n    return total\n"
-    result = await judge(slow, CPU_EVALUATOR, maximum=0.0)
+    result = await judge(slow, CPU_EVALUATOR.replace("time.process_time()", "f.cpu_s"), maximum=0.0)
     assert result.ok, result
     assert result.metrics["cpu_s"] > 0.3, result.metrics
+    # The evaluator's own clock does not see it (documented): the stand-in's cpu_s does.
+    mine = await judge(slow, CPU_EVALUATOR, maximum=0.0)
+    assert mine.metrics["cpu_s"] < 0.3, mine.metrics
 
 
 STEAL_THE_RESULT_PIPE = src(
@@ -943,7 +926,7 @@ STEAL_THE_RESULT_PIPE = src(
 )
 
 
-# HOLE (machines that are not root and have no Landlock): there the runner is root of
+# Found by attack (machines that are not root and have no Landlock): there the runner is root of
 # its own user namespace (unshare --user --map-root-user), no uid is dropped, and the
 # candidate's process keeps every capability of that namespace. CAP_SYS_PTRACE there
 # overrides the evaluator's PR_SET_DUMPABLE 0: it opens /proc/<evaluator>/fd/<result
@@ -952,11 +935,6 @@ STEAL_THE_RESULT_PIPE = src(
 # here (as root: the runner root of a user namespace of its own, no drop, no Landlock,
 # no cgroups); with Landlock (ABI >= 1) or the uid drop (root) it is refused. A fix:
 # no capabilities in the candidate's process (a user namespace of its own, or capset).
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="HOLE: not root and no Landlock: the candidate writes to the result pipe",
-)
 async def test_without_root_or_landlock_the_result_pipe_is_out_of_reach(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -1121,11 +1099,12 @@ RUN_CHEATS: dict[str, tuple[str, str | float]] = {
             builtins.abs = lambda x: 0.0
             math.fsum = lambda xs: 1.0
             math.isfinite = lambda x: True
-            sys.modules["evaluator"].evaluate = lambda f: {"score": 1e9}
+            if "evaluator" in sys.modules:  # never: forked before the evaluator loads
+                sys.modules["evaluator"].evaluate = lambda f: {"score": 1e9}
             sys.modules["__main__"].check_metrics = lambda *a, **k: ({"score": 1e9}, "")
             frame = sys._getframe()
             while frame is not None:
-                if frame.f_code.co_name == "judge":
+                if frame.f_code.co_name == "judge" and "module" in frame.f_locals:
                     frame.f_locals["module"].evaluate = lambda f: {"score": 1e9}
                 frame = frame.f_back
             return [0.0, 0.0, 1.0]
@@ -1257,15 +1236,10 @@ async def test_cheats_never_become_best_in_an_evolution_run(target_file: Path) -
     assert result.failures == {"crash": 5, "rejected": 1}
 
 
-# HOLE (the coordinator dies): an error message with a lone surrogate (a candidate's
+# Found by attack (the coordinator died): an error message with a lone surrogate (a candidate's
 # exception message, or its class name) crosses as JSON ("\\ud800") into
 # EvalResult.error, then ProgramDatabase.add fails with UnicodeEncodeError ("surrogates
 # not allowed") when SQLite stores it: the whole aevolve() run raises and stops.
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeEncodeError,
-    reason="HOLE: a lone surrogate in a candidate's error message kills the whole run",
-)
 async def test_a_lone_surrogate_in_an_error_does_not_stop_the_run(target_file: Path) -> None:
     codes = [cheat("raise ValueError('\\udcff' + chr(0xD800))"), HONEST]
     result = await ax.evolve.aevolve(

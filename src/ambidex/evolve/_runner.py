@@ -566,6 +566,7 @@ def evaluate(config: dict[str, Any]) -> dict[str, Any]:
 
 _MAX_DEPTH = 100
 _MAX_BUFFERS = 10_000
+_MAX_DIMENSIONS = 32  # numpy's own limit is 32 (64 in numpy 2)
 _NUMERIC_KINDS = "biufc"
 
 
@@ -762,6 +763,8 @@ def _decode_array(tag: str, body: list[Any], buffers: list[bytes]) -> Any:
         raise FrameError("a malformed array")
     if not 0 <= index < len(buffers) or any(type(n) is not int or n < 0 for n in shape):
         raise FrameError("a malformed array")
+    if len(shape) > _MAX_DIMENSIONS:
+        raise FrameError(f"an array of {len(shape)} dimensions, more than {_MAX_DIMENSIONS}")
     np = _numpy()
     try:
         dtype = np.dtype(dtype_text)
@@ -775,7 +778,10 @@ def _decode_array(tag: str, body: list[Any], buffers: list[bytes]) -> Any:
     data = buffers[index]
     if count * dtype.itemsize != len(data) or (tag == "s" and shape):
         raise FrameError("an array's size does not match its data")
-    array = np.frombuffer(bytearray(data), dtype=dtype).reshape(shape)
+    try:
+        array = np.frombuffer(bytearray(data), dtype=dtype).reshape(shape)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise FrameError(f"a malformed array: {_one_line(str(exc))}") from None
     return array[()] if tag == "s" else array
 
 
@@ -792,12 +798,35 @@ def _reply_failure(fd: int, exc: BaseException, config: dict[str, Any]) -> None:
         os._exit(1)
 
 
+def enter_candidate_domain(config: dict[str, Any]) -> None:
+    """Cut the candidate's process off from the evaluator's, in the forked child.
+
+    A user namespace of its own: whatever capabilities it had (as root of the
+    sandbox's user namespace, where no uid drop is possible) it keeps only over
+    itself, so ptrace and ``/proc/<pid>/fd`` of the non-dumpable evaluator and pid 1
+    stay closed. A Landlock domain nested in the evaluator's, allowing writes to its
+    own directory only: the evaluator's files are neither readable nor writable.
+    """
+    try:
+        enter_user_namespace(os.getuid(), os.getgid())
+    except SetupError:
+        _drop_capabilities()  # no user namespaces here: at least no capabilities
+    if config["candidate_landlock"] is not None:
+        apply_landlock(config["candidate_landlock"])
+    home: str = config["candidate_dir"]
+    os.chdir(home)
+    os.environ["HOME"] = os.environ["TMPDIR"] = home
+    tempfile: Any = sys.modules.get("tempfile")
+    if tempfile is not None:
+        tempfile.tempdir = None  # found again, from TMPDIR
+
+
 def serve_candidate(config: dict[str, Any], calls: int, replies: int) -> None:
     """Be the candidate's process: import it, then answer calls until the pipe closes."""
     import importlib
 
     limit: int = config["max_message_bytes"]
-    sys.path[:] = [config["dir"], *config["sys_path"]]
+    sys.path[:] = [config["candidate_dir"], *config["sys_path"]]
     me = os.getpid()
     target: str = config["target"]
     try:
@@ -865,8 +894,7 @@ class Candidate:
                 keep = sorted((0, 1, 2, calls_r, replies_w))
                 for low, high in zip(keep, [*keep[1:], 1 << 16], strict=True):
                     os.closerange(low + 1, high)
-                if config["landlock"] is not None:
-                    apply_landlock(config["landlock"])  # a domain nested in the evaluator's
+                enter_candidate_domain(config)
                 serve_candidate(config, calls_r, replies_w)
             except SetupError as exc:
                 _write_all(2, f"sandbox: {exc}\n".encode())
@@ -878,9 +906,27 @@ class Candidate:
         self._calls = calls_w
         self._replies = replies_r
         self._ready = False
+        self._cpu_s = 0.0
 
     def __repr__(self) -> str:
         return f"<candidate function {self._name}() in a process of its own>"
+
+    @property
+    def cpu_s(self) -> float:
+        """CPU seconds the candidate's process (and children it waited for) used so far.
+
+        The evaluator's own ``time.process_time()`` does not see them: the candidate
+        runs in another process. Read from the kernel, not from the candidate.
+        """
+        if self.pid:
+            try:
+                with open(f"/proc/{self.pid}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+                ticks = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+                self._cpu_s = ticks / os.sysconf("SC_CLK_TCK")
+            except (OSError, ValueError, IndexError):
+                pass
+        return self._cpu_s
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self._failure is None:
@@ -949,6 +995,7 @@ class Candidate:
     def stop(self) -> None:
         """Kill the candidate's process (and so nothing it does can reach the evaluator)."""
         if self.pid:
+            self._cpu_s = self.cpu_s
             try:  # noqa: SIM105
                 os.kill(self.pid, 9)
             except OSError:
@@ -990,13 +1037,15 @@ def judge(config: dict[str, Any]) -> None:
     message: dict[str, Any]
     code = 0
     try:
+        # The candidate's process is forked first: nothing of the evaluator's module
+        # (its data, its random generators' states) is ever in it.
+        candidate = Candidate(config)
         module = load_evaluator(config)
         func = getattr(module, evaluator_name, None)
         if not callable(func):
             raise AttributeError(
                 f"{config['evaluator_label']} defines no callable {evaluator_name!r}"
             )
-        candidate = Candidate(config)
         result = func(candidate)
         candidate.stop()
         metrics, problem = check_metrics(result, evaluator_name, config)

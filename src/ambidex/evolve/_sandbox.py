@@ -59,6 +59,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ambidex._text import plain_text
+
 __all__ = ["EvalResult", "Sandbox", "SandboxError"]
 
 _RUNNER = Path(__file__).resolve().with_name("_runner.py")
@@ -70,6 +72,9 @@ _MAX_METRICS = 1000
 _MAX_METRIC_NAME = 200
 # The evaluator's source in the evaluation directory, until the evaluator has read it.
 _EVALUATOR_FILE = ".ambidex-evaluator.py"
+# With a target: the candidate's own directory (its only writable place), inside the
+# evaluation directory whose other files are the evaluator's.
+_CANDIDATE_DIR = ".candidate"
 _FSIZE_MB = 64
 _SHM_MB = 64
 _DRAIN_GRACE_S = 2.0
@@ -1137,7 +1142,8 @@ class Sandbox:
         cgroup: _Cgroup | None = None
         memory: _Cgroup | None = None
         try:
-            _write_files(directory, source, contents, _NOBODY if caps.drop else None)
+            owner = _NOBODY if caps.drop else None
+            _write_files(directory, source, contents, owner, target is not None)
             if caps.cgroup is not None:
                 cgroup = _Cgroup(caps.cgroup, {"pids.max": self.max_processes})
             if caps.memory_cgroup is not None:
@@ -1191,7 +1197,8 @@ class Sandbox:
         read += [p for p in _existing(system) if p not in read]
         write = [directory] + (["/dev/shm"] if shm else [])
         ambidex_parent = str(_AMBIDEX_DIR.parent)
-        landlock = None
+        landlock = candidate_landlock = None
+        home = directory if target is None else os.path.join(directory, _CANDIDATE_DIR)
         if caps.landlock_abi > 0:
             landlock = {
                 "abi": caps.landlock_abi,
@@ -1201,6 +1208,7 @@ class Sandbox:
                 "devices": _existing(_DEVICES),
                 "deny_tcp": not self.network,
             }
+            candidate_landlock = {**landlock, "write": [home, *write[1:]]}
         memory = self.memory_mb * 2**20
         fsize = _FSIZE_MB * 2**20
         owner = _NOBODY if caps.drop else None
@@ -1210,6 +1218,8 @@ class Sandbox:
             "evaluator": evaluator,
             "target": target,
             "evaluator_file": _EVALUATOR_FILE,
+            "candidate_dir": home,
+            "candidate_landlock": candidate_landlock,
             "evaluator_label": evaluator_path,
             "max_message_bytes": self.memory_mb * 2**20 // 2,
             "max_metrics": _MAX_METRICS,
@@ -1381,7 +1391,7 @@ def _result(
     return EvalResult(
         ok=kind == "ok",
         metrics=metrics or {},
-        error=error,
+        error=None if error is None else plain_text(error),  # the candidate chose its text
         kind=kind,
         stderr=_decode(raw.stderr),
         stdout=_decode(raw.stdout),
@@ -1409,6 +1419,8 @@ def _valid_metrics(value: Any) -> tuple[dict[str, float] | None, str]:
         return None, f"bad metrics: {len(value)} metrics, more than {_MAX_METRICS}"
     metrics: dict[str, float] = {}
     for key, number in value.items():
+        if plain_text(key) != key:
+            return None, f"bad metrics: the name {plain_text(key)!r} is not plain text"
         if not 0 < len(key) <= _MAX_METRIC_NAME:
             return None, f"bad metrics: a name of {len(key)} characters (1 to {_MAX_METRIC_NAME})"
         if isinstance(number, bool) or not isinstance(number, (int, float)):
@@ -1433,16 +1445,24 @@ def _check_files(
         rel = PurePosixPath(name)
         if rel.is_absolute() or not rel.parts or ".." in rel.parts or str(rel) in taken:
             raise ValueError(f"files: {name!r} must be a relative path inside the directory")
+        if rel.parts[0] == _CANDIDATE_DIR:
+            raise ValueError(f"files: {name!r} is inside {_CANDIDATE_DIR}/, the candidate's own")
         data = content.encode() if isinstance(content, str) else bytes(content)
         out.append((rel, data))
     return out
 
 
 def _write_files(
-    directory: str, source: str, files: list[tuple[PurePosixPath, bytes]], owner: int | None
+    directory: str,
+    source: str,
+    files: list[tuple[PurePosixPath, bytes]],
+    owner: int | None,
+    split: bool,
 ) -> None:
     root = Path(directory)
-    (root / "candidate.py").write_text(source, encoding="utf-8")
+    home = root / _CANDIDATE_DIR if split else root
+    home.mkdir(exist_ok=True)
+    (home / "candidate.py").write_text(source, encoding="utf-8")
     for rel, data in files:
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -155,10 +155,18 @@ class Target:
 
     def check(self, code: str) -> str | None:
         """Why ``code`` cannot replace the function, or None if it can."""
+        if "\0" in code:
+            return "the code holds a NUL byte"
+        try:
+            code.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return f"the code is not UTF-8 text: {exc.reason} at character {exc.start}"
         try:
             tree = ast.parse(textwrap.dedent(code))
-        except SyntaxError as exc:
-            return f"the code does not parse: line {exc.lineno}: {exc.msg}"
+        except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
+            # The parser's own limits (nesting) raise MemoryError or RecursionError.
+            where = _parse_problem(exc)
+            return f"the code does not parse: {where}"
         defs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
         if len(tree.body) != 1 or len(defs) != 1:
             return f"the code must be exactly one function definition, def {self.name}(...)"
@@ -166,9 +174,17 @@ class Target:
             return f"the function is named {defs[0].name!r}; it must stay {self.name!r}"
         try:
             ast.parse(self.with_code(code))
-        except SyntaxError as exc:
-            return f"the file does not parse with this code: line {exc.lineno}: {exc.msg}"
+        except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
+            return f"the file does not parse with this code: {_parse_problem(exc)}"
         return None
+
+
+def _parse_problem(exc: BaseException) -> str:
+    if isinstance(exc, SyntaxError):
+        return f"line {exc.lineno}: {exc.msg}"
+    if isinstance(exc, (MemoryError, RecursionError)):
+        return "nested too deeply for the parser"
+    return str(exc)
 
 
 def _is_target_decorator(node: ast.expr) -> bool:
