@@ -131,6 +131,34 @@ def test_failures_are_recorded_with_their_reason_and_stderr(tmp_path: Path) -> N
     assert "scripted: no code" in (by_iteration[3].error or "")
 
 
+def test_hostile_proposals_fail_alone_and_the_run_goes_on(tmp_path: Path) -> None:
+    """Text SQLite or the parser refuse fails its own candidate, never the run."""
+    answers: dict[int, tuple[float, str | None]] = {
+        0: (0.0, "def approx() -> float:\n    return '\udcff'\n"),  # a lone surrogate
+        1: (0.0, "def approx() -> float:\n    return 1\x00\n"),  # a NUL byte
+        2: (0.0, "def approx() -> float:\n    return " + "-" * 100_000 + "1\n"),  # too deep
+        3: (0.0, "def approx() -> float:\n    raise ValueError(chr(0xDCFF) + chr(0xD800))\n"),
+    }
+    proposer = Scripted(answers, default="def approx() -> float:\n    return 3.1\n")
+    result = ax.evolve.evolve(
+        QUICK, iterations=5, parallel=2, proposer=proposer, db=tmp_path / "h.sqlite"
+    )
+    assert (result.done, result.failed, result.succeeded) == (5, 4, 1)
+    assert result.failures == {"proposal": 3, "crash": 1}
+    db = ax.evolve.ProgramDatabase(
+        tmp_path / "h.sqlite", metric="score", islands=4, features={"error": (0.0, 1.0, 4)}
+    )
+    try:
+        by_iteration = {p.iteration: p for p in db.history() if not p.ok}
+    finally:
+        db.close()
+    assert "not UTF-8 text" in (by_iteration[1].error or "")
+    assert "\\udcff" in by_iteration[1].code  # stored escaped, not refused
+    assert by_iteration[2].error == "the code holds a NUL byte"
+    assert "nested too deeply for the parser" in (by_iteration[3].error or "")
+    assert (by_iteration[4].error or "").startswith("crashed: ValueError: \\udcff")
+
+
 def test_an_initial_program_that_fails_stops_the_run(tmp_path: Path) -> None:
     bad = tmp_path / "bad_target.py"
     bad.write_text(

@@ -554,13 +554,13 @@ class _Run:
         if self.deterministic:
             self.pending.pop(program.iteration, None)
             meta[self._PENDING] = self._pending_meta()
-        self.db.add(program, meta=meta)
+        stored = self.db.add(program, meta=meta)  # may fail it: e.g. a NaN score
         self.done += 1
-        if program.ok:
+        if stored.ok:
             self.succeeded += 1
         else:
             self.failed += 1
-            kind = program.note.split(":", 1)[0] if program.note else "failed"
+            kind = stored.note.split(":", 1)[0] if stored.note else "failed"
             self.failures[kind] = self.failures.get(kind, 0) + 1
 
     @classmethod

@@ -49,6 +49,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ambidex._text import plain_text
+
 __all__ = [
     "BUILTIN_FEATURES",
     "CROSSOVER_RATE",
@@ -431,12 +433,22 @@ class ProgramDatabase:
         self._check_island(program.island)
         metrics, problem = _float_metrics(program.metrics)
         prog = replace(
-            program, metrics=metrics, created_at=program.created_at or time.time(), score=None
+            program,
+            metrics=metrics,
+            created_at=program.created_at or time.time(),
+            score=None,
+            # Text from proposers and candidates: SQLite refuses lone surrogates.
+            code=plain_text(program.code),
+            error=None if program.error is None else plain_text(program.error),
+            stderr=plain_text(program.stderr),
+            note=plain_text(program.note),
+            proposer=plain_text(program.proposer),
         )
         if prog.ok and problem is None:
             problem = self._score_problem(prog)
         if prog.ok and problem is not None:
             prog.ok, prog.error = False, f"bad metrics: {problem}"
+            prog.note = f"bad_metrics: {prog.note}"
         if prog.ok:
             prog.score = prog.metrics[self.metric]
             prog.features = self.feature_values(prog)
