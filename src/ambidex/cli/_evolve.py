@@ -96,6 +96,14 @@ def evolve_command(
         bool, typer.Option("--fresh", help="Start over: delete the database.")
     ] = False,
     seed: Annotated[int, typer.Option(min=0, help="Seeds sampling and proposals.")] = 0,
+    deterministic: Annotated[
+        bool,
+        typer.Option(
+            "--deterministic/--free-running",
+            help="Store candidates in iteration order so the same seed gives the same run"
+            " (default), or as they finish (a little faster, not reproducible).",
+        ),
+    ] = True,
     timeout_s: Annotated[
         float,
         typer.Option(min=0.1, help="Wall-clock limit per candidate (its processes are killed)."),
@@ -141,6 +149,7 @@ def evolve_command(
                 db=db_path,
                 fresh=fresh,
                 seed=seed,
+                deterministic=deterministic,
                 timeout_s=timeout_s,
                 memory_mb=memory_mb,
                 on_progress=view.update,

@@ -693,6 +693,7 @@ def evolution_workload(target_file: str | Path, *, name: str | None = None) -> W
         proposer: str = pydantic.Field(default="offline", pattern="^(offline|llm)$")
         model: str | None = None
         seed: int = pydantic.Field(default=0, ge=0)
+        deterministic: bool = True
         timeout_s: float = pydantic.Field(default=30.0, gt=0, le=3600)
         fresh: bool = False
 
@@ -712,6 +713,7 @@ def evolution_workload(target_file: str | Path, *, name: str | None = None) -> W
             db=db,
             fresh=given.fresh,
             seed=given.seed,
+            deterministic=given.deterministic,
             timeout_s=given.timeout_s,
             on_progress=on_progress,
         )
