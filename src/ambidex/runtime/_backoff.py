@@ -6,6 +6,7 @@ One policy object for every retry ambidex makes itself (a marked function's
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass
 from typing import Literal
@@ -13,6 +14,8 @@ from typing import Literal
 __all__ = ["Backoff"]
 
 _rng = random.Random()
+# A forked process (a cpu worker, a sandbox) must not wait the same jitter as its parent.
+os.register_at_fork(after_in_child=_rng.seed)
 _MAX_DOUBLINGS = 60  # 2**60 times any sane base is past every cap: no float overflow
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import random
 import secrets
 from collections import deque
@@ -39,6 +40,7 @@ from ambidex.workflows._validate import check_inputs, topological_order
 __all__ = ["NodeRun", "WorkflowResult", "execute"]
 
 _jitter = random.Random()
+os.register_at_fork(after_in_child=_jitter.seed)  # a forked process jitters on its own
 
 
 @dataclass
