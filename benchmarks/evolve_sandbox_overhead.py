@@ -1,7 +1,8 @@
 """Per-evaluation cost of the evolve sandbox: one process, or evaluator and candidate apart.
 
 Evaluates a trivial target again and again, one evaluation at a time, and reports
-milliseconds per evaluation (median, p90) for:
+milliseconds per evaluation (median, p90; and the CPU milliseconds of all its
+processes, mean) for:
 
 * ``one process``: ``Sandbox.evaluate(source)``, the evaluator inside the candidate's
   module (what every evaluation cost before the split);
@@ -24,6 +25,7 @@ import argparse
 import asyncio
 import inspect
 import os
+import resource
 import statistics
 import time
 
@@ -50,8 +52,15 @@ WITH_AMBIDEX = (
 )
 
 
-async def _time(box: Sandbox, source: str, split: bool, n: int) -> list[float]:
+def _children_cpu_ms() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (usage.ru_utime + usage.ru_stime) * 1000
+
+
+async def _time(box: Sandbox, source: str, split: bool, n: int) -> tuple[list[float], float]:
+    """Wall ms of each evaluation, and the CPU ms they cost on average (all processes)."""
     samples = []
+    cpu0 = _children_cpu_ms()
     for _ in range(n):
         t0 = time.perf_counter()
         if split:
@@ -62,7 +71,7 @@ async def _time(box: Sandbox, source: str, split: bool, n: int) -> list[float]:
         samples.append((time.perf_counter() - t0) * 1000)
         if not result.ok:
             raise SystemExit(f"evaluation failed: {result.kind}: {result.error}\n{result.stderr}")
-    return samples
+    return samples, (_children_cpu_ms() - cpu0) / n
 
 
 async def main() -> None:
@@ -79,17 +88,21 @@ async def main() -> None:
     for label, source in (("plain", PLAIN), ("imports ambidex", WITH_AMBIDEX)):
         await _time(box, source, False, 2)  # warm the page cache
         for split in modes:
-            samples = sorted(await _time(box, source, split, n))
+            samples, cpu_ms = await _time(box, source, split, n)
+            samples.sort()
             name = f"{label}, {'split' if split else 'one process'}"
             rows[name] = {
                 "median_ms": statistics.median(samples),
                 "p90_ms": samples[int(0.9 * (len(samples) - 1))],
+                "cpu_ms": cpu_ms,
             }
     table = Table(title=f"ms per evaluation ({n} each, one at a time)")
-    for column in ("target, mode", "median ms", "p90 ms"):
+    for column in ("target, mode", "median ms", "p90 ms", "CPU ms"):
         table.add_column(column, justify="right" if "ms" in column else "left")
     for name, row in rows.items():
-        table.add_row(name, f"{row['median_ms']:.1f}", f"{row['p90_ms']:.1f}")
+        table.add_row(
+            name, f"{row['median_ms']:.1f}", f"{row['p90_ms']:.1f}", f"{row['cpu_ms']:.1f}"
+        )
     console.print(table)
     for label in ("plain", "imports ambidex"):
         if f"{label}, split" in rows:

@@ -1038,7 +1038,11 @@ def judge(config: dict[str, Any]) -> None:
     code = 0
     try:
         # The candidate's process is forked first: nothing of the evaluator's module
-        # (its data, its random generators' states) is ever in it.
+        # (its data, its random generators' states) is ever in it. Only our own
+        # library is imported before, once for both (see _IMPORTS_AMBIDEX).
+        sys.path[:] = list(config["sys_path"])
+        for name in config["preload"]:
+            __import__(name)
         candidate = Candidate(config)
         module = load_evaluator(config)
         func = getattr(module, evaluator_name, None)

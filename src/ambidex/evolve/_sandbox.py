@@ -75,6 +75,12 @@ _EVALUATOR_FILE = ".ambidex-evaluator.py"
 # With a target: the candidate's own directory (its only writable place), inside the
 # evaluation directory whose other files are the evaluator's.
 _CANDIDATE_DIR = ".candidate"
+# Imported once, before the candidate's process is forked, when the evaluator's file
+# imports it: ambidex is our own code, audited to hold nothing an evaluator computes
+# (its random generators reseed in a forked child). This saves the second import, about
+# 75 ms of CPU per evaluation. Nothing of the user's (the evaluator's module, numpy's
+# global random state) is ever imported before the fork.
+_IMPORTS_AMBIDEX = re.compile(r"^\s*(import|from)\s+ambidex\b", re.MULTILINE)
 _FSIZE_MB = 64
 _SHM_MB = 64
 _DRAIN_GRACE_S = 2.0
@@ -1115,9 +1121,12 @@ class Sandbox:
         """
         caps = _CAPS if _CAPS is not None else await asyncio.to_thread(_capabilities)
         _check_files(files)
+        preload: list[str] = []
         if target is not None:
             files = {**(files or {}), _EVALUATOR_FILE: evaluator_source or source}
-        job = self._prepare(source, evaluator, target, files, caps, evaluator_path)
+            if _IMPORTS_AMBIDEX.search(evaluator_source or source):
+                preload.append("ambidex")
+        job = self._prepare(source, evaluator, target, files, caps, evaluator_path, preload)
         try:
             raw = await self._run(job)
         finally:
@@ -1132,6 +1141,7 @@ class Sandbox:
         files: Mapping[str, str | bytes] | None,
         caps: _Capabilities,
         evaluator_path: str = "evaluator.py",
+        preload: Sequence[str] = (),
     ) -> _Job:
         for name in (evaluator, target):
             if name is not None and not name.isidentifier():
@@ -1150,7 +1160,7 @@ class Sandbox:
                 memory = _memory_cgroup(caps.memory_cgroup, self.memory_mb)
             fds += os.pipe()
             fds += os.pipe()
-            config = self._config(caps, directory, evaluator, target, evaluator_path)
+            config = self._config(caps, directory, evaluator, target, evaluator_path, preload)
         except BaseException:
             for fd in fds:
                 os.close(fd)
@@ -1188,6 +1198,7 @@ class Sandbox:
         evaluator: str,
         target: str | None,
         evaluator_path: str = "evaluator.py",
+        preload: Sequence[str] = (),
     ) -> dict[str, Any]:
         """The runner's instructions (JSON on its command line)."""
         fresh_proc = "proc" in caps.namespaces
@@ -1219,6 +1230,7 @@ class Sandbox:
             "target": target,
             "evaluator_file": _EVALUATOR_FILE,
             "candidate_dir": home,
+            "preload": list(preload),
             "candidate_landlock": candidate_landlock,
             "evaluator_label": evaluator_path,
             "max_message_bytes": self.memory_mb * 2**20 // 2,
