@@ -138,38 +138,39 @@ def send(fd: int, message: dict[str, Any]) -> None:
 
 
 class CgroupJoin:
-    """Moves this process (and so every later child) into cgroups, in a thread.
+    """Moves this process (and so every later child) into cgroups, in threads.
 
-    Migrating a task in cgroup v1 waits for an RCU grace period (~10 ms): a thread
-    does it while the main thread imports and parses; :meth:`wait` joins it.
+    Migrating a task in cgroup v1 waits for an RCU grace period (~10 ms): one thread
+    per cgroup does it while the main thread imports and parses; :meth:`wait` joins
+    them.
     """
 
     def __init__(self, procs_files: str) -> None:
         """``procs_files``: the ``cgroup.procs`` files to join, ``:``-separated."""
-        self.error = ""
-        self._done = _thread.allocate_lock()
-        self._done.acquire()
-        if procs_files:
-            _thread.start_new_thread(self._join, (procs_files.split(":"),))
-        else:
-            self._done.release()
+        self.errors: list[str] = []
+        self._done: list[Any] = []
+        for procs_file in procs_files.split(":") if procs_files else []:
+            done = _thread.allocate_lock()
+            done.acquire()
+            self._done.append(done)
+            _thread.start_new_thread(self._join, (procs_file, done))
 
-    def _join(self, procs_files: list[str]) -> None:
+    def _join(self, procs_file: str, done: Any) -> None:
         try:
-            for procs_file in procs_files:
-                with open(procs_file, "w") as f:
-                    f.write("0")
+            with open(procs_file, "w") as f:
+                f.write("0")
         except OSError as exc:
-            self.error = f"cannot join {procs_file}: {exc}"
+            self.errors.append(f"cannot join {procs_file}: {exc}")
         finally:
-            self._done.release()
+            done.release()
 
     def wait(self) -> None:
-        """Block until the join is done; raise SetupError if it failed."""
-        with self._done:
-            pass
-        if self.error:
-            raise SetupError("cgroup", self.error)
+        """Block until the joins are done; raise SetupError if one failed."""
+        for done in self._done:
+            with done:
+                pass
+        if self.errors:
+            raise SetupError("cgroup", "; ".join(self.errors))
 
 
 def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
@@ -525,7 +526,8 @@ def _print_traceback(exc: BaseException) -> None:
     import traceback
 
     tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+    ours = _print_traceback.__code__.co_filename  # (__file__ is the .pyc when run as one)
+    while tb is not None and tb.tb_frame.f_code.co_filename == ours:
         tb = tb.tb_next
     traceback.print_exception(type(exc), exc, tb or exc.__traceback__)
 
