@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _evolve_db import iterations_done
 
 import ambidex as ax
 from ambidex.evolve import EvolveProgress, Program
@@ -141,29 +142,17 @@ def test_ctrl_c_exits_130_and_keeps_the_finished_candidates(tmp_path: Path) -> N
         cmd, env=_env(tmp_path / "home"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     deadline = time.monotonic() + 30
-    while _iterations_done(db) < 3 and time.monotonic() < deadline and proc.poll() is None:
+    while iterations_done(db) < 3 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
-    done = _iterations_done(db)
+    done = iterations_done(db)
     assert 3 <= done < 5000
     assert f"stopped: {done} of 5000 candidates are kept in {db}" in " ".join(err.split())
     finished = [p for p in _programs(db) if p.iteration > 0]
     assert len(finished) == done  # every finished candidate is in the database
-
-
-def _iterations_done(db: Path) -> int:
-    try:
-        conn = sqlite3.connect(db, timeout=1)
-        try:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'iterations_done'").fetchone()
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return 0
-    return int(json.loads(row[0])) if row else 0
 
 
 def test_llm_proposer_without_an_api_key_is_one_line_before_the_run(tmp_path: Path) -> None:

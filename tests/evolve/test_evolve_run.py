@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _evolve_db import iterations_done
 
 import ambidex as ax
 from ambidex.evolve import Proposal, ProposalContext
@@ -168,18 +169,6 @@ def test_an_initial_program_that_fails_stops_the_run(tmp_path: Path) -> None:
         ax.evolve.evolve(bad, iterations=2, db=tmp_path / "b.sqlite")
 
 
-def _iterations_done(db: Path) -> int:
-    try:
-        conn = sqlite3.connect(db, timeout=1)
-        try:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'iterations_done'").fetchone()
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return 0
-    return int(json.loads(row[0])) if row else 0
-
-
 def test_resume_after_a_kill_continues_from_the_database(tmp_path: Path) -> None:
     db = tmp_path / "resume.sqlite"
     cmd = [
@@ -189,11 +178,11 @@ def test_resume_after_a_kill_continues_from_the_database(tmp_path: Path) -> None
     env = {**os.environ, "AMBIDEX_HOME": str(tmp_path / "home")}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 40
-    while _iterations_done(db) < 6 and time.monotonic() < deadline:
+    while iterations_done(db) < 6 and time.monotonic() < deadline:
         time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
-    done_before = _iterations_done(db)
+    done_before = iterations_done(db)
     assert 6 <= done_before < 30
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert again.returncode == 0, again.stderr
