@@ -45,7 +45,8 @@ def evaluate(approx) -> dict[str, float]:
 
 
 def _env(home: Path, **changes: str | None) -> dict[str, str]:
-    env = {**os.environ, "AMBIDEX_HOME": str(home)}
+    # Wide enough that rich never wraps a long temporary path inside a word.
+    env = {**os.environ, "AMBIDEX_HOME": str(home), "COLUMNS": "400"}
     for key, value in changes.items():
         if value is None:
             env.pop(key, None)
