@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -82,10 +83,35 @@ def test_offline_evolution_improves_the_quick_example(tmp_path: Path) -> None:
         db.close()
 
 
+class HoldFirst:
+    """A proposer whose first proposal waits until ``release`` is set (at most 60 s)."""
+
+    name = "hold-first"
+
+    def __init__(self, first: str, rest: str) -> None:
+        self.first, self.rest = first, rest
+        self.calls = 0
+        self.release = asyncio.Event()
+
+    async def propose(self, ctx: ProposalContext) -> Proposal:
+        self.calls += 1
+        if self.calls > 1:
+            return Proposal(code=self.rest, note="fast")
+        with contextlib.suppress(TimeoutError):  # a barrier would hold the others: then fail
+            await asyncio.wait_for(self.release.wait(), 60)
+        return Proposal(code=self.first, note="slow")
+
+
 def test_a_slow_candidate_does_not_hold_the_others(tmp_path: Path) -> None:
     fast = "def approx() -> float:\n    return 3.0 + 0.1\n"
     slow = "def approx() -> float:\n    return 3.0 + 0.14\n"
-    proposer = Scripted({0: (3.0, slow)}, default=fast)
+    proposer = HoldFirst(slow, fast)
+
+    def on_progress(p: ax.evolve.EvolveProgress) -> None:
+        if p.done == 7:  # the other slot did every other candidate meanwhile
+            proposer.release.set()
+
+    t0 = time.monotonic()
     result = ax.evolve.evolve(
         QUICK,
         iterations=8,
@@ -93,13 +119,14 @@ def test_a_slow_candidate_does_not_hold_the_others(tmp_path: Path) -> None:
         proposer=proposer,
         db=tmp_path / "p.sqlite",
         deterministic=False,  # stored as they finish: the slow one last
+        on_progress=on_progress,
     )
+    assert time.monotonic() - t0 < 50, "the slow proposal held the other slot"
     assert result.done == 8
     conn = sqlite3.connect(tmp_path / "p.sqlite")
     order = [r[0] for r in conn.execute("SELECT iteration FROM programs ORDER BY id")]
     conn.close()
-    # the slow iteration 1 finishes last: the other slot went on meanwhile (no batch barrier)
-    assert order[-1] == 1, order
+    assert order[-1] == 1, order  # iteration 1 was stored after all seven others
     assert result.best is not None
     assert result.best.code == slow
 
