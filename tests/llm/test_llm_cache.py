@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from ambidex.llm import LLM, AsyncLLM, LLMConfigError, MemoryCache, MockLLMServer, SQLiteCache
+from ambidex.llm import (
+    LLM,
+    AsyncLLM,
+    LLMConfigError,
+    MemoryCache,
+    MockLLMServer,
+    SQLiteCache,
+    _cache,
+)
 from ambidex.llm._cache import cache_key
 
 
@@ -37,6 +44,26 @@ async def test_cache_misses_when_any_part_of_the_request_differs(server: MockLLM
     assert server.stats().requests == 4
 
 
+class FakeTime:
+    """Stands in for the cache module's ``time``: both clocks move only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
+    fake = FakeTime()
+    monkeypatch.setattr(_cache, "time", fake)
+    return fake
+
+
 def test_cache_key_ignores_key_order_and_streaming_switches() -> None:
     body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 0}
     reordered = {"temperature": 0, "messages": [{"content": "x", "role": "user"}], "model": "m"}
@@ -55,11 +82,13 @@ async def test_cached_raw_is_a_copy_when_caller_mutates_it(server: MockLLMServer
     assert second.text == first.text != "tampered"
 
 
-def test_memory_cache_expires_entries_when_ttl_passes() -> None:
+def test_memory_cache_expires_entries_when_ttl_passes(clock: FakeTime) -> None:
     cache = MemoryCache(ttl_s=0.05)
     cache.set_now("k", "v")
     assert cache.get_now("k") == "v"
-    time.sleep(0.06)
+    clock.now += 0.049
+    assert cache.get_now("k") == "v"
+    clock.now += 0.002
     assert cache.get_now("k") is None
     assert len(cache) == 0
 
@@ -124,11 +153,13 @@ async def test_sqlite_cache_runs_on_io_threads_when_used_from_a_loop(
     assert all(name.startswith("ambidex-io-") for name in cache.threads)
 
 
-def test_sqlite_cache_expires_entries_when_ttl_passes(tmp_path: Path) -> None:
+def test_sqlite_cache_expires_entries_when_ttl_passes(tmp_path: Path, clock: FakeTime) -> None:
     with SQLiteCache(tmp_path / "c.db", ttl_s=0.05) as cache:
         cache.set_blocking("k", "v")
         assert cache.get_blocking("k") == "v"
-        time.sleep(0.06)
+        clock.now += 0.049
+        assert cache.get_blocking("k") == "v"
+        clock.now += 0.002
         assert cache.get_blocking("k") is None
 
 

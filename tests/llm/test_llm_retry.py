@@ -17,7 +17,8 @@ from ambidex.llm import (
     LLMTimeoutError,
     MockLLMServer,
 )
-from ambidex.llm._http import backoff_delay, parse_retry_after
+from ambidex.llm._http import parse_retry_after
+from ambidex.runtime._backoff import Backoff
 
 
 async def test_retry_succeeds_when_server_fails_twice_with_500(server: MockLLMServer) -> None:
@@ -143,7 +144,7 @@ def test_parse_retry_after_reads_seconds_dates_and_milliseconds() -> None:
 
 def test_backoff_delay_grows_with_full_jitter_when_retries_repeat() -> None:
     rng = random.Random(1)
-    for retry, ceiling in [(0, 0.5), (1, 1.0), (2, 2.0), (5, 8.0), (200, 8.0)]:
-        delays = [backoff_delay(retry, 0.5, 8.0, rng) for _ in range(200)]
+    for retry, ceiling in [(1, 0.5), (2, 1.0), (3, 2.0), (6, 8.0), (201, 8.0)]:
+        delays = [Backoff(0.5, 8.0).delay_s(retry, rng) for _ in range(200)]
         assert all(0 <= d <= ceiling for d in delays)
         assert max(delays) > ceiling * 0.8  # spread over the whole range

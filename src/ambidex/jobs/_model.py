@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ambidex.runtime._backoff import Backoff
+from ambidex.runtime import Backoff
 
 __all__ = [
     "NO_RETRY",

@@ -34,7 +34,6 @@ from ambidex.llm._errors import (
 )
 from ambidex.llm._http import (
     LoopPools,
-    backoff_delay,
     connection_error,
     make_headers,
     parse_retry_after,
@@ -52,7 +51,7 @@ from ambidex.llm._types import (
     parse_completion,
     parse_usage,
 )
-from ambidex.runtime import CapacityLimit, Rate, RateLimit, agather, runtime
+from ambidex.runtime import Backoff, CapacityLimit, Rate, RateLimit, agather, runtime
 
 __all__ = ["DEFAULT_LLM_CAPACITY", "MAX_RETRY_AFTER_S", "AsyncLLM", "CacheSpec"]
 
@@ -547,7 +546,7 @@ class AsyncLLM:
             raise error
         if retry_after is not None and retry_after > MAX_RETRY_AFTER_S:
             raise error
-        delay = backoff_delay(attempts - 1, self.backoff_s, self.max_backoff_s)
+        delay = Backoff(self.backoff_s, self.max_backoff_s).delay_s(attempts)
         if retry_after is not None:
             delay = max(delay, retry_after)
         self._usage.add_retry()

@@ -9,7 +9,6 @@ import email.utils
 import ipaddress
 import math
 import os
-import random
 import socket
 import ssl
 import threading
@@ -26,7 +25,6 @@ __all__ = [
     "SHARD_REQUESTS",
     "LoopPool",
     "LoopPools",
-    "backoff_delay",
     "connection_error",
     "is_loopback_host",
     "make_headers",
@@ -129,14 +127,6 @@ def parse_retry_after(headers: httpx.Headers, now: dt.datetime | None = None) ->
         when = when.replace(tzinfo=dt.UTC)
     now = now or dt.datetime.now(dt.UTC)
     return max(0.0, (when - now).total_seconds())
-
-
-def backoff_delay(
-    retry: int, backoff_s: float, max_backoff_s: float, rng: random.Random | None = None
-) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(max, backoff * 2**retry)]."""
-    ceiling = min(max_backoff_s, backoff_s * (2.0 ** min(retry, 60)))
-    return (rng or random).uniform(0.0, ceiling)
 
 
 def connection_error(

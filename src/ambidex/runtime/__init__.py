@@ -1,5 +1,6 @@
 """The runtime core: loop thread, I/O threads, cpu processes, limits, the decorators."""
 
+from ambidex.runtime._backoff import Backoff
 from ambidex.runtime._core import Runtime, runtime
 from ambidex.runtime._cpus import usable_cpus
 from ambidex.runtime._gather import agather, gather
@@ -8,6 +9,7 @@ from ambidex.runtime._stats import KindStatistics, RuntimeStatistics
 from ambidex.runtime._task import TaskFunction, TaskOptions, blocking, cpu, io
 
 __all__ = [
+    "Backoff",
     "CapacityLimit",
     "KindStatistics",
     "Rate",

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import os
-import random
 import secrets
 from collections import deque
 from collections.abc import Mapping
@@ -22,6 +20,7 @@ from typing import Any
 from ambidex._text import describe_exception
 from ambidex.agents._agent import Agent
 from ambidex.exceptions import TaskTimeoutError
+from ambidex.runtime import Backoff
 from ambidex.runtime._core import runtime
 from ambidex.workflows._checkpoint import CheckpointStore
 from ambidex.workflows._events import EventKind, EventListener, NodeStatus, WorkflowEvent
@@ -39,8 +38,8 @@ from ambidex.workflows._validate import check_inputs, topological_order
 
 __all__ = ["NodeRun", "WorkflowResult", "execute"]
 
-_jitter = random.Random()
-os.register_at_fork(after_in_child=_jitter.seed)  # a forked process jitters on its own
+# A failed node's retry waits: 0.1 s doubling to 5 s, full jitter.
+_RETRY_BACKOFF = Backoff(0.1, 5.0)
 
 
 @dataclass
@@ -344,7 +343,7 @@ class _Run:
                     attempt=run.attempts,
                     error=describe_exception(exc),
                 )
-                await asyncio.sleep(_jitter.uniform(0, min(5.0, 0.05 * 2**run.attempts)))
+                await asyncio.sleep(_RETRY_BACKOFF.delay_s(run.attempts))
 
     async def invoke(self, node: Node, value: Any) -> Any:
         target = node.target
