@@ -26,6 +26,7 @@ from ambidex.exceptions import (
     WorkerCrashedError,
 )
 from ambidex.runtime import (
+    Backoff,
     CapacityLimit,
     KindStatistics,
     Rate,
@@ -126,6 +127,7 @@ __all__ = [
     "AgentOutputError",
     "AmbidexError",
     "AsyncClient",
+    "Backoff",
     "CapacityLimit",
     "Client",
     "EventKind",
