@@ -1,15 +1,33 @@
 """Errors raised by ambidex.
 
 Errors raised by *your* functions reach the caller with their original type,
-from every executor. ambidex adds only these, for what goes wrong around them::
+from every executor. ambidex adds only these, for what goes wrong around them.
+Every exception class ambidex defines is an ``AmbidexError``, so ``except
+ax.AmbidexError`` catches whatever ambidex raises itself; those that were a
+built-in error before keep that base too (``except ValueError`` still catches
+``ax.sim.ModelError``)::
 
     AmbidexError                      base of everything ambidex itself raises
     ├── TaskTimeoutError              (also a TimeoutError) a call ran past timeout_s
     ├── WorkerCrashedError            a cpu task killed its worker process
     ├── UnknownLimitError             (also a KeyError) a function names an undeclared limit
-    ├── RuntimeClosedError            a closed Runtime was asked to run work
+    ├── RuntimeClosedError            (also a RuntimeError) a closed Runtime was asked to run work
     ├── SerializationError            an argument or result cannot cross to a worker process
-    └── RemoteError                   a worker raised an exception that cannot be pickled back
+    ├── RemoteError                   a worker raised an exception that cannot be pickled back
+    ├── RemoteTraceback               never raised: the __cause__ showing a worker's traceback
+    ├── AgentInputError               (also a ValueError) an agent's input is not its input type
+    ├── AgentOutputError              (also a ValueError) an agent returned the wrong type
+    ├── WorkflowError                 a workflow run failed (``.node`` names where)
+    ├── WorkflowDefinitionError       (also a ValueError) a malformed workflow, every problem
+    ├── sim.ModelError                (also a ValueError) unknown parameter, bad grid or seed
+    ├── sim.RecordError               (also a ValueError) a record cannot be written or read
+    ├── sim.SweepError                (also a RuntimeError) a run of a sweep failed
+    ├── evolve.TargetError            (also a ValueError) a file is not a usable target
+    ├── evolve.EvolveError            (also a RuntimeError) an evolution cannot start or go on
+    ├── evolve.DatabaseError          (also a ValueError) not an evolve database, or not as asked
+    ├── evolve.SandboxError           (also a RuntimeError) the sandbox, not the candidate, failed
+    ├── jobs.JobError                 base of the job service's errors (see ``ambidex.jobs``)
+    └── llm.LLMError                  base of the LLM client's errors (see ``ambidex.llm``)
 
 ``RemoteTraceback`` is not raised on its own: it is attached as the ``__cause__``
 of an exception that crossed a process boundary, so the printed traceback shows
@@ -107,7 +125,7 @@ class RemoteError(AmbidexError):
         return (type(self), (self.type_name, self.message))
 
 
-class RemoteTraceback(Exception):
+class RemoteTraceback(AmbidexError):
     """The formatted traceback of an exception raised in a worker process."""
 
     def __init__(self, text: str) -> None:

@@ -37,13 +37,14 @@ from ambidex.evolve._target import (
 
 if TYPE_CHECKING:
     from ambidex.evolve._coordinator import (
+        EvolveError,
         EvolveProgress,
         EvolveResult,
         aevolve,
         evolve,
         workload,
     )
-    from ambidex.evolve._database import Program, ProgramDatabase
+    from ambidex.evolve._database import DatabaseError, Program, ProgramDatabase
     from ambidex.evolve._proposers import (
         LLMProposer,
         OfflineProposer,
@@ -51,14 +52,16 @@ if TYPE_CHECKING:
         ProposalContext,
         Proposer,
     )
-    from ambidex.evolve._sandbox import EvalResult, Sandbox
+    from ambidex.evolve._sandbox import EvalResult, Sandbox, SandboxError
 
 _LAZY = {
+    "EvolveError": "_coordinator",
     "EvolveProgress": "_coordinator",
     "EvolveResult": "_coordinator",
     "aevolve": "_coordinator",
     "evolve": "_coordinator",
     "workload": "_coordinator",
+    "DatabaseError": "_database",
     "Program": "_database",
     "ProgramDatabase": "_database",
     "LLMProposer": "_proposers",
@@ -68,6 +71,7 @@ _LAZY = {
     "Proposer": "_proposers",
     "EvalResult": "_sandbox",
     "Sandbox": "_sandbox",
+    "SandboxError": "_sandbox",
 }
 
 
@@ -87,7 +91,9 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "DatabaseError",
     "EvalResult",
+    "EvolveError",
     "EvolveProgress",
     "EvolveResult",
     "LLMProposer",
@@ -98,6 +104,7 @@ __all__ = [
     "ProposalContext",
     "Proposer",
     "Sandbox",
+    "SandboxError",
     "Target",
     "TargetError",
     "TargetSpec",

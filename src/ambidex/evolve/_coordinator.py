@@ -31,7 +31,7 @@ from ambidex.evolve._database import Program, ProgramDatabase
 from ambidex.evolve._proposers import LLMProposer, OfflineProposer, ProposalContext, Proposer
 from ambidex.evolve._sandbox import EvalResult, Sandbox
 from ambidex.evolve._target import Target, load_target
-from ambidex.exceptions import UnknownLimitError
+from ambidex.exceptions import AmbidexError, UnknownLimitError
 from ambidex.runtime import Runtime, cpu, runtime
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ __all__ = [
 _PROGRESS_EVERY_S = 0.5
 
 
-class EvolveError(RuntimeError):
+class EvolveError(AmbidexError, RuntimeError):
     """The evolution cannot start or go on (e.g. the initial program fails its evaluation)."""
 
 

@@ -50,6 +50,7 @@ from types import TracebackType
 from typing import Any
 
 from ambidex._text import plain_text
+from ambidex.exceptions import AmbidexError
 
 __all__ = [
     "BUILTIN_FEATURES",
@@ -86,7 +87,7 @@ def _lines(code: str) -> float:
 BUILTIN_FEATURES = {"length": _length, "lines": _lines}
 
 
-class DatabaseError(ValueError):
+class DatabaseError(AmbidexError, ValueError):
     """The database cannot be opened as asked (settings differ from the stored ones, ...)."""
 
 

@@ -62,6 +62,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ambidex._text import plain_text
+from ambidex.exceptions import AmbidexError
 
 __all__ = ["EvalResult", "Sandbox", "SandboxError"]
 
@@ -156,7 +157,7 @@ class EvalResult:
     elapsed_s: float
 
 
-class SandboxError(RuntimeError):
+class SandboxError(AmbidexError, RuntimeError):
     """The sandbox itself failed (not the candidate): a layer could not be set up."""
 
 

@@ -30,12 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ambidex.exceptions import AmbidexError
+
 __all__ = ["Target", "TargetError", "TargetSpec", "evaluator", "load_target", "target"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class TargetError(ValueError):
+class TargetError(AmbidexError, ValueError):
     """A target file cannot be used: names the file, line and what was expected."""
 
 

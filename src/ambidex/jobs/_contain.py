@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from ambidex._text import describe_exception
+from ambidex.exceptions import AmbidexError
 
 __all__ = ["EscapedExit", "enter_job", "leave_job", "task_factory_installed"]
 
@@ -28,7 +29,7 @@ T = TypeVar("T")
 _IN_JOB: contextvars.ContextVar[bool] = contextvars.ContextVar("ambidex_in_job", default=False)
 
 
-class EscapedExit(Exception):
+class EscapedExit(AmbidexError):
     """``SystemExit`` or ``KeyboardInterrupt`` raised in a task a job started (``exc``)."""
 
     def __init__(self, exc: BaseException) -> None:

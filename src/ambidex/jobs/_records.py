@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ambidex._text import plain_text
+from ambidex.exceptions import AmbidexError
 from ambidex.jobs._model import NO_RETRY, Job, JobStatus, RetryPolicy
 
 __all__ = [
@@ -101,7 +102,7 @@ class LeaseReport:
         """Held jobs that someone asked to cancel."""
 
 
-class IdempotencyConflict(ValueError):
+class IdempotencyConflict(AmbidexError, ValueError):
     """An idempotency key already names a job of another workload or input."""
 
     def __init__(self, key: str, job: Job) -> None:

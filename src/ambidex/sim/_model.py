@@ -8,10 +8,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ambidex.exceptions import AmbidexError
+
 __all__ = ["Model", "ModelError", "Params", "resolve_params"]
 
 
-class ModelError(ValueError):
+class ModelError(AmbidexError, ValueError):
     """A model is defined or called wrongly: unknown parameter, bad metric, bad value."""
 
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from ambidex.exceptions import AmbidexError
 from ambidex.sim._table import MetricsTable
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ Format = Literal["sqlite", "parquet"]
 _SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 
 
-class RecordError(ValueError):
+class RecordError(AmbidexError, ValueError):
     """A record cannot be written or read: wrong path, format or contents."""
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ambidex._text import describe_exception
+from ambidex.exceptions import AmbidexError
 from ambidex.runtime import cpu, runtime
 from ambidex.sim._model import Model, ModelError, resolve_params
 from ambidex.sim._recorder import Recorder
@@ -35,7 +36,7 @@ _POLL_S = 0.1
 ProgressArg = Callable[["SweepProgress"], None] | bool | None
 
 
-class SweepError(RuntimeError):
+class SweepError(AmbidexError, RuntimeError):
     """A run of a sweep failed; names the run, its grid point, replicate and seed."""
 
 

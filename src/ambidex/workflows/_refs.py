@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ambidex.exceptions import AmbidexError
+
 __all__ = ["INPUTS", "Condition", "Interpolation", "Ref", "find_refs", "parse_ref", "resolve"]
 
 #: The source name of references to the workflow's own inputs.
@@ -23,7 +25,7 @@ _REF_TEXT = re.compile(r"\$\{\s*([^}]*?)\s*\}")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
-class RefError(ValueError):
+class RefError(AmbidexError, ValueError):
     """A reference that cannot be parsed or followed."""
 
 
