@@ -9,21 +9,58 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import ambidex as ax
+from ambidex.cli._conventions import AmbidexTyper, RootGroup
+from ambidex.cli._environment import event_loop_name, installed_version
+from ambidex.cli._errors import fail
+from ambidex.cli._logging import LogLevel, choose_level
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(
+app = AmbidexTyper(
     name="ambidex",
     help="Run io, blocking and cpu work where it belongs, from sync or async code.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+    cls=RootGroup,
+    # --install-completion / --show-completion: shown in `ambidex -h` only
+    add_completion=True,
 )
 console = Console()
-err_console = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"ambidex {installed_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            expose_value=False,
+            callback=_print_version,
+            help="Print the installed version and exit.",
+        ),
+    ] = False,
+    log_level: Annotated[
+        LogLevel | None,
+        typer.Option(
+            envvar="AMBIDEX_LOG_LEVEL",
+            case_sensitive=False,
+            help="How much every command logs on stderr "
+            "(default: warning; info for serve and worker).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Run io, blocking and cpu work where it belongs, from sync or async code."""
+    choose_level(log_level)
 
 
 def _open_runtime(default: bool = True) -> ax.Runtime:
@@ -31,8 +68,7 @@ def _open_runtime(default: bool = True) -> ax.Runtime:
     try:
         return ax.runtime() if default else ax.Runtime()
     except ValueError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+        raise fail(str(exc)) from None
 
 
 @app.command()
@@ -94,28 +130,48 @@ def _places(kind: str, ran_on: list[str]) -> str:
 
 
 @app.command()
-def info() -> None:
+def info(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
     """Show the CPUs this process may use and the pool sizes ambidex would pick."""
     from ambidex.runtime._cpus import cgroup_cpu_quota
 
     rt = _open_runtime(default=False)
+    try:
+        loop = event_loop_name()
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     quota = cgroup_cpu_quota()
+    facts = {
+        "ambidex": installed_version(),
+        "usable_cpus": rt.usable_cpus,
+        "cgroup_cpu_quota": quota,
+        "io_threads": rt.io_threads,
+        "cpu_workers": rt.cpu_workers,
+        "backend": rt.backend,
+        "event_loop": loop,
+    }
+    rt.close()
+    if as_json:
+        typer.echo(json.dumps(facts, indent=2))
+        return
     table = Table(show_header=False)
-    table.add_row("ambidex", ax.__version__)
+    table.add_row("ambidex", str(facts["ambidex"]))
     table.add_row("usable CPUs (affinity, cgroup quota)", str(rt.usable_cpus))
     table.add_row("cgroup CPU quota", "none" if quota is None else f"{quota:g} CPUs")
     table.add_row("I/O threads (AMBIDEX_IO_THREADS)", str(rt.io_threads))
     table.add_row("cpu workers (AMBIDEX_CPU_WORKERS)", str(rt.cpu_workers))
-    table.add_row("backend (AMBIDEX_BACKEND)", rt.backend)
-    try:
-        import uvloop  # noqa: F401
-
-        loop = "uvloop"
-    except ImportError:
+    table.add_row("backend (AMBIDEX_BACKEND)", escape(rt.backend))
+    if loop == "asyncio" and not _has_uvloop():
         loop = "asyncio (pip install 'ambidex[fast]' for uvloop)"
-    table.add_row("event loop (AMBIDEX_LOOP)", loop)
+    table.add_row("event loop (AMBIDEX_LOOP)", escape(loop))
     console.print(table)
-    rt.close()
+
+
+def _has_uvloop() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("uvloop") is not None
 
 
 def _register() -> None:
@@ -139,5 +195,5 @@ _register()
 
 
 def main() -> None:
-    """Entry point of the ``ambidex`` script."""
-    app()
+    """Entry point of the ``ambidex`` script (and of ``python -m ambidex``)."""
+    app(prog_name="ambidex")

@@ -31,8 +31,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from typer.core import TyperGroup
 
+from ambidex.cli._conventions import AmbidexTyper, Group
 from ambidex.cli._errors import fail
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["evolve_app", "evolve_command", "lineage_command", "show_command"]
 
 
-class _RunByDefault(TyperGroup):
+class _RunByDefault(Group):
     """A group whose unknown first argument (a target file, an option) goes to ``run``."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
@@ -51,7 +51,7 @@ class _RunByDefault(TyperGroup):
         return super().parse_args(ctx, args)
 
 
-evolve_app = typer.Typer(
+evolve_app = AmbidexTyper(
     name="evolve",
     cls=_RunByDefault,
     help="Evolve a function, then look into its program database.\n\n"
@@ -59,9 +59,6 @@ evolve_app = typer.Typer(
     "ambidex evolve FILE --help lists the run's options.",
     short_help="Evolve a function (ambidex evolve FILE), then look into its database.",
     subcommand_metavar="FILE | COMMAND [ARGS]...",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
 )
 
 DbArgument = Annotated[
@@ -133,7 +130,7 @@ def evolve_command(
         err.print(
             f"[bold]evolving[/] {escape(target.name)} in {escape(str(file))}: "
             f"{escape(target.spec.goal)}\n"
-            f"metric {target.spec.metric} ({'max' if target.spec.maximize else 'min'}), "
+            f"metric {escape(target.spec.metric)} ({'max' if target.spec.maximize else 'min'}), "
             f"{iterations} iterations, {parallel} in flight, proposer {proposer}, "
             f"db {escape(str(db_path))}",
             highlight=False,

@@ -24,19 +24,20 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ambidex.cli._conventions import AmbidexTyper
+from ambidex.cli._errors import fail
+from ambidex.cli._run import INPUT_HELP
+
 if TYPE_CHECKING:
     from ambidex.client import Client
     from ambidex.jobs import Attempt, Job, JobEvent
 
 __all__ = ["jobs_app", "parse_duration"]
 
-jobs_app = typer.Typer(
+jobs_app = AmbidexTyper(
     name="jobs",
     help="List, show, submit, cancel, retry and re-run jobs of an ambidex job service; "
     "see its workers; prune a store.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
 )
 
 UrlOption = Annotated[
@@ -73,8 +74,7 @@ JobIdArgument = Annotated[
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
+    return fail(message, code)  # exit 1 by default here: most failures are the service's
 
 
 @contextmanager
@@ -206,7 +206,9 @@ def list_jobs(
             highlight=False,
         )
     if page.next_cursor:
-        console.print(f"older: ambidex jobs list --cursor {page.next_cursor}", highlight=False)
+        console.print(
+            f"older: ambidex jobs list --cursor {page.next_cursor}", markup=False, highlight=False
+        )
 
 
 def _print_attempts(console: Console, attempts: list[Attempt]) -> None:
@@ -320,7 +322,7 @@ def submit(
     workload: Annotated[str, typer.Argument(help="A workload the service offers.")],
     input: Annotated[
         list[str] | None,
-        typer.Option("--input", "-i", help="key=value, or @file.json with an object of inputs."),
+        typer.Option("--input", "-i", help=INPUT_HELP, show_default=False),
     ] = None,
     wait: Annotated[
         bool, typer.Option("--wait", help="Follow the job to its end, then print its result.")
@@ -422,10 +424,10 @@ def _follow(client: Client, job: Job) -> Job:
         console=Console(stderr=True),
         transient=True,
     )
-    task = progress.add_task(f"{job.workload} {job.id}", total=1.0)
+    task = progress.add_task(escape(f"{job.workload} {job.id}"), total=1.0)
 
     def on_progress(fraction: float | None, message: str | None) -> None:
-        description = f"{job.workload}: {message}" if message else None
+        description = escape(f"{job.workload}: {message}") if message else None
         progress.update(task, completed=fraction, description=description)
 
     try:

@@ -12,6 +12,9 @@ from typing import Annotated
 
 import typer
 
+from ambidex.cli._errors import fail as _fail
+from ambidex.cli._errors import one_line
+
 __all__ = ["mock_llm"]
 
 
@@ -26,11 +29,6 @@ def _loopback_only(host: str) -> bool:
     except OSError:
         return False
     return bool(infos) and all(is_loopback_host(str(info[4][0])) for info in infos)
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
 
 
 def mock_llm(
@@ -94,7 +92,7 @@ def mock_llm(
     try:
         sock = bind_socket(host, port)
     except OSError as exc:
-        raise _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", 1) from None
+        raise _fail(f"cannot listen on {host}:{port}: {one_line(exc)}", 2) from None
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     typer.echo(

@@ -1,16 +1,16 @@
 """``ambidex serve`` (the job service with in-process workers) and ``ambidex worker``.
 
-Both log through ``logging`` in one format, at ``--log-level`` (default
-``info``, or ``AMBIDEX_LOG_LEVEL``): a job that fails is logged with its
-traceback, a retried one with its error; uvicorn's own lines take the same
-format (its access log only at ``debug``).
+Both log through ``logging`` in the command line's one format, at
+``--log-level`` (default ``info``, or ``AMBIDEX_LOG_LEVEL``, or ``ambidex
+--log-level``): a job that fails is logged with its traceback, a retried one
+with its error; uvicorn's own lines take the same format (its access log only
+at ``debug``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import os
 import signal
@@ -18,6 +18,10 @@ import socket
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from ambidex.cli._errors import fail as _fail
+from ambidex.cli._errors import one_line
+from ambidex.cli._logging import LogLevel, chosen_level, setup_logging
 
 if TYPE_CHECKING:
     from ambidex.jobs import JobManager, JobStore
@@ -66,29 +70,16 @@ ScheduleOption = Annotated[
 ]
 
 
-class LogLevel(enum.StrEnum):
-    """How much ``serve`` and ``worker`` log."""
-
-    debug = "debug"  # everything, with uvicorn's access log
-    info = "info"  # start-up, jobs that fail or retry, schedules that fire
-    warning = "warning"  # failures and problems only
-    error = "error"  # the worker's own failures only
-
-
 LogLevelOption = Annotated[
-    LogLevel,
+    LogLevel | None,
     typer.Option(
         envvar="AMBIDEX_LOG_LEVEL",
         case_sensitive=False,
-        help="How much to log (failing jobs are logged with their traceback at info).",
+        help="How much to log (default: info, or what ambidex --log-level says; "
+        "failing jobs are logged with their traceback at info).",
+        show_default=False,
     ),
 ]
-_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
 
 
 def _load(specs: list[str] | None, schedules: list[str] | None = None) -> None:
@@ -121,7 +112,7 @@ def _open_store(db: str | None) -> JobStore:
         raise _fail(str(exc)) from None
     except Exception as exc:  # the database is unreachable or unusable
         shown = _shown_url(normalize_url(db)) if db else "(default)"
-        raise _fail(f"cannot open the job store {shown}: {exc}", 1) from None
+        raise _fail(f"cannot open the job store {shown}: {one_line(exc)}", 1) from None
 
 
 def _shown_url(url: str) -> str:
@@ -130,8 +121,11 @@ def _shown_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _setup_logging(level: LogLevel) -> None:
-    logging.basicConfig(level=getattr(logging, level.value.upper()), format=_LOG_FORMAT, force=True)
+def _setup_logging(given: LogLevel | None) -> LogLevel:
+    """Log at the level given here, else at ``ambidex --log-level``'s, else at info."""
+    level = given or chosen_level() or LogLevel.info
+    setup_logging(level, replace=True)
+    return level
 
 
 def serve(
@@ -155,7 +149,7 @@ def serve(
         int, typer.Option(min=1024, help="Larger request bodies are refused with 413.")
     ] = 1_048_576,
     schedule: ScheduleOption = None,
-    log_level: LogLevelOption = LogLevel.info,
+    log_level: LogLevelOption = None,
 ) -> None:
     """Serve the job service over HTTP, running jobs in this process.
 
@@ -171,7 +165,7 @@ def serve(
             "jobs. Pass --token (or set AMBIDEX_TOKEN), or bind 127.0.0.1."
         )
     _load(workloads, schedule)  # a mistake exits before logging is set up
-    _setup_logging(log_level)
+    level = _setup_logging(log_level)
     import uvicorn
 
     from ambidex.jobs import JobManager, default_registry
@@ -190,9 +184,9 @@ def serve(
         sock = socket.create_server(
             (host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET
         )
-    except OSError as exc:
+    except OSError as exc:  # in use, not an address of this machine, a privileged port
         store.close()
-        raise _fail(f"cannot listen on {host}:{port}: {exc.strerror}", 1) from None
+        raise _fail(f"cannot listen on {host}:{port}: {one_line(exc)}") from None
     bound_port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"ambidex job service on http://{shown}:{bound_port}", err=False)
@@ -205,9 +199,9 @@ def serve(
     )
     config = uvicorn.Config(
         app,
-        log_level=log_level.value,
+        log_level=level.value,
         log_config=None,  # uvicorn's lines go through the root logger: one format
-        access_log=log_level is LogLevel.debug,
+        access_log=level is LogLevel.debug,
         # event streams and /v1/run waits would otherwise hold the shutdown (and the
         # release of running jobs) until the jobs they follow finish
         timeout_graceful_shutdown=5,
@@ -235,7 +229,7 @@ def worker(
             show_default=False,
         ),
     ] = None,
-    log_level: LogLevelOption = LogLevel.info,
+    log_level: LogLevelOption = None,
 ) -> None:
     """Run jobs from a shared store (PostgreSQL, or an SQLite file on this machine).
 
@@ -297,5 +291,5 @@ def _serve_metrics(manager: JobManager, port: int) -> None:
     try:
         start_http_server(port, addr="127.0.0.1", registry=manager.metrics.registry)
     except OSError as exc:
-        raise _fail(f"cannot serve metrics on 127.0.0.1:{port}: {exc.strerror}", 1) from None
+        raise _fail(f"cannot serve metrics on 127.0.0.1:{port}: {one_line(exc)}") from None
     logging.getLogger("ambidex.jobs").info("metrics on http://127.0.0.1:%d/metrics", port)

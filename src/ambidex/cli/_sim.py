@@ -12,9 +12,13 @@ stays quick.
 
 from __future__ import annotations
 
+import inspect
 import json
+import os
 import re
+import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -26,7 +30,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ambidex.cli._errors import fail
+from ambidex.cli._conventions import AmbidexTyper
+from ambidex.cli._errors import fail, one_line, os_error_code
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -35,12 +40,9 @@ if TYPE_CHECKING:
 
 __all__ = ["parse_grid", "parse_params", "sim_app"]
 
-sim_app = typer.Typer(
+sim_app = AmbidexTyper(
     name="sim",
     help="Run simulation models, sweep them over parameter grids, and report on records.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
 )
 
 ModelArgument = Annotated[
@@ -211,8 +213,12 @@ def _progress_bar(*columns: Any) -> Progress:
 
 
 @contextmanager
-def _errors(record: Path) -> Iterator[None]:
-    """Model, record and sweep errors as one line; Ctrl-C as exit 130."""
+def _errors(record: Path, model: type[Model]) -> Iterator[None]:
+    """Model, record and sweep errors as one line; Ctrl-C as exit 130.
+
+    An exception raised in the model's own code is one line saying where,
+    followed by the model's part of the traceback (exit 1).
+    """
     from ambidex.sim import ModelError, RecordError, SweepError
 
     try:
@@ -225,6 +231,48 @@ def _errors(record: Path) -> Iterator[None]:
         raise fail(str(exc), 1) from None
     except KeyboardInterrupt:
         raise fail(f"interrupted; what was recorded so far is in {record}", 130) from None
+    except Exception as exc:
+        frames = _model_frames(exc, model)
+        if frames:
+            _print_model_failure(exc, model, frames)
+            raise typer.Exit(1) from None
+        if isinstance(exc, OSError):  # the record's folder or file
+            raise fail(f"cannot write {record}: {one_line(exc)}", os_error_code(exc)) from None
+        raise
+
+
+def _model_frames(exc: BaseException, model: type[Model]) -> list[traceback.FrameSummary]:
+    """The frames of ``exc``'s traceback from the first in the model's file on (none: not it)."""
+    try:
+        source = inspect.getsourcefile(model)
+    except TypeError:  # a class without a file
+        return []
+    if source is None:
+        return []
+    frames = traceback.extract_tb(exc.__traceback__)
+    first = next((i for i, f in enumerate(frames) if f.filename == source), None)
+    return [] if first is None else frames[first:]
+
+
+def _print_model_failure(
+    exc: BaseException, model: type[Model], frames: list[traceback.FrameSummary]
+) -> None:
+    """One line naming the model's file and line that raised, then the model's traceback."""
+    source = frames[0].filename
+    last = [f for f in frames if f.filename == source][-1]
+    try:
+        shown = os.path.relpath(source)
+    except ValueError:  # another drive
+        shown = source
+    if shown.startswith(".."):
+        shown = source
+    message = " ".join(str(exc).split())
+    fail(
+        f"model {model.__name__} raised {type(exc).__name__}"
+        f"{': ' + message if message else ''} ({shown}, line {last.lineno}, in {last.name})",
+        1,
+    )
+    sys.stderr.write("".join(traceback.format_list(frames) + traceback.format_exception_only(exc)))
 
 
 def _write_report(record: Path) -> Path:
@@ -279,7 +327,7 @@ def run_command(
             last = now
             bar.update(task, completed=done)
 
-    with _errors(path), Recorder(path) as recorder, bar:
+    with _errors(path, cls), Recorder(path) as recorder, bar:
         recorder.set_meta(kind="run", model=name, steps=steps, seed=seed, params=_jsonable(given))
         result = run(
             cls,
@@ -395,7 +443,7 @@ def sweep_command(
     bar = _progress_bar(_runs_column())
     task = bar.add_task(escape(name), total=None, runs="")
     on_progress = _sweep_progress(bar, task)
-    with _errors(path), rt, bar:
+    with _errors(path, cls), rt, bar:
         result = sweep(
             cls,
             typed,
