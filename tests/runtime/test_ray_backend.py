@@ -1,7 +1,8 @@
 """The ray backend: the same cpu calls, sweeps and evaluations as Ray tasks, same results.
 
 One local Ray instance (``ray.init(num_cpus=2)``) serves the whole module; the
-runtimes under test join it and leave it running.
+runtimes under test join it and leave it running. The tests of Ray's first
+start each run a fresh process, where no Ray is running yet.
 """
 
 from __future__ import annotations
@@ -99,6 +100,134 @@ def test_a_dead_ray_worker_is_reported_like_a_dead_local_worker(ray_rt: ax.Runti
     stats = ray_rt.statistics().cpu_workers
     assert stats is not None
     assert stats.crashed == 1
+
+
+# A fresh process (no Ray yet) whose first cpu calls arrive at once. It counts
+# the calls to ray.init and prints what every caller got and which of its
+# child processes are left once the runtime has closed.
+_FIRST_CALLS = """
+import asyncio, sys, threading
+import psutil, ray
+import ambidex as ax
+
+inits = []
+real_init = ray.init
+
+def counting_init(*args, **kwargs):
+    inits.append(threading.current_thread().name)
+    real_init(*args, **kwargs)
+    if sys.argv[1] == "failing":
+        raise ValueError("no room for Ray here")
+
+ray.init = counting_init
+
+@ax.cpu
+def double(x):
+    return 2 * x
+
+async def tasks(n):
+    return await asyncio.gather(*(double.aio(i) for i in range(n)), return_exceptions=True)
+
+def at_once(*calls):
+    barrier = threading.Barrier(len(calls))
+    got = []
+
+    def call(fn):
+        barrier.wait()
+        try:
+            got.append(fn())
+        except BaseException as exc:
+            got.append(exc)
+
+    threads = [threading.Thread(target=call, args=(fn,)) for fn in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return got
+
+mode = sys.argv[1]
+if mode == "runtimes":
+    first, second = (ax.Runtime(backend="ray", cpu_workers=2) for _ in range(2))
+    got = at_once(lambda: ray.get(first.put(2)), lambda: ray.get(second.put(4)))
+    first.close()  # the second runtime still uses the Ray one of them started
+    with second:
+        got.append(double(3))
+else:
+    with ax.Runtime(backend="ray", cpu_workers=2) as rt:
+        if mode == "tasks":
+            got = asyncio.run(tasks(3))
+        elif mode == "mixed":
+            got = at_once(
+                lambda: double(0), lambda: asyncio.run(tasks(2)), lambda: ray.get(rt.put(42))
+            )
+        else:
+            got = at_once(lambda: double(0), lambda: double(1), lambda: double(2))
+print("inits", len(inits))
+print("got", sorted(map(repr, got)))
+print("left", sorted(p.name() for p in psutil.Process().children(recursive=True)))
+"""
+
+
+_STARTS_RAY = pytest.mark.timeout(180)
+
+
+def _first_calls(mode: str, tmp_path: Path) -> dict[str, str]:
+    script = tmp_path / "first_calls.py"
+    script.write_text(_FIRST_CALLS)
+    out = subprocess.run(
+        [sys.executable, str(script), mode],
+        capture_output=True,
+        text=True,
+        timeout=150,  # starting Ray takes 5 s here, 30 s on a loaded 2-CPU machine
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if " " in line)
+    return lines
+
+
+@_STARTS_RAY
+def test_first_calls_from_several_threads_start_one_ray(tmp_path: Path) -> None:
+    seen = _first_calls("threads", tmp_path)
+    assert seen["inits"] == "1"
+    assert seen["got"] == "['0', '2', '4']"
+    assert seen["left"] == "[]"  # Ray shut down with the runtime that started it
+
+
+@_STARTS_RAY
+def test_first_calls_from_several_tasks_start_one_ray(tmp_path: Path) -> None:
+    seen = _first_calls("tasks", tmp_path)
+    assert seen["inits"] == "1"
+    assert seen["got"] == "['0', '2', '4']"
+    assert seen["left"] == "[]"
+
+
+@_STARTS_RAY
+def test_first_sync_async_and_put_callers_at_once_start_one_ray(tmp_path: Path) -> None:
+    seen = _first_calls("mixed", tmp_path)
+    assert seen["inits"] == "1"
+    assert seen["got"] == "['0', '42', '[0, 2]']"
+    assert seen["left"] == "[]"
+
+
+@_STARTS_RAY
+def test_two_runtimes_share_one_ray_until_the_last_one_closes(tmp_path: Path) -> None:
+    seen = _first_calls("runtimes", tmp_path)
+    assert seen["inits"] == "1"
+    assert seen["got"] == "['2', '4', '6']"
+    assert seen["left"] == "[]"
+
+
+@_STARTS_RAY
+def test_a_failed_start_is_one_error_for_every_caller_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    seen = _first_calls("failing", tmp_path)
+    assert seen["inits"] == "1"
+    error = "AmbidexError('could not start a local Ray: ValueError: no room for Ray here')"
+    assert seen["got"] == repr([error] * 3)
+    assert seen["left"] == "[]"
 
 
 def _sweep(**kw: Any) -> ax.sim.SweepResult:

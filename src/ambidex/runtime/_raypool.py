@@ -16,12 +16,15 @@ Failures read as they do locally: a task past its deadline is cancelled with
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
+import dataclasses
 import os
+import queue
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ambidex._text import describe_exception
@@ -30,8 +33,26 @@ from ambidex.runtime._procpool import ProcessPoolStatistics, _decode
 
 __all__ = ["RayPool", "ray_module", "sending_inputs", "task_inputs"]
 
-_lock = threading.Lock()
+_remote_lock = threading.Lock()
 _remote: Any = None
+# Held while Ray is started, joined or shut down: Ray is one per process, and
+# pools of several runtimes may need it at once.
+_connection_lock = threading.Lock()
+
+
+@dataclasses.dataclass
+class _OurRay:
+    """The Ray this process is connected to, when ambidex started it."""
+
+    job_id: str
+    users: set[RayPool] = dataclasses.field(default_factory=set)
+    """The pools using it; the last one to close shuts it down."""
+
+
+_our_ray: _OurRay | None = None
+_ray_thread: threading.Thread | None = None
+_ray_thread_lock = threading.Lock()
+_ray_jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
 # Object references sent with the cpu calls made in this context (set by ``sending_inputs``).
 _send: contextvars.ContextVar[tuple[Any, ...]] = contextvars.ContextVar(
     "ambidex_ray_inputs", default=()
@@ -86,9 +107,42 @@ def _execute(payload: bytes, sys_path: list[str], *inputs: Any) -> bytes:
         _received = ()
 
 
+def _abandon_start(ray: Any, address: str | None, exc: BaseException) -> None:
+    """Clean up after a failed ``ray.init`` and raise one error that says what failed."""
+    with contextlib.suppress(Exception):
+        ray.shutdown(wait_for_processes=True)  # whatever it had started
+    where = f"join the Ray cluster at {address}" if address else "start a local Ray"
+    raise AmbidexError(f"could not {where}: {describe_exception(exc)}") from exc
+
+
+def _serve_ray_thread() -> None:
+    while True:
+        job = _ray_jobs.get()
+        with contextlib.suppress(BaseException):
+            job()
+
+
+def _on_ray_thread(job: Callable[[], None]) -> None:
+    """Run ``job`` on the process's Ray thread, started on first use and never ended.
+
+    ``ray.init`` starts Ray's processes (GCS, raylet) with a parent-death
+    signal, which Linux sends when the *thread* that started them ends: a Ray
+    started from a short-lived thread is killed with it, and every later call
+    hangs. So Ray is started from a thread that lives as long as the process.
+    """
+    global _ray_thread
+    with _ray_thread_lock:
+        if _ray_thread is None:
+            _ray_thread = threading.Thread(
+                target=_serve_ray_thread, name="ambidex-ray", daemon=True
+            )
+            _ray_thread.start()
+    _ray_jobs.put(job)
+
+
 def _remote_execute() -> Any:
     global _remote
-    with _lock:
+    with _remote_lock:
         if _remote is None:
             ray = ray_module()
             _remote = ray.remote(max_retries=0, num_cpus=1)(_execute)
@@ -96,42 +150,123 @@ def _remote_execute() -> Any:
 
 
 class RayPool:
-    """Runs pickled calls as Ray tasks; connects to (or starts) Ray on first use."""
+    """Runs pickled calls as Ray tasks; connects to (or starts) Ray on first use.
+
+    Ray is started (or joined) once per pool, however many first calls arrive
+    at once and from whichever threads and loops: the first caller starts it,
+    the others wait for that start and share its outcome.
+    """
 
     def __init__(self, max_workers: int, address: str | None = None) -> None:
         self.max_workers = max_workers
         self.address = address
-        self._owns_ray = False
         self._busy = 0
         self._crashed = 0
         self._killed = 0
         self._started = 0
         self._closed = False
         self._sys_path: list[str] = []
+        self._state_lock = threading.Lock()
+        # The one start (or join) of Ray, shared by every caller that needs it.
+        # Set running at once, so a caller that gives up waiting cannot cancel it.
+        self._ready: concurrent.futures.Future[None] | None = None
+
+    def _begin(self) -> concurrent.futures.Future[None]:
+        """The start of Ray to wait for: the one under way, or a new one."""
+        with self._state_lock:
+            if self._closed:
+                raise RuntimeError("the ray pool is closed")
+            ready = self._ready
+            # A start under way is joined; a failed one, or a Ray shut down
+            # under us (``ray.shutdown()`` by the program), is started again.
+            if ready is not None and (
+                not ready.done() or (ready.exception() is None and ray_module().is_initialized())
+            ):
+                return ready
+            ready = self._ready = concurrent.futures.Future()
+            ready.set_running_or_notify_cancel()
+        _on_ray_thread(lambda: self._start(ready))
+        return ready
+
+    def _start(self, ready: concurrent.futures.Future[None]) -> None:
+        try:
+            self._connect()
+        except BaseException as exc:
+            ready.set_exception(exc)
+        else:
+            ready.set_result(None)
+
+    def _is_ready(self) -> bool:
+        ready = self._ready
+        return (
+            ready is not None
+            and ready.done()
+            and ready.exception() is None
+            and ray_module().is_initialized()
+        )
+
+    def _ensure_started(self) -> None:
+        """Start or join Ray from a thread that may block (``put``)."""
+        if not self._is_ready():
+            self._begin().result()
+
+    async def _aensure_started(self) -> None:
+        """Start or join Ray without blocking the loop; concurrent callers share one start."""
+        if not self._is_ready():
+            # The start runs on the Ray thread, not in the caller's task: a
+            # caller cancelled meanwhile leaves it to finish for the others.
+            await asyncio.wrap_future(self._begin())
 
     def _connect(self) -> None:
+        global _our_ray
         ray = ray_module()
-        if not ray.is_initialized():
-            options: dict[str, Any] = {
-                "include_dashboard": False,
-                "configure_logging": False,
-                "log_to_driver": False,
-            }
-            if self.address:
-                options["address"] = self.address
-            else:
-                options["num_cpus"] = self.max_workers
-            ray.init(**options)
-            self._owns_ray = True
-            self._started = int(ray.cluster_resources().get("CPU", 0))
+        with _connection_lock:
+            if not ray.is_initialized():
+                options: dict[str, Any] = {
+                    "include_dashboard": False,
+                    "configure_logging": False,
+                    "log_to_driver": False,
+                }
+                if self.address:
+                    options["address"] = self.address
+                else:
+                    options["num_cpus"] = self.max_workers
+                try:
+                    ray.init(**options)
+                except RuntimeError as exc:
+                    if not ("twice" in str(exc) and ray.is_initialized()):
+                        _abandon_start(ray, self.address, exc)
+                    # Another thread of the program called ray.init meanwhile: use its Ray.
+                except Exception as exc:
+                    _abandon_start(ray, self.address, exc)
+                else:
+                    _our_ray = _OurRay(ray.get_runtime_context().get_job_id())
+                    self._started = int(ray.cluster_resources().get("CPU", 0))
+            if _our_ray is not None:
+                if _our_ray.job_id == ray.get_runtime_context().get_job_id():
+                    _our_ray.users.add(self)
+                else:
+                    _our_ray = None  # shut down and started again by the program itself
         # Local workers import what the driver can import (test modules, example
         # files): the driver's sys.path travels with every call.
         self._sys_path = [p or os.getcwd() for p in sys.path]
 
+    def _release(self) -> None:
+        """Stop using Ray; shut it down if ambidex started it and no other pool uses it."""
+        global _our_ray
+        with _connection_lock:
+            ours = _our_ray
+            if ours is None or self not in ours.users:
+                return
+            ours.users.discard(self)
+            if ours.users:
+                return
+            _our_ray = None
+            ray_module().shutdown(wait_for_processes=True)
+
     def put(self, value: Any) -> Any:
         """Store ``value`` once in Ray's object store; returns its reference."""
-        if not ray_module().is_initialized():
-            self._connect()
+        self._ensure_started()
         return ray_module().put(value)
 
     async def run(self, payload: bytes, label: str, timeout_s: float | None) -> Any:
@@ -144,9 +279,10 @@ class RayPool:
         """
         if self._closed:
             raise RuntimeError("the ray pool is closed")
+        await self._aensure_started()
+        if self._closed:
+            raise RuntimeError("the ray pool is closed")
         ray = ray_module()
-        if not self._sys_path or not ray.is_initialized():
-            await asyncio.to_thread(self._connect)
         ref = _remote_execute().remote(payload, self._sys_path, *_send.get())
         self._busy += 1
         try:
@@ -184,8 +320,16 @@ class RayPool:
         )
 
     async def aclose(self) -> None:
-        """Disconnect; shut Ray down if this pool started it."""
-        self._closed = True
-        if self._owns_ray:
-            ray = ray_module()
-            await asyncio.to_thread(ray.shutdown)
+        """Disconnect; shut Ray down if ambidex started it and no other pool uses it.
+
+        A start still under way is waited for first, so that a Ray started
+        while the runtime closed is not left behind.
+        """
+        with self._state_lock:
+            self._closed = True
+            ready = self._ready
+        if ready is None:
+            return
+        with contextlib.suppress(BaseException):
+            await asyncio.wrap_future(ready)
+        await asyncio.to_thread(self._release)
