@@ -298,7 +298,7 @@ def bench_placement(calls: int, rounds: int) -> dict[str, Any] | None:
         anyio.from_thread.start_blocking_portal() as portal,
         ThreadRoundTrip() as floor,
     ):
-        ax_tid = ax.runtime().call(_native_id())
+        ax_tid = ax.current_runtime().call(_native_id())
         portal_tid = portal.call(threading.get_native_id)
         floor_tid = floor.native_id
         try:
@@ -549,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
             max(10, calls // 4), max(2, rounds // 2), warmup, args.offload_loop
         )
     )
-    ax.runtime().close()
+    ax.current_runtime().close()
 
     print_table("(a) sync -> async: call a trivial async def from sync code", a, "ambidex f(x)")
     print_table(

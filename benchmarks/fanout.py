@@ -228,7 +228,7 @@ def calibrate(target_s: float) -> int:
 
 def bench_cpu(target_s: float, repeats: int) -> dict[str, Any]:
     n = calibrate(target_s)
-    rt = ax.runtime()
+    rt = ax.current_runtime()
     workers = rt.cpu_workers
     cores = rt.usable_cpus
     k = 4 * workers
@@ -431,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--io-calls", type=int, default=None, help="(a) concurrent io calls")
     parser.add_argument("--blocking-calls", type=int, default=None, help="(b) blocking calls")
     parser.add_argument(
-        "--threads", type=int, default=None, help="(b) T (default: ax.runtime().io_threads)"
+        "--threads", type=int, default=None, help="(b) T (default: ax.current_runtime().io_threads)"
     )
     parser.add_argument("--cpu-call-s", type=float, default=None, help="(c) seconds per call")
     parser.add_argument("--repeats", type=int, default=None, help="repeats per scenario")
@@ -448,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     blocking_calls = args.blocking_calls or (100 if quick else 1000)
     cpu_call_s = args.cpu_call_s or (0.02 if quick else 0.05)
     repeats = args.repeats or (1 if quick else 5)
-    threads = args.threads or ax.runtime().io_threads
+    threads = args.threads or ax.current_runtime().io_threads
 
     info = machine_info()
     info["ambidex_loop"] = ambidex_loop_name()
@@ -458,13 +458,14 @@ def main(argv: list[str] | None = None) -> int:
         f"ambidex loop thread: {info['ambidex_loop']}  repeats={repeats}"
     )
     console.print(
-        f"(b) T = {threads} threads (ambidex default io_threads = {ax.runtime().io_threads})"
+        f"(b) T = {threads} threads "
+        f"(ambidex default io_threads = {ax.current_runtime().io_threads})"
     )
     started = time.perf_counter()
     a = bench_io(io_calls, repeats)
     b = bench_blocking(blocking_calls, threads, max(repeats, 3) if not quick else 1)
     c = bench_cpu(cpu_call_s, max(repeats, 7) if not quick else 1)
-    ax.runtime().close()
+    ax.current_runtime().close()
 
     print_section(
         f"(a) {io_calls} concurrent io calls, each `await asyncio.sleep({IO_SLEEP_S})` "

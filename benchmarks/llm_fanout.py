@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         runs[name].append(bench_ambidex_async(server, url, n, n, tag))
         server.http.close()
-    ax.runtime().close()
+    ax.current_runtime().close()
 
     seq_row = _summary(
         f"sequential httpx.Client ({sample} timed, x {n / sample:g})",

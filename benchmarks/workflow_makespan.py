@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     for _, run in METHODS.values():
         run(warm, warm_wf)
     seeds = [bench_seed(seed, args.layers, args.width, repeats) for seed in range(n_seeds)]
-    ax.runtime().close()
+    ax.current_runtime().close()
     print_seeds(seeds)
     ratios = compute_ratios(seeds)
     print_ratios(console, ratios, title="ratios")

@@ -614,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     warm_up()
     sizes = [bench_size(s, rounds, skip) for s in [*scaling, n]]
-    ax.runtime().close()
+    ax.current_runtime().close()
     headline = sizes[-1]
     print_section(
         f"(a) chain of {n} trivial nodes (each gets the previous node's output + 1)",

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import subprocess
+import sys
 import types
+import warnings
 from collections import Counter
 
 import pytest
 
 import ambidex as ax
 
-# ``ambidex.runtime`` the attribute is the ``runtime()`` function, which shadows
-# the subpackage of the same name; reach the modules through importlib.
+# ``ambidex.runtime`` is the subpackage (callable for one release as the deprecated
+# ``ax.runtime()``); reach the modules through importlib all the same.
 RUNTIME_PACKAGE = importlib.import_module("ambidex.runtime")
 EXCEPTIONS_MODULE = importlib.import_module("ambidex.exceptions")
 
@@ -71,16 +74,72 @@ def test_decorators_and_helpers_have_expected_kinds_when_exported() -> None:
     assert repr(ax.io) == "ax.io"
     assert repr(ax.blocking) == "ax.blocking"
     assert repr(ax.cpu) == "ax.cpu"
-    for fn in (ax.gather, ax.limit, ax.limits, ax.runtime, ax.usable_cpus):
+    for fn in (ax.gather, ax.limit, ax.limits, ax.current_runtime, ax.usable_cpus):
         assert inspect.isfunction(fn)
     assert inspect.iscoroutinefunction(ax.agather)
     assert isinstance(ax.__version__, str)
     assert ax.__version__
 
 
-def test_runtime_function_returns_current_runtime_when_called(fresh_runtime: ax.Runtime) -> None:
-    assert ax.runtime() is fresh_runtime
-    assert isinstance(ax.runtime(), ax.Runtime)
+def test_current_runtime_returns_installed_runtime_when_called(fresh_runtime: ax.Runtime) -> None:
+    assert ax.current_runtime() is fresh_runtime
+    assert isinstance(ax.current_runtime(), ax.Runtime)
+
+
+def test_runtime_alias_warns_and_returns_current_runtime_when_called(
+    fresh_runtime: ax.Runtime,
+) -> None:
+    message = r"ax\.runtime\(\) is deprecated; use ax\.current_runtime\(\)"
+    with pytest.warns(DeprecationWarning, match=message):
+        assert ax.runtime() is fresh_runtime
+    with pytest.warns(DeprecationWarning, match=message):
+        assert RUNTIME_PACKAGE.runtime() is fresh_runtime  # from ambidex.runtime import runtime
+
+
+def test_runtime_alias_warns_once_per_call_site_when_called_repeatedly() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for _ in range(3):
+            ax.runtime()  # one call site: one warning
+        ax.runtime()  # another
+    assert [w.category for w in caught] == [DeprecationWarning, DeprecationWarning]
+    assert {w.filename for w in caught} == {__file__}  # the caller's line, not ambidex's
+
+
+def test_runtime_attribute_is_the_subpackage_when_imported() -> None:
+    assert ax.runtime is RUNTIME_PACKAGE
+    assert ax.runtime.Runtime is ax.Runtime
+
+
+def test_import_ambidex_loads_runtime_on_first_use_when_imported() -> None:
+    code = (
+        "import sys, ambidex as ax\n"
+        "print('ambidex.runtime' in sys.modules, 'asyncio' in sys.modules)\n"
+        "ax.io\n"
+        "print('ambidex.runtime' in sys.modules, callable(ax.runtime))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert out.split() == ["False", "False", "True", "True"]
+
+
+def test_runtime_alias_works_when_ambidex_runtime_imported_first() -> None:
+    # Importing the subpackage sets ``ambidex.runtime`` to it: the old function
+    # would have been lost there; the callable package is not.
+    code = (
+        "import warnings, ambidex.runtime, ambidex as ax\n"
+        "warnings.simplefilter('error')\n"
+        "try:\n"
+        "    ax.runtime()\n"
+        "except DeprecationWarning as exc:\n"
+        "    print(exc)\n"
+        "print(type(ax.current_runtime()).__name__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert out.splitlines() == ["ax.runtime() is deprecated; use ax.current_runtime()", "Runtime"]
 
 
 def test_limits_helpers_use_current_runtime_when_called(fresh_runtime: ax.Runtime) -> None:

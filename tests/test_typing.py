@@ -31,6 +31,8 @@ async def use() -> None:
 d: str = ask("x")
 e: float = score("y")
 f: bytes = lookup("k")
+rt: ax.Runtime = ax.current_runtime()
+old: ax.Runtime = ax.runtime()  # deprecated, still typed
 reveal_type(ask)
 g: int = score("y")        # wrong result type
 score(3)                   # wrong argument type

@@ -25,24 +25,6 @@ from ambidex.exceptions import (
     UnknownLimitError,
     WorkerCrashedError,
 )
-from ambidex.runtime import (
-    Backoff,
-    CapacityLimit,
-    KindStatistics,
-    Rate,
-    RateLimit,
-    Runtime,
-    RuntimeStatistics,
-    TaskFunction,
-    TaskOptions,
-    agather,
-    blocking,
-    cpu,
-    gather,
-    io,
-    runtime,
-    usable_cpus,
-)
 
 if typing.TYPE_CHECKING:
     from ambidex import evolve as evolve
@@ -50,6 +32,25 @@ if typing.TYPE_CHECKING:
     from ambidex import sim as sim
     from ambidex.agents import Agent, AgentInputError, AgentOutputError
     from ambidex.client import AsyncClient, Client
+    from ambidex.runtime import (
+        Backoff,
+        CapacityLimit,
+        KindStatistics,
+        Rate,
+        RateLimit,
+        Runtime,
+        RuntimeStatistics,
+        TaskFunction,
+        TaskOptions,
+        agather,
+        blocking,
+        cpu,
+        current_runtime,
+        gather,
+        io,
+        usable_cpus,
+    )
+    from ambidex.runtime import runtime as runtime  # deprecated: current_runtime
     from ambidex.workflows import (
         EventKind,
         NodeStatus,
@@ -66,8 +67,13 @@ __version__ = "0.1.0"
 # and the clients httpx, which would triple the time ``import ambidex`` takes
 # (and every cpu worker process imports ambidex); ``ambidex.sim`` needs numpy. Agents
 # and workflows (pydantic) load on first use too: a sandboxed evolution candidate
-# imports ambidex for its decorator, once per evaluation.
-_LAZY = {
+# imports ambidex for its decorator, once per evaluation. So does the runtime (asyncio,
+# threads, the process pool: most of what ``import ambidex`` cost), which that
+# evaluator never uses. It had to load eagerly while ``ax.runtime`` was a function
+# hiding the ``ambidex.runtime`` package (importing the package later sets the
+# attribute over the function); ``ax.current_runtime`` took the function's place, and
+# ``ax.runtime`` is the package, callable for one release as the deprecated function.
+_LAZY: dict[str, str | None] = {
     "Agent": "ambidex.agents",
     "AgentInputError": "ambidex.agents",
     "AgentOutputError": "ambidex.agents",
@@ -80,14 +86,31 @@ _LAZY = {
     "WorkflowResult": "ambidex.workflows",
     "AsyncClient": "ambidex.client",
     "Client": "ambidex.client",
+    "Backoff": "ambidex.runtime",
+    "CapacityLimit": "ambidex.runtime",
+    "KindStatistics": "ambidex.runtime",
+    "Rate": "ambidex.runtime",
+    "RateLimit": "ambidex.runtime",
+    "Runtime": "ambidex.runtime",
+    "RuntimeStatistics": "ambidex.runtime",
+    "TaskFunction": "ambidex.runtime",
+    "TaskOptions": "ambidex.runtime",
+    "agather": "ambidex.runtime",
+    "blocking": "ambidex.runtime",
+    "cpu": "ambidex.runtime",
+    "current_runtime": "ambidex.runtime",
+    "gather": "ambidex.runtime",
+    "io": "ambidex.runtime",
+    "usable_cpus": "ambidex.runtime",
     "evolve": None,
     "jobs": None,
+    "runtime": None,
     "sim": None,
 }
 
 
 def __getattr__(name: str) -> typing.Any:
-    """``ax.jobs``, ``ax.sim``, ``ax.Client`` and ``ax.AsyncClient``, imported on first use."""
+    """The runtime, ``ax.jobs``, ``ax.sim``, agents, workflows, clients: imported on first use."""
     import importlib
 
     if name not in _LAZY:
@@ -106,19 +129,23 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-def limits(**limits: int | Rate) -> None:
+def limits(**limits: "int | Rate") -> None:
     """Declare named limits on the current runtime: ``ax.limits(llm=5, api=ax.Rate(10))``.
 
     An int is a capacity (at most N calls at once, shared by sync and async
     callers and all threads); ``ax.Rate(per_second, burst=)`` is a rate limit.
     Calling again with a known name resizes it.
     """
-    runtime().limits(**limits)
+    from ambidex.runtime import current_runtime
+
+    current_runtime().limits(**limits)
 
 
-def limit(name: str) -> CapacityLimit | RateLimit:
+def limit(name: str) -> "CapacityLimit | RateLimit":
     """A declared limit, to hold in your own code: ``with ax.limit("llm"): ...``."""
-    return runtime().limit(name)
+    from ambidex.runtime import current_runtime
+
+    return current_runtime().limit(name)
 
 
 __all__ = [
@@ -155,6 +182,7 @@ __all__ = [
     "agather",
     "blocking",
     "cpu",
+    "current_runtime",
     "evolve",
     "gather",
     "io",

@@ -86,7 +86,7 @@ def test_research_workflow_uses_all_three_executors(
     assert len(summary["best"]) == 3
     assert llm_server.stats().requests == 12
     assert len(result["sources"]) > 0
-    kinds = ax.runtime().statistics().kinds
+    kinds = ax.current_runtime().statistics().kinds
     assert kinds["io"].calls >= 1
     assert kinds["blocking"].calls >= 1
     assert kinds["cpu"].calls == 12

@@ -176,7 +176,7 @@ def test_timed_out_task_children_killed_when_worker_killed(tmp_path: Path) -> No
     assert wait_for(lambda: process_gone(worker), timeout_s=1.0)
     assert wait_for(lambda: process_gone(grandchild), timeout_s=1.0)
 
-    ax.runtime().close()
+    ax.current_runtime().close()
     assert _children() - children_before == set()
 
 
@@ -294,18 +294,18 @@ def test_default_api_creates_new_runtime_when_current_closed(fresh_runtime: ax.R
         return 2 * x
 
     assert double(1) == 2
-    assert ax.runtime() is fresh_runtime
+    assert ax.current_runtime() is fresh_runtime
     fresh_runtime.close()
 
     try:
         assert double(2) == 4
         assert cleanup_square(3) == 9
-        replacement = ax.runtime()
+        replacement = ax.current_runtime()
         assert replacement is not fresh_runtime
         assert not replacement.closed
         assert replacement.statistics().kinds["io"].calls == 1
     finally:
-        ax.runtime().close()
+        ax.current_runtime().close()
 
 
 async def test_default_api_creates_new_runtime_when_async_caller_finds_it_closed(
@@ -320,9 +320,9 @@ async def test_default_api_creates_new_runtime_when_async_caller_finds_it_closed
     assert fresh_runtime.closed
     try:
         assert await triple.aio(2) == 6
-        assert ax.runtime() is not fresh_runtime
+        assert ax.current_runtime() is not fresh_runtime
     finally:
-        await ax.runtime().aclose()
+        await ax.current_runtime().aclose()
 
 
 def test_call_raises_runtime_closed_error_when_runtime_closed() -> None:
@@ -359,15 +359,15 @@ def test_previous_runtime_restored_when_with_block_exits(fresh_runtime: ax.Runti
 
     @ax.io
     async def which() -> int:
-        return id(ax.runtime())
+        return id(ax.current_runtime())
 
     with ax.Runtime(io_threads=2, cpu_workers=1) as inner:
-        assert ax.runtime() is inner
+        assert ax.current_runtime() is inner
         assert which() == id(inner)
         assert cleanup_square(4) == 16
 
     assert inner.closed
-    assert ax.runtime() is fresh_runtime
+    assert ax.current_runtime() is fresh_runtime
     assert _threads() - threads_before == set()
 
 

@@ -22,7 +22,7 @@ def echo_retried(value: object) -> object:
 def test_unpicklable_argument_is_not_retried() -> None:
     with pytest.raises(ax.SerializationError, match="echo_retried"):
         echo_retried(threading.Lock())
-    stats = ax.runtime().statistics().kinds["cpu"]
+    stats = ax.current_runtime().statistics().kinds["cpu"]
     assert stats.retries == 0
     assert stats.failed == 1
 

@@ -81,7 +81,7 @@ def flaky_cpu(counter_path: str) -> int:
 
 
 def _stats() -> ax.RuntimeStatistics:
-    return ax.runtime().statistics()
+    return ax.current_runtime().statistics()
 
 
 # -- timeouts ----------------------------------------------------------------
@@ -175,7 +175,7 @@ def quick():
     return 42
 
 print(quick(), quick(), flush=True)
-print(ax.runtime().statistics().cpu_workers.killed, flush=True)
+print(ax.current_runtime().statistics().cpu_workers.killed, flush=True)
 """
 
 

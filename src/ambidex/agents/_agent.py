@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Generic, TypeVar, cast, get_args, get_origin
 import pydantic
 
 from ambidex.exceptions import AmbidexError
-from ambidex.runtime._core import runtime
+from ambidex.runtime._core import current_runtime
 from ambidex.runtime._task import Kind, TaskFunction, TaskOptions
 
 __all__ = ["Agent", "AgentInputError", "AgentOutputError"]
@@ -195,7 +195,7 @@ class Agent(Generic[In, Out]):
 
     def run_sync(self, input: In | Any) -> Out:
         """``arun`` from sync code (any thread); blocks until the result is ready."""
-        return runtime().call(self.arun(input))
+        return current_runtime().call(self.arun(input))
 
     async def __aenter__(self) -> typing.Self:
         await self.asetup()
@@ -207,13 +207,13 @@ class Agent(Generic[In, Out]):
         await self.ateardown()
 
     def __enter__(self) -> typing.Self:
-        runtime().call(self.asetup())
+        current_runtime().call(self.asetup())
         return self
 
     def __exit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        runtime().call(self.ateardown())
+        current_runtime().call(self.ateardown())
 
     def __getstate__(self) -> dict[str, Any]:
         # Sent to cpu workers: drop the per-process machinery.

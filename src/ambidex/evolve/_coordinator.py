@@ -32,7 +32,7 @@ from ambidex.evolve._proposers import LLMProposer, OfflineProposer, ProposalCont
 from ambidex.evolve._sandbox import EvalResult, Sandbox
 from ambidex.evolve._target import Target, load_target
 from ambidex.exceptions import AmbidexError, UnknownLimitError
-from ambidex.runtime import Runtime, cpu, runtime
+from ambidex.runtime import Runtime, cpu, current_runtime
 
 if TYPE_CHECKING:
     from ambidex.jobs import JobContext, Workload, WorkloadRegistry
@@ -185,7 +185,7 @@ _auto_limits: weakref.WeakKeyDictionary[Runtime, dict[str, int]] = weakref.WeakK
 
 def _ensure_limit(name: str, size: int) -> None:
     """Declare ``name`` with ``size`` unless the user declared it; grow our own to ``size``."""
-    rt = runtime()
+    rt = current_runtime()
     ours = _auto_limits.setdefault(rt, {})
     try:
         rt.limit(name)
@@ -293,7 +293,7 @@ async def aevolve(
 
 def evolve(target: str | Path | Target, **options: Any) -> EvolveResult:
     """``aevolve`` from sync code (runs on the ambidex loop); same arguments."""
-    return runtime().call(aevolve(target, **options))
+    return current_runtime().call(aevolve(target, **options))
 
 
 class _Run:
@@ -598,9 +598,9 @@ class _Run:
         reason = tgt.check(proposal.code)
         if reason is not None:
             return replace(base, code=proposal.code, error=reason, note="proposal: not applicable")
-        async with runtime().limit("sandbox"):
+        async with current_runtime().limit("sandbox"):
             source = tgt.with_code(proposal.code)
-            if runtime().backend == "ray":
+            if current_runtime().backend == "ray":
                 # The evaluation runs as a Ray task: its sandbox is on whichever node runs it.
                 result = await _evaluate_remotely.aio(_sandbox_options(self.sandbox), source, tgt)
             else:

@@ -157,9 +157,9 @@ class _RuntimeCollector(Collector):
     """The current runtime's pools and limits, read at each scrape."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from ambidex.runtime import runtime
+        from ambidex.runtime import current_runtime
 
-        stats = runtime().statistics()
+        stats = current_runtime().statistics()
 
         def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
             return GaugeMetricFamily(f"ambidex_runtime_{name}", doc, value=value)

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from ambidex.runtime import runtime
+from ambidex.runtime import current_runtime
 
 __all__ = ["MemoryCache", "ResponseCache", "SQLiteCache", "cache_key"]
 
@@ -154,7 +154,7 @@ _PURGE_EVERY = 256
 class SQLiteCache:
     """Responses in a SQLite file: they survive the process and are shared between processes.
 
-    Statements run on ambidex's I/O threads (``ax.runtime()``), never on an
+    Statements run on ambidex's I/O threads (``ax.current_runtime()``), never on an
     event loop. ``ttl_s=None`` (the default) keeps entries forever. A failed
     read or write (disk full, file locked too long) is logged to the
     ``ambidex.llm`` logger and does not fail the request: a failed read is a
@@ -232,12 +232,12 @@ class SQLiteCache:
 
     async def get(self, key: str) -> str | None:
         """The stored body for ``key``, or None (read on an I/O thread; failures are logged)."""
-        value: str | None = await runtime().run_in_thread(self._get_logged, (key,), {})
+        value: str | None = await current_runtime().run_in_thread(self._get_logged, (key,), {})
         return value
 
     async def set(self, key: str, value: str) -> None:
         """Store a response body (written on an I/O thread; failures are logged)."""
-        await runtime().run_in_thread(self._set_logged, (key, value), {})
+        await current_runtime().run_in_thread(self._set_logged, (key, value), {})
 
     def close(self) -> None:
         """Close the connection; the next use reopens it."""
@@ -249,7 +249,7 @@ class SQLiteCache:
     async def aclose(self) -> None:
         """``close()`` on an I/O thread."""
         if self._conn is not None:
-            await runtime().run_in_thread(self.close, (), {})
+            await current_runtime().run_in_thread(self.close, (), {})
 
     def __enter__(self) -> SQLiteCache:
         return self

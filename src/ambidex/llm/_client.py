@@ -51,7 +51,7 @@ from ambidex.llm._types import (
     parse_completion,
     parse_usage,
 )
-from ambidex.runtime import Backoff, CapacityLimit, Rate, RateLimit, agather, runtime
+from ambidex.runtime import Backoff, CapacityLimit, Rate, RateLimit, agather, current_runtime
 
 __all__ = ["DEFAULT_LLM_CAPACITY", "MAX_RETRY_AFTER_S", "AsyncLLM", "CacheSpec"]
 
@@ -77,7 +77,7 @@ def _retryable(status: int) -> bool:
 
 def shared_limit(name: str) -> CapacityLimit | RateLimit:
     """The runtime's limit ``name``, declared with ``DEFAULT_LLM_CAPACITY`` if missing."""
-    rt = runtime()
+    rt = current_runtime()
     try:
         return rt.limit(name)
     except UnknownLimitError:

@@ -9,7 +9,7 @@ from typing import Any, Literal, overload
 
 from ambidex.llm._client import AsyncLLM, CacheSpec
 from ambidex.llm._types import ChatResponse, Messages, UsageTotals
-from ambidex.runtime import Rate, runtime
+from ambidex.runtime import Rate, current_runtime
 
 __all__ = ["LLM"]
 
@@ -30,7 +30,7 @@ async def _aclose(agen: AsyncGenerator[str, None]) -> None:
 class LLM:
     """The sync face of ``AsyncLLM``: the same client, callable from plain code.
 
-    Each call runs on ambidex's event loop thread (``ax.runtime().call``) and
+    Each call runs on ambidex's event loop thread (``ax.current_runtime().call``) and
     blocks only the calling thread, so it works from any thread, including
     one whose own loop is running (Jupyter). All sync callers share that
     loop's connection pool, the runtime's ``llm`` limit, the cache and the
@@ -82,11 +82,11 @@ class LLM:
 
     def chat(self, messages: Messages, **params: Any) -> ChatResponse:
         """``AsyncLLM.chat`` from sync code; raises what it raises."""
-        return runtime().call(self.aio.chat(messages, **params))
+        return current_runtime().call(self.aio.chat(messages, **params))
 
     def complete(self, prompt: Messages, **params: Any) -> str:
         """``AsyncLLM.complete`` from sync code; raises what it raises."""
-        return runtime().call(self.aio.complete(prompt, **params))
+        return current_runtime().call(self.aio.complete(prompt, **params))
 
     @overload
     def batch(
@@ -117,7 +117,7 @@ class LLM:
         **params: Any,
     ) -> list[ChatResponse] | list[ChatResponse | BaseException]:
         """``AsyncLLM.batch`` from sync code: responses in input order; raises what it raises."""
-        return runtime().call(
+        return current_runtime().call(
             self.aio.batch(
                 requests,
                 max_in_flight=max_in_flight,
@@ -132,7 +132,7 @@ class LLM:
         Stopping early (``break``) closes the stream and frees its connection
         and limit slot when the iterator is closed or collected.
         """
-        rt = runtime()
+        rt = current_runtime()
         agen = self.aio.stream(messages, **params)
         try:
             while True:
@@ -147,7 +147,7 @@ class LLM:
 
     def close(self) -> None:
         """Close the connection pools and the cache's files; later calls raise ``LLMError``."""
-        runtime().call(self.aio.aclose())
+        current_runtime().call(self.aio.aclose())
 
     @property
     def closed(self) -> bool:

@@ -1,7 +1,11 @@
 """The runtime core: loop thread, I/O threads, cpu processes, limits, the decorators."""
 
+import sys
+import types
+import warnings
+
 from ambidex.runtime._backoff import Backoff
-from ambidex.runtime._core import Runtime, runtime
+from ambidex.runtime._core import Runtime, current_runtime
 from ambidex.runtime._cpus import usable_cpus
 from ambidex.runtime._gather import agather, gather
 from ambidex.runtime._limits import CapacityLimit, Rate, RateLimit
@@ -21,8 +25,37 @@ __all__ = [
     "agather",
     "blocking",
     "cpu",
+    "current_runtime",
     "gather",
     "io",
-    "runtime",
     "usable_cpus",
 ]
+
+_RUNTIME_DEPRECATED = "ax.runtime() is deprecated; use ax.current_runtime()"
+
+
+def runtime() -> Runtime:
+    """Deprecated: the old name of :func:`current_runtime`, kept for one release.
+
+    Warns ``DeprecationWarning`` (once per call site, under the default filters).
+    """
+    warnings.warn(_RUNTIME_DEPRECATED, DeprecationWarning, stacklevel=2)
+    return current_runtime()
+
+
+class _Package(types.ModuleType):
+    """This package, which ``ax.runtime()`` calls for one release.
+
+    ``ax.runtime`` was a function that hid this package of the same name, which
+    is why ``import ambidex`` had to import the package eagerly: importing it
+    later sets ``ambidex.runtime`` to the package, over the function. Making the
+    package callable keeps ``ax.runtime()`` working (with a warning) whichever
+    of the two ``ax.runtime`` is, so ``ambidex`` can load it on first use.
+    """
+
+    def __call__(self) -> Runtime:
+        warnings.warn(_RUNTIME_DEPRECATED, DeprecationWarning, stacklevel=2)
+        return current_runtime()
+
+
+sys.modules[__name__].__class__ = _Package

@@ -1,6 +1,6 @@
 """The Runtime: one loop thread, one I/O thread pool, one cpu process pool, named limits.
 
-A process normally has one runtime, created lazily by ``ax.runtime()`` on the
+A process normally has one runtime, created lazily by ``ax.current_runtime()`` on the
 first call and closed at interpreter exit. ``with ax.Runtime(...) as rt:``
 installs another one for the duration of the block (and closes it after).
 """
@@ -25,7 +25,7 @@ from ambidex.runtime._raypool import RayPool
 from ambidex.runtime._stats import CallCounters, RuntimeStatistics
 from ambidex.runtime._threads import IOThreadPool
 
-__all__ = ["Runtime", "runtime"]
+__all__ = ["Runtime", "current_runtime"]
 
 T = TypeVar("T")
 Limit = CapacityLimit | RateLimit
@@ -339,7 +339,7 @@ _current: Runtime | None = None
 _current_lock = threading.Lock()
 
 
-def runtime() -> Runtime:
+def current_runtime() -> Runtime:
     """The current runtime, created with defaults on first use (or after close)."""
     global _current
     rt = _current

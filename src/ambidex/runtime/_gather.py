@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from types import CoroutineType
 from typing import Any, Generic, TypeVar
 
-from ambidex.runtime._core import runtime
+from ambidex.runtime._core import current_runtime
 
 __all__ = ["agather", "gather", "run_bounded"]
 
@@ -185,6 +185,6 @@ def gather(
     The coroutines run on the runtime's loop thread; this thread blocks until
     all have finished (or the first error has cancelled the rest).
     """
-    return runtime().call(
+    return current_runtime().call(
         agather(*aws, max_in_flight=max_in_flight, return_exceptions=return_exceptions)
     )

@@ -22,7 +22,7 @@ import cloudpickle
 
 from ambidex.exceptions import SerializationError, TaskTimeoutError
 from ambidex.runtime._backoff import Backoff
-from ambidex.runtime._core import Runtime, runtime
+from ambidex.runtime._core import Runtime, current_runtime
 from ambidex.runtime._gather import run_bounded
 from ambidex.runtime._worker import FunctionRef
 
@@ -142,12 +142,12 @@ class TaskFunction(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run from sync code and return the value (or raise the function's error)."""
-        rt = runtime()
+        rt = current_runtime()
         return rt.call(self._acall(rt, args, kwargs))
 
     def aio(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
         """Awaitable call for async code; never blocks the caller's loop."""
-        return self._acall(runtime(), args, kwargs)
+        return self._acall(current_runtime(), args, kwargs)
 
     def map(
         self,
@@ -162,7 +162,7 @@ class TaskFunction(Generic[P, R]):
         pool size for blocking and cpu work (more would only queue).
         The first error cancels the rest unless ``return_exceptions=True``.
         """
-        rt = runtime()
+        rt = current_runtime()
         materialized = list(items)  # iterate the caller's iterable on the caller's thread
         return rt.call(self._amap(rt, materialized, max_in_flight, return_exceptions))
 
@@ -174,7 +174,7 @@ class TaskFunction(Generic[P, R]):
         return_exceptions: bool = False,
     ) -> list[R]:
         """``map`` for async code."""
-        return await self._amap(runtime(), items, max_in_flight, return_exceptions)
+        return await self._amap(current_runtime(), items, max_in_flight, return_exceptions)
 
     async def _amap(
         self,

@@ -24,7 +24,7 @@ import numpy as np
 
 from ambidex._text import describe_exception
 from ambidex.exceptions import AmbidexError
-from ambidex.runtime import cpu, runtime
+from ambidex.runtime import cpu, current_runtime
 from ambidex.sim._model import Model, ModelError, resolve_params
 from ambidex.sim._recorder import Recorder
 from ambidex.sim._run import ModelSpec, RunResult, _open_recorder, load_model, run
@@ -223,7 +223,7 @@ def sweep(
         ModelError: a bad grid, parameter, seed or replicates count (before any run starts).
         SweepError: a run failed; the rest are cancelled.
     """
-    return runtime().call(
+    return current_runtime().call(
         asweep(
             model,
             grid,
@@ -263,7 +263,7 @@ async def asweep(
     run_params = [resolve_params(cls, {**fixed, **point}) for point in points]
     n_runs = len(points) * replicates
     name = cls.model_name()
-    rt = runtime()
+    rt = current_runtime()
     on_ray = rt.backend == "ray" and not rt.in_worker
     recorder, owned = _open_recorder(record)
     started = time.perf_counter()
@@ -366,7 +366,7 @@ def _check_args(
     overlap = sorted(set(fixed) & set(grid or {}))
     if overlap:
         raise ModelError(f"parameter(s) {', '.join(overlap)} are both fixed and swept")
-    rt = runtime()
+    rt = current_runtime()
     limit = rt.cpu_workers if workers is None else workers
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ModelError(f"workers must be a positive integer, got {workers!r}")

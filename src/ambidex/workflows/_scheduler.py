@@ -21,7 +21,7 @@ from ambidex._text import describe_exception
 from ambidex.agents._agent import Agent
 from ambidex.exceptions import TaskTimeoutError
 from ambidex.runtime import Backoff
-from ambidex.runtime._core import runtime
+from ambidex.runtime._core import current_runtime
 from ambidex.workflows._checkpoint import CheckpointStore
 from ambidex.workflows._events import EventKind, EventListener, NodeStatus, WorkflowEvent
 from ambidex.workflows._refs import Condition, Ref, resolve
@@ -358,7 +358,7 @@ class _Run:
             return await target.aio(*args, **kwargs)
         if style == "async":
             return await target(*args, **kwargs)
-        return await runtime().run_in_thread(target, args, kwargs)
+        return await current_runtime().run_in_thread(target, args, kwargs)
 
     async def agent_for(self, node: Node) -> Agent[Any, Any]:
         agent = self.agents.get(node.name)
@@ -405,7 +405,7 @@ class _Run:
         assert self.store is not None
         args = (self.run_id, name, run.status.value, run.output, run.error, run.attempts)
         try:
-            await runtime().run_in_thread(self.store.save_node, args, {})
+            await current_runtime().run_in_thread(self.store.save_node, args, {})
         finally:
             if release:
                 self.settle(name)
@@ -463,7 +463,9 @@ class _Run:
             status = "failed" if self.failure is not None else "succeeded"
             assert self.store is not None
             error = None if self.failure is None else repr(self.failure[1])
-            await runtime().run_in_thread(self.store.finish_run, (self.run_id, status, error), {})
+            await current_runtime().run_in_thread(
+                self.store.finish_run, (self.run_id, status, error), {}
+            )
         error_text = None
         if self.failure is not None:
             failed_node, failed_exc = self.failure
@@ -522,7 +524,7 @@ async def execute(
         raise WorkflowDefinitionError(
             [f"max_parallel must be a positive integer, got {max_parallel!r}"]
         )
-    rt = runtime()
+    rt = current_runtime()
     store = None
     if checkpoint is not None:
         store = await rt.run_in_thread(CheckpointStore, (checkpoint,), {})
@@ -542,7 +544,7 @@ async def _execute(
     resume: str | None,
     max_parallel: int | None,
 ) -> WorkflowResult:
-    rt = runtime()
+    rt = current_runtime()
     restored: dict[str, Any] = {}
     if resume is not None:
         if store is None:

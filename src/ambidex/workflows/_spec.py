@@ -296,9 +296,9 @@ class Workflow:
 
         See ``arun`` for the arguments.
         """
-        from ambidex.runtime._core import runtime
+        from ambidex.runtime._core import current_runtime
 
-        return runtime().call(
+        return current_runtime().call(
             self.arun(
                 inputs,
                 on_event=on_event,
