@@ -133,6 +133,8 @@ def busy_port() -> Iterator[int]:
         (["run", "missing[fast].yaml"], {}, "missing[fast].yaml: cannot read the workflow file"),
         (["run", "wf.yaml", "-i", "novalue"], {}, "--input 'novalue': expected key=value"),
         (["sim", "run", "missing.py"], {}, "model file not found: missing.py"),
+        (["run", "wf.yaml", "--resume", "nosuch"], {}, "no run 'nosuch' in "),
+        (["sim", "report", "missing.sqlite"], {}, "no record at missing.sqlite"),
     ],
 )
 def test_a_user_error_is_one_line_and_exit_2(

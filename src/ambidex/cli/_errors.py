@@ -55,7 +55,7 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno is not None and exc.strerror:
         where = exc.filename
         if where is None:  # socket.create_server appends "(while attempting to bind ...)"
-            text = os.strerror(exc.errno)
+            text = exc.strerror.split(" (while attempting")[0]
         elif exc.errno in (errno.EEXIST, errno.ENOTDIR) and os.path.isfile(where):
             text = f"{where} is a file, not a directory"  # a folder in the path is a file
         else:

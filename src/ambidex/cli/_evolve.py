@@ -33,7 +33,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ambidex.cli._conventions import AmbidexTyper, Group
-from ambidex.cli._errors import fail
+from ambidex.cli._errors import fail, one_line, os_error_code
 
 if TYPE_CHECKING:
     from ambidex.evolve import EvolveProgress, EvolveResult, ProgramDatabase
@@ -308,7 +308,7 @@ def show_command(
         except ImportError as exc:
             raise fail(str(exc)) from None
         except OSError as exc:
-            raise fail(f"cannot write the report: {exc}", 1) from None
+            raise fail(f"cannot write the report: {one_line(exc)}", os_error_code(exc)) from None
     data = summary(snap, top)
     if as_json:
         if written is not None:

@@ -112,8 +112,10 @@ def run_workflow(
         wf = ax.Workflow.from_yaml(str(workflow))
         text_inputs = {name for name, spec in wf.input_specs.items() if spec.type is str}
         values = parse_inputs(input or [], text_inputs)
-        if resume is None:
-            check_inputs(wf, values)  # before the progress view starts
+        if resume is None:  # before the progress view starts
+            check_inputs(wf, values)
+        else:
+            _check_resumable(checkpoint, resume)
     except typer.BadParameter as exc:
         raise fail(f"--input {exc.message}") from None
     except ax.WorkflowDefinitionError as exc:
@@ -160,3 +162,14 @@ def run_workflow(
             out.print(
                 f"[bold]{escape(name)}[/]:", escape(output) if isinstance(output, str) else output
             )
+
+
+def _check_resumable(checkpoint: Path, run_id: str) -> None:
+    """Raise WorkflowDefinitionError when ``checkpoint`` holds no run ``run_id``."""
+    from ambidex.workflows._checkpoint import CheckpointStore
+
+    store = CheckpointStore(checkpoint)
+    try:
+        store.load_run(run_id)
+    finally:
+        store.close()

@@ -283,6 +283,8 @@ def _write_report(record: Path) -> Path:
         return report(record)
     except RecordError as exc:
         raise fail(str(exc), 1) from None
+    except OSError as exc:
+        raise fail(f"cannot write the report: {one_line(exc)}", 1) from None
 
 
 def _per_second(count: float, seconds: float) -> str:
@@ -545,5 +547,5 @@ def report_command(
     except RecordError as exc:
         raise fail(str(exc)) from None
     except OSError as exc:
-        raise fail(f"cannot write the report: {exc}", 1) from None
+        raise fail(f"cannot write the report: {one_line(exc)}", os_error_code(exc)) from None
     typer.echo(str(written))
