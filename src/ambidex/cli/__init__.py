@@ -66,7 +66,7 @@ def _root(
 def _open_runtime(default: bool = True) -> ax.Runtime:
     """The runtime a command uses; a bad setting exits with a one-line error."""
     try:
-        return ax.runtime() if default else ax.Runtime()
+        return ax.current_runtime() if default else ax.Runtime()
     except ValueError as exc:
         raise fail(str(exc)) from None
 

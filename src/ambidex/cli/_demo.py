@@ -75,7 +75,7 @@ def _row(kind: str, outcome: tuple[list[Any], float]) -> DemoResult:
 
 def run_demo(scale: float = 1.0) -> list[DemoResult]:
     """Run the three kinds of work concurrently; return a row per kind."""
-    rt = ax.runtime()
+    rt = ax.current_runtime()
     io_calls = max(1, int(500 * scale))
     blocking_calls = max(1, int(4 * rt.io_threads * scale))
     cpu_calls = max(1, int(2 * rt.cpu_workers * scale))

@@ -171,7 +171,7 @@ def _close(proposer: Any) -> None:
     aclose = getattr(proposer, "aclose", None)
     if aclose is not None:
         with contextlib.suppress(Exception):
-            ax.runtime().call(aclose())
+            ax.current_runtime().call(aclose())
 
 
 def _kept(db_path: Path, iterations: int) -> str:

@@ -80,9 +80,9 @@ _EVALUATOR_FILE = ".ambidex-evaluator.py"
 _CANDIDATE_DIR = ".candidate"
 # Imported once, before the candidate's process is forked, when the evaluator's file
 # imports it: ambidex is our own code, audited to hold nothing an evaluator computes
-# (its random generators reseed in a forked child). This saves the second import, about
-# 75 ms of CPU per evaluation. Nothing of the user's (the evaluator's module, numpy's
-# global random state) is ever imported before the fork.
+# (its random generators reseed in a forked child), so both processes share one import.
+# Nothing of the user's (the evaluator's module, numpy's global random state) is ever
+# imported before the fork.
 _IMPORTS_AMBIDEX = re.compile(r"^\s*(import|from)\s+ambidex\b", re.MULTILINE)
 _FSIZE_MB = 64
 _SHM_MB = 64
