@@ -49,6 +49,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ambidex._sqlite import open_sqlite
 from ambidex._text import plain_text
 from ambidex.exceptions import AmbidexError
 
@@ -280,13 +281,9 @@ class ProgramDatabase:
         self.migration_interval = migration_interval
         self.seed = seed
         self._lock = threading.RLock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._conn = open_sqlite(self.path, timeout_s=5.0)
         self._closed = False
         try:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute("PRAGMA busy_timeout=5000")
             self._conn.executescript(_SCHEMA)
             self._check_or_store_settings()
             self._grids: list[dict[str, Program]] = [{} for _ in range(islands)]

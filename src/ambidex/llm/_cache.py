@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from ambidex._sqlite import open_sqlite
 from ambidex.runtime import current_runtime
 
 __all__ = ["MemoryCache", "ResponseCache", "SQLiteCache", "cache_key"]
@@ -175,12 +176,8 @@ class SQLiteCache:
     def _connection(self) -> sqlite3.Connection:
         # Called with self._lock held, on an I/O thread.
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self.path, timeout=10.0, isolation_level=None, check_same_thread=False
-            )
+            conn = open_sqlite(self.path)
             try:
-                conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute(_SCHEMA)
             except BaseException:
                 conn.close()

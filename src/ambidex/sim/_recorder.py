@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from ambidex._sqlite import open_sqlite
 from ambidex.exceptions import AmbidexError
 from ambidex.sim._table import MetricsTable
 
@@ -113,9 +114,9 @@ class Recorder:
         self.flushes = 0
         """How many batched writes have happened (for tests and the curious)."""
         if self.format == "sqlite":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                self._db = sqlite3.connect(self.path, check_same_thread=False)
+                # The record's own transactions (a batch per flush); readers open it read-only.
+                self._db = open_sqlite(self.path, wal=False, autocommit=False, timeout_s=5.0)
                 self._db.executescript(_SCHEMA)
             except sqlite3.DatabaseError as exc:
                 raise RecordError(f"{self.path}: not a usable SQLite record ({exc})") from None

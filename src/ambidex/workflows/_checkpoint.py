@@ -19,6 +19,7 @@ from typing import Any
 import cloudpickle
 import pydantic_core
 
+from ambidex._sqlite import open_sqlite
 from ambidex._text import describe_exception
 from ambidex.workflows._spec import WorkflowDefinitionError
 
@@ -64,11 +65,8 @@ class CheckpointStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("pragma journal_mode=wal")
-        self._db.execute("pragma synchronous=normal")
+        self._db = open_sqlite(self.path, timeout_s=5.0)
         self._db.executescript(_SCHEMA)
 
     def start_run(self, run_id: str, workflow: str, inputs: dict[str, Any]) -> None:
