@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import httpx
 
 import ambidex as ax
+from ambidex._sse import iter_sse_data
 from ambidex.llm import LLM, AsyncLLM, MockLLMServer
-from ambidex.llm._sse import iter_sse_data
 
 
 async def test_stream_pieces_join_to_chat_text_when_consumed(server: MockLLMServer) -> None:

@@ -1,4 +1,4 @@
-"""The client's event-stream half, I/O-free: parse server-sent events, follow a job's stream.
+"""The client's event-stream half, I/O-free: follow a job's stream of server-sent events.
 
 ``EventFollower`` decides when to (re)open the stream, which events are new,
 and when a wait has run out; the drivers in ``_client`` only move bytes.
@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import httpx
 
+from ambidex._sse import ServerSentEvent, SSEDecoder
 from ambidex.client._protocol import (
     _TERMINAL_KINDS,
     RECONNECT_BACKOFF_S,
@@ -28,57 +28,6 @@ from ambidex.client._protocol import (
 from ambidex.jobs import Job, JobEvent, JobServiceError
 
 __all__ = ["EventFollower", "SSEDecoder", "ServerSentEvent"]
-
-
-# -- server-sent events ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ServerSentEvent:
-    """One server-sent event."""
-
-    event: str
-    data: str
-    id: str | None
-
-
-class SSEDecoder:
-    """Server-sent events from a stream's lines, fed one at a time (without line endings).
-
-    Follows the SSE format: an event ends at a blank line; its ``data:``
-    lines are joined with newlines; one space after the colon is dropped;
-    comment lines (``:``) such as keepalives are skipped; the ``id`` is kept
-    as the stream's last event id.
-    """
-
-    def __init__(self) -> None:
-        self._event = ""
-        self._data: list[str] = []
-        self.last_event_id: str | None = None
-
-    def feed(self, line: str) -> ServerSentEvent | None:
-        """Take one line; return the event it completes, if any."""
-        line = line.rstrip("\r\n")
-        if not line:
-            if not self._data:
-                self._event = ""
-                return None
-            sse = ServerSentEvent(
-                self._event or "message", "\n".join(self._data), self.last_event_id
-            )
-            self._event, self._data = "", []
-            return sse
-        if line.startswith(":"):
-            return None
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
-            self._event = value
-        elif name == "id" and "\0" not in value:
-            self.last_event_id = value
-        return None
 
 
 class EventFollower:

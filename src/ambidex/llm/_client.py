@@ -21,6 +21,7 @@ from typing import Any, Literal, overload
 
 import httpx
 
+from ambidex._sse import iter_sse_data
 from ambidex.exceptions import UnknownLimitError
 from ambidex.llm._cache import MemoryCache, ResponseCache, cache_key
 from ambidex.llm._errors import (
@@ -40,7 +41,6 @@ from ambidex.llm._http import (
     resolve_api_key,
     resolve_base_url,
 )
-from ambidex.llm._sse import iter_sse_data
 from ambidex.llm._types import (
     ChatResponse,
     Messages,
