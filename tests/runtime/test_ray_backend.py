@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,6 +64,19 @@ def dies() -> None:
     os._exit(7)
 
 
+@ax.cpu
+def naps(x: int) -> int:
+    time.sleep(0.1)
+    return x
+
+
+@ax.cpu
+def odd_fails(x: int) -> int:
+    if x % 2:
+        raise ValueError(f"odd {x}")
+    return x
+
+
 def test_importing_ambidex_does_not_import_ray() -> None:
     code = "import sys, ambidex, ambidex.sim, ambidex.evolve; print('ray' in sys.modules)"
     out = subprocess.run(
@@ -100,6 +114,35 @@ def test_a_dead_ray_worker_is_reported_like_a_dead_local_worker(ray_rt: ax.Runti
     stats = ray_rt.statistics().cpu_workers
     assert stats is not None
     assert stats.crashed == 1
+
+
+def test_map_on_ray_submits_untimed_calls_at_once(ray_rt: ax.Runtime) -> None:
+    assert ray_rt.cpu_in_flight(timed=False) == 1024
+    assert ray_rt.cpu_in_flight(timed=True) == 4  # a deadline must not run while queued in Ray
+    got: list[int] = []
+    mapping = threading.Thread(target=lambda: got.extend(naps.map(range(24))))
+    mapping.start()
+    peak = 0
+    while mapping.is_alive():
+        stats = ray_rt.statistics().cpu_workers
+        peak = max(peak, stats.busy if stats is not None else 0)
+        time.sleep(0.005)
+    mapping.join()
+    assert got == list(range(24))  # in input order
+    assert peak == 24  # all submitted at once: Ray queues what its 2 CPUs cannot run yet
+
+
+def test_map_on_ray_keeps_its_error_semantics(ray_rt: ax.Runtime) -> None:
+    out = odd_fails.map(range(40), return_exceptions=True)
+    assert [x if isinstance(x, int) else str(x) for x in out] == [
+        x if x % 2 == 0 else f"odd {x}" for x in range(40)
+    ]
+    with pytest.raises(ValueError, match="odd"):
+        odd_fails.map(range(40))
+    stats = ray_rt.statistics().cpu_workers
+    assert stats is not None
+    assert stats.busy == 0  # the first error cancelled the rest
+    assert where.map([5])[0][0] == 10  # and the backend goes on
 
 
 # A fresh process (no Ray yet) whose first cpu calls arrive at once. It counts

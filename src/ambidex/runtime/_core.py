@@ -235,6 +235,20 @@ class Runtime:
     async def _run_in_pool(self, payload: bytes, label: str, timeout_s: float | None) -> Any:
         return await self._process_pool().run(payload, label, timeout_s)
 
+    def cpu_in_flight(self, *, timed: bool) -> int:
+        """How many cpu calls ``map`` keeps in flight unless told otherwise.
+
+        Twice the pool: more would only wait in this process. On the ray
+        backend, calls without a timeout go up to 1,024 at once: Ray queues
+        them and pipelines them to its workers, which a handful at a time
+        would starve (and a cluster has more CPUs than this machine). A call
+        with a timeout keeps to twice the pool there too: its deadline runs
+        from submission, so time queued in Ray would count against it.
+        """
+        if self.backend == "ray" and not timed and not self.in_worker:
+            return 1024
+        return 2 * self.cpu_workers
+
     def _process_pool(self) -> ProcessPool | RayPool:
         # Only touched from the loop thread.
         if self._closed:

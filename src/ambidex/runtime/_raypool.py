@@ -33,6 +33,7 @@ from ambidex.runtime._procpool import ProcessPoolStatistics, _decode
 
 __all__ = ["RayPool", "ray_module", "sending_inputs", "task_inputs"]
 
+_STOP_WAIT_S = 5.0
 _remote_lock = threading.Lock()
 _remote: Any = None
 # Held while Ray is started, joined or shut down: Ray is one per process, and
@@ -147,6 +148,18 @@ def _remote_execute() -> Any:
             ray = ray_module()
             _remote = ray.remote(max_retries=0, num_cpus=1)(_execute)
         return _remote
+
+
+async def _stop(ray: Any, ref: Any) -> None:
+    """Cancel a task, killing its worker, and wait until Ray says it has ended.
+
+    Until the owner has seen the worker die, Ray may hand the next task to the
+    worker being killed, and that task would fail as a crashed worker.
+    """
+    ray.cancel(ref, force=True)
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        async with asyncio.timeout(_STOP_WAIT_S):
+            await asyncio.wrap_future(ref.future())
 
 
 class RayPool:
@@ -279,22 +292,26 @@ class RayPool:
         """
         if self._closed:
             raise RuntimeError("the ray pool is closed")
-        await self._aensure_started()
-        if self._closed:
-            raise RuntimeError("the ray pool is closed")
+        if not self._is_ready():
+            await self._aensure_started()
+            if self._closed:
+                raise RuntimeError("the ray pool is closed")
         ray = ray_module()
         ref = _remote_execute().remote(payload, self._sys_path, *_send.get())
         self._busy += 1
         try:
-            async with asyncio.timeout(timeout_s):
+            if timeout_s is None:
                 data = await asyncio.wrap_future(ref.future())
+            else:
+                async with asyncio.timeout(timeout_s):
+                    data = await asyncio.wrap_future(ref.future())
         except TimeoutError:
             self._killed += 1
-            ray.cancel(ref, force=True)
+            await _stop(ray, ref)
             raise TaskTimeoutError(label, timeout_s or 0.0, "its Ray worker was killed") from None
         except asyncio.CancelledError:
             self._killed += 1
-            ray.cancel(ref, force=True)
+            await _stop(ray, ref)
             raise
         except ray.exceptions.WorkerCrashedError as exc:
             self._crashed += 1

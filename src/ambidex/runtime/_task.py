@@ -159,7 +159,9 @@ class TaskFunction(Generic[P, R]):
         """Call once per item from sync code; results in input order.
 
         ``max_in_flight`` defaults to unbounded for io work and to twice the
-        pool size for blocking and cpu work (more would only queue).
+        pool size for blocking and cpu work (more would only queue); on the
+        ray backend, cpu calls without a timeout go up to 1,024 at once
+        (``Runtime.cpu_in_flight``).
         The first error cancels the rest unless ``return_exceptions=True``.
         """
         rt = current_runtime()
@@ -185,7 +187,7 @@ class TaskFunction(Generic[P, R]):
     ) -> list[R]:
         if max_in_flight is None:
             if self.kind == "cpu":
-                max_in_flight = 2 * rt.cpu_workers
+                max_in_flight = rt.cpu_in_flight(timed=self.options.timeout_s is not None)
             elif self.kind == "blocking" or not self._is_async:
                 max_in_flight = 2 * rt.io_threads
         acall = self._acall
