@@ -145,6 +145,14 @@ def test_map_on_ray_keeps_its_error_semantics(ray_rt: ax.Runtime) -> None:
     assert where.map([5])[0][0] == 10  # and the backend goes on
 
 
+def test_map_on_ray_keeps_each_calls_timeout(ray_rt: ax.Runtime) -> None:
+    started = time.perf_counter()
+    out = sleeps.map([30] * 16, max_in_flight=16, return_exceptions=True)  # 16: waited as a batch
+    assert all(isinstance(x, ax.TaskTimeoutError) for x in out), out
+    assert time.perf_counter() - started < 20  # not 8 x 30 s
+    assert where(1)[0] == 2
+
+
 # A fresh process (no Ray yet) whose first cpu calls arrive at once. It counts
 # the calls to ray.init and prints what every caller got and which of its
 # child processes are left once the runtime has closed.
