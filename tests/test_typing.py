@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 mypy_api = pytest.importorskip("mypy.api", reason="mypy is part of the dev extra")
+
+REPO_CACHE = Path(__file__).resolve().parents[1] / ".mypy_cache"
 
 SNIPPET = """
 import ambidex as ax
@@ -43,8 +46,16 @@ ask("x", m=1)              # unknown keyword
 def test_decorators_preserve_signatures_for_mypy(tmp_path: Path) -> None:
     source = tmp_path / "user_code.py"
     source.write_text(SNIPPET)
+    # A copy of the project's own cache (CI runs `mypy --strict src` first) spares
+    # re-checking ambidex and its dependencies: 0.6 s instead of 8 s, the same answer
+    # (mypy re-checks whatever changed since). Without one, a cold run.
+    cache = tmp_path / "cache"
+    incremental = ["--no-incremental"]
+    if REPO_CACHE.is_dir():
+        shutil.copytree(REPO_CACHE, cache)
+        incremental = []
     out, err, status = mypy_api.run(
-        ["--strict", "--no-incremental", "--cache-dir", str(tmp_path / "cache"), str(source)]
+        ["--strict", *incremental, "--cache-dir", str(cache), str(source)]
     )
     lines = [line for line in out.splitlines() if "user_code.py" in line]
     errors = [line for line in lines if ": error:" in line]
