@@ -121,12 +121,7 @@ class CapacityLimit:
         try:
             await fut
         except asyncio.CancelledError:
-            with self._lock:
-                try:
-                    self._waiters.remove(waiter)
-                    picked = False
-                except ValueError:
-                    picked = True  # release() already handed us the slot
+            picked = self._leave_line(waiter)
             # If the hand-over arrived before the cancellation, give the slot
             # back; if it arrives after, _grant sees the cancelled future and
             # passes it on.
@@ -145,15 +140,18 @@ class CapacityLimit:
         try:
             acquire_interruptibly(gate)  # release() unlocks it, handing us the slot
         except BaseException:  # Ctrl-C: give up the place in line, or the slot
-            with self._lock:
-                try:
-                    self._waiters.remove(gate)
-                    picked = False
-                except ValueError:
-                    picked = True  # release() already handed us the slot
-            if picked:
+            if self._leave_line(gate):
                 self.release()
             raise
+
+    def _leave_line(self, waiter: _AsyncWaiter | threading.Lock) -> bool:
+        """Take ``waiter`` out of the line; True if release() had already handed it the slot."""
+        with self._lock:
+            try:
+                self._waiters.remove(waiter)
+            except ValueError:
+                return True
+            return False
 
     def release(self) -> None:
         """Give a slot back, handing it to the longest waiter if there is one."""
