@@ -703,10 +703,15 @@ def test_workflow_job_page_summarizes_its_nodes(own_url: str, page: Page) -> Non
 
     # Re-run from the job page: a link to the new job, which names this one.
     page.click("#rerun")
-    link = page.locator("#job-message a").last
-    expect(link).to_be_visible(timeout=WAIT_MS)
-    link.click()
-    expect(page.locator("#job")).not_to_have_attribute("data-job-id", job_id)
+    # While the request is on its way the message links to this job ("Re-running
+    # job X..."): wait for the answer, then follow the link to the new one.
+    message = page.locator("#job-message")
+    expect(message).to_have_attribute("data-kind", "ok", timeout=WAIT_MS)
+    new_id = message.get_attribute("data-new-job-id")
+    assert new_id
+    assert new_id != job_id
+    page.locator(f'#job-message a[data-job-id="{new_id}"]').click()
+    expect(page.locator("#job")).to_have_attribute("data-job-id", new_id, timeout=WAIT_MS)
     expect(page.locator('#fields [data-field="rerun_of"]')).to_have_text(job_id)
     expect(page.locator("#summary")).to_be_visible(timeout=WAIT_MS)
 
