@@ -394,7 +394,7 @@ def _probe() -> _Capabilities:
     caps = _static_capabilities()
     sandbox = Sandbox(timeout_s=20.0)
     for _ in range(12):
-        job = sandbox._prepare(_TRIAL_SOURCE, "evaluate", None, None, caps)
+        job = sandbox._prepare(_TRIAL_SOURCE, "evaluate", None, [], caps)
         try:
             raw = job.run_sync(timeout_s=20.0)
         finally:
@@ -1154,13 +1154,14 @@ class Sandbox:
             SandboxError: The sandbox could not be set up (not the candidate's fault).
         """
         caps = _CAPS if _CAPS is not None else await asyncio.to_thread(_capabilities)
-        _check_files(files)
+        contents = _check_files(files)
         preload: list[str] = []
         if target is not None:
-            files = {**(files or {}), _EVALUATOR_FILE: evaluator_source or source}
-            if _IMPORTS_AMBIDEX.search(evaluator_source or source):
+            trusted = evaluator_source or source
+            contents.append((PurePosixPath(_EVALUATOR_FILE), trusted.encode()))
+            if _IMPORTS_AMBIDEX.search(trusted):
                 preload.append("ambidex")
-        job = self._prepare(source, evaluator, target, files, caps, evaluator_path, preload)
+        job = self._prepare(source, evaluator, target, contents, caps, evaluator_path, preload)
         try:
             raw = await self._run(job)
         finally:
@@ -1172,15 +1173,15 @@ class Sandbox:
         source: str,
         evaluator: str,
         target: str | None,
-        files: Mapping[str, str | bytes] | None,
+        contents: list[tuple[PurePosixPath, bytes]],
         caps: _Capabilities,
         evaluator_path: str = "evaluator.py",
         preload: Sequence[str] = (),
     ) -> _Job:
+        """The directory (``candidate.py`` and ``contents``), pipes, cgroups and command."""
         for name in (evaluator, target):
             if name is not None and not name.isidentifier():
                 raise ValueError(f"not a Python identifier: {name!r}")
-        contents = _check_files(files, reserved=False)
         directory = os.path.realpath(tempfile.mkdtemp(prefix=_prefix()))
         fds: list[int] = []
         cgroup: _Cgroup | None = None
@@ -1481,11 +1482,9 @@ def _valid_metrics(value: Any) -> tuple[dict[str, float] | None, str]:
     return metrics, ""
 
 
-def _check_files(
-    files: Mapping[str, str | bytes] | None, reserved: bool = True
-) -> list[tuple[PurePosixPath, bytes]]:
-    """The extra files, checked; ``reserved``: the evaluator's file name is not allowed."""
-    taken = {"candidate.py", _EVALUATOR_FILE} if reserved else {"candidate.py"}
+def _check_files(files: Mapping[str, str | bytes] | None) -> list[tuple[PurePosixPath, bytes]]:
+    """The user's extra files as (relative path, bytes), each name checked."""
+    taken = {"candidate.py", _EVALUATOR_FILE}
     out = []
     for name, content in (files or {}).items():
         rel = PurePosixPath(name)
