@@ -579,9 +579,14 @@ PARENT = src(
 )
 
 
-def test_a_killed_parent_takes_its_sandboxes_along() -> None:
+def test_a_killed_parent_takes_its_sandboxes_along(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """SIGKILL of the evaluating process: its sandboxes die, the next process sweeps up."""
-    parent = psutil.Popen([sys.executable, "-c", PARENT], cwd=REPO)
+    # Its own temporary directory: any other process starting a sandbox meanwhile (a
+    # parallel test worker, a CLI run) sweeps the shared one, and would sweep these.
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    parent = psutil.Popen([sys.executable, "-c", PARENT], cwd=REPO, env=env)
     marker = f"ambidex-evolve-{parent.pid}-"
     try:
         end = time.monotonic() + 20
@@ -593,10 +598,11 @@ def test_a_killed_parent_takes_its_sandboxes_along() -> None:
         parent.kill()
         parent.wait(10)
     assert wait_for_no_survivors(marker=marker) == []
-    leftovers = glob.glob(os.path.join(tempfile.gettempdir(), marker + "*"))
+    leftovers = glob.glob(os.path.join(tmp_path, marker + "*"))
     assert len(leftovers) == 2  # only the process that made them could remove them
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     _sandbox._sweep_leftovers(_sandbox._capabilities().cgroup)
-    assert glob.glob(os.path.join(tempfile.gettempdir(), marker + "*")) == []
+    assert glob.glob(os.path.join(tmp_path, marker + "*")) == []
     assert glob.glob(f"/sys/fs/cgroup/pids/**/{marker}*", recursive=True) == []
 
 
