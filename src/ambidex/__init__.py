@@ -48,6 +48,7 @@ if typing.TYPE_CHECKING:
         current_runtime,
         gather,
         io,
+        to_thread,
         usable_cpus,
     )
     from ambidex.runtime import runtime as runtime  # deprecated: current_runtime
@@ -101,6 +102,7 @@ _LAZY: dict[str, str | None] = {
     "current_runtime": "ambidex.runtime",
     "gather": "ambidex.runtime",
     "io": "ambidex.runtime",
+    "to_thread": "ambidex.runtime",
     "usable_cpus": "ambidex.runtime",
     "evolve": None,
     "jobs": None,
@@ -190,5 +192,6 @@ __all__ = [
     "limits",
     "runtime",
     "sim",
+    "to_thread",
     "usable_cpus",
 ]

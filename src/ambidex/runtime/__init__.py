@@ -9,6 +9,7 @@ from ambidex.runtime._core import Runtime, current_runtime
 from ambidex.runtime._cpus import usable_cpus
 from ambidex.runtime._gather import agather, gather
 from ambidex.runtime._limits import CapacityLimit, Rate, RateLimit
+from ambidex.runtime._offload import to_thread
 from ambidex.runtime._stats import KindStatistics, RuntimeStatistics
 from ambidex.runtime._task import TaskFunction, TaskOptions, blocking, cpu, io
 
@@ -28,6 +29,7 @@ __all__ = [
     "current_runtime",
     "gather",
     "io",
+    "to_thread",
     "usable_cpus",
 ]
 

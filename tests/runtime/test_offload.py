@@ -1,0 +1,62 @@
+"""``ax.to_thread``: blocking calls go to the current runtime's I/O threads."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+
+import pytest
+
+import ambidex as ax
+
+_REQUEST = contextvars.ContextVar("request", default="none")
+
+
+def _where(a: int, *, b: int) -> tuple[str, int, str]:
+    return threading.current_thread().name, a + b, _REQUEST.get()
+
+
+async def test_to_thread_runs_on_runtime_io_threads_when_awaited(
+    fresh_runtime: ax.Runtime,
+) -> None:
+    _REQUEST.set("r-1")
+    name, total, request = await ax.to_thread(_where, 1, b=2)
+    assert name.startswith("ambidex-io")
+    assert total == 3
+    assert request == "r-1"  # the caller's context variables go with the call
+    assert fresh_runtime.statistics().io_threads.threads >= 1
+
+
+async def test_to_thread_raises_call_error_when_call_fails() -> None:
+    def fail() -> None:
+        raise KeyError("missing")
+
+    with pytest.raises(KeyError, match="missing"):
+        await ax.to_thread(fail)
+
+
+async def test_to_thread_abandons_unstarted_call_when_caller_cancelled(
+    fresh_runtime: ax.Runtime,
+) -> None:
+    # Fill every I/O thread, so the next call waits in the queue.
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def hold() -> None:
+        started.release()
+        release.wait(10)
+
+    holders = [asyncio.ensure_future(ax.to_thread(hold)) for _ in range(fresh_runtime.io_threads)]
+    for _ in holders:
+        await asyncio.to_thread(started.acquire)
+    ran = threading.Event()
+    queued = asyncio.ensure_future(ax.to_thread(ran.set))
+    await asyncio.sleep(0)  # let it reach the pool's queue
+    queued.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    release.set()
+    await asyncio.gather(*holders)
+    await ax.to_thread(lambda: None)  # one more call: the queue has been worked through
+    assert not ran.is_set()
