@@ -24,6 +24,7 @@ import pytest
 from sqlalchemy import select
 
 import ambidex as ax
+from ambidex._job_model import iso
 from ambidex.jobs import (
     Job,
     JobConflictError,
@@ -34,7 +35,6 @@ from ambidex.jobs import (
     JobStore,
     WorkloadRegistry,
 )
-from ambidex.jobs._model import iso
 from ambidex.jobs._schema import schedules_table
 
 LEASE_S = 2.0

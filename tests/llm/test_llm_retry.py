@@ -18,7 +18,7 @@ from ambidex.llm import (
     MockLLMServer,
 )
 from ambidex.llm._http import parse_retry_after
-from ambidex.runtime._backoff import Backoff
+from ambidex.runtime import Backoff
 
 
 async def test_retry_succeeds_when_server_fails_twice_with_500(server: MockLLMServer) -> None:

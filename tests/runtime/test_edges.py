@@ -68,7 +68,7 @@ def test_sync_call_after_close_of_explicit_runtime_is_refused() -> None:
 
 def test_a_forked_child_does_not_repeat_its_parents_jitter() -> None:
     """Retries in forked workers (and the evolve sandbox) must not back off in lockstep."""
-    from ambidex.runtime import _backoff
+    from ambidex import _backoff
 
     read, write = os.pipe()
     pid = os.fork()

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from ambidex._job_model import Attempt, Job, JobEvent, JobStatus
 from ambidex.client._protocol import (
     DEFAULT_URL,
     Call,
@@ -44,7 +45,6 @@ from ambidex.client._protocol import (
     workloads_call,
 )
 from ambidex.client._stream import EventFollower
-from ambidex.jobs import Attempt, Job, JobEvent, JobStatus
 
 __all__ = ["AsyncClient", "Client"]
 

@@ -20,28 +20,30 @@ from urllib.parse import quote
 
 import httpx
 
-from ambidex._urls import checked_http_url
-from ambidex.jobs import (
-    Attempt,
-    Job,
+from ambidex._job_errors import (
     JobCancelledError,
     JobConflictError,
     JobConnectionError,
     JobError,
-    JobEvent,
     JobFailedError,
     JobInputError,
     JobNotFinishedError,
     JobNotFoundError,
     JobOptionError,
     JobServiceError,
-    JobStatus,
     JobWaitTimeoutError,
-    RetryPolicy,
     UnknownWorkloadError,
-    WorkerInfo,
 )
-from ambidex.jobs._model import type_names
+from ambidex._job_model import (
+    Attempt,
+    Job,
+    JobEvent,
+    JobStatus,
+    RetryPolicy,
+    WorkerInfo,
+    type_names,
+)
+from ambidex._urls import checked_http_url
 
 __all__ = [
     "DEFAULT_URL",

@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import httpx
 
+from ambidex._job_errors import JobServiceError
+from ambidex._job_model import Job, JobEvent
 from ambidex._sse import ServerSentEvent, SSEDecoder
 from ambidex.client._protocol import (
     _TERMINAL_KINDS,
@@ -25,7 +27,6 @@ from ambidex.client._protocol import (
     parse_event,
     unreachable,
 )
-from ambidex.jobs import Job, JobEvent, JobServiceError
 
 __all__ = ["EventFollower", "SSEDecoder", "ServerSentEvent"]
 

@@ -14,7 +14,7 @@ async with ax.jobs.JobManager("jobs.sqlite") as manager:   # runs jobs too
 Over HTTP: ``ambidex serve`` (the service) and ``ax.Client`` / ``ax.AsyncClient``.
 """
 
-from ambidex.jobs._errors import (
+from ambidex._job_errors import (
     JobCancelledError,
     JobConflictError,
     JobConnectionError,
@@ -28,8 +28,7 @@ from ambidex.jobs._errors import (
     JobWaitTimeoutError,
     UnknownWorkloadError,
 )
-from ambidex.jobs._manager import JobManager
-from ambidex.jobs._model import (
+from ambidex._job_model import (
     Attempt,
     Job,
     JobEvent,
@@ -38,6 +37,7 @@ from ambidex.jobs._model import (
     RetryPolicy,
     WorkerInfo,
 )
+from ambidex.jobs._manager import JobManager
 from ambidex.jobs._schedules import Schedule
 from ambidex.jobs._store import JobStore, LeaseReport
 from ambidex.jobs._workloads import (

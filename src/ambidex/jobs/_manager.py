@@ -28,16 +28,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ambidex._text import describe_exception
-from ambidex.jobs._batch import GroupCommit
-from ambidex.jobs._errors import (
+from ambidex._job_errors import (
     JobConflictError,
     JobInputError,
     JobNotFoundError,
     JobOptionError,
 )
-from ambidex.jobs._metrics import JobMetrics
-from ambidex.jobs._model import (
+from ambidex._job_model import (
     Attempt,
     Job,
     JobEvent,
@@ -49,6 +46,9 @@ from ambidex.jobs._model import (
     iso,
     type_names,
 )
+from ambidex._text import describe_exception
+from ambidex.jobs._batch import GroupCommit
+from ambidex.jobs._metrics import JobMetrics
 from ambidex.jobs._schedules import Schedule, Scheduler
 from ambidex.jobs._store import IdempotencyConflict, JobStore, NewJob, Outcome, Page, Submitted
 from ambidex.jobs._worker import Worker, worker_name

@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from ambidex._job_model import NO_RETRY, Job, JobStatus, RetryPolicy
 from ambidex._text import plain_text
 from ambidex.exceptions import AmbidexError
-from ambidex.jobs._model import NO_RETRY, Job, JobStatus, RetryPolicy
 
 __all__ = [
     "MAX_SEQ",

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ambidex._job_model import NO_RETRY, TERMINAL, Job, JobStatus, iso
 from ambidex.jobs._json import JsonProblem, dumps, json_text
-from ambidex.jobs._model import NO_RETRY, TERMINAL, Job, JobStatus, iso
 from ambidex.jobs._records import NewJob, Outcome, new_job_id
 from ambidex.jobs._statements import (
     MAX_ERROR_CHARS,

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ambidex.jobs._model import iso
+from ambidex._job_model import iso
 
 __all__ = ["Schedule", "Scheduler", "parse_schedule_option"]
 

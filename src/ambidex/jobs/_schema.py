@@ -34,8 +34,8 @@ from sqlalchemy import (
     text,
 )
 
+from ambidex._job_model import Job, JobEvent, JobStatus, RetryPolicy, WorkerInfo
 from ambidex.jobs._json import loads_stored
-from ambidex.jobs._model import Job, JobEvent, JobStatus, RetryPolicy, WorkerInfo
 
 __all__ = [
     "KEYED",

@@ -23,9 +23,9 @@ from sqlalchemy import (
     update,
 )
 
+from ambidex._job_model import TERMINAL, JobStatus
 from ambidex._text import plain_text, shorten
 from ambidex.jobs._json import dumps
-from ambidex.jobs._model import TERMINAL, JobStatus
 from ambidex.jobs._schema import events_table, jobs_table
 
 MAX_ERROR_CHARS = 8_000

@@ -41,9 +41,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, select, text, update
 
-from ambidex.jobs._engines import Engines, open_engines
-from ambidex.jobs._json import dumps
-from ambidex.jobs._model import (
+from ambidex._job_model import (
     Job,
     JobEvent,
     JobStatus,
@@ -51,6 +49,8 @@ from ambidex.jobs._model import (
     WorkerInfo,
     iso,
 )
+from ambidex.jobs._engines import Engines, open_engines
+from ambidex.jobs._json import dumps
 from ambidex.jobs._records import (
     MAX_SEQ,
     IdempotencyConflict,

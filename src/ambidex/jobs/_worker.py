@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import ambidex
+from ambidex._job_model import Job, JobStatus, WorkerInfo
 from ambidex._text import describe_exception, format_traceback, plain_text
 from ambidex.jobs._contain import EscapedExit, enter_job, leave_job, task_factory_installed
 from ambidex.jobs._metrics import JobMetrics
-from ambidex.jobs._model import Job, JobStatus, WorkerInfo
 from ambidex.jobs._store import JobStore, Outcome, refused_data
 from ambidex.jobs._workloads import JobContext, WorkloadRegistry
 

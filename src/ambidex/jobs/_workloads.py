@@ -23,7 +23,6 @@ import importlib
 import importlib.util
 import inspect
 import sys
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +34,11 @@ import pydantic_core
 from typing_extensions import Unpack
 
 from ambidex._imports import import_file
+from ambidex._job_errors import JobInputError, UnknownWorkloadError
+from ambidex._job_model import RetryPolicy
 from ambidex._text import describe_exception, plain_text
-from ambidex.jobs._errors import JobInputError, UnknownWorkloadError
 from ambidex.jobs._json import MAX_DEPTH, JsonProblem, raw_problem
-from ambidex.jobs._model import RetryPolicy
+from ambidex.jobs._progress import JobProgress
 from ambidex.jobs._schedules import Schedule
 from ambidex.runtime import TaskFunction, TaskOptions
 from ambidex.runtime._task import Kind
@@ -57,38 +57,20 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class JobContext:
-    """Handed to a workload that asks for it: who it is, and a way to report progress.
+class JobContext(JobProgress):
+    """Handed to a workload that asks for it: who it is, and its progress sink.
 
-    ``progress`` may be called from any thread and as often as you like; the
-    latest value is written to the store at most a few times a second.
+    ``progress(fraction, message)`` (or ``report`` with a progress object) may
+    be called from any thread and as often as you like; the latest value is
+    written to the store at most a few times a second (see ``JobProgress``).
     """
 
     def __init__(self, job_id: str, workload: str, attempt: int) -> None:
+        super().__init__()
         self.job_id = job_id
         self.workload = workload
         self.attempt = attempt
         """1 on the first run; higher when the job runs again after its worker was lost."""
-        self._lock = threading.Lock()
-        self._latest: tuple[float | None, str | None] | None = None
-        self._notify: Callable[[], None] = lambda: None
-
-    def progress(self, fraction: float | None = None, message: str | None = None) -> None:
-        """Report how far the job is: ``fraction`` in 0..1 and/or a short message.
-
-        Raises:
-            ValueError: ``fraction`` outside 0..1.
-        """
-        if fraction is not None and not 0.0 <= fraction <= 1.0:
-            raise ValueError(f"progress fraction must be within 0..1, got {fraction!r}")
-        with self._lock:
-            self._latest = (None if fraction is None else float(fraction), message)
-        self._notify()
-
-    def _take(self) -> tuple[float | None, str | None] | None:
-        with self._lock:
-            latest, self._latest = self._latest, None
-        return latest
 
 
 def _jsonable(value: Any) -> Any:

@@ -4,7 +4,7 @@ import sys
 import types
 import warnings
 
-from ambidex.runtime._backoff import Backoff
+from ambidex._backoff import Backoff
 from ambidex.runtime._core import Runtime, current_runtime
 from ambidex.runtime._cpus import usable_cpus
 from ambidex.runtime._gather import agather, gather

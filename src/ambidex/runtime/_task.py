@@ -20,8 +20,8 @@ from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
 import cloudpickle
 
+from ambidex._backoff import Backoff
 from ambidex.exceptions import SerializationError, TaskTimeoutError
-from ambidex.runtime._backoff import Backoff
 from ambidex.runtime._core import Runtime, current_runtime
 from ambidex.runtime._gather import run_bounded
 from ambidex.runtime._worker import FunctionRef

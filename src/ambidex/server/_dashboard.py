@@ -39,6 +39,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from ambidex._job_model import TERMINAL, iso
 from ambidex.jobs import (
     Attempt,
     Job,
@@ -49,7 +50,6 @@ from ambidex.jobs import (
     QueueState,
     WorkerInfo,
 )
-from ambidex.jobs._model import TERMINAL, iso
 from ambidex.server._auth import TOKEN_COOKIE, require_token
 
 __all__ = ["router"]

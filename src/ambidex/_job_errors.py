@@ -1,4 +1,7 @@
-"""Errors of the job service (all are ``AmbidexError``s).
+"""Errors of the job service (all are ``AmbidexError``s), raised by it and by its clients.
+
+Like the wire types (``ambidex._job_model``) they sit below every package, so the
+client raises them without importing the service; ``ambidex.jobs`` re-exports them.
 
 ::
 

@@ -1,4 +1,10 @@
-"""What a job is: its status, retry policy, stored record, and the events of its life."""
+"""What a job is: its status, retry policy, stored record, and the events of its life.
+
+These are the job service's wire types: the server sends them and ``ax.Client``
+reads them back. They live here, below every package and beside nothing but the
+standard library, so that ``import ambidex.client`` loads neither SQLAlchemy nor
+the job store nor pydantic. ``ambidex.jobs`` re-exports the public ones.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ambidex.runtime import Backoff
+from ambidex._backoff import Backoff
 
 __all__ = [
     "NO_RETRY",

@@ -1,7 +1,9 @@
 """Exponential backoff with jitter: how long to wait before retry number ``n``.
 
 One policy object for every retry ambidex makes itself (a marked function's
-``retries``, a job's ``retries``), so their waits grow the same way.
+``retries``, a job's ``retries``), so their waits grow the same way. It sits
+below every package (public as ``ambidex.runtime.Backoff``) because a job's retry
+policy, a wire type the client reads without the runtime, is built on it.
 """
 
 from __future__ import annotations
