@@ -30,6 +30,7 @@ if typing.TYPE_CHECKING:
     from ambidex import evolve as evolve
     from ambidex import jobs as jobs
     from ambidex import sim as sim
+    from ambidex._progress import Progress, ProgressUpdate
     from ambidex.agents import Agent, AgentInputError, AgentOutputError
     from ambidex.client import AsyncClient, Client
     from ambidex.runtime import (
@@ -85,6 +86,8 @@ _LAZY: dict[str, str | None] = {
     "WorkflowError": "ambidex.workflows",
     "WorkflowEvent": "ambidex.workflows",
     "WorkflowResult": "ambidex.workflows",
+    "Progress": "ambidex._progress",
+    "ProgressUpdate": "ambidex._progress",
     "AsyncClient": "ambidex.client",
     "Client": "ambidex.client",
     "Backoff": "ambidex.runtime",
@@ -162,6 +165,8 @@ __all__ = [
     "EventKind",
     "KindStatistics",
     "NodeStatus",
+    "Progress",
+    "ProgressUpdate",
     "Rate",
     "RateLimit",
     "RemoteError",

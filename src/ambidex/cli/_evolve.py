@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -36,6 +35,7 @@ from ambidex.cli._conventions import AmbidexTyper, Group
 from ambidex.cli._errors import fail, one_line, os_error_code
 
 if TYPE_CHECKING:
+    from ambidex._progress import ProgressSink
     from ambidex.evolve import EvolveProgress, EvolveResult, ProgramDatabase
     from ambidex.evolve._report import Snapshot
 
@@ -110,6 +110,7 @@ def evolve_command(
 ) -> None:
     """Evolve a function: propose, evaluate in a sandbox, keep the best; resumable."""
     import ambidex as ax
+    from ambidex.cli._progress import progress_bar
     from ambidex.evolve import TargetError
     from ambidex.evolve._coordinator import EvolveError, _make_proposer, default_db_path
     from ambidex.llm import LLMConfigError
@@ -135,9 +136,8 @@ def evolve_command(
             f"db {escape(str(db_path))}",
             highlight=False,
         )
-    view = _LiveView(err, enabled=True)
     try:
-        with view:
+        with progress_bar(f"evolve {target.name}", console=err) as bar:
             result = ax.evolve.evolve(
                 target,
                 iterations=iterations,
@@ -149,7 +149,7 @@ def evolve_command(
                 deterministic=deterministic,
                 timeout_s=timeout_s,
                 memory_mb=memory_mb,
-                on_progress=view.update,
+                on_progress=_reports(bar),
             )
     except (TargetError, EvolveError) as exc:
         raise fail(str(exc), 1) from None
@@ -202,35 +202,14 @@ def _failure_examples(db_path: Path) -> dict[str, str]:
         return {}
 
 
-class _LiveView:
-    """A one-line live status: done, in flight, success rate, best score, ETA."""
+def _reports(bar: ProgressSink) -> Callable[[EvolveProgress], None]:
+    """An evolution's reports on the bar: candidates done of all, and its status line."""
+    from ambidex._progress import ProgressUpdate
 
-    def __init__(self, console: Console, enabled: bool) -> None:
-        from rich.live import Live
+    def on_progress(p: EvolveProgress) -> None:
+        bar(ProgressUpdate(p.done, p.iterations, p.line()))
 
-        self.console = console
-        self.live = Live("", console=console, refresh_per_second=8, transient=True)
-        self.enabled = enabled
-        self.last = 0.0
-
-    def __enter__(self) -> _LiveView:
-        if self.enabled:
-            self.live.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.enabled:
-            self.live.__exit__(*exc)
-
-    def update(self, p: EvolveProgress) -> None:
-        now = time.monotonic()
-        if now - self.last < 0.1 and p.done < p.iterations:
-            return
-        self.last = now
-        bar_width = 24
-        filled = int(bar_width * p.done / max(p.iterations, 1))
-        bar = "█" * filled + "░" * (bar_width - filled)
-        self.live.update(f"{bar} {escape(p.line())}  {p.elapsed_s:.0f} s")
+    return on_progress
 
 
 def _show_result(result: EvolveResult, examples: dict[str, str]) -> None:

@@ -406,33 +406,11 @@ def submit(
 
 
 def _follow(client: Client, job: Job) -> Job:
-    from rich.progress import (
-        BarColumn,
-        Progress,
-        SpinnerColumn,
-        TaskProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
-    task = progress.add_task(escape(f"{job.workload} {job.id}"), total=1.0)
-
-    def on_progress(fraction: float | None, message: str | None) -> None:
-        description = escape(f"{job.workload}: {message}") if message else None
-        progress.update(task, completed=fraction, description=description)
+    from ambidex.cli._progress import fractions, progress_bar
 
     try:
-        with progress:
-            return client.wait(job.id, on_progress=on_progress)
+        with progress_bar(f"{job.workload} {job.id}") as bar:
+            return client.wait(job.id, on_progress=fractions(bar))
     except KeyboardInterrupt:
         raise _fail(
             f"stopped waiting; job {job.id} goes on (cancel it: ambidex jobs cancel {job.id})",

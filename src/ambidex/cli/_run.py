@@ -99,7 +99,7 @@ def run_workflow(
     """Run a workflow; every node's result is checkpointed so a failed run can be resumed."""
     import ambidex as ax
     from ambidex._paths import data_dir
-    from ambidex.workflows._progress import ProgressView
+    from ambidex.cli._progress import WorkflowView
     from ambidex.workflows._validate import check_inputs
 
     err = Console(stderr=True)
@@ -120,7 +120,7 @@ def run_workflow(
         raise fail(f"--input {exc.message}") from None
     except ax.WorkflowDefinitionError as exc:
         raise fail(str(exc)) from None
-    view = None if as_json else ProgressView(list(wf.nodes), console=Console(stderr=True))
+    view = None if as_json else WorkflowView(list(wf.nodes), console=Console(stderr=True))
     try:
         if view is not None:
             with view:

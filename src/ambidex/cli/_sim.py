@@ -17,7 +17,6 @@ import json
 import os
 import re
 import sys
-import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,8 +33,7 @@ from ambidex.cli._conventions import AmbidexTyper
 from ambidex.cli._errors import fail, one_line, os_error_code
 
 if TYPE_CHECKING:
-    from rich.progress import Progress
-
+    from ambidex._progress import ProgressSink
     from ambidex.sim import Model, RunResult, SweepProgress, SweepResult
 
 __all__ = ["parse_grid", "parse_params", "sim_app"]
@@ -72,7 +70,6 @@ ReportOption = Annotated[
 ]
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
-_REDRAW_S = 0.05
 
 
 @sim_app.callback()
@@ -188,30 +185,6 @@ def _print_json(value: Any) -> None:
     typer.echo(json.dumps(_jsonable(value), indent=2))
 
 
-def _progress_bar(*columns: Any) -> Progress:
-    from rich.progress import (
-        BarColumn,
-        Progress,
-        SpinnerColumn,
-        TaskProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        *columns,
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
-
-
 @contextmanager
 def _errors(record: Path, model: type[Model]) -> Iterator[None]:
     """Model, record and sweep errors as one line; Ctrl-C as exit 130.
@@ -312,24 +285,15 @@ def run_command(
     make_report: ReportOption = False,
 ) -> None:
     """Run a model once, with a progress bar; show its final metrics and where it was recorded."""
+    from ambidex.cli._progress import progress_bar
+    from ambidex.cli._progress import steps as progress_steps
     from ambidex.sim import Recorder, run
 
     cls = _load_model(model)
     given = _resolve(cls, param)
     name = cls.model_name()
     path = _record_path(record, name, "run")
-    bar = _progress_bar()
-    task = bar.add_task(escape(name), total=steps)
-    last = 0.0
-
-    def on_step(done: int, total: int) -> None:
-        nonlocal last
-        now = time.monotonic()
-        if now - last >= _REDRAW_S or done == total:
-            last = now
-            bar.update(task, completed=done)
-
-    with _errors(path, cls), Recorder(path) as recorder, bar:
+    with _errors(path, cls), Recorder(path) as recorder, progress_bar(name) as bar:
         recorder.set_meta(kind="run", model=name, steps=steps, seed=seed, params=_jsonable(given))
         result = run(
             cls,
@@ -338,7 +302,7 @@ def run_command(
             seed=seed,
             record=recorder,
             snapshot_every=snapshot_every,
-            progress=on_step,
+            progress=progress_steps(bar),
         )
     _finish(
         result.summary(), path, make_report, as_json, lambda html: _show_run(result, path, html)
@@ -424,6 +388,7 @@ def sweep_command(
 ) -> None:
     """Run a model at every point of a grid, in parallel; show the final metrics per point."""
     import ambidex as ax
+    from ambidex.cli._progress import progress_bar
     from ambidex.sim import sweep
 
     cls = _load_model(model)
@@ -442,10 +407,7 @@ def sweep_command(
         rt = ax.Runtime(cpu_workers=workers)
     except ValueError as exc:
         raise fail(str(exc)) from None
-    bar = _progress_bar(_runs_column())
-    task = bar.add_task(escape(name), total=None, runs="")
-    on_progress = _sweep_progress(bar, task)
-    with _errors(path, cls), rt, bar:
+    with _errors(path, cls), rt, progress_bar(name) as bar:
         result = sweep(
             cls,
             typed,
@@ -455,27 +417,20 @@ def sweep_command(
             params=fixed,
             record=path,
             workers=workers,
-            progress=on_progress,
+            progress=_sweep_progress(bar),
         )
     _finish(
         result.summary(), path, make_report, as_json, lambda html: _show_sweep(result, path, html)
     )
 
 
-def _runs_column() -> Any:
-    from rich.progress import TextColumn
+def _sweep_progress(bar: ProgressSink) -> Callable[[SweepProgress], None]:
+    """A sweep's reports on the bar: steps done of all runs' steps, and the runs done."""
+    from ambidex._progress import ProgressUpdate
 
-    return TextColumn("{task.fields[runs]}")
-
-
-def _sweep_progress(bar: Progress, task: Any) -> Callable[[SweepProgress], None]:
     def on_progress(p: SweepProgress) -> None:
-        bar.update(
-            task,
-            total=max(p.steps_total, 1),
-            completed=p.steps_done if p.steps_total else p.runs_done,
-            runs=f"runs {p.runs_done}/{p.runs_total}",
-        )
+        done = p.steps_done if p.steps_total else p.runs_done
+        bar(ProgressUpdate(done, max(p.steps_total, 1), f"runs {p.runs_done}/{p.runs_total}"))
 
     return on_progress
 

@@ -1,18 +1,63 @@
-"""A live terminal view of a workflow run, driven by its events."""
+"""Every progress display of the command line, in one place.
+
+Library code reports progress as :class:`ambidex.Progress` snapshots to a sink
+(``ambidex._progress``); the commands draw them here:
+
+* :func:`progress_bar`: one bar on stderr, for a sim run or sweep, an
+  evolution, a job being waited for; :func:`steps` and :func:`fractions`
+  adapt the two older callback shapes (``(done, total)`` of ``ax.sim.run`` and
+  ``(fraction, message)`` of ``Client.wait``) to it;
+* :class:`WorkflowView`: a workflow run's table of nodes, fed its events.
+
+Every text shown (node names, errors, messages) is the user's and is shown
+as written, never read as rich markup.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ambidex.workflows._events import EventKind, WorkflowEvent
+from ambidex._progress import ProgressSink, ProgressUpdate, open_progress_bar
 
-__all__ = ["ProgressView"]
+if TYPE_CHECKING:  # a sim run's bar should not import the workflows package
+    from ambidex.workflows._events import WorkflowEvent
+
+__all__ = ["WorkflowView", "fractions", "progress_bar", "steps"]
+
+progress_bar = open_progress_bar
+
+
+def steps(sink: ProgressSink) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` callback (``ax.sim.run``'s) that reports to ``sink``."""
+
+    def on_step(done: int, total: int) -> None:
+        sink(ProgressUpdate(done, total, f"step {done}/{total}"))
+
+    return on_step
+
+
+def fractions(sink: ProgressSink) -> Callable[[float | None, str | None], None]:
+    """A ``progress(fraction, message)`` callback (a job's) that reports to ``sink``.
+
+    A job that has reported no fraction yet shows a spinner and its message.
+    """
+
+    def on_progress(fraction: float | None, message: str | None) -> None:
+        if fraction is None:
+            sink(ProgressUpdate(0.0, None, message or ""))
+        else:
+            sink(ProgressUpdate(fraction, 1.0, message or ""))
+
+    return on_progress
+
 
 _STYLE = {
     "pending": "dim",
@@ -25,19 +70,20 @@ _STYLE = {
     "skipped": "dim",
     "cancelled": "red",
 }
-_STATE = {
-    EventKind.QUEUED: "queued",
-    EventKind.STARTED: "running",
-    EventKind.RETRYING: "retrying",
-    EventKind.FINISHED: "succeeded",
-    EventKind.FAILED: "failed",
-    EventKind.SKIPPED: "skipped",
-    EventKind.CANCELLED: "cancelled",
+_STATE = {  # an event's kind (EventKind's value) to the state it puts its node in
+    "queued": "queued",
+    "started": "running",
+    "retrying": "retrying",
+    "finished": "succeeded",
+    "failed": "failed",
+    "skipped": "skipped",
+    "cancelled": "cancelled",
 }
+_DONE = ("succeeded", "restored", "failed", "skipped", "cancelled")
 
 
-class ProgressView:
-    """Use as ``with ProgressView(node_names) as view: wf.run(..., on_event=view)``.
+class WorkflowView:
+    """Use as ``with WorkflowView(node_names) as view: wf.run(..., on_event=view)``.
 
     Shows one row per node (state, attempts, duration, error) and a summary
     line; with more than ``max_rows`` nodes only the running and failed ones
@@ -61,19 +107,20 @@ class ProgressView:
         )
 
     def __call__(self, event: WorkflowEvent) -> None:
-        if event.kind is EventKind.RUN_STARTED:
+        kind = event.kind.value
+        if kind == "run_started":
             self.run_id = event.run_id
             return
         name = event.node
         if name is None or name not in self.state:
             return
-        state = _STATE.get(event.kind)
+        state = _STATE.get(kind)
         if state is None:
             return
-        if event.kind is EventKind.FINISHED and event.reason:
+        if kind == "finished" and event.reason:
             state = "restored"
         self.state[name] = state
-        if event.kind is EventKind.STARTED:
+        if kind == "started":
             self.started.setdefault(name, time.monotonic())
             self.attempts[name] = event.attempt
         if event.duration_s is not None:
@@ -102,15 +149,13 @@ class ProgressView:
             if took is None and name in self.started and state in ("running", "retrying"):
                 took = now - self.started[name]
             table.add_row(
-                name,
+                Text(name),  # a Text, not a str: a node named "[red]x" is shown as such
                 Text(state, style=_STYLE.get(state, "")),
                 str(self.attempts.get(name, "")),
                 "" if took is None else f"{took:.2f} s",
                 Text(self.detail.get(name, "")[:80], style="dim"),
             )
-        done = sum(
-            counts.get(s, 0) for s in ("succeeded", "restored", "failed", "skipped", "cancelled")
-        )
+        done = sum(counts.get(s, 0) for s in _DONE)
         summary = Text(
             f"run {self.run_id}  {done}/{len(self.state)} done  "
             + "  ".join(f"{k} {v}" for k, v in sorted(counts.items()))
@@ -118,7 +163,7 @@ class ProgressView:
         )
         return Group(table, summary)
 
-    def __enter__(self) -> ProgressView:
+    def __enter__(self) -> WorkflowView:
         self.t0 = time.monotonic()
         self.live.start()
         return self
