@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from test_sandbox import MARKER, layers, machine_unharmed, require, src, still_works
 
-from ambidex.evolve import _sandbox
+from ambidex.evolve import _probe, _sandbox
 from ambidex.evolve._sandbox import Sandbox
 
 __all__ = ["layers", "machine_unharmed"]  # fixtures shared with test_sandbox
@@ -41,10 +41,10 @@ def secret_key() -> Iterator[tuple[int, str]]:
     if serial < 0:
         pytest.skip(f"add_key failed here: {os.strerror(ctypes.get_errno())}")
     yield int(serial), payload
-    libc.syscall(_sandbox._KEYCTL[platform.machine()], 21, ctypes.c_long(serial))  # INVALIDATE
+    libc.syscall(_probe.KEYCTL[platform.machine()], 21, ctypes.c_long(serial))  # INVALIDATE
 
 
-def _with_caps(**changes: object) -> _sandbox._Capabilities:
+def _with_caps(**changes: object) -> _probe.Capabilities:
     caps = _sandbox._capabilities()
     return dataclasses.replace(caps, **changes)  # type: ignore[arg-type]
 
@@ -90,7 +90,7 @@ async def test_without_a_keyring_of_its_own_the_key_would_be_readable(
     """The test above has teeth: the same theft works when the layer is off."""
     require(layers, "keyring")
     serial, payload = secret_key
-    monkeypatch.setattr(_sandbox, "_CAPS", _with_caps(keyring=False))
+    monkeypatch.setattr(_probe, "_CAPS", _with_caps(keyring=False))
     result = await Sandbox(timeout_s=10).evaluate(KEY_THIEF.replace("SERIAL", str(serial)))
     assert "STOLEN:" + payload in result.stdout
 
@@ -127,7 +127,7 @@ async def test_memory_is_bounded_for_the_whole_candidate(
         if "memory cgroup" not in layers["memory"]:
             pytest.skip(f"memory: {layers['memory']}")
     else:
-        monkeypatch.setattr(_sandbox, "_CAPS", _with_caps(memory_cgroup=None))
+        monkeypatch.setattr(_probe, "_CAPS", _with_caps(memory_cgroup=None))
     box = Sandbox(timeout_s=20, memory_mb=300, max_processes=32)
     result = await box.evaluate(_forker(8, 100))
     assert result.kind == "memory", result

@@ -25,7 +25,7 @@ import pytest
 from test_sandbox import MARKER, layers, machine_unharmed, require, src, wait_for_no_survivors
 
 import ambidex as ax
-from ambidex.evolve import Proposal, ProposalContext, _sandbox
+from ambidex.evolve import Proposal, ProposalContext, _probe, _sandbox
 from ambidex.evolve._sandbox import EvalResult, Sandbox
 
 __all__ = ["MARKER", "layers", "machine_unharmed"]  # fixtures shared with test_sandbox
@@ -953,7 +953,7 @@ async def test_without_root_or_landlock_the_result_pipe_is_out_of_reach(
     }
     fields = {field.name for field in dataclasses.fields(caps)}
     simulated = dataclasses.replace(caps, **{k: v for k, v in changes.items() if k in fields})
-    monkeypatch.setattr(_sandbox, "_CAPS", simulated)
+    monkeypatch.setattr(_probe, "_CAPS", simulated)
     result = await judge(STEAL_THE_RESULT_PIPE.replace("FORGED_LINE", repr(FORGED)))
     assert_honest_score(result, [0.0, 0.0, 1.0])
 

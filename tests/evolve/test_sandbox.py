@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ambidex.evolve import _sandbox
+from ambidex.evolve import _probe, _sandbox
 from ambidex.evolve._sandbox import EvalResult, Sandbox
 
 REPO = Path(__file__).resolve().parents[2]
@@ -601,7 +601,7 @@ def test_a_killed_parent_takes_its_sandboxes_along(
     leftovers = glob.glob(os.path.join(tmp_path, marker + "*"))
     assert len(leftovers) == 2  # only the process that made them could remove them
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    _sandbox._sweep_leftovers(_sandbox._capabilities().cgroup)
+    _probe.sweep_leftovers(_sandbox._capabilities().cgroup)
     assert glob.glob(os.path.join(tmp_path, marker + "*")) == []
     assert glob.glob(f"/sys/fs/cgroup/pids/**/{marker}*", recursive=True) == []
 
