@@ -42,7 +42,6 @@ if TYPE_CHECKING:
         EvolveResult,
         aevolve,
         evolve,
-        workload,
     )
     from ambidex.evolve._database import DatabaseError, Program, ProgramDatabase
     from ambidex.evolve._proposers import (
@@ -60,7 +59,6 @@ _LAZY = {
     "EvolveResult": "_coordinator",
     "aevolve": "_coordinator",
     "evolve": "_coordinator",
-    "workload": "_coordinator",
     "DatabaseError": "_database",
     "Program": "_database",
     "ProgramDatabase": "_database",
@@ -113,5 +111,4 @@ __all__ = [
     "evolve",
     "load_target",
     "target",
-    "workload",
 ]

@@ -20,10 +20,10 @@ import random
 import re
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ambidex._paths import data_dir
 from ambidex._text import describe_exception
@@ -32,10 +32,7 @@ from ambidex.evolve._proposers import LLMProposer, OfflineProposer, ProposalCont
 from ambidex.evolve._sandbox import EvalResult, Sandbox
 from ambidex.evolve._target import Target, load_target
 from ambidex.exceptions import AmbidexError, UnknownLimitError
-from ambidex.runtime import Runtime, cpu, current_runtime
-
-if TYPE_CHECKING:
-    from ambidex.jobs import JobContext, Workload, WorkloadRegistry
+from ambidex.runtime import Runtime, cpu, current_runtime, to_thread
 
 __all__ = [
     "EvolveError",
@@ -44,8 +41,6 @@ __all__ = [
     "aevolve",
     "default_db_path",
     "evolve",
-    "register_evolution",
-    "workload",
 ]
 
 _PROGRESS_EVERY_S = 0.5
@@ -253,24 +248,8 @@ async def aevolve(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise EvolveError(f"{label} must be a positive integer, got {value!r}")
     db_path = Path(db) if db is not None else default_db_path(tgt.path)
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    if fresh:
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{db_path}{suffix}").unlink(missing_ok=True)  # noqa: ASYNC240 - once, at start
-    spec = tgt.spec
-    database = ProgramDatabase(
-        db_path,
-        metric=spec.metric,
-        maximize=spec.maximize,
-        islands=islands,
-        features=spec.features,
-        seed=seed,
-    )
+    database = await to_thread(_open_database, tgt, db_path, fresh, islands, seed)
     try:
-        stored = database.get_meta("target_digest")
-        if stored is not None and stored != tgt.digest:
-            database.set_meta(target_changed_at=time.time())
-        database.set_meta(target_file=str(tgt.path), target_digest=tgt.digest)
         box = sandbox or Sandbox(timeout_s=timeout_s, memory_mb=memory_mb)
         prop = _make_proposer(proposer, model)
         _ensure_limit("sandbox", parallel)
@@ -285,10 +264,43 @@ async def aevolve(
             islands,
             on_progress,
             deterministic=deterministic,
+            stored=await to_thread(database.iterations),
         )
         return await run.go(db_path)
     finally:
+        # Shielded: a second cancellation must not abandon the close on the I/O thread.
+        await asyncio.shield(to_thread(database.close))
+
+
+def _open_database(
+    tgt: Target, db_path: Path, fresh: bool, islands: int, seed: int
+) -> ProgramDatabase:
+    """The run's database (started over if ``fresh``), noting the target it evolves.
+
+    Blocking (files, SQLite): ``aevolve`` runs it on the runtime's I/O threads.
+    """
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    if fresh:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    spec = tgt.spec
+    database = ProgramDatabase(
+        db_path,
+        metric=spec.metric,
+        maximize=spec.maximize,
+        islands=islands,
+        features=spec.features,
+        seed=seed,
+    )
+    try:
+        stored = database.get_meta("target_digest")
+        if stored is not None and stored != tgt.digest:
+            database.set_meta(target_changed_at=time.time())
+        database.set_meta(target_file=str(tgt.path), target_digest=tgt.digest)
+    except BaseException:
         database.close()
+        raise
+    return database
 
 
 def evolve(target: str | Path | Target, **options: Any) -> EvolveResult:
@@ -333,7 +345,9 @@ class _Run:
         islands: int,
         on_progress: Callable[[EvolveProgress], None] | None,
         deterministic: bool = True,
+        stored: Iterable[int] = (),
     ) -> None:
+        """Set up a run of ``db``, whose programs are of the iterations in ``stored``."""
         self.target = target
         self.db = db
         self.sandbox = sandbox
@@ -345,15 +359,15 @@ class _Run:
         self.on_progress = on_progress
         self.deterministic = deterministic
         # The programs table is the truth (not the meta count): every iteration is one row.
-        stored = {i for i in db.iterations() if i > 0}
-        self.done = len(stored)
+        done = {i for i in stored if i > 0}
+        self.done = len(done)
         self.resumed_from = self.done
-        self.todo = [i for i in range(1, iterations + 1) if i not in stored]
+        self.todo = [i for i in range(1, iterations + 1) if i not in done]
         self.beyond: list[int] = []  # the K iterations after the last, sampled in order only
         nxt = iterations
         while len(self.beyond) < parallel:
             nxt += 1
-            if nxt not in stored:
+            if nxt not in done:
                 self.beyond.append(nxt)
         self.pending: dict[int, dict[str, Any]] = {}  # sampled, not stored: iteration -> sample
         self.in_flight = 0
@@ -673,74 +687,3 @@ def _evaluate_remotely(options: dict[str, Any], source: str, tgt: Target) -> Eva
             evaluator_path=str(tgt.path),
         )
     )
-
-
-# -- the job service -----------------------------------------------------------------
-
-
-def evolution_workload(target_file: str | Path, *, name: str | None = None) -> Workload:
-    """A ``Workload`` that evolves ``target_file`` (``evolve.<function>``)."""
-    import pydantic
-
-    from ambidex.jobs import Workload
-
-    tgt = load_target(target_file)
-
-    class EvolveInput(pydantic.BaseModel):
-        model_config = pydantic.ConfigDict(extra="forbid")
-        iterations: int = pydantic.Field(default=50, ge=1, le=1_000_000)
-        parallel: int = pydantic.Field(default=4, ge=1, le=256)
-        proposer: str = pydantic.Field(default="offline", pattern="^(offline|llm)$")
-        model: str | None = None
-        seed: int = pydantic.Field(default=0, ge=0)
-        deterministic: bool = True
-        timeout_s: float = pydantic.Field(default=30.0, gt=0, le=3600)
-        fresh: bool = False
-
-    async def run_input(data: dict[str, Any], ctx: JobContext) -> Any:
-        given = EvolveInput.model_validate(data)
-        db = data_dir() / "evolve" / "jobs" / f"{tgt.path.stem}-{ctx.job_id}.sqlite"
-
-        def on_progress(p: EvolveProgress) -> None:
-            ctx.progress(min(p.done / p.iterations, 1.0), p.line())
-
-        result = await aevolve(
-            tgt.path,
-            iterations=given.iterations,
-            parallel=given.parallel,
-            proposer=given.proposer,
-            model=given.model,
-            db=db,
-            fresh=given.fresh,
-            seed=given.seed,
-            deterministic=given.deterministic,
-            timeout_s=given.timeout_s,
-            on_progress=on_progress,
-        )
-        return result.summary()
-
-    return Workload(
-        name=name or f"evolve.{tgt.name}",
-        run_input=run_input,
-        input_model=EvolveInput,
-        kind="io",
-        description=f"evolve {tgt.name} in {tgt.path.name}: {tgt.spec.goal}",
-        max_attempts=3,
-        timeout_s=None,
-    )
-
-
-def register_evolution(
-    registry: WorkloadRegistry, target_file: str | Path, *, name: str | None = None
-) -> Workload:
-    """Register the evolution of ``target_file`` in ``registry``."""
-    wl = evolution_workload(target_file, name=name)
-    registry.add(wl)
-    return wl
-
-
-def workload(target_file: str | Path, *, name: str | None = None) -> Workload:
-    """Register the evolution of ``target_file`` in the default job registry."""
-    from ambidex.jobs import default_registry
-
-    return register_evolution(default_registry(), target_file, name=name)

@@ -5,12 +5,12 @@ database through these functions, and ``--json`` prints what ``summary`` and
 ``lineage`` return. ``open_database`` opens an existing database with the
 settings stored in it, and refuses a path that is not one.
 
-The HTML report (``write_html``) draws its plot with the simulation report's
-helpers: matplotlib's Agg canvas on a ``Figure`` (pyplot's global state is
-never touched), embedded as a base64 PNG, in the same page style. That keeps
-one plotting path in the project: an inline SVG drawn by hand would need axes,
-ticks and scaling of its own and would look unlike the sim reports. The cost
-is that ``--html`` needs the ``sim`` extra, and says so in one line
+The HTML report (``write_html``) draws its plot with the helpers the simulation
+report uses too (``ambidex._html``): matplotlib's Agg canvas on a ``Figure``
+(pyplot's global state is never touched), embedded as a base64 PNG, in the same
+page style. That keeps one plotting path in the project: an inline SVG drawn by
+hand would need axes, ticks and scaling of its own and would look unlike the sim
+reports. The cost is that ``--html`` needs the ``sim`` extra, and says so in one line
 (``pip install 'ambidex[sim]'``) when matplotlib is missing; the text and JSON
 views need nothing beyond the core install.
 """
@@ -28,6 +28,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ambidex._html import (
+    REPORT_CSS,
+    html_table,
+    img_tag,
+    mpl_text,
+    new_figure,
+    number_text,
+    png_base64,
+)
 from ambidex.evolve._database import DatabaseError, Program, ProgramDatabase
 
 __all__ = [
@@ -253,8 +262,6 @@ def lineage(
 
 def _score_plot(snap: Snapshot) -> str | None:
     """Every candidate's score by iteration, the best so far as a step line; failures as ticks."""
-    from ambidex.sim._report import _figure, _mpl, _png
-
     ordered = sorted(snap.programs, key=lambda p: (p.iteration, p.id or 0))
     ok = [p for p in ordered if p.ok and p.score is not None and math.isfinite(p.score)]
     if not ok:
@@ -265,7 +272,7 @@ def _score_plot(snap: Snapshot) -> str | None:
     best_y: list[float] = []
     for y in ys:
         best_y.append(y if not best_y else better(best_y[-1], y))
-    fig = _figure(7.2, 3.8)
+    fig = new_figure(7.2, 3.8)
     ax = fig.subplots()
     ax.scatter(
         xs,
@@ -290,17 +297,15 @@ def _score_plot(snap: Snapshot) -> str | None:
             label="a failure",
         )
     direction = "higher" if snap.maximize else "lower"
-    ax.set_title(_mpl(f"{snap.metric} over iterations ({direction} is better)"))
+    ax.set_title(mpl_text(f"{snap.metric} over iterations ({direction} is better)"))
     ax.set_xlabel("iteration")
-    ax.set_ylabel(_mpl(snap.metric))
+    ax.set_ylabel(mpl_text(snap.metric))
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", framealpha=0.8)
-    return _png(fig)
+    return png_base64(fig)
 
 
 def _render(snap: Snapshot, top: int, title: str) -> str:
-    from ambidex.sim._report import _CSS, _img, _num, _table
-
     def e(text: Any) -> str:
         return html.escape(str(text), quote=True)
 
@@ -313,8 +318,8 @@ def _render(snap: Snapshot, top: int, title: str) -> str:
         ("metric", f"{snap.metric} ({'maximised' if snap.maximize else 'minimised'})"),
         ("iterations done", str(snap.iterations_done)),
         ("programs", f"{data['programs']}: {data['succeeded']} ok, {data['failed']} failed"),
-        ("initial score", _num(None if initial is None else initial.score)),
-        ("best score", _num(best[0].score) + f" (#{best[0].id})" if best else "-"),
+        ("initial score", number_text(None if initial is None else initial.score)),
+        ("best score", number_text(best[0].score) + f" (#{best[0].id})" if best else "-"),
         ("generated", datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")),
     ]
     parts = [
@@ -326,29 +331,36 @@ def _render(snap: Snapshot, top: int, title: str) -> str:
     if plot is None:
         parts.append('<p class="note">No program evaluated successfully yet.</p>')
     else:
-        parts.append(f'<div class="plots">{_img(plot, f"{snap.metric} over iterations")}</div>')
+        parts.append(f'<div class="plots">{img_tag(plot, f"{snap.metric} over iterations")}</div>')
     parts.append(f"<h2>The best programs (top {len(best)})</h2>")
     if best:
         rows = [
-            [str(i), f"#{p.id}", e(_num(p.score)), str(p.iteration), str(p.island), e(p.note)]
+            [
+                str(i),
+                f"#{p.id}",
+                e(number_text(p.score)),
+                str(p.iteration),
+                str(p.island),
+                e(p.note),
+            ]
             for i, p in enumerate(best, 1)
         ]
         headers = ["rank", "id", e(snap.metric), "iteration", "island", "note"]
-        parts.append(_table(headers, rows, 0))
+        parts.append(html_table(headers, rows, 0))
         for i, p in enumerate(best, 1):
             opened = " open" if i == 1 else ""
             parts.append(
-                f"<details{opened}><summary>#{p.id}: {e(snap.metric)} {e(_num(p.score))}"
+                f"<details{opened}><summary>#{p.id}: {e(snap.metric)} {e(number_text(p.score))}"
                 f"</summary><pre><code>{e(p.code)}</code></pre></details>"
             )
     parts.append("<h2>Failures</h2>")
     if snap.failures:
         rows = [[e(kind), str(n), e(example)] for kind, n, example in snap.failures]
-        parts.append(_table(["kind", "count", "latest reason"], rows, 1))
+        parts.append(html_table(["kind", "count", "latest reason"], rows, 1))
     else:
         parts.append('<p class="note">None.</p>')
     parts.append(f"<footer>Written by ambidex evolve show from {e(snap.path)}.</footer>")
-    css = _CSS + (
+    css = REPORT_CSS + (
         "pre{background:#f6f8fa;padding:.8rem;border-radius:6px;overflow-x:auto}"
         "td:last-child,th:last-child{text-align:left;white-space:normal}"  # notes, reasons
     )
@@ -369,8 +381,6 @@ def write_html(snap: Snapshot, out: str | Path, *, top: int = 5, title: str | No
     """
     try:
         import matplotlib  # noqa: F401
-
-        import ambidex.sim._report  # noqa: F401
     except ImportError:
         raise ImportError(
             "the HTML report is drawn with matplotlib: pip install 'ambidex[sim]'"

@@ -452,13 +452,28 @@ class WorkloadRegistry:
 
         Its input is ``{"params": {...}, "steps": N, "seed": S, "grid": {...},
         "replicates": R}``; a grid or several replicates make it a sweep. See
-        ``ambidex.sim._jobs``.
+        ``ambidex.jobs._sim``.
         """
-        from ambidex.sim._jobs import register_simulation
+        from ambidex.jobs._sim import simulation_workload  # late: it needs numpy
 
-        return register_simulation(
-            self, model, name=name, max_attempts=max_attempts, timeout_s=timeout_s
+        workload = simulation_workload(
+            model, name=name, max_attempts=max_attempts, timeout_s=timeout_s
         )
+        self.add(workload)
+        return workload
+
+    def register_evolution(self, target_file: str | Path, *, name: str | None = None) -> Workload:
+        """Register the evolution of ``target_file`` (default name ``evolve.<function>``).
+
+        The file holds a function marked ``@ax.evolve.target``. Its input is
+        ``{"iterations", "parallel", "proposer", "model", "seed", "deterministic",
+        "timeout_s", "fresh"}``; see ``ambidex.jobs._evolve``.
+        """
+        from ambidex.jobs._evolve import evolution_workload  # late: the coordinator is big
+
+        workload = evolution_workload(target_file, name=name)
+        self.add(workload)
+        return workload
 
     def add(self, workload: Workload) -> None:
         """Register a ready-made ``Workload``; a workload of the same name is replaced.
@@ -665,8 +680,6 @@ def _register_models(module: ModuleType, reg: WorkloadRegistry) -> None:
             and getattr(obj, "__module__", None) == module.__name__
             and getattr(module, "__file__", None)
         ):
-            from ambidex.evolve._coordinator import register_evolution
-
             name = f"evolve.{obj.__name__}"
             if name not in reg:
-                register_evolution(reg, str(module.__file__), name=name)
+                reg.register_evolution(str(module.__file__), name=name)

@@ -32,7 +32,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without numpy
 from ambidex.sim._agents import Agents
 from ambidex.sim._continuous import ContinuousSpace
 from ambidex.sim._grid import Grid
-from ambidex.sim._jobs import workload
 from ambidex.sim._model import Model, ModelError, Params, resolve_params
 from ambidex.sim._recorder import Record, Recorder, RecordError, open_record
 from ambidex.sim._report import report
@@ -66,5 +65,4 @@ __all__ = [
     "resolve_params",
     "run",
     "sweep",
-    "workload",
 ]

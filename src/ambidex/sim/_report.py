@@ -17,9 +17,6 @@ can be mailed or archived on its own.
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 import math
 import warnings
@@ -32,12 +29,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ambidex._html import (
+    REPORT_CSS,
+    esc,
+    html_table,
+    img_tag,
+    mpl_text,
+    new_figure,
+    number_text,
+    png_base64,
+)
 from ambidex.sim._recorder import Record, RecordError, RunRow, open_record
 from ambidex.sim._table import MetricsTable
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
 
 __all__ = ["report"]
 
@@ -170,19 +176,6 @@ def _stats(values: np.ndarray[Any, Any]) -> tuple[float, float]:
     return mean, sd
 
 
-def _num(value: float | int | None) -> str:
-    if value is None:
-        return "-"
-    x = float(value)
-    if math.isnan(x):
-        return "nan"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    if x.is_integer() and abs(x) < 1e12:
-        return str(int(x))
-    return f"{x:.4g}"
-
-
 def _value(value: Any) -> str:
     """A parameter value as shown: numbers short, lists and dicts as JSON."""
     if isinstance(value, bool) or value is None or isinstance(value, str):
@@ -198,31 +191,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _mpl(text: str) -> str:
-    """Text for matplotlib: a ``$`` must not start mathtext."""
-    return text.replace("$", r"\$")
-
-
-def _e(text: Any) -> str:
-    return html.escape(str(text), quote=True)
-
-
 # -- plots ---------------------------------------------------------------------
-
-
-def _figure(width: float = 6.4, height: float = 3.6) -> Figure:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _png(fig: Figure) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _colors(n: int) -> list[Any]:
@@ -240,7 +209,7 @@ def _legend(ax: Axes, entries: int, title: str | None = None, *, one: bool = Fal
     if (1 if one else 2) <= entries <= _LEGEND_MAX:
         ax.legend(
             fontsize="small",
-            title=_mpl(title) if title else None,
+            title=mpl_text(title) if title else None,
             title_fontsize="small",
             ncols=2 if entries > 6 else 1,
             framealpha=0.8,
@@ -260,7 +229,7 @@ def _stack(runs: Sequence[_Run], metric: str) -> tuple[np.ndarray[Any, Any], np.
 
 
 def _time_plot(data: _Data, metric: str) -> str:
-    fig = _figure()
+    fig = new_figure()
     ax = fig.subplots()
     groups = [g for g in data.groups if any(metric in r.table for r in g.runs)]
     for group, color in zip(groups, _colors(len(groups)), strict=True):
@@ -270,10 +239,10 @@ def _time_plot(data: _Data, metric: str) -> str:
             if values.shape[0] > 1:
                 lo, hi = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
                 ax.fill_between(steps, lo, hi, color=color, alpha=0.18, linewidth=0)
-        ax.plot(steps, mean, color=color, linewidth=1.5, label=_mpl(group.label))
-    ax.set_title(_mpl(metric))
+        ax.plot(steps, mean, color=color, linewidth=1.5, label=mpl_text(group.label))
+    ax.set_title(mpl_text(metric))
     ax.set_xlabel("step")
-    ax.set_ylabel(_mpl(metric))
+    ax.set_ylabel(mpl_text(metric))
     ax.grid(alpha=0.3)
     if len(groups) > _LEGEND_MAX:  # no legend: a colour bar says which line is which point
         from matplotlib.cm import ScalarMappable
@@ -283,7 +252,7 @@ def _time_plot(data: _Data, metric: str) -> str:
         fig.colorbar(scale, ax=ax, label="grid point (table order)")
     else:
         _legend(ax, len(groups))
-    return _png(fig)
+    return png_base64(fig)
 
 
 def _ordered(values: Sequence[Any]) -> list[Any]:
@@ -302,7 +271,7 @@ def _x_axis(ax: Axes, values: Sequence[Any]) -> list[float]:
 
     A few numbers get a tick each; numbers spanning two decades or more a log scale.
     """
-    labels = [_mpl(_value(v)) for v in values]
+    labels = [mpl_text(_value(v)) for v in values]
     if not all(_is_number(v) for v in values):
         positions = [float(i) for i in range(len(values))]
         ax.set_xticks(positions, labels)
@@ -334,7 +303,7 @@ def _across_plot(data: _Data, metric: str, param: str) -> str:
             for x, members in cells.items():
                 merged.setdefault(x, []).extend(members)
         series = {"all": (f"pooled over {', '.join(others)}", merged)}
-    fig = _figure()
+    fig = new_figure()
     ax = fig.subplots()
     positions = _x_axis(ax, xs)
     for (label, cells), color in zip(series.values(), _colors(len(series)), strict=True):
@@ -356,14 +325,14 @@ def _across_plot(data: _Data, metric: str, param: str) -> str:
             markersize=4,
             capsize=3,
             linewidth=1.2,
-            label=_mpl(label) if label else None,
+            label=mpl_text(label) if label else None,
         )
-    ax.set_title(_mpl(f"final {metric} vs {param}"))
-    ax.set_xlabel(_mpl(param))
-    ax.set_ylabel(_mpl(f"final {metric}"))
+    ax.set_title(mpl_text(f"final {metric} vs {param}"))
+    ax.set_xlabel(mpl_text(param))
+    ax.set_ylabel(mpl_text(f"final {metric}"))
     ax.grid(alpha=0.3)
     _legend(ax, len(series) if others else 0, None if pooled else ", ".join(others), one=pooled)
-    return _png(fig)
+    return png_base64(fig)
 
 
 def _heatmap(data: _Data, metric: str, px: str, py: str) -> str | None:
@@ -380,15 +349,15 @@ def _heatmap(data: _Data, metric: str, px: str, py: str) -> str | None:
         grid[j, i] = _stats(np.concatenate(finals))[0]
     if np.isnan(grid).all():
         return None
-    fig = _figure(6.4, 4.2)
+    fig = new_figure(6.4, 4.2)
     ax = fig.subplots()
     image = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", cmap="viridis")
-    ax.set_xticks(range(len(xs)), [_mpl(_value(v)) for v in xs])
-    ax.set_yticks(range(len(ys)), [_mpl(_value(v)) for v in ys])
-    ax.set_xlabel(_mpl(px))
-    ax.set_ylabel(_mpl(py))
-    ax.set_title(_mpl(f"final {metric} (mean over replicates)"))
-    fig.colorbar(image, ax=ax, label=_mpl(f"final {metric}"))
+    ax.set_xticks(range(len(xs)), [mpl_text(_value(v)) for v in xs])
+    ax.set_yticks(range(len(ys)), [mpl_text(_value(v)) for v in ys])
+    ax.set_xlabel(mpl_text(px))
+    ax.set_ylabel(mpl_text(py))
+    ax.set_title(mpl_text(f"final {metric} (mean over replicates)"))
+    fig.colorbar(image, ax=ax, label=mpl_text(f"final {metric}"))
     if grid.size <= _ANNOTATE_CELLS:
         lo, hi = float(np.nanmin(grid)), float(np.nanmax(grid))
         for (j, i), value in np.ndenumerate(grid):
@@ -398,42 +367,16 @@ def _heatmap(data: _Data, metric: str, px: str, py: str) -> str | None:
             ax.text(
                 i,
                 j,
-                _num(value),
+                number_text(value),
                 ha="center",
                 va="center",
                 fontsize="small",
                 color="white" if shade < 0.55 else "black",
             )
-    return _png(fig)
+    return png_base64(fig)
 
 
 # -- HTML ----------------------------------------------------------------------
-
-_CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2328;
-max-width:1280px;margin:2rem auto;padding:0 1.2rem;background:#fff}
-h1{font-size:1.6rem;margin:0 0 .8rem}
-h2{font-size:1.2rem;border-bottom:1px solid #d0d7de;padding-bottom:.3rem;margin-top:2.2rem}
-h3{font-size:1rem;margin:1.4rem 0 .5rem}
-dl.meta{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1.2rem;margin:0}
-dl.meta dt{font-weight:600;color:#57606a}
-dl.meta dd{margin:0;overflow-wrap:anywhere}
-.plots{display:grid;grid-template-columns:repeat(auto-fill,minmax(480px,1fr));gap:1rem}
-figure{margin:0;border:1px solid #d0d7de;border-radius:6px;padding:.4rem;background:#fff}
-figure img{width:100%;height:auto;display:block}
-p.note,figcaption{color:#57606a;font-size:.88rem}
-.scroll{overflow-x:auto}
-table{border-collapse:collapse;font-size:.88rem;font-variant-numeric:tabular-nums}
-th,td{padding:.25rem .65rem;border-bottom:1px solid #eaeef2;text-align:right;white-space:nowrap}
-th{background:#f6f8fa;position:sticky;top:0}
-th.l,td.l{text-align:left}
-code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.85em}
-footer{margin-top:2.5rem;color:#8c959f;font-size:.8rem}
-"""
-
-
-def _img(b64: str, alt: str) -> str:
-    return f'<figure><img src="data:image/png;base64,{b64}" alt="{_e(alt)}"></figure>'
 
 
 def _params_text(params: Mapping[str, Any]) -> str:
@@ -491,7 +434,7 @@ def _header(data: _Data, generated: str) -> str:
         rows.append(("params that vary", ", ".join(varying)))
     rows.append(("record", f"{data.path.resolve()} ({data.record.format})"))
     rows.append(("generated", generated))
-    items = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in rows)
+    items = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in rows)
     return f'<dl class="meta">{items}</dl>'
 
 
@@ -509,9 +452,9 @@ def _time_section(data: _Data) -> str:
         note = "The run's metrics, step 0 being the state after setup."
     if len(data.groups) > _LEGEND_MAX:
         note += " The colour bar gives each line's grid point, numbered as in the table below."
-    figures = "".join(_img(_time_plot(data, m), f"{m} over time") for m in data.metrics)
+    figures = "".join(img_tag(_time_plot(data, m), f"{m} over time") for m in data.metrics)
     return (
-        f'<h2>Metrics over time</h2><p class="note">{_e(note)}</p>'
+        f'<h2>Metrics over time</h2><p class="note">{esc(note)}</p>'
         f'<div class="plots">{figures}</div>'
     )
 
@@ -526,73 +469,71 @@ def _across_section(data: _Data) -> str:
         "over replicates, error bars one standard deviation.</p>",
     ]
     for metric in data.metrics:
-        figures = [_img(_across_plot(data, metric, p), f"final {metric} vs {p}") for p in params]
+        figures = [img_tag(_across_plot(data, metric, p), f"final {metric} vs {p}") for p in params]
         if len(params) == 2:
             heat = _heatmap(data, metric, params[0], params[1])
             if heat is not None:
-                figures.append(_img(heat, f"final {metric} over {params[0]} and {params[1]}"))
-        parts.append(f'<h3>{_e(metric)}</h3><div class="plots">{"".join(figures)}</div>')
+                figures.append(img_tag(heat, f"final {metric} over {params[0]} and {params[1]}"))
+        parts.append(f'<h3>{esc(metric)}</h3><div class="plots">{"".join(figures)}</div>')
     return "".join(parts)
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: int) -> str:
-    """An HTML table of already escaped cells; the first ``left`` columns align left."""
-
-    def cls(i: int) -> str:
-        return ' class="l"' if i < left else ""
-
-    head = "".join(f"<th{cls(i)}>{h}</th>" for i, h in enumerate(headers))
-    body = "".join(
-        "<tr>" + "".join(f"<td{cls(i)}>{c}</td>" for i, c in enumerate(row)) + "</tr>"
-        for row in rows
-    )
-    return (
-        f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
-        f"<tbody>{body}</tbody></table></div>"
-    )
 
 
 def _points_section(data: _Data) -> str:
     if not data.is_sweep:
         return ""
-    headers = ["point", *(_e(p) for p in data.swept), "runs", *(_e(m) for m in data.metrics)]
+    headers = [
+        "point",
+        *(esc(p) for p in data.swept),
+        "runs",
+        *(esc(m) for m in data.metrics),
+    ]
     rows = []
     for i, group in enumerate(data.groups):
-        cells = [_e(group.point if group.point is not None else i)]
-        cells += [_e(_value(group.values.get(p))) for p in data.swept]
+        cells = [esc(group.point if group.point is not None else i)]
+        cells += [esc(_value(group.values.get(p))) for p in data.swept]
         cells.append(str(len(group.runs)))
         for metric in data.metrics:
             mean, sd = _stats(group.finals(metric))
-            cells.append(_e(_num(mean) if len(group.runs) == 1 else f"{_num(mean)} ± {_num(sd)}"))
+            cells.append(
+                esc(
+                    number_text(mean)
+                    if len(group.runs) == 1
+                    else f"{number_text(mean)} ± {number_text(sd)}"
+                )
+            )
         rows.append(cells)
     return (
         "<h2>Final metrics per grid point</h2>"
         '<p class="note">Mean ± standard deviation over the replicates of each point.</p>'
-        + _table(headers, rows, 1 + len(data.swept))
+        + html_table(headers, rows, 1 + len(data.swept))
     )
 
 
 def _runs_section(data: _Data) -> str:
     sweep = data.is_sweep
     headers = ["run", *(["point", "replicate"] if sweep else []), "seed", "spawn key"]
-    headers += ["steps", "elapsed", *(_e(m) for m in data.metrics), "digest"]
+    headers += ["steps", "elapsed", *(esc(m) for m in data.metrics), "digest"]
     rows = []
     for run in data.runs:
         row = run.row
         cells = [str(row.run_id)]
         if sweep:
-            cells += [_e(_num(row.point)), _e(_num(row.replicate))]
-        cells += [_e(row.seed), _e(json.dumps(row.spawn_key)), _e(_num(row.steps))]
-        cells.append("-" if row.elapsed_s is None else _e(f"{row.elapsed_s:.3g} s"))
-        cells += [_e(_num(run.final(m))) for m in data.metrics]
+            cells += [esc(number_text(row.point)), esc(number_text(row.replicate))]
+        cells += [
+            esc(row.seed),
+            esc(json.dumps(row.spawn_key)),
+            esc(number_text(row.steps)),
+        ]
+        cells.append("-" if row.elapsed_s is None else esc(f"{row.elapsed_s:.3g} s"))
+        cells += [esc(number_text(run.final(m))) for m in data.metrics]
         digest = row.digest or "-"
-        cells.append(f'<span class="mono" title="{_e(digest)}">{_e(digest[:16])}</span>')
+        cells.append(f'<span class="mono" title="{esc(digest)}">{esc(digest[:16])}</span>')
         rows.append(cells)
     title = "Runs" if sweep else "Final metrics"
     note = "Final metrics of every run; equal digests mean bit-identical metrics tables."
     if data.skipped:
         note += f" Left out, having no metrics: run(s) {', '.join(map(str, data.skipped))}."
-    return f'<h2>{title}</h2><p class="note">{_e(note)}</p>' + _table(headers, rows, 1)
+    return f'<h2>{title}</h2><p class="note">{esc(note)}</p>' + html_table(headers, rows, 1)
 
 
 def _render(data: _Data, title: str | None) -> str:
@@ -601,19 +542,19 @@ def _render(data: _Data, title: str | None) -> str:
         title = f"{_distinct_text([r.row.model for r in data.runs])}: {data.kind} report"
     body = "".join(
         [
-            f"<h1>{_e(title)}</h1>",
+            f"<h1>{esc(title)}</h1>",
             _header(data, generated),
             _time_section(data),
             _across_section(data),
             _points_section(data),
             _runs_section(data),
-            f"<footer>Written by ambidex.sim.report from {_e(data.path)}.</footer>",
+            f"<footer>Written by ambidex.sim.report from {esc(data.path)}.</footer>",
         ]
     )
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n"
+        f"<title>{esc(title)}</title>\n<style>{REPORT_CSS}</style>\n</head>\n"
         f"<body>\n{body}\n</body>\n</html>\n"
     )
 

@@ -1,5 +1,5 @@
 // Readable summaries of the results of workflows (WorkflowResult.as_dict), simulations
-// (runs and sweeps: ambidex.sim._jobs) and evolutions (EvolveResult.summary). Built with
+// (runs and sweeps: ambidex.jobs._sim) and evolutions (EvolveResult.summary). Built with
 // DOM calls: every value is a text node or an attribute, never parsed as HTML.
 "use strict";
 const AXSummary = (() => {

@@ -1,7 +1,9 @@
 """Simulations as jobs of the job service: one workload per model, runs and sweeps.
 
-``ax.sim.workload(Boltzmann)`` (or ``registry.register_simulation``) registers
-the workload ``sim.Boltzmann``. Its input::
+``registry.register_simulation(Boltzmann)`` (``ax.jobs.default_registry()`` is
+the registry ``ambidex serve`` uses) registers the workload ``sim.Boltzmann``.
+The job service adapts the simulation here, through ``ambidex.sim``'s public
+API, so that ``ambidex.sim`` never imports the job service. Its input::
 
     {"params": {...}, "steps": 100, "seed": 0, "grid": {"n": [100, 1000]}, "replicates": 4}
 
@@ -22,14 +24,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pydantic
 
 from ambidex._paths import data_dir
-from ambidex.sim._model import Model, resolve_params
-from ambidex.sim._run import ModelSpec, load_model
-from ambidex.sim._sweep import SweepProgress, asweep, grid_points
+from ambidex.jobs._workloads import Workload
+from ambidex.sim import Model, SweepProgress, asweep, grid_points, load_model, resolve_params
 
 if TYPE_CHECKING:
-    from ambidex.jobs import JobContext, Workload, WorkloadRegistry
+    from ambidex.jobs._workloads import JobContext
 
-__all__ = ["register_simulation", "simulation_workload", "workload"]
+__all__ = ["simulation_workload"]
 
 
 def _params_model(cls: type[Model]) -> type[pydantic.BaseModel]:
@@ -74,15 +75,13 @@ class _SimulationInput(pydantic.BaseModel):
 
 
 def simulation_workload(
-    model: ModelSpec,
+    model: type[Model] | str,
     *,
     name: str | None = None,
     max_attempts: int = 3,
     timeout_s: float | None = None,
 ) -> Workload:
     """A ``Workload`` that runs ``model`` once or as a sweep (see the module docs)."""
-    from ambidex.jobs import Workload
-
     cls = load_model(model)
     params_model = _params_model(cls)
     input_model = pydantic.create_model(
@@ -142,33 +141,4 @@ def simulation_workload(
         description=doc or f"simulation of {cls.model_name()}",
         max_attempts=max_attempts,
         timeout_s=timeout_s,
-    )
-
-
-def register_simulation(
-    registry: WorkloadRegistry,
-    model: ModelSpec,
-    *,
-    name: str | None = None,
-    max_attempts: int = 3,
-    timeout_s: float | None = None,
-) -> Workload:
-    """Register ``model`` as a workload of ``registry`` (default name ``sim.<Model>``)."""
-    wl = simulation_workload(model, name=name, max_attempts=max_attempts, timeout_s=timeout_s)
-    registry.add(wl)
-    return wl
-
-
-def workload(
-    model: ModelSpec,
-    *,
-    name: str | None = None,
-    max_attempts: int = 3,
-    timeout_s: float | None = None,
-) -> Workload:
-    """Register ``model`` as a workload of the default job registry (``ax.jobs``)."""
-    from ambidex.jobs import default_registry
-
-    return register_simulation(
-        default_registry(), model, name=name, max_attempts=max_attempts, timeout_s=timeout_s
     )
