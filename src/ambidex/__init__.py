@@ -30,6 +30,8 @@ if typing.TYPE_CHECKING:
     from ambidex import evolve as evolve
     from ambidex import jobs as jobs
     from ambidex import sim as sim
+    from ambidex import testing as testing
+    from ambidex._clock import Clock, current_clock, use_clock
     from ambidex._progress import Progress, ProgressUpdate
     from ambidex.agents import Agent, AgentInputError, AgentOutputError
     from ambidex.client import AsyncClient, Client
@@ -41,10 +43,13 @@ if typing.TYPE_CHECKING:
         RateLimit,
         Runtime,
         RuntimeStatistics,
+        Shared,
         TaskFunction,
+        TaskKind,
         TaskOptions,
         agather,
         blocking,
+        cgroup_cpu_quota,
         cpu,
         current_runtime,
         gather,
@@ -86,6 +91,9 @@ _LAZY: dict[str, str | None] = {
     "WorkflowError": "ambidex.workflows",
     "WorkflowEvent": "ambidex.workflows",
     "WorkflowResult": "ambidex.workflows",
+    "Clock": "ambidex._clock",
+    "current_clock": "ambidex._clock",
+    "use_clock": "ambidex._clock",
     "Progress": "ambidex._progress",
     "ProgressUpdate": "ambidex._progress",
     "AsyncClient": "ambidex.client",
@@ -97,10 +105,13 @@ _LAZY: dict[str, str | None] = {
     "RateLimit": "ambidex.runtime",
     "Runtime": "ambidex.runtime",
     "RuntimeStatistics": "ambidex.runtime",
+    "Shared": "ambidex.runtime",
     "TaskFunction": "ambidex.runtime",
+    "TaskKind": "ambidex.runtime",
     "TaskOptions": "ambidex.runtime",
     "agather": "ambidex.runtime",
     "blocking": "ambidex.runtime",
+    "cgroup_cpu_quota": "ambidex.runtime",
     "cpu": "ambidex.runtime",
     "current_runtime": "ambidex.runtime",
     "gather": "ambidex.runtime",
@@ -111,6 +122,7 @@ _LAZY: dict[str, str | None] = {
     "jobs": None,
     "runtime": None,
     "sim": None,
+    "testing": None,
 }
 
 
@@ -162,6 +174,7 @@ __all__ = [
     "Backoff",
     "CapacityLimit",
     "Client",
+    "Clock",
     "EventKind",
     "KindStatistics",
     "NodeStatus",
@@ -175,7 +188,9 @@ __all__ = [
     "RuntimeClosedError",
     "RuntimeStatistics",
     "SerializationError",
+    "Shared",
     "TaskFunction",
+    "TaskKind",
     "TaskOptions",
     "TaskTimeoutError",
     "UnknownLimitError",
@@ -188,7 +203,9 @@ __all__ = [
     "__version__",
     "agather",
     "blocking",
+    "cgroup_cpu_quota",
     "cpu",
+    "current_clock",
     "current_runtime",
     "evolve",
     "gather",
@@ -197,6 +214,8 @@ __all__ = [
     "limits",
     "runtime",
     "sim",
+    "testing",
     "to_thread",
     "usable_cpus",
+    "use_clock",
 ]

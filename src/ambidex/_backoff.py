@@ -3,7 +3,9 @@
 One policy object for every retry ambidex makes itself (a marked function's
 ``retries``, a job's ``retries``), so their waits grow the same way. It sits
 below every package (public as ``ambidex.runtime.Backoff``) because a job's retry
-policy, a wire type the client reads without the runtime, is built on it.
+policy, a wire type the client reads without the runtime, is built on it. Its
+own waits (``asleep``, ``sleep``) sleep on ``current_clock()``, which a test's
+fake clock skips.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import os
 import random
 from dataclasses import dataclass
 from typing import Literal
+
+from ambidex._clock import current_clock
 
 __all__ = ["Backoff"]
 
@@ -50,3 +54,15 @@ class Backoff:
         ceiling = self.ceiling_s(retry)
         low = ceiling / 2 if self.jitter == "equal" else 0.0
         return (rng or _rng).uniform(low, ceiling)
+
+    async def asleep(self, retry: int, rng: random.Random | None = None) -> float:
+        """Wait before retry number ``retry`` (1-based) on the current clock; return the wait."""
+        delay = self.delay_s(retry, rng)
+        await current_clock().asleep(delay)
+        return delay
+
+    def sleep(self, retry: int, rng: random.Random | None = None) -> float:
+        """Block this thread before retry number ``retry`` (1-based); return the wait."""
+        delay = self.delay_s(retry, rng)
+        current_clock().sleep(delay)
+        return delay

@@ -26,6 +26,10 @@ What a worker writes on a job's behalf (an error message, a traceback, a
 progress message, a result) is checked before it reaches the database, so
 one job's odd output can only fail that job, never the transaction it shares
 with others.
+
+Every timestamp the store writes or compares (claims, leases, delays, retry
+times) is read from ``current_clock()``, so a test's fake clock can make a
+lease lapse or a retry come due without waiting.
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import threading
-import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +44,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, select, text, update
 
+from ambidex._clock import current_clock
 from ambidex._job_model import (
     Job,
     JobEvent,
@@ -268,7 +272,7 @@ class JobStore:
         names a different job). Jobs refused that way are left out; the others
         are stored. Raises only when the database fails (then nothing is stored).
         """
-        now = time.time()
+        now = current_clock().time()
         answers: builtins.list[Submitted | ValueError | None] = [None] * len(new_jobs)
         plain: builtins.list[tuple[int, dict[str, Any], Job]] = []
         keyed: builtins.list[tuple[int, dict[str, Any], Job]] = []
@@ -397,7 +401,7 @@ class JobStore:
         """
         if "\x00" in job_id:
             return None
-        now = time.time()
+        now = current_clock().time()
         with self._write() as conn:
             row = conn.execute(
                 update(jobs_table)
@@ -436,7 +440,7 @@ class JobStore:
         """
         if "\x00" in job_id:
             return None
-        now = time.time()
+        now = current_clock().time()
         with self._write() as conn:
             row = conn.execute(
                 update(jobs_table)
@@ -525,7 +529,7 @@ class JobStore:
         Returns how many jobs were deleted. Queued and running jobs are never
         pruned. An idempotency key is forgotten with its job.
         """
-        cutoff = time.time() - older_than_s
+        cutoff = current_clock().time() - older_than_s
         finished_before = and_(_jc.status.in_(TERMINAL_VALUES), _jc.finished_at < cutoff)
         old = select(_jc.id).where(finished_before)
         with self._write() as conn:
@@ -551,7 +555,7 @@ class JobStore:
         claimed job's ``attempts`` goes up by one; the worker must name that
         attempt in every later write.
         """
-        now = time.time()
+        now = current_clock().time()
         capped = {
             name: n for name, n in (limits or {}).items() if workloads is None or name in workloads
         }
@@ -644,7 +648,7 @@ class JobStore:
         the same transaction.
         """
         ids = builtins.list(job_ids)
-        now = time.time()
+        now = current_clock().time()
         held: set[str] = set()
         cancel: set[str] = set()
         with self._write() as conn:
@@ -691,7 +695,7 @@ class JobStore:
         self, job_id: str, worker: str, attempt: int, progress: float | None, message: str | None
     ) -> bool:
         """Store a running job's progress; False if the worker no longer holds the job."""
-        now = time.time()
+        now = current_clock().time()
         message = storable_text(message, MAX_MESSAGE_CHARS)
         with self._write() as conn:
             result = conn.execute(
@@ -733,7 +737,7 @@ class JobStore:
 
     def finish_many(self, outcomes: builtins.list[Outcome]) -> builtins.list[bool]:
         """``finish`` for several jobs in one transaction; one answer per outcome."""
-        now = time.time()
+        now = current_clock().time()
         prepared = [outcome_values(o) for o in outcomes]
         events: builtins.list[dict[str, Any]] = []
         with self._write() as conn:
@@ -829,7 +833,7 @@ class JobStore:
         Those for which this count reaches ``bound`` fail instead, with
         ``error``. Returns ``(requeued ids, failed ids)``; each gets its event.
         """
-        now = time.time()
+        now = current_clock().time()
         over = counter + 1 >= bound
         done = (_jc.id, _jc.worker, _jc.attempts)
         failed = conn.execute(
@@ -872,7 +876,7 @@ class JobStore:
         Returns ``(requeued ids, failed ids)``. Any worker may call this; two
         calls at once do no harm. Workers silent for an hour are forgotten.
         """
-        now = time.time()
+        now = current_clock().time()
         lapsed = and_(_jc.status == RUNNING, _jc.lease_expires_at < now)
         with self._write() as conn:
             requeued, failed = self._requeue_or_fail(
@@ -898,7 +902,7 @@ class JobStore:
         A schedule seen for the first time starts at ``current_tick``: ticks
         before it are not fired.
         """
-        now = time.time()
+        now = current_clock().time()
         st = schedules_table
         values = {"workload": workload, "cron": cron, "input": dumps(input), "updated_at": now}
         with self._write() as conn:
@@ -930,7 +934,7 @@ class JobStore:
             ).rowcount
             if not moved or new is None:
                 return None
-            now = time.time()
+            now = current_clock().time()
             row, job = new_job_row(new, now)
             if new.idempotency_key is None:
                 conn.execute(INSERT_JOBS, row)

@@ -21,6 +21,7 @@ from typing import Any, Literal, overload
 
 import httpx
 
+from ambidex._clock import current_clock
 from ambidex._sse import iter_sse_data
 from ambidex.exceptions import UnknownLimitError
 from ambidex.llm._cache import MemoryCache, ResponseCache, cache_key
@@ -551,7 +552,7 @@ class AsyncLLM:
             delay = max(delay, retry_after)
         self._usage.add_retry()
         log.debug("retrying %s in %.2f s after: %s", self._url, delay, error)
-        await asyncio.sleep(delay)
+        await current_clock().asleep(delay)  # a test's FakeClock skips the wait
 
     def _transport_error(
         self, exc: BaseException, attempts: int, mid_stream: bool = False

@@ -7,8 +7,9 @@ assistant instead: the last ```python block of the conversation with one
 numeric literal changed, as a full replacement (or, for ``mock-code-diff``, as
 a SEARCH/REPLACE block). Latency jitter and injected faults come from a
 ``random.Random(seed)``, so a run with the same seed and the same order of
-requests injects the same faults. Tokens are counted by splitting on
-whitespace.
+requests injects the same faults. A test may script the next replies
+(``MockState.reply_next``) and faults (``fail_next``), and read back the
+requests received. Tokens are counted by splitting on whitespace.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ MOCK_MODELS = ("mock-llm", "mock-llm-large", "mock-code", "mock-code-diff")
 
 #: Models whose names start with this answer with code (see ``mock_code_reply``).
 CODE_MODEL_PREFIX = "mock-code"
+
+_RECEIVED_KEPT = 1000  # request bodies kept for MockState.received: a test looks at a few
 
 _PYTHON_FENCE = re.compile(r"^```(?:python|py)[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
 _FACTORS = (0.5, 0.8, 0.9, 1.1, 1.25, 2.0)
@@ -125,12 +128,14 @@ class _Fault:
 
 
 class MockState:
-    """Counters, the seeded random source and scripted faults; safe across threads."""
+    """Counters, the seeded random source, scripted faults and replies; safe across threads."""
 
     def __init__(self, config: MockConfig) -> None:
         self.config = config
         self._lock = threading.Lock()
         self._scripted: deque[_Fault] = deque()
+        self._replies: deque[str] = deque()
+        self._received: deque[dict[str, Any]] = deque(maxlen=_RECEIVED_KEPT)
         self.reset()
 
     def reset(self) -> None:
@@ -138,6 +143,8 @@ class MockState:
         with self._lock:
             self._rng = random.Random(self.config.seed)
             self._scripted.clear()
+            self._replies.clear()
+            self._received.clear()
             self._counts = dict.fromkeys(
                 (
                     "requests",
@@ -169,6 +176,28 @@ class MockState:
             retry_after_s = self.config.retry_after_s
         with self._lock:
             self._scripted.extend(_Fault(status, retry_after_s) for _ in range(count))
+
+    def reply_next(self, *texts: str) -> None:
+        """Answer the next chat completions with ``texts``, in order, instead of the mock reply."""
+        if not all(isinstance(text, str) for text in texts):
+            raise TypeError("reply_next takes the reply texts as strings")
+        with self._lock:
+            self._replies.extend(texts)
+
+    def take_reply(self) -> str | None:
+        """The next scripted reply (removed from the script), or None for the mock reply."""
+        with self._lock:
+            return self._replies.popleft() if self._replies else None
+
+    def record(self, body: dict[str, Any]) -> None:
+        """Keep a valid chat request's body for ``received``."""
+        with self._lock:
+            self._received.append(body)
+
+    def received(self) -> list[dict[str, Any]]:
+        """The bodies of the valid chat requests seen, oldest first (the last 1,000)."""
+        with self._lock:
+            return list(self._received)
 
     def begin(self, has_key: bool) -> int:
         """Count an arriving request; return its serial number."""
@@ -380,6 +409,7 @@ async def _handle_chat(state: MockState, request: Request) -> Response:
         problem = _check_request(body)
         if problem is not None:
             return _error(400, problem, "invalid_request_error", headers)
+        state.record(body)
         delay_s, fault = state.draw()
         if fault is not None and fault.retry_after_s is not None:
             headers["retry-after"] = _format_retry_after(fault.retry_after_s)
@@ -391,20 +421,21 @@ async def _handle_chat(state: MockState, request: Request) -> Response:
         if fault is not None:
             outcome = "errors_500" if fault.status == 500 else "errors_other"
             return _error(fault.status, "injected failure (mock-llm)", "server_error", headers)
+        reply = state.take_reply()
         if body.get("stream"):
             outcome = "streams"
-            return _stream(state, body, serial, headers)
+            return _stream(state, body, serial, headers, reply)
         outcome = "completions"
-        return _completion(body, serial, headers)
+        return _completion(body, serial, headers, reply)
     finally:
         if outcome != "streams":
             state.end(outcome)
 
 
-def _answer(body: dict[str, Any]) -> tuple[str, str, int, int]:
-    """The reply text, its finish reason, prompt tokens and completion tokens."""
+def _answer(body: dict[str, Any], reply: str | None = None) -> tuple[str, str, int, int]:
+    """The reply text (``reply`` if scripted), its finish reason, prompt and completion tokens."""
     messages = body["messages"]
-    text = mock_reply(body["model"], messages)
+    text = mock_reply(body["model"], messages) if reply is None else reply
     words = list(re.finditer(r"\S+", text))
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
     finish = "stop"
@@ -414,8 +445,10 @@ def _answer(body: dict[str, Any]) -> tuple[str, str, int, int]:
     return text, finish, prompt_tokens, len(words)
 
 
-def _completion(body: dict[str, Any], serial: int, headers: dict[str, str]) -> Response:
-    text, finish, prompt_tokens, completion_tokens = _answer(body)
+def _completion(
+    body: dict[str, Any], serial: int, headers: dict[str, str], reply: str | None = None
+) -> Response:
+    text, finish, prompt_tokens, completion_tokens = _answer(body, reply)
     payload = {
         "id": f"chatcmpl-mock-{serial}",
         "object": "chat.completion",
@@ -438,9 +471,13 @@ def _completion(body: dict[str, Any], serial: int, headers: dict[str, str]) -> R
 
 
 def _stream(
-    state: MockState, body: dict[str, Any], serial: int, headers: dict[str, str]
+    state: MockState,
+    body: dict[str, Any],
+    serial: int,
+    headers: dict[str, str],
+    reply: str | None = None,
 ) -> StreamingResponse:
-    text, finish, prompt_tokens, completion_tokens = _answer(body)
+    text, finish, prompt_tokens, completion_tokens = _answer(body, reply)
     options = body.get("stream_options")
     include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
     cid, created, model = f"chatcmpl-mock-{serial}", int(time.time()), body["model"]

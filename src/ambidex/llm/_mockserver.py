@@ -185,7 +185,7 @@ class MockLLMServer:
         return self._state.stats()
 
     def reset(self) -> None:
-        """Zero the statistics, drop scripted faults and restart the random draws."""
+        """Zero the statistics, drop scripted faults and replies, restart the random draws."""
         self._state.reset()
 
     def fail_next(
@@ -201,6 +201,18 @@ class MockLLMServer:
             ValueError: for a status outside 400-599 or a negative count.
         """
         self._state.fail_next(count, status, retry_after_s)
+
+    def reply_next(self, *texts: str) -> None:
+        """Answer the next chat completions with ``texts``, in order, instead of the mock reply.
+
+        A scripted failure (``fail_next``) goes first: the reply waits for the
+        next request that succeeds. Streamed requests get the text word by word.
+        """
+        self._state.reply_next(*texts)
+
+    def received(self) -> list[dict[str, Any]]:
+        """The JSON bodies of the chat requests received, oldest first (the last 1,000)."""
+        return self._state.received()
 
     def __enter__(self) -> MockLLMServer:
         return self.start()

@@ -5,32 +5,41 @@ import types
 import warnings
 
 from ambidex._backoff import Backoff
+from ambidex._clock import Clock, current_clock, use_clock
+from ambidex.runtime._backends import Shared
 from ambidex.runtime._core import Runtime, current_runtime
-from ambidex.runtime._cpus import usable_cpus
+from ambidex.runtime._cpus import cgroup_cpu_quota, usable_cpus
 from ambidex.runtime._gather import agather, gather
 from ambidex.runtime._limits import CapacityLimit, Rate, RateLimit
 from ambidex.runtime._offload import to_thread
 from ambidex.runtime._stats import KindStatistics, RuntimeStatistics
+from ambidex.runtime._task import Kind as TaskKind
 from ambidex.runtime._task import TaskFunction, TaskOptions, blocking, cpu, io
 
 __all__ = [
     "Backoff",
     "CapacityLimit",
+    "Clock",
     "KindStatistics",
     "Rate",
     "RateLimit",
     "Runtime",
     "RuntimeStatistics",
+    "Shared",
     "TaskFunction",
+    "TaskKind",
     "TaskOptions",
     "agather",
     "blocking",
+    "cgroup_cpu_quota",
     "cpu",
+    "current_clock",
     "current_runtime",
     "gather",
     "io",
     "to_thread",
     "usable_cpus",
+    "use_clock",
 ]
 
 _RUNTIME_DEPRECATED = "ax.runtime() is deprecated; use ax.current_runtime()"

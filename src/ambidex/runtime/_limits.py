@@ -14,11 +14,11 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass
 from types import TracebackType
 
+from ambidex._clock import Clock, current_clock
 from ambidex.runtime._waits import acquire_interruptibly
 
 __all__ = ["CapacityLimit", "LimitStatistics", "Rate", "RateLimit", "RateLimitStatistics"]
@@ -213,7 +213,8 @@ class RateLimit:
 
     Each caller reserves the next token under a lock and then sleeps until its
     time comes, so callers are served in order and the bucket never needs a
-    background refill task.
+    background refill task. Time is read from ``current_clock()``, so a test's
+    fake clock drives the bucket without real sleeping.
     """
 
     def __init__(self, name: str, rate: Rate) -> None:
@@ -221,20 +222,23 @@ class RateLimit:
         self.rate = rate
         self._lock = threading.Lock()
         self._tokens = float(rate.burst)
-        self._updated = time.monotonic()
+        self._updated = current_clock().monotonic()
         self._waiting = 0
 
-    def _reserve(self) -> float:
-        """Take a token (possibly from the future); return the seconds to wait."""
+    def _reserve(self, clock: Clock) -> float | None:
+        """Take a token (possibly from the future); return when it may be used, None for now."""
         with self._lock:
-            now = time.monotonic()
+            now = clock.monotonic()
             rate = self.rate
-            self._tokens = min(rate.burst, self._tokens + (now - self._updated) * rate.per_second)
+            # A clock swapped for another (a test's fake clock) may read earlier
+            # than the last refill: that is no time passing, not negative time.
+            elapsed = max(now - self._updated, 0.0)
+            self._tokens = min(rate.burst, self._tokens + elapsed * rate.per_second)
             self._updated = now
             self._tokens -= 1.0
             if self._tokens >= 0:
-                return 0.0
-            return -self._tokens / rate.per_second
+                return None
+            return now - self._tokens / rate.per_second
 
     def _count_waiting(self, delta: int) -> None:
         with self._lock:
@@ -242,21 +246,25 @@ class RateLimit:
 
     async def acquire(self) -> None:
         """Wait until this call may start."""
-        delay = self._reserve()
-        if delay > 0:
+        clock = current_clock()
+        ready_at = self._reserve(clock)
+        if ready_at is not None:
             self._count_waiting(+1)
             try:
-                await asyncio.sleep(delay)
+                # Until the reserved moment, not for a length measured at the
+                # reservation: other callers' sleeps may have moved a fake clock.
+                await clock.asleep(ready_at - clock.monotonic())
             finally:
                 self._count_waiting(-1)
 
     def acquire_sync(self) -> None:
         """Block this thread until this call may start."""
-        delay = self._reserve()
-        if delay > 0:
+        clock = current_clock()
+        ready_at = self._reserve(clock)
+        if ready_at is not None:
             self._count_waiting(+1)
             try:
-                time.sleep(delay)
+                clock.sleep(ready_at - clock.monotonic())
             finally:
                 self._count_waiting(-1)
 

@@ -21,6 +21,7 @@ from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 import cloudpickle
 
 from ambidex._backoff import Backoff
+from ambidex._clock import current_clock
 from ambidex.exceptions import SerializationError, TaskTimeoutError
 from ambidex.runtime._core import Runtime, current_runtime
 from ambidex.runtime._gather import run_bounded
@@ -244,7 +245,7 @@ class TaskFunction(Generic[P, R]):
                     raise
             attempt += 1
             rt.counters.bump(self.kind, "retries")
-            await asyncio.sleep(opts.backoff_delay_s(attempt))
+            await current_clock().asleep(opts.backoff_delay_s(attempt))  # fake in tests
 
     async def _attempt(self, rt: Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
         timeout_s = self.options.timeout_s

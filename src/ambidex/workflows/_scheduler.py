@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ambidex._text import describe_exception
-from ambidex.agents._agent import Agent
+from ambidex.agents import Agent
 from ambidex.exceptions import TaskTimeoutError
-from ambidex.runtime import Backoff
-from ambidex.runtime._core import current_runtime
+from ambidex.runtime import Backoff, current_runtime
 from ambidex.workflows._checkpoint import CheckpointStore
 from ambidex.workflows._events import EventKind, EventListener, NodeStatus, WorkflowEvent
 from ambidex.workflows._refs import Condition, Ref, resolve
@@ -343,7 +342,7 @@ class _Run:
                     attempt=run.attempts,
                     error=describe_exception(exc),
                 )
-                await asyncio.sleep(_RETRY_BACKOFF.delay_s(run.attempts))
+                await _RETRY_BACKOFF.asleep(run.attempts)  # on the clock: a test may fake it
 
     async def invoke(self, node: Node, value: Any) -> Any:
         target = node.target
