@@ -1,15 +1,32 @@
-"""Import a Python file by path, so that cpu worker processes can import it too."""
+"""Load a user's Python file (or module) and find the classes it defines.
+
+``ambidex sim run model.py``, ``ax.sim.run("model.py:Walk")`` and
+``ambidex worker --load models.py`` all take a path or a dotted module name and
+look for the classes of one kind the module defines itself: one way to
+import (:func:`load_module`, by path through :func:`import_file` so that cpu
+worker processes can import the file too) and one way to find them
+(:func:`classes_in`). Each caller words its own errors.
+"""
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import TypeVar
 
 from ambidex._text import describe_exception
+from ambidex.exceptions import AmbidexError
 
-__all__ = ["import_file"]
+__all__ = ["MissingFileError", "classes_in", "import_file", "load_module"]
+
+T = TypeVar("T")
+
+
+class MissingFileError(AmbidexError, FileNotFoundError):
+    """The ``.py`` file to load is not there (not a file the module's own code looked for)."""
 
 
 def module_name_of(path: Path) -> tuple[str, Path]:
@@ -62,3 +79,37 @@ def import_file(path: Path) -> ModuleType:
             "first; rename the file"
         )
     return module
+
+
+def load_module(target: str) -> ModuleType:
+    """The module ``target`` names: a path ending in ``.py``, or a dotted module name.
+
+    Raises:
+        MissingFileError: ``target`` ends in ``.py`` and is not a file.
+        ValueError: the file cannot be imported (the message names it and why,
+            a syntax error's line included).
+        Exception: whatever importing the dotted module raised (``ImportError``
+            when there is none of that name), for the caller to word.
+    """
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise MissingFileError(f"no such file: {target}")
+        return import_file(path)
+    return importlib.import_module(target)
+
+
+def classes_in(module: ModuleType, base: type[T]) -> dict[str, type[T]]:
+    """The subclasses of ``base`` that ``module`` defines, by name, in the order defined.
+
+    Classes the module only imports (``base`` itself, or a model imported from
+    a shared file) are left out: they belong to the module that defines them.
+    """
+    return {
+        obj.__name__: obj
+        for obj in list(vars(module).values())
+        if inspect.isclass(obj)
+        and issubclass(obj, base)
+        and obj is not base
+        and obj.__module__ == module.__name__
+    }

@@ -327,3 +327,89 @@ def test_an_unexpected_exception_is_one_line_and_exit_1(monkeypatch: pytest.Monk
     assert code == 1
     assert "Traceback (most recent call last)" in err
     assert err.rstrip().endswith("error: unexpected RuntimeError: broken [on purpose] second line")
+
+
+def _small_app() -> Any:
+    import typer
+
+    from ambidex.cli._conventions import AmbidexTyper
+
+    small = AmbidexTyper(name="small")
+
+    @small.command("go")
+    def go(
+        target: str,
+        count: int = 1,
+        loud: bool = False,
+        note: str = typer.Option("", help="Kept as written: pip install 'ambidex[sim]'."),
+    ) -> None:
+        """Go somewhere."""
+        typer.echo(f"{target} {count} {loud} {note}")
+
+    @small.command("stay")
+    def stay() -> None:
+        """Stay."""
+
+    return small
+
+
+def test_installed_typer_has_the_hooks_the_metavars_use() -> None:
+    from ambidex.cli import _conventions
+
+    assert _conventions.METAVAR_HOOKS, "this typer lost the metavar hooks: see metavar_hooks()"
+    out = CliRunner().invoke(_small_app(), ["go", "-h"]).output
+    assert "Usage: small go [OPTIONS] TARGET" in out
+    assert "INTEGER" in out
+    assert "<int>" not in out
+    assert "--loud " in out  # a flag shows no metavar at all
+
+
+@pytest.mark.parametrize(
+    ("cls_name", "attribute"),
+    [("_TyperParameter", "display_name_raw"), ("TyperArgument", "_usage_display_name")],
+)
+def test_a_typer_without_a_hook_is_noticed(
+    monkeypatch: pytest.MonkeyPatch, cls_name: str, attribute: str
+) -> None:
+    import typer.core
+
+    from ambidex.cli._conventions import metavar_hooks
+
+    monkeypatch.delattr(getattr(typer.core, cls_name), attribute)
+    assert metavar_hooks() is False
+
+
+def test_a_typer_that_builds_parameters_otherwise_is_noticed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import typer.core
+
+    from ambidex.cli._conventions import metavar_hooks
+
+    def older_init(self: Any, param_decls: Any = None, **attrs: Any) -> None:
+        """An option built without a type descriptor, as older typers do."""
+
+    monkeypatch.setattr(typer.core.TyperOption, "__init__", older_init)
+    assert metavar_hooks() is False
+
+
+def test_a_typer_without_the_hooks_shows_its_own_metavars_and_still_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ambidex.cli import _conventions
+
+    monkeypatch.setattr(_conventions, "METAVAR_HOOKS", False)
+    small = _small_app()
+    runner = CliRunner()
+    shown = runner.invoke(small, ["go", "-h"])
+    assert shown.exit_code == 0, shown.output
+    out = shown.output
+    assert "Usage: small go" in out
+    assert "pip install 'ambidex[sim]'" in " ".join(out.replace("│", " ").split())
+    command = get_command(small).commands["go"]  # type: ignore[attr-defined]
+    assert not any(
+        isinstance(p, _conventions._Option | _conventions._Argument) for p in command.params
+    )
+    ran = runner.invoke(small, ["go", "there", "--count", "3", "--loud"])
+    assert ran.exit_code == 0, ran.output
+    assert ran.output.strip() == "there 3 True"

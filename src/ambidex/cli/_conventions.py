@@ -7,7 +7,10 @@ and commands are :class:`Group` and :class:`Command`, which
 * show conventional metavars in their help: a flag as a bare flag, a value by
   its kind (``INTEGER``, ``FLOAT``, ``TEXT``, ``PATH``, ``[a|b|c]`` for a
   choice), an argument by its name in capitals (``MODEL``), rather than
-  typer's ``<bool>``, ``<int range>`` and ``{model}``;
+  typer's ``<bool>``, ``<int range>`` and ``{model}``. This reaches into how
+  typer 0.29 shows a parameter (:data:`METAVAR_HOOKS` says whether the
+  installed typer has those hooks); on a typer without them the help shows
+  typer's own metavars, and nothing else changes;
 * print their help text as written: typer reads help as rich markup, so
   ``pip install 'ambidex[sim]'`` would lose its ``[sim]``;
 * check the ``AMBIDEX_*`` environment variables before they run
@@ -21,6 +24,8 @@ prints, and any exception that escapes a command into one line and exit 1
 
 from __future__ import annotations
 
+import inspect
+import logging
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -34,13 +39,51 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from ambidex.cli._errors import fail, print_error
 
-__all__ = ["CONTEXT_SETTINGS", "AmbidexTyper", "Command", "Group", "RootGroup"]
+__all__ = ["CONTEXT_SETTINGS", "METAVAR_HOOKS", "AmbidexTyper", "Command", "Group", "RootGroup"]
+
+log = logging.getLogger(__name__)
 
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _TYPE_NAMES = {int: "INTEGER", float: "FLOAT", str: "TEXT", bool: "BOOLEAN"}
+
+
+def metavar_hooks() -> bool:
+    """True when the installed typer shows parameters the way the metavars below hook into.
+
+    typer 0.29 builds each parameter with a ``type_descriptor`` and asks
+    ``display_type_rich`` (options and arguments) and ``_usage_display_name``
+    (arguments) what to show; other versions may not, and a subclass
+    overriding methods that are never called would silently do nothing, or
+    one called with other arguments would fail while printing help.
+    """
+    needed = (
+        (TyperOption, "display_type_rich"),
+        (TyperArgument, "display_type_rich"),
+        (TyperArgument, "_usage_display_name"),
+        (TyperArgument, "display_name_raw"),
+    )
+    if not all(hasattr(cls, name) for cls, name in needed):
+        return False
+    for cls in (TyperOption, TyperArgument):
+        try:
+            params = inspect.signature(cls.__init__).parameters
+        except (TypeError, ValueError):
+            return False
+        if "type_descriptor" not in params:
+            return False
+    return True
+
+
+METAVAR_HOOKS = metavar_hooks()
+"""Whether this typer has the hooks for conventional metavars (else typer's own are shown)."""
+if not METAVAR_HOOKS:
+    log.debug(
+        "typer %s has not the hooks ambidex's metavars use: its own metavars are shown",
+        getattr(typer, "__version__", "?"),
+    )
 
 
 def _type_name(param: Any) -> str | None:
@@ -100,14 +143,18 @@ def _literal(text: str | None, markup: bool) -> str | None:
 def _conventional(params: Sequence[Any], markup: bool) -> None:
     """Give ``params`` conventional metavars and literal help (once each)."""
     for param in params:
-        if type(param) is TyperOption:
+        if type(param) not in (TyperOption, TyperArgument):
+            continue  # ours already (seen before), or not typer's
+        if not METAVAR_HOOKS:  # another typer: its own metavars; the help still literal
+            if getattr(param, "_ambidex_literal", False):
+                continue
+            param._ambidex_literal = True
+        elif type(param) is TyperOption:
             # The class only changes how the parameter is shown: typer builds its
             # parameters itself and offers no hook for a class of one's own.
             param.__class__ = _Option
-        elif type(param) is TyperArgument:
-            param.__class__ = _Argument
         else:
-            continue
+            param.__class__ = _Argument
         param.help = _literal(param.help, markup)
 
 

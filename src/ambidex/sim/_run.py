@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-import inspect
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ambidex._log import get_logger
 from ambidex.sim._model import Model, ModelError
 from ambidex.sim._table import MetricsTable
 
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from ambidex.sim._recorder import Recorder
 
 __all__ = ["RunResult", "load_model", "run"]
+
+log = get_logger(__name__)
 
 ModelSpec = type[Model] | str
 Progress = Callable[[int, int], None]
@@ -40,29 +42,16 @@ def load_model(spec: ModelSpec) -> type[Model]:
         return spec
     if not isinstance(spec, str) or not spec:
         raise ModelError(f"a model is a Model subclass or 'file.py[:Class]', got {spec!r}")
+    from ambidex._imports import MissingFileError, classes_in, load_module
+
     target, _, cls_name = spec.partition(":")
     try:
-        if target.endswith(".py"):
-            from ambidex._imports import import_file
-
-            path = Path(target)
-            if not path.is_file():
-                raise ModelError(f"model file not found: {target}")
-            module = import_file(path)
-        else:
-            module = importlib.import_module(target)
-    except ModelError:
-        raise
+        module = load_module(target)
+    except MissingFileError:
+        raise ModelError(f"model file not found: {target}") from None
     except Exception as exc:
         raise ModelError(f"cannot load model {spec!r}: {exc}") from None
-    found = {
-        obj.__name__: obj
-        for obj in vars(module).values()
-        if inspect.isclass(obj)
-        and issubclass(obj, Model)
-        and obj is not Model
-        and obj.__module__ == module.__name__
-    }
+    found = classes_in(module, Model)
     if cls_name:
         if cls_name not in found:
             raise ModelError(
@@ -230,6 +219,9 @@ def _run(
 ) -> RunResult:
     name = cls.model_name()
     started = time.perf_counter()
+    debug = log.isEnabledFor(logging.DEBUG)  # a sweep makes many runs: no formatting unless asked
+    if debug:
+        log.debug("run %s: %d steps, seed %d%s", name, steps, root, _key_text(spawn_key))
     sim = cls(params, seed=np.random.SeedSequence(root, spawn_key=spawn_key), inputs=inputs)
     sim.setup(sim.params)
     first = sim.metrics()
@@ -265,7 +257,20 @@ def _run(
     )
     if recorder is not None and run_id is not None:
         recorder.finish_run(run_id, result)
+    if debug:
+        log.debug(
+            "run %s%s: %d steps in %.3f s",
+            name,
+            _key_text(spawn_key),
+            done,
+            result.elapsed_s,
+        )
     return result
+
+
+def _key_text(spawn_key: tuple[int, ...]) -> str:
+    """`` (spawn key 3)`` for a sweep's run, nothing for a plain one."""
+    return f" (spawn key {', '.join(map(str, spawn_key))})" if spawn_key else ""
 
 
 def gini(values: Any) -> float:
