@@ -248,7 +248,7 @@ async def _ambidex_jobs(
 async def _diagnose(manager: JobManager, stalled: Stalled) -> None:
     """What the manager and the store looked like when a run stalled."""
     counts = await manager.counts()
-    worker = getattr(manager, "_worker", None)
+    worker = manager.worker
     running = worker.running if worker is not None else {}
     rate = stalled.rate_until_stall
     stalled.diagnosis = {

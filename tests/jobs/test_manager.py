@@ -592,7 +592,7 @@ async def test_a_cancel_while_the_outcome_is_being_written_keeps_the_result(
     try:
         async with manager(store, registry) as m:
             job = await m.submit("report_and_return")
-            running = m._worker.running if m._worker else {}
+            running = m.worker.running if m.worker else {}
             await until(lambda: job.id in running and running[job.id].recording)
             await m.cancel(job.id)
             done = await finished(m, job.id)

@@ -1,6 +1,6 @@
 """Workloads for ``test_service.py`` that also break the worker's recovery loop (as a bug would).
 
-Loaded only by a subprocess (``--workloads``): it replaces ``Worker._recovery``
+Loaded only by a subprocess (``--workloads``): it replaces ``JobWorker._recovery``
 there with a loop that raises after half a second.
 """
 
@@ -9,15 +9,15 @@ from __future__ import annotations
 import asyncio
 
 import ambidex as ax
-from ambidex.jobs import _worker
+from ambidex.jobs import JobWorker
 
 
-async def _broken_recovery(self: _worker.Worker) -> None:
+async def _broken_recovery(self: JobWorker) -> None:
     await asyncio.sleep(0.5)
     raise RuntimeError("a bug in lease recovery")
 
 
-_worker.Worker._recovery = _broken_recovery  # type: ignore[method-assign]
+JobWorker._recovery = _broken_recovery  # type: ignore[method-assign]
 
 
 @ax.jobs.workload

@@ -11,6 +11,11 @@ async with ax.jobs.JobManager("jobs.sqlite") as manager:   # runs jobs too
     done = await manager.wait(job.id)
 ```
 
+``JobManager`` is a front desk (``JobDesk``: submit, read, cancel, wait) with a
+worker beside it (``JobWorker``: claim, run, renew leases, recover); each also
+runs alone: a desk as an HTTP front end with no workers, a worker as a process
+that only runs jobs (or, in tests, ``run_until_idle``).
+
 Over HTTP: ``ambidex serve`` (the service) and ``ax.Client`` / ``ax.AsyncClient``.
 """
 
@@ -37,9 +42,14 @@ from ambidex._job_model import (
     RetryPolicy,
     WorkerInfo,
 )
+from ambidex.jobs._desk import JobDesk
+from ambidex.jobs._ending import StopReason
+from ambidex.jobs._engines import normalize_url
 from ambidex.jobs._manager import JobManager
-from ambidex.jobs._schedules import Schedule
+from ambidex.jobs._progress import JobProgress, ProgressReport
+from ambidex.jobs._schedules import Schedule, parse_schedule_option
 from ambidex.jobs._store import JobStore, LeaseReport
+from ambidex.jobs._worker import JobWorker
 from ambidex.jobs._workloads import (
     JobContext,
     Workload,
@@ -57,6 +67,7 @@ __all__ = [
     "JobConflictError",
     "JobConnectionError",
     "JobContext",
+    "JobDesk",
     "JobError",
     "JobEvent",
     "JobFailedError",
@@ -65,14 +76,18 @@ __all__ = [
     "JobNotFinishedError",
     "JobNotFoundError",
     "JobOptionError",
+    "JobProgress",
     "JobServiceError",
     "JobStatus",
     "JobStore",
     "JobWaitTimeoutError",
+    "JobWorker",
     "LeaseReport",
+    "ProgressReport",
     "QueueState",
     "RetryPolicy",
     "Schedule",
+    "StopReason",
     "UnknownWorkloadError",
     "WorkerInfo",
     "Workload",
@@ -80,5 +95,7 @@ __all__ = [
     "WorkloadRegistry",
     "default_registry",
     "load_workloads",
+    "normalize_url",
+    "parse_schedule_option",
     "workload",
 ]

@@ -1,9 +1,13 @@
-"""The worker half of a job manager: claim jobs, run them, keep their leases, record outcomes.
+"""The worker: claim jobs, run them, keep their leases, recover lapsed ones, record outcomes.
 
-A ``Worker`` claims due jobs (highest priority first) up to its concurrency,
-runs each as a task of its own, renews the leases of what it runs, puts back
-jobs whose worker died, and writes each outcome once (through the manager's
-group commit).
+A ``JobWorker`` claims due jobs (highest priority first) up to its
+concurrency, runs each as a task of its own, renews the leases of what it
+runs, puts back jobs whose worker died, and writes each outcome once (a group
+commit: outcomes that arrive while one is being written go in the next
+transaction). It works in the background (``start``/``aclose``, or ``async
+with``), or in the foreground until the queue has nothing due
+(``run_until_idle``). ``JobManager`` runs one beside its front desk
+(``JobDesk``); on its own it is a worker process with no desk.
 
 Whatever a job's code does stays that job's failure: an exception whose
 ``str()`` raises, ``SystemExit``, ``KeyboardInterrupt``, ``GeneratorExit``, a
@@ -24,21 +28,25 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
 
 import ambidex
 from ambidex._job_model import Job, JobStatus, WorkerInfo
 from ambidex._text import describe_exception, format_traceback, plain_text
+from ambidex.jobs._batch import GroupCommit
+from ambidex.jobs._calls import StoreCalls
 from ambidex.jobs._contain import EscapedExit, enter_job, leave_job, task_factory_installed
+from ambidex.jobs._ending import Ending, StopReason
 from ambidex.jobs._metrics import JobMetrics
 from ambidex.jobs._store import JobStore, Outcome, refused_data
-from ambidex.jobs._workloads import JobContext, WorkloadRegistry
+from ambidex.jobs._workloads import JobContext, WorkloadRegistry, default_registry
+from ambidex.runtime import to_thread
 
-__all__ = ["Worker", "worker_name"]
+__all__ = ["JobWorker", "worker_name"]
 
-T = TypeVar("T")
 log = logging.getLogger("ambidex.jobs")
 
 _PROGRESS_EVERY_S = 0.2
@@ -50,21 +58,14 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
 
 
+def check_timing(lease_s: float, poll_s: float) -> None:
+    """Refuse a lease or poll interval that is not a positive number of seconds."""
+    if not lease_s > 0 or not poll_s > 0:
+        raise ValueError("lease_s and poll_s must be positive")
+
+
 class _LoopDied(Exception):
     """One of the worker's own loops stopped: the worker stops too."""
-
-
-@dataclass
-class _Ending:
-    """How a job's attempt ended, before it is written."""
-
-    status: JobStatus
-    result: Any = None
-    error: str | None = None
-    traceback: str | None = None
-    exception: BaseException | None = None
-    """What the workload raised (a timeout counts as ``TimeoutError``): retried if the
-    job's retry policy names it."""
 
 
 class _Running:
@@ -85,10 +86,10 @@ class _Running:
         self.ctx = ctx
         self.task: asyncio.Task[None] | None = None
         self.started = time.monotonic()
-        # Why the task was cancelled from outside: "cancel" (a user asked) or
-        # "lost" (the lease is gone: write nothing). Shutdown cancels the task
-        # group instead; the done-callback of _launch then frees the slot.
-        self.stop: str | None = None
+        # Why the task was cancelled from outside: CANCELLED (a user asked) or
+        # LEASE_LOST (write nothing). Shutdown cancels the task group instead;
+        # the done-callback of _launch then frees the slot.
+        self.stop: StopReason | None = None
         # Set once the job's outcome is being written: from then on the job
         # may leave the running state in the store at any moment, and a
         # heartbeat that no longer finds it there must not call it lost.
@@ -100,81 +101,211 @@ class _Running:
         self.ended = False
 
 
-Db = Callable[..., Awaitable[Any]]
+def _worker_info(
+    worker_id: str, concurrency: int, registry: WorkloadRegistry, lease_s: float
+) -> WorkerInfo:
+    """How the worker describes itself in its heartbeats (``JobStore.workers``)."""
+    host, pid, _ = worker_id.rsplit(":", 2) if worker_id.count(":") >= 2 else (worker_id, "0", "")
+    return WorkerInfo(
+        id=worker_id,
+        host=host or socket.gethostname(),
+        pid=int(pid) if pid.isdigit() else os.getpid(),
+        started_at=time.time(),
+        heartbeat_at=0.0,
+        concurrency=concurrency,
+        running=0,
+        workloads=registry.names(),
+        lease_s=lease_s,
+        version=ambidex.__version__,
+    )
 
 
-class Worker:
-    """Runs jobs of ``registry`` from ``store`` (see the module docstring).
+def _nothing_changed(*job_ids: str) -> None:
+    """The default ``on_change``: no one in this process waits on jobs."""
 
-    It borrows from its manager: ``db`` (runs a store call off the loop),
-    ``record`` (the group commit of outcomes), ``touch`` (wakes the waiters of
-    jobs) and the ``wake`` event (set when a job was submitted or freed a slot).
+
+class JobWorker:
+    """Claims and runs the jobs of ``registry`` from ``store`` (see the module docstring).
+
+    Args:
+        store: the store, or what ``JobStore`` accepts (None: the default SQLite file).
+        registry: the workloads this worker runs (default: the default registry).
+        concurrency: jobs run at once (at least 1).
+        lease_s: a claimed job is the worker's for this long, renewed every
+            ``min(lease_s / 3, 1)`` s; a job whose worker stops renewing it is
+            requeued after at most this long.
+        poll_s: how often to look for due jobs when nothing woke the worker.
+        worker_id: the name under which it claims jobs (default: ``host:pid:random``).
+        retention_s: finished jobs older than this are deleted (checked hourly
+            while working); None keeps them forever.
+        metrics: where to record what it ran (default: metrics of its own).
+
+    Use it on one event loop: ``async with JobWorker(...) as w: ...`` works in
+    the background until the block ends; ``await w.run_until_idle()`` works
+    until nothing is due.
     """
 
     def __init__(
         self,
+        store: JobStore | str | Path | None = None,
+        registry: WorkloadRegistry | None = None,
         *,
-        store: JobStore,
-        registry: WorkloadRegistry,
-        db: Db,
-        record: Callable[[Outcome], Awaitable[bool]],
-        touch: Callable[..., None],
-        wake: asyncio.Event,
-        metrics: JobMetrics,
-        worker_id: str,
-        concurrency: int,
-        lease_s: float,
-        poll_s: float,
-        retention_s: float | None,
+        concurrency: int = 32,
+        lease_s: float = 15.0,
+        poll_s: float = 0.25,
+        worker_id: str | None = None,
+        retention_s: float | None = 7 * 24 * 3600.0,
+        metrics: JobMetrics | None = None,
     ) -> None:
-        self.store = store
-        self.registry = registry
-        self._db = db
-        self._record = record
-        self._touch = touch
-        self._wake = wake
-        self.metrics = metrics
-        self.worker_id = worker_id
+        if concurrency < 1:
+            raise ValueError(f"a worker needs a concurrency of at least 1, got {concurrency}")
+        check_timing(lease_s, poll_s)
+        self._owns_store = not isinstance(store, JobStore)
+        self.store = store if isinstance(store, JobStore) else JobStore(store)
+        self.registry = registry if registry is not None else default_registry()
         self.concurrency = concurrency
         self.lease_s = lease_s
         self.poll_s = poll_s
+        self.worker_id = worker_id or worker_name()
         self.retention_s = retention_s
+        self.metrics = metrics if metrics is not None else JobMetrics()
+        self.on_change: Callable[..., None] = _nothing_changed
+        """Called with the ids of jobs this worker changed (a desk wakes their waiters)."""
         self.running: dict[str, _Running] = {}
         self.failure: str | None = None
         """Why the worker stopped on its own (None while it works, or after a clean stop)."""
         self.last_heartbeat: float | None = None
-        host, pid, _ = (
-            worker_id.rsplit(":", 2) if worker_id.count(":") >= 2 else (worker_id, "0", "")
-        )
-        self._info = WorkerInfo(
-            id=worker_id,
-            host=host or socket.gethostname(),
-            pid=int(pid) if pid.isdigit() else os.getpid(),
-            started_at=time.time(),
-            heartbeat_at=0.0,
-            concurrency=concurrency,
-            running=0,
-            workloads=registry.names(),
-            lease_s=lease_s,
-            version=ambidex.__version__,
-        )
+        self._db = StoreCalls()
+        self._record: GroupCommit[Outcome, bool] = GroupCommit(self._finish_batch)
+        self._wake = asyncio.Event()
+        self._background: asyncio.Task[None] | None = None
+        self._until_idle = False
+        self._stopped: Counter[StopReason] = Counter()
+        self._info = _worker_info(self.worker_id, concurrency, self.registry, lease_s)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Requeue jobs whose lease lapsed, then work in the background until ``aclose``."""
+        await self._db(self.store.recover_expired)
+        self._start_background()
+
+    def _start_background(self) -> None:
+        """Work in the background (``JobManager`` recovers lapsed leases itself first)."""
+        if self._background is not None:
+            raise RuntimeError("this worker is already working")
+        self._wake = asyncio.Event()
+        self._background = asyncio.create_task(self._work(), name="ambidex-jobs-worker")
+
+    async def _work(self) -> None:
+        await self.run()
+        if self.failure is not None:  # it stopped on its own: give its jobs back now
+            try:
+                await self._db(self.store.release, self.worker_id)
+            except Exception:
+                log.exception("giving back running jobs failed; their leases will lapse")
+
+    async def aclose(self) -> None:
+        """Stop: running jobs are cancelled and put back in the queue, unfinished."""
+        background, self._background = self._background, None
+        if background is not None:
+            background.cancel()
+            await asyncio.wait({background})
+        await self._record.aclose()
+
+        def finish() -> None:
+            # Every store call already started (a claim in flight, say) ends
+            # before the release, so no job claimed at the last moment is left
+            # to wait for its lease to lapse.
+            self._db.close()
+            try:
+                self.store.release(self.worker_id)
+            except Exception:
+                log.exception("giving back running jobs failed; their leases will lapse")
+            if self._owns_store:
+                self.store.close()
+
+        await to_thread(finish)
+
+    async def __aenter__(self) -> JobWorker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def wake(self) -> None:
+        """Look for due jobs now (a job was submitted in this process, or freed)."""
+        self._wake.set()
+
+    @property
+    def running_here(self) -> int:
+        """Jobs this worker is running now."""
+        return len(self.running)
+
+    async def _finish_batch(self, outcomes: builtins.list[Outcome]) -> builtins.list[bool]:
+        return await self._db(self.store.finish_many, outcomes)
 
     # -- the loops -------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Work until cancelled (a clean stop) or until one of the loops dies."""
+        """Work until cancelled (a clean stop) or until one of the loops dies.
+
+        Working until idle (``run_until_idle``), also until the claim loop finds
+        nothing due and nothing running.
+        """
         try:
             with task_factory_installed(asyncio.get_running_loop()):
                 async with asyncio.TaskGroup() as tg:
-                    tg.create_task(self._guard("the claim loop", self._claim_loop(tg)))
-                    tg.create_task(self._guard("the lease heartbeat", self._heartbeats()))
-                    tg.create_task(self._guard("lease recovery", self._recovery()))
+                    claims = tg.create_task(self._guard("the claim loop", self._claim_loop(tg)))
+                    loops = [
+                        tg.create_task(self._guard("the lease heartbeat", self._heartbeats())),
+                        tg.create_task(self._guard("lease recovery", self._recovery())),
+                    ]
+                    if self._until_idle:
+                        await asyncio.wait({claims})  # its error, if any, is the group's
+                        for loop in loops:
+                            loop.cancel()
         except BaseExceptionGroup as group:  # a loop died, or (a bug) a job's task raised
             if self.failure is None:
                 first = group.exceptions[0]
                 self.failure = f"a job's task raised: {describe_exception(first)}"
                 log.error("worker %s: %s", self.worker_id, self.failure, exc_info=first)
             log.error("worker %s stopped: %s", self.worker_id, self.failure)
+
+    async def run_until_idle(self) -> dict[StopReason, int]:
+        """Claim and run jobs until none is due and none is running; return how they stopped.
+
+        Works in the foreground, on this task, with the heartbeat and lease
+        recovery running meanwhile; a job its retry policy sends back to the
+        queue runs again here once its wait is over, if the queue is not idle
+        by then. Jobs delayed into the future are left queued. A worker working
+        in the background cannot also work in the foreground.
+
+        Returns:
+            How many attempts ended here, by ``StopReason``.
+
+        Raises:
+            RuntimeError: the worker works in the background, or one of its own
+                loops died (the reason is in ``failure``).
+        """
+        if self._background is not None:
+            raise RuntimeError("this worker works in the background (start): it cannot also drain")
+        self._stopped = Counter()
+        self._until_idle = True
+        try:
+            await self._db(self.store.recover_expired)
+            await self.run()
+        finally:
+            self._until_idle = False
+        if self.failure is not None:
+            await self._db(self.store.release, self.worker_id)
+            raise RuntimeError(f"the worker stopped: {self.failure}")
+        return dict(self._stopped)
+
+    def problems(self) -> builtins.list[str]:
+        """What stopped working in this worker (empty while all is well)."""
+        return [] if self.failure is None else [self.failure]
 
     async def _guard(self, what: str, loop: Coroutine[Any, Any, None]) -> None:
         try:
@@ -205,10 +336,13 @@ class Worker:
                     )
                 except Exception:
                     log.exception("claiming jobs failed; retrying in %.2f s", self.poll_s)
+                else:
+                    if not claimed and not self.running and self._until_idle:
+                        return  # nothing due, nothing running: idle
             for job in claimed:
                 self._launch(tg, job)
             if claimed:
-                self._touch(*(job.id for job in claimed))
+                self.on_change(*(job.id for job in claimed))
             if not claimed or len(self.running) >= self.concurrency:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.poll_s):
@@ -239,10 +373,10 @@ class Worker:
                     if running.recording or self.running.get(job_id) is not running:
                         continue
                     if job_id in report.cancel_requested:
-                        self._stop(running, "cancel")
+                        self._stop(running, StopReason.CANCELLED)
                     elif job_id not in report.held:
                         log.warning("job %s: lease lost; stopping it without recording", job_id)
-                        self._stop(running, "lost")
+                        self._stop(running, StopReason.LEASE_LOST)
             await asyncio.sleep(every_s)
 
     async def _recovery(self) -> None:
@@ -273,7 +407,7 @@ class Worker:
                     len(failed),
                 )
                 self._wake.set()
-                self._touch(*requeued, *failed)
+                self.on_change(*requeued, *failed)
 
     # -- one job ---------------------------------------------------------------------
 
@@ -283,7 +417,7 @@ class Worker:
         previous = self.running.get(job.id)
         if previous is not None:
             # This worker lost that attempt's lease and has now claimed the job again.
-            self._stop(previous, "lost")
+            self._stop(previous, StopReason.LEASE_LOST)
         self.running[job.id] = running
         due = job.run_at if job.run_at is not None else job.created_at
         waited_s = max((job.started_at or due) - due, 0.0)
@@ -301,7 +435,7 @@ class Worker:
 
         task.add_done_callback(gone)
 
-    def _stop(self, running: _Running, why: str) -> None:
+    def _stop(self, running: _Running, why: StopReason) -> None:
         if running.recording:  # its outcome is being written: let the write finish
             return
         if running.stop is None and running.task is not None and not running.task.done():
@@ -312,7 +446,7 @@ class Worker:
         """Stop a job running here that a user asked to cancel (it ends ``cancelled``)."""
         running = self.running.get(job_id)
         if running is not None:
-            self._stop(running, "cancel")
+            self._stop(running, StopReason.CANCELLED)
 
     async def _execute(self, running: _Running) -> None:
         try:
@@ -333,6 +467,9 @@ class Worker:
         self._wire_progress(running, reporters)
         try:
             ending = await self._run_workload(running)
+        except asyncio.CancelledError:  # nothing is written: the lease is gone, or we stop
+            self._stopped[running.stop or StopReason.SHUTDOWN] += 1
+            raise
         finally:
             running.ended = True
             for reporter in reporters:
@@ -340,6 +477,7 @@ class Worker:
                     reporter.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reporter  # a report being written is written first
+        self._stopped[ending.reason] += 1
         try:
             running.recording = True
             await self._flush_progress(running)
@@ -350,9 +488,9 @@ class Worker:
             if self.running.get(job.id) is running:
                 del self.running[job.id]
             self._wake.set()
-        self._touch(job.id)
+        self.on_change(job.id)
 
-    async def _write_outcome(self, running: _Running, ending: _Ending) -> None:
+    async def _write_outcome(self, running: _Running, ending: Ending) -> None:
         job = running.job
         retry_in_s = None
         if (
@@ -386,7 +524,7 @@ class Worker:
             if recorded is None:
                 return
             ending, retry_in_s = (
-                _Ending(JobStatus.FAILED, error="its outcome could not be stored"),
+                Ending(StopReason.FAILED, error="its outcome could not be stored"),
                 None,
             )
         status = "retrying" if retry_in_s is not None else ending.status.value
@@ -435,7 +573,7 @@ class Worker:
             )
             return None
 
-    async def _run_workload(self, running: _Running) -> _Ending:
+    async def _run_workload(self, running: _Running) -> Ending:
         """Run the job's workload; return how it ended.
 
         Never raises, but for this worker's own cancellation (shutdown, a lost lease).
@@ -450,10 +588,10 @@ class Worker:
                     result = await workload.run(job.input, running.ctx)
             finally:
                 leave_job(token)
-            return _Ending(JobStatus.SUCCEEDED, result)
+            return Ending(StopReason.SUCCEEDED, result)
         except asyncio.CancelledError as exc:
-            if running.stop == "cancel":
-                return _Ending(JobStatus.CANCELLED, error="cancelled by request")
+            if running.stop is StopReason.CANCELLED:
+                return Ending(StopReason.CANCELLED, error="cancelled by request")
             task = asyncio.current_task()
             if running.stop is not None or task is None or task.cancelling():
                 raise  # shutdown or a lost lease: nothing is written
@@ -462,17 +600,17 @@ class Worker:
         except TimeoutError as exc:
             if deadline.expired():
                 error = f"timed out after {job.timeout_s:g} s (the work was stopped)"
-                return _Ending(JobStatus.FAILED, None, error, None, TimeoutError(error))
+                return Ending(StopReason.TIMED_OUT, None, error, None, TimeoutError(error))
             return self._failed(exc)
         except BaseException as exc:  # SystemExit, KeyboardInterrupt...: the job's, not ours
             return self._failed(exc)
 
     @staticmethod
-    def _failed(exc: BaseException) -> _Ending:
+    def _failed(exc: BaseException) -> Ending:
         trace = plain_text(format_traceback(exc))
         if isinstance(exc, EscapedExit):  # judged (and retried) as what the task raised
-            return _Ending(JobStatus.FAILED, None, str(exc), trace, exc.exc)
-        return _Ending(JobStatus.FAILED, None, describe_exception(exc), trace, exc)
+            return Ending(StopReason.FAILED, None, str(exc), trace, exc.exc)
+        return Ending(StopReason.FAILED, None, describe_exception(exc), trace, exc)
 
     def _wire_progress(
         self, running: _Running, reporters: builtins.list[asyncio.Task[None]]
@@ -490,7 +628,7 @@ class Worker:
             with contextlib.suppress(RuntimeError):  # the loop has closed: nothing to report to
                 loop.call_soon_threadsafe(on_progress)
 
-        running.ctx._notify = notify
+        running.ctx._listen(notify)
 
     async def _report_progress(self, running: _Running, changed: asyncio.Event) -> None:
         while True:
@@ -518,4 +656,4 @@ class Worker:
             log.exception("job %s: storing its progress failed", job.id)
             return
         running.last_progress = latest
-        self._touch(job.id)
+        self.on_change(job.id)
