@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from types import CoroutineType
 from typing import Any, Generic, TypeVar
 
-from ambidex.runtime._core import current_runtime
+from ambidex.runtime._facade import sync_facade
 
 __all__ = ["agather", "gather", "run_bounded"]
 
@@ -177,14 +177,12 @@ async def agather(
     )
 
 
-def gather(
-    *aws: Awaitable[Any], max_in_flight: int | None = None, return_exceptions: bool = False
-) -> list[Any]:
-    """``agather`` from sync code: ``ax.gather(f.aio(1), g.aio(2))`` returns a list.
+gather = sync_facade(
+    agather,
+    name="gather",
+    doc="""``agather`` from sync code: ``ax.gather(f.aio(1), g.aio(2))`` returns a list.
 
     The coroutines run on the runtime's loop thread; this thread blocks until
     all have finished (or the first error has cancelled the rest).
-    """
-    return current_runtime().call(
-        agather(*aws, max_in_flight=max_in_flight, return_exceptions=return_exceptions)
-    )
+    """,
+)
