@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Protocol
+
+from ambidex._progress import Progress, fraction_of
 
 __all__ = ["JobProgress", "ProgressReport"]
 
@@ -22,17 +23,8 @@ Latest = tuple[float | None, str | None]
 """A report as stored: the fraction done (None: not known) and the message."""
 
 
-class ProgressReport(Protocol):
-    """What ``JobProgress.report`` reads: ``done`` of ``total``, and a message."""
-
-    @property
-    def done(self) -> float: ...
-
-    @property
-    def total(self) -> float | None: ...
-
-    @property
-    def message(self) -> str: ...
+ProgressReport = Progress
+"""What ``JobProgress.report`` reads: ``ax.Progress``, ``done`` of ``total`` and a message."""
 
 
 def _ignore() -> None:
@@ -73,11 +65,7 @@ class JobProgress:
         reports objects with ``done``, ``total`` and ``message``; while the
         total is not known (None or 0) only the message is reported.
         """
-        total = report.total
-        fraction = None
-        if total is not None and total > 0:
-            fraction = min(max(report.done / total, 0.0), 1.0)
-        self.progress(fraction, report.message or None)
+        self.progress(fraction_of(report), report.message or None)
 
     def _listen(self, notify: Callable[[], None]) -> None:
         """Call ``notify`` (from the reporting thread) after each report."""
