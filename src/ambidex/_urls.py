@@ -1,10 +1,12 @@
-"""Checking the base URL of an HTTP service (the LLM server, the job service)."""
+"""Checking the base URL of an HTTP service (the LLM server, the job service) and its host."""
 
 from __future__ import annotations
 
+import ipaddress
+
 import httpx
 
-__all__ = ["checked_http_url"]
+__all__ = ["checked_http_url", "is_loopback_host"]
 
 
 def checked_http_url(url: str, what: str, example: str, error: type[Exception]) -> str:
@@ -28,3 +30,14 @@ def checked_http_url(url: str, what: str, example: str, error: type[Exception]) 
     if parsed.query or parsed.fragment:
         raise error(f"{what} must not have a query or fragment; {example}")
     return str(parsed).rstrip("/")
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -20,8 +20,7 @@ from typing import Any, ClassVar, Generic, TypeVar, cast, get_args, get_origin
 import pydantic
 
 from ambidex.exceptions import AmbidexError
-from ambidex.runtime._core import current_runtime
-from ambidex.runtime._task import Kind, TaskFunction, TaskOptions
+from ambidex.runtime import TaskFunction, TaskKind, TaskOptions, current_runtime
 
 __all__ = ["Agent", "AgentInputError", "AgentOutputError"]
 
@@ -75,7 +74,7 @@ class Agent(Generic[In, Out]):
     may be given as the input type or as a dict that validates into it.
     """
 
-    kind: ClassVar[Kind] = "blocking"
+    kind: ClassVar[TaskKind] = "blocking"
     timeout_s: float | None = None
     retries: int = 0
     retry_on: tuple[type[BaseException], ...] = (Exception,)
@@ -134,7 +133,7 @@ class Agent(Generic[In, Out]):
         if task is None:
             run = self.run
             is_async = inspect.iscoroutinefunction(run)
-            kind: Kind = "io" if is_async else type(self).kind
+            kind: TaskKind = "io" if is_async else type(self).kind
             limits: tuple[str, ...]
             if self.limit is None:
                 limits = ()

@@ -134,7 +134,7 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show the CPUs this process may use and the pool sizes ambidex would pick."""
-    from ambidex.runtime._cpus import cgroup_cpu_quota
+    from ambidex.runtime import cgroup_cpu_quota
 
     rt = _open_runtime(default=False)
     try:

@@ -583,7 +583,7 @@ def _missing_sqlite_file(db: str | None) -> str | None:
     """The path of the SQLite file ``db`` names, if that file does not exist."""
     from pathlib import Path
 
-    from ambidex.jobs._engines import normalize_url
+    from ambidex.jobs import normalize_url
 
     try:
         url = normalize_url(db)

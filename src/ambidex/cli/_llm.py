@@ -20,7 +20,7 @@ __all__ = ["mock_llm"]
 
 def _loopback_only(host: str) -> bool:
     """True when every address ``host`` names is a loopback address."""
-    from ambidex.llm._http import is_loopback_host
+    from ambidex._urls import is_loopback_host
 
     if is_loopback_host(host):
         return True
@@ -75,39 +75,41 @@ def mock_llm(
             "so pass --allow-remote to listen there anyway",
             2,
         )
-    from ambidex.llm._mockapp import MockConfig, MockState, create_app
-    from ambidex.llm._mockserver import bind_socket, uvicorn_server
+    from ambidex.llm import serve_mock_llm
+
+    listening = False
+
+    def announce(bound: int) -> None:
+        nonlocal listening
+        listening = True
+        shown = f"[{host}]" if ":" in host else host
+        typer.echo(
+            f"mock-llm serving http://{shown}:{bound}/v1 (latency {latency_ms:g} ms + jitter "
+            f"0-{jitter_ms:g} ms, error rate {error_rate:g}, 429 rate {rate_429:g}, "
+            f"seed {seed}); Ctrl-C stops it"
+        )
+        sys.stdout.flush()
 
     try:
-        config = MockConfig(
+        serve_mock_llm(
+            host,
+            port,
             latency_ms=latency_ms,
             jitter_ms=jitter_ms,
             error_rate=error_rate,
             rate_429=rate_429,
             retry_after_s=retry_after_s,
             seed=seed,
+            on_listening=announce,
         )
     except ValueError as exc:
+        if listening:
+            raise
         raise _fail(str(exc), 2) from None
-    try:
-        sock = bind_socket(host, port)
     except OSError as exc:
+        if listening:
+            raise
         raise _fail(f"cannot listen on {host}:{port}: {one_line(exc)}", 2) from None
-    bound = sock.getsockname()[1]
-    shown = f"[{host}]" if ":" in host else host
-    typer.echo(
-        f"mock-llm serving http://{shown}:{bound}/v1 (latency {latency_ms:g} ms + jitter "
-        f"0-{jitter_ms:g} ms, error rate {error_rate:g}, 429 rate {rate_429:g}, seed {seed}); "
-        "Ctrl-C stops it"
-    )
-    sys.stdout.flush()
-    server = uvicorn_server(create_app(MockState(config)), log_config=True)
-    try:
-        server.run(sockets=[sock])
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sock.close()
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from rich.text import Text
 from ambidex._progress import ProgressSink, ProgressUpdate, open_progress_bar
 
 if TYPE_CHECKING:  # a sim run's bar should not import the workflows package
-    from ambidex.workflows._events import WorkflowEvent
+    from ambidex.workflows import WorkflowEvent
 
 __all__ = ["WorkflowView", "fractions", "progress_bar", "steps"]
 

@@ -100,7 +100,7 @@ def run_workflow(
     import ambidex as ax
     from ambidex._paths import data_dir
     from ambidex.cli._progress import WorkflowView
-    from ambidex.workflows._validate import check_inputs
+    from ambidex.workflows import check_inputs
 
     err = Console(stderr=True)
     checkpoint = db if db is not None else data_dir() / "runs.sqlite"
@@ -166,7 +166,7 @@ def run_workflow(
 
 def _check_resumable(checkpoint: Path, run_id: str) -> None:
     """Raise WorkflowDefinitionError when ``checkpoint`` holds no run ``run_id``."""
-    from ambidex.workflows._checkpoint import CheckpointStore
+    from ambidex.workflows import CheckpointStore
 
     store = CheckpointStore(checkpoint)
     try:

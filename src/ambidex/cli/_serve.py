@@ -84,8 +84,7 @@ LogLevelOption = Annotated[
 
 def _load(specs: list[str] | None, schedules: list[str] | None = None) -> None:
     """Load the workloads and add the schedules; a mistake in either exits 2 with one line."""
-    from ambidex.jobs import default_registry, load_workloads
-    from ambidex.jobs._schedules import parse_schedule_option
+    from ambidex.jobs import default_registry, load_workloads, parse_schedule_option
 
     registry = default_registry()
     for spec in specs or []:
@@ -103,8 +102,7 @@ def _load(specs: list[str] | None, schedules: list[str] | None = None) -> None:
 
 
 def _open_store(db: str | None) -> JobStore:
-    from ambidex.jobs import JobStore
-    from ambidex.jobs._engines import normalize_url
+    from ambidex.jobs import JobStore, normalize_url
 
     try:
         return JobStore(db)
@@ -157,7 +155,7 @@ def serve(
     in SQLite by default; pass --db postgresql://... to share the queue with
     `ambidex worker` processes.
     """
-    from ambidex.llm._http import is_loopback_host
+    from ambidex._urls import is_loopback_host
 
     if not token and not is_loopback_host(host):
         raise _fail(

@@ -249,8 +249,7 @@ def _print_model_failure(
 
 
 def _write_report(record: Path) -> Path:
-    from ambidex.sim import RecordError
-    from ambidex.sim._report import report
+    from ambidex.sim import RecordError, report
 
     try:
         return report(record)
@@ -494,8 +493,7 @@ def report_command(
     ] = None,
 ) -> None:
     """Write a self-contained HTML report of a record (plots embedded); print its path."""
-    from ambidex.sim import RecordError
-    from ambidex.sim._report import report
+    from ambidex.sim import RecordError, report
 
     try:
         written = report(record, out, title=title)

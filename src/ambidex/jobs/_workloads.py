@@ -40,8 +40,7 @@ from ambidex._text import describe_exception, plain_text
 from ambidex.jobs._json import MAX_DEPTH, JsonProblem, raw_problem
 from ambidex.jobs._progress import JobProgress
 from ambidex.jobs._schedules import Schedule
-from ambidex.runtime import TaskFunction, TaskOptions
-from ambidex.runtime._task import Kind
+from ambidex.runtime import TaskFunction, TaskKind, TaskOptions
 from ambidex.workflows import Workflow, WorkflowEvent
 
 __all__ = [
@@ -280,7 +279,7 @@ def _function_workload(fn: Callable[..., Any], name: str) -> Workload:
     task = fn if isinstance(fn, TaskFunction) else None
     target = task._fn if task is not None else fn
     if task is None:
-        kind: Kind = "io" if inspect.iscoroutinefunction(target) else "blocking"
+        kind: TaskKind = "io" if inspect.iscoroutinefunction(target) else "blocking"
         task = TaskFunction(target, kind, TaskOptions())
     hints = get_type_hints(target)
     params = list(inspect.signature(target).parameters.values())

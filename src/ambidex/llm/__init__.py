@@ -28,6 +28,7 @@ from ambidex.llm._errors import (
     LLMResponseError,
     LLMTimeoutError,
 )
+from ambidex.llm._mockmain import serve_mock_llm
 from ambidex.llm._mockserver import MockLLMServer
 from ambidex.llm._sync import LLM
 from ambidex.llm._types import ChatResponse, Messages, Usage, UsageTotals
@@ -51,4 +52,5 @@ __all__ = [
     "SQLiteCache",
     "Usage",
     "UsageTotals",
+    "serve_mock_llm",
 ]

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import email.utils
-import ipaddress
 import math
 import os
 import socket
@@ -17,7 +16,7 @@ from collections.abc import AsyncGenerator, Callable
 
 import httpx
 
-from ambidex._urls import checked_http_url
+from ambidex._urls import checked_http_url, is_loopback_host
 from ambidex.llm._errors import LLMConfigError, LLMConnectionError
 
 __all__ = [
@@ -26,7 +25,6 @@ __all__ = [
     "LoopPool",
     "LoopPools",
     "connection_error",
-    "is_loopback_host",
     "make_headers",
     "parse_retry_after",
     "resolve_api_key",
@@ -54,17 +52,6 @@ def resolve_base_url(base_url: str | None) -> str:
             base_url = DEFAULT_BASE_URL
     example = "expected e.g. 'http://127.0.0.1:8000/v1' or 'https://api.openai.com/v1'"
     return checked_http_url(base_url, f"{source}={base_url!r}", example, LLMConfigError)
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def resolve_api_key(api_key: str | None, base_url: str) -> str | None:

@@ -13,6 +13,7 @@ from ambidex.workflows._spec import (
     WorkflowDefinitionError,
     WorkflowError,
 )
+from ambidex.workflows._validate import check_inputs
 
 __all__ = [
     "CheckpointStore",
@@ -31,4 +32,5 @@ __all__ = [
     "WorkflowError",
     "WorkflowEvent",
     "WorkflowResult",
+    "check_inputs",
 ]

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ambidex.agents._agent import Agent
+from ambidex.agents import Agent
 from ambidex.exceptions import AmbidexError
-from ambidex.runtime._task import TaskFunction
+from ambidex.runtime import TaskFunction
 from ambidex.workflows._refs import INPUTS, Condition, Ref, find_refs
 
 if TYPE_CHECKING:
@@ -296,7 +296,7 @@ class Workflow:
 
         See ``arun`` for the arguments.
         """
-        from ambidex.runtime._core import current_runtime
+        from ambidex.runtime import current_runtime
 
         return current_runtime().call(
             self.arun(
