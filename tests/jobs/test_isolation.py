@@ -11,14 +11,16 @@ that never raise whatever an exception's ``__str__`` does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ambidex._text import describe_exception, plain_text, shorten
-from ambidex.jobs import JobManager, JobStatus, JobStore, WorkloadRegistry
+from ambidex.jobs import JobEvent, JobManager, JobStatus, JobStore, WorkloadRegistry
 from ambidex.jobs._batch import GroupCommit
 from ambidex.jobs._json import MAX_DEPTH, find_problem
 from ambidex.jobs._store import Outcome, refused_data
@@ -231,6 +233,14 @@ class _HeartbeatBreaks(JobStore):
         return super().heartbeat(*args, **kwargs)
 
 
+async def _until_kind(events: AsyncIterator[JobEvent], kind: str) -> AsyncIterator[JobEvent]:
+    """``events`` up to and including the first of ``kind``."""
+    async for event in events:
+        yield event
+        if event.kind == kind:
+            return
+
+
 async def hold(seconds: float) -> str:
     await asyncio.sleep(seconds)
     return "held"
@@ -245,18 +255,14 @@ async def test_a_worker_whose_heartbeat_dies_says_so_and_gives_its_jobs_back(
     try:
         async with JobManager(store, registry, lease_s=1.5, poll_s=0.05) as m:
             job = await m.submit("hold", {"seconds": 30})
-            for _ in range(500):
-                if m.problems():
-                    break
-                await asyncio.sleep(0.01)
+            # The worker stops, says why, and then puts the job back in the queue.
+            async with asyncio.timeout(10), contextlib.aclosing(m.watch(job.id)) as events:
+                kinds = [e.kind async for e in _until_kind(events, "requeued")]
+            assert kinds[-2:] == ["started", "requeued"]
             assert m.problems() == [
                 "the lease heartbeat stopped: GeneratorExit: a bug in the heartbeat"
             ]
-            for _ in range(500):  # the worker stops and puts the job back in the queue
-                back = await m.get(job.id)
-                if back.status is JobStatus.QUEUED:
-                    break
-                await asyncio.sleep(0.01)
+            back = await m.get(job.id)
             assert back.status is JobStatus.QUEUED
             assert m.running_here == 0
     finally:

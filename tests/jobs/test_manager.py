@@ -9,6 +9,7 @@ the workload runs on the loop or on a thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -166,14 +167,13 @@ async def finished(m: JobManager, job_id: str, timeout_s: float = 5.0) -> Job:
     return job
 
 
-def halfway(m: JobManager, job_id: str) -> Callable[[], Any]:
-    """A predicate: the job runs and its 'halfway' progress is stored."""
-
-    async def check() -> bool:
-        job = await m.get(job_id)
-        return job.status is JobStatus.RUNNING and job.message == "halfway"
-
-    return check
+async def halfway(m: JobManager, job_id: str, timeout_s: float = 5.0) -> None:
+    """Return once the job's 'halfway' progress is stored (its progress event says so)."""
+    async with asyncio.timeout(timeout_s), contextlib.aclosing(m.watch(job_id)) as events:
+        async for event in events:
+            if event.kind == "progress" and event.data.get("message") == "halfway":
+                return
+    pytest.fail(f"job {job_id} finished without reporting 'halfway'")
 
 
 def process_gone(pid: int) -> bool:
@@ -258,7 +258,7 @@ async def test_progress_reaches_the_store_while_the_job_runs(
     gate = tmp_path / "gate"
     async with manager(db, registry) as m:
         job = await m.submit(workload, {"gate": str(gate)})
-        await until(halfway(m, job.id))
+        await halfway(m, job.id)
         running = await m.get(job.id)
         assert running.progress == 0.5
         touch(gate)
@@ -451,7 +451,7 @@ async def test_aclose_puts_a_running_job_back_and_another_manager_finishes_it(
     first = manager(db, registry)
     async with first:
         job = await first.submit("gated", {"gate": str(gate)})
-        await until(halfway(first, job.id))
+        await halfway(first, job.id)
 
     with JobStore(db) as store:
         back = store.get(job.id)
@@ -504,7 +504,8 @@ async def test_aclose_stops_a_worker_that_is_being_woken_at_that_moment(
     await m.start()
     first = await m.submit("add", {"a": 1})
     await finished(m, first.id)
-    await asyncio.sleep(0.2)  # nothing to wait on: let the worker settle into its idle wait
+    assert m.worker is not None
+    await m.worker._waiting.wait()  # the worker has settled into its idle wait
     job = await m.submit("add", {"a": 2})
     closing = asyncio.create_task(m.aclose())
     await asyncio.wait([closing], timeout=3)

@@ -178,6 +178,8 @@ class JobWorker:
         self._db = StoreCalls()
         self._record: GroupCommit[Outcome, bool] = GroupCommit(self._finish_batch)
         self._wake = asyncio.Event()
+        # Set while the claim loop waits for work (nothing due, or every slot taken).
+        self._waiting = asyncio.Event()
         self._background: asyncio.Task[None] | None = None
         self._until_idle = False
         self._stopped: Counter[StopReason] = Counter()
@@ -344,9 +346,13 @@ class JobWorker:
             if claimed:
                 self.on_change(*(job.id for job in claimed))
             if not claimed or len(self.running) >= self.concurrency:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.poll_s):
-                        await self._wake.wait()
+                self._waiting.set()  # for tests that must catch it waiting
+                try:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.poll_s):
+                            await self._wake.wait()
+                finally:
+                    self._waiting.clear()
 
     async def _heartbeats(self) -> None:
         every_s = min(self.lease_s / 3, 1.0)

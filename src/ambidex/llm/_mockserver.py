@@ -8,12 +8,13 @@ imported only when a server starts.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+
+from ambidex.runtime import to_thread
 
 if TYPE_CHECKING:
     import uvicorn
@@ -223,12 +224,12 @@ class MockLLMServer:
         self.stop()
 
     async def __aenter__(self) -> MockLLMServer:
-        return await asyncio.to_thread(self.start)
+        return await to_thread(self.start)
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await asyncio.to_thread(self.stop)
+        await to_thread(self.stop)
 
     def __repr__(self) -> str:
         where = self.url if self._sock is not None else "not running"

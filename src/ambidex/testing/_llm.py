@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from types import TracebackType
 
 from ambidex.llm import MockLLMServer
+from ambidex.runtime import to_thread
 
 __all__ = ["MockLLM", "mock_llm"]
 
@@ -50,12 +50,12 @@ class MockLLM:
 
     async def __aenter__(self) -> MockLLMServer:
         # Starting waits for uvicorn (tens of ms): not on the test's loop.
-        return await asyncio.to_thread(self.__enter__)
+        return await to_thread(self.__enter__)
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await asyncio.to_thread(self.__exit__, et, e, tb)
+        await to_thread(self.__exit__, et, e, tb)
 
 
 def mock_llm(

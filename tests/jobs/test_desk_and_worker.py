@@ -1,0 +1,223 @@
+"""The desk and the worker apart: a desk that only takes jobs, a worker that only runs them.
+
+Also why an attempt stopped (``StopReason``), the progress sink job code
+reports to (``JobProgress``), and the store calls' orderly stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import ambidex as ax
+from ambidex.jobs import (
+    JobContext,
+    JobDesk,
+    JobManager,
+    JobProgress,
+    JobStatus,
+    JobStore,
+    JobWorker,
+    StopReason,
+    WorkloadRegistry,
+)
+from ambidex.jobs._calls import StoreCalls
+
+LEASE_S = 2.0
+POLL_S = 0.05
+
+
+async def add(a: int, b: int = 1) -> int:
+    return a + b
+
+
+async def boom() -> None:
+    raise ValueError("odd input")
+
+
+async def stall() -> None:
+    await asyncio.Event().wait()  # until stopped
+
+
+async def three_quarters(ctx: JobContext) -> str:
+    """Report through ``ctx.report``, as ambidex library code does with a progress object."""
+    ctx.report(ax.ProgressUpdate(done=3, total=4, message="3 of 4 runs"))
+    return "reported"
+
+
+@pytest.fixture
+def registry() -> WorkloadRegistry:
+    reg = WorkloadRegistry()
+    for fn in (add, boom, stall, three_quarters):
+        reg.register(fn)
+    return reg
+
+
+def worker(store: JobStore, registry: WorkloadRegistry, **options: Any) -> JobWorker:
+    return JobWorker(store, registry, lease_s=LEASE_S, poll_s=POLL_S, **options)
+
+
+async def test_a_desk_stores_jobs_and_a_worker_runs_them_until_idle(
+    sqlite_store: JobStore, registry: WorkloadRegistry
+) -> None:
+    async with JobDesk(sqlite_store, registry, poll_s=POLL_S) as desk:
+        ok = await desk.submit("add", {"a": 41})
+        bad = await desk.submit("boom")
+        slow = await desk.submit("stall", timeout_s=0.2)
+        later = await desk.submit("add", {"a": 1}, delay_s=3600)
+        assert (await desk.get(ok.id)).status is JobStatus.QUEUED  # a desk runs nothing
+
+        w = worker(sqlite_store, registry)
+        try:
+            stopped = await w.run_until_idle()
+        finally:
+            await w.aclose()
+
+        assert stopped == {
+            StopReason.SUCCEEDED: 1,
+            StopReason.FAILED: 1,
+            StopReason.TIMED_OUT: 1,
+        }
+        assert (await desk.get(ok.id)).result == 42
+        assert (await desk.get(bad.id)).error == "ValueError: odd input"
+        timed_out = await desk.get(slow.id)
+        assert timed_out.status is JobStatus.FAILED  # stored as it always was
+        assert timed_out.error is not None
+        assert timed_out.error.startswith("timed out after 0.2 s")
+        assert (await desk.get(later.id)).status is JobStatus.QUEUED  # not due: left queued
+
+
+async def test_run_until_idle_returns_at_once_when_nothing_is_due(
+    sqlite_store: JobStore, registry: WorkloadRegistry
+) -> None:
+    w = worker(sqlite_store, registry)
+    try:
+        assert await w.run_until_idle() == {}
+        sqlite_store.submit("add", {"a": 1, "b": 1})
+        assert await w.run_until_idle() == {StopReason.SUCCEEDED: 1}  # it can run again
+    finally:
+        await w.aclose()
+
+
+async def test_run_until_idle_refuses_when_the_worker_works_in_the_background(
+    sqlite_store: JobStore, registry: WorkloadRegistry
+) -> None:
+    async with worker(sqlite_store, registry) as w:
+        with pytest.raises(RuntimeError, match="works in the background"):
+            await w.run_until_idle()
+
+
+async def test_a_worker_alone_runs_what_a_desk_alone_takes_in(
+    sqlite_store: JobStore, registry: WorkloadRegistry
+) -> None:
+    async with (
+        JobDesk(sqlite_store, registry, poll_s=POLL_S) as desk,
+        worker(sqlite_store, registry, concurrency=2) as w,
+    ):
+        job = await desk.submit("add", {"a": 2})
+        done = await desk.wait(job.id, timeout_s=10)  # seen by the desk's poll
+        assert (done.status, done.result, done.worker) == (JobStatus.SUCCEEDED, 3, w.worker_id)
+        assert w.problems() == []
+
+
+async def test_aclose_of_a_worker_gives_its_running_job_back_unfinished(
+    sqlite_store: JobStore, registry: WorkloadRegistry
+) -> None:
+    async with JobDesk(sqlite_store, registry, poll_s=POLL_S) as desk:
+        job = await desk.submit("stall")
+        w = worker(sqlite_store, registry)
+        await w.start()
+        async with contextlib.aclosing(desk.watch(job.id)) as events:
+            async for event in events:
+                if event.kind == "started":
+                    break
+        await w.aclose()
+        back = await desk.get(job.id)
+        assert (back.status, back.attempts) == (JobStatus.QUEUED, 0)
+        assert (await desk.events(job.id))[-1].kind == "requeued"
+
+
+async def test_a_manager_is_a_desk_with_a_worker_beside_it(
+    tmp_path: Path, registry: WorkloadRegistry
+) -> None:
+    async with JobManager(tmp_path / "jobs.sqlite", registry, poll_s=POLL_S) as m:
+        assert isinstance(m.desk, JobDesk)
+        assert isinstance(m.worker, JobWorker)
+        assert m.worker.worker_id == m.worker_id
+        job = await m.submit("add", {"a": 1})
+        assert (await m.wait(job.id, timeout_s=10)).result == 2
+    async with JobManager(tmp_path / "jobs.sqlite", registry, concurrency=0) as desk_only:
+        assert desk_only.worker is None
+        assert desk_only.running_here == 0
+
+
+async def test_a_progress_object_reported_to_the_context_reaches_the_store(
+    sqlite_store: JobStore, registry: WorkloadRegistry
+) -> None:
+    job = sqlite_store.submit("three_quarters", {})
+    w = worker(sqlite_store, registry)
+    try:
+        await w.run_until_idle()
+    finally:
+        await w.aclose()
+    progress = [e.data for e in sqlite_store.events(job.id) if e.kind == "progress"]
+    assert progress == [{"progress": 0.75, "message": "3 of 4 runs"}]
+
+
+def test_a_progress_sink_keeps_the_latest_report_and_refuses_a_fraction_out_of_range() -> None:
+    sink = JobProgress()
+    heard: list[None] = []
+    sink._listen(lambda: heard.append(None))
+    sink.progress(0.1, "first")
+    sink.report(ax.ProgressUpdate(done=5, total=None, message="counting"))  # total unknown
+    assert sink._take() == (None, "counting")
+    assert sink._take() is None  # taken
+    assert len(heard) == 2
+    with pytest.raises(ValueError, match=r"within 0\.\.1"):
+        sink.progress(1.5)
+
+
+def test_stop_reasons_say_what_is_stored_for_them() -> None:
+    assert StopReason.SUCCEEDED.status is JobStatus.SUCCEEDED
+    assert StopReason.FAILED.status is JobStatus.FAILED
+    assert StopReason.TIMED_OUT.status is JobStatus.FAILED
+    assert StopReason.CANCELLED.status is JobStatus.CANCELLED
+    assert StopReason.LEASE_LOST.status is None
+    assert StopReason.SHUTDOWN.status is None
+    assert [str(r) for r in StopReason] == [
+        "succeeded",
+        "failed",
+        "timed_out",
+        "cancelled",
+        "lease_lost",
+        "shutdown",
+    ]
+
+
+async def test_store_calls_close_waits_for_a_running_call_and_refuses_new_ones() -> None:
+    calls = StoreCalls()
+    entered, release = threading.Event(), threading.Event()
+
+    def slow() -> str:
+        entered.set()
+        release.wait(10)
+        return "done"
+
+    running = asyncio.ensure_future(calls(slow))
+    await ax.to_thread(entered.wait, 10)
+    closer = threading.Thread(target=calls.close)
+    closer.start()
+    while not calls._closed:  # close() has begun: from now on it waits for the running call
+        await asyncio.sleep(0)
+    assert closer.is_alive()
+    release.set()
+    assert await running == "done"
+    await ax.to_thread(closer.join, 10)
+    assert not closer.is_alive()
+    with pytest.raises(RuntimeError, match="store calls are closed"):
+        await calls(lambda: None)
