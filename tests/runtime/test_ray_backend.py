@@ -2,11 +2,15 @@
 
 One local Ray instance (``ray.init(num_cpus=2)``) serves the whole module; the
 runtimes under test join it and leave it running. The tests of Ray's first
-start each run a fresh process, where no Ray is running yet.
+start share one fresh process, where no Ray is running yet (run once per
+session, whatever the number of xdist workers).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
 import subprocess
 import sys
@@ -142,6 +146,7 @@ def test_map_on_ray_keeps_its_error_semantics(ray_rt: ax.Runtime) -> None:
     stats = ray_rt.statistics().cpu_workers
     assert stats is not None
     assert stats.busy == 0  # the first error cancelled the rest
+    assert stats.killed <= 2  # those still queued in Ray were never running: nothing killed
     assert where.map([5])[0][0] == 10  # and the backend goes on
 
 
@@ -153,21 +158,24 @@ def test_map_on_ray_keeps_each_calls_timeout(ray_rt: ax.Runtime) -> None:
     assert where(1)[0] == 2
 
 
-# A fresh process (no Ray yet) whose first cpu calls arrive at once. It counts
-# the calls to ray.init and prints what every caller got and which of its
-# child processes are left once the runtime has closed.
+# A fresh process (no Ray yet) whose first cpu calls arrive at once, then a
+# failed start. It counts the calls to ray.init and prints, for each phase,
+# what every caller got and which of its child processes were left once the
+# runtimes had closed. Both phases start a Ray of their own (Ray is shut down
+# between them); the other checks share the module's Ray.
 _FIRST_CALLS = """
-import asyncio, sys, threading
+import asyncio, json, sys, threading
 import psutil, ray
 import ambidex as ax
 
 inits = []
+failing = False
 real_init = ray.init
 
 def counting_init(*args, **kwargs):
     inits.append(threading.current_thread().name)
     real_init(*args, **kwargs)
-    if sys.argv[1] == "failing":
+    if failing:
         raise ValueError("no room for Ray here")
 
 ray.init = counting_init
@@ -195,90 +203,96 @@ def at_once(*calls):
         t.start()
     for t in threads:
         t.join()
-    return got
+    return sorted(map(repr, got))
 
-mode = sys.argv[1]
-if mode == "runtimes":
-    first, second = (ax.Runtime(backend="ray", cpu_workers=2) for _ in range(2))
-    got = at_once(lambda: ray.get(first.put(2)), lambda: ray.get(second.put(4)))
-    first.close()  # the second runtime still uses the Ray one of them started
-    with second:
-        got.append(double(3))
-else:
-    with ax.Runtime(backend="ray", cpu_workers=2) as rt:
-        if mode == "tasks":
-            got = asyncio.run(tasks(3))
-        elif mode == "mixed":
-            got = at_once(
-                lambda: double(0), lambda: asyncio.run(tasks(2)), lambda: ray.get(rt.put(42))
-            )
-        else:
-            got = at_once(lambda: double(0), lambda: double(1), lambda: double(2))
-print("inits", len(inits))
-print("got", sorted(map(repr, got)))
-print("left", sorted(p.name() for p in psutil.Process().children(recursive=True)))
+def left():
+    return sorted(p.name() for p in psutil.Process().children(recursive=True))
+
+report = {}
+first, second = (ax.Runtime(backend="ray", cpu_workers=2) for _ in range(2))
+with first:  # sync calls from threads, async tasks and puts, on two runtimes at once
+    got = at_once(
+        lambda: double(0),
+        lambda: double(1),
+        lambda: asyncio.run(tasks(2)),
+        lambda: first.put(42).get(),
+        lambda: second.put(4).get(),
+    )
+report["race"] = {"inits": len(inits), "got": got}
+with second:  # the second runtime still uses the Ray the first one started
+    report["after_first_closed"] = double(3)
+report["race"]["left"] = left()
+
+inits.clear()
+failing = True
+with ax.Runtime(backend="ray", cpu_workers=2):
+    got = at_once(lambda: double(0), lambda: double(1), lambda: double(2))
+report["failing"] = {"inits": len(inits), "got": got, "left": left()}
+print(json.dumps(report))
 """
 
 
-_STARTS_RAY = pytest.mark.timeout(180)
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _first_calls(mode: str, tmp_path: Path) -> dict[str, str]:
-    script = tmp_path / "first_calls.py"
-    script.write_text(_FIRST_CALLS)
-    out = subprocess.run(
-        [sys.executable, str(script), mode],
-        capture_output=True,
-        text=True,
-        timeout=150,  # starting Ray takes 5 s here, 30 s on a loaded 2-CPU machine
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if " " in line)
-    return lines
+@pytest.fixture(scope="session")
+def first_calls(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> dict[str, Any]:
+    """What ``_FIRST_CALLS`` printed: run once per test session, however many xdist workers."""
+    root = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        root = root.parent  # shared by the session's workers
+    saved = root / "ray_first_calls.json"
+    with _locked(root / "ray_first_calls.lock"):
+        if not saved.exists():
+            script = root / "ray_first_calls.py"
+            script.write_text(_FIRST_CALLS)
+            out = subprocess.run(
+                [sys.executable, str(script)],
+                capture_output=True,
+                text=True,
+                timeout=240,  # starting Ray takes 5 s here, 30 s on a loaded 2-CPU machine
+                check=False,
+            )
+            assert out.returncode == 0, out.stderr[-3000:]
+            saved.write_text(out.stdout.strip().splitlines()[-1])
+    report: dict[str, Any] = json.loads(saved.read_text())
+    return report
 
 
-@_STARTS_RAY
-def test_first_calls_from_several_threads_start_one_ray(tmp_path: Path) -> None:
-    seen = _first_calls("threads", tmp_path)
-    assert seen["inits"] == "1"
-    assert seen["got"] == "['0', '2', '4']"
-    assert seen["left"] == "[]"  # Ray shut down with the runtime that started it
-
-
-@_STARTS_RAY
-def test_first_calls_from_several_tasks_start_one_ray(tmp_path: Path) -> None:
-    seen = _first_calls("tasks", tmp_path)
-    assert seen["inits"] == "1"
-    assert seen["got"] == "['0', '2', '4']"
-    assert seen["left"] == "[]"
-
-
-@_STARTS_RAY
-def test_first_sync_async_and_put_callers_at_once_start_one_ray(tmp_path: Path) -> None:
-    seen = _first_calls("mixed", tmp_path)
-    assert seen["inits"] == "1"
-    assert seen["got"] == "['0', '42', '[0, 2]']"
-    assert seen["left"] == "[]"
+_STARTS_RAY = pytest.mark.timeout(300)
 
 
 @_STARTS_RAY
-def test_two_runtimes_share_one_ray_until_the_last_one_closes(tmp_path: Path) -> None:
-    seen = _first_calls("runtimes", tmp_path)
-    assert seen["inits"] == "1"
-    assert seen["got"] == "['2', '4', '6']"
-    assert seen["left"] == "[]"
+def test_first_calls_at_once_start_one_ray_and_all_succeed(first_calls: dict[str, Any]) -> None:
+    race = first_calls["race"]
+    assert race["inits"] == 1
+    assert race["got"] == ["0", "2", "4", "42", "[0, 2]"]
+
+
+@_STARTS_RAY
+def test_two_runtimes_share_one_ray_until_the_last_one_closes(
+    first_calls: dict[str, Any],
+) -> None:
+    assert first_calls["after_first_closed"] == 6
+    assert first_calls["race"]["left"] == []  # Ray shut down with the last runtime using it
 
 
 @_STARTS_RAY
 def test_a_failed_start_is_one_error_for_every_caller_and_leaves_nothing(
-    tmp_path: Path,
+    first_calls: dict[str, Any],
 ) -> None:
-    seen = _first_calls("failing", tmp_path)
-    assert seen["inits"] == "1"
+    failing = first_calls["failing"]
+    assert failing["inits"] == 1
     error = "AmbidexError('could not start a local Ray: ValueError: no room for Ray here')"
-    assert seen["got"] == repr([error] * 3)
-    assert seen["left"] == "[]"
+    assert failing["got"] == [error] * 3
+    assert failing["left"] == []
 
 
 def _sweep(**kw: Any) -> ax.sim.SweepResult:
@@ -307,26 +321,67 @@ def test_a_sweep_on_ray_is_bit_identical_to_the_local_one(ray_cluster: None) -> 
 def test_large_inputs_go_through_the_object_store_once(
     ray_rt: ax.Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ambidex.runtime._raypool import RayPool
+    from ambidex.runtime._backends._ray import Backend
 
     puts: list[int] = []
-    real_put = RayPool.put
+    real_share = Backend.share
 
-    def counting_put(self: RayPool, value: Any) -> Any:
+    def counting_share(self: Backend, value: Any, *, writable: bool = False) -> Any:
         puts.append(int(getattr(value, "nbytes", 0)))
-        return real_put(self, value)
+        return real_share(self, value, writable=writable)
 
-    monkeypatch.setattr(RayPool, "put", counting_put)
+    monkeypatch.setattr(Backend, "share", counting_share)
     result = _sweep()  # 8 runs, one 4 MB input
     assert len(result.runs) == 8
-    assert puts == [4_000_000]  # stored once, not once per run
-    local = ax.Runtime(cpu_workers=1)
-    big = np.arange(10)
-    assert local.put(big) is big
-    local.close()
-    ref = ray_rt.put(big)
-    assert isinstance(ref, ray.ObjectRef)
-    assert np.array_equal(ray.get(ref), big)
+    assert puts == [4_000_000]  # stored once, not once per run (and no progress counters)
+    stats = ray_rt.statistics().cpu_workers
+    assert stats is not None
+    assert stats.shared == 0  # released when the sweep ended
+
+
+@ax.cpu
+def total(handles: list[ax.Shared[Any]]) -> int:
+    return sum(int(h.get().sum()) for h in handles)
+
+
+def test_a_shared_value_travels_with_the_calls_that_carry_its_handle(ray_rt: ax.Runtime) -> None:
+    big = np.arange(1000)
+    handle = ray_rt.put(big)
+    assert isinstance(handle.ref, ray.ObjectRef)
+    assert np.array_equal(ray.get(handle.ref), big)
+    assert np.array_equal(handle.get(), big)
+    assert total([handle]) == big.sum()  # found inside the call's arguments
+    assert total.map([[handle], [handle, handle]]) == [big.sum(), 2 * big.sum()]
+    stats = ray_rt.statistics().cpu_workers
+    assert stats is not None
+    assert (stats.shared, stats.shared_bytes) == (1, big.nbytes)
+    handle.release()
+    assert ray_rt.statistics().as_dict()["cpu_workers"]["shared"] == 0
+    with pytest.raises(LookupError, match="released"):
+        handle.get()
+    with pytest.raises(ValueError, match="immutable"):
+        ray_rt.put(big, writable=True)
+    assert ray_rt.cpu_features.distributed
+    assert not ray_rt.cpu_features.writable_shares
+
+
+@ax.cpu(timeout_s=3.0)
+def sleeps_long(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def test_only_tasks_that_ran_count_as_killed(ray_rt: ax.Runtime) -> None:
+    assert [r[0] for r in where.map([1, 2])] == [2, 4]  # both Ray workers started
+    out = sleeps_long.map([30] * 6, max_in_flight=6, return_exceptions=True)
+    messages = [str(x) for x in out if isinstance(x, ax.TaskTimeoutError)]
+    assert len(messages) == 6, out
+    ran = [m for m in messages if "its Ray worker was killed" in m]
+    queued = [m for m in messages if "cancelled before it started" in m]
+    assert len(ran) + len(queued) == 6
+    assert 1 <= len(ran) <= 2  # 2 CPUs: the others never left Ray's queue
+    stats = ray_rt.statistics().cpu_workers
+    assert stats is not None
+    assert stats.killed == len(ran)
 
 
 def test_evolution_evaluations_run_as_ray_tasks(ray_rt: ax.Runtime, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from sim_toy_models import Exchange, Fails, Slow
 
 import ambidex as ax
 import ambidex.sim as sim
-from ambidex.sim._sweep import _RunSpec
+from ambidex.sim._transport import RunSpec
 
 GRID = {"n": [50, 200], "p": [0.2, 0.8]}
 
@@ -56,10 +56,8 @@ def test_final_and_summary() -> None:
 def test_large_inputs_travel_through_shared_memory_not_per_task() -> None:
     bonus = np.full(1_000_000, 0.5)  # 8 MB
     with sim.SharedArrays({"bonus": bonus}) as shared:
-        spec = _RunSpec(
-            Exchange, {"n": 10}, 1, 0, 0, (0,), shared.descriptors, shared.descriptors["bonus"]
-        )
-        assert len(cloudpickle.dumps(spec)) < 5_000  # the descriptor, not the data
+        spec = RunSpec(Exchange, {"n": 10}, 1, 0, 0, (0,), shared.descriptors, None)
+        assert len(cloudpickle.dumps(spec)) < 5_000  # the handle, not the data
     s = sim.sweep(Exchange, {"n": [10, 20]}, steps=4, seed=2, inputs={"bonus": bonus})
     for r in s.runs:
         start = r.metrics["energy"][0]

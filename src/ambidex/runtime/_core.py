@@ -1,4 +1,4 @@
-"""The Runtime: one loop thread, one I/O thread pool, one cpu process pool, named limits.
+"""The Runtime: one loop thread, one I/O thread pool, one cpu backend, named limits.
 
 A process normally has one runtime, created lazily by ``ax.current_runtime()`` on the
 first call and closed at interpreter exit. ``with ax.Runtime(...) as rt:``
@@ -17,11 +17,17 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from ambidex.exceptions import RuntimeClosedError, UnknownLimitError
+from ambidex.runtime._backends import (
+    BackendFeatures,
+    CpuBackend,
+    Shared,
+    backend_features,
+    check_backend,
+    open_backend,
+)
 from ambidex.runtime._cpus import default_cpu_workers, default_io_threads, usable_cpus
 from ambidex.runtime._limits import CapacityLimit, Rate, RateLimit
 from ambidex.runtime._loop import Escaped, LoopThread, guarded
-from ambidex.runtime._procpool import ProcessPool
-from ambidex.runtime._raypool import RayPool
 from ambidex.runtime._stats import CallCounters, RuntimeStatistics
 from ambidex.runtime._threads import IOThreadPool
 
@@ -64,10 +70,7 @@ class Runtime:
         address: str | None = None,
     ) -> None:
         backend = backend or os.environ.get("AMBIDEX_BACKEND", "local")
-        if backend not in ("local", "ray"):
-            raise ValueError(f"unknown backend {backend!r}: expected 'local' or 'ray'")
-        if address is not None and backend != "ray":
-            raise ValueError("address= is for backend='ray'")
+        check_backend(backend, address)
         self.backend = backend
         self.address = address or os.environ.get("AMBIDEX_RAY_ADDRESS") or None
         cpus = usable_cpus()
@@ -81,11 +84,14 @@ class Runtime:
         #: True inside a cpu worker process: cpu work then runs on threads of
         #: the worker's own runtime rather than starting processes of its own.
         self.in_worker = os.environ.get("AMBIDEX_IN_WORKER") == "1"
+        # Inside a worker cpu calls run on this process's threads, so what
+        # they share stays in this machine's memory: the local backend's.
+        self._engine = "local" if self.in_worker else backend
         self.counters = CallCounters()
         self.threads = IOThreadPool(self.io_threads)
         self._lock = threading.Lock()
         self._loop_thread: LoopThread | None = None
-        self._procs: ProcessPool | RayPool | None = None
+        self._cpu: CpuBackend | None = None
         self._capacity: dict[str, CapacityLimit] = {}
         self._rates: dict[str, RateLimit] = {}
         self._closed = False
@@ -127,7 +133,9 @@ class Runtime:
             raise
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Stop the process pool, the loop thread and the I/O threads.
+        """Stop the cpu backend, the loop thread and the I/O threads.
+
+        What was shared with ``put`` is freed (shared memory unlinked).
 
         Work still running on the loop is cancelled. An I/O thread stuck in a
         blocking call cannot be stopped; ``close`` waits up to ``timeout_s``
@@ -145,10 +153,10 @@ class Runtime:
                 return
             self._closed = True
         if lt is not None:
-            if self._procs is not None:
-                procs = self._procs
+            cpu = self._cpu
+            if cpu is not None:
                 with contextlib.suppress(RuntimeError):
-                    lt.call(procs.aclose())
+                    lt.call(cpu.aclose())
             lt.close(timeout_s)
         self.threads.close(timeout_s)
 
@@ -226,68 +234,85 @@ class Runtime:
         return result
 
     async def run_in_process(self, payload: bytes, label: str, timeout_s: float | None) -> Any:
-        """Run a pickled call on the cpu process pool; await it from any loop."""
+        """Run a pickled call on the cpu backend; await it from any loop."""
         lt = self.loop_thread
         if lt.in_loop_thread:
-            return await self._process_pool().run(payload, label, timeout_s)
-        return await _run_on_loop(lt.loop, self._run_in_pool(payload, label, timeout_s))
+            return await self.cpu_backend.run(payload, label, timeout_s)
+        return await _run_on_loop(lt.loop, self._run_on_backend(payload, label, timeout_s))
 
-    async def _run_in_pool(self, payload: bytes, label: str, timeout_s: float | None) -> Any:
-        return await self._process_pool().run(payload, label, timeout_s)
+    async def _run_on_backend(self, payload: bytes, label: str, timeout_s: float | None) -> Any:
+        return await self.cpu_backend.run(payload, label, timeout_s)
 
     def cpu_in_flight(self, *, timed: bool) -> int:
         """How many cpu calls ``map`` keeps in flight unless told otherwise.
 
-        Twice the pool: more would only wait in this process. On the ray
-        backend, calls without a timeout go up to 1,024 at once: Ray queues
-        them and pipelines them to its workers, which a handful at a time
-        would starve (and a cluster has more CPUs than this machine). A call
-        with a timeout keeps to twice the pool there too: its deadline runs
-        from submission, so time queued in Ray would count against it.
+        The backend says: twice the pool locally, where more would only wait
+        in this process; on Ray, calls without a timeout go up to 1,024 at
+        once (Ray queues them and feeds its workers without waiting for us),
+        and a call with a timeout keeps to twice the pool there too, since
+        its deadline runs from submission.
         """
-        if self.backend == "ray" and not timed and not self.in_worker:
-            return 1024
-        return 2 * self.cpu_workers
+        return self.cpu_backend.in_flight(timed=timed)
 
-    def _process_pool(self) -> ProcessPool | RayPool:
-        # Only touched from the loop thread.
+    @property
+    def cpu_features(self) -> BackendFeatures:
+        """What this runtime's cpu backend can do (starts nothing)."""
+        return backend_features(self._engine)
+
+    @property
+    def cpu_backend(self) -> CpuBackend:
+        """The cpu backend, created on first use (creating it starts no process).
+
+        Its ``run`` and ``aclose`` belong to the runtime's loop; the loop
+        thread is started with it, so that ``close`` has a loop to close it on.
+        """
         if self._closed:
             raise RuntimeClosedError("this ambidex Runtime is closed")
-        if self._procs is None:
-            if self.backend == "ray":
-                self._procs = RayPool(self.cpu_workers, self.address)
-            else:
-                self._procs = ProcessPool(self.cpu_workers)
-        return self._procs
+        cpu = self._cpu
+        if cpu is not None:
+            return cpu
+        self.loop_thread  # noqa: B018 - started first: close() closes the backend on it
+        with self._lock:
+            if self._closed:
+                raise RuntimeClosedError("this ambidex Runtime is closed")
+            if self._cpu is None:
+                self._cpu = open_backend(self._engine, self.cpu_workers, self.address)
+            return self._cpu
 
-    def put(self, value: Any) -> Any:
-        """Store a large read-only value once in Ray's object store (ray backend).
+    def put(self, value: Any, *, writable: bool = False) -> Shared[Any]:
+        """Store a large value once for cpu calls to read; returns its handle.
 
-        Returns the reference; on the local backend the value itself is
-        returned. A reference reaches cpu calls as an argument of the Ray task
-        (``ambidex.runtime._raypool.sending_inputs``, as ``ax.sim.sweep``
-        does): one pickled inside a call's arguments cannot be fetched there.
+        Pass the handle to cpu calls (as an argument, or inside one) instead of
+        the value; ``handle.get()`` there returns the value without a copy per
+        call: locally from shared memory (a numpy array is mapped read-only,
+        anything else unpickled once per worker), on Ray from its object store.
+        The value lives until ``handle.release()``, until the handle is
+        garbage collected, or until this runtime closes.
+
+        ``writable=True`` shares a numeric array that workers may write into
+        and this process sees while they run (the local backend only:
+        ``cpu_features.writable_shares``).
+
+        Raises:
+            ValueError: ``writable`` where the backend cannot, or for a value
+                that is not a numeric numpy array.
+            RuntimeClosedError: the runtime is closed.
         """
-        if self.backend != "ray":
-            return value
-        return self.call(self.aput(value))
+        return self.cpu_backend.share(value, writable=writable)
 
-    async def aput(self, value: Any) -> Any:
-        """``put`` for async code."""
-        if self.backend != "ray":
-            return value
-        lt = self.loop_thread
-        if asyncio.get_running_loop() is not lt.loop:
-            return await _run_on_loop(lt.loop, self.aput(value))
-        pool = self._process_pool()
-        assert isinstance(pool, RayPool)
-        return await asyncio.to_thread(pool.put, value)
+    async def aput(self, value: Any, *, writable: bool = False) -> Shared[Any]:
+        """``put`` for async code: the copy (or Ray's start) runs on an I/O thread."""
+        backend = self.cpu_backend
+        share: Shared[Any] = await self.run_in_thread(
+            backend.share, (value,), {"writable": writable}
+        )
+        return share
 
     # -- statistics --------------------------------------------------------
 
     def statistics(self) -> RuntimeStatistics:
         """A snapshot: calls by kind, in flight, limits, pool sizes, timeouts, retries."""
-        procs = self._procs
+        cpu = self._cpu
         with self._lock:
             capacity = dict(self._capacity)
             rates = dict(self._rates)
@@ -297,7 +322,7 @@ class Runtime:
             limits={name: lim.statistics() for name, lim in capacity.items()},
             rate_limits={name: lim.statistics() for name, lim in rates.items()},
             io_threads=self.threads.statistics(),
-            cpu_workers=procs.statistics() if procs is not None else None,
+            cpu_workers=cpu.statistics() if cpu is not None else None,
             loop_running=lt is not None and lt.loop.is_running(),
             backend=self.backend,
         )

@@ -6,8 +6,8 @@ import itertools
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ambidex.runtime._backends import CpuStatistics
 from ambidex.runtime._limits import LimitStatistics, RateLimitStatistics
-from ambidex.runtime._procpool import ProcessPoolStatistics
 from ambidex.runtime._threads import ThreadPoolStatistics
 
 __all__ = ["KIND_NAMES", "CallCounters", "KindStatistics", "RuntimeStatistics"]
@@ -39,8 +39,8 @@ class RuntimeStatistics:
     limits: dict[str, LimitStatistics]
     rate_limits: dict[str, RateLimitStatistics]
     io_threads: ThreadPoolStatistics
-    cpu_workers: ProcessPoolStatistics | None
-    """None until the first cpu call starts the process pool."""
+    cpu_workers: CpuStatistics | None
+    """None until the first cpu call (or ``put``) opens the cpu backend."""
     loop_running: bool
     backend: str = "local"
     extra: dict[str, Any] = field(default_factory=dict)

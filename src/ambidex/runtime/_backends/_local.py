@@ -1,4 +1,6 @@
-"""The cpu process pool: one task per worker process, workers that die are replaced.
+"""The local backend: this machine's worker processes, and shared memory for large values.
+
+One task per worker process; workers that die are replaced.
 
 Why not ``concurrent.futures.ProcessPoolExecutor``: when one task kills its
 worker (segfault, ``os._exit``, the OOM killer) the stdlib pool marks itself
@@ -19,7 +21,6 @@ import signal
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
@@ -31,8 +32,10 @@ from ambidex.exceptions import (
     TaskTimeoutError,
     WorkerCrashedError,
 )
+from ambidex.runtime._backends._abc import BackendFeatures, CpuStatistics, Shared
+from ambidex.runtime._backends._shm import ShmStore
 
-__all__ = ["ProcessPool", "ProcessPoolStatistics"]
+__all__ = ["Backend", "ProcessPoolStatistics", "decode_reply", "describe_exit"]
 
 _BOOTSTRAP = (
     "import json, os, sys; "
@@ -42,22 +45,8 @@ _BOOTSTRAP = (
 _EXIT_WAIT_S = 5.0
 
 
-@dataclass(frozen=True)
-class ProcessPoolStatistics:
-    """A snapshot of the cpu process pool."""
-
-    max_workers: int
-    """Upper bound on worker processes (``cpu_workers``)."""
-    workers: int
-    """Worker processes alive now."""
-    busy: int
-    """Workers running a task now."""
-    crashed: int
-    """Tasks that killed their worker."""
-    killed: int
-    """Workers killed by ambidex because their task timed out or was cancelled."""
-    started: int
-    """Worker processes started since the pool opened (replacements included)."""
+ProcessPoolStatistics = CpuStatistics
+"""The old name of ``CpuStatistics``."""
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -77,7 +66,7 @@ class _Worker:
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.proc = proc
-        # Set once the channel is open (see ProcessPool._spawn).
+        # Set once the channel is open (see Backend._spawn).
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -106,13 +95,21 @@ class _Worker:
         return code
 
 
-class ProcessPool:
-    """Worker processes started on demand, up to ``max_workers``; lives on one loop."""
+class Backend:
+    """Worker processes started on demand, up to ``max_workers``; runs on one loop.
 
-    def __init__(self, max_workers: int) -> None:
+    Large values are shared through this machine's shared memory (``ShmStore``).
+    """
+
+    features = BackendFeatures(distributed=False, writable_shares=True)
+
+    def __init__(self, max_workers: int, address: str | None = None) -> None:
         if max_workers < 1:
             raise ValueError(f"cpu_workers must be at least 1, got {max_workers}")
+        if address is not None:
+            raise ValueError("the local backend runs on this machine: it takes no address")
         self.max_workers = max_workers
+        self._shares = ShmStore()
         self._slots = asyncio.Semaphore(max_workers)
         self._idle: list[_Worker] = []
         self._alive: set[_Worker] = set()
@@ -193,7 +190,17 @@ class ProcessPool:
             finally:
                 self._busy -= 1
             self._idle.append(worker)
-        return _decode(data, label)
+        return decode_reply(data, label)
+
+    def in_flight(self, *, timed: bool) -> int:
+        """Twice the workers: more calls would only wait in this process."""
+        return 2 * self.max_workers
+
+    def share(self, value: Any, *, writable: bool = False) -> Shared[Any]:
+        """Copy ``value`` into shared memory once; workers map it from there."""
+        if self._closed:
+            raise RuntimeError("the cpu process pool is closed")
+        return self._shares.put(value, writable=writable)
 
     async def _exchange(
         self, worker: _Worker, payload: bytes, label: str, timeout_s: float | None
@@ -227,20 +234,24 @@ class ProcessPool:
             self._crashed += 1
             raise WorkerCrashedError(label, worker.pid, describe_exit(code)) from None
 
-    def statistics(self) -> ProcessPoolStatistics:
-        """A snapshot of the pool's workers."""
-        return ProcessPoolStatistics(
+    def statistics(self) -> CpuStatistics:
+        """A snapshot of the pool's workers and shared values."""
+        shared, shared_bytes = self._shares.usage()
+        return CpuStatistics(
             max_workers=self.max_workers,
             workers=len(self._alive),
             busy=self._busy,
             crashed=self._crashed,
             killed=self._killed,
             started=self._started,
+            shared=shared,
+            shared_bytes=shared_bytes,
         )
 
     async def aclose(self) -> None:
-        """Stop every worker: close its channel, then kill it if it lingers."""
+        """Stop every worker (close its channel, then kill it if it lingers); free the shares."""
         self._closed = True
+        self._shares.close()
         workers = list(self._alive)
         self._alive.clear()
         self._idle.clear()
@@ -255,7 +266,8 @@ class ProcessPool:
             await asyncio.gather(*self._reaping, return_exceptions=True)
 
 
-def _decode(data: bytes, label: str) -> Any:
+def decode_reply(data: bytes, label: str) -> Any:
+    """The result a worker sent back, or its error raised here with the remote traceback."""
     try:
         status, value, remote_tb = cloudpickle.loads(data)
     except Exception as exc:
