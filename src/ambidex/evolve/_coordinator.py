@@ -614,8 +614,8 @@ class _Run:
             return replace(base, code=proposal.code, error=reason, note="proposal: not applicable")
         async with current_runtime().limit("sandbox"):
             source = tgt.with_code(proposal.code)
-            if current_runtime().backend == "ray":
-                # The evaluation runs as a Ray task: its sandbox is on whichever node runs it.
+            if current_runtime().cpu_features.distributed:
+                # The evaluation runs as a cpu call: its sandbox is on whichever node runs it.
                 result = await _evaluate_remotely.aio(_sandbox_options(self.sandbox), source, tgt)
             else:
                 result = await self.sandbox.evaluate(
