@@ -13,6 +13,7 @@ import pytest
 import ambidex as ax
 from ambidex.llm import DEFAULT_LLM_CAPACITY, LLM, AsyncLLM, MockLLMServer
 from ambidex.llm._http import SHARD_REQUESTS, LoopPool
+from ambidex.testing import FakeClock
 
 LATENCY_MS = 100
 
@@ -96,26 +97,32 @@ async def test_no_limit_leaves_batch_unbounded_when_limit_is_none(slow: MockLLMS
 async def test_limit_not_held_while_waiting_to_retry(slow: MockLLMServer) -> None:
     ax.limits(llm=1)
     slow.fail_next(1, status=429, retry_after_s=0.3)
-    async with (
-        AsyncLLM("mock-llm", base_url=slow.url, backoff_s=0.01) as retrying,
-        AsyncLLM("mock-llm", base_url=slow.url) as other,
-    ):
-        first = asyncio.create_task(retrying.chat("gets a 429"))
-        await asyncio.sleep(0.05)  # the 429 came back at once; it now waits 0.3 s
-        start = time.monotonic()
-        await other.chat("runs meanwhile")
-        assert time.monotonic() - start < 0.25
-        await first
+    # A manual fake clock: the retry waits until the test moves time on, however
+    # slow the machine, so the other request surely runs while it waits.
+    with FakeClock(autojump=False) as clock:
+        async with (
+            AsyncLLM("mock-llm", base_url=slow.url, backoff_s=0.01) as retrying,
+            AsyncLLM("mock-llm", base_url=slow.url) as other,
+        ):
+            first = asyncio.create_task(retrying.chat("gets a 429"))
+            while retrying.usage.retries == 0:  # the 429 comes back at once
+                await asyncio.sleep(0.002)
+            await other.chat("runs meanwhile")  # the limit of 1 is free
+            assert not first.done()
+            clock.advance(0.3)  # the Retry-After has passed
+            await first
+    assert slow.stats().requests == 3
 
 
 async def test_rate_limit_spaces_requests_when_given(server: MockLLMServer) -> None:
-    async with AsyncLLM(
-        "mock-llm", base_url=server.url, rate=ax.Rate(20, burst=1), limit=None
-    ) as llm:
-        start = time.monotonic()
-        await llm.batch([f"q{i}" for i in range(5)])
-        elapsed = time.monotonic() - start
-    assert elapsed >= 4 / 20 - 0.01
+    with FakeClock() as clock:
+        async with AsyncLLM(
+            "mock-llm", base_url=server.url, rate=ax.Rate(20, burst=1), limit=None
+        ) as llm:
+            await llm.batch([f"q{i}" for i in range(5)])
+    # One token at once, then four more at 20 a second: exactly 0.2 virtual s.
+    assert clock.elapsed_s == pytest.approx(4 / 20)
+    assert server.stats().completions == 5
 
 
 def test_pool_spreads_requests_over_small_clients_when_many_run_at_once() -> None:

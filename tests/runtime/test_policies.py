@@ -22,6 +22,7 @@ import pytest
 from _support import await_for, process_gone, read_pid, wait_for
 
 import ambidex as ax
+from ambidex.testing import FakeClock
 
 # -- cpu helpers (run in worker processes) -----------------------------------
 
@@ -292,21 +293,25 @@ async def test_error_not_retried_when_not_in_retry_on() -> None:
 async def test_retries_wait_backoff_when_retrying() -> None:
     stamps: list[float] = []
 
-    @ax.io(retries=4, backoff_s=0.05, max_backoff_s=10)
-    async def flaky() -> int:
-        stamps.append(time.monotonic())
-        if len(stamps) < 5:
-            raise ConnectionError("transient")
-        return len(stamps)
+    with FakeClock() as clock:
 
-    assert await flaky.aio() == 5
+        @ax.io(retries=4, backoff_s=5, max_backoff_s=100)
+        async def flaky() -> int:
+            stamps.append(clock.monotonic())
+            if len(stamps) < 5:
+                raise ConnectionError("transient")
+            return len(stamps)
+
+        assert await flaky.aio() == 5
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
-    caps = [0.05, 0.1, 0.2, 0.4]  # full jitter: each wait is uniform in [0, cap]
-    # Without backoff the gaps would be microseconds; with it their sum is
-    # below 10 ms with probability about 1e-6.
-    assert sum(gaps) >= 0.01, gaps
+    caps = [5, 10, 20, 40]  # full jitter: each wait is uniform in [0, cap]
+    # Virtual time moves only by the waits, so each gap is its wait exactly.
+    # Without backoff the gaps would be 0; with it their sum is below 1 s
+    # with probability about 1e-6.
+    assert sum(gaps) >= 1, gaps
     for gap, cap in zip(gaps, caps, strict=True):
-        assert gap <= cap + 0.3, (gaps, caps)
+        assert 0 <= gap <= cap, (gaps, caps)
+    assert clock.elapsed_s == pytest.approx(sum(gaps))
 
 
 def test_backoff_capped_when_max_backoff_s_set() -> None:
@@ -319,10 +324,10 @@ def test_backoff_capped_when_max_backoff_s_set() -> None:
             raise ConnectionError("transient")
         return "ok"
 
-    t0 = time.monotonic()
-    assert flaky() == "ok"
+    with FakeClock() as clock:
+        assert flaky() == "ok"
     # Uncapped waits would be uniform in [0, 10], [0, 20], [0, 40] seconds.
-    assert time.monotonic() - t0 < 1.0
+    assert clock.elapsed_s <= 3 * 0.01
     assert len(attempts) == 4
 
 
@@ -459,59 +464,70 @@ async def test_manual_limit_holds_slot_when_used_as_async_context_manager() -> N
 
 
 async def test_rate_limit_spaces_starts_when_burst_is_one() -> None:
-    ax.limits(api=ax.Rate(20, burst=1))
     starts: list[float] = []
+    with FakeClock() as clock:
+        ax.limits(api=ax.Rate(20, burst=1))
 
-    @ax.io(limit="api")
-    async def hit(i: int) -> int:
-        starts.append(time.monotonic())
-        return i
+        @ax.io(limit="api")
+        async def hit(i: int) -> int:
+            starts.append(clock.monotonic())
+            return i
 
-    # Half the callers are sync (on threads), half async: one shared bucket.
-    t0 = time.monotonic()
-    calls = asyncio.gather(
-        *(asyncio.to_thread(hit, i) for i in range(5)), *(hit.aio(i) for i in range(5, 10))
-    )
-    await asyncio.sleep(0.15)
-    waiting = _stats().rate_limits["api"].waiting
-    assert await calls == list(range(10))
+        # Half the callers are sync (on threads), half async: one shared bucket.
+        t0 = clock.monotonic()
+        calls = asyncio.gather(
+            *(asyncio.to_thread(hit, i) for i in range(5)), *(hit.aio(i) for i in range(5, 10))
+        )
+        assert await calls == list(range(10))
 
-    # Each caller's turn comes 1/20 s after the previous one's. A loaded machine
-    # may wake a caller late (never early), so the k-th start is judged against
-    # its turn, t0 + k/20, rather than against the start before it.
+    # Each caller's turn comes 1/20 s after the previous one's, in virtual time.
     offsets = sorted(s - t0 for s in starts)
-    for k, offset in enumerate(offsets):
-        assert offset >= k / 20 - 0.005, offsets
-    assert offsets[-1] >= 0.44, offsets
-    assert waiting > 0
+    assert offsets == pytest.approx([k / 20 for k in range(10)])
+
+
+async def test_rate_limit_counts_waiting_callers_while_they_wait() -> None:
+    with FakeClock(autojump=False) as clock:  # nobody's turn comes until advanced
+        ax.limits(api=ax.Rate(20, burst=1))
+
+        @ax.io(limit="api")
+        async def hit(i: int) -> int:
+            return i
+
+        calls = asyncio.gather(
+            *(asyncio.to_thread(hit, i) for i in range(3)), *(hit.aio(i) for i in range(3, 6))
+        )
+        assert await await_for(lambda: _stats().rate_limits["api"].waiting == 5)
+        clock.advance(5 / 20)
+        assert await calls == list(range(6))
+    assert _stats().rate_limits["api"].waiting == 0
 
 
 async def test_rate_limit_allows_burst_when_burst_is_five() -> None:
-    ax.limits(api=ax.Rate(20, burst=5))
     starts: list[float] = []
+    with FakeClock() as clock:
+        ax.limits(api=ax.Rate(20, burst=5))
 
-    @ax.io(limit="api")
-    async def hit(i: int) -> int:
-        starts.append(time.monotonic())
-        return i
+        @ax.io(limit="api")
+        async def hit(i: int) -> int:
+            starts.append(clock.monotonic())
+            return i
 
-    t0 = time.monotonic()
-    assert await asyncio.gather(*(hit.aio(i) for i in range(10))) == list(range(10))
+        t0 = clock.monotonic()
+        assert await asyncio.gather(*(hit.aio(i) for i in range(10))) == list(range(10))
 
     offsets = sorted(s - t0 for s in starts)
-    assert offsets[4] < 0.1, offsets  # the burst starts at once (one by one: 0.2 s)
-    for k in range(5, 10):  # then one per 1/20 s
-        assert offsets[k] >= (k - 4) / 20 - 0.005, offsets
-    assert offsets[-1] >= 0.24, offsets
+    # The burst starts at once, then one per 1/20 s.
+    assert offsets == pytest.approx([0.0] * 5 + [k / 20 for k in range(1, 6)])
 
 
 def test_rate_limit_spaces_manual_holders_when_used_as_context_manager() -> None:
-    ax.limits(api=ax.Rate(20))
     starts: list[float] = []
-    for _ in range(4):
-        with ax.limit("api"):
-            starts.append(time.monotonic())
-    assert starts[-1] - starts[0] >= 0.14
+    with FakeClock() as clock:
+        ax.limits(api=ax.Rate(20))
+        for _ in range(4):
+            with ax.limit("api"):
+                starts.append(clock.monotonic())
+    assert [b - a for a, b in itertools.pairwise(starts)] == pytest.approx([1 / 20] * 3)
 
 
 # -- cancellation ------------------------------------------------------------

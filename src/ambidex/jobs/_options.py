@@ -7,10 +7,10 @@ of range raises ``JobOptionError`` naming it, before anything is stored.
 from __future__ import annotations
 
 import math
-import time
 from datetime import datetime
 from typing import Any
 
+from ambidex._clock import current_clock
 from ambidex._job_errors import JobOptionError
 from ambidex._job_model import RetryPolicy, type_names
 from ambidex.jobs._store import NewJob
@@ -28,7 +28,7 @@ def _when(delay_s: float | None, run_at: float | datetime | None) -> float | Non
     """The epoch time a job may start, from ``delay_s`` or ``run_at`` (None: at once)."""
     if delay_s is not None and run_at is not None:
         raise JobOptionError("run_at", "give delay_s or run_at, not both")
-    now = time.time()
+    now = current_clock().time()  # the store's clock: a test's fake clock reaches delays
     if delay_s is not None:
         if not (_is_number(delay_s) and 0 <= delay_s <= MAX_DELAY_S):
             raise JobOptionError(

@@ -37,11 +37,16 @@ from ambidex._clock import Clock, SystemClock, current_clock, use_clock
 from ambidex.testing._clock import FakeClock
 
 if typing.TYPE_CHECKING:
+    from ambidex.testing._jobs import drain, drain_sync, open_job_manager, temporary_store
     from ambidex.testing._llm import MockLLM, mock_llm
 
 _LAZY = {
     "MockLLM": "ambidex.testing._llm",
     "mock_llm": "ambidex.testing._llm",
+    "drain": "ambidex.testing._jobs",
+    "drain_sync": "ambidex.testing._jobs",
+    "open_job_manager": "ambidex.testing._jobs",
+    "temporary_store": "ambidex.testing._jobs",
 }
 
 
@@ -67,6 +72,10 @@ __all__ = [
     "MockLLM",
     "SystemClock",
     "current_clock",
+    "drain",
+    "drain_sync",
     "mock_llm",
+    "open_job_manager",
+    "temporary_store",
     "use_clock",
 ]

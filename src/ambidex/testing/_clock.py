@@ -7,10 +7,12 @@ sleeps on it or the test calls ``advance``.
 With ``autojump=True`` (the default, like trio's ``MockClock(autojump_threshold=0)``)
 a sleep never waits for the test. A task's ``asleep`` parks the task; once the
 tasks ready on that loop have run (and parked their own sleeps), the clock jumps
-to the earliest deadline and wakes that sleeper, then the next, in deadline
-order: five tasks that each sleep 1 s at once move the clock by 1 s, not 5. A
-thread's ``sleep`` cannot know what other threads are about to do, so it moves
-the clock to its own deadline and returns at once.
+to the earliest deadline of all parked tasks, on every loop, and wakes that
+sleeper; after the woken task has taken its next step, the next one. So tasks
+wake in deadline order and each reads its own deadline as the time, and five
+tasks that each sleep 1 s at once move the clock by 1 s, not 5. A thread's
+``sleep`` cannot know what other threads are about to do, so it moves the clock
+to its own deadline and returns at once.
 
 With ``autojump=False`` sleepers wait (for real) until ``advance`` moves the
 clock past their deadline, for tests that look at the world mid-wait.
@@ -30,8 +32,9 @@ from ambidex._clock import use_clock
 
 __all__ = ["FakeClock"]
 
-# A parked task: (deadline as virtual seconds since the clock's start, tie-breaker, its future).
-_Sleeper = tuple[float, int, asyncio.Future[None]]
+# A parked task: (deadline in virtual seconds since the clock's start, tie-breaker, its
+# loop, its future).
+_Sleeper = tuple[float, int, asyncio.AbstractEventLoop, asyncio.Future[None]]
 
 
 def _wake(fut: asyncio.Future[None]) -> None:
@@ -57,8 +60,8 @@ class FakeClock:
         self._start_time = time.time()
         self._elapsed = 0.0
         self._changed = threading.Condition()
-        self._sleepers: dict[asyncio.AbstractEventLoop, list[_Sleeper]] = {}
-        self._jumping: set[asyncio.AbstractEventLoop] = set()
+        self._sleepers: list[_Sleeper] = []  # a heap, across every loop
+        self._jumping = False  # a jump is scheduled on some loop
         self._order = itertools.count()
         self._installed: ExitStack | None = None
 
@@ -91,9 +94,9 @@ class FakeClock:
         with self._changed:
             self._elapsed += seconds
             self._changed.notify_all()
-            for loop, heap in self._sleepers.items():
-                while heap and heap[0][0] <= self._elapsed:
-                    due.append((loop, heapq.heappop(heap)[2]))
+            while self._sleepers and self._sleepers[0][0] <= self._elapsed:
+                _, _, loop, fut = heapq.heappop(self._sleepers)
+                due.append((loop, fut))
         for loop, fut in due:
             try:
                 loop.call_soon_threadsafe(_wake, fut)
@@ -124,30 +127,42 @@ class FakeClock:
         fut: asyncio.Future[None] = loop.create_future()
         with self._changed:
             deadline = self._elapsed + max(seconds, 0.0)
-            heapq.heappush(self._sleepers.setdefault(loop, []), (deadline, next(self._order), fut))
-            if self.autojump and loop not in self._jumping:
-                self._jumping.add(loop)
-                # After the callbacks ready now: the tasks woken with this one
-                # park their sleeps first, so the earliest deadline goes first.
-                loop.call_soon(self._jump, loop)
+            heapq.heappush(self._sleepers, (deadline, next(self._order), loop, fut))
+            jump = self.autojump and not self._jumping
+            self._jumping |= jump
+        if jump:
+            # After the callbacks ready now: the tasks woken with this one
+            # park their sleeps first, so the earliest deadline goes first.
+            loop.call_soon(self._jump)
         await fut
 
-    def _jump(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Wake ``loop``'s earliest sleeper, moving time to its deadline; again next iteration."""
-        with self._changed:
-            heap = self._sleepers.get(loop, [])
-            while heap and heap[0][2].done():  # cancelled: it moves no time
-                heapq.heappop(heap)
-            if not heap:
-                self._jumping.discard(loop)
-                self._sleepers.pop(loop, None)
+    def _jump(self) -> None:
+        """Give the earliest parked sleeper, on whichever loop, its turn (on its own loop)."""
+        here = asyncio.get_running_loop()
+        while True:
+            with self._changed:
+                if not self._sleepers:
+                    self._jumping = False
+                    return
+                deadline, _, loop, fut = heapq.heappop(self._sleepers)
+            if loop is here:
+                self._turn(deadline, fut)
                 return
-            deadline, _, fut = heapq.heappop(heap)
-            self._move_to(deadline)
-        _wake(fut)
-        # Scheduled after the woken task's next step, so a sleep it starts
-        # now joins the line before the clock jumps again.
-        loop.call_soon(self._jump, loop)
+            try:
+                loop.call_soon_threadsafe(self._turn, deadline, fut)
+                return
+            except RuntimeError:  # its loop closed: nobody waits there any more
+                continue
+
+    def _turn(self, deadline: float, fut: asyncio.Future[None]) -> None:
+        """On the sleeper's loop: move time to its deadline, wake it, jump again after its step."""
+        if not fut.done():  # a cancelled sleeper (a timeout) moves no time
+            with self._changed:
+                self._move_to(deadline)
+            fut.set_result(None)
+        # Scheduled after the woken task's next step, so whatever it does at
+        # its own deadline (read the time, sleep again) happens before time moves on.
+        asyncio.get_running_loop().call_soon(self._jump)
 
     # -- installing --------------------------------------------------------------------
 
