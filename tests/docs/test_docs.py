@@ -58,8 +58,11 @@ in the test's ``tmp_path``.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
+import re
 import sys
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -140,6 +143,38 @@ def _mock_llm(page: Page, run: PageRun) -> Iterator[None]:
 def test_block_is_skipped(where: str, reason: str) -> None:
     """One skipped test per block the docs say not to run: ``-ra`` lists them all."""
     pytest.skip(f"{where}: {reason}")
+
+
+# Names a page mentions on purpose as gone (the page says so where it names them).
+_GONE = {"ax.sim.workload"}
+_NAME = re.compile(r"(?<![\w.])(?:ax|ambidex)(?:\.[A-Za-z_]\w*)+")
+
+
+def _resolves(dotted: str) -> bool:
+    """Whether ``ax.a.b`` / ``ambidex.a.b`` is an attribute or module, importing as needed."""
+    obj: object = importlib.import_module("ambidex")
+    for part in dotted.split(".")[1:]:
+        if hasattr(obj, part):
+            obj = getattr(obj, part)
+            continue
+        if not isinstance(obj, types.ModuleType):
+            return False
+        try:
+            obj = importlib.import_module(f"{obj.__name__}.{part}")
+        except ImportError:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_names_the_page_mentions_exist(path: str) -> None:
+    """Every ``ax.x`` / ``ambidex.x.y`` in the page's text and code is there to import."""
+    missing = []
+    for number, line in enumerate((ROOT / path).read_text(encoding="utf-8").splitlines(), 1):
+        for name in _NAME.findall(line):
+            if name not in _GONE and not _resolves(name):
+                missing.append(f"{path}:{number}: {name}")
+    assert not missing, "stale names:\n" + "\n".join(missing)
 
 
 # -- the conventions themselves ---------------------------------------------------------
