@@ -78,3 +78,29 @@ def test_a_file_that_does_not_parse_names_its_line(tmp_path: Path) -> None:
 def test_an_unknown_module_name_raises_import_error() -> None:
     with pytest.raises(ImportError):
         load_module("ambidex_no_such_module_here")
+
+
+def test_worker_load_keeps_its_own_messages(tmp_path: Path) -> None:
+    from ambidex.jobs import WorkloadRegistry, load_workloads
+
+    reg = WorkloadRegistry()
+    with pytest.raises(ValueError, match=r"workload file not found: .*absent\.py"):
+        load_workloads(str(tmp_path / "absent.py"), reg)
+    broken = _write(tmp_path, "x = 1\ndef broken(:\n")
+    with pytest.raises(ValueError, match=rf"importing {broken}.*line 2"):
+        load_workloads(str(broken), reg)
+    with pytest.raises(ValueError, match="importing workload module 'ambidex_nowhere' failed"):
+        load_workloads("ambidex_nowhere", reg)
+
+
+def test_sim_load_model_keeps_its_own_messages(tmp_path: Path) -> None:
+    pytest.importorskip("numpy")
+    from ambidex.sim import ModelError, load_model
+
+    with pytest.raises(ModelError, match=r"model file not found: .*absent\.py"):
+        load_model(str(tmp_path / "absent.py"))
+    empty = _write(tmp_path, "x = 1\n")
+    with pytest.raises(ModelError, match="defines 0 Model classes"):
+        load_model(str(empty))
+    with pytest.raises(ModelError, match="cannot load model 'ambidex_nowhere'"):
+        load_model("ambidex_nowhere")

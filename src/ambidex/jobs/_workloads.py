@@ -19,8 +19,6 @@ A plain function runs on the I/O threads, a cpu function in the process pool
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
 import inspect
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -33,7 +31,7 @@ import pydantic
 import pydantic_core
 from typing_extensions import Unpack
 
-from ambidex._imports import import_file
+from ambidex._imports import MissingFileError, classes_in, load_module
 from ambidex._job_errors import JobInputError, UnknownWorkloadError
 from ambidex._job_model import RetryPolicy
 from ambidex._text import describe_exception, plain_text
@@ -638,14 +636,14 @@ def load_workloads(spec: str, registry: WorkloadRegistry | None = None) -> list[
         if not path.is_file():
             raise ValueError(f"workflow file not found: {spec}")
         reg.register_workflow(Workflow.from_yaml(str(path)))
-    elif spec.endswith(".py"):
-        if not path.is_file():
-            raise ValueError(f"workload file not found: {spec}")
-        _register_models(import_file(path), reg)
     else:
         try:
-            module = importlib.import_module(spec)
+            module = load_module(spec)
+        except MissingFileError:
+            raise ValueError(f"workload file not found: {spec}") from None
         except Exception as exc:
+            if spec.endswith(".py"):  # a ValueError that names the file and the cause
+                raise
             raise ValueError(
                 f"importing workload module {spec!r} failed: {describe_exception(exc)}"
             ) from exc
@@ -661,19 +659,13 @@ def _register_models(module: ModuleType, reg: WorkloadRegistry) -> None:
     workload.
     """
     sim: Any = sys.modules.get("ambidex.sim")
+    for model in classes_in(module, sim.Model).values() if sim is not None else ():
+        name = f"sim.{cast(Any, model).model_name()}"
+        if name not in reg:
+            reg.register_simulation(model, name=name)
     for value in list(vars(module).values()):
         obj: Any = value
         if (
-            sim is not None
-            and inspect.isclass(obj)
-            and issubclass(obj, sim.Model)
-            and obj is not sim.Model
-            and obj.__module__ == module.__name__
-        ):
-            name = f"sim.{cast(Any, obj).model_name()}"
-            if name not in reg:
-                reg.register_simulation(obj, name=name)
-        elif (
             callable(obj)
             and hasattr(obj, "__ax_evolve__")
             and getattr(obj, "__module__", None) == module.__name__
