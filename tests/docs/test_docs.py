@@ -44,7 +44,9 @@ Directives, HTML comments that a rendered page does not show:
 ``curl`` fails on an HTTP error status (``CURL_HOME`` holds a ``.curlrc`` with
 ``fail-with-body``, ``silent`` and ``show-error``), as a reader would see a 405.
 Code in running text (`` `like this` ``) is not run: a command meant to be
-tried goes in a block.
+tried goes in a block. Two checks cover the prose instead: every `` `ambidex ...` ``
+in it must name commands and options that exist, and every ``ax.x`` /
+``ambidex.x.y`` a page mentions must import (a renamed API leaves none behind).
 
 ``pip install ...`` commands (a line, or the head of ``a && b``) are not run:
 they install into the environment the tests run in (CI's ``.ci/run`` installs
@@ -61,6 +63,7 @@ import contextlib
 import importlib
 import os
 import re
+import shlex
 import sys
 import types
 from collections.abc import Iterator
@@ -177,6 +180,58 @@ def test_names_the_page_mentions_exist(path: str) -> None:
     assert not missing, "stale names:\n" + "\n".join(missing)
 
 
+_INLINE_COMMAND = re.compile(r"`((?:python -m )?ambidex [^`]+)`")
+
+
+def _command_problem(command: str) -> str | None:
+    """Why ``ambidex ...`` would not parse: an unknown command or option; None if it would.
+
+    Values are not checked (placeholders such as ``DB`` stand for them); a
+    placeholder word (``FILE``, ``[OPTIONS]``, ``…``) ends the check.
+    """
+    import typer.main
+
+    from ambidex.cli import app
+
+    words = shlex.split(command)
+    words = words[3:] if words[:3] == ["python", "-m", "ambidex"] else words[1:]
+    cmd, path, at = typer.main.get_command(app), "ambidex", 0
+    while at < len(words):
+        word = words[at]
+        if word in ("…", "...") or word.isupper() or word.startswith("[") or "|" in word:
+            return None
+        if word.startswith("-"):
+            name = word.split("=")[0]
+            param = next((p for p in cmd.params if name in [*p.opts, *p.secondary_opts]), None)
+            if param is None and name not in ("-h", "--help"):
+                return f"{path}: no option {name}"
+            takes_value = param is not None and not param.is_flag and "=" not in word
+            at += 2 if takes_value else 1
+            continue
+        if hasattr(cmd, "get_command"):  # a group: the word names a command
+            sub = cmd.get_command(None, word)
+            if sub is None and cmd.get_command(None, "run") is not None:
+                sub, at = cmd.get_command(None, "run"), at - 1  # `evolve FILE` is `evolve run FILE`
+            if sub is None:
+                return f"{path}: no command {word}"
+            cmd, path = sub, f"{path} {word}"
+        at += 1
+    return None
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_commands_in_running_text_parse(path: str) -> None:
+    """Every `` `ambidex ...` `` in the page's prose names commands and options that exist."""
+    text = (ROOT / path).read_text(encoding="utf-8")
+    problems = []
+    for match in _INLINE_COMMAND.finditer(text):
+        problem = _command_problem(" ".join(match[1].split()))
+        if problem is not None:
+            line = text.count("\n", 0, match.start()) + 1
+            problems.append(f"{path}:{line}: `{match[1]}`: {problem}")
+    assert not problems, "\n".join(problems)
+
+
 # -- the conventions themselves ---------------------------------------------------------
 
 _SAMPLE = """\
@@ -255,3 +310,13 @@ def test_console_blocks_match_shown_lines_in_order_with_ellipses() -> None:
     shown = ["error: model Boom ...", '  File ".../boom.py", line 7']
     assert unmatched_line(shown, printed) is None
     assert unmatched_line(shown[::-1], printed) == "error: model Boom ..."
+
+
+def test_command_check_names_unknown_commands_and_options() -> None:
+    """A misspelt option or command is named; placeholders and `evolve FILE` pass."""
+    problem = _command_problem("ambidex sim run m.py --stepz 3")
+    assert problem == "ambidex sim run: no option --stepz"
+    assert _command_problem("ambidex jobs sumbit sleep") == "ambidex jobs: no command sumbit"
+    assert _command_problem("ambidex evolve show DB --top 10 --html r.html") is None
+    assert _command_problem("ambidex evolve f.py --iterations 200 --parallel 8") is None
+    assert _command_problem("python -m ambidex serve --port 8000") is None
