@@ -19,7 +19,7 @@ from _evolve_db import iterations_done
 
 import ambidex as ax
 from ambidex.evolve import EvolveProgress, Program
-from ambidex.evolve._report import open_database
+from ambidex.evolve.report import open_database
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = ROOT / "examples" / "evolve" / "quick" / "approx_pi.py"

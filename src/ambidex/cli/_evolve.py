@@ -37,7 +37,7 @@ from ambidex.cli._errors import fail, one_line, os_error_code
 if TYPE_CHECKING:
     from ambidex._progress import ProgressSink
     from ambidex.evolve import EvolveProgress, EvolveResult, ProgramDatabase
-    from ambidex.evolve._report import Snapshot
+    from ambidex.evolve.report import Snapshot
 
 __all__ = ["evolve_app", "evolve_command", "lineage_command", "show_command"]
 
@@ -111,8 +111,7 @@ def evolve_command(
     """Evolve a function: propose, evaluate in a sandbox, keep the best; resumable."""
     import ambidex as ax
     from ambidex.cli._progress import progress_bar
-    from ambidex.evolve import TargetError
-    from ambidex.evolve._coordinator import EvolveError, _make_proposer, default_db_path
+    from ambidex.evolve import EvolveError, TargetError, default_db_path, make_proposer
     from ambidex.llm import LLMConfigError
 
     if proposer not in ("offline", "llm"):
@@ -122,7 +121,7 @@ def evolve_command(
     except TargetError as exc:
         raise fail(str(exc)) from None
     try:  # before the run starts: a missing API key is a mistake, not a failed proposal
-        chosen = _make_proposer(proposer, model)
+        chosen = make_proposer(proposer, model)
     except LLMConfigError as exc:
         raise fail(f"--proposer llm: {exc}") from None
     db_path = db or default_db_path(target.path)
@@ -176,8 +175,8 @@ def _close(proposer: Any) -> None:
 
 def _kept(db_path: Path, iterations: int) -> str:
     """What an interrupted run leaves behind, in one line."""
-    from ambidex.evolve._database import DatabaseError
-    from ambidex.evolve._report import open_database
+    from ambidex.evolve import DatabaseError
+    from ambidex.evolve.report import open_database
 
     again = "run the same command again to continue"
     try:
@@ -192,8 +191,8 @@ def _kept(db_path: Path, iterations: int) -> str:
 
 def _failure_examples(db_path: Path) -> dict[str, str]:
     """The latest error of each failure kind in the database (empty if it cannot be read)."""
-    from ambidex.evolve._database import DatabaseError
-    from ambidex.evolve._report import open_database
+    from ambidex.evolve import DatabaseError
+    from ambidex.evolve.report import open_database
 
     try:
         with open_database(db_path) as db:
@@ -213,7 +212,7 @@ def _reports(bar: ProgressSink) -> Callable[[EvolveProgress], None]:
 
 
 def _show_result(result: EvolveResult, examples: dict[str, str]) -> None:
-    from ambidex.evolve._report import failure_text
+    from ambidex.evolve.report import failure_text
 
     console = Console()
     best = result.best
@@ -246,8 +245,8 @@ def _show_result(result: EvolveResult, examples: dict[str, str]) -> None:
 @contextlib.contextmanager
 def _opened(path: Path) -> Iterator[ProgramDatabase]:
     """The database at ``path``; not one (or not there) exits 2 in one line."""
-    from ambidex.evolve._database import DatabaseError
-    from ambidex.evolve._report import open_database
+    from ambidex.evolve import DatabaseError
+    from ambidex.evolve.report import open_database
 
     try:
         db = open_database(path)
@@ -276,7 +275,7 @@ def show_command(
     as_json: JsonOption = False,
 ) -> None:
     """Show the best programs of an evolution database, the best one's code and its failures."""
-    from ambidex.evolve._report import read, summary, write_html
+    from ambidex.evolve.report import read, summary, write_html
 
     with _opened(db) as database:
         snap = read(database)
@@ -298,7 +297,7 @@ def show_command(
 
 
 def _show_snapshot(snap: Snapshot, data: dict[str, Any], report: Path | None) -> None:
-    from ambidex.evolve._report import failure_text
+    from ambidex.evolve.report import failure_text
 
     console = Console()
     target = f"{snap.target_file}: " if snap.target_file else ""
@@ -355,7 +354,7 @@ def lineage_command(
     as_json: JsonOption = False,
 ) -> None:
     """Show a program's chain of parents back to the initial program, root first."""
-    from ambidex.evolve._report import lineage
+    from ambidex.evolve.report import lineage
 
     with _opened(db) as database:
         try:

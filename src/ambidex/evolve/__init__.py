@@ -41,7 +41,9 @@ if TYPE_CHECKING:
         EvolveProgress,
         EvolveResult,
         aevolve,
+        default_db_path,
         evolve,
+        make_proposer,
     )
     from ambidex.evolve._database import DatabaseError, Program, ProgramDatabase
     from ambidex.evolve._proposers import (
@@ -58,6 +60,8 @@ _LAZY = {
     "EvolveProgress": "_coordinator",
     "EvolveResult": "_coordinator",
     "aevolve": "_coordinator",
+    "default_db_path": "_coordinator",
+    "make_proposer": "_coordinator",
     "evolve": "_coordinator",
     "DatabaseError": "_database",
     "Program": "_database",
@@ -107,8 +111,10 @@ __all__ = [
     "TargetError",
     "TargetSpec",
     "aevolve",
+    "default_db_path",
     "evaluator",
     "evolve",
     "load_target",
+    "make_proposer",
     "target",
 ]

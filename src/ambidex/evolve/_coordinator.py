@@ -41,6 +41,7 @@ __all__ = [
     "aevolve",
     "default_db_path",
     "evolve",
+    "make_proposer",
 ]
 
 _PROGRESS_EVERY_S = 0.5
@@ -164,7 +165,16 @@ def default_db_path(target_file: str | Path) -> Path:
     return data_dir() / "evolve" / f"{p.stem}-{digest}.sqlite"
 
 
-def _make_proposer(proposer: str | Proposer, model: str | None) -> Proposer:
+def make_proposer(proposer: str | Proposer, model: str | None = None) -> Proposer:
+    """The proposer ``evolve`` uses for ``proposer``: a name (``"offline"``, ``"llm"``) or one.
+
+    ``"llm"`` is an ``LLMProposer`` of ``model`` (default ``gpt-4o-mini``). Made
+    before a run starts, it reports a missing API key at once.
+
+    Raises:
+        EvolveError: an unknown proposer name.
+        LLMConfigError: ``"llm"`` without an API key for a remote server.
+    """
     if not isinstance(proposer, str):
         return proposer
     if proposer == "offline":
@@ -251,7 +261,7 @@ async def aevolve(
     database = await to_thread(_open_database, tgt, db_path, fresh, islands, seed)
     try:
         box = sandbox or Sandbox(timeout_s=timeout_s, memory_mb=memory_mb)
-        prop = _make_proposer(proposer, model)
+        prop = make_proposer(proposer, model)
         _ensure_limit("sandbox", parallel)
         run = _Run(
             tgt,
