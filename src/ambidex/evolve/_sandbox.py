@@ -40,13 +40,13 @@ starts, watches and kills it and collects its result.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ambidex.evolve import _plan, _probe, _supervise
 from ambidex.evolve._supervise import EvalResult, SandboxError
+from ambidex.runtime import to_thread
 
 __all__ = ["EvalResult", "Sandbox", "SandboxError"]
 
@@ -168,7 +168,7 @@ class Sandbox:
         """
         caps = _probe.known()
         if caps is None:
-            caps = await asyncio.to_thread(_capabilities)
+            caps = await to_thread(_capabilities)  # blocks ~0.1 s, once per process
         contents, preload = _plan.contents(source, target, files, evaluator_source)
         job = _plan.prepare(
             self, source, evaluator, target, contents, caps, evaluator_path, preload
