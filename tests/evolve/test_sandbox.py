@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -557,12 +559,23 @@ async def test_cancelling_evaluate_kills_the_processes() -> None:
     while not survivors() and time.monotonic() < end:
         await asyncio.sleep(0.02)
     assert survivors(), "the sandbox never started"
-    await asyncio.sleep(0.2)  # let the candidate run
+    while not _busy(survivors()) and time.monotonic() < end:  # the candidate's loop is running
+        await asyncio.sleep(0.02)
+    assert _busy(survivors()), "the candidate never ran"
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert wait_for_no_survivors() == []
     await still_works(sandbox)
+
+
+def _busy(procs: list[psutil.Process], cpu_s: float = 0.3) -> bool:
+    """One of ``procs`` has run ``cpu_s`` seconds: more than starting Python takes."""
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            if proc.cpu_times().user >= cpu_s:
+                return True
+    return False
 
 
 PARENT = src(
@@ -579,6 +592,15 @@ PARENT = src(
 )
 
 
+def _directories(procs: list[psutil.Process], prefix: str) -> set[str]:
+    """The evaluation directories (``prefix...``) ``procs`` name on their command lines."""
+    found = set()
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            found |= set(re.findall(re.escape(prefix) + r"[\w-]+", " ".join(proc.cmdline())))
+    return found
+
+
 def test_a_killed_parent_takes_its_sandboxes_along(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -588,12 +610,12 @@ def test_a_killed_parent_takes_its_sandboxes_along(
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     parent = psutil.Popen([sys.executable, "-c", PARENT], cwd=REPO, env=env)
     marker = f"ambidex-evolve-{parent.pid}-"
+    made = os.path.join(os.path.realpath(tmp_path), marker)  # its directories, not cgroups
     try:
         end = time.monotonic() + 20
-        while len(survivors(marker)) < 2 and time.monotonic() < end:
+        while len(_directories(survivors(marker), made)) < 2 and time.monotonic() < end:
             time.sleep(0.05)
-        assert survivors(marker), "the sandboxes never started"
-        time.sleep(0.3)
+        assert len(_directories(survivors(marker), made)) == 2, "the sandboxes never started"
     finally:
         parent.kill()
         parent.wait(10)
