@@ -10,14 +10,16 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _evolve_db import iterations_done
 
 import ambidex as ax
-from ambidex.evolve import Proposal, ProposalContext
+from ambidex.evolve import ProgramDatabase, Proposal, ProposalContext
 from ambidex.jobs import JobManager, JobStatus, WorkloadRegistry, load_workloads
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +37,7 @@ class Scripted:
 
     name = "scripted"
 
-    def __init__(self, answers: dict[int, tuple[float, str | None]], default: str) -> None:
+    def __init__(self, answers: dict[int, str | None], default: str) -> None:
         self.answers = answers
         self.default = default
         self.calls: list[int] = []
@@ -43,8 +45,7 @@ class Scripted:
     async def propose(self, ctx: ProposalContext) -> Proposal:
         i = len(self.calls)
         self.calls.append(i)
-        delay, code = self.answers.get(i, (0.0, self.default))
-        await asyncio.sleep(delay)
+        code = self.answers.get(i, self.default)
         if code is None:
             return Proposal(code=None, note="nothing", error="scripted: no code")
         return Proposal(code=code, note=f"scripted answer {i}")
@@ -131,13 +132,41 @@ def test_a_slow_candidate_does_not_hold_the_others(tmp_path: Path) -> None:
     assert result.best.code == slow
 
 
+async def test_the_database_is_used_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every SQLite call of a run (open, sample, store, progress, close) is on an I/O thread."""
+    threads: list[str] = []
+
+    def spied(name: str) -> None:
+        method = getattr(ProgramDatabase, name)
+
+        def spy(self: ProgramDatabase, *args: Any, **kwargs: Any) -> Any:
+            threads.append(threading.current_thread().name)
+            return method(self, *args, **kwargs)
+
+        monkeypatch.setattr(ProgramDatabase, name, spy)
+
+    for name in ("__init__", "_check_open", "close"):  # every public call checks it is open
+        spied(name)
+    seen: list[ax.evolve.EvolveProgress] = []
+    result = await ax.evolve.aevolve(
+        QUICK, iterations=6, parallel=2, db=tmp_path / "t.sqlite", on_progress=seen.append
+    )
+    assert result.done == 6
+    assert seen[-1].done == 6
+    assert seen[-1].best_id is not None
+    assert len(threads) > 6 * 3  # opened, and at least a sample, a store and a report each
+    assert threading.current_thread().name not in threads, sorted(set(threads))
+
+
 def test_failures_are_recorded_with_their_reason_and_stderr(tmp_path: Path) -> None:
     broken = "def approx() -> float:\n    return 1 / 0\n"
     unparsable = "def approx( -> float:\n    return 1\n"
-    answers: dict[int, tuple[float, str | None]] = {
-        0: (0.0, broken),
-        1: (0.0, unparsable),
-        2: (0.0, None),
+    answers: dict[int, str | None] = {
+        0: broken,
+        1: unparsable,
+        2: None,
     }
     proposer = Scripted(answers, default="def approx() -> float:\n    return 3.1\n")
     result = ax.evolve.evolve(
@@ -161,11 +190,11 @@ def test_failures_are_recorded_with_their_reason_and_stderr(tmp_path: Path) -> N
 
 def test_hostile_proposals_fail_alone_and_the_run_goes_on(tmp_path: Path) -> None:
     """Text SQLite or the parser refuse fails its own candidate, never the run."""
-    answers: dict[int, tuple[float, str | None]] = {
-        0: (0.0, "def approx() -> float:\n    return '\udcff'\n"),  # a lone surrogate
-        1: (0.0, "def approx() -> float:\n    return 1\x00\n"),  # a NUL byte
-        2: (0.0, "def approx() -> float:\n    return " + "-" * 100_000 + "1\n"),  # too deep
-        3: (0.0, "def approx() -> float:\n    raise ValueError(chr(0xDCFF) + chr(0xD800))\n"),
+    answers: dict[int, str | None] = {
+        0: "def approx() -> float:\n    return '\udcff'\n",  # a lone surrogate
+        1: "def approx() -> float:\n    return 1\x00\n",  # a NUL byte
+        2: "def approx() -> float:\n    return " + "-" * 100_000 + "1\n",  # too deep
+        3: "def approx() -> float:\n    raise ValueError(chr(0xDCFF) + chr(0xD800))\n",
     }
     proposer = Scripted(answers, default="def approx() -> float:\n    return 3.1\n")
     result = ax.evolve.evolve(

@@ -20,10 +20,10 @@ import random
 import re
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ambidex._paths import data_dir
 from ambidex._text import describe_exception
@@ -45,6 +45,8 @@ __all__ = [
 ]
 
 _PROGRESS_EVERY_S = 0.5
+
+T = TypeVar("T")
 
 
 class EvolveError(AmbidexError, RuntimeError):
@@ -258,8 +260,9 @@ async def aevolve(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise EvolveError(f"{label} must be a positive integer, got {value!r}")
     db_path = Path(db) if db is not None else default_db_path(tgt.path)
-    database = await to_thread(_open_database, tgt, db_path, fresh, islands, seed)
+    opening = asyncio.ensure_future(to_thread(_open_database, tgt, db_path, fresh, islands, seed))
     try:
+        database = await _finish_first(opening)
         box = sandbox or Sandbox(timeout_s=timeout_s, memory_mb=memory_mb)
         prop = make_proposer(proposer, model)
         _ensure_limit("sandbox", parallel)
@@ -278,8 +281,28 @@ async def aevolve(
         )
         return await run.go(db_path)
     finally:
-        # Shielded: a second cancellation must not abandon the close on the I/O thread.
-        await asyncio.shield(to_thread(database.close))
+        if opening.done() and not opening.cancelled() and opening.exception() is None:
+            await _finish_first(to_thread(opening.result().close))
+
+
+async def _finish_first(step: Awaitable[T]) -> T:
+    """Await ``step`` to its end; a cancellation that arrives meanwhile follows it.
+
+    The database calls run on the runtime's I/O threads, and a call that its caller
+    stops waiting for goes on there regardless. So that a cancelled run never leaves
+    one behind (the close racing it), nor stops halfway through a step that must be
+    whole (storing a candidate, then sampling and noting the one K later), these are
+    awaited through this: the run stops between them, as it did when they did not
+    wait at all.
+    """
+    task = asyncio.ensure_future(step)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()  # retrieved: the cancellation is what the caller sees
+        raise
 
 
 def _open_database(
@@ -395,9 +418,9 @@ class _Run:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
-            self._report()
+            await self._report()
         return EvolveResult(
-            best=self.db.best(),
+            best=await to_thread(self.db.best),
             initial=initial,
             iterations=self.iterations,
             done=self.done,
@@ -411,7 +434,7 @@ class _Run:
 
     async def _initial(self) -> Program:
         """The initial program, evaluated once and seeded into every island."""
-        history = self.db.history(limit=1)
+        history = await to_thread(self.db.history, limit=1)
         if history:
             return history[0]
         tgt = self.target
@@ -432,13 +455,18 @@ class _Run:
                 f"{tgt.path}: {tgt.spec.evaluator}() returned {sorted(result.metrics)}, "
                 f"not the metric {tgt.spec.metric!r}"
             )
+        return await _finish_first(to_thread(self._seed, result.metrics))
+
+    def _seed(self, metrics: dict[str, float]) -> Program:
+        """Store the program as written in every island (blocking: on an I/O thread)."""
+        tgt = self.target
         first: Program | None = None
         for island in range(self.islands):
             program = self.db.add(
                 Program(
                     code=tgt.code,
-                    metrics=result.metrics,
-                    score=result.metrics[tgt.spec.metric],
+                    metrics=metrics,
+                    score=metrics[tgt.spec.metric],
                     ok=True,
                     island=island,
                     iteration=0,
@@ -454,36 +482,46 @@ class _Run:
     async def _in_order(self) -> None:
         """Store in iteration order; start the (j+K)-th iteration to do when the j-th is stored."""
         k, order, n = self.parallel, self.todo + self.beyond, len(self.todo)
-        saved = self.db.get_meta(self._PENDING) or {}
+        saved = await to_thread(self.db.get_meta, self._PENDING) or {}
         tasks: dict[asyncio.Task[Program], int] = {}  # -> position in order
         finished: dict[int, Program] = {}  # position -> candidate waiting for its predecessors
 
-        def begin(pos: int, saved_sample: Any = None) -> None:
+        async def begin(pos: int, saved_sample: Any = None) -> None:
             i = order[pos]
-            ctx = self._context(i, saved_sample) or self._context(i, self._sample(i))
+            ctx = await self._context(i, saved_sample)
+            if ctx is None:
+                ctx = await self._context(i, await self._sample(i))
             assert ctx is not None
             if pos < n:
                 tasks[asyncio.ensure_future(self._candidate(i, ctx))] = pos
 
-        for pos in range(min(k, len(order))):  # all see the same prefix: what is stored now
-            begin(pos, saved.get(str(order[pos])) if isinstance(saved, dict) else None)
-        self.db.set_meta(self._PENDING, self._pending_meta())
+        async def start() -> None:
+            for pos in range(min(k, len(order))):  # all see the same prefix: what is stored now
+                await begin(pos, saved.get(str(order[pos])) if isinstance(saved, dict) else None)
+            await to_thread(self.db.set_meta, self._PENDING, self._pending_meta())
+
+        async def advance(applied: int) -> int:
+            """Store what is next in order; after each, begin the iteration K later."""
+            while applied in finished:
+                await self._store(finished.pop(applied))
+                if applied + k < len(order):
+                    await begin(applied + k)
+                    await to_thread(self.db.set_meta, self._PENDING, self._pending_meta())
+                applied += 1
+                self.in_flight = len(tasks)
+                await self._report()
+            return applied
+
         applied = 0
         try:
+            await _finish_first(start())
             while tasks:
                 self.in_flight = len(tasks)
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     finished[tasks.pop(task)] = task.result()  # a coordinator bug surfaces here
                 self.in_flight = len(tasks)
-                while applied in finished:
-                    self._store(finished.pop(applied))
-                    if applied + k < len(order):
-                        begin(applied + k)
-                        self.db.set_meta(self._PENDING, self._pending_meta())
-                    applied += 1
-                    self.in_flight = len(tasks)
-                    self._report()
+                applied = await _finish_first(advance(applied))
         finally:
             await self._cancel(tasks)
 
@@ -491,22 +529,27 @@ class _Run:
         """Store each candidate when it finishes; start the next iteration in its slot."""
         todo = iter(self.todo)
         tasks: dict[asyncio.Task[Program], int] = {}  # -> iteration
-        self.db.set_meta(self._PENDING, {})  # samples of an in-order run are not followed here
+        # Samples of an in-order run are not followed here.
+        await to_thread(self.db.set_meta, self._PENDING, {})
+
+        async def store(done: list[asyncio.Task[Program]]) -> None:
+            for task in done:
+                del tasks[task]
+                self.in_flight = len(tasks)
+                await self._store(task.result())  # a coordinator bug surfaces here
+                await self._report()
+
         try:
             while True:
                 while len(tasks) < self.parallel and (i := next(todo, None)) is not None:
-                    ctx = self._context(i, self._sample(i))
+                    ctx = await self._context(i, await self._sample(i))
                     assert ctx is not None
                     tasks[asyncio.ensure_future(self._candidate(i, ctx))] = i
                 self.in_flight = len(tasks)
                 if not tasks:
                     return
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                for task in sorted(done, key=tasks.__getitem__):
-                    del tasks[task]
-                    self.in_flight = len(tasks)
-                    self._store(task.result())  # a coordinator bug surfaces here
-                    self._report()
+                await _finish_first(store(sorted(done, key=tasks.__getitem__)))
         finally:
             await self._cancel(tasks)
 
@@ -524,8 +567,12 @@ class _Run:
         """
         return random.Random(f"{self.seed}:{i}:{stream}")
 
-    def _sample(self, i: int) -> dict[str, Any]:
-        """What iteration ``i`` is shown, drawn from the database as it is now.
+    async def _sample(self, i: int) -> dict[str, Any]:
+        """What iteration ``i`` is shown, drawn from the database as it is now."""
+        return await to_thread(self._draw, i)
+
+    def _draw(self, i: int) -> dict[str, Any]:
+        """Iteration ``i``'s sample (blocking: on an I/O thread).
 
         Ids and error texts, JSON-ready for the meta. The errors are the
         island's last failures, so they too depend on nothing but what is stored.
@@ -539,7 +586,7 @@ class _Run:
             "errors": self.db.recent_errors(island, 3),
         }
 
-    def _context(self, i: int, sample: Any) -> ProposalContext | None:
+    async def _context(self, i: int, sample: Any) -> ProposalContext | None:
         """The proposal context of a sample (None if it is unusable: another seed, a lost id).
 
         In order, the sample is also kept in ``self.pending`` until iteration
@@ -549,8 +596,7 @@ class _Run:
         if not isinstance(sample, dict) or sample.get("seed") != self.seed:
             return None
         try:
-            parent = self.db.get(sample["parent"])
-            inspirations = [self.db.get(pid) for pid in sample["inspirations"]]
+            parent, inspirations = await to_thread(self._programs, sample)
             errors = [str(e) for e in sample["errors"]]
         except (KeyError, TypeError):
             return None
@@ -569,16 +615,26 @@ class _Run:
             rng=self._rng(i, "propose"),
         )
 
+    def _programs(self, sample: dict[str, Any]) -> tuple[Program, list[Program]]:
+        """A sample's parent and inspirations, read back by id (blocking: on an I/O thread).
+
+        Raises:
+            KeyError: an id is missing from the sample or the database.
+            TypeError: the sample's ids are not a list.
+        """
+        parent = self.db.get(sample["parent"])
+        return parent, [self.db.get(pid) for pid in sample["inspirations"]]
+
     def _pending_meta(self) -> dict[str, Any]:
         return {str(i): sample for i, sample in sorted(self.pending.items())}
 
-    def _store(self, program: Program) -> None:
+    async def _store(self, program: Program) -> None:
         """Add a finished candidate, with the count of iterations done, in one transaction."""
         meta: dict[str, Any] = {"iterations_done": self.done + 1}
         if self.deterministic:
             self.pending.pop(program.iteration, None)
             meta[self._PENDING] = self._pending_meta()
-        stored = self.db.add(program, meta=meta)  # may fail it: e.g. a NaN score
+        stored = await to_thread(self.db.add, program, meta=meta)  # may fail it: a NaN score
         self.done += 1
         if stored.ok:
             self.succeeded += 1
@@ -651,8 +707,7 @@ class _Run:
             note=proposal.note if ok else f"{kind}: {proposal.note}",
         )
 
-    def progress(self) -> EvolveProgress:
-        best = self.db.best()
+    def _progress(self, best: Program | None) -> EvolveProgress:
         return EvolveProgress(
             iterations=self.iterations,
             done=self.done,
@@ -664,14 +719,15 @@ class _Run:
             elapsed_s=time.perf_counter() - self.started,
         )
 
-    def _report(self) -> None:
+    async def _report(self) -> None:
         if self.on_progress is not None:
-            self.on_progress(self.progress())
+            best = await to_thread(self.db.best)
+            self.on_progress(self._progress(best))
 
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(_PROGRESS_EVERY_S)
-            self._report()
+            await self._report()
 
 
 def _sandbox_options(box: Sandbox) -> dict[str, Any]:

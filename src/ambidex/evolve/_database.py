@@ -230,7 +230,10 @@ class ProgramDatabase:
     """Programs in SQLite, with a MAP-Elites grid per island.
 
     Every program it returns is a copy: changing it changes nothing stored.
-    Meant for one event loop's thread; a lock guards every call anyway.
+    Its calls block (SQLite, on disk), so async code makes them on other
+    threads (the coordinator: the runtime's I/O threads, through
+    ``ax.to_thread``, one at a time); a lock guards every call, so any thread
+    may make one.
 
     Args:
         path: the SQLite file (created with its directory; reopened if it exists).
