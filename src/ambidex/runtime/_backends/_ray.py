@@ -86,15 +86,18 @@ class _Stored:
             sizes = [n for _, n, o in self._refs.values() if o is owner]
         return len(sizes), sum(sizes)
 
-    def sent_with(self, payload: bytes) -> tuple[tuple[str, ...], list[Any]]:
-        """The keys, and their references, of the handles pickled into ``payload``."""
+    def sent_with(self, payload: bytes) -> tuple[Any, ...]:
+        """For the handles pickled into ``payload``: their keys, then their references.
+
+        Empty when there are none: the common call sends no extra argument.
+        """
         keys: list[str] = []
         refs: list[Any] = []
         for needle, key, ref in self._keys:
             if needle in payload:
                 keys.append(key)
                 refs.append(ref)
-        return tuple(keys), refs
+        return (tuple(keys), *refs) if keys else ()
 
     def _rebuild(self) -> None:
         self._keys = tuple((k.encode(), k, r) for k, (r, _, _) in self._refs.items())
@@ -133,15 +136,21 @@ class RayShared(Shared[Any]):
 # -- running calls -----------------------------------------------------------------
 
 
-def _execute(payload: bytes, sys_path: list[str], keys: tuple[str, ...], *values: Any) -> bytes:
-    """Run one pickled call inside a Ray worker (the body of the remote function)."""
+def _execute(payload: bytes, sys_path: list[str], *shared: Any) -> bytes:
+    """Run one pickled call inside a Ray worker (the body of the remote function).
+
+    ``shared`` is empty, or the keys of the shared values the call carries
+    followed by their values (Ray resolves the references, as task arguments).
+    """
     for entry in reversed(sys_path):
         if entry not in sys.path:
             sys.path.insert(0, entry)
     os.environ["AMBIDEX_IN_WORKER"] = "1"  # nested cpu calls run on threads, not new tasks
     from ambidex.runtime._worker import _run_one
 
-    _received.update(zip(keys, values, strict=True))
+    if shared:
+        keys, *values = shared
+        _received.update(zip(keys, values, strict=True))
     try:
         return _run_one(payload)
     finally:
@@ -245,8 +254,8 @@ class Backend:
         results = self._results
         if results is None:
             results = self._results = Results(asyncio.get_running_loop())
-        keys, refs = _stored.sent_with(payload)
-        ref = _remote_execute().remote(payload, connection.sys_path, keys, *refs)
+        shared = _stored.sent_with(payload)  # () unless the payload carries handles
+        ref = _remote_execute().remote(payload, connection.sys_path, *shared)
         done = results.watch(ref)
         self._busy += 1
         self._in_flight.add(ref)
