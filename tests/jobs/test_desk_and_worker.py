@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -221,3 +222,35 @@ async def test_store_calls_close_waits_for_a_running_call_and_refuses_new_ones()
     assert not closer.is_alive()
     with pytest.raises(RuntimeError, match="store calls are closed"):
         await calls(lambda: None)
+
+
+def hold(seconds: float) -> str:
+    """A blocking job: it occupies one of the runtime's general I/O threads."""
+    time.sleep(seconds)
+    return "held"
+
+
+async def test_leases_are_renewed_while_every_io_thread_runs_a_blocking_job(
+    sqlite_store: JobStore, registry: WorkloadRegistry
+) -> None:
+    # Store calls go to the I/O threads' reserved lane: with both general threads
+    # held by blocking jobs for longer than a lease, renewals still go out, so a
+    # second worker recovering lapsed leases finds none and no job runs twice.
+    # (On one shared lane the heartbeat queued behind the jobs and every lease
+    # lapsed: the other worker requeued all four.)
+    registry.register(hold)
+    lease_s = 0.5
+    with ax.Runtime(io_threads=2, cpu_workers=1):
+        jobs = [sqlite_store.submit("hold", {"seconds": 6 * lease_s}) for _ in range(4)]
+        w = JobWorker(sqlite_store, registry, lease_s=lease_s, poll_s=POLL_S, concurrency=4)
+        try:
+            running = asyncio.create_task(w.run_until_idle())
+            await asyncio.sleep(3 * lease_s)  # time passing is what is tested
+            assert sqlite_store.recover_expired() == ([], [])  # as another worker would
+            stopped = await running
+        finally:
+            await w.aclose()
+    assert stopped == {StopReason.SUCCEEDED: 4}
+    for job in jobs:
+        done = sqlite_store.get(job.id)
+        assert (done.status, done.result, done.attempts) == (JobStatus.SUCCEEDED, "held", 1)

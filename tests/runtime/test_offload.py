@@ -60,3 +60,20 @@ async def test_to_thread_abandons_unstarted_call_when_caller_cancelled(
     await asyncio.gather(*holders)
     await ax.to_thread(lambda: None)  # one more call: the queue has been worked through
     assert not ran.is_set()
+
+
+async def test_reserved_thread_runs_while_every_general_thread_is_held() -> None:
+    release = threading.Event()
+    with ax.Runtime(io_threads=2, cpu_workers=1) as rt:
+        held = [asyncio.ensure_future(ax.to_thread(release.wait, 30)) for _ in range(3)]
+        try:
+            # Both general threads are held and a third call queues behind them;
+            # a reserved call runs at once on a thread of its own lane.
+            name, total, _ = await asyncio.wait_for(ax.to_reserved_thread(_where, 2, b=3), 10)
+            assert name.startswith("ambidex-io-reserved")
+            assert total == 5
+            stats = rt.statistics().io_threads
+            assert (stats.busy, stats.queued) == (2, 1)
+        finally:
+            release.set()
+            assert await asyncio.gather(*held) == [True, True, True]

@@ -1,17 +1,21 @@
 """Store calls off the event loop, on the runtime's I/O threads, and a way to wait them out.
 
 The desk and the worker call the (blocking) ``JobStore`` through ``StoreCalls``:
-each call goes to ``ax.to_thread``, the one way ambidex offloads a blocking
-call, so a slow disk never stalls the loop and no pool of the job service's
-own competes with the runtime's. What a pool of its own gave, and ``close``
-keeps: a job manager that stops first lets every store call already running
-end (a claim in flight, say), and starts no new one, before it gives its jobs
-back; otherwise a job claimed at the last moment would wait for its lease to
-lapse.
+each call goes to ``ax.to_reserved_thread``, the reserved lane of the runtime's
+I/O threads (the one pool ambidex offloads blocking calls to), so a slow disk
+never stalls the loop, no pool of the job service's own competes with the
+runtime's, and store calls never queue behind users' blocking jobs on the
+general lane: with every I/O thread running a long ``def`` job, lease renewals
+still go out on time and the jobs are not taken for dead and run twice.
+
+What a pool of its own gave, and ``close`` keeps: a job manager that stops
+first lets every store call already running end (a claim in flight, say), and
+starts no new one, before it gives its jobs back; otherwise a job claimed at
+the last moment would wait for its lease to lapse.
 
 A call whose caller was cancelled before it started never starts (see
-``ax.to_thread``); one that started is counted until it ends, from the thread
-that runs it, so ``close`` cannot miss it.
+``ax.to_reserved_thread``); one that started is counted until it ends, from
+the thread that runs it, so ``close`` cannot miss it.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ambidex.runtime import to_thread
+from ambidex.runtime import to_reserved_thread
 
 __all__ = ["StoreCalls"]
 
@@ -42,7 +46,7 @@ class StoreCalls:
         Raises:
             RuntimeError: the calls were closed (before this one started).
         """
-        return await to_thread(self._run, fn, args, kwargs)
+        return await to_reserved_thread(self._run, fn, args, kwargs)
 
     def _run(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
         with self._lock:

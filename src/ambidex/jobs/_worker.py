@@ -43,7 +43,7 @@ from ambidex.jobs._ending import Ending, StopReason
 from ambidex.jobs._metrics import JobMetrics
 from ambidex.jobs._store import JobStore, Outcome, refused_data
 from ambidex.jobs._workloads import JobContext, WorkloadRegistry, default_registry
-from ambidex.runtime import to_thread
+from ambidex.runtime import to_reserved_thread
 
 __all__ = ["JobWorker", "worker_name"]
 
@@ -227,7 +227,7 @@ class JobWorker:
             if self._owns_store:
                 self.store.close()
 
-        await to_thread(finish)
+        await to_reserved_thread(finish)
 
     async def __aenter__(self) -> JobWorker:
         await self.start()

@@ -9,9 +9,10 @@ from ambidex._clock import Clock, current_clock, use_clock
 from ambidex.runtime._backends import Shared
 from ambidex.runtime._core import Runtime, current_runtime
 from ambidex.runtime._cpus import cgroup_cpu_quota, usable_cpus
+from ambidex.runtime._facade import sync_facade
 from ambidex.runtime._gather import agather, gather
 from ambidex.runtime._limits import CapacityLimit, Rate, RateLimit
-from ambidex.runtime._offload import to_thread
+from ambidex.runtime._offload import to_reserved_thread, to_thread
 from ambidex.runtime._stats import KindStatistics, RuntimeStatistics
 from ambidex.runtime._task import Kind as TaskKind
 from ambidex.runtime._task import TaskFunction, TaskOptions, blocking, cpu, io
@@ -37,6 +38,8 @@ __all__ = [
     "current_runtime",
     "gather",
     "io",
+    "sync_facade",
+    "to_reserved_thread",
     "to_thread",
     "usable_cpus",
     "use_clock",

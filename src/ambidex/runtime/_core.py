@@ -227,10 +227,15 @@ class Runtime:
     # -- executors ---------------------------------------------------------
 
     async def run_in_thread(
-        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        reserved: bool = False,
     ) -> T:
-        """Run a blocking function on the I/O threads; await it from any loop."""
-        result: T = await self.threads.run(fn, args, kwargs)
+        """Run a blocking function on the I/O threads (``reserved``: their reserved lane)."""
+        result: T = await self.threads.run(fn, args, kwargs, reserved=reserved)
         return result
 
     async def run_in_process(self, payload: bytes, label: str, timeout_s: float | None) -> Any:
