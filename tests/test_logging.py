@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
 import subprocess
 import sys
+import time
 
 import pytest
 
+import ambidex as ax
 from ambidex._log import get_logger
 
 
@@ -71,3 +75,62 @@ def test_a_sim_run_logs_its_start_and_finish_at_debug(caplog: pytest.LogCaptureF
     messages = [r.getMessage() for r in caplog.records if r.name == "ambidex.sim._run"]
     assert messages[0] == "run Counter: 2 steps, seed 1"
     assert messages[1].startswith("run Counter: 2 steps in ")
+
+
+@ax.cpu
+def _die() -> None:
+    os._exit(3)
+
+
+@ax.cpu(timeout_s=0.3)
+def _hang() -> None:
+    time.sleep(30)
+
+
+_calls: list[int] = []
+
+
+@ax.io(retries=2, backoff_s=0.0)
+async def _flaky() -> str:
+    _calls.append(1)
+    if len(_calls) < 2:
+        raise ConnectionError("refused")
+    return "ok"
+
+
+def _runtime_records(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    return [(r.levelno, r.getMessage()) for r in caplog.records if r.name.startswith("ambidex.")]
+
+
+def test_a_crashed_cpu_worker_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="ambidex"), pytest.raises(ax.WorkerCrashedError):
+        _die()
+    ((level, message),) = _runtime_records(caplog)
+    assert level == logging.WARNING
+    assert re.fullmatch(r"cpu worker pid \d+ running _die\(\) died \(exited with code 3\)", message)
+
+
+def test_a_worker_killed_at_its_timeout_is_logged_at_info(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="ambidex"), pytest.raises(ax.TaskTimeoutError):
+        _hang()
+    ((level, message),) = _runtime_records(caplog)
+    assert level == logging.INFO
+    assert re.fullmatch(r"cpu worker pid \d+ killed: _hang\(\) ran past 0.3 s", message)
+
+
+def test_a_retry_is_logged_at_info_and_not_formatted_below(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _calls.clear()
+    with caplog.at_level(logging.INFO, logger="ambidex"):
+        assert _flaky() == "ok"
+    assert _runtime_records(caplog) == [
+        (logging.INFO, "_flaky failed (ConnectionError: refused); retry 1 of 2 in 0.00 s")
+    ]
+    caplog.clear()
+    _calls.clear()
+    with caplog.at_level(logging.WARNING, logger="ambidex"):
+        assert _flaky() == "ok"
+    assert _runtime_records(caplog) == []

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -35,8 +35,7 @@ from ambidex.cli._conventions import AmbidexTyper, Group
 from ambidex.cli._errors import fail, one_line, os_error_code
 
 if TYPE_CHECKING:
-    from ambidex._progress import ProgressSink
-    from ambidex.evolve import EvolveProgress, EvolveResult, ProgramDatabase
+    from ambidex.evolve import EvolveResult, ProgramDatabase
     from ambidex.evolve.report import Snapshot
 
 __all__ = ["evolve_app", "evolve_command", "lineage_command", "show_command"]
@@ -148,7 +147,7 @@ def evolve_command(
                 deterministic=deterministic,
                 timeout_s=timeout_s,
                 memory_mb=memory_mb,
-                on_progress=_reports(bar),
+                on_progress=bar,  # an EvolveProgress is an ax.Progress report
             )
     except (TargetError, EvolveError) as exc:
         raise fail(str(exc), 1) from None
@@ -199,16 +198,6 @@ def _failure_examples(db_path: Path) -> dict[str, str]:
             return {kind: example for kind, _, example in db.failure_kinds()}
     except DatabaseError:
         return {}
-
-
-def _reports(bar: ProgressSink) -> Callable[[EvolveProgress], None]:
-    """An evolution's reports on the bar: candidates done of all, and its status line."""
-    from ambidex._progress import ProgressUpdate
-
-    def on_progress(p: EvolveProgress) -> None:
-        bar(ProgressUpdate(p.done, p.iterations, p.line()))
-
-    return on_progress
 
 
 def _show_result(result: EvolveResult, examples: dict[str, str]) -> None:

@@ -33,8 +33,7 @@ from ambidex.cli._conventions import AmbidexTyper
 from ambidex.cli._errors import fail, one_line, os_error_code
 
 if TYPE_CHECKING:
-    from ambidex._progress import ProgressSink
-    from ambidex.sim import Model, RunResult, SweepProgress, SweepResult
+    from ambidex.sim import Model, RunResult, SweepResult
 
 __all__ = ["parse_grid", "parse_params", "sim_app"]
 
@@ -416,22 +415,11 @@ def sweep_command(
             params=fixed,
             record=path,
             workers=workers,
-            progress=_sweep_progress(bar),
+            progress=bar,  # a SweepProgress is an ax.Progress report
         )
     _finish(
         result.summary(), path, make_report, as_json, lambda html: _show_sweep(result, path, html)
     )
-
-
-def _sweep_progress(bar: ProgressSink) -> Callable[[SweepProgress], None]:
-    """A sweep's reports on the bar: steps done of all runs' steps, and the runs done."""
-    from ambidex._progress import ProgressUpdate
-
-    def on_progress(p: SweepProgress) -> None:
-        done = p.steps_done if p.steps_total else p.runs_done
-        bar(ProgressUpdate(done, max(p.steps_total, 1), f"runs {p.runs_done}/{p.runs_total}"))
-
-    return on_progress
 
 
 def _show_sweep(result: SweepResult, path: Path, html: Path | None) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import random
 import re
 import time
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ambidex._log import get_logger
 from ambidex._paths import data_dir
 from ambidex._text import describe_exception
 from ambidex.evolve._database import Program, ProgramDatabase
@@ -32,7 +34,7 @@ from ambidex.evolve._proposers import LLMProposer, OfflineProposer, ProposalCont
 from ambidex.evolve._sandbox import EvalResult, Sandbox
 from ambidex.evolve._target import Target, load_target
 from ambidex.exceptions import AmbidexError, UnknownLimitError
-from ambidex.runtime import Runtime, cpu, current_runtime, to_thread
+from ambidex.runtime import Runtime, cpu, current_runtime, sync_facade, to_thread
 
 __all__ = [
     "EvolveError",
@@ -47,6 +49,7 @@ __all__ = [
 _PROGRESS_EVERY_S = 0.5
 
 T = TypeVar("T")
+log = get_logger(__name__)
 
 
 class EvolveError(AmbidexError, RuntimeError):
@@ -89,6 +92,16 @@ class EvolveProgress:
         if finished <= 0 or self.elapsed_s <= 0:
             return None
         return max(self.iterations - self.done, 0) * self.elapsed_s / finished
+
+    @property
+    def total(self) -> float | None:
+        """``ax.Progress``: the candidates to try in all (``iterations``)."""
+        return self.iterations
+
+    @property
+    def message(self) -> str:
+        """``ax.Progress``: :meth:`line`."""
+        return self.line()
 
     def line(self) -> str:
         """One line: ``12/100 done, 8 in flight, 75% ok, best 2.61 (#9), eta 1m05s``."""
@@ -336,9 +349,11 @@ def _open_database(
     return database
 
 
-def evolve(target: str | Path | Target, **options: Any) -> EvolveResult:
-    """``aevolve`` from sync code (runs on the ambidex loop); same arguments."""
-    return current_runtime().call(aevolve(target, **options))
+evolve = sync_facade(
+    aevolve,
+    name="evolve",
+    doc="""``aevolve`` from sync code (runs on the ambidex loop); same arguments.""",
+)
 
 
 class _Run:
@@ -641,7 +656,9 @@ class _Run:
         else:
             self.failed += 1
             kind = stored.note.split(":", 1)[0] if stored.note else "failed"
+            first = kind not in self.failures
             self.failures[kind] = self.failures.get(kind, 0) + 1
+            _log_failure(stored, kind, first)
 
     @classmethod
     def _scrub(cls, text: str) -> str:
@@ -728,6 +745,22 @@ class _Run:
         while True:
             await asyncio.sleep(_PROGRESS_EVERY_S)
             await self._report()
+
+
+def _log_failure(program: Program, kind: str, first: bool) -> None:
+    """A failed candidate: the first of each kind at INFO, the rest at DEBUG (many may fail)."""
+    level = logging.INFO if first else logging.DEBUG
+    if not log.isEnabledFor(level):  # one per candidate: nothing formatted unless asked
+        return
+    error = (program.error or "").strip().splitlines()
+    log.log(
+        level,
+        "candidate %d failed (%s%s): %s",
+        program.iteration,
+        kind,
+        ", the first of its kind" if first else "",
+        error[-1] if error else "no error message",
+    )
 
 
 def _sandbox_options(box: Sandbox) -> dict[str, Any]:

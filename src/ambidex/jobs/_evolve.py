@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 
 from ambidex._paths import data_dir
-from ambidex.evolve import EvolveProgress, aevolve, load_target
+from ambidex.evolve import aevolve, load_target
 from ambidex.jobs._workloads import Workload
 
 if TYPE_CHECKING:
@@ -48,9 +48,6 @@ def evolution_workload(target_file: str | Path, *, name: str | None = None) -> W
         given = EvolveInput.model_validate(data)
         db = data_dir() / "evolve" / "jobs" / f"{tgt.path.stem}-{ctx.job_id}.sqlite"
 
-        def on_progress(p: EvolveProgress) -> None:
-            ctx.progress(min(p.done / p.iterations, 1.0), p.line())
-
         result = await aevolve(
             tgt.path,
             iterations=given.iterations,
@@ -62,7 +59,7 @@ def evolution_workload(target_file: str | Path, *, name: str | None = None) -> W
             seed=given.seed,
             deterministic=given.deterministic,
             timeout_s=given.timeout_s,
-            on_progress=on_progress,
+            on_progress=ctx.report,  # candidates done of all, and the run's status line
         )
         return result.summary()
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import inspect
+import logging
 import reprlib
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
@@ -22,6 +23,8 @@ import cloudpickle
 
 from ambidex._backoff import Backoff
 from ambidex._clock import current_clock
+from ambidex._log import get_logger
+from ambidex._text import describe_exception
 from ambidex.exceptions import SerializationError, TaskTimeoutError
 from ambidex.runtime._core import Runtime, current_runtime
 from ambidex.runtime._gather import run_bounded
@@ -37,6 +40,8 @@ Kind = Literal["io", "blocking", "cpu"]
 
 # Cancellation must stop at once, and a call that cannot be pickled will not
 # become picklable by trying again.
+log = get_logger(__name__)
+
 _NEVER_RETRY = (
     asyncio.CancelledError,
     KeyboardInterrupt,
@@ -243,9 +248,19 @@ class TaskFunction(Generic[P, R]):
                     or not isinstance(exc, opts.retry_on)
                 ):
                     raise
-            attempt += 1
+                attempt += 1
+                delay_s = opts.backoff_delay_s(attempt)
+                if log.isEnabledFor(logging.INFO):  # one per retry of one call: only when asked
+                    log.info(
+                        "%s failed (%s); retry %d of %d in %.2f s",
+                        self._name,
+                        describe_exception(exc),
+                        attempt,
+                        opts.retries,
+                        delay_s,
+                    )
             rt.counters.bump(self.kind, "retries")
-            await current_clock().asleep(opts.backoff_delay_s(attempt))  # fake in tests
+            await current_clock().asleep(delay_s)  # fake in tests
 
     async def _attempt(self, rt: Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
         timeout_s = self.options.timeout_s

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from ambidex.runtime import current_runtime
+from ambidex._progress import open_progress_bar
+from ambidex.runtime import sync_facade
 from ambidex.sim._dispatch import dispatch
 from ambidex.sim._recorder import Recorder
 from ambidex.sim._run import ModelSpec, RunResult
@@ -103,7 +104,7 @@ class SweepResult:
         }
 
 
-def sweep(
+async def asweep(
     model: ModelSpec,
     grid: Mapping[str, Sequence[Any]] | None = None,
     *,
@@ -115,8 +116,51 @@ def sweep(
     record: str | Path | Recorder | None = None,
     workers: int | None = None,
     progress: ProgressArg = None,
+    _plain_seed: bool = False,
 ) -> SweepResult:
-    """Run ``model`` at every point of ``grid``, ``replicates`` times each, on the process pool.
+    """``sweep`` for async code: await it; the runs go to the same cpu backend.
+
+    ``sweep`` is this function run on the runtime's loop thread (``sync_facade``);
+    its docstring says what the arguments mean.
+    """
+    plan = plan_sweep(
+        model,
+        grid,
+        replicates=replicates,
+        steps=steps,
+        seed=seed,
+        params=params,
+        workers=workers,
+        plain_seed=_plain_seed,
+    )
+    started = time.perf_counter()
+    with (
+        open_sweep_record(record, plan) as recording,
+        _terminal_bar(progress, plan.name) as on_progress,
+    ):
+        async with open_transport(inputs or {}, plan.n_runs) as transport:
+            run_ids = recording.start_runs()
+            specs = [_spec(plan, k, transport) for k in range(plan.n_runs)]
+            results = await dispatch(plan, specs, transport.steps_done, on_progress, started)
+        recording.finish_runs(results, run_ids)
+    return SweepResult(
+        model=plan.name,
+        grid=plan.grid,
+        params=plan.params,
+        replicates=plan.replicates,
+        seed=plan.seed,
+        steps=plan.steps,
+        points=plan.points,
+        runs=results,
+        elapsed_s=time.perf_counter() - started,
+        workers=plan.workers,
+    )
+
+
+sweep = sync_facade(
+    asweep,
+    name="sweep",
+    doc="""Run ``model`` at every point of ``grid``, ``replicates`` times each, on the process pool.
 
     Args:
         model: a ``Model`` subclass, or ``"file.py[:Class]"`` / ``"module[:Class]"``.
@@ -138,70 +182,8 @@ def sweep(
     Raises:
         ModelError: a bad grid, parameter, seed or replicates count (before any run starts).
         SweepError: a run failed; the rest are cancelled.
-    """
-    return current_runtime().call(
-        asweep(
-            model,
-            grid,
-            replicates=replicates,
-            steps=steps,
-            seed=seed,
-            params=params,
-            inputs=inputs,
-            record=record,
-            workers=workers,
-            progress=progress,
-        )
-    )
-
-
-async def asweep(
-    model: ModelSpec,
-    grid: Mapping[str, Sequence[Any]] | None = None,
-    *,
-    replicates: int = 1,
-    steps: int = 100,
-    seed: int = 0,
-    params: Mapping[str, Any] | None = None,
-    inputs: Mapping[str, Any] | None = None,
-    record: str | Path | Recorder | None = None,
-    workers: int | None = None,
-    progress: ProgressArg = None,
-    _plain_seed: bool = False,
-) -> SweepResult:
-    """``sweep`` for async code: await it; the runs go to the same cpu backend."""
-    plan = plan_sweep(
-        model,
-        grid,
-        replicates=replicates,
-        steps=steps,
-        seed=seed,
-        params=params,
-        workers=workers,
-        plain_seed=_plain_seed,
-    )
-    started = time.perf_counter()
-    with (
-        open_sweep_record(record, plan) as recording,
-        _terminal_bar(progress, plan.name, plan.n_runs) as on_progress,
-    ):
-        async with open_transport(inputs or {}, plan.n_runs) as transport:
-            run_ids = recording.start_runs()
-            specs = [_spec(plan, k, transport) for k in range(plan.n_runs)]
-            results = await dispatch(plan, specs, transport.steps_done, on_progress, started)
-        recording.finish_runs(results, run_ids)
-    return SweepResult(
-        model=plan.name,
-        grid=plan.grid,
-        params=plan.params,
-        replicates=plan.replicates,
-        seed=plan.seed,
-        steps=plan.steps,
-        points=plan.points,
-        runs=results,
-        elapsed_s=time.perf_counter() - started,
-        workers=plan.workers,
-    )
+    """,
+)
 
 
 def _spec(plan: SweepPlan, k: int, transport: Transport) -> RunSpec:
@@ -219,41 +201,14 @@ def _spec(plan: SweepPlan, k: int, transport: Transport) -> RunSpec:
 
 @contextlib.contextmanager
 def _terminal_bar(
-    progress: ProgressArg, name: str, n_runs: int
+    progress: ProgressArg, name: str
 ) -> Iterator[Callable[[SweepProgress], None] | None]:
-    """The progress callback: the caller's, a rich bar on stderr, or none."""
+    """The progress sink: the caller's, a bar on stderr (any ``ax.Progress`` sink), or none."""
     if callable(progress):
         yield progress
         return
     if progress is False or (progress is None and not sys.stderr.isatty()):
         yield None
         return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        Progress,
-        TaskProgressColumn,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[runs]}"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as bar:
-        task = bar.add_task(f"sweep {name}", total=None, runs=f"0/{n_runs} runs")
-
-        def update(p: SweepProgress) -> None:
-            bar.update(
-                task,
-                total=max(p.steps_total, 1),
-                completed=p.steps_done,
-                runs=f"{p.runs_done}/{p.runs_total} runs",
-            )
-
-        yield update
+    with open_progress_bar(f"sweep {name}") as bar:
+        yield bar

@@ -28,13 +28,28 @@ class SweepError(AmbidexError, RuntimeError):
 
 @dataclass(frozen=True)
 class SweepProgress:
-    """How far a sweep is."""
+    """How far a sweep is; an ``ax.Progress`` report (steps done of all runs' steps)."""
 
     runs_done: int
     runs_total: int
     steps_done: int
     steps_total: int
     elapsed_s: float
+
+    @property
+    def done(self) -> float:
+        """Steps done in all runs (runs done, for runs of no steps)."""
+        return self.steps_done if self.steps_total else self.runs_done
+
+    @property
+    def total(self) -> float | None:
+        """Steps of all runs (runs, for runs of no steps)."""
+        return self.steps_total if self.steps_total else self.runs_total
+
+    @property
+    def message(self) -> str:
+        """``3/8 runs``."""
+        return f"{self.runs_done}/{self.runs_total} runs"
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from typing import Any
 
 import cloudpickle
 
+from ambidex._log import get_logger
 from ambidex.exceptions import (
     AmbidexError,
     RemoteTraceback,
@@ -43,6 +44,8 @@ _BOOTSTRAP = (
     "from ambidex.runtime._worker import main; main(int(sys.argv[1]))"
 )
 _EXIT_WAIT_S = 5.0
+
+log = get_logger(__name__)
 
 
 ProcessPoolStatistics = CpuStatistics
@@ -217,6 +220,7 @@ class Backend:
         except TimeoutError:
             self._killed += 1
             self._discard(worker)
+            log.info("cpu worker pid %d killed: %s ran past %s s", worker.pid, label, timeout_s)
             raise TaskTimeoutError(
                 label, timeout_s or 0.0, f"worker pid {worker.pid} killed"
             ) from None
@@ -232,7 +236,9 @@ class Backend:
                 worker.kill()
                 code = await worker.wait_exit()
             self._crashed += 1
-            raise WorkerCrashedError(label, worker.pid, describe_exit(code)) from None
+            how = describe_exit(code)
+            log.warning("cpu worker pid %d running %s died (%s)", worker.pid, label, how)
+            raise WorkerCrashedError(label, worker.pid, how) from None
 
     def statistics(self) -> CpuStatistics:
         """A snapshot of the pool's workers and shared values."""
