@@ -36,7 +36,8 @@ end past the time budget); the tables show medians over the rounds, and the rati
 divide ambidex's medians by the floor's.
 
     .venv/bin/python benchmarks/jobs_http.py          # N = 5,000 / T = 30 s, 3 rounds
-    .venv/bin/python benchmarks/jobs_http.py --quick  # N = 500 / T = 5 s, 1 round: a smoke test
+    .venv/bin/python benchmarks/jobs_http.py --quick  # N = 100 / T = 5 s, 20 clients, 1 round:
+                                                      # a smoke test
 """
 
 from __future__ import annotations
@@ -841,7 +842,9 @@ def run_scenario(key: str, work: Path, round_no: int, args: argparse.Namespace) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="N = 500, T = 5 s: a smoke test")
+    parser.add_argument(
+        "--quick", action="store_true", help="N = 100, T = 5 s, 20 clients: a smoke test"
+    )
     parser.add_argument("--requests", type=int, default=None, help="N: stop after N requests")
     parser.add_argument("--seconds", type=float, default=None, help="T: or after T seconds")
     parser.add_argument(
@@ -854,7 +857,9 @@ def main(argv: list[str] | None = None) -> int:
         help="start no further round if it could end later than this (the slowest round so "
         "far is the guess)",
     )
-    parser.add_argument("--clients", type=int, default=200, help="concurrent connections")
+    parser.add_argument(
+        "--clients", type=int, default=None, help="concurrent connections (200; quick 20)"
+    )
     parser.add_argument("--concurrency", type=int, default=8, help="ambidex serve --concurrency")
     parser.add_argument("--warmup", type=int, default=1, help="warm-up requests per client")
     parser.add_argument("--timeout-s", type=float, default=60.0, help="per-request timeout")
@@ -898,7 +903,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     quick = args.quick
-    args.requests = args.requests or (500 if quick else 5000)
+    # The smoke test only needs every scenario to run and every acknowledged job to be
+    # found: a few concurrent clients and a hundred requests do (each client's warm-up
+    # request comes on top).
+    args.requests = args.requests or (100 if quick else 5000)
+    args.clients = args.clients or (20 if quick else 200)
     args.seconds = args.seconds or (5.0 if quick else 30.0)
     args.drain_s = args.drain_s if args.drain_s is not None else (3.0 if quick else 5.0)
     rounds = args.rounds or (1 if quick else 3)

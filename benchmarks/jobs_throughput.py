@@ -45,7 +45,7 @@ runs give no jobs/s (the rate up to the stall is recorded for information).
 
     .venv/bin/python benchmarks/jobs_throughput.py          # full run (~1.5-3 min), writes
                                                             # results/jobs_throughput.json
-    .venv/bin/python benchmarks/jobs_throughput.py --quick  # 300 jobs, one round: smoke test
+    .venv/bin/python benchmarks/jobs_throughput.py --quick  # 100 jobs, one round: smoke test
 """
 
 from __future__ import annotations
@@ -547,7 +547,7 @@ def _summary(
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="300 jobs, one round: a smoke test")
+    parser.add_argument("--quick", action="store_true", help="100 jobs, one round: a smoke test")
     parser.add_argument("--jobs", type=int, default=None, help="N jobs per run (default 5000)")
     parser.add_argument("--rounds", type=int, default=None, help="rounds (default 3; 1 quick)")
     parser.add_argument("--submitters", type=int, default=8, help="concurrent submitters (8)")
@@ -577,7 +577,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "jobs_throughput-quick with --quick)",
     )
     args = parser.parse_args(argv)
-    args.jobs = args.jobs or (300 if args.quick else 5000)
+    args.jobs = args.jobs or (100 if args.quick else 5000)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.skip = {x.strip() for x in args.skip.split(",") if x.strip()}
     return args

@@ -9,6 +9,15 @@ import pytest
 import ambidex as ax
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first: started last, a 20 s benchmark run would be the suite's tail.
+
+    (pytest-xdist hands tests out in this order, one at a time, so the slow ones start
+    at once on different workers and the short ones fill in around them.)
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def fresh_runtime() -> Iterator[ax.Runtime]:
     """A new default runtime per test (small pools keep tests quick), closed afterwards."""
