@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 
+from _waiting import await_for, wait_for
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout_s`` passes; return its last value."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
-
-
-async def await_for(predicate: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-    """``wait_for`` for async tests: polls without blocking the loop."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.005)
-    return predicate()
+__all__ = ["await_for", "process_gone", "read_pid", "wait_for"]
 
 
 def read_pid(path: Path, timeout_s: float = 10.0) -> int:

@@ -28,6 +28,7 @@ import pytest
 from _durable_support import WORKLOADS, executions, wait_until
 from _server_support import ROOT, ServerProcess, server_process
 
+from _waiting import await_for
 from ambidex.jobs import JobManager, JobStatus, JobStore, LeaseReport, WorkloadRegistry
 
 pytestmark = pytest.mark.timeout(90)
@@ -274,8 +275,7 @@ async def test_a_job_claimed_while_a_renewal_is_in_flight_is_not_taken_for_lost(
         first = await manager.submit("hold", {"seconds": 1.5})
         assert await asyncio.to_thread(store.renewed.wait, 10)  # renewed, answer held back
         second = await manager.submit("hold", {"seconds": 0.2})
-        while manager.running_here < 2:
-            await asyncio.sleep(0.01)
+        assert await await_for(lambda: manager.running_here == 2), manager.running_here
         store.answer.set()  # the answer names the first job only: the second was claimed later
         done = [await manager.wait(j.id, 5) for j in (first, second)]
     store.close()

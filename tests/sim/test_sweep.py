@@ -17,6 +17,7 @@ from sim_toy_models import Exchange, Fails, Slow
 
 import ambidex as ax
 import ambidex.sim as sim
+from _waiting import await_for
 from ambidex.sim._transport import RunSpec
 
 GRID = {"n": [50, 200], "p": [0.2, 0.8]}
@@ -124,8 +125,12 @@ async def test_asweep_from_async_code_and_cancellation_kills_the_runs(
 ) -> None:
     s = await sim.asweep(Exchange, {"n": [30]}, replicates=2, steps=3)
     assert len(s.runs) == 2
-    task = asyncio.ensure_future(sim.asweep(Slow, {"sleep_s": [0.5]}, replicates=2, steps=100))
-    await asyncio.sleep(1.5)
+    seen: list[sim.SweepProgress] = []
+    task = asyncio.ensure_future(
+        sim.asweep(Slow, {"sleep_s": [0.2]}, replicates=2, steps=100, progress=seen.append)
+    )
+    # Cancel once a run is stepping in a worker (each has 20 s of steps to go).
+    assert await await_for(lambda: any(p.steps_done for p in seen), timeout_s=30)
     started = time.perf_counter()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -1,0 +1,33 @@
+"""Waiting in tests for a condition, never for a fixed time: poll it, with a deadline.
+
+A test that sleeps "long enough" is slow when the machine is idle and flaky when it is
+busy; these return the moment ``predicate()`` holds, and give up after ``timeout_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+POLL_S = 0.005
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout_s`` passes; return its last value."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(POLL_S)
+    return predicate()
+
+
+async def await_for(predicate: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    """``wait_for`` for async tests: polls without blocking the loop."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(POLL_S)
+    return predicate()
