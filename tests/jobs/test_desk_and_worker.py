@@ -254,3 +254,43 @@ async def test_leases_are_renewed_while_every_io_thread_runs_a_blocking_job(
     for job in jobs:
         done = sqlite_store.get(job.id)
         assert (done.status, done.result, done.attempts) == (JobStatus.SUCCEEDED, "held", 1)
+
+
+async def test_aclose_does_not_wait_for_blocking_jobs_holding_every_io_thread(
+    tmp_path: Path, registry: WorkloadRegistry
+) -> None:
+    # Ctrl-C on `ambidex serve` while blocking jobs hold every general I/O thread:
+    # the manager stops at once and gives the jobs back. (Its last blocking step,
+    # closing the desk, went to the general lane and queued behind the jobs, so
+    # the server took as long as the longest job to stop.)
+    release = threading.Event()
+    loop = asyncio.get_running_loop()
+    started = asyncio.Queue[None]()
+
+    def held() -> str:
+        loop.call_soon_threadsafe(started.put_nowait, None)
+        release.wait(30)
+        return "held"
+
+    registry.register(held)
+    with ax.Runtime(io_threads=2, cpu_workers=1):
+        m = JobManager(tmp_path / "jobs.sqlite", registry, lease_s=LEASE_S, poll_s=POLL_S)
+        try:
+            await m.start()
+            jobs = [await m.submit("held") for _ in range(2)]
+            for _ in jobs:  # both general threads are held
+                await asyncio.wait_for(started.get(), 10)
+            t0 = time.monotonic()
+            closing = asyncio.ensure_future(m.aclose())
+            done, _ = await asyncio.wait({closing}, timeout=10)
+            took_s = time.monotonic() - t0
+            assert closing in done, "aclose waited for the blocking jobs"
+            await closing
+        finally:
+            release.set()
+        store = JobStore(tmp_path / "jobs.sqlite")
+        try:
+            assert [store.get(j.id).status for j in jobs] == [JobStatus.QUEUED] * 2
+        finally:
+            store.close()
+    assert took_s < 10

@@ -43,7 +43,7 @@ from ambidex.jobs._options import new_job
 from ambidex.jobs._schedules import Schedule, Scheduler
 from ambidex.jobs._store import IdempotencyConflict, JobStore, NewJob, Page, Submitted
 from ambidex.jobs._workloads import WorkloadRegistry, default_registry
-from ambidex.runtime import to_thread
+from ambidex.runtime import to_reserved_thread
 
 if TYPE_CHECKING:
     from ambidex.jobs._worker import JobWorker
@@ -140,7 +140,8 @@ class JobDesk:
     async def aclose(self) -> None:
         """Stop following jobs and firing schedules; submits in flight are stored first."""
         await self._stop()
-        await to_thread(self._close)
+        # The reserved lane (as every store call): not behind users' blocking jobs.
+        await to_reserved_thread(self._close)
 
     async def _stop(self) -> None:
         tasks, self._tasks = self._tasks, []

@@ -25,7 +25,7 @@ from ambidex.jobs._metrics import JobMetrics
 from ambidex.jobs._store import JobStore, Page, Submitted
 from ambidex.jobs._worker import JobWorker, check_timing, worker_name
 from ambidex.jobs._workloads import WorkloadRegistry
-from ambidex.runtime import to_thread
+from ambidex.runtime import to_reserved_thread
 
 __all__ = ["JobManager"]
 
@@ -112,7 +112,9 @@ class JobManager:
         await self.desk._stop()
         if self.worker is not None:
             await self.worker.aclose()  # gives back its jobs; the store is not the worker's
-        await to_thread(self._close)
+        # On the reserved lane, as every store call: blocking jobs of users may
+        # hold every general I/O thread for hours, and the stop must not wait for them.
+        await to_reserved_thread(self._close)
 
     def _close(self) -> None:
         self.desk._close()
