@@ -300,3 +300,54 @@ def test_without_numpy_the_sim_commands_say_what_to_install(
     result = CliRunner().invoke(app, ["sim", "report", "x.sqlite"])
     assert result.exit_code == 2
     assert "ambidex.sim needs numpy: pip install 'ambidex[sim]'" in result.output
+
+
+INCOMPLETE_MODEL = """\
+import ambidex.sim
+
+
+class Stub(ambidex.sim.Model):
+    def step(self):
+        pass
+"""
+
+NO_AGENTS_MODEL = """\
+import ambidex.sim
+
+
+class Counter(ambidex.sim.Model):
+    def setup(self, params):
+        self.n = 0
+
+    def step(self):
+        self.n += 1
+
+    def metrics(self):
+        return {"n": self.n}
+"""
+
+
+def test_a_model_missing_its_methods_is_refused_when_loaded(
+    tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "stub.py").write_text(INCOMPLETE_MODEL)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = sim_here("run", "stub.py", "--steps", "2", home=home)
+    assert code == 2, err
+    line = one_line(err)
+    assert line.endswith("stub.py:4: Stub must define setup(self, params), metrics(self)")
+    assert "unexpected" not in line
+    with pytest.raises(ambidex.sim.ModelError, match="must define setup"):
+        ambidex.sim.load_model(f"{tmp_path / 'stub.py'}:Stub")
+
+
+def test_recording_agents_of_a_model_without_an_agents_table_is_a_user_error(
+    tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "counter.py").write_text(NO_AGENTS_MODEL)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = sim_here("run", "counter.py", "--steps", "2", "--snapshot-every", "1", home=home)
+    assert code == 2, err
+    assert one_line(err) == (
+        "error: Counter has no self.agents table: define snapshot(self) to record agents"
+    )

@@ -210,11 +210,18 @@ def test_inputs_are_read_only_in_the_model() -> None:
 def test_load_model_from_file_and_module(tmp_path: Path) -> None:
     f = tmp_path / "two_models.py"
     f.write_text(
-        "import ambidex.sim as sim\nclass A(sim.Model):\n    pass\nclass B(sim.Model):\n    pass\n"
+        "import ambidex.sim as sim\n"
+        "class A(sim.Model):\n    pass\n"
+        "class B(sim.Model):\n"
+        "    def setup(self, params): pass\n"
+        "    def step(self): pass\n"
+        "    def metrics(self): return {}\n"
     )
     with pytest.raises(sim.ModelError, match="defines 2 Model classes"):
         sim.load_model(str(f))
     assert sim.load_model(f"{f}:B").__name__ == "B"
+    with pytest.raises(sim.ModelError, match=r"two_models.py:2: A must define setup"):
+        sim.load_model(f"{f}:A")  # found when loaded, not after the first steps
     with pytest.raises(sim.ModelError, match=r"has no Model class 'C' \(models: A, B\)"):
         sim.load_model(f"{f}:C")
     with pytest.raises(sim.ModelError, match="model file not found"):

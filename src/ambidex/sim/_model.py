@@ -173,15 +173,15 @@ class Model:
 
     def setup(self, params: Params) -> None:
         """Create the agents and spaces. Called once, before the first step."""
-        raise NotImplementedError(f"{self.model_name()} must define setup(self, params)")
+        raise ModelError(f"{self.model_name()} must define setup(self, params)")
 
     def step(self) -> None:
         """Advance the model by one step."""
-        raise NotImplementedError(f"{self.model_name()} must define step(self)")
+        raise ModelError(f"{self.model_name()} must define step(self)")
 
     def metrics(self) -> Mapping[str, float | int]:
         """Numbers that describe the current state; recorded after setup and every step."""
-        raise NotImplementedError(f"{self.model_name()} must define metrics(self)")
+        raise ModelError(f"{self.model_name()} must define metrics(self)")
 
     def snapshot(self) -> Mapping[str, np.ndarray[Any, Any]]:
         """Per-agent columns to record every ``snapshot_every`` steps.
@@ -194,6 +194,6 @@ class Model:
         agents = getattr(self, "agents", None)
         if isinstance(agents, Agents):
             return agents.snapshot()
-        raise NotImplementedError(
+        raise ModelError(
             f"{self.model_name()} has no self.agents table: define snapshot(self) to record agents"
         )

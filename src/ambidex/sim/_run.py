@@ -39,7 +39,7 @@ def load_model(spec: ModelSpec) -> type[Model]:
     if isinstance(spec, type):
         if not issubclass(spec, Model):
             raise ModelError(f"{spec.__qualname__} is not a subclass of ambidex.sim.Model")
-        return spec
+        return _runnable(spec)
     if not isinstance(spec, str) or not spec:
         raise ModelError(f"a model is a Model subclass or 'file.py[:Class]', got {spec!r}")
     from ambidex._imports import MissingFileError, classes_in, load_module
@@ -57,13 +57,40 @@ def load_model(spec: ModelSpec) -> type[Model]:
             raise ModelError(
                 f"{target} has no Model class {cls_name!r} (models: {', '.join(found) or 'none'})"
             )
-        return found[cls_name]
+        return _runnable(found[cls_name])
     if len(found) != 1:
         raise ModelError(
             f"{target} defines {len(found)} Model classes ({', '.join(found) or 'none'}); "
             f"name one: {target}:ClassName"
         )
-    return next(iter(found.values()))
+    return _runnable(next(iter(found.values())))
+
+
+_REQUIRED = {"setup": "setup(self, params)", "step": "step(self)", "metrics": "metrics(self)"}
+
+
+def _runnable(cls: type[Model]) -> type[Model]:
+    """``cls`` if it defines what a run calls; a ``ModelError`` naming what it lacks.
+
+    Found when the model is loaded, not after the first steps have run (or, in
+    a sweep, in every worker at once).
+    """
+    missing = [sig for name, sig in _REQUIRED.items() if getattr(cls, name) is getattr(Model, name)]
+    if missing:
+        where = _defined_at(cls)
+        raise ModelError(f"{where}{cls.model_name()} must define {', '.join(missing)}")
+    return cls
+
+
+def _defined_at(cls: type) -> str:
+    """``file.py:line: `` where ``cls`` is defined, or nothing if that cannot be found."""
+    import inspect
+
+    try:
+        _, line = inspect.getsourcelines(cls)
+        return f"{inspect.getsourcefile(cls)}:{line}: "
+    except (OSError, TypeError):
+        return ""
 
 
 @dataclass
