@@ -279,7 +279,7 @@ async def aevolve(
         box = sandbox or Sandbox(timeout_s=timeout_s, memory_mb=memory_mb)
         prop = make_proposer(proposer, model)
         _ensure_limit("sandbox", parallel)
-        run = _Run(
+        run = _Evolution(
             tgt,
             database,
             box,
@@ -356,7 +356,7 @@ evolve = sync_facade(
 )
 
 
-class _Run:
+class _Evolution:
     """One run: the program as written, then the iterations not yet stored, K at a time.
 
     Two schedules (``deterministic``), both without a batch barrier:

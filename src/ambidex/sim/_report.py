@@ -59,7 +59,9 @@ _ANNOTATE_CELLS = 64
 
 
 @dataclass
-class _Run:
+class _RunMetrics:
+    """One recorded run: its row (model, params, seed) and its metrics table."""
+
     row: RunRow
     table: MetricsTable
 
@@ -76,7 +78,7 @@ class _Group:
     label: str
     point: int | None
     values: dict[str, Any]
-    runs: list[_Run] = field(default_factory=list)
+    runs: list[_RunMetrics] = field(default_factory=list)
 
     def finals(self, metric: str) -> np.ndarray[Any, Any]:
         return np.array([r.final(metric) for r in self.runs], dtype=np.float64)
@@ -87,7 +89,7 @@ class _Data:
     path: Path
     record: Record
     kind: str
-    runs: list[_Run]
+    runs: list[_RunMetrics]
     skipped: list[int]
     """Runs of the record without metrics (unfinished or failed)."""
     metrics: list[str]
@@ -108,11 +110,11 @@ def _load(path: Path) -> _Data:
     record = open_record(path)
     if not record.runs:
         raise RecordError(f"{path}: the record holds no runs")
-    runs: list[_Run] = []
+    runs: list[_RunMetrics] = []
     skipped: list[int] = []
     for row in record.runs:
         try:
-            runs.append(_Run(row, record.metrics(row.run_id)))
+            runs.append(_RunMetrics(row, record.metrics(row.run_id)))
         except RecordError:
             skipped.append(row.run_id)
     if not runs:
@@ -126,7 +128,7 @@ def _load(path: Path) -> _Data:
     return _Data(path, record, kind, runs, skipped, metrics, swept, groups)
 
 
-def _swept(meta: Mapping[str, Any], runs: Sequence[_Run]) -> list[str]:
+def _swept(meta: Mapping[str, Any], runs: Sequence[_RunMetrics]) -> list[str]:
     """The swept parameters: the grid's keys, else the parameters that vary between runs."""
     grid = meta.get("grid")
     if isinstance(grid, Mapping) and grid:
@@ -137,7 +139,7 @@ def _swept(meta: Mapping[str, Any], runs: Sequence[_Run]) -> list[str]:
     return [name for name in names if len({_key(r.row.params.get(name)) for r in runs}) > 1]
 
 
-def _groups(kind: str, runs: Sequence[_Run], swept: Sequence[str]) -> list[_Group]:
+def _groups(kind: str, runs: Sequence[_RunMetrics], swept: Sequence[str]) -> list[_Group]:
     groups: dict[tuple[str, int], _Group] = {}
     for run in runs:
         row = run.row
@@ -216,7 +218,9 @@ def _legend(ax: Axes, entries: int, title: str | None = None, *, one: bool = Fal
         )
 
 
-def _stack(runs: Sequence[_Run], metric: str) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+def _stack(
+    runs: Sequence[_RunMetrics], metric: str
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     """Steps of the longest run, and one row of values per run (NaN past a run's end)."""
     have = [r for r in runs if metric in r.table]
     longest = max(have, key=lambda r: len(r.table))
@@ -383,7 +387,7 @@ def _params_text(params: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={_value(v)}" for k, v in params.items()) or "(none)"
 
 
-def _common_params(runs: Sequence[_Run]) -> tuple[dict[str, Any], list[str]]:
+def _common_params(runs: Sequence[_RunMetrics]) -> tuple[dict[str, Any], list[str]]:
     """Parameters equal in every run, and the names of those that vary."""
     first = runs[0].row.params
     names: dict[str, None] = {}

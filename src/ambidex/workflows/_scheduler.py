@@ -114,7 +114,7 @@ class WorkflowResult:
         }
 
 
-class _Run:
+class _WorkflowExecution:
     """The state of one execution of a workflow."""
 
     def __init__(
@@ -560,5 +560,5 @@ async def _execute(
     run_id = run_id or secrets.token_hex(8)
     if store is not None and resume is None:
         await rt.run_in_thread(store.start_run, (run_id, wf.name, inputs), {})
-    run = _Run(wf, inputs, run_id, on_event, store, max_parallel)
+    run = _WorkflowExecution(wf, inputs, run_id, on_event, store, max_parallel)
     return await run.go(restored)
