@@ -7,17 +7,16 @@ of ``AsyncClient`` is the ``Client`` method of the same name, awaited.
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import contextlib
 import inspect
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Iterator
 from datetime import datetime
 from typing import Any, TypeVar
 
 import httpx
 
+from ambidex._clock import current_clock
 from ambidex._job_model import Attempt, Job, JobEvent, JobStatus
 from ambidex.client._protocol import (
     DEFAULT_URL,
@@ -240,7 +239,7 @@ class Client:
             except httpx.RequestError as exc:
                 pause = follower.dropped(exc)
             if pause > 0:
-                time.sleep(pause)
+                current_clock().sleep(pause)  # a FakeClock in a test skips the wait
 
     def events(
         self, job_id: str, *, after: int = 0, timeout_s: float | None = None
@@ -517,7 +516,7 @@ class AsyncClient:
             except httpx.RequestError as exc:
                 pause = follower.dropped(exc)
             if pause > 0:
-                await asyncio.sleep(pause)
+                await current_clock().asleep(pause)
 
     async def events(
         self, job_id: str, *, after: int = 0, timeout_s: float | None = None
