@@ -302,3 +302,11 @@ def test_a_record_keeps_the_models_metric_order(tmp_path: Path) -> None:
         rec = sim.open_record(path)
         assert rec.metric_names() == ["gini", "total", "energy"]
         assert rec.metrics(1).columns == ["step", "gini", "total", "energy"]
+
+
+def test_a_one_run_sweep_with_plain_seed_gives_what_run_gives() -> None:
+    alone = sim.run(Exchange, {"n": 60}, steps=8, seed=5)
+    plain = sim.sweep(Exchange, params={"n": 60}, steps=8, seed=5, plain_seed=True, progress=False)
+    child = sim.sweep(Exchange, params={"n": 60}, steps=8, seed=5, progress=False)
+    assert plain.runs[0].metrics.digest() == alone.metrics.digest()
+    assert child.runs[0].metrics.digest() != alone.metrics.digest()  # the sweep's child k = 0

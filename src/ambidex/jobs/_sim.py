@@ -119,7 +119,7 @@ def simulation_workload(
             params=explicit,
             record=out,
             progress=progress,
-            _plain_seed=True,
+            plain_seed=True,
         )
         summary = result.summary()
         summary["record"] = str(out)

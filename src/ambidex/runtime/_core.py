@@ -162,6 +162,8 @@ class Runtime:
 
     async def aclose(self) -> None:
         """``close()`` from async code, without blocking the caller's loop."""
+        # The one place ambidex offloads to asyncio's own threads and not to
+        # ``ax.to_thread``: ``close`` joins the runtime's I/O threads.
         await asyncio.to_thread(self.close)
 
     def __enter__(self) -> Runtime:

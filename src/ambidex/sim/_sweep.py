@@ -116,7 +116,7 @@ async def asweep(
     record: str | Path | Recorder | None = None,
     workers: int | None = None,
     progress: ProgressArg = None,
-    _plain_seed: bool = False,
+    plain_seed: bool = False,
 ) -> SweepResult:
     """``sweep`` for async code: await it; the runs go to the same cpu backend.
 
@@ -131,7 +131,7 @@ async def asweep(
         seed=seed,
         params=params,
         workers=workers,
-        plain_seed=_plain_seed,
+        plain_seed=plain_seed,
     )
     started = time.perf_counter()
     with (
@@ -178,6 +178,9 @@ sweep = sync_facade(
         progress: a callable, called with a ``SweepProgress`` about ten times a
             second; ``True`` for a progress bar on stderr; ``False`` for nothing.
             Default: a bar when stderr is a terminal.
+        plain_seed: a sweep of exactly one run is seeded like ``run(seed=seed)``
+            (not as the sweep's child ``k = 0``), so it gives ``run``'s result;
+            the job service runs its one-run simulation jobs this way.
 
     Raises:
         ModelError: a bad grid, parameter, seed or replicates count (before any run starts).
