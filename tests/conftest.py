@@ -12,8 +12,8 @@ import ambidex as ax
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The slow tests first: started last, a 20 s benchmark run would be the suite's tail.
 
-    (pytest-xdist hands tests out in this order, one at a time, so the slow ones start
-    at once on different workers and the short ones fill in around them.)
+    (pytest-xdist's worksteal gives the first worker the head of this order; while it
+    runs the slow ones, the others take over the rest of its share.)
     """
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 

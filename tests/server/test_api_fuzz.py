@@ -36,9 +36,6 @@ from _pg_support import fresh_pg_database
 from ambidex.jobs import JobStatus
 from ambidex.server import create_app
 
-# One worker runs the module, so that it starts its three servers once.
-pytestmark = pytest.mark.xdist_group("api_fuzz")
-
 MAX_WAIT_S = 1.0  # the longest /v1/run wait the fuzzed server allows
 KNOWN_JOB = "fuzz-known-job"
 MAX_BODY = 4096

@@ -43,9 +43,6 @@ from ambidex.server import create_app
 
 pytestmark = [
     pytest.mark.timeout(60),
-    # one worker runs the module: one server, and the jobs every test accepted are
-    # all there for the last test to read back
-    pytest.mark.xdist_group("api_property"),
     # a failing example may be 300 levels deep: hypothesis warns before it prints one
     pytest.mark.filterwarnings("ignore:Generating overly large repr"),
 ]

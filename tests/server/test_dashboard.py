@@ -36,9 +36,6 @@ if not CHROMIUM.exists():  # pragma: no cover - .ci/run installs it when it can
         allow_module_level=True,
     )
 
-# One worker runs the module, so that it launches its browser once.
-pytestmark = pytest.mark.xdist_group("dashboard")
-
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",

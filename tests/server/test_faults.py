@@ -40,8 +40,7 @@ from _server_support import ServerProcess, server_process
 from _pg_support import fresh_pg_database
 from ambidex.jobs import JobStore
 
-# One worker runs the module, so that it starts its shared server once.
-pytestmark = [pytest.mark.timeout(60), pytest.mark.xdist_group("faults")]
+pytestmark = pytest.mark.timeout(60)
 
 WORKLOADS = str(Path(__file__).with_name("faulty_workloads.py"))
 GOOD_JOBS = 6
