@@ -68,6 +68,12 @@ class SystemClock:
 _SYSTEM_CLOCK = SystemClock()
 _current: Clock = _SYSTEM_CLOCK
 _install_lock = threading.Lock()
+# The installed clocks, oldest first, each under a token of its own: the last one
+# still installed is the current clock. A block that ends out of order (two tests on
+# threads, a fixture torn down after the block it wraps) takes only its own entry
+# away, instead of putting back whatever was current when it began: that could be a
+# clock whose block has ended, left installed for the rest of the process.
+_installed: list[tuple[object, Clock]] = []
 
 
 def current_clock() -> Clock:
@@ -77,7 +83,11 @@ def current_clock() -> Clock:
 
 @contextmanager
 def use_clock(clock: Clock) -> Iterator[Clock]:
-    """Install ``clock`` for the whole process inside the ``with`` block, then restore the old one.
+    """Install ``clock`` for the whole process inside the ``with`` block, then take it away.
+
+    After the block the clock installed latest among those whose blocks have not
+    ended is current again (the system clock when there is none), even when
+    blocks end in another order than they began.
 
     ``ambidex.testing.FakeClock`` installs itself this way; use this directly
     for a clock of your own (anything with the methods of ``Clock``).
@@ -88,10 +98,13 @@ def use_clock(clock: Clock) -> Iterator[Clock]:
     global _current
     if not isinstance(clock, Clock):
         raise TypeError(f"{clock!r} is not a clock: it needs monotonic, time, sleep and asleep")
+    token = object()
     with _install_lock:
-        previous, _current = _current, clock
+        _installed.append((token, clock))
+        _current = clock
     try:
         yield clock
     finally:
         with _install_lock:
-            _current = previous
+            _installed[:] = [entry for entry in _installed if entry[0] is not token]
+            _current = _installed[-1][1] if _installed else _SYSTEM_CLOCK

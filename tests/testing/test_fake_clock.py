@@ -50,6 +50,35 @@ def test_fake_clock_starts_at_real_time_when_made() -> None:
     assert clock.time() >= before_wall + 60
 
 
+def test_blocks_ended_out_of_order_leave_no_ended_clock_installed() -> None:
+    # Two blocks that end in the order they began (two tests on threads, a fixture
+    # torn down after the block it wrapped): neither clock stays installed after.
+    first, second = FakeClock(), FakeClock()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert current_clock() is second  # still inside its block
+    second.__exit__(None, None, None)
+    assert isinstance(current_clock(), SystemClock)
+
+
+def test_a_clock_left_by_an_exception_in_its_block_is_taken_away() -> None:
+    with pytest.raises(KeyError), FakeClock():
+        raise KeyError("boom")
+    assert isinstance(current_clock(), SystemClock)
+
+
+def test_a_fake_clock_made_inside_another_starts_where_that_one_is() -> None:
+    with FakeClock() as outer:
+        outer.advance(3600)
+        before = current_clock().monotonic(), current_clock().time()
+        with FakeClock() as inner:
+            assert (inner.monotonic(), inner.time()) == before  # time does not go back
+            inner.advance(1)
+        assert current_clock() is outer
+        assert outer.monotonic() == before[0]
+
+
 def test_use_clock_refuses_an_object_without_clock_methods() -> None:
     with pytest.raises(TypeError, match="not a clock"), use_clock(object()):  # type: ignore[arg-type]
         pass
@@ -78,6 +107,29 @@ async def test_rate_limit_spaces_async_callers_in_virtual_time() -> None:
     # The first token is there; each later caller starts 0.1 virtual s after the last.
     assert starts == pytest.approx([k / 10 for k in range(11)])
     assert clock.elapsed_s == pytest.approx(1.0)
+
+
+def test_rate_limit_owes_no_virtual_seconds_in_real_time_after_the_clock_is_gone() -> None:
+    limit = ax.RateLimit("api", ax.Rate(1, burst=1))  # made at import, used by many tests
+
+    async def five_at_once() -> None:
+        await asyncio.gather(*(limit.acquire() for _ in range(5)))
+
+    with FakeClock() as clock:
+        asyncio.run(five_at_once())  # 4 tokens reserved ahead, slept in virtual time
+    assert clock.elapsed_s == pytest.approx(4.0)
+    with _Wall() as wall:
+        limit.acquire_sync()  # on the real clock: the bucket is new, not 5 s in debt
+    assert wall.seconds < WALL_S
+
+
+def test_rate_limit_starts_full_under_each_new_fake_clock() -> None:
+    limit = ax.RateLimit("api", ax.Rate(10, burst=1))
+    for _ in range(2):  # two tests in a row, one limit: the same virtual time in both
+        with FakeClock() as clock:
+            for _ in range(11):
+                limit.acquire_sync()
+        assert clock.elapsed_s == pytest.approx(1.0)
 
 
 def test_rate_limit_spaces_sync_callers_on_threads_in_virtual_time() -> None:

@@ -222,7 +222,8 @@ class RateLimit:
         self.rate = rate
         self._lock = threading.Lock()
         self._tokens = float(rate.burst)
-        self._updated = current_clock().monotonic()
+        self._clock = current_clock()
+        self._updated = self._clock.monotonic()
         self._waiting = 0
 
     def _reserve(self, clock: Clock) -> float | None:
@@ -230,9 +231,13 @@ class RateLimit:
         with self._lock:
             now = clock.monotonic()
             rate = self.rate
-            # A clock swapped for another (a test's fake clock) may read earlier
-            # than the last refill: that is no time passing, not negative time.
-            elapsed = max(now - self._updated, 0.0)
+            if clock is not self._clock:
+                # Another clock (a test's fake clock installed, or taken away): the
+                # bucket's times are the old clock's and mean nothing on this one, nor
+                # does a debt of tokens reserved on it (virtual seconds that would
+                # become real ones), so the bucket starts full, as a new one would.
+                self._clock, self._tokens, self._updated = clock, float(rate.burst), now
+            elapsed = now - self._updated
             self._tokens = min(rate.burst, self._tokens + elapsed * rate.per_second)
             self._updated = now
             self._tokens -= 1.0

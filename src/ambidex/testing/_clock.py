@@ -1,8 +1,9 @@
 """A fake clock for tests: ambidex's waits take no real time, and time moves when the test says.
 
-Virtual time starts at the real clock's reading when the clock is made (so a
-rate limit made earlier sees no jump back) and then moves only when something
-sleeps on it or the test calls ``advance``.
+Virtual time starts at the current clock's reading when the clock is made (the
+real clock's, or that of the fake clock whose block it is made in), so time read
+through ``current_clock()`` does not go back when it is installed, and then moves
+only when something sleeps on it or the test calls ``advance``.
 
 With ``autojump=True`` (the default, like trio's ``MockClock(autojump_threshold=0)``)
 a sleep never waits for the test. A task's ``asleep`` parks the task; once the
@@ -24,11 +25,10 @@ import asyncio
 import heapq
 import itertools
 import threading
-import time
 from contextlib import ExitStack
 from types import TracebackType
 
-from ambidex._clock import use_clock
+from ambidex._clock import current_clock, use_clock
 
 __all__ = ["FakeClock"]
 
@@ -56,8 +56,12 @@ class FakeClock:
 
     def __init__(self, *, autojump: bool = True) -> None:
         self.autojump = autojump
-        self._start_monotonic = time.monotonic()
-        self._start_time = time.time()
+        # The current clock's reading, not the system's: a clock made inside
+        # another fake clock's block starts where that one is, so time read
+        # through current_clock() does not go back when it is installed.
+        base = current_clock()
+        self._start_monotonic = base.monotonic()
+        self._start_time = base.time()
         self._elapsed = 0.0
         self._changed = threading.Condition()
         self._sleepers: list[_Sleeper] = []  # a heap, across every loop
@@ -77,7 +81,7 @@ class FakeClock:
         return self._start_monotonic + self._elapsed
 
     def time(self) -> float:
-        """The virtual ``time.time()``: the wall time when made, plus ``elapsed_s``."""
+        """The virtual ``time.time()``: the current clock's time when made, plus ``elapsed_s``."""
         return self._start_time + self._elapsed
 
     # -- moving ------------------------------------------------------------------------
