@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+import warnings
 from pathlib import Path
 
 import pytest
 
+import ambidex as ax
 from ambidex.jobs import JobStatus, WorkloadRegistry
 from ambidex.testing import FakeClock, drain, drain_sync, open_job_manager, temporary_store
 
@@ -88,6 +91,55 @@ async def test_lease_lapses_on_the_fake_clock_and_drain_runs_the_job_again() -> 
     assert done.status is JobStatus.SUCCEEDED
     assert done.attempts == 2
     assert calls == ["orphan"]
+
+
+async def test_drain_leaves_jobs_it_cannot_run_queued_and_moves_no_time_for_them() -> None:
+    calls: list[str] = []
+    async with open_job_manager(_registry(calls)) as manager:
+        # Jobs of a workload this registry lacks (submitted by another service), one due
+        # now, one a day from now; and one this registry runs.
+        stranger = manager.store.submit("whisper", {"text": "psst"})
+        later = manager.store.submit("whisper", {"text": "psst"}, run_at=time.time() + 86400)
+        job = await manager.submit("shout", {"text": "here"})
+        with FakeClock() as clock:
+            [done] = await asyncio.wait_for(drain(manager), timeout=30)
+        statuses = [(await manager.get(other.id)).status for other in (stranger, later)]
+    assert done.id == job.id
+    assert done.status is JobStatus.SUCCEEDED
+    assert statuses == [JobStatus.QUEUED, JobStatus.QUEUED]
+    assert clock.elapsed_s == 0
+
+
+async def test_a_job_whose_sleeps_jump_virtual_time_past_its_lease_runs_once() -> None:
+    runs: list[int] = []
+    registry = WorkloadRegistry()
+
+    @registry.register
+    async def crawl(pages: int) -> int:
+        runs.append(pages)
+        for _ in range(pages):
+            await ax.current_clock().asleep(5)  # a rate-limited call: 5 virtual s
+            await asyncio.sleep(0.05)  # real work: the lease recovery runs meanwhile
+        return pages
+
+    async with open_job_manager(registry) as manager:
+        job = await manager.submit("crawl", {"pages": 50})
+        with FakeClock() as clock:
+            # A short lease: the worker's own recovery looks every second (real time),
+            # and every look falls between a jump of virtual time and the next renewal.
+            [done] = await drain(manager, lease_s=2.0)
+        attempts = await manager.attempts(job.id)
+    assert done.status is JobStatus.SUCCEEDED, [a.error for a in attempts]
+    assert len(attempts) == 1
+    assert runs == [50]
+    assert clock.elapsed_s == pytest.approx(250)
+
+
+async def test_drain_sync_refuses_a_running_loop_and_names_the_async_drain() -> None:
+    with temporary_store() as store, warnings.catch_warnings():
+        warnings.simplefilter("error")  # no coroutine is made only to be dropped
+        with pytest.raises(RuntimeError, match=r"await ambidex\.testing\.drain"):
+            drain_sync(store)
 
 
 def test_drain_sync_runs_a_store_queue_from_sync_code() -> None:

@@ -26,6 +26,14 @@ __all__ = ["drain", "drain_sync", "open_job_manager", "temporary_store"]
 
 _SHM = Path("/dev/shm")  # RAM-backed on Linux: a throwaway store costs no disk writes there
 
+# drain's leases under a FakeClock: ten years. The worker renews its leases on real time
+# (every second at most), while a job's own sleeps (a rate limit, a retry's backoff) jump
+# virtual time ahead by any amount in between: a lease of seconds would lapse under a
+# job that is running here, its own recovery would requeue it, and the job would run
+# again (and again, and fail). drain's worker is in this process: while it runs it is
+# alive, so nothing is lost by a lease that jumps cannot outrun.
+_FAKE_CLOCK_LEASE_S = 10 * 365 * 86400.0
+
 
 class _TemporaryStore(JobStore):
     """A ``JobStore`` whose directory is deleted when it closes."""
@@ -96,14 +104,20 @@ async def drain(
     then stops. Jobs whose lease lapsed are requeued first. Under a
     ``FakeClock`` (``autojump`` or not), the clock is then moved forward to the
     next queued job's start (a retry's backoff, a ``delay_s``) and the queue is
-    run again, until nothing is left queued: so in a test, retried and delayed
-    jobs finish too, without waiting. Without one, jobs not yet due stay queued.
+    run again, until nothing is left queued that could run here: so in a test,
+    retried and delayed jobs finish too, without waiting. Without one, jobs not
+    yet due stay queued. Jobs this drain cannot run stay queued either way, and
+    move no time: those of workloads the registry lacks, and due ones it did not
+    claim (a workload at its concurrency cap with jobs running elsewhere).
 
     Args:
         target: a ``JobManager`` (its store and registry are used) or a ``JobStore``.
         registry: the workloads to run (default: the manager's, or the default registry).
         concurrency: jobs run at once.
-        lease_s: the lease of each claim.
+        lease_s: the lease of each claim. Under a ``FakeClock`` the claims are
+            held for ten virtual years instead: a job's own sleeps jump virtual
+            time by any amount between two (real-time) renewals, and would
+            otherwise lapse the lease of a job running here.
 
     Returns:
         The jobs this drain ran or changed, as they are now, in the order first touched.
@@ -121,32 +135,40 @@ async def drain(
         store, registry = target.store, registry if registry is not None else target.registry
     else:
         store = target
+    if isinstance(current_clock(), FakeClock):
+        lease_s = max(lease_s, _FAKE_CLOCK_LEASE_S)
     touched: dict[str, None] = {}
     worker = JobWorker(store, registry, concurrency=concurrency, lease_s=lease_s, retention_s=None)
     worker.on_change = lambda *job_ids: touched.update(dict.fromkeys(job_ids))
+    names = frozenset(worker.registry.names())
     try:
         while True:
-            await worker.run_until_idle()
+            stopped = await worker.run_until_idle()
             clock = current_clock()
             if not isinstance(clock, FakeClock):
                 break
-            next_start = await to_thread(_next_start, store)
+            next_start = await to_thread(_next_start, store, names)
             if next_start is None:
                 break
-            clock.advance(max(next_start - clock.time(), 0.0))
+            wait_s = next_start - clock.time()
+            if wait_s <= 0 and not stopped:
+                break  # due, yet not claimed by a round that ran nothing: time would not help
+            clock.advance(max(wait_s, 0.0))
     finally:
         await worker.aclose()
     jobs = await to_thread(lambda: [store.get(job_id) for job_id in touched])
     return [job for job in jobs if job is not None]
 
 
-def _next_start(store: JobStore) -> float | None:
-    """The earliest ``run_at`` of the queued jobs (None: nothing queued)."""
+def _next_start(store: JobStore, workloads: frozenset[str]) -> float | None:
+    """The earliest ``run_at`` of the queued jobs of ``workloads`` (None: none queued)."""
     earliest: float | None = None
     cursor: str | None = None
     while True:
         page = store.list(status=[JobStatus.QUEUED], limit=500, cursor=cursor)
         for job in page.jobs:
+            if job.workload not in workloads:
+                continue  # nothing here runs it: its start is no reason to move time
             start = job.run_at if job.run_at is not None else job.created_at
             earliest = start if earliest is None else min(earliest, start)
         cursor = page.next_cursor
@@ -164,5 +186,17 @@ def drain_sync(
     """``drain`` for sync tests: runs the queue of ``store`` on an event loop of its own.
 
     Call it from a thread with no running event loop (use ``await drain`` there).
+
+    Raises:
+        RuntimeError: called where an event loop is running.
     """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass  # no loop here: run one
+    else:  # before making the coroutine, which would only be dropped unawaited
+        raise RuntimeError(
+            "drain_sync was called inside a running event loop, which it would block: "
+            "use `await ambidex.testing.drain(store, registry)` in async code"
+        )
     return asyncio.run(drain(store, registry, concurrency=concurrency, lease_s=lease_s))
