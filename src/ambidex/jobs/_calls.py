@@ -8,6 +8,16 @@ runtime's, and store calls never queue behind users' blocking jobs on the
 general lane: with every I/O thread running a long ``def`` job, lease renewals
 still go out on time and the jobs are not taken for dead and run twice.
 
+The reserved lane has two threads, and the desk shares them with the worker
+beside it. A desk answers whoever asks, as often as they ask: a flood of HTTP
+reads would fill the lane's queue and hold both threads, and the worker's lease
+renewals would wait behind the reads until the leases lapsed (jobs requeued,
+run twice, failed once out of attempts). So a desk's calls take a turn:
+``StoreCalls(at_once=1)`` keeps at most one of them on the lane, queued or
+running, until it has ended on its thread; the others wait on the loop. The
+worker's calls are not limited: they are few (a heartbeat a second, claims,
+outcomes) and always find a thread no read holds.
+
 What a pool of its own gave, and ``close`` keeps: a job manager that stops
 first lets every store call already running end (a claim in flight, say), and
 starts no new one, before it gives its jobs back; otherwise a job claimed at
@@ -20,6 +30,8 @@ the thread that runs it, so ``close`` cannot miss it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -31,14 +43,60 @@ __all__ = ["StoreCalls"]
 T = TypeVar("T")
 
 
-class StoreCalls:
-    """Runs store calls on the runtime's I/O threads; ``close`` waits for those running."""
+class _Turn:
+    """One limited call's place on the lane, given back once: when it ends, or if it never runs.
 
-    def __init__(self) -> None:
+    A caller cancelled while its call runs stops waiting, but the call still
+    holds its thread: the place is given back by the thread when the call ends
+    (so a client that hangs up does not let more calls onto the lane).
+    """
+
+    __slots__ = ("_gate", "_lock", "_loop", "_state")
+
+    def __init__(self, gate: asyncio.Semaphore) -> None:
+        self._gate = gate
+        self._loop = asyncio.get_running_loop()
+        self._lock = threading.Lock()
+        self._state = "waiting"  # then "running" (on a thread) or "gone" (never to run)
+
+    def start(self) -> bool:
+        """On the thread: whether the call may run (not if its caller gave up before)."""
+        with self._lock:
+            if self._state == "gone":
+                return False
+            self._state = "running"
+            return True
+
+    def end(self) -> None:
+        """On the thread: the call has ended; the next one may go."""
+        with contextlib.suppress(RuntimeError):  # the loop has closed: no one waits
+            self._loop.call_soon_threadsafe(self._gate.release)
+
+    def leave(self) -> None:
+        """On the loop, once the caller stops waiting: give the place back if the call never ran."""
+        with self._lock:
+            never_ran = self._state == "waiting"
+            self._state = "gone"
+        if never_ran:
+            self._gate.release()
+
+
+class StoreCalls:
+    """Runs store calls on the runtime's I/O threads; ``close`` waits for those running.
+
+    Args:
+        at_once: at most this many of these calls on the reserved lane at a
+            time, queued or running (None: no bound); see the module docstring.
+    """
+
+    def __init__(self, *, at_once: int | None = None) -> None:
+        if at_once is not None and at_once < 1:
+            raise ValueError(f"at_once must be at least 1, got {at_once}")
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._running = 0
         self._closed = False
+        self._gate = None if at_once is None else asyncio.Semaphore(at_once)
 
     async def __call__(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` on an I/O thread, awaited.
@@ -46,20 +104,39 @@ class StoreCalls:
         Raises:
             RuntimeError: the calls were closed (before this one started).
         """
-        return await to_reserved_thread(self._run, fn, args, kwargs)
-
-    def _run(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("the job service has stopped: its store calls are closed")
-            self._running += 1
+        if self._gate is None:
+            return await to_reserved_thread(self._run, fn, args, kwargs, None)
+        await self._gate.acquire()
+        turn = _Turn(self._gate)
         try:
-            return fn(*args, **kwargs)
+            return await to_reserved_thread(self._run, fn, args, kwargs, turn)
         finally:
+            turn.leave()
+
+    def _run(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        turn: _Turn | None,
+    ) -> T:
+        if turn is not None and not turn.start():
+            raise RuntimeError("the call was given up before it started")  # no one reads this
+        try:
             with self._lock:
-                self._running -= 1
-                if self._running == 0:
-                    self._idle.notify_all()
+                if self._closed:
+                    raise RuntimeError("the job service has stopped: its store calls are closed")
+                self._running += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with self._lock:
+                    self._running -= 1
+                    if self._running == 0:
+                        self._idle.notify_all()
+        finally:
+            if turn is not None:
+                turn.end()
 
     def close(self) -> None:
         """Start no more calls; block until those running have ended."""

@@ -86,7 +86,9 @@ class JobDesk:
         self.store = store if isinstance(store, JobStore) else JobStore(store)
         self.registry = registry if registry is not None else default_registry()
         self.poll_s = poll_s
-        self._db = StoreCalls()
+        # One call on the reserved lane at a time: a flood of reads never holds
+        # both of its threads, so a worker beside the desk renews its leases.
+        self._db = StoreCalls(at_once=1)
         # Per-job wake-ups: a change made here wakes that job's waiters at once;
         # changes made by other processes are found by one shared poll.
         self._watchers: dict[str, set[asyncio.Event]] = {}
