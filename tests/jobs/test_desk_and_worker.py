@@ -294,3 +294,111 @@ async def test_aclose_does_not_wait_for_blocking_jobs_holding_every_io_thread(
         finally:
             store.close()
     assert took_s < 10
+
+
+class _SlowListStore(JobStore):
+    """A store whose ``list`` blocks until let go: a flood of slow desk reads."""
+
+    reads_go = threading.Event()
+
+    def list(self, *args: Any, **kwargs: Any) -> Any:
+        self.reads_go.wait(30)
+        return super().list(*args, **kwargs)
+
+
+async def test_desk_reads_leave_the_worker_a_reserved_thread_for_its_leases(
+    tmp_path: Path, registry: WorkloadRegistry
+) -> None:
+    # A flood of HTTP reads while a worker beside the desk runs jobs: the desk's
+    # store calls may hold one of the two reserved I/O threads, never both, so
+    # the worker's heartbeat still goes out and no lease lapses. (With every
+    # reserved thread held by reads, the heartbeat queued behind them: under
+    # `ambidex serve --lease-s 0.5` and 100 clients listing jobs, 20 of 20
+    # running jobs were requeued until they failed.)
+    store = _SlowListStore(tmp_path / "jobs.sqlite")
+    store.reads_go = threading.Event()
+    async with JobManager(store, registry, lease_s=LEASE_S, poll_s=POLL_S) as m:
+        assert m.worker is not None
+        job = await m.submit("stall")
+        async with contextlib.aclosing(m.watch(job.id)) as events:
+            async for event in events:
+                if event.kind == "started":
+                    break
+        reads = [asyncio.ensure_future(m.list()) for _ in range(8)]
+        try:
+            await asyncio.sleep(0.1)  # the reads reach the threads (or their queue)
+            beat = m.worker.last_heartbeat
+            deadline = time.monotonic() + 3 * LEASE_S
+            while m.worker.last_heartbeat == beat and time.monotonic() < deadline:
+                await asyncio.sleep(POLL_S)
+            assert m.worker.last_heartbeat != beat, "no lease renewal while the desk read"
+        finally:
+            store.reads_go.set()
+        assert [len(page.jobs) for page in await asyncio.gather(*reads)] == [1] * len(reads)
+        assert job.id in m.worker.running
+        assert (await m.get(job.id)).attempts == 1
+    store.close()
+
+
+async def test_a_limited_call_keeps_its_place_until_it_ends_even_if_its_caller_left() -> None:
+    # A client that hangs up cancels its request, not the store call running for
+    # it: that call still holds a reserved thread, so the next one waits for it.
+    calls = StoreCalls(at_once=1)
+    loop = asyncio.get_running_loop()
+    entered, let_go = asyncio.Event(), threading.Event()
+    order: list[str] = []
+
+    def first() -> None:
+        loop.call_soon_threadsafe(entered.set)
+        let_go.wait(10)
+        order.append("first ended")
+
+    def second() -> str:
+        order.append("second ran")
+        return "second"
+
+    left = asyncio.ensure_future(calls(first))
+    await asyncio.wait_for(entered.wait(), 10)
+    left.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await left
+    given_up = asyncio.ensure_future(calls(second))  # waits at the gate, then is cancelled
+    nxt = asyncio.ensure_future(calls(second))
+    await asyncio.sleep(0.05)
+    given_up.cancel()
+    assert order == []  # nothing ran beside the call whose caller left
+    let_go.set()
+    assert await asyncio.wait_for(nxt, 10) == "second"
+    assert order == ["first ended", "second ran"]
+    with pytest.raises(ValueError, match="at least 1"):
+        StoreCalls(at_once=0)
+
+
+class _OddReport:
+    def __init__(self, done: Any, total: Any, message: Any) -> None:
+        self.done, self.total, self.message = done, total, message
+
+
+def test_a_report_whose_fraction_cannot_be_computed_reports_its_message_only() -> None:
+    # Library code reports what it counted; a NaN, an infinity over an infinity,
+    # a count too large for a float or a count that is no number is not a reason
+    # to fail the job (they raised out of ctx.report, and the job failed with
+    # "progress fraction must be within 0..1, got nan").
+    sink = JobProgress()
+    odd = [
+        (float("nan"), 10, "nan done"),
+        (1, float("nan"), "nan total"),
+        (float("inf"), float("inf"), "infinities"),
+        (10**400, 10, "too large for a float"),
+        ("3", "10", "strings"),
+        (None, 10, "no count"),
+    ]
+    for done, total, message in odd:
+        sink.report(_OddReport(done, total, message))
+        assert sink._take() == (None, message)
+    sink.report(_OddReport(10**400, 10**400 * 2, 12345))  # large ints divide fine
+    assert sink._take() == (0.5, "12345")  # a message is text
+    sink.report(_OddReport(-5, 10, ""))
+    assert sink._take() == (0.0, None)  # clamped, as before
+    with pytest.raises(TypeError, match="progress object"):
+        sink.report(0.5)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ evolution) to have their reports become the job's.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 
@@ -25,6 +26,17 @@ Latest = tuple[float | None, str | None]
 
 ProgressReport = Progress
 """What ``JobProgress.report`` reads: ``ax.Progress``, ``done`` of ``total`` and a message."""
+
+
+def _fraction(report: ProgressReport) -> float | None:
+    """``done / total`` within 0..1, or None when it is not known or cannot be computed."""
+    try:
+        fraction = fraction_of(report)
+    except (TypeError, ValueError, ArithmeticError):  # no numbers, or too large for a float
+        return None
+    if fraction is None or not math.isfinite(fraction):  # NaN survives the clamp
+        return None
+    return fraction
 
 
 def _ignore() -> None:
@@ -63,9 +75,20 @@ class JobProgress:
 
         A progress sink (a callable taking reports) for library code that
         reports objects with ``done``, ``total`` and ``message``; while the
-        total is not known (None or 0) only the message is reported.
+        total is not known (None or 0), or the fraction cannot be computed
+        from what was counted (NaN, infinities, no numbers), only the message
+        is reported: a sink never fails the code that reports to it over a count.
+
+        Raises:
+            TypeError: ``report`` is not a progress object (no ``done``, ``total``, ``message``).
         """
-        self.progress(fraction_of(report), report.message or None)
+        if not all(hasattr(report, name) for name in ("done", "total", "message")):
+            raise TypeError(
+                "ctx.report takes a progress object (done, total, message), "
+                f"got {type(report).__name__}; use ctx.progress(fraction, message) for a number"
+            )
+        message = report.message
+        self.progress(_fraction(report), str(message) if message else None)
 
     def _listen(self, notify: Callable[[], None]) -> None:
         """Call ``notify`` (from the reporting thread) after each report."""
