@@ -106,3 +106,39 @@ def test_import_client_loads_no_store_orm_or_validation_when_imported_fresh() ->
     assert "ambidex.client" in loaded
     heavy = ("sqlalchemy", "pydantic", "ambidex.jobs", "ambidex.workflows", "ambidex.server")
     assert [m for m in loaded if m in heavy or m.startswith(tuple(h + "." for h in heavy))] == []
+
+
+def test_the_contracts_see_imports_made_through_the_root_package_or_import_module(
+    tmp_path: Path,
+) -> None:
+    # `import ambidex as ax` then `ax.jobs.x`: the root package imports ambidex.jobs
+    # on first use, so the graph shows only `import ambidex`, which every contract
+    # allowed; so did importlib.import_module of a private module.
+    package, config = _fixture(tmp_path)
+    (package / "evolve" / "_report.py").write_text("")
+    (package / "__init__.py").write_text("_LAZY = {'JobThing': 'layered.jobs'}\n")
+    (package / "sim" / "_run.py").write_text(
+        f"import {FIXTURE} as ax\n\ndef f():\n    return ax.jobs.submit\n"
+    )
+    (package / "runtime" / "_core.py").write_text(f"import {FIXTURE}\nx = {FIXTURE}.JobThing\n")
+    (package / "cli" / "_evolve.py").write_text(
+        f"import importlib\nm = importlib.import_module('{FIXTURE}.evolve._report')\n"
+    )
+    (package / "client" / "_protocol.py").write_text(
+        f"import {FIXTURE} as ax\nv = ax.workflows.run\n"
+    )
+    # never evaluated: an annotation, and a TYPE_CHECKING block
+    (package / "llm" / "_chat.py").write_text(
+        "from __future__ import annotations\nfrom typing import TYPE_CHECKING\n"
+        f"import {FIXTURE} as ax\nif TYPE_CHECKING:\n    y = ax.cli.app\n"
+        "def f(a: ax.cli.App) -> ax.server.App:\n    return a\n"
+    )
+    proc = _lint(config, tmp_path)
+    out = proc.stdout
+    assert proc.returncode == 1, out + proc.stderr
+    assert f"{FIXTURE}.sim._run -> {FIXTURE}.jobs (l.4)" in out
+    assert f"{FIXTURE}.runtime._core -> {FIXTURE}.jobs (l.2)" in out
+    assert f"- {FIXTURE}.cli._evolve -> {FIXTURE}.evolve._report (l.2)" in out
+    assert f"{FIXTURE}.client is not allowed to import {FIXTURE}.workflows" in out
+    assert f"{FIXTURE}.llm" not in out
+    assert re.search(r"Contracts: 0 kept, 3 broken", out), out
