@@ -292,7 +292,7 @@ async def test_timeout_cancels_an_async_run() -> None:
     t0 = time.monotonic()
     with pytest.raises(ax.TaskTimeoutError):
         await agent.arun({"a": 1, "b": 1})
-    assert time.monotonic() - t0 < 3.0
+    assert time.monotonic() - t0 < 5.0  # the 0.2 s timeout, not the 10 s run
     assert agent.cancelled  # the coroutine itself saw the cancellation
     assert not agent.finished
 
@@ -302,7 +302,7 @@ def test_timeout_cancels_an_async_run_from_sync_code() -> None:
     t0 = time.monotonic()
     with pytest.raises(TimeoutError):
         agent.run_sync({"a": 1, "b": 1})
-    assert time.monotonic() - t0 < 3.0
+    assert time.monotonic() - t0 < 5.0  # the 0.2 s timeout, not the 10 s run
     assert agent.cancelled
 
 

@@ -567,7 +567,7 @@ async def test_cpu_worker_killed_when_async_caller_cancelled(tmp_path: Path) -> 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert time.monotonic() - t0 < 2.0
+    assert time.monotonic() - t0 < 10.0  # not the 30 s the call sleeps (a busy machine is slow)
     assert await await_for(lambda: process_gone(pid), timeout_s=1.0), f"worker {pid} still runs"
 
     stats = _stats()
@@ -644,7 +644,7 @@ def test_work_stopped_when_sync_caller_gets_ctrl_c(tmp_path: Path) -> None:
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
         assert wait_for((tmp_path / "io_interrupted").exists, timeout_s=5)
-        assert time.monotonic() - t0 < 2.0
+        assert time.monotonic() - t0 < 5.0  # not the 60 s the call sleeps
         assert (tmp_path / "io_cancelled").exists()
         assert not (tmp_path / "io_finished").exists()
 
@@ -653,7 +653,7 @@ def test_work_stopped_when_sync_caller_gets_ctrl_c(tmp_path: Path) -> None:
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
         assert wait_for((tmp_path / "cpu_interrupted").exists, timeout_s=5)
-        assert time.monotonic() - t0 < 2.0
+        assert time.monotonic() - t0 < 5.0  # not the 60 s the call sleeps
         assert proc.poll() is None  # the script is still alive: the worker was stopped by it
         assert wait_for(lambda: process_gone(pid), timeout_s=1.0), f"worker {pid} still runs"
 
@@ -686,7 +686,7 @@ def test_ctrl_c_that_missed_the_wait_still_stops_the_work_at_once() -> None:
     t0 = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         slow()
-    assert time.monotonic() - t0 < 2.0
+    assert time.monotonic() - t0 < 10.0  # not the 30 s the call sleeps
     assert cancelled.is_set()
 
 

@@ -248,7 +248,7 @@ def test_history_returns_the_events_so_far_without_waiting(client: ax.Client) ->
     job = client.submit("steps", {"n": 50, "step_s": 0.2})
     start = time.monotonic()
     history = client.history(job.id)
-    assert time.monotonic() - start < 2.0
+    assert time.monotonic() - start < 5.0  # not the job's 10 s
     assert history[0].kind == "submitted"
     assert client.get(job.id).status in (JobStatus.QUEUED, JobStatus.RUNNING)
     assert client.history(job.id, after=history[-1].seq) == []

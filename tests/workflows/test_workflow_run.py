@@ -159,7 +159,7 @@ def test_node_timeout_fails_the_run_with_a_task_timeout() -> None:
     t0 = time.monotonic()
     with pytest.raises(ax.WorkflowError) as info:
         wf.run()
-    assert time.monotonic() - t0 < 3.0
+    assert time.monotonic() - t0 < 5.0  # the 0.1 s timeout, not the node's 10 s
     err = info.value
     assert isinstance(err.__cause__, ax.TaskTimeoutError)
     assert err.node == "slow"
@@ -271,7 +271,7 @@ def test_fail_cancels_running_siblings_and_never_starts_the_rest() -> None:
     t0 = time.monotonic()
     with pytest.raises(ax.WorkflowError) as info:
         wf.run(on_event=rec)
-    assert time.monotonic() - t0 < 3.0
+    assert time.monotonic() - t0 < 5.0  # slow is cancelled, not waited for (10 s)
 
     err = info.value
     assert err.node == "boom"
