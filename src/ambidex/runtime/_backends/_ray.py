@@ -26,6 +26,7 @@ import os
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from ambidex._text import describe_exception
@@ -40,7 +41,10 @@ __all__ = ["Backend", "RayShared"]
 _STOP_WAIT_S = 5.0
 _UNTIMED_IN_FLIGHT = 1024
 _remote_lock = threading.Lock()
-_remote: Any = None
+# One Ray remote function per driver ``sys.path`` (in practice one), so the
+# path travels once, with the function Ray exports to its workers, not as an
+# argument Ray serializes with every task.
+_remotes: dict[tuple[str, ...], Any] = {}
 
 
 # -- shared values -----------------------------------------------------------------
@@ -136,7 +140,7 @@ class RayShared(Shared[Any]):
 # -- running calls -----------------------------------------------------------------
 
 
-def _execute(payload: bytes, sys_path: list[str], *shared: Any) -> bytes:
+def _execute(payload: bytes, sys_path: tuple[str, ...], *shared: Any) -> bytes:
     """Run one pickled call inside a Ray worker (the body of the remote function).
 
     ``shared`` is empty, or the keys of the shared values the call carries
@@ -145,25 +149,47 @@ def _execute(payload: bytes, sys_path: list[str], *shared: Any) -> bytes:
     for entry in reversed(sys_path):
         if entry not in sys.path:
             sys.path.insert(0, entry)
-    os.environ["AMBIDEX_IN_WORKER"] = "1"  # nested cpu calls run on threads, not new tasks
-    from ambidex.runtime._worker import _run_one
-
+    if _run_one is None:
+        _enter_worker()
     if shared:
         keys, *values = shared
         _received.update(zip(keys, values, strict=True))
     try:
-        return _run_one(payload)
+        return _run_one(payload)  # type: ignore[misc]  # set by _enter_worker
     finally:
         _received.clear()
 
 
-def _remote_execute() -> Any:
-    global _remote
-    with _remote_lock:
-        if _remote is None:
-            ray = ray_module()
-            _remote = ray.remote(max_retries=0, num_cpus=1)(_execute)
-        return _remote
+_run_one: Callable[[bytes], bytes] | None = None
+
+
+def _enter_worker() -> None:
+    """Once per Ray worker process: mark it a worker, load the call runner."""
+    global _run_one
+    os.environ["AMBIDEX_IN_WORKER"] = "1"  # nested cpu calls run on threads, not new tasks
+    from ambidex.runtime._worker import _run_one as run_one
+
+    _run_one = run_one
+
+
+def _executor(sys_path: tuple[str, ...]) -> Callable[..., bytes]:
+    def execute(payload: bytes, *shared: Any) -> bytes:
+        return _execute(payload, sys_path, *shared)
+
+    return execute
+
+
+def _remote_execute(sys_path: list[str]) -> Any:
+    key = tuple(sys_path)
+    remote = _remotes.get(key)
+    if remote is None:
+        with _remote_lock:
+            remote = _remotes.get(key)
+            if remote is None:
+                ray = ray_module()
+                remote = ray.remote(max_retries=0, num_cpus=1)(_executor(key))
+                _remotes[key] = remote
+    return remote
 
 
 async def _stop(ray: Any, ref: Any) -> bool:
@@ -255,7 +281,7 @@ class Backend:
         if results is None:
             results = self._results = Results(asyncio.get_running_loop())
         shared = _stored.sent_with(payload)  # () unless the payload carries handles
-        ref = _remote_execute().remote(payload, connection.sys_path, *shared)
+        ref = _remote_execute(connection.sys_path).remote(payload, *shared)
         done = results.watch(ref)
         self._busy += 1
         self._in_flight.add(ref)

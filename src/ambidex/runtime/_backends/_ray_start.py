@@ -95,7 +95,7 @@ class RayConnection:
         self.cpus = 0
         """The CPUs of the Ray ambidex started (0 when it joined one)."""
         self.sys_path: list[str] = []
-        """The driver's ``sys.path`` once connected, sent with every call."""
+        """The driver's ``sys.path`` once connected, sent with the remote function."""
         self._closed = False
         self._state_lock = threading.Lock()
         # The one start (or join) of Ray, shared by every caller that needs it.
@@ -190,7 +190,7 @@ class RayConnection:
                 else:
                     _our_ray = None  # shut down and started again by the program itself
         # Local workers import what the driver can import (test modules, example
-        # files): the driver's sys.path travels with every call.
+        # files): the driver's sys.path travels with the remote function.
         self.sys_path = [p or os.getcwd() for p in sys.path]
 
     def release(self) -> None:

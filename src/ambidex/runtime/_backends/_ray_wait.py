@@ -51,9 +51,18 @@ class Results:
     ``ray.wait``, and handed to the loop as they finish, several at a time.
     Fewer than ``batch_min`` (single calls, a window that refills one call at
     a time) keep the per-task callback, which has no thread to start.
+
+    Each blocking ``ray.wait`` costs the driver about 0.1 ms of CPU, and
+    trivial tasks finish one or two at a time: waking once per result cost a
+    300-call ``.map`` 35 ms of CPU on 2 cores. So once a task of the batch has
+    finished, the thread lets the others finish for up to ``gather_s`` before
+    handing over what is ready (24 wake-ups for those 300 calls, 6 ms). A
+    result may reach the loop that much later, never the batch's last: the
+    wait ends as soon as every task has finished.
     """
 
     batch_min = 16
+    gather_s = 0.005
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -100,8 +109,10 @@ class Results:
             while waiting:
                 refs = list(waiting)
                 ready, _ = ray.wait(refs, num_returns=1, fetch_local=True)
-                if len(refs) > 1:  # and whatever else has finished meanwhile
-                    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=True)
+                if len(refs) > 1:  # and whatever else finishes within gather_s
+                    ready, _ = ray.wait(
+                        refs, num_returns=len(refs), timeout=self.gather_s, fetch_local=True
+                    )
                 outcomes = [
                     (waiting.pop(ref), ok, value)
                     for ref, (ok, value) in zip(ready, _fetch(ray, ready), strict=True)
