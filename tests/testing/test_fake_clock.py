@@ -248,6 +248,63 @@ async def test_cancelled_sleep_moves_no_time() -> None:
     assert clock.elapsed_s == 1
 
 
+def test_a_loop_stopped_with_a_turn_pending_stalls_no_later_sleep() -> None:
+    with FakeClock() as clock:
+        loop = asyncio.new_event_loop()
+        try:
+
+            async def leave_a_sleeper() -> None:
+                sleeper = loop.create_task(clock.asleep(10))
+                await asyncio.sleep(0)
+                assert not sleeper.done()
+
+            # The sleeper's turn is taken as the loop stops: the next jump stays queued
+            # on a loop that is not running.
+            loop.run_until_complete(leave_a_sleeper())
+
+            async def later() -> float:
+                await clock.asleep(1)
+                await clock.asleep(100)
+                return clock.elapsed_s
+
+            with _Wall() as wall:
+                assert asyncio.run(asyncio.wait_for(later(), timeout=5)) == 111
+            assert wall.seconds < WALL_S
+        finally:
+            for task in asyncio.all_tasks(loop):
+                task.cancel()
+            loop.run_until_complete(asyncio.sleep(0))
+            loop.close()
+
+
+@pytest.mark.timeout(30)
+async def test_a_sync_call_from_async_code_is_not_held_by_a_sleeper_of_its_loop() -> None:
+    with FakeClock() as clock:
+        ax.limits(api=ax.Rate(1, burst=1))
+
+        @ax.io(limit="api")
+        async def hit(i: int) -> float:
+            return clock.elapsed_s
+
+        assert await hit.aio(0) == 0  # the burst token
+        stop = False
+
+        async def tick() -> None:  # a sleeper of this loop
+            while not stop:
+                await clock.asleep(0.25)
+
+        ticker = asyncio.ensure_future(tick())
+        await asyncio.sleep(0)  # parked: the clock's next turn is queued on this loop
+        # A sync call blocks this loop while the runtime's loop runs it, and its rate
+        # limit sleeps there: the turn must not wait for this loop (the code before the
+        # fix hung here for good: the timeout mark ends it).
+        with _Wall() as wall:
+            assert hit(9) == 1.0
+        stop = True
+        await ticker
+    assert wall.seconds < 10  # a turn is taken back after 1 s of real time
+
+
 async def test_manual_clock_holds_sleepers_until_advanced() -> None:
     with FakeClock(autojump=False) as clock:
         task = asyncio.create_task(clock.asleep(10))

@@ -15,6 +15,12 @@ tasks that each sleep 1 s at once move the clock by 1 s, not 5. A thread's
 ``sleep`` cannot know what other threads are about to do, so it moves the clock
 to its own deadline and returns at once.
 
+The turn never waits on a loop that cannot take it: a sleeper whose loop is
+stopped (between two ``run_until_complete``) has its time come and is woken for
+when that loop runs again, and a turn left for a second of real time on a loop
+that is running but blocked (a sync call made from async code, waiting there for
+work on another loop) is taken back by a loop with sleepers of its own.
+
 With ``autojump=False`` sleepers wait (for real) until ``advance`` moves the
 clock past their deadline, for tests that look at the world mid-wait.
 """
@@ -22,9 +28,11 @@ clock past their deadline, for tests that look at the world mid-wait.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import threading
+import weakref
 from contextlib import ExitStack
 from types import TracebackType
 
@@ -37,9 +45,20 @@ __all__ = ["FakeClock"]
 _Sleeper = tuple[float, int, asyncio.AbstractEventLoop, asyncio.Future[None]]
 
 
+# How long (real seconds) a loop handed the turn has to take it before the turn comes
+# back: far beyond a loop's reaction time, short enough that a blocked loop costs little.
+_HANDOVER_S = 1.0
+
+
 def _wake(fut: asyncio.Future[None]) -> None:
     if not fut.done():  # a sleeper cancelled meanwhile (a timeout) stays cancelled
         fut.set_result(None)
+
+
+def _wake_on(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None]) -> None:
+    """Wake ``fut`` on its own loop, whenever that runs (a closed loop's sleepers are gone)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(_wake, fut)
 
 
 class FakeClock:
@@ -65,7 +84,14 @@ class FakeClock:
         self._elapsed = 0.0
         self._changed = threading.Condition()
         self._sleepers: list[_Sleeper] = []  # a heap, across every loop
-        self._jumping = False  # a jump is scheduled on some loop
+        # The turn (autojump): the token of the one jump (or handed-over turn) scheduled,
+        # on some loop, None when no sleeper is parked. A step holding an older token
+        # (its turn taken over or taken back) does nothing.
+        self._chain: object | None = None
+        self._chain_loop: asyncio.AbstractEventLoop | None = None
+        self._handed = False  # the turn is a sleeper's, handed to its loop (_take_back)
+        # The loops a _watchdog runs on (weak: a closed loop's watch ends with it).
+        self._watched: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
         self._order = itertools.count()
         self._installed: ExitStack | None = None
 
@@ -132,41 +158,118 @@ class FakeClock:
         with self._changed:
             deadline = self._elapsed + max(seconds, 0.0)
             heapq.heappush(self._sleepers, (deadline, next(self._order), loop, fut))
-            jump = self.autojump and not self._jumping
-            self._jumping |= jump
-        if jump:
+            # A turn left on a loop that stopped (its jump queued when run_until_complete
+            # returned) would never come: this loop takes the turn over.
+            chain = self.autojump and (
+                self._chain is None
+                or (self._chain_loop is not None and not self._chain_loop.is_running())
+            )
+            if chain:
+                token = self._pass_turn(loop)
+            elif self.autojump and self._chain_loop is not loop and loop not in self._watched:
+                self._watched.add(loop)
+                loop.call_later(_HANDOVER_S, self._watchdog, self._chain)
+        if chain:
             # After the callbacks ready now: the tasks woken with this one
             # park their sleeps first, so the earliest deadline goes first.
-            loop.call_soon(self._jump)
+            loop.call_soon(self._jump, token)
         await fut
 
-    def _jump(self) -> None:
+    def _pass_turn(self, loop: asyncio.AbstractEventLoop | None, *, handed: bool = False) -> object:
+        """A new token for the turn, now held on ``loop`` (caller holds self._changed)."""
+        token = self._chain = object()
+        self._chain_loop = loop
+        self._handed = handed
+        return token
+
+    def _watchdog(self, seen: object) -> None:
+        """On a loop with sleepers: take over a turn stuck on a blocked loop.
+
+        A jump queued on a loop that is running but blocked (a sync call made from
+        async code, waiting there for work on another loop, perhaps for one of this
+        loop's sleepers) would hold every sleeper's time. A turn that has not moved
+        on for a second of real time is taken over here.
+        """
+        here = asyncio.get_running_loop()
+        with self._changed:
+            if self._chain is None or self._chain_loop is here:
+                self._watched.discard(here)
+                return
+            if self._chain is not seen or self._handed:  # it moved on (a handover has its own)
+                here.call_later(_HANDOVER_S, self._watchdog, self._chain)
+                return
+            self._watched.discard(here)
+            token = self._pass_turn(here)
+        self._jump(token)
+
+    def _jump(self, token: object) -> None:
         """Give the earliest parked sleeper, on whichever loop, its turn (on its own loop)."""
         here = asyncio.get_running_loop()
         while True:
             with self._changed:
+                if token is not self._chain:
+                    return  # a turn taken over or taken back meanwhile
                 if not self._sleepers:
-                    self._jumping = False
+                    self._chain = self._chain_loop = None
                     return
                 deadline, _, loop, fut = heapq.heappop(self._sleepers)
+                if loop is not here and not loop.is_running():
+                    # A stopped loop (between two run_until_complete) would hold the
+                    # turn, and every sleeper's on every loop, until it runs again,
+                    # perhaps never. Its sleeper's time comes all the same: it is woken
+                    # for when its loop runs, and the turn stays here.
+                    if not fut.done():
+                        self._move_to(deadline)
+                    _wake_on(loop, fut)
+                    continue
+                if loop is not here:
+                    token = self._pass_turn(loop, handed=True)
             if loop is here:
-                self._turn(deadline, fut)
+                self._turn(deadline, fut, token)
                 return
             try:
-                loop.call_soon_threadsafe(self._turn, deadline, fut)
-                return
+                loop.call_soon_threadsafe(self._turn, deadline, fut, token)
             except RuntimeError:  # its loop closed: nobody waits there any more
+                with self._changed:
+                    token = self._pass_turn(here)
                 continue
+            # A running loop may be blocked (a sync call made from async code waits
+            # there for work on another loop, perhaps for a sleeper of this one): if it
+            # has not taken its turn by then, the turn comes back here.
+            here.call_later(_HANDOVER_S, self._take_back, token, deadline, loop, fut)
+            return
 
-    def _turn(self, deadline: float, fut: asyncio.Future[None]) -> None:
+    def _turn(self, deadline: float, fut: asyncio.Future[None], token: object) -> None:
         """On the sleeper's loop: move time to its deadline, wake it, jump again after its step."""
-        if not fut.done():  # a cancelled sleeper (a timeout) moves no time
-            with self._changed:
+        loop = asyncio.get_running_loop()
+        with self._changed:
+            mine = token is self._chain
+            if mine:
+                token = self._pass_turn(loop)
+                if not fut.done():  # a cancelled sleeper (a timeout) moves no time
+                    self._move_to(deadline)
+        _wake(fut)  # taken back meanwhile: its time came then, and the turn went on
+        if mine:
+            # Scheduled after the woken task's next step, so whatever it does at its
+            # own deadline (read the time, sleep again) happens before time moves on.
+            loop.call_soon(self._jump, token)
+
+    def _take_back(
+        self,
+        token: object,
+        deadline: float,
+        loop: asyncio.AbstractEventLoop,
+        fut: asyncio.Future[None],
+    ) -> None:
+        """The turn handed to ``loop`` was not taken in time: wake its sleeper there, go on here."""
+        with self._changed:
+            if token is not self._chain:
+                return  # taken
+            token = self._pass_turn(asyncio.get_running_loop())
+            if not fut.done():
                 self._move_to(deadline)
-            fut.set_result(None)
-        # Scheduled after the woken task's next step, so whatever it does at
-        # its own deadline (read the time, sleep again) happens before time moves on.
-        asyncio.get_running_loop().call_soon(self._jump)
+        _wake_on(loop, fut)
+        self._jump(token)
 
     # -- installing --------------------------------------------------------------------
 
