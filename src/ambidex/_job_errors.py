@@ -37,6 +37,7 @@ __all__ = [
     "JobNotFoundError",
     "JobOptionError",
     "JobServiceError",
+    "JobServiceStoppedError",
     "JobWaitTimeoutError",
     "UnknownWorkloadError",
 ]
@@ -145,6 +146,14 @@ class JobConflictError(_JobOutcomeError):
 
 class JobWaitTimeoutError(_JobOutcomeError, TimeoutError):
     """The job did not finish within the wait; it goes on running."""
+
+
+class JobServiceStoppedError(JobError, RuntimeError):
+    """The job service in this process is stopping: it takes no more store calls.
+
+    A request that arrives while ``ambidex serve`` shuts down gets 503 (try
+    another server, or again once this one is back), never a 500.
+    """
 
 
 class JobServiceError(JobError):

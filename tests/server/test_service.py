@@ -145,3 +145,20 @@ def test_a_worker_whose_own_loop_dies_exits_1_saying_why(tmp_path: Path) -> None
         "error: the worker stopped: lease recovery stopped: RuntimeError: a bug in lease recovery"
         in output
     )
+
+
+async def test_a_request_reaching_a_stopped_job_service_gets_503_not_500(
+    tmp_path: Path, registry: WorkloadRegistry
+) -> None:
+    # Requests still in flight while `ambidex serve` shuts down reach a desk whose
+    # store calls are closed: they are told to try again, not given a 500.
+    manager = JobManager(tmp_path / "jobs.sqlite", registry, concurrency=0)
+    app = create_app(manager=manager)
+    async with manager:
+        job = await manager.submit("quick")
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ambidex") as client:
+        answer = await client.get(f"/v1/jobs/{job.id}")
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["retry-after"] == "5"
+    assert answer.json() == {"detail": "the job service is shutting down; try again"}

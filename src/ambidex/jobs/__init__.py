@@ -30,6 +30,7 @@ from ambidex._job_errors import (
     JobNotFoundError,
     JobOptionError,
     JobServiceError,
+    JobServiceStoppedError,
     JobWaitTimeoutError,
     UnknownWorkloadError,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "JobOptionError",
     "JobProgress",
     "JobServiceError",
+    "JobServiceStoppedError",
     "JobStatus",
     "JobStore",
     "JobWaitTimeoutError",

@@ -36,6 +36,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ambidex._job_errors import JobServiceStoppedError
 from ambidex.runtime import to_reserved_thread
 
 __all__ = ["StoreCalls"]
@@ -102,7 +103,7 @@ class StoreCalls:
         """``fn(*args, **kwargs)`` on an I/O thread, awaited.
 
         Raises:
-            RuntimeError: the calls were closed (before this one started).
+            JobServiceStoppedError: the calls were closed (before this one started).
         """
         if self._gate is None:
             return await to_reserved_thread(self._run, fn, args, kwargs, None)
@@ -125,7 +126,9 @@ class StoreCalls:
         try:
             with self._lock:
                 if self._closed:
-                    raise RuntimeError("the job service has stopped: its store calls are closed")
+                    raise JobServiceStoppedError(
+                        "the job service has stopped: its store calls are closed"
+                    )
                 self._running += 1
             try:
                 return fn(*args, **kwargs)

@@ -41,6 +41,7 @@ from ambidex.jobs import (
     JobManager,
     JobNotFoundError,
     JobOptionError,
+    JobServiceStoppedError,
     JobStatus,
     UnknownWorkloadError,
     WorkloadRegistry,
@@ -575,6 +576,14 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def bad_option(_r: Request, exc: JobOptionError) -> JSONResponse:
         detail = [{"loc": ["body", exc.option], "msg": plain_text(exc), "type": "value_error"}]
         return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(JobServiceStoppedError)
+    async def stopping(_r: Request, exc: JobServiceStoppedError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": "the job service is shutting down; try again"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
 
     @app.exception_handler(SQLAlchemyError)
     async def store_failed(_r: Request, exc: SQLAlchemyError) -> JSONResponse:
