@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
+BENCHMARK_TIMEOUT_S = 120  # a quick run takes 5-20 s alone, up to 60 s on a saturated machine
+# pytest-timeout's 60 s default would cut a run off before its own timeout does.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(BENCHMARK_TIMEOUT_S + 30)]
 
 
 def _quick(script: str, out: Path) -> dict[str, object]:
@@ -23,7 +25,7 @@ def _quick(script: str, out: Path) -> dict[str, object]:
         [sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--output", str(out)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=BENCHMARK_TIMEOUT_S,
         cwd=ROOT,
         env={**os.environ, "COLUMNS": "200"},
         check=False,
