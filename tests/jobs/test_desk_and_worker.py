@@ -402,3 +402,33 @@ def test_a_report_whose_fraction_cannot_be_computed_reports_its_message_only() -
     assert sink._take() == (0.0, None)  # clamped, as before
     with pytest.raises(TypeError, match="progress object"):
         sink.report(0.5)  # type: ignore[arg-type]
+
+
+async def test_a_worker_never_requeues_a_job_it_is_running_when_virtual_time_jumps(
+    sqlite_store: JobStore, registry: WorkloadRegistry
+) -> None:
+    # Under a FakeClock a job's own sleeps move time past its lease between two
+    # renewals (which run on real time); the worker's recovery must not take the
+    # job it is running for the job of a dead worker (it requeued it, ran it three
+    # times and failed it).
+    from ambidex.testing import FakeClock
+
+    runs: list[int] = []
+
+    async def crawl(pages: int) -> int:
+        runs.append(pages)
+        for _ in range(pages):
+            await ax.current_clock().asleep(5)  # a rate-limited call: 5 virtual s
+            await asyncio.sleep(0.05)  # real work: the recovery looks meanwhile
+        return pages
+
+    registry.register(crawl)
+    job = sqlite_store.submit("crawl", {"pages": 40})
+    with FakeClock():
+        w = JobWorker(sqlite_store, registry, lease_s=2.0, poll_s=POLL_S)
+        try:
+            stopped = await w.run_until_idle()
+        finally:
+            await w.aclose()
+    done = sqlite_store.get(job.id)
+    assert (stopped, done.attempts, runs) == ({StopReason.SUCCEEDED: 1}, 1, [40]), done.error

@@ -870,14 +870,20 @@ class JobStore:
             conn.execute(INSERT_EVENTS, events)
         return [r[0] for r in requeued], [r[0] for r in failed]
 
-    def recover_expired(self) -> tuple[builtins.list[str], builtins.list[str]]:
+    def recover_expired(
+        self, *, spare: Collection[str] = ()
+    ) -> tuple[builtins.list[str], builtins.list[str]]:
         """Requeue running jobs whose lease lapsed; fail those out of attempts.
 
         Returns ``(requeued ids, failed ids)``. Any worker may call this; two
         calls at once do no harm. Workers silent for an hour are forgotten.
+        ``spare``: jobs the calling worker is running right now, so not lost
+        whatever their lease says (its heartbeat renews them).
         """
         now = current_clock().time()
         lapsed = and_(_jc.status == RUNNING, _jc.lease_expires_at < now)
+        if spare:
+            lapsed = and_(lapsed, _jc.id.not_in(list(spare)))
         with self._write() as conn:
             requeued, failed = self._requeue_or_fail(
                 conn,
