@@ -9,6 +9,7 @@ import threading
 import pytest
 
 import ambidex as ax
+from _waiting import await_for
 
 _REQUEST = contextvars.ContextVar("request", default="none")
 
@@ -69,11 +70,15 @@ async def test_reserved_thread_runs_while_every_general_thread_is_held() -> None
         try:
             # Both general threads are held and a third call queues behind them;
             # a reserved call runs at once on a thread of its own lane.
+            def held_and_queued() -> bool:
+                stats = rt.statistics().io_threads
+                return (stats.busy, stats.queued) == (2, 1)
+
+            assert await await_for(held_and_queued)
             name, total, _ = await asyncio.wait_for(ax.to_reserved_thread(_where, 2, b=3), 10)
             assert name.startswith("ambidex-io-reserved")
             assert total == 5
-            stats = rt.statistics().io_threads
-            assert (stats.busy, stats.queued) == (2, 1)
+            assert held_and_queued()  # still: the reserved call took none of theirs
         finally:
             release.set()
             assert await asyncio.gather(*held) == [True, True, True]
