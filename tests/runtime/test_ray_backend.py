@@ -182,6 +182,21 @@ def test_a_map_on_ray_hands_its_results_to_the_loop_in_few_wakeups(
     assert len(handed) <= 2 + elapsed / Results.gather_s, (handed, elapsed)
 
 
+def test_a_function_sent_by_value_runs_as_it_is_at_each_call(ray_rt: ax.Runtime) -> None:
+    scope: dict[str, Any] = {"__name__": "not_importable"}  # so it travels by value
+    exec("SCALE = 2\nITEMS = [1]\ndef scaled(x):\n    return x * SCALE\n", scope)
+    exec("def total():\n    return sum(ITEMS)\n", scope)
+    scaled, total = ax.cpu(scope["scaled"]), ax.cpu(scope["total"])
+    assert scaled.map(range(20)) == [2 * x for x in range(20)]
+    assert type(scaled._ref).__name__ == "_PickledOnce"  # pickled once for those 20
+    scope["SCALE"] = 10  # a global it reads, rebound
+    assert scaled(3) == 30
+    assert total() == 1
+    scope["ITEMS"].append(2)  # a mutable global, changed in place
+    assert total() == 3
+    assert total._ref is scope["total"]  # pickled with every call, as before
+
+
 # A fresh process (no Ray yet) whose first cpu calls arrive at once, then a
 # failed start. It counts the calls to ray.init and prints, for each phase,
 # what every caller got and which of its child processes were left once the
