@@ -305,7 +305,9 @@ class JobDesk:
         )
         return submitted.job
 
-    async def submit_detailed(self, workload: str, input: Any = None, **options: Any) -> Submitted:
+    async def submit_detailed(
+        self, /, workload: str, input: Any = None, **options: Any
+    ) -> Submitted:
         """``submit``, also telling whether the job was created.
 
         ``created`` is False when the idempotency key named an existing job.

@@ -13,21 +13,42 @@ run by ``ambidex worker`` processes sharing the store.
 from __future__ import annotations
 
 import builtins
+import functools
 import time
-from collections.abc import AsyncIterator, Collection
-from datetime import datetime
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Concatenate, ParamSpec, TypeVar
 
-from ambidex._job_model import Attempt, Job, JobEvent, JobStatus, QueueState, WorkerInfo
+from ambidex._job_model import JobEvent
 from ambidex.jobs._desk import JobDesk
 from ambidex.jobs._metrics import JobMetrics
-from ambidex.jobs._store import JobStore, Page, Submitted
+from ambidex.jobs._store import JobStore
 from ambidex.jobs._worker import JobWorker, check_timing, worker_name
 from ambidex.jobs._workloads import WorkloadRegistry
 from ambidex.runtime import to_reserved_thread
 
 __all__ = ["JobManager"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _at_desk(
+    method: Callable[Concatenate[JobDesk, P], Awaitable[R]],
+) -> Callable[Concatenate[JobManager, P], Awaitable[R]]:
+    """``JobManager.<name>``: ``JobDesk.<name>`` called on the manager's desk.
+
+    Written once rather than as a copy of each method's signature: the
+    parameters, docstring and type stay the desk's.
+    """
+    name = method.__name__
+
+    async def at_desk(self: JobManager, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        bound: Callable[P, Awaitable[R]] = getattr(self.desk, name)
+        return await bound(*args, **kwargs)
+
+    functools.update_wrapper(at_desk, method)
+    return at_desk
 
 
 class JobManager:
@@ -144,105 +165,23 @@ class JobManager:
         found = [] if self.worker is None else self.worker.problems()
         return [*found, *self.desk.problems()]
 
-    # -- the front desk (see ``JobDesk``) --------------------------------------------
+    # -- the front desk: ``JobDesk``'s own methods, each called on ``self.desk`` --
 
-    async def submit(
-        self,
-        workload: str,
-        input: Any = None,
-        *,
-        max_attempts: int | None = None,
-        timeout_s: float | None = None,
-        priority: int | None = None,
-        delay_s: float | None = None,
-        run_at: float | datetime | None = None,
-        idempotency_key: str | None = None,
-        retries: int | None = None,
-        retry_on: Any = None,
-        retry_backoff_s: float | None = None,
-        retry_max_backoff_s: float | None = None,
-    ) -> Job:
-        """Validate and store a job; it is durable once this returns (see ``JobDesk.submit``)."""
-        return await self.desk.submit(
-            workload,
-            input,
-            max_attempts=max_attempts,
-            timeout_s=timeout_s,
-            priority=priority,
-            delay_s=delay_s,
-            run_at=run_at,
-            idempotency_key=idempotency_key,
-            retries=retries,
-            retry_on=retry_on,
-            retry_backoff_s=retry_backoff_s,
-            retry_max_backoff_s=retry_max_backoff_s,
-        )
-
-    async def submit_detailed(self, workload: str, input: Any = None, **options: Any) -> Submitted:
-        """``submit``, also telling whether the job was created (see ``JobDesk``)."""
-        return await self.desk.submit_detailed(workload, input, **options)
-
-    async def get(self, job_id: str) -> Job:
-        """The job's current record (see ``JobDesk.get``)."""
-        return await self.desk.get(job_id)
-
-    async def list(
-        self,
-        *,
-        status: Collection[JobStatus] | None = None,
-        workload: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-        id_prefix: str | None = None,
-    ) -> Page:
-        """A page of jobs, newest first (see ``JobDesk.list``)."""
-        return await self.desk.list(
-            status=status, workload=workload, limit=limit, cursor=cursor, id_prefix=id_prefix
-        )
-
-    async def cancel(self, job_id: str) -> Job:
-        """Cancel a job; one running here is stopped at once (see ``JobDesk.cancel``)."""
-        return await self.desk.cancel(job_id)
-
-    async def retry(self, job_id: str) -> Job:
-        """Put a failed or cancelled job back in the queue (see ``JobDesk.retry``)."""
-        return await self.desk.retry(job_id)
-
-    async def rerun(self, job_id: str) -> Job:
-        """A new job with a finished job's workload and input (see ``JobDesk.rerun``)."""
-        return await self.desk.rerun(job_id)
-
-    async def events(self, job_id: str, after: int = 0) -> builtins.list[JobEvent]:
-        """The job's events after ``after`` (a ``JobEvent.seq``)."""
-        return await self.desk.events(job_id, after)
-
-    async def attempts(self, job_id: str) -> builtins.list[Attempt]:
-        """Each start of the job and how it ended (see ``JobDesk.attempts``)."""
-        return await self.desk.attempts(job_id)
-
-    async def counts(self) -> dict[JobStatus, int]:
-        """How many jobs are in each state."""
-        return await self.desk.counts()
-
-    async def counts_by_workload(self) -> dict[tuple[str, JobStatus], int]:
-        """How many jobs of each workload are in each state."""
-        return await self.desk.counts_by_workload()
-
-    async def workloads_seen(self) -> builtins.list[str]:
-        """The workloads of the stored jobs (registered here or not), sorted."""
-        return await self.desk.workloads_seen()
-
-    async def workers(self) -> builtins.list[WorkerInfo]:
-        """The workers sharing the store (see ``JobStore.workers``)."""
-        return await self.desk.workers()
-
-    async def queue_state(self) -> QueueState:
-        """The workers against the queued jobs: whether anything consumes the queue."""
-        return await self.desk.queue_state()
-
-    async def wait(self, job_id: str, timeout_s: float | None = None) -> Job:
-        """Wait until the job has finished, or ``timeout_s`` has passed (see ``JobDesk.wait``)."""
-        return await self.desk.wait(job_id, timeout_s)
+    submit = _at_desk(JobDesk.submit)
+    submit_detailed = _at_desk(JobDesk.submit_detailed)
+    get = _at_desk(JobDesk.get)
+    list = _at_desk(JobDesk.list)
+    cancel = _at_desk(JobDesk.cancel)
+    retry = _at_desk(JobDesk.retry)
+    rerun = _at_desk(JobDesk.rerun)
+    events = _at_desk(JobDesk.events)
+    attempts = _at_desk(JobDesk.attempts)
+    counts = _at_desk(JobDesk.counts)
+    counts_by_workload = _at_desk(JobDesk.counts_by_workload)
+    workloads_seen = _at_desk(JobDesk.workloads_seen)
+    workers = _at_desk(JobDesk.workers)
+    queue_state = _at_desk(JobDesk.queue_state)
+    wait = _at_desk(JobDesk.wait)
 
     def watch(self, job_id: str, after: int = 0) -> AsyncIterator[JobEvent]:
         """The job's events as they happen, until it has finished (see ``JobDesk.watch``)."""
