@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 import ambidex as ax
+from _waiting import await_for
 
 # -- functions the tests call --------------------------------------------------
 
@@ -226,19 +227,25 @@ async def test_aio_raises_original_error_when_function_fails(kind: str) -> None:
     assert_user_error(kind, info.value, -7)
 
 
+def _say_waiting_then_wait_for_file(path: str) -> bool:
+    """Write ``<path>.waiting``, then wait (up to 10 s) until ``path`` exists."""
+    Path(f"{path}.waiting").touch()
+    return _wait_for_file(Path(path), timeout_s=10, fail=False)
+
+
 @ax.io
 def io_plain_wait_for_file(path: str) -> bool:
-    return _wait_for_file(Path(path), timeout_s=10, fail=False)
+    return _say_waiting_then_wait_for_file(path)
 
 
 @ax.blocking
 def blocking_wait_for_file(path: str) -> bool:
-    return _wait_for_file(Path(path), timeout_s=10, fail=False)
+    return _say_waiting_then_wait_for_file(path)
 
 
 @ax.cpu
 def cpu_wait_for_file(path: str) -> bool:
-    return _wait_for_file(Path(path), timeout_s=10, fail=False)
+    return _say_waiting_then_wait_for_file(path)
 
 
 @pytest.mark.parametrize(
@@ -247,11 +254,12 @@ def cpu_wait_for_file(path: str) -> bool:
 async def test_aio_does_not_block_caller_loop_when_awaited(
     waiter: ax.TaskFunction[[str], bool], tmp_path: Path
 ) -> None:
-    # The waiting call needs the caller's loop to keep running to be released.
+    # The waiting call needs the caller's loop to keep running to be released:
+    # release() runs on that loop, and lets it go only once it is waiting.
     marker = tmp_path / "released"
 
     async def release() -> None:
-        await asyncio.sleep(0.01)
+        assert await await_for(Path(f"{marker}.waiting").exists), "the call never started"
         marker.touch()
 
     released, _ = await asyncio.gather(waiter.aio(str(marker)), release())
