@@ -430,8 +430,8 @@ def test_manual_limit_holds_slot_when_used_as_context_manager() -> None:
         assert _stats().limits["llm"].in_use == 1
         caller = threading.Thread(target=lambda: results.append(limited()))
         caller.start()
+        # Parked at the limit this block holds: it runs only once the block ends.
         assert wait_for(lambda: _stats().limits["llm"].waiting == 1)
-        time.sleep(0.05)
         assert not ran.is_set()
     caller.join(5)
     assert results == ["ran"]
@@ -451,8 +451,8 @@ async def test_manual_limit_holds_slot_when_used_as_async_context_manager() -> N
     async with ax.limit("llm"):
         assert _stats().limits["llm"].in_use == 1
         task = asyncio.create_task(limited.aio())
+        # Parked at the limit this block holds: it runs only once the block ends.
         assert await await_for(lambda: _stats().limits["llm"].waiting == 1)
-        await asyncio.sleep(0.05)
         assert not ran.is_set()
     assert await task == "ran"
     llm = _stats().limits["llm"]
