@@ -11,6 +11,7 @@ import time
 import pytest
 
 import ambidex as ax
+from _waiting import await_for
 from ambidex import _backoff
 from ambidex.runtime import Backoff
 from ambidex.testing import FakeClock, SystemClock, current_clock, use_clock
@@ -329,8 +330,7 @@ async def test_manual_clock_holds_a_rate_limited_caller_until_advanced() -> None
         limit = ax.RateLimit("api", ax.Rate(1, burst=1))
         await limit.acquire()  # the burst token: at once
         second = asyncio.create_task(limit.acquire())
-        await asyncio.sleep(0.01)
-        assert limit.statistics().waiting == 1
+        assert await await_for(lambda: limit.statistics().waiting == 1)
         clock.advance(0.5)
         await asyncio.sleep(0.01)
         assert not second.done()
