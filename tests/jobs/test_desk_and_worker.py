@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import ambidex as ax
+from _waiting import await_for
 from ambidex.jobs import (
     JobContext,
     JobDesk,
@@ -213,8 +214,8 @@ async def test_store_calls_close_waits_for_a_running_call_and_refuses_new_ones()
     await ax.to_thread(entered.wait, 10)
     closer = threading.Thread(target=calls.close)
     closer.start()
-    while not calls._closed:  # close() has begun: from now on it waits for the running call
-        await asyncio.sleep(0)
+    # close() has begun: from now on it waits for the running call
+    assert await await_for(lambda: calls._closed)
     assert closer.is_alive()
     release.set()
     assert await running == "done"
@@ -300,8 +301,10 @@ class _SlowListStore(JobStore):
     """A store whose ``list`` blocks until let go: a flood of slow desk reads."""
 
     reads_go = threading.Event()
+    read_began = threading.Event()  # a read holds a thread
 
     def list(self, *args: Any, **kwargs: Any) -> Any:
+        self.read_began.set()
         self.reads_go.wait(30)
         return super().list(*args, **kwargs)
 
@@ -316,7 +319,7 @@ async def test_desk_reads_leave_the_worker_a_reserved_thread_for_its_leases(
     # `ambidex serve --lease-s 0.5` and 100 clients listing jobs, 20 of 20
     # running jobs were requeued until they failed.)
     store = _SlowListStore(tmp_path / "jobs.sqlite")
-    store.reads_go = threading.Event()
+    store.reads_go, store.read_began = threading.Event(), threading.Event()
     async with JobManager(store, registry, lease_s=LEASE_S, poll_s=POLL_S) as m:
         assert m.worker is not None
         job = await m.submit("stall")
@@ -326,7 +329,9 @@ async def test_desk_reads_leave_the_worker_a_reserved_thread_for_its_leases(
                     break
         reads = [asyncio.ensure_future(m.list()) for _ in range(8)]
         try:
-            await asyncio.sleep(0.1)  # the reads reach the threads (or their queue)
+            # A read holds a thread; the others, sent in the same turn of the loop,
+            # have reached the desk's gate or the threads' queue by now.
+            assert await await_for(store.read_began.is_set)
             beat = m.worker.last_heartbeat
             deadline = time.monotonic() + 3 * LEASE_S
             while m.worker.last_heartbeat == beat and time.monotonic() < deadline:
@@ -364,7 +369,7 @@ async def test_a_limited_call_keeps_its_place_until_it_ends_even_if_its_caller_l
         await left
     given_up = asyncio.ensure_future(calls(second))  # waits at the gate, then is cancelled
     nxt = asyncio.ensure_future(calls(second))
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0)  # one turn of the loop: both take their first step, to the gate
     given_up.cancel()
     assert order == []  # nothing ran beside the call whose caller left
     let_go.set()
