@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 import ambidex as ax
+from _waiting import await_for
 from ambidex.llm import DEFAULT_LLM_CAPACITY, LLM, AsyncLLM, MockLLMServer
 from ambidex.llm._http import SHARD_REQUESTS, LoopPool
 from ambidex.testing import FakeClock
@@ -105,8 +106,8 @@ async def test_limit_not_held_while_waiting_to_retry(slow: MockLLMServer) -> Non
             AsyncLLM("mock-llm", base_url=slow.url) as other,
         ):
             first = asyncio.create_task(retrying.chat("gets a 429"))
-            while retrying.usage.retries == 0:  # the 429 comes back at once
-                await asyncio.sleep(0.002)
+            # the 429 comes back at once
+            assert await await_for(lambda: retrying.usage.retries > 0)
             await other.chat("runs meanwhile")  # the limit of 1 is free
             assert not first.done()
             clock.advance(0.3)  # the Retry-After has passed
