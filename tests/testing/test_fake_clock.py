@@ -312,7 +312,7 @@ async def test_manual_clock_holds_sleepers_until_advanced() -> None:
         thread_done = threading.Event()
         thread = threading.Thread(target=lambda: (clock.sleep(5), thread_done.set()))
         thread.start()
-        await asyncio.sleep(0.01)
+        assert await await_for(lambda: clock.sleepers == 2)  # both parked: the task and thread
         assert not task.done()
         assert not thread_done.is_set()
         clock.advance(5)

@@ -84,6 +84,7 @@ class FakeClock:
         self._elapsed = 0.0
         self._changed = threading.Condition()
         self._sleepers: list[_Sleeper] = []  # a heap, across every loop
+        self._waiting_threads = 0  # threads in sleep() under a manual clock
         # The turn (autojump): the token of the one jump (or handed-over turn) scheduled,
         # on some loop, None when no sleeper is parked. A step holding an older token
         # (its turn taken over or taken back) does nothing.
@@ -101,6 +102,17 @@ class FakeClock:
     def elapsed_s(self) -> float:
         """Virtual seconds passed since the clock was made."""
         return self._elapsed
+
+    @property
+    def sleepers(self) -> int:
+        """Tasks and threads asleep on this clock now, waiting for time to reach their end.
+
+        What a test waits for before ``advance``: a sleeper that has not parked
+        yet would count its sleep from the time after the advance.
+        """
+        with self._changed:
+            parked = sum(1 for *_, fut in self._sleepers if not fut.done())
+            return parked + self._waiting_threads
 
     def monotonic(self) -> float:
         """The virtual ``time.monotonic()``."""
@@ -148,8 +160,12 @@ class FakeClock:
             if self.autojump:
                 self._move_to(deadline)
                 return
-            while self._elapsed < deadline:
-                self._changed.wait()
+            self._waiting_threads += 1
+            try:
+                while self._elapsed < deadline:
+                    self._changed.wait()
+            finally:
+                self._waiting_threads -= 1
 
     async def asleep(self, seconds: float) -> None:
         """A task's sleep: parked until virtual time reaches its end (see the module docstring)."""
