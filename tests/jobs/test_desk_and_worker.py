@@ -437,3 +437,27 @@ async def test_a_worker_never_requeues_a_job_it_is_running_when_virtual_time_jum
             await w.aclose()
     done = sqlite_store.get(job.id)
     assert (stopped, done.attempts, runs) == ({StopReason.SUCCEEDED: 1}, 1, [40]), done.error
+
+
+async def test_a_job_raising_megabytes_of_message_is_stored_and_logged_bounded(
+    sqlite_store: JobStore, registry: WorkloadRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def huge() -> None:
+        raise ValueError("x" * 5_000_000)
+
+    registry.register(huge)
+    job = sqlite_store.submit("huge", {}, max_attempts=1)
+    w = worker(sqlite_store, registry)
+    with caplog.at_level("WARNING", logger="ambidex.jobs"):
+        try:
+            assert await w.run_until_idle() == {StopReason.FAILED: 1}
+        finally:
+            await w.aclose()
+    done = sqlite_store.get(job.id)
+    assert done.error is not None
+    assert done.error.startswith("ValueError: xxx")
+    assert "characters left out" in done.error
+    assert len(done.error) < 10_000
+    [line] = [r.getMessage() for r in caplog.records if job.id in r.getMessage()]
+    assert "characters left out" in line
+    assert len(line) < 100_000  # the error and traceback each bounded as stored

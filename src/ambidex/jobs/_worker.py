@@ -35,12 +35,13 @@ from typing import Any
 
 import ambidex
 from ambidex._job_model import Job, JobStatus, WorkerInfo
-from ambidex._text import describe_exception, format_traceback, plain_text
+from ambidex._text import describe_exception, format_traceback, plain_text, shorten
 from ambidex.jobs._batch import GroupCommit
 from ambidex.jobs._calls import StoreCalls
 from ambidex.jobs._contain import EscapedExit, enter_job, leave_job, task_factory_installed
 from ambidex.jobs._ending import Ending, StopReason
 from ambidex.jobs._metrics import JobMetrics
+from ambidex.jobs._statements import MAX_ERROR_CHARS, MAX_TRACEBACK_CHARS
 from ambidex.jobs._store import JobStore, Outcome, refused_data
 from ambidex.jobs._workloads import JobContext, WorkloadRegistry, default_registry
 from ambidex.runtime import to_reserved_thread
@@ -51,6 +52,14 @@ log = logging.getLogger("ambidex.jobs")
 
 _PROGRESS_EVERY_S = 0.2
 _PRUNE_EVERY_S = 3600.0
+
+
+def _loggable(text: str | None, max_chars: int) -> str:
+    """A job's error text for the log, bounded as the store bounds it.
+
+    A job may raise with a message of megabytes: one log line must not carry it whole.
+    """
+    return shorten(text or "", max_chars)
 
 
 def worker_name() -> str:
@@ -552,7 +561,7 @@ class JobWorker:
                 job.retried + 1,
                 job.retry.retries,
                 retry_in_s,
-                ending.error,
+                _loggable(ending.error, MAX_ERROR_CHARS),
             )
         elif ending.status is JobStatus.FAILED:
             log.warning(
@@ -560,8 +569,10 @@ class JobWorker:
                 job.id,
                 job.workload,
                 job.attempts,
-                ending.error,
-                f"\n{ending.traceback.rstrip()}" if ending.traceback else "",
+                _loggable(ending.error, MAX_ERROR_CHARS),
+                f"\n{_loggable(ending.traceback.rstrip(), MAX_TRACEBACK_CHARS)}"
+                if ending.traceback
+                else "",
             )
 
     async def _record_instead(self, running: _Running, exc: Exception) -> bool | None:
