@@ -53,6 +53,7 @@ from ambidex._job_model import (
     WorkerInfo,
     iso,
 )
+from ambidex.jobs import _sqlite_hot as hot
 from ambidex.jobs._engines import Engines, open_engines
 from ambidex.jobs._json import dumps
 from ambidex.jobs._records import (
@@ -71,6 +72,7 @@ from ambidex.jobs._rows import new_job_row, outcome_values, submitted_event_row
 from ambidex.jobs._schema import (
     KEYED,
     events_table,
+    job_from_mapping,
     jobs_table,
     row_to_event,
     row_to_job,
@@ -163,9 +165,15 @@ class JobStore:
             self.dialect, jobs_table, "idempotency_key", KEYED
         ).returning(_jc.id)
         self._insert_schedule = insert_ignoring(self.dialect, schedules_table, "name")
+        # SQLite: the hot statements (submit, claim, finish, get) go through sqlite3 itself.
+        self._raw = hot.RawSqlite(self.url) if self.dialect == "sqlite" else None
+        self._raw_claims: dict[int | None, str] = {None: hot.claim_sql(None)}
 
     def close(self) -> None:
         """Close the store's connections."""
+        if self._raw is not None:
+            with self._write_lock:
+                self._raw.close()
         self.engines.dispose()
 
     def __enter__(self) -> JobStore:
@@ -283,7 +291,14 @@ class JobStore:
                 answers[i] = exc
                 continue
             (keyed if new.idempotency_key is not None else plain).append((i, row, job))
-        if plain or keyed:
+        if plain and not keyed and self._raw is not None:
+            events = [submitted_event_row(new_jobs[i], job, now) for i, _, job in plain]
+            with self._write_lock, self._raw.write() as raw:
+                raw.executemany(hot.INSERT_JOBS, [hot.new_job_params(row) for _, row, _ in plain])
+                raw.executemany(hot.INSERT_EVENTS, events)
+            for i, _, job in plain:
+                answers[i] = Submitted(job, True)
+        elif plain or keyed:
             with self._write() as conn:
                 if plain:
                     conn.execute(INSERT_JOBS, [row for _, row, _ in plain])
@@ -338,6 +353,10 @@ class JobStore:
         """The job with this id, or None."""
         if "\x00" in job_id:  # no stored id has one (and PostgreSQL text cannot hold it)
             return None
+        if self._raw is not None:
+            with self._raw.read() as raw:
+                found = raw.execute(hot.GET, (job_id,)).fetchone()
+            return None if found is None else job_from_mapping(found)
         with self._read() as conn:
             row = conn.execute(GET, {"p_id": job_id}).first()
         return None if row is None else row_to_job(row)
@@ -559,6 +578,8 @@ class JobStore:
         capped = {
             name: n for name, n in (limits or {}).items() if workloads is None or name in workloads
         }
+        if not capped and self._raw is not None:
+            return self._claim_raw(self._raw, worker, now, lease_s, workloads, limit)
         with self._write() as conn:
             if capped:
                 rows = self._claim_capped(conn, worker, now, lease_s, workloads, limit, capped)
@@ -578,6 +599,47 @@ class JobStore:
             if jobs:
                 conn.execute(
                     INSERT_EVENTS,
+                    [
+                        event_row(
+                            j.id,
+                            "started",
+                            now,
+                            {"status": RUNNING, "attempt": j.attempts, "worker": worker},
+                        )
+                        for j in jobs
+                    ],
+                )
+        return jobs
+
+    def _claim_raw(
+        self,
+        raw: hot.RawSqlite,
+        worker: str,
+        now: float,
+        lease_s: float,
+        workloads: Collection[str] | None,
+        limit: int,
+    ) -> builtins.list[Job]:
+        """``claim`` of no capped workload on SQLite, through sqlite3 (see ``_sqlite_hot``)."""
+        params: dict[str, Any] = {
+            "p_now": now,
+            "p_worker": worker,
+            "p_lease_until": now + lease_s,
+            "p_limit": limit,
+        }
+        names = None if workloads is None else builtins.list(workloads)
+        if names is not None:
+            params.update({f"w{i}": name for i, name in enumerate(names)})
+        n = None if names is None else len(names)
+        sql = self._raw_claims.get(n)
+        if sql is None:
+            sql = self._raw_claims[n] = hot.claim_sql(n)
+        with self._write_lock, raw.write() as conn:
+            rows = conn.execute(sql, params).fetchall()
+            jobs = sorted(map(job_from_mapping, rows), key=lambda j: (-j.priority, j.seq))
+            if jobs:
+                conn.executemany(
+                    hot.INSERT_EVENTS,
                     [
                         event_row(
                             j.id,
@@ -740,9 +802,18 @@ class JobStore:
         now = current_clock().time()
         prepared = [outcome_values(o) for o in outcomes]
         events: builtins.list[dict[str, Any]] = []
+        if self._raw is not None:
+            with self._write_lock, self._raw.write() as raw:
+                recorded = [
+                    self._record(raw, o, *p, now, events, hot.RETRY_LATER, hot.FINISH)
+                    for o, p in zip(outcomes, prepared, strict=True)
+                ]
+                if events:
+                    raw.executemany(hot.INSERT_EVENTS, events)
+            return recorded
         with self._write() as conn:
             recorded = [
-                self._record(conn, o, *p, now, events)
+                self._record(conn, o, *p, now, events, RETRY_LATER, FINISH)
                 for o, p in zip(outcomes, prepared, strict=True)
             ]
             if events:
@@ -751,7 +822,7 @@ class JobStore:
 
     @staticmethod
     def _record(
-        conn: Connection,
+        conn: Any,
         o: Outcome,
         status: JobStatus,
         text_result: str | None,
@@ -759,14 +830,20 @@ class JobStore:
         trace: str | None,
         now: float,
         events: builtins.list[dict[str, Any]],
+        retry_later: Any,
+        finish: Any,
     ) -> bool:
-        """Write one outcome (fenced by the attempt held); its event goes to ``events``."""
+        """Write one outcome (fenced by the attempt held); its event goes to ``events``.
+
+        ``conn`` is a SQLAlchemy connection or a sqlite3 one, with the statements
+        ``retry_later`` and ``finish`` of its kind (same parameters).
+        """
         held = {"p_id": o.job_id, "p_worker": o.worker, "p_attempt": o.attempt}
         data: dict[str, Any] = {"attempt": o.attempt, "error": error, "traceback": trace}
         if o.retry_in_s is not None and status is JobStatus.FAILED:
             run_at = now + o.retry_in_s
             later = {**held, "p_run_at": run_at, "p_error": error, "p_traceback": trace}
-            if conn.execute(RETRY_LATER, later).rowcount:
+            if conn.execute(retry_later, later).rowcount:
                 delay_s = round(o.retry_in_s, 3)
                 retry = {"status": QUEUED, "delay_s": delay_s, "run_at": iso(run_at)}
                 events.append(event_row(o.job_id, "retrying", now, {**retry, **_present(data)}))
@@ -779,7 +856,7 @@ class JobStore:
             )
             data["error"] = error
         done = conn.execute(
-            FINISH,
+            finish,
             {
                 **held,
                 "p_status": status.value,
