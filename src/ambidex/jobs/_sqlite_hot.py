@@ -61,6 +61,11 @@ INSERT_JOBS = (
     f"INSERT INTO ambidex_jobs ({', '.join(_NEW_JOB_KEYS)}) "
     f"VALUES ({', '.join(':' + k for k in _NEW_JOB_KEYS)})"
 )
+INSERT_KEYED = (
+    f"{INSERT_JOBS} ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL "
+    "DO NOTHING RETURNING id"
+)
+"""Insert a job with an idempotency key, unless a job holds that key (then no row)."""
 INSERT_EVENTS = (
     "INSERT INTO ambidex_job_events (job_id, kind, at, data) VALUES (:job_id, :kind, :at, :data)"
 )
@@ -87,12 +92,67 @@ if (QUEUED, RUNNING) != ("queued", "running"):  # pragma: no cover - the literal
     raise AssertionError(f"job states renamed: {QUEUED}, {RUNNING}")
 
 
+def _names(prefix: str, n: int) -> str:
+    """``:p0, :p1, ...``: ``n`` named parameters for an ``IN (...)`` list."""
+    return ", ".join(f":{prefix}{i}" for i in range(n))
+
+
+def jobs_with_keys_sql(n: int) -> str:
+    """The jobs holding the idempotency keys ``:k0``... ``:k{n-1}``."""
+    return f"SELECT {_JOB_COLUMNS} FROM ambidex_jobs WHERE idempotency_key IN ({_names('k', n)})"
+
+
+def capped_candidates_sql(n_capped: int, n_workloads: int | None) -> str:
+    """The due jobs, each with how many of its workload run now if it is capped.
+
+    Parameters: ``:c0``... (capped workloads), ``:w0``... (workloads claimed,
+    unless ``n_workloads`` is None), ``:p_now``, ``:p_limit``. As
+    ``_statements.capped_candidates``.
+    """
+    only = "" if n_workloads is None else f" AND workload IN ({_names('w', n_workloads)})"
+    return (
+        f"SELECT seq, workload, CASE WHEN workload IN ({_names('c', n_capped)}) THEN "
+        "(SELECT count(*) FROM ambidex_jobs AS running_jobs WHERE running_jobs.status = "
+        "'running' AND running_jobs.workload = ambidex_jobs.workload) ELSE 0 END "
+        f"FROM ambidex_jobs WHERE status = 'queued' AND run_at <= :p_now{only} "
+        "ORDER BY priority DESC, seq LIMIT :p_limit"
+    )
+
+
+def claim_seqs_sql(n: int) -> str:
+    """Claim the queued jobs ``:s0``... ``:s{n-1}`` (chosen by a capped claim)."""
+    return (
+        "UPDATE ambidex_jobs SET status = 'running', progress = NULL, message = NULL, "
+        "attempts = attempts + 1, started_at = :p_now, finished_at = NULL, worker = :p_worker, "
+        f"lease_expires_at = :p_lease_until WHERE seq IN ({_names('s', n)}) "
+        f"AND status = 'queued' RETURNING {_JOB_COLUMNS}"
+    )
+
+
+def renew_sql(n: int) -> str:
+    """Renew ``:p_worker``'s leases on the jobs ``:i0``... ``:i{n-1}`` it runs."""
+    return (
+        "UPDATE ambidex_jobs SET lease_expires_at = :p_until WHERE worker = :p_worker "
+        f"AND status = 'running' AND id IN ({_names('i', n)}) RETURNING id, cancel_requested"
+    )
+
+
+UPDATE_WORKER = (
+    "UPDATE ambidex_workers SET heartbeat_at = :heartbeat_at, running = :running, "
+    "concurrency = :concurrency, workloads = :workloads, lease_s = :lease_s WHERE id = :id"
+)
+INSERT_WORKER = (
+    "INSERT INTO ambidex_workers (id, host, pid, started_at, version, heartbeat_at, running, "
+    "concurrency, workloads, lease_s) VALUES (:id, :host, :pid, :started_at, :version, "
+    ":heartbeat_at, :running, :concurrency, :workloads, :lease_s)"
+)
+
+
 def claim_sql(n_workloads: int | None) -> str:
     """The claim of the ``n_workloads`` workloads ``:w0``, ``:w1``... (None: of any)."""
     if n_workloads is None:
         return _CLAIM.format(workloads="")
-    names = ", ".join(f":w{i}" for i in range(n_workloads))
-    return _CLAIM.format(workloads=f" AND workload IN ({names})")
+    return _CLAIM.format(workloads=f" AND workload IN ({_names('w', n_workloads)})")
 
 
 def new_job_params(row: dict[str, Any]) -> dict[str, Any]:

@@ -291,13 +291,8 @@ class JobStore:
                 answers[i] = exc
                 continue
             (keyed if new.idempotency_key is not None else plain).append((i, row, job))
-        if plain and not keyed and self._raw is not None:
-            events = [submitted_event_row(new_jobs[i], job, now) for i, _, job in plain]
-            with self._write_lock, self._raw.write() as raw:
-                raw.executemany(hot.INSERT_JOBS, [hot.new_job_params(row) for _, row, _ in plain])
-                raw.executemany(hot.INSERT_EVENTS, events)
-            for i, _, job in plain:
-                answers[i] = Submitted(job, True)
+        if (plain or keyed) and self._raw is not None:
+            self._submit_raw(self._raw, new_jobs, answers, plain, keyed, now)
         elif plain or keyed:
             with self._write() as conn:
                 if plain:
@@ -318,6 +313,33 @@ class JobStore:
                     conn.execute(INSERT_EVENTS, events)
         return [a for a in answers if a is not None]
 
+    def _submit_raw(
+        self,
+        raw: hot.RawSqlite,
+        new_jobs: builtins.list[NewJob],
+        answers: builtins.list[Submitted | ValueError | None],
+        plain: builtins.list[tuple[int, dict[str, Any], Job]],
+        keyed: builtins.list[tuple[int, dict[str, Any], Job]],
+        now: float,
+    ) -> None:
+        """``submit_batch`` on SQLite through sqlite3: fills in ``answers``."""
+        with self._write_lock, raw.write() as conn:
+            if plain:
+                conn.executemany(hot.INSERT_JOBS, [hot.new_job_params(r) for _, r, _ in plain])
+                for i, _, job in plain:
+                    answers[i] = Submitted(job, True)
+            if keyed:
+                for (i, _, _), answer in zip(
+                    keyed, self._submit_keyed_raw(conn, keyed), strict=True
+                ):
+                    answers[i] = answer
+            events = [
+                submitted_event_row(new_jobs[i], answer.job, now)
+                for i, answer in enumerate(answers)
+                if isinstance(answer, Submitted) and answer.created
+            ]
+            conn.executemany(hot.INSERT_EVENTS, events)
+
     def _submit_keyed(
         self, conn: Connection, keyed: builtins.list[tuple[int, dict[str, Any], Job]]
     ) -> builtins.list[Submitted | ValueError]:
@@ -329,10 +351,50 @@ class JobStore:
         """
         inserted = {r[0] for r in conn.execute(self._insert_keyed, [row for _, row, _ in keyed])}
         taken = [row["idempotency_key"] for _, row, job in keyed if job.id not in inserted]
-        existing: dict[str, Job] = {}
+        existing: builtins.list[Job] = []
         if taken:
             found = conn.execute(select(jobs_table).where(_jc.idempotency_key.in_(taken)))
-            existing = {j.idempotency_key or "": j for j in map(row_to_job, found)}
+            existing = [row_to_job(r) for r in found]
+        return self._keyed_answers(
+            keyed, inserted, existing, lambda row: conn.execute(INSERT_JOBS, row)
+        )
+
+    def _submit_keyed_raw(
+        self, conn: Any, keyed: builtins.list[tuple[int, dict[str, Any], Job]]
+    ) -> builtins.list[Submitted | ValueError]:
+        """``_submit_keyed`` on a sqlite3 connection: one prepared insert per row."""
+        inserted: set[str] = set()
+        for _, row, _ in keyed:
+            got = conn.execute(hot.INSERT_KEYED, hot.new_job_params(row)).fetchone()
+            if got is not None:
+                inserted.add(got[0])
+        taken = [row["idempotency_key"] for _, row, job in keyed if job.id not in inserted]
+        existing: builtins.list[Job] = []
+        for start in range(0, len(taken), 500):
+            chunk = taken[start : start + 500]
+            params = {f"k{i}": key for i, key in enumerate(chunk)}
+            rows = conn.execute(hot.jobs_with_keys_sql(len(chunk)), params).fetchall()
+            existing.extend(map(job_from_mapping, rows))
+        return self._keyed_answers(
+            keyed,
+            inserted,
+            existing,
+            lambda row: conn.execute(hot.INSERT_JOBS, hot.new_job_params(row)),
+        )
+
+    @staticmethod
+    def _keyed_answers(
+        keyed: builtins.list[tuple[int, dict[str, Any], Job]],
+        inserted: set[str],
+        found: builtins.list[Job],
+        insert: Callable[[dict[str, Any]], object],
+    ) -> builtins.list[Submitted | ValueError]:
+        """The answer to each keyed submit.
+
+        ``inserted``: the ids stored; ``found``: the jobs holding the other keys;
+        ``insert`` stores a row whose key's holder is gone.
+        """
+        existing = {j.idempotency_key or "": j for j in found}
         answers: builtins.list[Submitted | ValueError] = []
         for _, row, job in keyed:
             if job.id in inserted:
@@ -341,7 +403,7 @@ class JobStore:
             key = str(row["idempotency_key"])
             first = existing.get(key)
             if first is None:  # pragma: no cover - the winner was pruned meanwhile
-                conn.execute(INSERT_JOBS, row)
+                insert(row)
                 answers.append(Submitted(job, True))
             elif first.workload != job.workload or first.input != job.input:
                 answers.append(IdempotencyConflict(key, first))
@@ -578,8 +640,8 @@ class JobStore:
         capped = {
             name: n for name, n in (limits or {}).items() if workloads is None or name in workloads
         }
-        if not capped and self._raw is not None:
-            return self._claim_raw(self._raw, worker, now, lease_s, workloads, limit)
+        if self._raw is not None:
+            return self._claim_raw(self._raw, worker, now, lease_s, workloads, limit, capped)
         with self._write() as conn:
             if capped:
                 rows = self._claim_capped(conn, worker, now, lease_s, workloads, limit, capped)
@@ -619,8 +681,13 @@ class JobStore:
         lease_s: float,
         workloads: Collection[str] | None,
         limit: int,
+        capped: Mapping[str, int],
     ) -> builtins.list[Job]:
-        """``claim`` of no capped workload on SQLite, through sqlite3 (see ``_sqlite_hot``)."""
+        """``claim`` on SQLite, through sqlite3 (see ``_sqlite_hot``).
+
+        With capped workloads, as ``_claim_capped``: SQLite's one writer makes
+        "count, then claim" atomic by itself.
+        """
         params: dict[str, Any] = {
             "p_now": now,
             "p_worker": worker,
@@ -631,11 +698,25 @@ class JobStore:
         if names is not None:
             params.update({f"w{i}": name for i, name in enumerate(names)})
         n = None if names is None else len(names)
-        sql = self._raw_claims.get(n)
-        if sql is None:
-            sql = self._raw_claims[n] = hot.claim_sql(n)
         with self._write_lock, raw.write() as conn:
-            rows = conn.execute(sql, params).fetchall()
+            if capped:
+                limited = sorted(capped)
+                params.update({f"c{i}": name for i, name in enumerate(limited)})
+                candidates = conn.execute(hot.capped_candidates_sql(len(limited), n), params)
+                chosen = self._under_limits(candidates.fetchall(), capped)
+                chosen_params = {f"s{i}": seq for i, seq in enumerate(chosen)}
+                rows = (
+                    conn.execute(
+                        hot.claim_seqs_sql(len(chosen)), {**params, **chosen_params}
+                    ).fetchall()
+                    if chosen
+                    else []
+                )
+            else:
+                sql = self._raw_claims.get(n)
+                if sql is None:
+                    sql = self._raw_claims[n] = hot.claim_sql(n)
+                rows = conn.execute(sql, params).fetchall()
             jobs = sorted(map(job_from_mapping, rows), key=lambda j: (-j.priority, j.seq))
             if jobs:
                 conn.executemany(
@@ -681,18 +762,24 @@ class JobStore:
         if workloads is not None:
             query = self._capped_some
             params["p_workloads"] = builtins.list(workloads)
+        chosen = self._under_limits(conn.execute(query, params), capped)
+        if not chosen:
+            return []
+        lease = {"p_seqs": chosen, "p_now": now, "p_worker": worker, "p_lease_until": now + lease_s}
+        return builtins.list(conn.execute(CLAIM_SEQS, lease).all())
+
+    @staticmethod
+    def _under_limits(candidates: Any, capped: Mapping[str, int]) -> builtins.list[int]:
+        """The seqs of the ``(seq, workload, running)`` candidates that fit under their limits."""
         chosen: builtins.list[int] = []
         taken: dict[str, int] = {}
-        for seq, workload, running in conn.execute(query, params):
+        for seq, workload, running in candidates:
             if workload in capped:
                 if running + taken.get(workload, 0) >= capped[workload]:
                     continue
                 taken[workload] = taken.get(workload, 0) + 1
             chosen.append(seq)
-        if not chosen:
-            return []
-        lease = {"p_seqs": chosen, "p_now": now, "p_worker": worker, "p_lease_until": now + lease_s}
-        return builtins.list(conn.execute(CLAIM_SEQS, lease).all())
+        return chosen
 
     def heartbeat(
         self,
@@ -713,6 +800,20 @@ class JobStore:
         now = current_clock().time()
         held: set[str] = set()
         cancel: set[str] = set()
+        if self._raw is not None:
+            with self._write_lock, self._raw.write() as raw:
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start : start + 500]
+                    params: dict[str, Any] = {f"i{i}": jid for i, jid in enumerate(chunk)}
+                    params.update(p_until=now + lease_s, p_worker=worker)
+                    renewed = raw.execute(hot.renew_sql(len(chunk)), params).fetchall()
+                    held.update(r[0] for r in renewed)
+                    cancel.update(r[0] for r in renewed if r[1])
+                if info is not None:
+                    values = self._worker_values(info, now)
+                    if not raw.execute(hot.UPDATE_WORKER, values).rowcount:
+                        raw.execute(hot.INSERT_WORKER, values)
+            return LeaseReport(held, cancel)
         with self._write() as conn:
             for start in range(0, len(ids), 500):
                 rows = conn.execute(
@@ -730,6 +831,22 @@ class JobStore:
             if info is not None:
                 self._write_worker(conn, info, now)
         return LeaseReport(held, cancel)
+
+    @staticmethod
+    def _worker_values(info: WorkerInfo, now: float) -> dict[str, Any]:
+        """A worker's row on the Workers page (``hot.UPDATE_WORKER``, ``INSERT_WORKER``)."""
+        return {
+            "id": info.id,
+            "host": info.host,
+            "pid": info.pid,
+            "started_at": info.started_at,
+            "version": info.version,
+            "heartbeat_at": now,
+            "running": info.running,
+            "concurrency": info.concurrency,
+            "workloads": dumps(info.workloads),
+            "lease_s": info.lease_s,
+        }
 
     @staticmethod
     def _write_worker(conn: Connection, info: WorkerInfo, now: float) -> None:
