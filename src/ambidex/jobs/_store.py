@@ -1,8 +1,12 @@
 """The job store: every state change of a job is one short transaction.
 
 One class drives both engines (SQLite, PostgreSQL) through SQLAlchemy Core;
-what differs between them lives in ``_engines``. The rules that make the
-service durable are enforced here, in the ``WHERE`` clauses:
+what differs between them lives in ``_engines``. On SQLite the calls every
+job makes (submit, claim, renew, finish, get) run the same statements through
+the ``sqlite3`` driver itself instead (``_sqlite_hot``: SQLAlchemy's work
+around a statement cost two to three times the statement); the schema and
+the cold paths stay with SQLAlchemy. The rules that make the service durable
+are enforced here, in the ``WHERE`` clauses:
 
 * a job is claimed by one worker at a time: the claim is a single
   ``UPDATE ... WHERE seq IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``
