@@ -164,7 +164,8 @@ def test_idempotency_keys_within_a_batch_and_against_stored_jobs(api: httpx.Clie
         },
     )
     assert clash.status_code == 409, clash.text
-    assert clash.json()["detail"][0]["loc"] == ["body", "jobs", 2, "idempotency_key"]
+    assert "job 2: idempotency key 'k' already names job" in clash.json()["detail"]
+    assert clash.json()["errors"][0]["loc"] == ["body", "jobs", 2, "idempotency_key"]
     assert clash.json()["job_ids"] == {"2": ids[0]}
     # one key given to two jobs of different inputs in one batch: 409, nothing stored
     twice = [
@@ -173,7 +174,7 @@ def test_idempotency_keys_within_a_batch_and_against_stored_jobs(api: httpx.Clie
     ]
     r = api.post("/v1/jobs:batch", json={"jobs": twice})
     assert r.status_code == 409
-    assert "job 0 of the batch" in r.json()["detail"][0]["msg"]
+    assert "job 0 of the batch" in r.json()["errors"][0]["msg"]
     assert len(stored(api)) == 2
 
 

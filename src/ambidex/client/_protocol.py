@@ -250,7 +250,8 @@ class Call(Generic[T]):
         detail = data.get("detail") if isinstance(data, dict) else data
         known = data.get("known") if isinstance(data, dict) else None
         if self.batch is not None and status in (409, 422):
-            refused = _batch_error(self.batch, detail)
+            errors = data.get("errors", detail) if isinstance(data, dict) else detail
+            refused = _batch_error(self.batch, errors)
             if refused is not None:
                 return refused
         if status == 404 and self.workload is not None and isinstance(known, list):

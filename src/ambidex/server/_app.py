@@ -585,7 +585,9 @@ def _batch_refused(exc: JobBatchError) -> JSONResponse:
 
     422 when a job does not validate; 409 when every job refused has an
     idempotency key naming a job of another workload or input (the keys are
-    checked in the store, only once every job validated).
+    checked in the store, only once every job validated). A 422's ``detail``
+    lists the errors, as every 422's does; a 409's says what conflicts in
+    words, as every 409's does, and ``errors`` lists them.
     """
     detail: list[dict[str, Any]] = []
     job_ids: dict[str, str | None] = {}
@@ -600,11 +602,12 @@ def _batch_refused(exc: JobBatchError) -> JSONResponse:
         else:
             job_ids[str(index)] = getattr(getattr(error, "job", None), "id", None)
             detail.append({"loc": [*at, "idempotency_key"], "msg": str(error), "type": "conflict"})
-    body: dict[str, Any] = {"detail": _safe_errors(detail), "message": plain_text(exc)}
-    if len(job_ids) == len(exc.failures):
-        body["job_ids"] = job_ids
-        return JSONResponse(body, status_code=409)
-    return JSONResponse(body, status_code=422)
+    if len(job_ids) == len(exc.failures):  # as every 409: ``detail`` says it in words
+        conflict = {"detail": plain_text(exc), "errors": _safe_errors(detail), "job_ids": job_ids}
+        return JSONResponse(conflict, status_code=409)
+    return JSONResponse(
+        {"detail": _safe_errors(detail), "message": plain_text(exc)}, status_code=422
+    )
 
 
 def _install_error_handlers(app: FastAPI) -> None:
