@@ -8,6 +8,7 @@ event row behind; idempotency keys act as in submits one after another), and
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,10 @@ async def test_a_desk_batch_with_bad_jobs_names_each_by_index_and_stores_nothing
     assert isinstance(failures[5], JobOptionError)
     assert failures[5].option == "colour"
     assert "job 1:" in str(refused.value)
+    copy = pickle.loads(pickle.dumps(refused.value))  # crosses process boundaries whole
+    assert [(i, type(e), str(e)) for i, e in copy.failures] == [
+        (i, type(e), str(e)) for i, e in refused.value.failures
+    ]
     assert _stored(store) == 0
 
 
