@@ -13,6 +13,8 @@ client raises them without importing the service; ``ambidex.jobs`` re-exports th
     ├── JobFailedError             the job failed; ``.job`` holds its record and error
     ├── JobCancelledError          the job was cancelled
     ├── JobNotFinishedError        a result was asked of a job that has not finished
+    ├── JobBatchError              a batch submit refused some of its jobs, so stored none;
+    │                              ``failures`` names each (its index and its own error)
     ├── JobConflictError           the job's state does not allow the request (a retry of a
     │                              running job, an idempotency key reused with another input)
     ├── JobWaitTimeoutError        (also a TimeoutError) waiting for a job took too long
@@ -27,6 +29,7 @@ from typing import Any
 from ambidex.exceptions import AmbidexError
 
 __all__ = [
+    "JobBatchError",
     "JobCancelledError",
     "JobConflictError",
     "JobConnectionError",
@@ -142,6 +145,29 @@ class JobConflictError(_JobOutcomeError):
     has not finished, and an idempotency key that names a job of another
     workload or input (HTTP 409).
     """
+
+
+class JobBatchError(JobError):
+    """A batch submit refused some of its jobs, so it stored none of them.
+
+    ``failures`` lists ``(index, error)`` for each job refused, in the batch's
+    order: ``index`` is the job's place in the batch (from 0), ``error`` the
+    error a submit of that job alone raises (``UnknownWorkloadError``,
+    ``JobInputError``, ``JobOptionError``, ``JobConflictError``). ``index`` and
+    ``error`` are the first of them.
+    """
+
+    def __init__(self, failures: list[tuple[int, JobError]]) -> None:
+        if not failures:
+            raise ValueError("a JobBatchError names at least one job")
+        self.failures = failures
+        self.index, self.error = failures[0]
+        shown = "; ".join(f"job {i}: {e}" for i, e in failures[:5])
+        more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
+        super().__init__(f"{len(failures)} job(s) of the batch refused, none stored: {shown}{more}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.failures,))
 
 
 class JobWaitTimeoutError(_JobOutcomeError, TimeoutError):

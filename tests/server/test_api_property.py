@@ -5,7 +5,9 @@ Hypothesis builds JSON *text* (the ``json`` module cannot write all of it):
 escapes (or as the raw bytes a ``surrogatepass`` encoder writes), NUL
 characters, integers of thousands of digits and nesting a few hundred levels
 deep. Each text is posted as a whole submit body, as the input of an ``echo``
-job, in each option field of a submit, and to ``/v1/run/echo``; arbitrary ids
+job, in each option field of a submit, to ``/v1/run/echo``, and as the input of
+one job of a batch (``/v1/jobs:batch``: refused naming that job's index, with no
+job of the batch stored, or every job stored as sent); arbitrary ids
 and query strings go to every other endpoint and to the dashboard pages.
 
 The properties: never a 5xx; every answer is strict JSON (UTF-8, no NaN, no
@@ -639,3 +641,38 @@ def test_nothing_accepted_makes_a_later_read_fail(client: httpx.Client, accepted
         r = client.get(path)
         checked(r)
         assert r.status_code == 200, (path, r.text[:300])
+
+
+def newest_job_id(client: httpx.Client) -> str | None:
+    jobs = checked(client.get("/v1/jobs", params={"limit": 1}))["jobs"]
+    return str(jobs[0]["id"]) if jobs else None
+
+
+@settings_for(120)
+@given(value=nested(), at=st.integers(0, 2), ascii_only=ascii_only)
+def test_any_json_in_one_job_of_a_batch_is_refused_naming_its_index_or_all_are_stored(
+    client: httpx.Client, accepted: Accepted, value: Any, at: int, ascii_only: bool
+) -> None:
+    jobs: list[Any] = [{"workload": "echo", "input": {"value": i}} for i in range(3)]
+    jobs[at] = {"workload": "echo", "input": {"value": value}}
+    body = body_of({"jobs": jobs}, ascii_only)
+    before = newest_job_id(client)
+    r = post(client, "/v1/jobs:batch", body)
+    data = checked(r)
+    ok, parsed = body.parsed()
+    if not ok:  # Python's json cannot read it (5,000 digits): refused, saying so
+        assert 400 <= r.status_code < 500
+        assert newest_job_id(client) == before
+        return
+    sent = parsed["jobs"][at]["input"]
+    if not storable(sent):
+        assert_refused_naming(r, data, ["body", "jobs", at, "input"])
+        assert newest_job_id(client) == before, "a refused batch stored a job"
+        return
+    assert r.status_code == 202, r.text[:500]
+    assert data["created"] == [True, True, True]
+    for i, job in enumerate(data["jobs"]):
+        expected = sent if i == at else {"value": i}
+        reads_back(client, job["id"], expected)
+        accepted.inputs[job["id"]] = expected
+        accepted.results[job["id"]] = expected["value"]

@@ -12,7 +12,8 @@ with ax.Client("http://127.0.0.1:8000", token=None) as client:
 Errors are the job service's own (``ambidex.jobs``): ``JobNotFoundError``,
 ``UnknownWorkloadError``, ``JobInputError`` (naming each bad field),
 ``JobFailedError``, ``JobCancelledError``, ``JobNotFinishedError``,
-``JobWaitTimeoutError``, ``JobServiceError`` for any other error answer, and
+``JobWaitTimeoutError``, ``JobBatchError`` (a ``submit_batch`` refused, naming each
+job by its index), ``JobServiceError`` for any other error answer, and
 its subclass ``JobConnectionError`` when the service cannot be reached.
 """
 

@@ -10,7 +10,15 @@ from __future__ import annotations
 import builtins
 import contextlib
 import inspect
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -25,6 +33,7 @@ from ambidex.client._protocol import (
     ProgressCallback,
     SubmitOptions,
     attempts_call,
+    batch_call,
     cancel_call,
     check_url,
     client_headers,
@@ -179,6 +188,25 @@ class Client:
             retry_max_backoff_s,
         )
         return self._send(submit_call(workload, input, options))
+
+    def submit_batch(self, jobs: Sequence[Mapping[str, Any]]) -> builtins.list[Job]:
+        """Submit several jobs in one request and one transaction: all of them, or none.
+
+        Each job is a mapping of ``workload``, ``input`` and any of ``submit``'s
+        options, e.g. ``{"workload": "sleep", "input": {"seconds": 1},
+        "priority": 5}``; the service takes up to 1,000 at once. Returns the
+        jobs in order (a job whose idempotency key named an existing job is
+        that job).
+
+        Raises:
+            JobBatchError: the service refused some jobs and stored none;
+                ``failures`` names each by its index with its own error
+                (``UnknownWorkloadError``, ``JobInputError``,
+                ``JobOptionError``, ``JobConflictError``).
+            JobServiceError: the batch as a whole was refused (over 1,000 jobs:
+                422; a body over the service's size limit: 413).
+        """
+        return self._send(batch_call(jobs))
 
     def run(
         self,
@@ -477,6 +505,10 @@ class AsyncClient:
             retry_max_backoff_s,
         )
         return await self._send(submit_call(workload, input, options))
+
+    async def submit_batch(self, jobs: Sequence[Mapping[str, Any]]) -> builtins.list[Job]:
+        """Submit several jobs at once, all or none (see ``Client.submit_batch``)."""
+        return await self._send(batch_call(jobs))
 
     async def run(
         self,

@@ -12,7 +12,7 @@ once, so the sync and the async face cannot drift apart.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeGuard, TypeVar
@@ -21,6 +21,7 @@ from urllib.parse import quote
 import httpx
 
 from ambidex._job_errors import (
+    JobBatchError,
     JobCancelledError,
     JobConflictError,
     JobConnectionError,
@@ -53,6 +54,7 @@ __all__ = [
     "ProgressCallback",
     "SubmitOptions",
     "attempts_call",
+    "batch_call",
     "cancel_call",
     "check_url",
     "client_headers",
@@ -204,6 +206,8 @@ class Call(Generic[T]):
     """The workload the request names: a 404 lists the known ones, a 422 names bad fields."""
     input_loc: tuple[str, ...] = ()
     """Where the server puts the input in a 422's ``loc`` (removed from each error)."""
+    batch: tuple[str, ...] | None = None
+    """Each job's workload, for a batch submit: a 409 or 422 naming jobs is a ``JobBatchError``."""
 
     def request_options(self) -> dict[str, Any]:
         """Keyword arguments of ``httpx.Client.build_request`` (and the async one)."""
@@ -245,6 +249,11 @@ class Call(Generic[T]):
         """
         detail = data.get("detail") if isinstance(data, dict) else data
         known = data.get("known") if isinstance(data, dict) else None
+        if self.batch is not None and status in (409, 422):
+            errors = data.get("errors", detail) if isinstance(data, dict) else detail
+            refused = _batch_error(self.batch, errors)
+            if refused is not None:
+                return refused
         if status == 404 and self.workload is not None and isinstance(known, list):
             return UnknownWorkloadError(self.workload, [str(k) for k in known])
         if status == 404 and self.job_id is not None and detail not in (None, "", "Not Found"):
@@ -265,6 +274,42 @@ class Call(Generic[T]):
                 break
             loc = loc[1:]
         return {"loc": loc, "msg": str(error.get("msg", "")), "type": str(error.get("type", ""))}
+
+
+def _batch_error(workloads: tuple[str, ...], detail: Any) -> JobBatchError | None:
+    """The ``JobBatchError`` of a refused batch: each job's own error, by its index.
+
+    None when an error is not about one job (the batch as a whole, say too many jobs).
+    """
+    if not isinstance(detail, list) or not detail:
+        return None
+    by_index: dict[int, list[tuple[list[Any], str, str]]] = {}
+    for error in detail:
+        loc = list(error.get("loc", [])) if isinstance(error, dict) else []
+        index = loc[2] if len(loc) >= 4 and loc[:2] == ["body", "jobs"] else None
+        if not isinstance(index, int) or not 0 <= index < len(workloads):
+            return None
+        assert isinstance(error, dict)
+        by_index.setdefault(index, []).append(
+            (loc[3:], str(error.get("msg", "")), str(error.get("type", "")))
+        )
+    failures: list[tuple[int, JobError]] = []
+    for index in sorted(by_index):
+        errors = by_index[index]
+        workload = workloads[index]
+        inputs = [
+            {"loc": loc[1:], "msg": m, "type": t} for loc, m, t in errors if loc[0] == "input"
+        ]
+        where, msg, kind = errors[0]
+        if kind == "conflict":
+            failures.append((index, JobConflictError(msg, None)))
+        elif kind == "unknown_workload":
+            failures.append((index, UnknownWorkloadError(workload)))
+        elif inputs:
+            failures.append((index, JobInputError(workload, inputs)))
+        else:
+            failures.append((index, JobOptionError(str(where[0]), f"{where[0]}: {msg}")))
+    return JobBatchError(failures)
 
 
 def _decode(content: bytes) -> Any:
@@ -431,6 +476,46 @@ def submit_call(workload: str, input: Any, options: SubmitOptions) -> Call[Job]:
     return Call(
         "POST", "/v1/jobs", parse_job, json=body, workload=workload, input_loc=("body", "input")
     )
+
+
+_BATCH_KEYS = frozenset({"workload", "input", *SubmitOptions.__dataclass_fields__})
+
+
+def batch_call(jobs: Sequence[Mapping[str, Any]]) -> Call[list[Job]]:
+    """``POST /v1/jobs:batch``: store several jobs in one transaction, all or none.
+
+    Each job is a mapping of ``workload``, ``input`` and ``submit``'s options.
+
+    Raises:
+        TypeError: ``jobs`` is not a sequence of mappings each naming a workload.
+        ValueError: a job with an option ``submit`` does not have, or one that
+            cannot be sent (see ``SubmitOptions.body``).
+    """
+    if isinstance(jobs, str | bytes | Mapping) or not isinstance(jobs, Sequence):
+        raise TypeError("jobs must be a list of mappings (workload, input, options)")
+    bodies: list[dict[str, Any]] = []
+    for index, job in enumerate(jobs):
+        if not isinstance(job, Mapping) or not isinstance(job.get("workload"), str):
+            raise TypeError(f"job {index} of the batch: a mapping with a workload name")
+        unknown = sorted(str(k) for k in job if k not in _BATCH_KEYS)
+        if unknown:
+            raise ValueError(f"job {index} of the batch: unknown option {unknown[0][:80]!r}")
+        options = SubmitOptions(**{k: v for k, v in job.items() if k not in ("workload", "input")})
+        value = job.get("input")
+        bodies.append(
+            {"workload": job["workload"], "input": {} if value is None else value, **options.body()}
+        )
+    return Call(
+        "POST",
+        "/v1/jobs:batch",
+        _batch_jobs,
+        json={"jobs": bodies},
+        batch=tuple(str(b["workload"]) for b in bodies),
+    )
+
+
+def _batch_jobs(data: Any) -> list[Job]:
+    return [parse_job(j) for j in data["jobs"]]
 
 
 def run_call(

@@ -20,6 +20,7 @@ Over HTTP: ``ambidex serve`` (the service) and ``ax.Client`` / ``ax.AsyncClient`
 """
 
 from ambidex._job_errors import (
+    JobBatchError,
     JobCancelledError,
     JobConflictError,
     JobConnectionError,
@@ -43,7 +44,7 @@ from ambidex._job_model import (
     RetryPolicy,
     WorkerInfo,
 )
-from ambidex.jobs._desk import JobDesk
+from ambidex.jobs._desk import MAX_BATCH_JOBS, JobDesk
 from ambidex.jobs._ending import StopReason
 from ambidex.jobs._engines import normalize_url
 from ambidex.jobs._manager import JobManager
@@ -62,8 +63,10 @@ from ambidex.jobs._workloads import (
 )
 
 __all__ = [
+    "MAX_BATCH_JOBS",
     "Attempt",
     "Job",
+    "JobBatchError",
     "JobCancelledError",
     "JobConflictError",
     "JobConnectionError",

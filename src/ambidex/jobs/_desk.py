@@ -20,12 +20,20 @@ import builtins
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Collection, Iterator
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ambidex._job_errors import JobConflictError, JobInputError, JobNotFoundError
+from ambidex._job_errors import (
+    JobBatchError,
+    JobConflictError,
+    JobError,
+    JobInputError,
+    JobNotFoundError,
+    JobOptionError,
+    UnknownWorkloadError,
+)
 from ambidex._job_model import (
     Attempt,
     Job,
@@ -41,21 +49,51 @@ from ambidex.jobs._batch import GroupCommit
 from ambidex.jobs._calls import StoreCalls
 from ambidex.jobs._options import new_job
 from ambidex.jobs._schedules import Schedule, Scheduler
-from ambidex.jobs._store import IdempotencyConflict, JobStore, NewJob, Page, Submitted
+from ambidex.jobs._store import (
+    BatchRefused,
+    IdempotencyConflict,
+    JobStore,
+    NewJob,
+    Page,
+    Submitted,
+)
 from ambidex.jobs._workloads import WorkloadRegistry, default_registry
 from ambidex.runtime import to_reserved_thread
 
 if TYPE_CHECKING:
     from ambidex.jobs._worker import JobWorker
 
-__all__ = ["JobDesk"]
+__all__ = ["MAX_BATCH_JOBS", "JobDesk"]
 
 log = logging.getLogger("ambidex.jobs")
 
+MAX_BATCH_JOBS = 1000
+"""The most jobs one ``submit_batch`` (and one ``POST /v1/jobs:batch``) may hold."""
+_BATCH_OPTIONS = frozenset(
+    {
+        "max_attempts",
+        "timeout_s",
+        "priority",
+        "delay_s",
+        "run_at",
+        "idempotency_key",
+        "retries",
+        "retry_on",
+        "retry_backoff_s",
+        "retry_max_backoff_s",
+    }
+)
 _TERMINAL_KINDS = frozenset({"succeeded", "failed", "cancelled"})
 # Waiters re-read a job at least this often even if no wake-up came (a safety net:
 # wake-ups come from this process at once and from others by the shared poll).
 _SAFETY_POLL_S = 5.0
+
+
+def _refusal(workload: str, exc: ValueError) -> JobError:
+    """The error a submit of one job raises for what the store refused of it."""
+    if isinstance(exc, IdempotencyConflict):
+        return JobConflictError(str(exc), None if exc.earlier is not None else exc.job)
+    return JobInputError(workload, [{"loc": [], "msg": str(exc), "type": "value_error"}])
 
 
 class JobDesk:
@@ -327,6 +365,68 @@ class JobDesk:
         if submitted.created:
             self._new_work()
         return submitted
+
+    async def submit_batch(self, jobs: Sequence[Mapping[str, Any]]) -> builtins.list[Submitted]:
+        """Validate and store several jobs in one transaction: all of them, or none.
+
+        Each job is a mapping with ``workload``, ``input`` (optional) and any of
+        ``submit``'s options, e.g. ``{"workload": "sleep", "input": {"seconds":
+        1}, "priority": 5}``. Every job is checked first, as ``submit`` checks
+        one; if any is refused, nothing is stored and ``JobBatchError`` names
+        each job refused (its index in ``jobs``) with the error its own submit
+        would raise. The jobs are durable once this returns, one ``Submitted``
+        per job, in order.
+
+        An idempotency key acts as in jobs submitted one after another: a key
+        naming a stored job, or an earlier job of the same batch, answers that
+        job (``created`` False) if its workload and input are the same, and
+        refuses the batch (``JobConflictError`` for that index) if not.
+
+        Raises:
+            JobBatchError: a job was refused (unknown workload, input not
+                fitting the workload's schema, an option out of range, an
+                idempotency key conflict); nothing was stored.
+            ValueError: more than ``MAX_BATCH_JOBS`` jobs.
+            TypeError: ``jobs`` is not a sequence of mappings.
+        """
+        if isinstance(jobs, str | bytes | Mapping) or not isinstance(jobs, Sequence):
+            raise TypeError("jobs must be a list of mappings (workload, input, options)")
+        if len(jobs) > MAX_BATCH_JOBS:
+            raise ValueError(f"a batch holds at most {MAX_BATCH_JOBS} jobs, got {len(jobs)}")
+        new_jobs: builtins.list[NewJob] = []
+        failures: builtins.list[tuple[int, JobError]] = []
+        for index, item in enumerate(jobs):
+            try:
+                new_jobs.append(self._batch_job(item))
+            except (UnknownWorkloadError, JobInputError, JobOptionError) as exc:
+                failures.append((index, exc))
+        if failures:
+            raise JobBatchError(failures)
+        if not new_jobs:
+            return []
+        try:
+            submitted = await self._db(self.store.submit_all, new_jobs)
+        except BatchRefused as refused:
+            raise JobBatchError(
+                [(i, _refusal(new_jobs[i].workload, e)) for i, e in refused.failures]
+            ) from None
+        if any(s.created for s in submitted):
+            self._new_work()
+        return submitted
+
+    def _batch_job(self, item: Any) -> NewJob:
+        """One job of a batch, validated as ``submit`` validates it."""
+        if not isinstance(item, Mapping):
+            raise JobOptionError("workload", "each job of a batch is a mapping with a workload")
+        unknown = sorted(str(k) for k in item if k not in _BATCH_OPTIONS | {"workload", "input"})
+        if unknown:
+            raise JobOptionError(unknown[0], f"unknown option {unknown[0][:80]!r}")
+        workload = item.get("workload")
+        if not isinstance(workload, str):
+            raise JobOptionError("workload", "workload must be the name of a workload")
+        wl = self.registry.get(workload)
+        data = wl.validate(item.get("input"))
+        return new_job(wl, data, {k: v for k, v in item.items() if k in _BATCH_OPTIONS})
 
     async def _submit_batch(self, new_jobs: builtins.list[NewJob]) -> builtins.list[Any]:
         return await self._db(self.store.submit_batch, new_jobs)

@@ -169,6 +169,7 @@ class JobManager:
 
     submit = _at_desk(JobDesk.submit)
     submit_detailed = _at_desk(JobDesk.submit_detailed)
+    submit_batch = _at_desk(JobDesk.submit_batch)
     get = _at_desk(JobDesk.get)
     list = _at_desk(JobDesk.list)
     cancel = _at_desk(JobDesk.cancel)

@@ -14,6 +14,7 @@ from ambidex.exceptions import AmbidexError
 
 __all__ = [
     "MAX_SEQ",
+    "BatchRefused",
     "IdempotencyConflict",
     "LeaseReport",
     "NewJob",
@@ -105,13 +106,36 @@ class LeaseReport:
 class IdempotencyConflict(AmbidexError, ValueError):
     """An idempotency key already names a job of another workload or input."""
 
-    def __init__(self, key: str, job: Job) -> None:
+    def __init__(self, key: str, job: Job, earlier: int | None = None) -> None:
         self.key = key
         self.job = job
+        self.earlier = earlier
+        """In a batch: the index of the batch's earlier job with this key (``job``, not stored)."""
+        if earlier is not None:
+            super().__init__(
+                f"idempotency key {key!r} is given to job {earlier} of the batch too, "
+                "with a different workload or input"
+            )
+            return
         super().__init__(
             f"idempotency key {key!r} already names job {job.id} ({job.workload}) "
             "with a different workload or input"
         )
+
+
+class BatchRefused(AmbidexError, ValueError):
+    """Some jobs of an all-or-nothing batch were refused, so none was stored.
+
+    ``failures`` lists ``(index, error)`` for each job refused, in order: a
+    ``ValueError`` saying why (an input that is not storable JSON), or an
+    ``IdempotencyConflict``.
+    """
+
+    def __init__(self, failures: list[tuple[int, ValueError]]) -> None:
+        self.failures = failures
+        shown = "; ".join(f"job {i}: {e}" for i, e in failures[:5])
+        more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
+        super().__init__(f"{len(failures)} job(s) of the batch refused, none stored: {shown}{more}")
 
 
 def refused_data(exc: BaseException) -> bool:

@@ -62,6 +62,7 @@ from ambidex.jobs._engines import Engines, open_engines
 from ambidex.jobs._json import dumps
 from ambidex.jobs._records import (
     MAX_SEQ,
+    BatchRefused,
     IdempotencyConflict,
     LeaseReport,
     NewJob,
@@ -122,6 +123,7 @@ def _present(data: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = [
+    "BatchRefused",
     "IdempotencyConflict",
     "JobStore",
     "LeaseReport",
@@ -286,63 +288,115 @@ class JobStore:
         """
         now = current_clock().time()
         answers: builtins.list[Submitted | ValueError | None] = [None] * len(new_jobs)
-        plain: builtins.list[tuple[int, dict[str, Any], Job]] = []
-        keyed: builtins.list[tuple[int, dict[str, Any], Job]] = []
+        prepared = self._prepare(new_jobs, now, answers)
+        if prepared:
+            with self._write_new() as conn:
+                self._insert_new(conn, new_jobs, prepared, now, answers)
+        return [a for a in answers if a is not None]
+
+    def submit_all(self, new_jobs: builtins.list[NewJob]) -> builtins.list[Submitted]:
+        """Store several queued jobs (any workloads) in one transaction: all of them or none.
+
+        Returns one ``Submitted`` per job, in order. An idempotency key acts as
+        it does for jobs submitted one after another: a key that names a stored
+        job, or an earlier job of this batch, answers that job (``created``
+        False) when its workload and input are the same, and refuses the batch
+        when they differ.
+
+        Raises:
+            BatchRefused: a job was refused (its input is not storable JSON,
+                ``max_attempts`` below 1, or an idempotency key conflict),
+                naming every job refused; nothing is stored.
+        """
+        now = current_clock().time()
+        answers: builtins.list[Submitted | ValueError | None] = [None] * len(new_jobs)
+        prepared = self._prepare(new_jobs, now, answers)
+        failures = [(i, a) for i, a in enumerate(answers) if isinstance(a, ValueError)]
+        if failures:
+            raise BatchRefused(failures)
+        if prepared:
+            with self._write_new() as conn:
+                self._insert_new(conn, new_jobs, prepared, now, answers)
+                failures = [(i, a) for i, a in enumerate(answers) if isinstance(a, ValueError)]
+                if failures:  # raised inside the transaction: it is rolled back
+                    raise BatchRefused([self._within(i, a, prepared) for i, a in failures])
+        return [a for a in answers if isinstance(a, Submitted)]
+
+    @staticmethod
+    def _within(
+        index: int, exc: ValueError, prepared: builtins.list[tuple[int, dict[str, Any], Job]]
+    ) -> tuple[int, ValueError]:
+        """A conflict with an earlier job of the same batch says so (that job is not stored)."""
+        if isinstance(exc, IdempotencyConflict):
+            for earlier, _, job in prepared:
+                if job.id == exc.job.id:
+                    return index, IdempotencyConflict(exc.key, exc.job, earlier)
+        return index, exc
+
+    @staticmethod
+    def _prepare(
+        new_jobs: builtins.list[NewJob],
+        now: float,
+        answers: builtins.list[Submitted | ValueError | None],
+    ) -> builtins.list[tuple[int, dict[str, Any], Job]]:
+        """The rows of the jobs that can be stored; the others' errors go to ``answers``."""
+        prepared: builtins.list[tuple[int, dict[str, Any], Job]] = []
         for i, new in enumerate(new_jobs):
             try:
                 row, job = new_job_row(new, now)
             except ValueError as exc:
                 answers[i] = exc
                 continue
-            (keyed if new.idempotency_key is not None else plain).append((i, row, job))
-        if (plain or keyed) and self._raw is not None:
-            self._submit_raw(self._raw, new_jobs, answers, plain, keyed, now)
-        elif plain or keyed:
-            with self._write() as conn:
-                if plain:
-                    conn.execute(INSERT_JOBS, [row for _, row, _ in plain])
-                    for i, _, job in plain:
-                        answers[i] = Submitted(job, True)
-                if keyed:
-                    for (i, _, _), answer in zip(
-                        keyed, self._submit_keyed(conn, keyed), strict=True
-                    ):
-                        answers[i] = answer
-                events = [
-                    submitted_event_row(new_jobs[i], answer.job, now)
-                    for i, answer in enumerate(answers)
-                    if isinstance(answer, Submitted) and answer.created
-                ]
-                if events:
-                    conn.execute(INSERT_EVENTS, events)
-        return [a for a in answers if a is not None]
+            prepared.append((i, row, job))
+        return prepared
 
-    def _submit_raw(
+    @contextmanager
+    def _write_new(self) -> Iterator[Any]:
+        """The write transaction of new jobs: sqlite3's own on SQLite (see ``_insert_new``)."""
+        if self._raw is None:
+            with self._write() as conn:
+                yield conn
+        else:
+            with self._write_lock, self._raw.write() as raw:
+                yield raw
+
+    def _insert_new(
         self,
-        raw: hot.RawSqlite,
+        conn: Any,
         new_jobs: builtins.list[NewJob],
-        answers: builtins.list[Submitted | ValueError | None],
-        plain: builtins.list[tuple[int, dict[str, Any], Job]],
-        keyed: builtins.list[tuple[int, dict[str, Any], Job]],
+        prepared: builtins.list[tuple[int, dict[str, Any], Job]],
         now: float,
+        answers: builtins.list[Submitted | ValueError | None],
     ) -> None:
-        """``submit_batch`` on SQLite through sqlite3: fills in ``answers``."""
-        with self._write_lock, raw.write() as conn:
-            if plain:
+        """Insert the ``prepared`` jobs and the ``submitted`` events of those created.
+
+        ``conn`` comes from ``_write_new``: a sqlite3 connection on SQLite, a
+        SQLAlchemy one on PostgreSQL.
+        """
+        raw = self._raw is not None
+        plain = [p for p in prepared if new_jobs[p[0]].idempotency_key is None]
+        keyed = [p for p in prepared if new_jobs[p[0]].idempotency_key is not None]
+        if plain:
+            if raw:
                 conn.executemany(hot.INSERT_JOBS, [hot.new_job_params(r) for _, r, _ in plain])
-                for i, _, job in plain:
-                    answers[i] = Submitted(job, True)
-            if keyed:
-                for (i, _, _), answer in zip(
-                    keyed, self._submit_keyed_raw(conn, keyed), strict=True
-                ):
-                    answers[i] = answer
-            events = [
-                submitted_event_row(new_jobs[i], answer.job, now)
-                for i, answer in enumerate(answers)
-                if isinstance(answer, Submitted) and answer.created
-            ]
-            conn.executemany(hot.INSERT_EVENTS, events)
+            else:
+                conn.execute(INSERT_JOBS, [row for _, row, _ in plain])
+            for i, _, job in plain:
+                answers[i] = Submitted(job, True)
+        if keyed:
+            found = self._submit_keyed_raw(conn, keyed) if raw else self._submit_keyed(conn, keyed)
+            for (i, _, _), answer in zip(keyed, found, strict=True):
+                answers[i] = answer
+        events = [
+            submitted_event_row(new_jobs[i], answer.job, now)
+            for i, answer in enumerate(answers)
+            if isinstance(answer, Submitted) and answer.created
+        ]
+        if events:
+            if raw:
+                conn.executemany(hot.INSERT_EVENTS, events)
+            else:
+                conn.execute(INSERT_EVENTS, events)
 
     def _submit_keyed(
         self, conn: Connection, keyed: builtins.list[tuple[int, dict[str, Any], Job]]

@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import ambidex
 from ambidex._text import describe_exception, plain_text
 from ambidex.jobs import (
+    JobBatchError,
     JobConflictError,
     JobEvent,
     JobInputError,
@@ -49,6 +50,8 @@ from ambidex.jobs import (
 from ambidex.server._auth import BodySizeLimit, require_token
 from ambidex.server._schemas import (
     AttemptOut,
+    BatchIn,
+    BatchOut,
     ErrorOut,
     JobList,
     JobOut,
@@ -258,6 +261,37 @@ def _install_job_routes(app: FastAPI, jm: JobManager, max_wait_s: float) -> None
             response.status_code = 200
         response.headers["Location"] = job_location(submitted.job.id)
         return JobOut.of(submitted.job)
+
+    @app.post(
+        "/v1/jobs:batch",
+        status_code=202,
+        response_model=BatchOut,
+        dependencies=auth,
+        tags=["jobs"],
+        responses={
+            200: {"model": BatchOut, "description": "Every job was named by its idempotency key."},
+            409: {"model": ErrorOut, "description": "An idempotency key names another job."},
+        },
+    )
+    async def submit_batch(request_body: BatchIn, response: Response) -> BatchOut:
+        """Submit up to 1,000 jobs (``MAX_BATCH_JOBS``) in one transaction: all of them, or none.
+
+        Each job is what ``POST /v1/jobs`` takes as its body. Answers 202 with
+        the jobs in order (and for each whether it was created), 200 if every
+        job's idempotency key named an existing job. If any job is refused,
+        nothing is stored: 422 naming each bad field with its job's index
+        (``loc`` like ``["body", "jobs", 3, "input", "seconds"]``), 409 if an
+        idempotency key names a job of another workload or input.
+        """
+        items = [
+            {"workload": j.workload, "input": j.input, **j.options()} for j in request_body.jobs
+        ]
+        submitted = await jm.submit_batch(items)
+        if not any(s.created for s in submitted):
+            response.status_code = 200
+        return BatchOut(
+            jobs=[JobOut.of(s.job) for s in submitted], created=[s.created for s in submitted]
+        )
 
     @app.delete("/v1/jobs/{job_id}", response_model=JobOut, dependencies=auth, tags=["jobs"])
     async def cancel_job(job_id: str) -> JobOut:
@@ -546,6 +580,36 @@ def _safe_errors(errors: Any) -> list[dict[str, Any]]:
     return safe
 
 
+def _batch_refused(exc: JobBatchError) -> JSONResponse:
+    """The answer to a refused batch: each bad field, with its job's index in ``loc``.
+
+    422 when a job does not validate; 409 when every job refused has an
+    idempotency key naming a job of another workload or input (the keys are
+    checked in the store, only once every job validated). A 422's ``detail``
+    lists the errors, as every 422's does; a 409's says what conflicts in
+    words, as every 409's does, and ``errors`` lists them.
+    """
+    detail: list[dict[str, Any]] = []
+    job_ids: dict[str, str | None] = {}
+    for index, error in exc.failures:
+        at: list[Any] = ["body", "jobs", index]
+        if isinstance(error, JobInputError):
+            detail += [{**e, "loc": [*at, "input", *e.get("loc", ())]} for e in error.errors]
+        elif isinstance(error, JobOptionError):
+            detail.append({"loc": [*at, error.option], "msg": str(error), "type": "value_error"})
+        elif isinstance(error, UnknownWorkloadError):
+            detail.append({"loc": [*at, "workload"], "msg": str(error), "type": "unknown_workload"})
+        else:
+            job_ids[str(index)] = getattr(getattr(error, "job", None), "id", None)
+            detail.append({"loc": [*at, "idempotency_key"], "msg": str(error), "type": "conflict"})
+    if len(job_ids) == len(exc.failures):  # as every 409: ``detail`` says it in words
+        conflict = {"detail": plain_text(exc), "errors": _safe_errors(detail), "job_ids": job_ids}
+        return JSONResponse(conflict, status_code=409)
+    return JSONResponse(
+        {"detail": _safe_errors(detail), "message": plain_text(exc)}, status_code=422
+    )
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_r: Request, exc: RequestValidationError) -> JSONResponse:
@@ -571,6 +635,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         prefix = ["body"] if request.url.path.startswith("/v1/run/") else ["body", "input"]
         detail = _safe_errors({**e, "loc": prefix + list(e["loc"])} for e in exc.errors)
         return JSONResponse({"detail": detail, "message": plain_text(exc)}, status_code=422)
+
+    @app.exception_handler(JobBatchError)
+    async def bad_batch(_r: Request, exc: JobBatchError) -> JSONResponse:
+        return _batch_refused(exc)
 
     @app.exception_handler(JobOptionError)
     async def bad_option(_r: Request, exc: JobOptionError) -> JSONResponse:

@@ -7,10 +7,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ambidex.jobs import Attempt, Job, JobEvent, WorkerInfo
+from ambidex.jobs import MAX_BATCH_JOBS, Attempt, Job, JobEvent, WorkerInfo
 
 __all__ = [
     "AttemptOut",
+    "BatchIn",
+    "BatchOut",
     "ErrorOut",
     "EventOut",
     "JobList",
@@ -136,6 +138,17 @@ class SubmitIn(BaseModel):
         return self.model_dump(exclude={"workload", "input"}, exclude_none=True)
 
 
+class BatchIn(BaseModel):
+    """Jobs to store together: all of them, or none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[SubmitIn] = Field(
+        max_length=MAX_BATCH_JOBS,
+        description=f"Up to {MAX_BATCH_JOBS:,} jobs, each as the body of POST /v1/jobs.",
+    )
+
+
 class JobOut(BaseModel):
     """A job as stored."""
 
@@ -172,6 +185,15 @@ class JobOut(BaseModel):
     def of(cls, job: Job) -> JobOut:
         """The API form of a stored job."""
         return cls.model_validate(job.as_dict())
+
+
+class BatchOut(BaseModel):
+    """The jobs of a batch, in its order."""
+
+    jobs: list[JobOut]
+    created: list[bool] = Field(
+        description="For each job: false when its idempotency key named an existing job."
+    )
 
 
 class JobList(BaseModel):
