@@ -9,7 +9,9 @@ same record as the ambidex and huey runs: jobs/s and CPU ms a job over the timed
   heartbeat thread; an expired lease is claimable again), a finish is fenced on the
   token and the running status so an outcome is written once, and every state change
   writes an event row (submitted, started, succeeded) in the same transaction.
-  Threads in this process; one in-process write lock (as ambidex's store), WAL,
+  Threads in this process; one writer thread committing every write pending at its
+  turn in one transaction (group commit; callers answered after the commit), each
+  worker thread leasing up to 4 jobs a claim and finishing them in one call, WAL,
   ``synchronous=NORMAL``. The floor reference of issue 15.
 * :func:`run_asyncpg_lease` - the same queue on PostgreSQL with asyncpg and
   ``FOR UPDATE SKIP LOCKED``: each state change and its event row in one statement.
@@ -28,6 +30,7 @@ import asyncio
 import itertools
 import json
 import os
+import queue
 import secrets
 import sqlite3
 import subprocess
@@ -39,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 LEASE_S = 15.0
+CLAIM_BATCH = 4  # jobs a worker thread of the plain sqlite3 queue leases at once
 
 DELIVERY: dict[str, str] = {
     "ambidex": "at least once: a submit is committed before it is acknowledged; kill -9 of a "
@@ -114,99 +118,173 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
-class SqliteLeaseQueue:
-    """A lease queue on one SQLite file, with ambidex's guarantees, for threads."""
+class _Pending:
+    """One write waiting for the writer thread's commit."""
 
-    def __init__(self, path: Path) -> None:
+    __slots__ = ("done", "error", "fn", "value")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+        self.fn = fn
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
+class SqliteLeaseQueue:
+    """A lease queue on one SQLite file, with ambidex's guarantees, for threads.
+
+    Every write (submit, claim, finish, renew) goes to one writer thread, which runs all
+    the writes pending at each turn in one transaction and answers them after its commit:
+    a caller is answered only once what it asked for is committed. Reads use each
+    thread's own connection (WAL: they never wait for the writer).
+    """
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         self.path = path
+        self._clock = clock
         self._local = threading.local()
-        self._write = threading.Lock()
         self._wake = threading.Condition()
         self._all: list[sqlite3.Connection] = []
+        self._pending: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self.conn().executescript(_SQLITE_SCHEMA)
+        self._writer = threading.Thread(target=self._write_loop, daemon=True)
+        self._writer.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        c = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute("PRAGMA synchronous=NORMAL")
+        c.execute("PRAGMA busy_timeout=5000")
+        self._all.append(c)
+        return c
 
     def conn(self) -> sqlite3.Connection:
         c: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if c is None:
-            c = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            c.execute("PRAGMA journal_mode=WAL")
-            c.execute("PRAGMA synchronous=NORMAL")
-            c.execute("PRAGMA busy_timeout=5000")
-            self._local.conn = c
-            self._all.append(c)
+            c = self._local.conn = self._connect()
         return c
 
+    def _write_loop(self) -> None:
+        c = self._connect()
+        while True:
+            first = self._pending.get()
+            if first is None:
+                return
+            batch = [first]
+            while True:
+                try:
+                    more = self._pending.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._pending.put(None)
+                    break
+                batch.append(more)
+            try:
+                c.execute("BEGIN IMMEDIATE")
+                for op in batch:
+                    op.value = op.fn(c)
+                c.execute("COMMIT")
+            except BaseException as exc:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                for op in batch:
+                    op.error = exc
+            for op in batch:
+                op.done.set()
+
+    def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        op = _Pending(fn)
+        self._pending.put(op)
+        op.done.wait()
+        if op.error is not None:
+            raise op.error
+        return op.value
+
     def close(self) -> None:
+        self._pending.put(None)
+        self._writer.join(10)
         for c in self._all:
             c.close()
 
     def submit(self, workload: str, value: Any) -> int:
-        c = self.conn()
-        now = time.time()
-        with self._write:
-            c.execute("BEGIN IMMEDIATE")
+        now = self._clock()
+        body = json.dumps({"value": value})
+
+        def write(c: sqlite3.Connection) -> int:
             cur = c.execute(
                 "INSERT INTO jobs (workload, status, input, created_at) VALUES (?, 'queued', ?, ?)",
-                (workload, json.dumps({"value": value}), now),
+                (workload, body, now),
             )
             jid = cur.lastrowid
             assert jid is not None
             c.execute(
                 "INSERT INTO events (job_id, kind, at) VALUES (?, 'submitted', ?)", (jid, now)
             )
-            c.execute("COMMIT")
+            return jid
+
+        jid: int = self._write(write)
         with self._wake:
             self._wake.notify()
         return jid
 
-    def claim(self, token: str) -> tuple[int, str] | None:
-        c = self.conn()
-        now = time.time()
-        with self._write:
-            c.execute("BEGIN IMMEDIATE")
-            row = c.execute(
-                "UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_token = ?, "
-                "lease_until = ? WHERE id = (SELECT id FROM jobs WHERE status = 'queued' "
-                "OR (status = 'running' AND lease_until < ?) ORDER BY id LIMIT 1) "
-                "RETURNING id, input",
-                (token, now + LEASE_S, now),
-            ).fetchone()
-            if row is not None:
-                c.execute(
-                    "INSERT INTO events (job_id, kind, at) VALUES (?, 'started', ?)", (row[0], now)
-                )
-            c.execute("COMMIT")
-        return None if row is None else (int(row[0]), str(row[1]))
+    def claim(self, token: str, limit: int) -> list[tuple[int, str]]:
+        """Lease up to ``limit`` queued (or lease-expired) jobs to ``token``."""
 
-    def finish(self, jid: int, token: str, result: Any) -> bool:
-        """Record the outcome if this worker still holds the lease; False if it does not."""
-        c = self.conn()
-        now = time.time()
-        with self._write:
-            c.execute("BEGIN IMMEDIATE")
-            cur = c.execute(
-                "UPDATE jobs SET status = 'succeeded', result = ?, finished_at = ?, "
-                "lease_token = NULL WHERE id = ? AND status = 'running' AND lease_token = ?",
-                (json.dumps(result), now, jid, token),
+        def write(c: sqlite3.Connection) -> list[tuple[int, str]]:
+            now = self._clock()
+            rows = c.execute(
+                "UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_token = ?, "
+                "lease_until = ? WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' "
+                "OR (status = 'running' AND lease_until < ?) ORDER BY id LIMIT ?) "
+                "RETURNING id, input",
+                (token, now + LEASE_S, now, limit),
+            ).fetchall()
+            c.executemany(
+                "INSERT INTO events (job_id, kind, at) VALUES (?, 'started', ?)",
+                [(row[0], now) for row in rows],
             )
-            won = cur.rowcount == 1
-            if won:
-                c.execute(
-                    "INSERT INTO events (job_id, kind, at) VALUES (?, 'succeeded', ?)", (jid, now)
+            return [(int(row[0]), str(row[1])) for row in rows]
+
+        got: list[tuple[int, str]] = self._write(write)
+        return got
+
+    def finish(self, token: str, outcomes: list[tuple[int, Any]]) -> int:
+        """Record the outcomes of the jobs ``token`` still holds; how many were recorded."""
+        bodies = [(json.dumps(result), jid) for jid, result in outcomes]
+
+        def write(c: sqlite3.Connection) -> int:
+            now = self._clock()
+            won = 0
+            for body, jid in bodies:
+                cur = c.execute(
+                    "UPDATE jobs SET status = 'succeeded', result = ?, finished_at = ?, "
+                    "lease_token = NULL WHERE id = ? AND status = 'running' AND lease_token = ?",
+                    (body, now, jid, token),
                 )
-            c.execute("COMMIT")
+                if cur.rowcount == 1:
+                    won += 1
+                    c.execute(
+                        "INSERT INTO events (job_id, kind, at) VALUES (?, 'succeeded', ?)",
+                        (jid, now),
+                    )
+            return won
+
+        won: int = self._write(write)
         return won
 
     def renew(self, tokens: list[str]) -> None:
         if not tokens:
             return
-        c = self.conn()
-        with self._write:
+
+        def write(c: sqlite3.Connection) -> None:
             c.execute(
                 f"UPDATE jobs SET lease_until = ? WHERE status = 'running' AND lease_token IN "
                 f"({','.join('?' * len(tokens))})",
-                (time.time() + LEASE_S, *tokens),
+                (self._clock() + LEASE_S, *tokens),
             )
+
+        self._write(write)
 
     def get(self, jid: int) -> tuple[str, Any]:
         row = self.conn().execute("SELECT status, result FROM jobs WHERE id = ?", (jid,)).fetchone()
@@ -305,14 +383,13 @@ def run_sqlite_lease(
         try:
             while not stop.is_set():
                 token = secrets.token_hex(8)
-                got = q.claim(token)
-                if got is None:
+                got = q.claim(token, CLAIM_BATCH)
+                if not got:
                     q.wait_for_work(0.05)
                     continue
                 held.add(token)
-                jid, raw = got
-                result = json.loads(raw)["value"]  # the echo workload
-                q.finish(jid, token, result)
+                # The echo workload: the input's value is the result.
+                q.finish(token, [(jid, json.loads(raw)["value"]) for jid, raw in got])
                 held.discard(token)
         except BaseException as exc:
             errors.append(exc)
