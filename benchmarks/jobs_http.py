@@ -15,6 +15,8 @@ floor: a minimal FastAPI app (in this file, run as ``python jobs_http.py --serve
     durable INSERT per request (an autocommit transaction into an SQLite file in WAL mode,
     ``synchronous=NORMAL``: ambidex's durability setting) and answers 202 with the id. It
     is the least a durable submit must do.
+batch submits (issue 15: ``POST /v1/jobs:batch``, target >= 10,000 jobs/s) are measured
+    by ``benchmarks/jobs_batch_http.py``, not here (no batch scenario in these rounds).
 
 Client: C = 200 asyncio tasks, each with its own keep-alive HTTP/1.1 connection, closed
 loop (a task sends its next request when its answer is in), on uvloop; requests and

@@ -37,6 +37,22 @@ Systems (a fresh store for every run; a few warm-up jobs run before the clock st
   running jobs, then claim, under a lock). The ratio to plain ambidex is the cost of
   the features (target: within 10%).
 
+Anchors of issue 15 (``_jobs_anchors.py``), in the same rounds:
+
+* a plain ``sqlite3`` lease queue with ambidex's guarantees (commit before acknowledging,
+  leases renewed by a heartbeat, fenced finish, outcome written once, the same event rows):
+  the floor reference on SQLite;
+* on PostgreSQL, each in a fresh database dropped after it: the same lease queue with
+  asyncpg and ``FOR UPDATE SKIP LOCKED``; pgqueuer; procrastinate (the last two, and
+  asyncpg, are the ``bench`` extra: rows whose package is missing are left out with a
+  line saying so);
+* ambidex on PostgreSQL with 1, 2 and 4 ``ambidex worker`` processes (``--concurrency W``
+  each) sharing the store, this process submitting through ``JobManager(concurrency=0)``;
+  their CPU counts this process and the workers.
+
+Every system's delivery promise (at most / at least once, what kill -9 loses) is printed
+with the figures. CPU never counts the PostgreSQL server.
+
 Systems take turns in a rotating order in every round; the median over rounds is
 reported. A run in which one job stays unfinished for ``--stall-s`` (5 s; a trivial
 job takes milliseconds) is recorded as stalled, with the state of the store and the
@@ -73,6 +89,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+import _jobs_anchors as anchors
 from _common import machine_info, print_ratios, verdict, write_json
 from ambidex.jobs import JobManager, JobStatus, JobStore, WorkloadRegistry, default_registry
 
@@ -88,6 +105,39 @@ AX_PG_FEATURES = "ambidex JobManager, PostgreSQL, features in use"
 FEATURE_OPTIONS: dict[str, Any] = {"retries": 2, "retry_on": ["ConnectionError"]}
 HUEY = "huey SqliteHuey, synchronous=NORMAL (as ambidex)"
 HUEY_DEFAULT = "huey SqliteHuey, defaults (synchronous=FULL)"
+SQLITE_LEASE = "plain sqlite3 lease queue (floor reference)"
+PG_LEASE = "plain asyncpg SKIP LOCKED lease queue"
+PGQUEUER = "pgqueuer (asyncpg)"
+PROCRASTINATE = "procrastinate (psycopg)"
+
+
+def ax_workers_name(k: int) -> str:
+    return f"ambidex PostgreSQL, {k} `ambidex worker` process{'es' if k > 1 else ''}"
+
+
+def delivery_of(system: str) -> str:
+    """The delivery promise of a system, by the row's name."""
+    if system.startswith("ambidex"):
+        return anchors.DELIVERY["ambidex"]
+    if system.startswith("huey"):
+        return anchors.DELIVERY["huey"]
+    key = {
+        SQLITE_LEASE: "sqlite3-lease",
+        PG_LEASE: "asyncpg-lease",
+        PGQUEUER: "pgqueuer",
+        PROCRASTINATE: "procrastinate",
+    }[system]
+    return anchors.DELIVERY[key]
+
+
+def missing_packages(names: list[str]) -> list[str]:
+    missing = []
+    for name in names:
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
+    return missing
 
 
 # -- the measurement record ---------------------------------------------------------------
@@ -568,7 +618,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated systems to leave out: pg, huey-default, features",
+        help="comma-separated systems to leave out: pg, huey-default, features, "
+        "sqlite-lease, asyncpg-lease, pgqueuer, procrastinate, workers",
+    )
+    parser.add_argument(
+        "--worker-processes",
+        default=None,
+        help="comma-separated counts of `ambidex worker` processes on PostgreSQL "
+        "(default 1,2,4; 1 with --quick)",
     )
     parser.add_argument(
         "--output",
@@ -580,13 +637,17 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.jobs = args.jobs or (100 if args.quick else 5000)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.skip = {x.strip() for x in args.skip.split(",") if x.strip()}
+    wp = args.worker_processes or ("1" if args.quick else "1,2,4")
+    args.worker_processes = [int(x) for x in wp.split(",") if x.strip()]
     return args
 
 
 Method = tuple[str, Callable[[], dict[str, Any]]]
 
 
-def _methods(args: argparse.Namespace, tmp: Path, pg_skip: str | None) -> dict[str, Method]:
+def _methods(
+    args: argparse.Namespace, tmp: Path, pg_skip: str | None, notes: list[str]
+) -> dict[str, Method]:
     n, s, w = args.jobs, args.submitters, args.workers
     poll_s, stall_s = args.check_poll_ms / 1000, args.stall_s
 
@@ -624,6 +685,50 @@ def _methods(args: argparse.Namespace, tmp: Path, pg_skip: str | None) -> dict[s
             methods[AX_PG_FEATURES] = ("ambidex", ax_pg(True))
     if "huey-default" not in args.skip:
         methods[HUEY_DEFAULT] = ("extra", huey(None))
+    methods.update(_anchor_methods(args, tmp, pg_skip, notes))
+    return methods
+
+
+def _anchor_methods(
+    args: argparse.Namespace, tmp: Path, pg_skip: str | None, notes: list[str]
+) -> dict[str, Method]:
+    """Issue 15's anchors and ambidex's worker processes; notes say what is left out."""
+    n, s, w = args.jobs, args.submitters, args.workers
+    poll_s, stall_s = args.check_poll_ms / 1000, args.stall_s
+    methods: dict[str, Method] = {}
+
+    def fresh_pg(run: Callable[..., dict[str, Any]], *extra: Any) -> Callable[[], dict[str, Any]]:
+        def go() -> dict[str, Any]:
+            with _PgDatabase(args.pg_url) as url:
+                return run(url, *extra, n, s, w, poll_s, stall_s, WARMUP_JOBS)
+
+        return go
+
+    if "sqlite-lease" not in args.skip:
+        methods[SQLITE_LEASE] = (
+            "anchor",
+            lambda: anchors.run_sqlite_lease(tmp, n, s, w, poll_s, stall_s, WARMUP_JOBS),
+        )
+    if pg_skip:
+        return methods
+    if "workers" not in args.skip:
+        for k in args.worker_processes:
+            methods[ax_workers_name(k)] = ("ambidex", fresh_pg(anchors.run_ambidex_workers, k))
+    for key, name, run, packages in (
+        ("asyncpg-lease", PG_LEASE, anchors.run_asyncpg_lease, ["asyncpg"]),
+        ("pgqueuer", PGQUEUER, anchors.run_pgqueuer, ["asyncpg", "pgqueuer"]),
+        ("procrastinate", PROCRASTINATE, anchors.run_procrastinate, ["procrastinate"]),
+    ):
+        if key in args.skip:
+            continue
+        missing = missing_packages(packages)
+        if missing:
+            notes.append(
+                f"{name}: left out, not installed ({', '.join(missing)}; "
+                "pip install 'ambidex\\[bench]')"
+            )
+            continue
+        methods[name] = ("anchor", fresh_pg(run))
     return methods
 
 
@@ -638,6 +743,10 @@ def _run_rounds(
             for _attempt in range(1 + retries):
                 try:
                     rec = methods[name][1]()
+                except anchors.AnchorStalled as exc:
+                    stalls[name].append({"round": r + 1, "stalled": str(exc)})
+                    console.print(f"  round {r + 1}: {name}: [red]stalled[/] ({exc})")
+                    continue
                 except Stalled as exc:
                     stalls[name].append({"round": r + 1, **exc.diagnosis})
                     console.print(
@@ -692,6 +801,43 @@ def _print_table(rows: list[dict[str, Any]], huey_rate: float | None, title: str
     console.print(table)
 
 
+def _rate(by: dict[str, dict[str, Any]], name: str) -> float | None:
+    row = by.get(name)
+    return None if row is None else row["median_jobs_per_s"]
+
+
+def _anchor_ratios(by: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue 15's targets against the anchors, and the worker-process scaling."""
+    out = []
+    ax, floor = _rate(by, AX_SQLITE), _rate(by, SQLITE_LEASE)
+    if ax and floor:
+        name = "ambidex SQLite / plain sqlite3 lease queue"
+        out.append(_ratio(name, ax / floor, 0.5, True, "same guarantees, raw sqlite3"))
+    pg = _rate(by, AX_PG)
+    for name, target, note in (
+        (PGQUEUER, 2.0, "at least once, its default (logged) tables"),
+        (PG_LEASE, 1.0, "same guarantees, raw asyncpg"),
+        (PROCRASTINATE, None, "beside them"),
+    ):
+        other = _rate(by, name)
+        if pg and other:
+            out.append(_ratio(f"ambidex PostgreSQL / {name}", pg / other, target, True, note))
+    one = _rate(by, ax_workers_name(1))
+    for k in (2, 4):
+        more = _rate(by, ax_workers_name(k))
+        if one and more:
+            out.append(
+                _ratio(
+                    f"ambidex PostgreSQL: {k} worker processes / 1",
+                    more / one,
+                    None,
+                    True,
+                    "scaling on 2 cores shared with the server",
+                )
+            )
+    return out
+
+
 def compute_ratios(by: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     huey_rate = by[HUEY]["median_jobs_per_s"]
     ax_rate = by[AX_SQLITE]["median_jobs_per_s"]
@@ -700,7 +846,7 @@ def compute_ratios(by: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     if ax_rate is not None:
         note = "huey at ambidex's synchronous=NORMAL"
-        out.append(_ratio("ambidex SQLite / huey (jobs/s)", ax_rate / huey_rate, 2.0, True, note))
+        out.append(_ratio("ambidex SQLite / huey (jobs/s)", ax_rate / huey_rate, 3.0, True, note))
     pg_rate = by[AX_PG]["median_jobs_per_s"] if AX_PG in by else None
     if pg_rate is not None:
         note = "different database: informative"
@@ -734,6 +880,7 @@ def compute_ratios(by: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                     "priorities, idempotency keys, retry policy, a concurrency limit",
                 )
             )
+    out.extend(_anchor_ratios(by))
     if ax_rate is not None:
         out.append(
             _ratio(
@@ -755,6 +902,9 @@ def main(argv: list[str] | None = None) -> int:
     info["huey"] = importlib.metadata.version("huey")
     info["sqlalchemy"] = importlib.metadata.version("sqlalchemy")
     info["sqlite"] = sqlite3.sqlite_version
+    for package in ("asyncpg", "pgqueuer", "procrastinate"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            info[package] = importlib.metadata.version(package)
     pg_skip = "left out with --skip pg" if "pg" in args.skip else postgres_unreachable(args.pg_url)
     info["postgresql"] = None if pg_skip else postgres_version(args.pg_url)
     console.print(
@@ -768,13 +918,18 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="ambidex-jobs-bench-"))
-    methods = _methods(args, tmp, pg_skip)
+    notes: list[str] = []
+    methods = _methods(args, tmp, pg_skip, notes)
+    for note in notes:
+        console.print(f"[yellow]{note}[/]")
     try:
         runs, stalls = _run_rounds(methods, args.rounds, args.retries)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     rows = [_summary(name, role, runs[name], stalls[name]) for name, (role, _) in methods.items()]
+    for row in rows:
+        row["delivery"] = delivery_of(row["system"])
     by = {row["system"]: row for row in rows}
     _print_table(
         rows,
@@ -783,7 +938,12 @@ def main(argv: list[str] | None = None) -> int:
         "clock: first submit -> last result read back",
     )
     if pg_skip:
-        console.print(f"ambidex on PostgreSQL: skipped ({pg_skip})")
+        console.print(f"ambidex and the anchors on PostgreSQL: skipped ({pg_skip})")
+    for note in notes:
+        console.print(note)
+    console.print("[bold]delivery promises[/] (the figures mean nothing without them):")
+    for row in rows:
+        console.print(f"  {row['system']}: {row['delivery']}")
     for row in rows:
         until = [
             st["jobs_per_s_until_stall"]
@@ -826,6 +986,12 @@ def main(argv: list[str] | None = None) -> int:
             "(anchor) or defaults (extra), Consumer(workers=W, worker_type='thread') in this "
             "process; submit from S threads, Result.get(preserve=True)",
             "postgresql_skipped": pg_skip,
+            "worker_processes": args.worker_processes,
+            "left_out": notes,
+            "anchors": "plain sqlite3 / asyncpg lease queues with ambidex's guarantees "
+            "(_jobs_anchors.py); pgqueuer QueueManager(batch_size=W, "
+            "max_concurrent_tasks=2W) and procrastinate run_worker_async(concurrency=W) in "
+            "this process, default tables; CPU excludes the PostgreSQL server",
         },
         "systems": rows,
         "ratios": ratios,

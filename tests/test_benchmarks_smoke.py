@@ -40,6 +40,15 @@ def test_jobs_throughput_quick_runs_ambidex_beside_huey(tmp_path: Path) -> None:
     systems = {s["system"]: s for s in data["systems"]}  # type: ignore[attr-defined]
     assert systems["ambidex JobManager, SQLite"]["median_jobs_per_s"] > 0
     assert any(name.startswith("huey") for name in systems)
+    # Issue 15's floor reference runs everywhere; every row states its delivery promise.
+    assert systems["plain sqlite3 lease queue (floor reference)"]["median_jobs_per_s"] > 0
+    assert all(s["delivery"].startswith("at ") for s in systems.values())
+    # A PostgreSQL anchor is either measured or left out with a line saying so.
+    settings = data["settings"]
+    assert isinstance(settings, dict)
+    if settings["postgresql_skipped"] is None:
+        for name in ("plain asyncpg SKIP LOCKED lease queue", "pgqueuer (asyncpg)"):
+            assert name in systems or any(name in note for note in settings["left_out"])
 
 
 def test_jobs_http_quick_loses_no_accepted_job(tmp_path: Path) -> None:
