@@ -7,6 +7,7 @@ so no test waits for a clock.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 import time
@@ -582,3 +583,60 @@ def test_one_idempotency_key_twice_in_one_batch_stores_one_job(store: JobStore) 
     assert other.created
     assert store.counts()[JobStatus.QUEUED] == 3
     assert kinds(store, first.job.id) == ["submitted"]
+
+
+# -- SQLite's raw path -------------------------------------------------------------------
+
+
+def test_sqlite_jobs_read_through_sqlite3_equal_those_read_through_sqlalchemy(
+    sqlite_store: JobStore,
+) -> None:
+    """``get`` and ``claim`` read rows with sqlite3 itself; ``list`` with SQLAlchemy: same jobs."""
+    from ambidex.jobs import RetryPolicy
+
+    store = sqlite_store
+
+    def same_everywhere(job: Job) -> Job:
+        got = store.get(job.id)
+        assert got is not None
+        (listed,) = [j for j in store.list(limit=100).jobs if j.id == job.id]
+        assert got == listed
+        assert type(got.cancel_requested) is bool
+        return got
+
+    retry = RetryPolicy.of(2, backoff_s=0.5)
+    keyed = store.submit(
+        "echo",
+        {"value": [1, "two", None, {"x": 1.5}]},
+        max_attempts=4,
+        timeout_s=5,
+        priority=3,
+        retry=retry,
+        idempotency_key="k-1",
+    )
+    plain = store.submit("echo", {"value": 2})
+    assert dataclasses.replace(same_everywhere(keyed), seq=0) == keyed  # submit knows no seq
+    assert type(store.get(keyed.id).timeout_s) is float  # type: ignore[union-attr]
+    same_everywhere(plain)
+
+    claimed = store.claim("w1", lease_s=30.0, limit=2, limits={"echo": 5})
+    assert [j.id for j in claimed] == [keyed.id, plain.id]
+    for job in claimed:
+        assert same_everywhere(job) == job
+
+    assert store.report_progress(keyed.id, "w1", 1, 0.25, "a quarter")
+    assert store.finish(
+        keyed.id, "w1", 1, JobStatus.FAILED, error="boom", traceback="tb", retry_in_s=60.0
+    )
+    requeued = same_everywhere(keyed)
+    assert (requeued.status, requeued.retried, requeued.error) == (JobStatus.QUEUED, 1, "boom")
+    assert requeued.progress == 0.25
+
+    assert store.finish(plain.id, "w1", 1, JobStatus.SUCCEEDED, result={"sum": [1, 2.5]})
+    done = same_everywhere(plain)
+    assert (done.status, done.result, done.progress) == (
+        JobStatus.SUCCEEDED,
+        {"sum": [1, 2.5]},
+        1.0,
+    )
+    assert done.lease_expires_at is None

@@ -583,7 +583,10 @@ class JobDesk:
         with self._watching(job_id) as changed:
             job = await self.get(job_id)
             while True:
-                if job.status.terminal:
+                # A job this process runs has ended once its worker is done with it
+                # (its outcome counted), not as soon as the store says so: the
+                # read may land between the outcome's commit and that.
+                if job.status.terminal and not self._running_here(job_id):
                     return job
                 left = _SAFETY_POLL_S
                 if deadline is not None:

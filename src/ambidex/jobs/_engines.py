@@ -22,9 +22,9 @@ from sqlalchemy import Engine, create_engine, event
 
 from ambidex._paths import data_dir
 
-__all__ = ["Engines", "default_db_path", "normalize_url", "open_engines"]
+__all__ = ["BUSY_TIMEOUT_MS", "Engines", "default_db_path", "normalize_url", "open_engines"]
 
-_BUSY_TIMEOUT_MS = 30_000
+BUSY_TIMEOUT_MS = 30_000
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def _sqlite(url: str) -> Engines:
     def make(immediate: bool) -> Engine:
         engine = create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": _BUSY_TIMEOUT_MS / 1000},
+            connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
             pool_size=8 if immediate else 16,
             max_overflow=8,
         )
@@ -104,7 +104,7 @@ def _sqlite(url: str) -> Engines:
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             cursor.close()
 
         if immediate:

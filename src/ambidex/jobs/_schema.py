@@ -40,6 +40,7 @@ from ambidex.jobs._json import loads_stored
 __all__ = [
     "KEYED",
     "events_table",
+    "job_from_mapping",
     "jobs_table",
     "metadata",
     "row_to_event",
@@ -187,7 +188,14 @@ def _loads(value: str | None) -> Any:
 
 def row_to_job(row: Any) -> Job:
     """The ``Job`` a row of ``ambidex_jobs`` stands for."""
-    m = row._mapping
+    return job_from_mapping(row._mapping)
+
+
+def job_from_mapping(m: Any) -> Job:
+    """The ``Job`` of a row of ``ambidex_jobs`` read by column name (``m["id"]``...).
+
+    A SQLAlchemy row's ``_mapping`` or a ``sqlite3.Row`` (the store's raw SQLite path).
+    """
     return Job(
         id=m["id"],
         workload=m["workload"],

@@ -1,8 +1,12 @@
 """The job store: every state change of a job is one short transaction.
 
 One class drives both engines (SQLite, PostgreSQL) through SQLAlchemy Core;
-what differs between them lives in ``_engines``. The rules that make the
-service durable are enforced here, in the ``WHERE`` clauses:
+what differs between them lives in ``_engines``. On SQLite the calls every
+job makes (submit, claim, renew, finish, get) run the same statements through
+the ``sqlite3`` driver itself instead (``_sqlite_hot``: SQLAlchemy's work
+around a statement cost two to three times the statement); the schema and
+the cold paths stay with SQLAlchemy. The rules that make the service durable
+are enforced here, in the ``WHERE`` clauses:
 
 * a job is claimed by one worker at a time: the claim is a single
   ``UPDATE ... WHERE seq IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``
@@ -53,6 +57,7 @@ from ambidex._job_model import (
     WorkerInfo,
     iso,
 )
+from ambidex.jobs import _sqlite_hot as hot
 from ambidex.jobs._engines import Engines, open_engines
 from ambidex.jobs._json import dumps
 from ambidex.jobs._records import (
@@ -72,6 +77,7 @@ from ambidex.jobs._rows import new_job_row, outcome_values, submitted_event_row
 from ambidex.jobs._schema import (
     KEYED,
     events_table,
+    job_from_mapping,
     jobs_table,
     row_to_event,
     row_to_job,
@@ -165,9 +171,15 @@ class JobStore:
             self.dialect, jobs_table, "idempotency_key", KEYED
         ).returning(_jc.id)
         self._insert_schedule = insert_ignoring(self.dialect, schedules_table, "name")
+        # SQLite: the hot statements (submit, claim, finish, get) go through sqlite3 itself.
+        self._raw = hot.RawSqlite(self.url) if self.dialect == "sqlite" else None
+        self._raw_claims: dict[int | None, str] = {None: hot.claim_sql(None)}
 
     def close(self) -> None:
         """Close the store's connections."""
+        if self._raw is not None:
+            with self._write_lock:
+                self._raw.close()
         self.engines.dispose()
 
     def __enter__(self) -> JobStore:
@@ -278,7 +290,7 @@ class JobStore:
         answers: builtins.list[Submitted | ValueError | None] = [None] * len(new_jobs)
         prepared = self._prepare(new_jobs, now, answers)
         if prepared:
-            with self._write() as conn:
+            with self._write_new() as conn:
                 self._insert_new(conn, new_jobs, prepared, now, answers)
         return [a for a in answers if a is not None]
 
@@ -303,7 +315,7 @@ class JobStore:
         if failures:
             raise BatchRefused(failures)
         if prepared:
-            with self._write() as conn:
+            with self._write_new() as conn:
                 self._insert_new(conn, new_jobs, prepared, now, answers)
                 failures = [(i, a) for i, a in enumerate(answers) if isinstance(a, ValueError)]
                 if failures:  # raised inside the transaction: it is rolled back
@@ -338,23 +350,42 @@ class JobStore:
             prepared.append((i, row, job))
         return prepared
 
+    @contextmanager
+    def _write_new(self) -> Iterator[Any]:
+        """The write transaction of new jobs: sqlite3's own on SQLite (see ``_insert_new``)."""
+        if self._raw is None:
+            with self._write() as conn:
+                yield conn
+        else:
+            with self._write_lock, self._raw.write() as raw:
+                yield raw
+
     def _insert_new(
         self,
-        conn: Connection,
+        conn: Any,
         new_jobs: builtins.list[NewJob],
         prepared: builtins.list[tuple[int, dict[str, Any], Job]],
         now: float,
         answers: builtins.list[Submitted | ValueError | None],
     ) -> None:
-        """Insert the ``prepared`` jobs and the ``submitted`` events of those created."""
+        """Insert the ``prepared`` jobs and the ``submitted`` events of those created.
+
+        ``conn`` comes from ``_write_new``: a sqlite3 connection on SQLite, a
+        SQLAlchemy one on PostgreSQL.
+        """
+        raw = self._raw is not None
         plain = [p for p in prepared if new_jobs[p[0]].idempotency_key is None]
         keyed = [p for p in prepared if new_jobs[p[0]].idempotency_key is not None]
         if plain:
-            conn.execute(INSERT_JOBS, [row for _, row, _ in plain])
+            if raw:
+                conn.executemany(hot.INSERT_JOBS, [hot.new_job_params(r) for _, r, _ in plain])
+            else:
+                conn.execute(INSERT_JOBS, [row for _, row, _ in plain])
             for i, _, job in plain:
                 answers[i] = Submitted(job, True)
         if keyed:
-            for (i, _, _), answer in zip(keyed, self._submit_keyed(conn, keyed), strict=True):
+            found = self._submit_keyed_raw(conn, keyed) if raw else self._submit_keyed(conn, keyed)
+            for (i, _, _), answer in zip(keyed, found, strict=True):
                 answers[i] = answer
         events = [
             submitted_event_row(new_jobs[i], answer.job, now)
@@ -362,7 +393,10 @@ class JobStore:
             if isinstance(answer, Submitted) and answer.created
         ]
         if events:
-            conn.execute(INSERT_EVENTS, events)
+            if raw:
+                conn.executemany(hot.INSERT_EVENTS, events)
+            else:
+                conn.execute(INSERT_EVENTS, events)
 
     def _submit_keyed(
         self, conn: Connection, keyed: builtins.list[tuple[int, dict[str, Any], Job]]
@@ -375,10 +409,50 @@ class JobStore:
         """
         inserted = {r[0] for r in conn.execute(self._insert_keyed, [row for _, row, _ in keyed])}
         taken = [row["idempotency_key"] for _, row, job in keyed if job.id not in inserted]
-        existing: dict[str, Job] = {}
+        existing: builtins.list[Job] = []
         if taken:
             found = conn.execute(select(jobs_table).where(_jc.idempotency_key.in_(taken)))
-            existing = {j.idempotency_key or "": j for j in map(row_to_job, found)}
+            existing = [row_to_job(r) for r in found]
+        return self._keyed_answers(
+            keyed, inserted, existing, lambda row: conn.execute(INSERT_JOBS, row)
+        )
+
+    def _submit_keyed_raw(
+        self, conn: Any, keyed: builtins.list[tuple[int, dict[str, Any], Job]]
+    ) -> builtins.list[Submitted | ValueError]:
+        """``_submit_keyed`` on a sqlite3 connection: one prepared insert per row."""
+        inserted: set[str] = set()
+        for _, row, _ in keyed:
+            got = conn.execute(hot.INSERT_KEYED, hot.new_job_params(row)).fetchone()
+            if got is not None:
+                inserted.add(got[0])
+        taken = [row["idempotency_key"] for _, row, job in keyed if job.id not in inserted]
+        existing: builtins.list[Job] = []
+        for start in range(0, len(taken), 500):
+            chunk = taken[start : start + 500]
+            params = {f"k{i}": key for i, key in enumerate(chunk)}
+            rows = conn.execute(hot.jobs_with_keys_sql(len(chunk)), params).fetchall()
+            existing.extend(map(job_from_mapping, rows))
+        return self._keyed_answers(
+            keyed,
+            inserted,
+            existing,
+            lambda row: conn.execute(hot.INSERT_JOBS, hot.new_job_params(row)),
+        )
+
+    @staticmethod
+    def _keyed_answers(
+        keyed: builtins.list[tuple[int, dict[str, Any], Job]],
+        inserted: set[str],
+        found: builtins.list[Job],
+        insert: Callable[[dict[str, Any]], object],
+    ) -> builtins.list[Submitted | ValueError]:
+        """The answer to each keyed submit.
+
+        ``inserted``: the ids stored; ``found``: the jobs holding the other keys;
+        ``insert`` stores a row whose key's holder is gone.
+        """
+        existing = {j.idempotency_key or "": j for j in found}
         answers: builtins.list[Submitted | ValueError] = []
         for _, row, job in keyed:
             if job.id in inserted:
@@ -387,7 +461,7 @@ class JobStore:
             key = str(row["idempotency_key"])
             first = existing.get(key)
             if first is None:  # pragma: no cover - the winner was pruned meanwhile
-                conn.execute(INSERT_JOBS, row)
+                insert(row)
                 answers.append(Submitted(job, True))
             elif first.workload != job.workload or first.input != job.input:
                 answers.append(IdempotencyConflict(key, first))
@@ -399,6 +473,10 @@ class JobStore:
         """The job with this id, or None."""
         if "\x00" in job_id:  # no stored id has one (and PostgreSQL text cannot hold it)
             return None
+        if self._raw is not None:
+            with self._raw.read() as raw:
+                found = raw.execute(hot.GET, (job_id,)).fetchone()
+            return None if found is None else job_from_mapping(found)
         with self._read() as conn:
             row = conn.execute(GET, {"p_id": job_id}).first()
         return None if row is None else row_to_job(row)
@@ -620,6 +698,8 @@ class JobStore:
         capped = {
             name: n for name, n in (limits or {}).items() if workloads is None or name in workloads
         }
+        if self._raw is not None:
+            return self._claim_raw(self._raw, worker, now, lease_s, workloads, limit, capped)
         with self._write() as conn:
             if capped:
                 rows = self._claim_capped(conn, worker, now, lease_s, workloads, limit, capped)
@@ -639,6 +719,66 @@ class JobStore:
             if jobs:
                 conn.execute(
                     INSERT_EVENTS,
+                    [
+                        event_row(
+                            j.id,
+                            "started",
+                            now,
+                            {"status": RUNNING, "attempt": j.attempts, "worker": worker},
+                        )
+                        for j in jobs
+                    ],
+                )
+        return jobs
+
+    def _claim_raw(
+        self,
+        raw: hot.RawSqlite,
+        worker: str,
+        now: float,
+        lease_s: float,
+        workloads: Collection[str] | None,
+        limit: int,
+        capped: Mapping[str, int],
+    ) -> builtins.list[Job]:
+        """``claim`` on SQLite, through sqlite3 (see ``_sqlite_hot``).
+
+        With capped workloads, as ``_claim_capped``: SQLite's one writer makes
+        "count, then claim" atomic by itself.
+        """
+        params: dict[str, Any] = {
+            "p_now": now,
+            "p_worker": worker,
+            "p_lease_until": now + lease_s,
+            "p_limit": limit,
+        }
+        names = None if workloads is None else builtins.list(workloads)
+        if names is not None:
+            params.update({f"w{i}": name for i, name in enumerate(names)})
+        n = None if names is None else len(names)
+        with self._write_lock, raw.write() as conn:
+            if capped:
+                limited = sorted(capped)
+                params.update({f"c{i}": name for i, name in enumerate(limited)})
+                candidates = conn.execute(hot.capped_candidates_sql(len(limited), n), params)
+                chosen = self._under_limits(candidates.fetchall(), capped)
+                chosen_params = {f"s{i}": seq for i, seq in enumerate(chosen)}
+                rows = (
+                    conn.execute(
+                        hot.claim_seqs_sql(len(chosen)), {**params, **chosen_params}
+                    ).fetchall()
+                    if chosen
+                    else []
+                )
+            else:
+                sql = self._raw_claims.get(n)
+                if sql is None:
+                    sql = self._raw_claims[n] = hot.claim_sql(n)
+                rows = conn.execute(sql, params).fetchall()
+            jobs = sorted(map(job_from_mapping, rows), key=lambda j: (-j.priority, j.seq))
+            if jobs:
+                conn.executemany(
+                    hot.INSERT_EVENTS,
                     [
                         event_row(
                             j.id,
@@ -680,18 +820,24 @@ class JobStore:
         if workloads is not None:
             query = self._capped_some
             params["p_workloads"] = builtins.list(workloads)
+        chosen = self._under_limits(conn.execute(query, params), capped)
+        if not chosen:
+            return []
+        lease = {"p_seqs": chosen, "p_now": now, "p_worker": worker, "p_lease_until": now + lease_s}
+        return builtins.list(conn.execute(CLAIM_SEQS, lease).all())
+
+    @staticmethod
+    def _under_limits(candidates: Any, capped: Mapping[str, int]) -> builtins.list[int]:
+        """The seqs of the ``(seq, workload, running)`` candidates that fit under their limits."""
         chosen: builtins.list[int] = []
         taken: dict[str, int] = {}
-        for seq, workload, running in conn.execute(query, params):
+        for seq, workload, running in candidates:
             if workload in capped:
                 if running + taken.get(workload, 0) >= capped[workload]:
                     continue
                 taken[workload] = taken.get(workload, 0) + 1
             chosen.append(seq)
-        if not chosen:
-            return []
-        lease = {"p_seqs": chosen, "p_now": now, "p_worker": worker, "p_lease_until": now + lease_s}
-        return builtins.list(conn.execute(CLAIM_SEQS, lease).all())
+        return chosen
 
     def heartbeat(
         self,
@@ -712,6 +858,20 @@ class JobStore:
         now = current_clock().time()
         held: set[str] = set()
         cancel: set[str] = set()
+        if self._raw is not None:
+            with self._write_lock, self._raw.write() as raw:
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start : start + 500]
+                    params: dict[str, Any] = {f"i{i}": jid for i, jid in enumerate(chunk)}
+                    params.update(p_until=now + lease_s, p_worker=worker)
+                    renewed = raw.execute(hot.renew_sql(len(chunk)), params).fetchall()
+                    held.update(r[0] for r in renewed)
+                    cancel.update(r[0] for r in renewed if r[1])
+                if info is not None:
+                    values = self._worker_values(info, now)
+                    if not raw.execute(hot.UPDATE_WORKER, values).rowcount:
+                        raw.execute(hot.INSERT_WORKER, values)
+            return LeaseReport(held, cancel)
         with self._write() as conn:
             for start in range(0, len(ids), 500):
                 rows = conn.execute(
@@ -729,6 +889,22 @@ class JobStore:
             if info is not None:
                 self._write_worker(conn, info, now)
         return LeaseReport(held, cancel)
+
+    @staticmethod
+    def _worker_values(info: WorkerInfo, now: float) -> dict[str, Any]:
+        """A worker's row on the Workers page (``hot.UPDATE_WORKER``, ``INSERT_WORKER``)."""
+        return {
+            "id": info.id,
+            "host": info.host,
+            "pid": info.pid,
+            "started_at": info.started_at,
+            "version": info.version,
+            "heartbeat_at": now,
+            "running": info.running,
+            "concurrency": info.concurrency,
+            "workloads": dumps(info.workloads),
+            "lease_s": info.lease_s,
+        }
 
     @staticmethod
     def _write_worker(conn: Connection, info: WorkerInfo, now: float) -> None:
@@ -801,9 +977,18 @@ class JobStore:
         now = current_clock().time()
         prepared = [outcome_values(o) for o in outcomes]
         events: builtins.list[dict[str, Any]] = []
+        if self._raw is not None:
+            with self._write_lock, self._raw.write() as raw:
+                recorded = [
+                    self._record(raw, o, *p, now, events, hot.RETRY_LATER, hot.FINISH)
+                    for o, p in zip(outcomes, prepared, strict=True)
+                ]
+                if events:
+                    raw.executemany(hot.INSERT_EVENTS, events)
+            return recorded
         with self._write() as conn:
             recorded = [
-                self._record(conn, o, *p, now, events)
+                self._record(conn, o, *p, now, events, RETRY_LATER, FINISH)
                 for o, p in zip(outcomes, prepared, strict=True)
             ]
             if events:
@@ -812,7 +997,7 @@ class JobStore:
 
     @staticmethod
     def _record(
-        conn: Connection,
+        conn: Any,
         o: Outcome,
         status: JobStatus,
         text_result: str | None,
@@ -820,14 +1005,20 @@ class JobStore:
         trace: str | None,
         now: float,
         events: builtins.list[dict[str, Any]],
+        retry_later: Any,
+        finish: Any,
     ) -> bool:
-        """Write one outcome (fenced by the attempt held); its event goes to ``events``."""
+        """Write one outcome (fenced by the attempt held); its event goes to ``events``.
+
+        ``conn`` is a SQLAlchemy connection or a sqlite3 one, with the statements
+        ``retry_later`` and ``finish`` of its kind (same parameters).
+        """
         held = {"p_id": o.job_id, "p_worker": o.worker, "p_attempt": o.attempt}
         data: dict[str, Any] = {"attempt": o.attempt, "error": error, "traceback": trace}
         if o.retry_in_s is not None and status is JobStatus.FAILED:
             run_at = now + o.retry_in_s
             later = {**held, "p_run_at": run_at, "p_error": error, "p_traceback": trace}
-            if conn.execute(RETRY_LATER, later).rowcount:
+            if conn.execute(retry_later, later).rowcount:
                 delay_s = round(o.retry_in_s, 3)
                 retry = {"status": QUEUED, "delay_s": delay_s, "run_at": iso(run_at)}
                 events.append(event_row(o.job_id, "retrying", now, {**retry, **_present(data)}))
@@ -840,7 +1031,7 @@ class JobStore:
             )
             data["error"] = error
         done = conn.execute(
-            FINISH,
+            finish,
             {
                 **held,
                 "p_status": status.value,
