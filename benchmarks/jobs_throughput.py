@@ -881,11 +881,13 @@ def compute_ratios(by: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 )
             )
     out.extend(_anchor_ratios(by))
-    if ax_rate is not None:
+    huey_cpu = by[HUEY]["median_cpu_ms_per_job"]
+    # A --quick run can be shorter than one tick of the process clock: no CPU ratio then.
+    if ax_rate is not None and huey_cpu:
         out.append(
             _ratio(
                 "(extra) CPU per job: ambidex SQLite / huey",
-                by[AX_SQLITE]["median_cpu_ms_per_job"] / by[HUEY]["median_cpu_ms_per_job"],
+                by[AX_SQLITE]["median_cpu_ms_per_job"] / huey_cpu,
                 None,
                 False,
                 "process CPU (all threads) over the timed window",
