@@ -17,6 +17,7 @@ they need no internet.
 import asyncio
 import contextlib
 import json
+import sqlite3
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
@@ -654,7 +655,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(SQLAlchemyError)
-    async def store_failed(_r: Request, exc: SQLAlchemyError) -> JSONResponse:
+    @app.exception_handler(sqlite3.Error)  # on SQLite the store's hot calls use sqlite3 itself
+    async def store_failed(_r: Request, exc: SQLAlchemyError | sqlite3.Error) -> JSONResponse:
         return JSONResponse(
             {"detail": f"the job store failed: {type(exc).__name__}; try again"},
             status_code=503,
