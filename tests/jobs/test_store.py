@@ -80,6 +80,27 @@ def test_submit_rejects_input_that_is_not_json(store: JobStore) -> None:
     assert store.list() == ([], None, None)
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"run_at": float("nan")}, "run_at must be a finite time"),
+        ({"run_at": float("inf")}, "run_at must be a finite time"),
+        ({"timeout_s": float("nan")}, "timeout_s must be a positive number"),
+        ({"timeout_s": 0.0}, "timeout_s must be a positive number"),
+        ({"job_id": "a\x00b"}, "a job id must be plain text"),
+        ({"job_id": "a\ud800"}, "a job id must be plain text"),
+    ],
+)
+def test_submit_refuses_options_that_would_not_read_back(
+    store: JobStore, options: dict[str, object], message: str
+) -> None:
+    # Each was stored before and then misread: a NaN run_at came back NULL (a job no
+    # claim ever reaches), an id with a NUL could never be read back by get().
+    with pytest.raises(ValueError, match=message):
+        store.submit("w", {"x": 1}, **options)  # type: ignore[arg-type]
+    assert store.list() == ([], None, None)
+
+
 def test_submit_many_stores_every_job_in_order(store: JobStore) -> None:
     jobs = store.submit_many("echo", [{"i": i} for i in range(4)], job_ids=["a", "b", "c", "d"])
     assert [j.id for j in jobs] == ["a", "b", "c", "d"]

@@ -8,9 +8,11 @@ give back exactly) out of it.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from ambidex._job_model import NO_RETRY, TERMINAL, Job, JobStatus, iso
+from ambidex._text import plain_text
 from ambidex.jobs._json import JsonProblem, dumps, json_text
 from ambidex.jobs._records import NewJob, Outcome, new_job_id
 from ambidex.jobs._statements import (
@@ -28,10 +30,20 @@ def new_job_row(new: NewJob, now: float) -> tuple[dict[str, Any], Job]:
     """The row of a new job, and the ``Job`` it stands for.
 
     Raises:
-        ValueError: ``max_attempts`` below 1, or an input that is not storable JSON.
+        ValueError: ``max_attempts`` below 1, a ``run_at`` that is not a finite
+            time, a ``timeout_s`` that is not a positive number (NaN), a job id
+            with a NUL or a lone surrogate, or an input that is not storable JSON.
     """
     if new.max_attempts < 1:
         raise ValueError(f"max_attempts must be at least 1, got {new.max_attempts}")
+    # Checked here, below every path to the store: NaN would read back as NULL
+    # (a run_at no claim ever reaches), an id with a NUL could never be read back.
+    if new.run_at is not None and not math.isfinite(new.run_at):
+        raise ValueError(f"run_at must be a finite time, got {new.run_at!r}")
+    if new.timeout_s is not None and not new.timeout_s > 0:
+        raise ValueError(f"timeout_s must be a positive number of seconds, got {new.timeout_s!r}")
+    if new.job_id is not None and plain_text(new.job_id) != new.job_id:
+        raise ValueError(f"a job id must be plain text (no NUL, no lone surrogate): {new.job_id!r}")
     try:
         text_input = json_text(new.input)
     except JsonProblem as problem:
