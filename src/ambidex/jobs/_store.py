@@ -41,7 +41,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import threading
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -715,20 +715,9 @@ class JobStore:
                     statement = self._claim_some
                     params["p_workloads"] = builtins.list(workloads)
                 rows = builtins.list(conn.execute(statement, params).all())
-            jobs = sorted((row_to_job(r) for r in rows), key=lambda j: (-j.priority, j.seq))
+            jobs = _in_claim_order(map(row_to_job, rows))
             if jobs:
-                conn.execute(
-                    INSERT_EVENTS,
-                    [
-                        event_row(
-                            j.id,
-                            "started",
-                            now,
-                            {"status": RUNNING, "attempt": j.attempts, "worker": worker},
-                        )
-                        for j in jobs
-                    ],
-                )
+                conn.execute(INSERT_EVENTS, _started_events(jobs, worker, now))
         return jobs
 
     def _claim_raw(
@@ -775,20 +764,9 @@ class JobStore:
                 if sql is None:
                     sql = self._raw_claims[n] = hot.claim_sql(n)
                 rows = conn.execute(sql, params).fetchall()
-            jobs = sorted(map(job_from_mapping, rows), key=lambda j: (-j.priority, j.seq))
+            jobs = _in_claim_order(map(job_from_mapping, rows))
             if jobs:
-                conn.executemany(
-                    hot.INSERT_EVENTS,
-                    [
-                        event_row(
-                            j.id,
-                            "started",
-                            now,
-                            {"status": RUNNING, "attempt": j.attempts, "worker": worker},
-                        )
-                        for j in jobs
-                    ],
-                )
+                conn.executemany(hot.INSERT_EVENTS, _started_events(jobs, worker, now))
         return jobs
 
     def _claim_capped(
@@ -1202,3 +1180,18 @@ class JobStore:
                     return None
             conn.execute(INSERT_EVENTS, [submitted_event_row(new, job, now)])
             return job
+
+
+def _in_claim_order(jobs: Iterable[Job]) -> builtins.list[Job]:
+    """Claimed jobs as a claim hands them out: highest priority first, then oldest."""
+    return sorted(jobs, key=lambda j: (-j.priority, j.seq))
+
+
+def _started_events(jobs: Iterable[Job], worker: str, now: float) -> builtins.list[dict[str, Any]]:
+    """The ``started`` event row of each job just claimed by ``worker``."""
+    return [
+        event_row(
+            j.id, "started", now, {"status": RUNNING, "attempt": j.attempts, "worker": worker}
+        )
+        for j in jobs
+    ]
