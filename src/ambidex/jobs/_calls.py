@@ -26,6 +26,14 @@ the last moment would wait for its lease to lapse.
 A call whose caller was cancelled before it started never starts (see
 ``ax.to_reserved_thread``); one that started is counted until it ends, from
 the thread that runs it, so ``close`` cannot miss it.
+
+The hot calls of a SQLite store (submit, claim, finish, renew, get) are the
+exception: they run on the store's own two threads, in turns (``_lanes``),
+where a turn's writes share one transaction and a loop is woken once per
+turn, not once per call. They are not limited by ``at_once`` (a flood of
+reads there holds no thread the worker's renewals need: those are on the
+writer's thread, which serves every call pending at each turn), and are
+counted for ``close`` like the others.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ambidex._job_errors import JobServiceStoppedError
+from ambidex.jobs._store import JobStore
 from ambidex.runtime import to_reserved_thread
 
 __all__ = ["StoreCalls"]
@@ -105,6 +114,12 @@ class StoreCalls:
         Raises:
             JobServiceStoppedError: the calls were closed (before this one started).
         """
+        if self._closed:
+            raise _stopped()
+        store = getattr(fn, "__self__", None)
+        lane = store.lane_of(fn) if isinstance(store, JobStore) else None
+        if lane is not None:  # a hot call of a SQLite store: its own threads, in turns
+            return await lane.call(self._run, fn, args, kwargs, None)
         if self._gate is None:
             return await to_reserved_thread(self._run, fn, args, kwargs, None)
         await self._gate.acquire()
@@ -126,9 +141,7 @@ class StoreCalls:
         try:
             with self._lock:
                 if self._closed:
-                    raise JobServiceStoppedError(
-                        "the job service has stopped: its store calls are closed"
-                    )
+                    raise _stopped()
                 self._running += 1
             try:
                 return fn(*args, **kwargs)
@@ -141,9 +154,18 @@ class StoreCalls:
             if turn is not None:
                 turn.end()
 
+    @property
+    def closed(self) -> bool:
+        """Whether ``close`` was called."""
+        return self._closed
+
     def close(self) -> None:
         """Start no more calls; block until those running have ended."""
         with self._lock:
             self._closed = True
             while self._running:
                 self._idle.wait()
+
+
+def _stopped() -> JobServiceStoppedError:
+    return JobServiceStoppedError("the job service has stopped: its store calls are closed")

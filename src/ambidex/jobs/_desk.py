@@ -437,7 +437,9 @@ class JobDesk:
         Raises:
             JobNotFoundError: no such job.
         """
-        job = await self._db(self.store.get, job_id)
+        answered, job = (False, None) if self._db.closed else self.store.get_now(job_id)
+        if not answered:
+            job = await self._db(self.store.get, job_id)
         if job is None:
             raise JobNotFoundError(job_id)
         return job

@@ -38,9 +38,10 @@ from ambidex._job_model import Job, JobEvent, JobStatus, RetryPolicy, WorkerInfo
 from ambidex.jobs._json import loads_stored
 
 __all__ = [
+    "JOB_COLUMNS",
     "KEYED",
     "events_table",
-    "job_from_mapping",
+    "job_from_values",
     "jobs_table",
     "metadata",
     "row_to_event",
@@ -182,48 +183,118 @@ def _retry_policy(text: str | None) -> RetryPolicy:
     return RetryPolicy.from_dict(None if text is None else json.loads(text))
 
 
-def _loads(value: str | None) -> Any:
-    return None if value is None else loads_stored(value)
+JOB_COLUMNS = tuple(column.name for column in jobs_table.columns)
+"""The columns of ``ambidex_jobs`` in table order: the order ``job_from_values`` reads."""
+_STATUSES = {status.value: status for status in JobStatus}
+_new = object.__new__
 
 
 def row_to_job(row: Any) -> Job:
-    """The ``Job`` a row of ``ambidex_jobs`` stands for."""
-    return job_from_mapping(row._mapping)
+    """The ``Job`` a row of ``ambidex_jobs`` (every column, in table order) stands for."""
+    return job_from_values(row)
 
 
-def job_from_mapping(m: Any) -> Job:
-    """The ``Job`` of a row of ``ambidex_jobs`` read by column name (``m["id"]``...).
+def job_from_values(values: Any) -> Job:
+    """The ``Job`` of the values of a row of ``ambidex_jobs``, in ``JOB_COLUMNS`` order.
 
-    A SQLAlchemy row's ``_mapping`` or a ``sqlite3.Row`` (the store's raw SQLite path).
+    A SQLAlchemy row of ``select(jobs_table)`` (or ``RETURNING jobs_table``), or a
+    tuple from the store's raw SQLite path. Fills the frozen dataclass's
+    ``__dict__`` at once: its ``__init__`` sets 26 fields one
+    ``object.__setattr__`` at a time, and with reading the row by column name
+    that cost 10 µs a job read against 2.4 µs this way (measured on the 2-CPU
+    machine; a job is read at its claim and at every ``get``).
     """
-    return Job(
-        id=m["id"],
-        workload=m["workload"],
-        input=loads_stored(m["input"]),
-        status=JobStatus(m["status"]),
-        progress=m["progress"],
-        message=m["message"],
-        result=_loads(m["result"]),
-        error=m["error"],
-        traceback=m["traceback"],
-        attempts=m["attempts"],
-        max_attempts=m["max_attempts"],
-        lost=m["lost"],
-        timeout_s=m["timeout_s"],
-        retry=_retry_policy(m["retry"]),
-        retried=m["retried"],
-        priority=m["priority"],
-        run_at=m["run_at"],
-        idempotency_key=m["idempotency_key"],
-        rerun_of=m["rerun_of"],
-        created_at=m["created_at"],
-        started_at=m["started_at"],
-        finished_at=m["finished_at"],
-        worker=m["worker"],
-        lease_expires_at=m["lease_expires_at"],
-        cancel_requested=bool(m["cancel_requested"]),
-        seq=m["seq"],
+    (
+        seq,
+        id_,
+        workload,
+        input_,
+        status,
+        progress,
+        message,
+        result,
+        error,
+        attempts,
+        max_attempts,
+        timeout_s,
+        created_at,
+        started_at,
+        finished_at,
+        worker,
+        lease_expires_at,
+        cancel_requested,
+        traceback,
+        priority,
+        run_at,
+        retry,
+        retried,
+        lost,
+        _released,
+        idempotency_key,
+        rerun_of,
+    ) = values
+    job: Job = _new(Job)
+    job.__dict__.update(
+        id=id_,
+        workload=workload,
+        input=loads_stored(input_),
+        status=_STATUSES[status],
+        progress=progress,
+        message=message,
+        result=None if result is None else loads_stored(result),
+        error=error,
+        traceback=traceback,
+        attempts=attempts,
+        max_attempts=max_attempts,
+        lost=lost,
+        timeout_s=timeout_s,
+        retry=_retry_policy(retry),
+        retried=retried,
+        priority=priority,
+        run_at=run_at,
+        idempotency_key=idempotency_key,
+        rerun_of=rerun_of,
+        created_at=created_at,
+        started_at=started_at,
+        finished_at=finished_at,
+        worker=worker,
+        lease_expires_at=lease_expires_at,
+        cancel_requested=bool(cancel_requested),
+        seq=seq,
     )
+    return job
+
+
+if JOB_COLUMNS != (
+    "seq",
+    "id",
+    "workload",
+    "input",
+    "status",
+    "progress",
+    "message",
+    "result",
+    "error",
+    "attempts",
+    "max_attempts",
+    "timeout_s",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "worker",
+    "lease_expires_at",
+    "cancel_requested",
+    "traceback",
+    "priority",
+    "run_at",
+    "retry",
+    "retried",
+    "lost",
+    "released",
+    "idempotency_key",
+    "rerun_of",
+):  # pragma: no cover - a column added or moved: job_from_values must follow
+    raise AssertionError(f"ambidex_jobs columns changed: {JOB_COLUMNS}")
 
 
 def row_to_event(row: Any) -> JobEvent:

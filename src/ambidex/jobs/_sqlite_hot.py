@@ -28,16 +28,12 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from ambidex.jobs._engines import BUSY_TIMEOUT_MS
+from ambidex.jobs._schema import JOB_COLUMNS
 from ambidex.jobs._statements import QUEUED, RUNNING
 
 __all__ = ["RawSqlite"]
 
-_JOB_COLUMNS = (
-    "seq, id, workload, input, status, progress, message, result, error, attempts, "
-    "max_attempts, timeout_s, created_at, started_at, finished_at, worker, lease_expires_at, "
-    "cancel_requested, traceback, priority, run_at, retry, retried, lost, released, "
-    "idempotency_key, rerun_of"
-)
+_JOB_COLUMNS = ", ".join(JOB_COLUMNS)
 _NEW_JOB_KEYS = (
     "id",
     "workload",
@@ -160,22 +156,23 @@ def new_job_params(row: dict[str, Any]) -> dict[str, Any]:
     return {k: row[k] for k in _NEW_JOB_KEYS}
 
 
-def _connect(path: str) -> sqlite3.Connection:
+def _connect(path: str, busy_timeout_ms: int | None = None) -> sqlite3.Connection:
+    if busy_timeout_ms is None:
+        busy_timeout_ms = BUSY_TIMEOUT_MS
     conn = sqlite3.connect(
-        path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+        path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
     )
-    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     return conn
 
 
 class RawSqlite:
     """The store's own ``sqlite3`` connections: one to write, a few to read.
 
-    ``write`` must be entered under the store's write lock (one writer per
-    process at a time); ``read`` may be entered from any thread.
+    ``write`` and ``turn`` must be entered under the store's write lock (one
+    writer per process at a time); ``read`` may be entered from any thread.
     """
 
     def __init__(self, url: str) -> None:
@@ -185,16 +182,56 @@ class RawSqlite:
         self._path = database
         self._writer: sqlite3.Connection | None = None
         self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._idle_now: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._closed = threading.Event()
+        self._turn_of: int | None = None  # the thread in a ``turn``
 
-    @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (``BEGIN IMMEDIATE``), committed when the block ends."""
+    def _write_conn(self) -> sqlite3.Connection:
         if self._closed.is_set():
             raise RuntimeError("the job store is closed")
         conn = self._writer
         if conn is None:
             conn = self._writer = _connect(self._path)
+        return conn
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        """One write transaction shared by every ``write`` block this thread enters in it.
+
+        Inside, each ``write`` block is a savepoint: its error undoes its own
+        writes alone, and the rest commit when the turn ends.
+        """
+        conn = self._write_conn()
+        conn.execute("BEGIN IMMEDIATE")
+        self._turn_of = threading.get_ident()
+        try:
+            yield
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            self._turn_of = None
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``), committed when the block ends.
+
+        Within a ``turn`` of this thread, a savepoint of the turn's transaction instead.
+        """
+        conn = self._write_conn()
+        if self._turn_of == threading.get_ident():
+            conn.execute("SAVEPOINT call")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:  # (an I/O error may have rolled the turn back)
+                    conn.execute("ROLLBACK TO call")
+                    conn.execute("RELEASE call")
+                raise
+            conn.execute("RELEASE call")
+            return
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
@@ -207,16 +244,33 @@ class RawSqlite:
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """A connection to run one SELECT on (each runs atomically by itself)."""
+        with self._pooled(self._idle, BUSY_TIMEOUT_MS) as conn:
+            yield conn
+
+    @contextmanager
+    def read_now(self) -> Iterator[sqlite3.Connection]:
+        """As ``read``, on a connection that never waits for a lock.
+
+        A statement that would wait (SQLite busy) raises ``sqlite3.OperationalError``
+        at once instead: the caller then reads through ``read`` on a thread.
+        """
+        with self._pooled(self._idle_now, 0) as conn:
+            yield conn
+
+    @contextmanager
+    def _pooled(
+        self, idle: queue.SimpleQueue[sqlite3.Connection], busy_timeout_ms: int
+    ) -> Iterator[sqlite3.Connection]:
         if self._closed.is_set():
             raise RuntimeError("the job store is closed")
         try:
-            conn = self._idle.get_nowait()
+            conn = idle.get_nowait()
         except queue.Empty:
-            conn = _connect(self._path)
+            conn = _connect(self._path, busy_timeout_ms)
         try:
             yield conn
         finally:
-            self._idle.put(conn)
+            idle.put(conn)
             if self._closed.is_set():  # closed meanwhile: close what close() may have missed
                 self._close_idle()
 
@@ -232,8 +286,9 @@ class RawSqlite:
         self._close_idle()
 
     def _close_idle(self) -> None:
-        while True:
-            try:
-                self._idle.get_nowait().close()
-            except queue.Empty:
-                return
+        for idle in (self._idle, self._idle_now):
+            while True:
+                try:
+                    idle.get_nowait().close()
+                except queue.Empty:
+                    break
