@@ -579,6 +579,30 @@ def test_job_ids_are_unguessable_and_safe_on_a_command_line() -> None:
     assert all(re.fullmatch(r"[a-z2-7]{26}", job_id) for job_id in ids)
 
 
+def test_job_ids_of_later_milliseconds_sort_after_and_a_fork_draws_other_bits() -> None:
+    # Time first keeps jobs submitted together (and their event rows) neighbours in
+    # the indexes; the random pool is emptied in a forked child, so a parent and its
+    # child never hand out the same random bits.
+    import os
+
+    from ambidex.jobs._records import new_job_id
+
+    earlier = new_job_id()
+    time.sleep(0.002)
+    assert new_job_id() > earlier
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, new_job_id()[-16:].encode())
+        os._exit(0)
+    os.close(write)
+    mine = new_job_id()[-16:]
+    theirs = os.read(read, 64).decode()
+    os.waitpid(pid, 0)
+    assert len(theirs) == 16
+    assert theirs != mine
+
+
 def test_one_idempotency_key_twice_in_one_batch_stores_one_job(store: JobStore) -> None:
     from ambidex.jobs._store import IdempotencyConflict, NewJob
 

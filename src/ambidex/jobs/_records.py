@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import os
 import secrets
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -33,15 +36,57 @@ MAX_SEQ = 2**63 - 1
 _BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
 
 
-def new_job_id() -> str:
-    """An unguessable job id: 128 random bits as 26 characters of ``a-z2-7``.
+_RANDOM_BITS = 82  # and 48 bits of milliseconds: 130 bits, 26 characters of 5 bits
+_RANDOM_BYTES = 11
+_POOL_BYTES = 4096
 
-    Never starting with ``-`` (a command line would take it for an option) and
-    safe in URLs, file names and shells. The same text as lower-case
-    ``base64.b32encode`` without padding, written by shifting an int: the
-    stdlib's encoder is pure Python and cost about 15 µs of a submit.
+
+class _RandomPool:
+    """Bytes from the OS's CSPRNG, fetched 4 KiB at a time.
+
+    One ``getrandom`` call a job cost 2 µs (10 under strace) on the service's
+    virtual machines; a fork starts the child with an empty pool, so two
+    processes never hand out the same bytes.
     """
-    bits = int.from_bytes(secrets.token_bytes(16), "big") << 2  # 130 bits: 26 groups of 5
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool = b""
+        self._at = 0
+
+    def take(self, n: int) -> bytes:
+        with self._lock:
+            if self._at + n > len(self._pool):
+                self._pool, self._at = secrets.token_bytes(_POOL_BYTES), 0
+            chunk = self._pool[self._at : self._at + n]
+            self._at += n
+            return chunk
+
+    def forget(self) -> None:
+        self._lock = threading.Lock()
+        self._pool, self._at = b"", 0
+
+
+_random = _RandomPool()
+os.register_at_fork(after_in_child=_random.forget)
+
+
+def new_job_id() -> str:
+    """An unguessable job id: 82 random bits after 48 bits of the time in milliseconds.
+
+    26 characters of ``a-z2-7`` (the text of lower-case ``base64.b32encode``
+    without padding, written by shifting an int: the stdlib's encoder is pure
+    Python and cost about 15 µs of a submit): never starting with ``-`` (a
+    command line would take it for an option), safe in URLs, file names and
+    shells. The time first makes ids of jobs submitted together neighbours in
+    the job id index and in the events index: with ids all random, each job
+    and each of its event rows changed another page of those indexes, and a
+    commit of 8 new jobs wrote 15 pages (measured: 30 ``pwrite`` calls); 82
+    random bits are as unguessable as a ULID's 80.
+    """
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(_random.take(_RANDOM_BYTES), "big") >> (8 * _RANDOM_BYTES - _RANDOM_BITS)
+    bits = (ms << _RANDOM_BITS) | rand
     return "".join([_BASE32[(bits >> shift) & 31] for shift in range(125, -1, -5)])
 
 
