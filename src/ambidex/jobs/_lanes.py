@@ -32,9 +32,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import copy
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+from ambidex._futures import settle
 
 __all__ = ["Lane"]
 
@@ -76,7 +80,16 @@ class Lane:
         around: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
     ) -> None:
         self.name = name
-        self._around = around or contextlib.nullcontext
+        # Weakly: the lane's thread must not keep the store whose turn it runs alive
+        # (a store dropped without close() is collected, and its lanes closed, see
+        # ``JobStore``); a bound method is held by a WeakMethod.
+        self._around: Callable[[], Callable[[], contextlib.AbstractContextManager[Any]] | None]
+        if around is None:
+            self._around = lambda: contextlib.nullcontext
+        elif hasattr(around, "__self__"):
+            self._around = weakref.WeakMethod(around)
+        else:
+            self._around = lambda: around
         self._cond = threading.Condition(threading.Lock())
         self._pending: list[_Call] = []
         self._closed = False
@@ -115,13 +128,17 @@ class Lane:
             call.gone = True  # not started yet: its turn skips it
             raise
 
-    def close(self) -> None:
-        """Let the turn under way end; fail the calls still waiting; end the thread."""
+    def close(self, *, wait: bool = True) -> None:
+        """Let the turn under way end; fail the calls still waiting; end the thread.
+
+        Args:
+            wait: block until the thread has ended (not from a finalizer).
+        """
         with self._cond:
             self._closed = True
             self._cond.notify()
             thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
+        if wait and thread is not None and thread is not threading.current_thread():
             thread.join()
 
     def _work(self) -> None:
@@ -135,6 +152,7 @@ class Lane:
                     break
                 batch, self._pending = self._pending, []
             self._turn(batch)
+            del batch  # its calls hold their stores: nothing of them is kept while idle
         closed = RuntimeError("the job store is closed")
         for call in stopped:
             call.value = closed
@@ -142,8 +160,11 @@ class Lane:
 
     def _turn(self, batch: list[_Call]) -> None:
         self.turns += 1
+        around = self._around()
         try:
-            with self._around():
+            if around is None:
+                raise RuntimeError("the job store is closed")  # collected without close()
+            with around():
                 for call in batch:
                     if call.gone:
                         continue
@@ -156,7 +177,7 @@ class Lane:
         except BaseException as exc:  # the turn failed (BEGIN or COMMIT): nothing was stored
             for call in batch:
                 if call.ok or call.value is None:
-                    call.ok, call.value = False, exc
+                    call.ok, call.value = False, _own_copy(exc)
         _answer(batch)
 
 
@@ -173,9 +194,15 @@ def _answer(batch: list[_Call]) -> None:
 
 def _settle(calls: list[_Call]) -> None:
     for call in calls:
-        if call.future.done():
-            continue
-        if call.ok:
-            call.future.set_result(call.value)
-        else:
-            call.future.set_exception(call.value)
+        settle(call.future, call.ok, call.value)
+
+
+def _own_copy(exc: BaseException) -> BaseException:
+    """A copy of a turn's error for one of its callers (their tracebacks must not pile up)."""
+    try:
+        mine = copy.copy(exc)
+    except Exception:  # an exception type that cannot be copied: share it
+        return exc
+    mine.__cause__ = exc.__cause__
+    mine.__context__ = exc.__context__
+    return mine.with_traceback(exc.__traceback__)

@@ -168,6 +168,15 @@ def _connect(path: str, busy_timeout_ms: int | None = None) -> sqlite3.Connectio
     return conn
 
 
+def _lost(cause: BaseException) -> sqlite3.OperationalError:
+    error = sqlite3.OperationalError(
+        f"not stored: a write earlier in the same transaction failed and SQLite rolled "
+        f"the transaction back ({type(cause).__name__}: {cause})"
+    )
+    error.__cause__ = cause
+    return error
+
+
 class RawSqlite:
     """The store's own ``sqlite3`` connections: one to write, a few to read.
 
@@ -185,6 +194,7 @@ class RawSqlite:
         self._idle_now: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._closed = threading.Event()
         self._turn_of: int | None = None  # the thread in a ``turn``
+        self._turn_lost: BaseException | None = None  # what rolled the turn back, if anything
 
     def _write_conn(self) -> sqlite3.Connection:
         if self._closed.is_set():
@@ -204,8 +214,11 @@ class RawSqlite:
         conn = self._write_conn()
         conn.execute("BEGIN IMMEDIATE")
         self._turn_of = threading.get_ident()
+        self._turn_lost = None
         try:
             yield
+            if self._turn_lost is not None:  # every write of the turn is undone
+                raise _lost(self._turn_lost)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -213,6 +226,7 @@ class RawSqlite:
             raise
         finally:
             self._turn_of = None
+            self._turn_lost = None
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
@@ -222,13 +236,19 @@ class RawSqlite:
         """
         conn = self._write_conn()
         if self._turn_of == threading.get_ident():
+            if self._turn_lost is not None:
+                # Outside the turn's transaction this write would commit on its own,
+                # and then be reported failed with the rest of the turn.
+                raise _lost(self._turn_lost)
             conn.execute("SAVEPOINT call")
             try:
                 yield conn
-            except BaseException:
-                if conn.in_transaction:  # (an I/O error may have rolled the turn back)
+            except BaseException as exc:
+                if conn.in_transaction:
                     conn.execute("ROLLBACK TO call")
                     conn.execute("RELEASE call")
+                else:  # SQLite rolled the whole turn back (disk full, I/O error...)
+                    self._turn_lost = exc
                 raise
             conn.execute("RELEASE call")
             return

@@ -42,6 +42,7 @@ import builtins
 import contextlib
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -186,6 +187,8 @@ class JobStore:
         if self._raw is not None:
             self._writer_lane = Lane("ambidex-jobs-writer", self._turn)
             self._reader_lane = Lane("ambidex-jobs-reader")
+            # A store dropped without close() ends its lanes' threads (they hold it weakly).
+            weakref.finalize(self, _end_lanes, self._writer_lane, self._reader_lane)
         self._lane_of: dict[str, Lane] = {}
         if self._writer_lane is not None and self._reader_lane is not None:
             writes = ("submit_all", "submit_batch", "claim", "finish_many", "heartbeat")
@@ -1025,21 +1028,20 @@ class JobStore:
         order = sorted(range(len(outcomes)), key=lambda i: outcomes[i].job_id)
         events: builtins.list[dict[str, Any]] = []
         recorded: builtins.list[bool] = [False] * len(outcomes)
+        values = {i: outcome_values(outcomes[i]) for i in order}  # before the lock is taken
         if self._raw is not None:
             with self._write_lock, self._raw.write() as raw:
                 for i in order:
-                    o = outcomes[i]
                     recorded[i] = self._record(
-                        raw, o, *outcome_values(o), now, events, hot.RETRY_LATER, hot.FINISH
+                        raw, outcomes[i], *values[i], now, events, hot.RETRY_LATER, hot.FINISH
                     )
                 if events:
                     raw.executemany(hot.INSERT_EVENTS, events)
             return recorded
         with self._write() as conn:
             for i in order:
-                o = outcomes[i]
                 recorded[i] = self._record(
-                    conn, o, *outcome_values(o), now, events, RETRY_LATER, FINISH
+                    conn, outcomes[i], *values[i], now, events, RETRY_LATER, FINISH
                 )
             if events:
                 conn.execute(INSERT_EVENTS, events)
@@ -1177,14 +1179,18 @@ class JobStore:
         """PostgreSQL: lock the job rows ``which`` in id order, before a write to several.
 
         Every write that may wait for the locks of several rows takes them in
-        the same order (heartbeat, requeue, release, a batch of outcomes), so
+        the same order, the ids' byte order (heartbeat, requeue, release, a
+        batch of outcomes, written in Python's sort of their ids), so
         two of them, in two workers, never wait for each other in a cycle: a
         heartbeat renewing a worker's leases and another worker requeueing the
         lapsed ones deadlocked, and the heartbeat failed. Claims skip locked
         rows and never wait. SQLite has one writer at a time: nothing to do.
         """
         if self.dialect == "postgresql":
-            conn.execute(select(_jc.id).where(which).order_by(_jc.id).with_for_update())
+            # Byte order ("C"), which is the order of Python's sort of the ids (code
+            # points, in UTF-8): a database's own collation (en-US, say) may differ.
+            by_bytes = _jc.id.collate("C")
+            conn.execute(select(_jc.id).where(which).order_by(by_bytes).with_for_update())
 
     def recover_expired(
         self, *, spare: Collection[str] = ()
@@ -1266,6 +1272,11 @@ class JobStore:
                     return None
             conn.execute(INSERT_EVENTS, [submitted_event_row(new, job, now)])
             return job
+
+
+def _end_lanes(*lanes: Lane) -> None:
+    for lane in lanes:
+        lane.close(wait=False)
 
 
 def _in_claim_order(jobs: Iterable[Job]) -> builtins.list[Job]:

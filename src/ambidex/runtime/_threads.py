@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ambidex._text import describe_exception
+from ambidex._futures import settle
 
 __all__ = ["IOThreadPool", "ThreadPoolStatistics"]
 
@@ -48,22 +48,6 @@ class ThreadPoolStatistics:
     """Calls waiting for a free thread."""
     abandoned: int
     """Running calls whose caller gave up (timeout or cancellation)."""
-
-
-def _set_future(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if fut.done():
-        return
-    if ok:
-        fut.set_result(value)
-    elif isinstance(value, StopIteration):
-        # A future cannot hold StopIteration (set_exception raises TypeError, and
-        # the caller would wait forever); as in a generator (PEP 479), it becomes
-        # a RuntimeError that carries it.
-        error = RuntimeError(describe_exception(value))
-        error.__cause__ = value
-        fut.set_exception(error)
-    else:
-        fut.set_exception(value)
 
 
 class _Item:
@@ -197,7 +181,7 @@ class IOThreadPool:
                     self._abandoned -= 1
             if not item.abandoned:
                 with contextlib.suppress(RuntimeError):  # the caller's loop has closed
-                    item.loop.call_soon_threadsafe(_set_future, item.fut, ok, value)
+                    item.loop.call_soon_threadsafe(settle, item.fut, ok, value)
             del item, value
 
     def statistics(self) -> ThreadPoolStatistics:

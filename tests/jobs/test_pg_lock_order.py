@@ -1,0 +1,85 @@
+"""PostgreSQL rows are locked in one order whatever the database's collation.
+
+``finish_many`` writes in Python's ``sorted(job_id)`` order (code points) and
+``_lock_rows`` (heartbeat, requeue, release) locks ``ORDER BY id COLLATE "C"``
+(bytes: the same order). With ``ORDER BY id`` alone the two agreed on a "C"
+database (the tests' default) but not on the common ``en_US.UTF-8`` / ICU ones
+when job ids (``JobStore.submit(job_id=)``, ``submit_many(job_ids=)``) mix case
+or punctuation ("B" < "a" in Python, "a" < "B" in en-US), and a worker's
+heartbeat and its batch of outcomes deadlocked.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from _pg_support import PG_ADMIN_URL, PG_BASE_URL
+from ambidex.jobs import JobStatus, JobStore
+from ambidex.jobs._store import Outcome
+
+
+@pytest.fixture
+def icu_pg_url() -> Iterator[str]:
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        admin = psycopg.connect(PG_ADMIN_URL, connect_timeout=3, autocommit=True)
+    except psycopg.Error as exc:
+        pytest.skip(f"PostgreSQL not reachable: {exc}")
+    name = f"ambidex_t_{secrets.token_hex(6)}"
+    try:
+        admin.execute(
+            f'CREATE DATABASE "{name}" TEMPLATE template0 '
+            "LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+        )
+        try:
+            yield f"{PG_BASE_URL}/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.close()
+
+
+def test_heartbeat_and_outcomes_never_deadlock_under_an_en_us_collation(icu_pg_url: str) -> None:
+    errors: list[str] = []
+    stop = time.monotonic() + 4.0
+    rng = random.Random(3)
+    with JobStore(icu_pg_url) as pg:
+
+        def worker(name: str) -> None:
+            n = 0
+            while time.monotonic() < stop:
+                n += 1
+                # ids whose code-point order differs from en-US order (case, punctuation)
+                ids = [f"{name}-{c}{n}" for c in "aBcDeFgHiJkLmNoP"]
+                pg.submit_many("echo", [{"value": i} for i in range(len(ids))], job_ids=ids)
+                jobs = pg.claim(name, lease_s=30, limit=len(ids))
+                outcomes = [Outcome(j.id, name, j.attempts, JobStatus.SUCCEEDED, 1) for j in jobs]
+                held = [j.id for j in jobs]
+
+                def beat(held: list[str] = held) -> None:
+                    try:
+                        for _ in range(3):
+                            pg.heartbeat(name, rng.sample(held, len(held)), lease_s=30)
+                    except Exception as exc:
+                        errors.append(repr(exc)[:200])
+
+                t = threading.Thread(target=beat)  # the worker's renewals run beside its finishes
+                t.start()
+                try:
+                    pg.finish_many(outcomes)
+                except Exception as exc:
+                    errors.append(repr(exc)[:200])
+                t.join()
+
+        threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
