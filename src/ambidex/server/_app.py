@@ -179,12 +179,20 @@ def create_app(
 _AUTH = [Depends(require_token)]
 
 
+def _auth_of(app: FastAPI) -> list[Any]:
+    """The routes' auth dependency: none when the app has no token.
+
+    It would let every request through, at ~20 µs of FastAPI's dependency solving each.
+    """
+    return [] if app.state.token is None else _AUTH
+
+
 def _location(job_id: str) -> str:
     return f"/v1/jobs/{job_id}"
 
 
 def _install_job_routes(app: FastAPI, jm: JobManager, max_wait_s: float) -> None:
-    auth = _AUTH
+    auth = _auth_of(app)
     default_wait_s = min(30.0, max_wait_s)
     job_location = _location
     key_header = Header(
@@ -240,9 +248,8 @@ def _install_job_routes(app: FastAPI, jm: JobManager, max_wait_s: float) -> None
     )
     async def submit(
         request_body: SubmitIn,
-        response: Response,
         idempotency_key: Annotated[str | None, key_header] = None,
-    ) -> JobOut:
+    ) -> JSONResponse:
         """Submit a job; answers 202 at once with its id and ``Location``.
 
         With an ``idempotency_key`` (in the body, or the ``Idempotency-Key``
@@ -258,10 +265,14 @@ def _install_job_routes(app: FastAPI, jm: JobManager, max_wait_s: float) -> None
                     "differs from the body's idempotency_key: give one of them",
                 )
         submitted = await jm.submit_detailed(request_body.workload, request_body.input, **options)
-        if not submitted.created:
-            response.status_code = 200
-        response.headers["Location"] = job_location(submitted.job.id)
-        return JobOut.of(submitted.job)
+        # The answer is built here, not by FastAPI from the return value: its
+        # response_model path validates the JobOut a second time (measured on the
+        # 2-CPU machine: ~40 µs of a submit's ~300 µs in the app).
+        return JSONResponse(
+            JobOut.of(submitted.job).model_dump(mode="json"),
+            status_code=202 if submitted.created else 200,
+            headers={"Location": job_location(submitted.job.id)},
+        )
 
     @app.post(
         "/v1/jobs:batch",
@@ -340,7 +351,7 @@ def _header_key(key: str | None) -> str | None:
 
 
 def _install_read_routes(app: FastAPI, jm: JobManager) -> None:
-    auth = _AUTH
+    auth = _auth_of(app)
 
     @app.get("/v1/jobs", response_model=JobList, dependencies=auth, tags=["jobs"])
     async def list_jobs(
@@ -454,7 +465,7 @@ def _install_read_routes(app: FastAPI, jm: JobManager) -> None:
 
 
 def _install_service_routes(app: FastAPI, jm: JobManager, metrics: _Metrics) -> None:
-    auth = _AUTH
+    auth = _auth_of(app)
 
     @app.get("/v1/workers", response_model=WorkerList, dependencies=auth, tags=["service"])
     async def workers() -> WorkerList:
@@ -679,6 +690,9 @@ class _RequestMetrics:
     def __init__(self, app: ASGIApp, metrics: _Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # The labelled series, found once each: ``labels()`` costs ~5 µs a call.
+        self._latency: dict[tuple[str, str], Any] = {}
+        self._requests: dict[tuple[str, str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -690,14 +704,21 @@ class _RequestMetrics:
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
-                route = getattr(scope.get("route"), "path", "unmatched")
-                self.metrics.latency.labels(scope["method"], route).observe(
-                    time.perf_counter() - start
-                )
+                key = (scope["method"], getattr(scope.get("route"), "path", "unmatched"))
+                series = self._latency.get(key)
+                if series is None:
+                    series = self._latency[key] = self.metrics.latency.labels(*key)
+                series.observe(time.perf_counter() - start)
             await send(message)
 
         try:
             await self.app(scope, receive, sending)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(scope["method"], route, str(status[0])).inc()
+            done = (scope["method"], route, status[0])
+            counter = self._requests.get(done)
+            if counter is None:
+                counter = self._requests[done] = self.metrics.requests.labels(
+                    scope["method"], route, str(status[0])
+                )
+            counter.inc()
