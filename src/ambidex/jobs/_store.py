@@ -5,7 +5,9 @@ what differs between them lives in ``_engines``. On SQLite the calls every
 job makes (submit, claim, renew, finish, get) run the same statements through
 the ``sqlite3`` driver itself instead (``_sqlite_hot``: SQLAlchemy's work
 around a statement cost two to three times the statement); the schema and
-the cold paths stay with SQLAlchemy. The rules that make the service durable
+the cold paths stay with SQLAlchemy; the job service runs those hot calls on
+two threads of the store's own, in turns that share one transaction
+(``_lanes``). The rules that make the service durable
 are enforced here, in the ``WHERE`` clauses:
 
 * a job is claimed by one worker at a time: the claim is a single
@@ -146,7 +148,9 @@ class JobStore:
             ambidex data directory), or ``postgresql://USER@HOST:PORT/DB``.
 
     Every method is a blocking call of one short transaction; call them from
-    threads (``JobManager`` does) rather than from an event loop.
+    threads rather than from an event loop (``get_now`` excepted). The job
+    service calls them through ``StoreCalls``, which runs a SQLite store's hot
+    calls on the store's lanes (``lane_of``) and the rest on I/O threads.
     """
 
     def __init__(self, db: str | Path | None = None) -> None:
