@@ -461,3 +461,46 @@ async def test_a_job_raising_megabytes_of_message_is_stored_and_logged_bounded(
     [line] = [r.getMessage() for r in caplog.records if job.id in r.getMessage()]
     assert "characters left out" in line
     assert len(line) < 100_000  # the error and traceback each bounded as stored
+
+
+async def test_a_job_whose_outcome_is_queued_leaves_its_slot_to_the_next_claim(
+    sqlite_store: JobStore,
+) -> None:
+    # With one slot: once the first job's outcome is queued in the store's writer
+    # lane, the claim of the next goes out at once, queued behind it (one turn for
+    # both), instead of after its commit.
+    release = asyncio.Event()
+
+    async def held() -> str:
+        await release.wait()
+        return "done"
+
+    registry = WorkloadRegistry()
+    registry.register(held)
+    registry.register(add)
+    lane = sqlite_store.lane_of(sqlite_store.claim)
+    assert lane is not None
+    gate = threading.Event()
+
+    def queued() -> list[str]:  # the lane's calls waiting for their turn (renewals aside)
+        names = [call.args[0].__name__ for call in lane._pending]
+        return [name for name in names if name != "heartbeat"]
+
+    async with JobDesk(sqlite_store, registry, poll_s=POLL_S) as desk:
+        first = await desk.submit("held")
+        async with worker(sqlite_store, registry, concurrency=1) as w:
+            assert await await_for(lambda: w.running_here == 1)
+            second = await desk.submit("add", {"a": 2})
+            holding = lane.submit(gate.wait, 10)  # the writer, busy
+            try:
+                # the gate's turn has begun: nothing queued now runs before it ends
+                assert await await_for(lambda: all(c.fn != gate.wait for c in lane._pending))
+                release.set()
+                assert await await_for(lambda: queued() == ["finish_many", "claim"]), queued()
+            finally:
+                gate.set()
+                await holding
+            for job, value in ((first, "done"), (second, 3)):
+                done = await desk.wait(job.id, timeout_s=10)
+                assert (done.status, done.result) == (JobStatus.SUCCEEDED, value)
+            assert w.problems() == []

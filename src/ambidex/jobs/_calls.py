@@ -114,12 +114,9 @@ class StoreCalls:
         Raises:
             JobServiceStoppedError: the calls were closed (before this one started).
         """
-        if self._closed:
-            raise _stopped()
-        store = getattr(fn, "__self__", None)
-        lane = store.lane_of(fn) if isinstance(store, JobStore) else None
-        if lane is not None:  # a hot call of a SQLite store: its own threads, in turns
-            return await lane.call(self._run, fn, args, kwargs, None)
+        queued = self.queue(fn, *args, **kwargs)
+        if queued is not None:  # a hot call of a SQLite store: its own threads, in turns
+            return await queued
         if self._gate is None:
             return await to_reserved_thread(self._run, fn, args, kwargs, None)
         await self._gate.acquire()
@@ -128,6 +125,23 @@ class StoreCalls:
             return await to_reserved_thread(self._run, fn, args, kwargs, turn)
         finally:
             turn.leave()
+
+    def queue(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> asyncio.Future[T] | None:
+        """Queue a hot call of a SQLite store in its lane now (None for any other call).
+
+        Calls queued run in that order: one queued before a claim is written
+        before the claim reads (in the same turn, or an earlier one).
+
+        Raises:
+            JobServiceStoppedError: the calls were closed.
+        """
+        if self._closed:
+            raise _stopped()
+        store = getattr(fn, "__self__", None)
+        lane = store.lane_of(fn) if isinstance(store, JobStore) else None
+        if lane is None:
+            return None
+        return lane.submit(self._run, fn, args, kwargs, None)
 
     def _run(
         self,

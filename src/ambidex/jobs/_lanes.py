@@ -64,6 +64,11 @@ class _Call:
         self.ok = False
         self.value: Any = None
 
+    def given_up(self, future: asyncio.Future[Any]) -> None:
+        """On the loop, when the future is done: a cancelled one's call is skipped."""
+        if future.cancelled():
+            self.gone = True
+
 
 class Lane:
     """A thread running calls in turns, each turn inside ``around()``.
@@ -110,6 +115,17 @@ class Lane:
         Raises:
             RuntimeError: the lane was closed.
         """
+        return await self.submit(fn, *args)
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Queue ``fn(*args)`` for the lane's next turn now; the future of its result.
+
+        Calls run in the order they were queued. Cancelling the future before
+        the call's turn has begun keeps it from running.
+
+        Raises:
+            RuntimeError: the lane was closed.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         call = _Call(fn, args, loop, future)
@@ -122,11 +138,8 @@ class Lane:
                 self._thread.start()
             elif len(self._pending) == 1:
                 self._cond.notify()
-        try:
-            return await future
-        except asyncio.CancelledError:
-            call.gone = True  # not started yet: its turn skips it
-            raise
+        future.add_done_callback(call.given_up)
+        return future
 
     def close(self, *, wait: bool = True) -> None:
         """Let the turn under way end; fail the calls still waiting; end the thread.

@@ -187,6 +187,7 @@ class JobWorker:
         self._db = StoreCalls()
         self._record: GroupCommit[Outcome, bool] = GroupCommit(self._finish_batch)
         self._wake = asyncio.Event()
+        self._recording = 0  # jobs in ``running`` whose outcome is queued in the writer lane
         # Set while the claim loop waits for work (nothing due, or every slot taken).
         self._waiting = asyncio.Event()
         self._background: asyncio.Task[None] | None = None
@@ -255,7 +256,17 @@ class JobWorker:
         return len(self.running)
 
     async def _finish_batch(self, outcomes: builtins.list[Outcome]) -> builtins.list[bool]:
-        return await self._db(self.store.finish_many, outcomes)
+        queued = self._db.queue(self.store.finish_many, outcomes)
+        if queued is None:  # not a lane: the jobs keep their slots until written
+            return await self._db(self.store.finish_many, outcomes)
+        # In the store's writer lane now: a claim made from here on is written after
+        # these outcomes (same turn or a later one), so their slots are free already.
+        self._recording += len(outcomes)
+        self._wake.set()
+        try:
+            return await queued
+        finally:
+            self._recording -= len(outcomes)
 
     # -- the loops -------------------------------------------------------------------
 
@@ -333,7 +344,7 @@ class JobWorker:
         limits = self.registry.limits()
         while True:
             self._wake.clear()
-            free = self.concurrency - len(self.running)
+            free = self._free_slots()
             claimed: builtins.list[Job] = []
             if free > 0:
                 try:
@@ -354,7 +365,7 @@ class JobWorker:
                 self._launch(tg, job)
             if claimed:
                 self.on_change(*(job.id for job in claimed))
-            if not claimed or len(self.running) >= self.concurrency:
+            if not claimed or self._free_slots() <= 0:
                 self._waiting.set()  # for tests that must catch it waiting
                 try:
                     with contextlib.suppress(TimeoutError):
@@ -362,6 +373,20 @@ class JobWorker:
                             await self._wake.wait()
                 finally:
                     self._waiting.clear()
+
+    def _free_slots(self) -> int:
+        """Slots for new jobs: ``concurrency`` less the jobs running their workload.
+
+        A job whose outcome is queued in the SQLite store's writer lane holds no
+        slot (it runs nothing of the user's any more): the next claim goes out
+        at once, queued after that outcome, and shares its turn. With the slot
+        held until the commit, each round of short jobs cost two turns one
+        after the other, claim then outcomes (measured, 4,000 ``echo`` jobs, 8
+        slots: 1,000 writer turns against 500, 1.8-4.3 k against 3.7-5.3 k
+        jobs/s). Elsewhere (PostgreSQL) the slot is held until the write ends,
+        so a job retried at once is queued again before the next claim reads.
+        """
+        return self.concurrency - (len(self.running) - self._recording)
 
     async def _heartbeats(self) -> None:
         every_s = min(self.lease_s / 3, 1.0)
