@@ -598,7 +598,9 @@ def test_mixed_load_ends_every_job_once(engine: str, tmp_path: Path) -> None:
             raise AssertionError(f"seed {LOAD_SEED} ({engine}): {exc}") from exc
     print(f"seed {LOAD_SEED} {engine}: {checked} ops {log.ops}")
     # the load did what it is for: jobs ended every way, stale finishes were refused
-    assert checked["jobs"] > 200, (checked, log.ops)
+    # (the volume bound is loose: 2 s of load gave 123 jobs on a 2-CPU machine busy
+    # with other work, 400+ on a quiet one)
+    assert checked["jobs"] > 50, (checked, log.ops)
     assert log.refused > 0, (checked, log.ops)
     assert log.pruned > 0, (checked, log.ops)
     assert {"succeeded", "failed", "cancelled", "retrying"} <= {k for *_, k in log.finished}
