@@ -55,9 +55,10 @@ def test_jobs_http_quick_loses_no_accepted_job(tmp_path: Path) -> None:
     data = _quick("jobs_http.py", tmp_path / "http")
     medians = data["medians"]
     assert isinstance(medians, dict)
-    for scenario in ("floor", "submit", "run"):
+    for scenario in ("floor", "submit", "run", "batch"):
         assert medians[scenario]["errors"] == 0
         assert medians[scenario]["verify"]["missing"] == 0
+    assert medians["batch"]["ok"] >= 10 * 500  # jobs, not requests
 
 
 def test_sim_sweep_quick_gives_identical_results_on_1_and_2_workers(tmp_path: Path) -> None:
