@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import copy
 import threading
 import weakref
 from collections.abc import Callable
@@ -211,11 +210,18 @@ def _settle(calls: list[_Call]) -> None:
 
 
 def _own_copy(exc: BaseException) -> BaseException:
-    """A copy of a turn's error for one of its callers (their tracebacks must not pile up)."""
+    """A copy of a turn's error for one of its callers (their tracebacks must not pile up).
+
+    Made without calling the type's ``__init__`` again (one that formats its
+    message would format it twice): same type, ``args`` and attributes.
+    """
     try:
-        mine = copy.copy(exc)
-    except Exception:  # an exception type that cannot be copied: share it
+        mine = type(exc).__new__(type(exc))
+        mine.__dict__.update(getattr(exc, "__dict__", {}))
+        mine.args = exc.args
+    except Exception:  # a type that cannot be made so: share the error
         return exc
     mine.__cause__ = exc.__cause__
     mine.__context__ = exc.__context__
+    mine.__suppress_context__ = exc.__suppress_context__
     return mine.with_traceback(exc.__traceback__)

@@ -83,6 +83,7 @@ class _Running:
         "ended",
         "job",
         "last_progress",
+        "outcome_queued",
         "recording",
         "reporting",
         "started",
@@ -103,6 +104,9 @@ class _Running:
         # may leave the running state in the store at any moment, and a
         # heartbeat that no longer finds it there must not call it lost.
         self.recording = False
+        # Set once its outcome is queued in the SQLite store's writer lane: its
+        # slot is free for the next claim (see JobWorker._free_slots).
+        self.outcome_queued = False
         self.last_progress: tuple[float | None, str | None] | None = None
         # The progress reporter is writing a report now (it must not be cancelled
         # mid-write, or that report could land after the outcome, and be lost).
@@ -187,7 +191,6 @@ class JobWorker:
         self._db = StoreCalls()
         self._record: GroupCommit[Outcome, bool] = GroupCommit(self._finish_batch)
         self._wake = asyncio.Event()
-        self._recording = 0  # jobs in ``running`` whose outcome is queued in the writer lane
         # Set while the claim loop waits for work (nothing due, or every slot taken).
         self._waiting = asyncio.Event()
         self._background: asyncio.Task[None] | None = None
@@ -261,12 +264,12 @@ class JobWorker:
             return await self._db(self.store.finish_many, outcomes)
         # In the store's writer lane now: a claim made from here on is written after
         # these outcomes (same turn or a later one), so their slots are free already.
-        self._recording += len(outcomes)
+        for outcome in outcomes:
+            running = self.running.get(outcome.job_id)
+            if running is not None and running.job.attempts == outcome.attempt:
+                running.outcome_queued = True
         self._wake.set()
-        try:
-            return await queued
-        finally:
-            self._recording -= len(outcomes)
+        return await queued
 
     # -- the loops -------------------------------------------------------------------
 
@@ -386,7 +389,10 @@ class JobWorker:
         jobs/s). Elsewhere (PostgreSQL) the slot is held until the write ends,
         so a job retried at once is queued again before the next claim reads.
         """
-        return self.concurrency - (len(self.running) - self._recording)
+        # Counted from the entries themselves: an attempt whose outcome is queued may
+        # have been replaced already by a new attempt at the same job (a lapsed lease,
+        # the job requeued and claimed here again), which runs a body of its own.
+        return self.concurrency - sum(not r.outcome_queued for r in self.running.values())
 
     async def _heartbeats(self) -> None:
         every_s = min(self.lease_s / 3, 1.0)
