@@ -1,0 +1,289 @@
+"""The job store's hot statements on PostgreSQL: on the event loop, through psycopg (async).
+
+SQLAlchemy keeps the schema and every cold path; the calls each job makes
+(submit, claim, finish, renew, get) of the job service's loops run here
+instead, as coroutines on the caller's loop. Measured reason (2-CPU VMs,
+``benchmarks/jobs_throughput.py``, 2,000 jobs, 8 submitters, 8 workers): each
+of those calls went from the loop to a runtime I/O thread and back (110-130 µs)
+and through SQLAlchemy (100-200 µs of CPU a statement), 1.17 ms of CPU a job
+and 636 jobs/s, half a plain asyncpg lease queue's rate.
+
+Each call is one statement of plain SQL, prepared by the server on each
+connection: the rows of several jobs go in as arrays (``unnest``), and a
+job's event rows are written by the same statement (a ``WITH`` of several
+writes, one transaction, committed before the call answers). The rules are
+those of ``_store`` and its SQLAlchemy statements, word for word: the same
+``WHERE`` clauses (a write names the worker, the attempt it holds and
+``status = 'running'``; a claim takes ``FOR UPDATE SKIP LOCKED`` the due jobs,
+highest priority first, then oldest), the same values, the same event
+``data`` text (made by ``dumps`` in Python, or spelled the same in SQL for a
+claim's ``started`` events). A write that may wait for the locks of several
+rows (a batch of outcomes, a renewal) first locks them in job id order, in the
+same statement (see ``JobStore._lock_rows``: two workers deadlocked before).
+
+An ``AsyncConnection`` belongs to the loop it was opened on: each loop has a
+few connections of its own (a claim, a batch of outcomes, a renewal and a get
+may be in flight at once), opened when first needed. ``close`` closes them all,
+from any thread, without the loop (which may be gone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Boolean, Float, Integer
+from sqlalchemy.engine import make_url
+
+from ambidex.jobs._schema import JOB_COLUMNS, jobs_table
+from ambidex.jobs._statements import QUEUED, RUNNING
+
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = ["PgHot"]
+
+CONNECTIONS_PER_LOOP = 4
+_JOBS = "ambidex_jobs"
+_EVENTS = "ambidex_job_events"
+_COLUMNS = ", ".join(f'"{c}"' for c in JOB_COLUMNS)
+
+
+def _array_type(column: str) -> str:
+    kind = jobs_table.c[column].type
+    if isinstance(kind, Boolean):
+        return "boolean[]"
+    if isinstance(kind, Float):
+        return "float8[]"
+    if isinstance(kind, Integer):  # BigInteger is an Integer
+        return "int8[]"
+    return "text[]"
+
+
+def _insert_sql(columns: tuple[str, ...]) -> str:
+    """New jobs and their ``submitted`` events: one statement, one array per column."""
+    names = ", ".join(f'"{c}"' for c in columns)
+    arrays = ", ".join(f"%s::{_array_type(c)}" for c in columns)
+    return (
+        f"WITH new_jobs AS (INSERT INTO {_JOBS} ({names}) SELECT * FROM unnest({arrays})) "
+        f"INSERT INTO {_EVENTS} (job_id, kind, at, data) "
+        "SELECT e.job_id, 'submitted', %s, e.data FROM unnest(%s::text[], %s::text[]) "
+        "WITH ORDINALITY AS e(job_id, data, n) ORDER BY e.n"
+    )
+
+
+_GET = f"SELECT {_COLUMNS} FROM {_JOBS} WHERE id = %s"
+
+
+def _claim_sql(filtered: bool) -> str:
+    """``_statements.claim_statement`` on PostgreSQL, with the ``started`` events written too.
+
+    An event's ``data`` is spelled as ``_store._started_events`` writes it with
+    ``dumps``: ``{"status":"running","attempt":N,"worker":W}``, ``W`` being the
+    worker id as JSON (a parameter, made by ``dumps``).
+    """
+    which = " AND workload = ANY(%(p_workloads)s::text[])" if filtered else ""
+    return (
+        f"WITH picked AS (SELECT seq FROM {_JOBS} "
+        f"WHERE status = '{QUEUED}' AND run_at <= %(p_now)s{which} "
+        "ORDER BY priority DESC, seq LIMIT %(p_limit)s FOR UPDATE SKIP LOCKED), "
+        f"claimed AS (UPDATE {_JOBS} SET status = '{RUNNING}', attempts = attempts + 1, "
+        "started_at = %(p_now)s, finished_at = NULL, worker = %(p_worker)s, "
+        "lease_expires_at = %(p_lease_until)s, progress = NULL, message = NULL "
+        f"WHERE seq IN (SELECT seq FROM picked) AND status = '{QUEUED}' "
+        f"RETURNING {_COLUMNS}), "
+        f"started AS (INSERT INTO {_EVENTS} (job_id, kind, at, data) "
+        f"SELECT id, 'started', %(p_now)s, "
+        f'\'{{"status":"{RUNNING}","attempt":\' || attempts || \',"worker":\' '
+        "|| %(p_worker_json)s::text || '}' "
+        "FROM claimed ORDER BY priority DESC, seq) "
+        f"SELECT {_COLUMNS} FROM claimed"
+    )
+
+
+_CLAIM_ALL = _claim_sql(filtered=False)
+_CLAIM_SOME = _claim_sql(filtered=True)
+
+# The rows named are locked in id order first (an aggregate reads every row of
+# its input before the UPDATE runs), as ``JobStore._lock_rows`` does.
+_FINISH = (
+    f"WITH locked AS (SELECT array_agg(id) AS ids FROM (SELECT id FROM {_JOBS} "
+    "WHERE id = ANY(%(p_ids)s::text[]) ORDER BY id FOR UPDATE) AS l), "
+    "o AS (SELECT * FROM unnest(%(p_ids)s::text[], %(p_workers)s::text[], "
+    "%(p_attempts)s::int4[], %(p_statuses)s::text[], %(p_results)s::text[], "
+    "%(p_errors)s::text[], %(p_tracebacks)s::text[], %(p_final)s::float8[], "
+    "%(p_data)s::text[]) AS o(id, worker, attempt, status, result, error, traceback, "
+    "final_progress, data)), "
+    f"done AS (UPDATE {_JOBS} AS j SET status = o.status, finished_at = %(p_now)s, "
+    "lease_expires_at = NULL, result = o.result, error = o.error, traceback = o.traceback, "
+    "progress = coalesce(o.final_progress, j.progress) FROM o "
+    "WHERE j.id = o.id AND j.id = ANY((SELECT ids FROM locked)::text[]) AND j.worker = o.worker "
+    f"AND j.attempts = o.attempt AND j.status = '{RUNNING}' RETURNING j.id) "
+    f"INSERT INTO {_EVENTS} (job_id, kind, at, data) "
+    "SELECT o.id, o.status, %(p_now)s, o.data FROM o JOIN done ON done.id = o.id "
+    "ORDER BY o.id RETURNING job_id"
+)
+"""``_statements.FINISH`` for several outcomes (none retried later), with their events."""
+
+_LOCK_HELD = (
+    f"WITH locked AS (SELECT array_agg(id) AS ids FROM (SELECT id FROM {_JOBS} "
+    f"WHERE id = ANY(%(p_ids)s::text[]) AND worker = %(p_worker)s AND status = '{RUNNING}' "
+    "ORDER BY id FOR UPDATE) AS l)"
+)
+_RENEW = (
+    f"UPDATE {_JOBS} SET lease_expires_at = %(p_until)s "
+    "WHERE id = ANY((SELECT ids FROM locked)::text[]) AND worker = %(p_worker)s "
+    f"AND status = '{RUNNING}' RETURNING id, cancel_requested"
+)
+_WORKER = (
+    "worker_row AS (INSERT INTO ambidex_workers (id, host, pid, started_at, version, "
+    "heartbeat_at, running, concurrency, workloads, lease_s) VALUES (%(id)s, %(host)s, "
+    "%(pid)s, %(started_at)s, %(version)s, %(heartbeat_at)s, %(running)s, %(concurrency)s, "
+    "%(workloads)s, %(lease_s)s) ON CONFLICT (id) DO UPDATE SET "
+    "heartbeat_at = EXCLUDED.heartbeat_at, running = EXCLUDED.running, "
+    "concurrency = EXCLUDED.concurrency, workloads = EXCLUDED.workloads, "
+    "lease_s = EXCLUDED.lease_s)"
+)
+_HEARTBEAT = f"{_LOCK_HELD} {_RENEW}"
+_HEARTBEAT_WORKER = f"{_LOCK_HELD}, {_WORKER} {_RENEW}"
+"""A renewal that writes the worker's row too (``JobStore._write_worker``, as an upsert)."""
+
+
+class _Pool:
+    """The connections of one event loop: at most ``size`` in use at a time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
+        self.loop = loop
+        self.idle: list[psycopg.AsyncConnection[Any]] = []
+        self.every: set[psycopg.AsyncConnection[Any]] = set()
+        self.free = asyncio.Semaphore(size)
+        self.closed = False
+
+    def close(self) -> None:
+        """Close every connection now, from any thread (``PQfinish``: the loop is not needed)."""
+        self.closed = True
+        for conn in list(self.every):
+            _finish(conn)
+        self.every.clear()
+        self.idle.clear()
+
+
+def _finish(conn: psycopg.AsyncConnection[Any]) -> None:
+    with contextlib.suppress(Exception):
+        conn.pgconn.finish()
+
+
+class PgHot:
+    """Hot statements of a PostgreSQL job store, on connections of each event loop."""
+
+    def __init__(self, url: str, *, per_loop: int = CONNECTIONS_PER_LOOP) -> None:
+        import psycopg  # the postgres extra, as for SQLAlchemy's engine (see ``_engines``)
+
+        self._psycopg = psycopg
+        self.conninfo = make_url(url).set(drivername="postgresql").render_as_string(False)
+        self._per_loop = per_loop
+        self._pools: dict[asyncio.AbstractEventLoop, _Pool] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self._inserts: dict[tuple[str, ...], str] = {}
+
+    def connections(self, loop: asyncio.AbstractEventLoop) -> int:
+        """How many connections ``loop`` has open (for tests)."""
+        pool = self._pools.get(loop)
+        return 0 if pool is None else len(pool.every)
+
+    def _pool(self) -> _Pool:
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop)
+        if pool is not None:
+            return pool
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the job store is closed")
+            for gone in [lp for lp in self._pools if lp.is_closed()]:
+                self._pools.pop(gone).close()
+            pool = self._pools.setdefault(loop, _Pool(loop, self._per_loop))
+        return pool
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        pool = self._pool()
+        await pool.free.acquire()
+        try:
+            if pool.idle:
+                conn = pool.idle.pop()
+            else:
+                conn = await self._psycopg.AsyncConnection.connect(
+                    self.conninfo, autocommit=True, prepare_threshold=0
+                )
+                pool.every.add(conn)
+                if pool.closed:  # closed while it connected
+                    _finish(conn)
+            fine = False
+            try:
+                yield conn
+                fine = True
+            finally:
+                idle = conn.info.transaction_status is self._psycopg.pq.TransactionStatus.IDLE
+                if (fine or idle) and not pool.closed and not conn.closed:
+                    pool.idle.append(conn)
+                else:  # broken, or left mid-statement (cancelled): not to be reused
+                    pool.every.discard(conn)
+                    _finish(conn)
+        finally:
+            pool.free.release()
+
+    async def _fetch(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
+        async with self._connection() as conn:
+            cursor = await conn.execute(sql, params)
+            return await cursor.fetchall()
+
+    async def insert_jobs(
+        self,
+        rows: Sequence[dict[str, Any]],
+        event_ids: Sequence[str],
+        event_data: Sequence[str],
+        now: float,
+    ) -> None:
+        """Insert new jobs (``_rows.new_job_row``) and their ``submitted`` events (``data``)."""
+        columns = tuple(rows[0])
+        sql = self._inserts.get(columns)
+        if sql is None:
+            sql = self._inserts[columns] = _insert_sql(columns)
+        arrays: list[Any] = [[row[c] for row in rows] for c in columns]
+        async with self._connection() as conn:
+            await conn.execute(sql, [*arrays, now, list(event_ids), list(event_data)])
+
+    async def get(self, job_id: str) -> tuple[Any, ...] | None:
+        """The row of the job ``job_id`` (``JOB_COLUMNS`` order), or None."""
+        async with self._connection() as conn:
+            cursor = await conn.execute(_GET, (job_id,))
+            return await cursor.fetchone()
+
+    async def claim(self, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """The rows claimed (``_CLAIM_SOME`` when ``params`` names ``p_workloads``)."""
+        sql = _CLAIM_SOME if "p_workloads" in params else _CLAIM_ALL
+        return await self._fetch(sql, params)
+
+    async def finish(self, params: dict[str, Any]) -> set[str]:
+        """The ids of the jobs whose outcome was recorded (see ``_FINISH``)."""
+        return {r[0] for r in await self._fetch(_FINISH, params)}
+
+    async def renew(
+        self, params: dict[str, Any], worker_row: dict[str, Any] | None
+    ) -> list[tuple[Any, ...]]:
+        """``(id, cancel_requested)`` of each lease renewed."""
+        if worker_row is None:
+            return await self._fetch(_HEARTBEAT, params)
+        return await self._fetch(_HEARTBEAT_WORKER, {**params, **worker_row})
+
+    def close(self) -> None:
+        """Close every loop's connections (from any thread; calls still running fail)."""
+        with self._lock:
+            self._closed = True
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.close()
