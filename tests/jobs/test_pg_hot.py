@@ -44,7 +44,14 @@ def _scenario_jobs(prefix: str) -> list[NewJob]:
             retry=RetryPolicy(retries=2, on=["ValueError"]),
             origin={"via": "test"},
         ),
-        NewJob("other", "x", job_id=f"{prefix}-c", run_at=10.0**10, rerun_of="someone"),
+        NewJob(
+            "other",
+            "x",
+            job_id=f"{prefix}-c",
+            run_at=10.0**10,
+            rerun_of="someone",
+            timeout_s=float("inf"),
+        ),
         NewJob("echo", None, job_id=f"{prefix}-d"),
     ]
 

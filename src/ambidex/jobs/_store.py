@@ -1309,10 +1309,7 @@ class JobStore:
         assert self._pg is not None
         events = [submitted_event_row(new_jobs[i], job, now) for i, _, job in prepared]
         await self._pg.insert_jobs(
-            [row for _, row, _ in prepared],
-            [e["job_id"] for e in events],
-            [e["data"] for e in events],
-            now,
+            [row for _, row, _ in prepared], [e["data"] for e in events], now
         )
 
     async def _get_pg(self, job_id: str) -> Job | None:
@@ -1352,37 +1349,17 @@ class JobStore:
         now = current_clock().time()
         if not outcomes:
             return []
-        columns: builtins.list[builtins.list[Any]] = [[] for _ in range(8)]
-        ids, workers, attempts, statuses, results, errors, tracebacks, data = columns
-        final: builtins.list[float | None] = []
+        rows: builtins.list[tuple[Any, ...]] = []
         for o in outcomes:
             status, text_result, error, trace = outcome_values(o)
-            ids.append(o.job_id)
-            workers.append(o.worker)
-            attempts.append(o.attempt)
-            statuses.append(status.value)
-            results.append(text_result)
-            errors.append(error)
-            tracebacks.append(trace)
-            final.append(1.0 if status is JobStatus.SUCCEEDED else None)
             present = _present({"attempt": o.attempt, "error": error, "traceback": trace})
             # as ``_record`` writes it: event_row(..., {"status": ..., **_present(data)})
-            row = event_row(o.job_id, status.value, now, {"status": status.value, **present})
-            data.append(row["data"])
-        recorded = await self._pg.finish(
-            {
-                "p_now": now,
-                "p_ids": ids,
-                "p_workers": workers,
-                "p_attempts": attempts,
-                "p_statuses": statuses,
-                "p_results": results,
-                "p_errors": errors,
-                "p_tracebacks": tracebacks,
-                "p_final": final,
-                "p_data": data,
-            }
-        )
+            event = event_row(o.job_id, status.value, now, {"status": status.value, **present})
+            final = 1.0 if status is JobStatus.SUCCEEDED else None
+            data = event["data"]
+            row = (o.job_id, o.worker, o.attempt, status.value, text_result, error, trace, final)
+            rows.append((*row, data))
+        recorded = await self._pg.finish([o.job_id for o in outcomes], rows, now)
         return [o.job_id in recorded for o in outcomes]
 
     async def _heartbeat_pg(
