@@ -33,7 +33,7 @@ import asyncio
 import contextlib
 import math
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Boolean, Float, Integer
@@ -171,7 +171,7 @@ class _Pool:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
         self.loop = loop
-        self.idle: list[psycopg.AsyncConnection[Any]] = []
+        self.idle: list[psycopg.AsyncCursor[Any]] = []  # a cursor of each idle connection
         self.every: set[psycopg.AsyncConnection[Any]] = set()
         self.free = asyncio.Semaphore(size)
         self.closed = False
@@ -222,38 +222,48 @@ class PgHot:
             pool = self._pools.setdefault(loop, _Pool(loop, self._per_loop))
         return pool
 
-    @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        pool = self._pool()
-        await pool.free.acquire()
+    async def _run(self, sql: str, params: Any, fetch: int) -> Any:
+        """Run ``sql`` on a connection of this loop; no rows (``fetch`` 0), one (1) or all (2).
+
+        Each connection keeps one cursor, reading results in binary (the values
+        are the same; a float or an integer is read without parsing text).
+        """
+        pool = self._pools.get(asyncio.get_running_loop()) or self._pool()
+        free = pool.free
+        await free.acquire()
         try:
-            if pool.idle:
-                conn = pool.idle.pop()
-            else:
-                conn = await self._psycopg.AsyncConnection.connect(
-                    self.conninfo, autocommit=True, prepare_threshold=0
-                )
-                pool.every.add(conn)
-                if pool.closed:  # closed while it connected
-                    _finish(conn)
+            cursor = pool.idle.pop() if pool.idle else await self._open(pool)
             fine = False
             try:
-                yield conn
+                await cursor.execute(sql, params)
+                if fetch == 2:
+                    rows: Any = await cursor.fetchall()
+                else:
+                    rows = await cursor.fetchone() if fetch else None
                 fine = True
+                return rows
             finally:
-                idle = conn.info.transaction_status is self._psycopg.pq.TransactionStatus.IDLE
-                if (fine or idle) and not pool.closed and not conn.closed:
-                    pool.idle.append(conn)
-                else:  # broken, or left mid-statement (cancelled): not to be reused
-                    pool.every.discard(conn)
-                    _finish(conn)
+                self._give_back(pool, cursor, fine)
         finally:
-            pool.free.release()
+            free.release()
 
-    async def _fetch(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
-        async with self._connection() as conn:
-            cursor = await conn.execute(sql, params)
-            return await cursor.fetchall()
+    async def _open(self, pool: _Pool) -> psycopg.AsyncCursor[Any]:
+        conn = await self._psycopg.AsyncConnection.connect(
+            self.conninfo, autocommit=True, prepare_threshold=0
+        )
+        pool.every.add(conn)
+        if pool.closed:  # closed while it connected
+            _finish(conn)
+        return conn.cursor(binary=True)
+
+    def _give_back(self, pool: _Pool, cursor: psycopg.AsyncCursor[Any], fine: bool) -> None:
+        conn = cursor.connection
+        idle = conn.info.transaction_status is self._psycopg.pq.TransactionStatus.IDLE
+        if (fine or idle) and not pool.closed and not conn.closed:
+            pool.idle.append(cursor)
+        else:  # broken, or left mid-statement (cancelled): not to be reused
+            pool.every.discard(conn)
+            _finish(conn)
 
     async def insert_jobs(
         self, rows: Sequence[dict[str, Any]], event_data: Sequence[str], now: float
@@ -268,32 +278,33 @@ class PgHot:
             text = dumps(values)
         except ValueError:  # an infinite timeout_s: JSON has no word for it, float8in has
             text = dumps([[_spelled(v) for v in row] for row in values])
-        async with self._connection() as conn:
-            await conn.execute(sql, (text, now))
+        await self._run(sql, (text, now), 0)
 
     async def get(self, job_id: str) -> tuple[Any, ...] | None:
         """The row of the job ``job_id`` (``JOB_COLUMNS`` order), or None."""
-        async with self._connection() as conn:
-            cursor = await conn.execute(_GET, (job_id,))
-            return await cursor.fetchone()
+        row: tuple[Any, ...] | None = await self._run(_GET, (job_id,), 1)
+        return row
 
     async def claim(self, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """The rows claimed (``_CLAIM_SOME`` when ``params`` names ``p_workloads``)."""
         sql = _CLAIM_SOME if "p_workloads" in params else _CLAIM_ALL
-        return await self._fetch(sql, params)
+        rows: list[tuple[Any, ...]] = await self._run(sql, params, 2)
+        return rows
 
     async def finish(self, ids: list[str], rows: list[tuple[Any, ...]], now: float) -> set[str]:
         """The ids of the jobs whose outcome was recorded (see ``_FINISH`` for ``rows``)."""
         params = {"p_ids": ids, "p_rows": dumps(rows), "p_now": now}
-        return {r[0] for r in await self._fetch(_FINISH, params)}
+        return {r[0] for r in await self._run(_FINISH, params, 2)}
 
     async def renew(
         self, params: dict[str, Any], worker_row: dict[str, Any] | None
     ) -> list[tuple[Any, ...]]:
         """``(id, cancel_requested)`` of each lease renewed."""
         if worker_row is None:
-            return await self._fetch(_HEARTBEAT, params)
-        return await self._fetch(_HEARTBEAT_WORKER, {**params, **worker_row})
+            rows: list[tuple[Any, ...]] = await self._run(_HEARTBEAT, params, 2)
+        else:
+            rows = await self._run(_HEARTBEAT_WORKER, {**params, **worker_row}, 2)
+        return rows
 
     def close(self) -> None:
         """Close every loop's connections (from any thread; calls still running fail)."""
