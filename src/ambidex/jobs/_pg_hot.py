@@ -126,10 +126,11 @@ _CLAIM_ALL = _claim_sql(filtered=False)
 _CLAIM_SOME = _claim_sql(filtered=True)
 
 # The rows named are locked in id order first (an aggregate reads every row of
-# its input before the UPDATE runs), as ``JobStore._lock_rows`` does.
+# its input before the UPDATE runs), the ids' byte order, as ``JobStore._lock_rows``
+# and ``finish_many`` lock them (a database's collation may order them otherwise).
 _FINISH = (
     f"WITH locked AS (SELECT array_agg(id) AS ids FROM (SELECT id FROM {_JOBS} "
-    "WHERE id = ANY(%(p_ids)s::text[]) ORDER BY id FOR UPDATE) AS l), "
+    'WHERE id = ANY(%(p_ids)s::text[]) ORDER BY id COLLATE "C" FOR UPDATE) AS l), '
     "o AS MATERIALIZED (SELECT r->>0 AS id, r->>1 AS worker, (r->>2)::int4 AS attempt, "
     "r->>3 AS status, r->>4 AS result, r->>5 AS error, r->>6 AS traceback, "
     "(r->>7)::float8 AS final_progress, r->>8 AS data "
@@ -149,7 +150,7 @@ _FINISH = (
 _LOCK_HELD = (
     f"WITH locked AS (SELECT array_agg(id) AS ids FROM (SELECT id FROM {_JOBS} "
     f"WHERE id = ANY(%(p_ids)s::text[]) AND worker = %(p_worker)s AND status = '{RUNNING}' "
-    "ORDER BY id FOR UPDATE) AS l)"
+    'ORDER BY id COLLATE "C" FOR UPDATE) AS l)'
 )
 _RENEW = (
     f"UPDATE {_JOBS} SET lease_expires_at = %(p_until)s "

@@ -197,6 +197,8 @@ class JobStore:
             weakref.finalize(self, _end_lanes, self._writer_lane, self._reader_lane)
         # PostgreSQL: the hot calls of the job service's loops run on the loop (``_pg_hot``).
         self._pg = PgHot(self.url) if self.dialect == "postgresql" else None
+        if self._pg is not None:  # a store dropped without close() closes them too
+            weakref.finalize(self, self._pg.close)
         self._lane_of: dict[str, Lane] = {}
         if self._writer_lane is not None and self._reader_lane is not None:
             writes = ("submit_all", "submit_batch", "claim", "finish_many", "heartbeat")
