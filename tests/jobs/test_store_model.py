@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _store_load import LoadLog, check_histories, drain, run_actors
+from _store_load import LoadLog, _OnLoop, check_histories, drain, run_actors
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -516,10 +516,12 @@ def _store_for(engine: str, tmp_path: Path) -> Iterator[JobStore]:
         yield store
 
 
-@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql", "postgresql-on-loop"])
 def test_store_follows_the_model(engine: str, tmp_path: Path) -> None:
-    with _store_for(engine, tmp_path) as store:
-        StoreMachine.store = store
+    # postgresql-on-loop: the hot calls as the job service makes them, on a loop (_pg_hot)
+    with _store_for(engine.removesuffix("-on-loop"), tmp_path) as store:
+        on_loop = _OnLoop(store) if engine.endswith("-on-loop") else None
+        StoreMachine.store = store if on_loop is None else on_loop
         run_state_machine_as_test(
             _with_final_check(StoreMachine),
             settings=settings(
@@ -535,6 +537,8 @@ def test_store_follows_the_model(engine: str, tmp_path: Path) -> None:
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
             ),
         )
+        if on_loop is not None:
+            on_loop.close()
 
 
 # -- the same guarantees under a concurrent mixed load -----------------------------------

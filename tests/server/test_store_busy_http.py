@@ -15,6 +15,7 @@ import httpx
 import pytest
 from _server_support import serve_in_thread
 
+from _pg_support import fresh_pg_database
 from ambidex.jobs import _sqlite_hot
 from ambidex.server import create_app
 
@@ -46,5 +47,30 @@ def test_a_submit_on_a_locked_sqlite_store_is_503_with_retry_after(
             assert r.status_code == 503, r.text
             assert r.headers["retry-after"] == "5"
             assert "the job store failed" in r.json()["detail"]
+        assert api.post("/v1/jobs", json={"workload": "sleep"}).status_code == 202
+        assert len(api.get("/v1/jobs").json()["jobs"]) == 2
+
+
+def test_a_lost_postgresql_connection_on_the_hot_path_is_503_then_recovers() -> None:
+    # On PostgreSQL the hot calls use psycopg's async connections, whose errors are
+    # not SQLAlchemy's either: a connection the server dropped is "try again", and
+    # the next call opens a fresh one.
+    psycopg = pytest.importorskip("psycopg")
+    with (
+        fresh_pg_database() as url,
+        serve_in_thread(create_app(url, concurrency=0)) as base,
+        httpx.Client(base_url=base, timeout=30) as api,
+    ):
+        assert api.post("/v1/jobs", json={"workload": "sleep"}).status_code == 202
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        failed = api.post("/v1/jobs", json={"workload": "sleep"})
+        assert failed.status_code == 503, failed.text
+        assert failed.headers["retry-after"] == "5"
+        # AdminShutdown: a psycopg OperationalError
+        assert "the job store failed: AdminShutdown" in failed.json()["detail"]
         assert api.post("/v1/jobs", json={"workload": "sleep"}).status_code == 202
         assert len(api.get("/v1/jobs").json()["jobs"]) == 2

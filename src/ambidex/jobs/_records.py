@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -194,6 +195,9 @@ def refused_data(exc: BaseException) -> bool:
     from sqlalchemy.exc import DataError, IntegrityError, StatementError
 
     if isinstance(exc, DataError | IntegrityError | ValueError | TypeError | UnicodeError):
+        return True
+    psycopg = sys.modules.get("psycopg")  # PostgreSQL's hot path raises psycopg's own errors
+    if psycopg is not None and isinstance(exc, psycopg.DataError | psycopg.IntegrityError):
         return True
     orig = getattr(exc, "orig", None)
     return isinstance(exc, StatementError) and isinstance(

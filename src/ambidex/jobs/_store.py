@@ -42,10 +42,11 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,7 @@ from ambidex.jobs import _sqlite_hot as hot
 from ambidex.jobs._engines import Engines, open_engines
 from ambidex.jobs._json import dumps
 from ambidex.jobs._lanes import Lane
+from ambidex.jobs._pg_hot import PgHot
 from ambidex.jobs._records import (
     MAX_SEQ,
     BatchRefused,
@@ -193,6 +195,10 @@ class JobStore:
             self._reader_lane = Lane("ambidex-jobs-reader")
             # A store dropped without close() ends its lanes' threads (they hold it weakly).
             weakref.finalize(self, _end_lanes, self._writer_lane, self._reader_lane)
+        # PostgreSQL: the hot calls of the job service's loops run on the loop (``_pg_hot``).
+        self._pg = PgHot(self.url) if self.dialect == "postgresql" else None
+        if self._pg is not None:  # a store dropped without close() closes them too
+            weakref.finalize(self, self._pg.close)
         self._lane_of: dict[str, Lane] = {}
         if self._writer_lane is not None and self._reader_lane is not None:
             writes = ("submit_all", "submit_batch", "claim", "finish_many", "heartbeat")
@@ -207,6 +213,8 @@ class JobStore:
         if self._raw is not None:
             with self._write_lock:
                 self._raw.close()
+        if self._pg is not None:
+            self._pg.close()
         self.engines.dispose()
 
     def lane_of(self, method: Callable[..., Any]) -> Lane | None:
@@ -220,6 +228,49 @@ class JobStore:
         if getattr(method, "__self__", None) is not self:
             return None
         return lanes.get(getattr(method, "__name__", ""))
+
+    def on_loop(
+        self, method: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Callable[[], Awaitable[Any]] | None:
+        """PostgreSQL: ``method(*args, **kwargs)`` as a coroutine on the running loop, if it is hot.
+
+        The job service's loops call the store through ``StoreCalls``, which
+        awaits the answer on the loop instead of sending the call to a thread.
+        Hot: ``get``, ``heartbeat``, ``submit_batch``/``submit_all`` of jobs
+        without idempotency keys, ``claim`` of workloads without concurrency
+        limits, ``finish_many`` of outcomes none of which is retried later (and
+        no job twice). The others (None) take the SQLAlchemy path on a thread.
+        """
+        if self._pg is None or getattr(method, "__self__", None) is not self:
+            return None
+        name = getattr(method, "__name__", "")
+        if name == "get":
+            call: Callable[..., Awaitable[Any]] = self._get_pg
+        elif name == "heartbeat":
+            call = self._heartbeat_pg
+        elif name in ("submit_batch", "submit_all"):
+            new_jobs = args[0] if args else kwargs.get("new_jobs", ())
+            if any(n.idempotency_key is not None for n in new_jobs):
+                return None
+            call = self._submit_batch_pg if name == "submit_batch" else self._submit_all_pg
+        elif name == "claim":
+            limits = kwargs.get("limits")
+            workloads = kwargs.get("workloads")
+            if len(args) > 1 or (
+                limits and any(workloads is None or w in workloads for w in limits)
+            ):
+                return None
+            call = self._claim_pg
+        elif name == "finish_many":
+            outcomes = args[0] if args else kwargs.get("outcomes", ())
+            if any(o.retry_in_s is not None for o in outcomes) or len(
+                {o.job_id for o in outcomes}
+            ) < len(outcomes):
+                return None
+            call = self._finish_many_pg
+        else:
+            return None
+        return functools.partial(call, *args, **kwargs)
 
     @contextmanager
     def _turn(self) -> Iterator[None]:
@@ -1223,6 +1274,111 @@ class JobStore:
                 delete(workers_table).where(workers_table.c.heartbeat_at < now - DEAD_WORKER_KEPT_S)
             )
         return requeued, failed
+
+    # -- hot calls on PostgreSQL, on the event loop (see ``on_loop`` and ``_pg_hot``) -----
+
+    async def _submit_batch_pg(
+        self, new_jobs: builtins.list[NewJob]
+    ) -> builtins.list[Submitted | ValueError]:
+        """``submit_batch`` of jobs without idempotency keys."""
+        now = current_clock().time()
+        answers: builtins.list[Submitted | ValueError | None] = [None] * len(new_jobs)
+        prepared = self._prepare(new_jobs, now, answers)
+        if prepared:
+            await self._insert_pg(new_jobs, prepared, now)
+            for i, _, job in prepared:
+                answers[i] = Submitted(job, True)
+        return [a for a in answers if a is not None]
+
+    async def _submit_all_pg(self, new_jobs: builtins.list[NewJob]) -> builtins.list[Submitted]:
+        """``submit_all`` of jobs without idempotency keys."""
+        now = current_clock().time()
+        answers: builtins.list[Submitted | ValueError | None] = [None] * len(new_jobs)
+        prepared = self._prepare(new_jobs, now, answers)
+        failures = [(i, a) for i, a in enumerate(answers) if isinstance(a, ValueError)]
+        if failures:
+            raise BatchRefused(failures)
+        if prepared:
+            await self._insert_pg(new_jobs, prepared, now)
+        return [Submitted(job, True) for _, _, job in prepared]
+
+    async def _insert_pg(
+        self,
+        new_jobs: builtins.list[NewJob],
+        prepared: builtins.list[tuple[int, dict[str, Any], Job]],
+        now: float,
+    ) -> None:
+        assert self._pg is not None
+        events = [submitted_event_row(new_jobs[i], job, now) for i, _, job in prepared]
+        await self._pg.insert_jobs(
+            [row for _, row, _ in prepared], [e["data"] for e in events], now
+        )
+
+    async def _get_pg(self, job_id: str) -> Job | None:
+        """``get``."""
+        if "\x00" in job_id:
+            return None
+        assert self._pg is not None
+        found = await self._pg.get(job_id)
+        return None if found is None else job_from_values(found)
+
+    async def _claim_pg(
+        self,
+        worker: str,
+        *,
+        lease_s: float,
+        workloads: Collection[str] | None = None,
+        limit: int = 1,
+        limits: Mapping[str, int] | None = None,
+    ) -> builtins.list[Job]:
+        """``claim`` of workloads without concurrency limits (``limits`` names none of them)."""
+        assert self._pg is not None
+        now = current_clock().time()
+        params: dict[str, Any] = {
+            "p_now": now,
+            "p_worker": worker,
+            "p_worker_json": dumps(worker),
+            "p_lease_until": now + lease_s,
+            "p_limit": limit,
+        }
+        if workloads is not None:
+            params["p_workloads"] = builtins.list(workloads)
+        return _in_claim_order(map(job_from_values, await self._pg.claim(params)))
+
+    async def _finish_many_pg(self, outcomes: builtins.list[Outcome]) -> builtins.list[bool]:
+        """``finish_many`` of outcomes none of which is retried later, each of another job."""
+        assert self._pg is not None
+        now = current_clock().time()
+        if not outcomes:
+            return []
+        rows: builtins.list[tuple[Any, ...]] = []
+        for o in outcomes:
+            status, text_result, error, trace = outcome_values(o)
+            present = _present({"attempt": o.attempt, "error": error, "traceback": trace})
+            # as ``_record`` writes it: event_row(..., {"status": ..., **_present(data)})
+            event = event_row(o.job_id, status.value, now, {"status": status.value, **present})
+            final = 1.0 if status is JobStatus.SUCCEEDED else None
+            data = event["data"]
+            row = (o.job_id, o.worker, o.attempt, status.value, text_result, error, trace, final)
+            rows.append((*row, data))
+        recorded = await self._pg.finish([o.job_id for o in outcomes], rows, now)
+        return [o.job_id in recorded for o in outcomes]
+
+    async def _heartbeat_pg(
+        self,
+        worker: str,
+        job_ids: Collection[str],
+        *,
+        lease_s: float,
+        info: WorkerInfo | None = None,
+    ) -> LeaseReport:
+        """``heartbeat``."""
+        assert self._pg is not None
+        now = current_clock().time()
+        params = {"p_ids": sorted(job_ids), "p_worker": worker, "p_until": now + lease_s}
+        worker_row = None if info is None else self._worker_values(info, now)
+        renewed = await self._pg.renew(params, worker_row)
+        return LeaseReport({r[0] for r in renewed}, {r[0] for r in renewed if r[1]})
 
     # -- schedules -------------------------------------------------------------------
 

@@ -668,14 +668,21 @@ def _install_error_handlers(app: FastAPI) -> None:
             headers={"Retry-After": "5"},
         )
 
-    @app.exception_handler(SQLAlchemyError)
-    @app.exception_handler(sqlite3.Error)  # on SQLite the store's hot calls use sqlite3 itself
-    async def store_failed(_r: Request, exc: SQLAlchemyError | sqlite3.Error) -> JSONResponse:
+    async def store_failed(_r: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(
             {"detail": f"the job store failed: {type(exc).__name__}; try again"},
             status_code=503,
             headers={"Retry-After": "5"},
         )
+
+    app.add_exception_handler(SQLAlchemyError, store_failed)
+    # The store's hot calls use the drivers themselves: sqlite3 on SQLite, psycopg
+    # (its async connections) on PostgreSQL, whose errors are not SQLAlchemy's.
+    app.add_exception_handler(sqlite3.Error, store_failed)
+    with contextlib.suppress(ImportError):  # the postgres extra
+        import psycopg
+
+        app.add_exception_handler(psycopg.Error, store_failed)
 
 
 def _install_request_metrics(app: FastAPI, metrics: _Metrics) -> None:
