@@ -8,6 +8,7 @@ must still be "the job store failed; try again", not a 500.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,11 +52,15 @@ def test_a_submit_on_a_locked_sqlite_store_is_503_with_retry_after(
         assert len(api.get("/v1/jobs").json()["jobs"]) == 2
 
 
-def test_a_lost_postgresql_connection_on_the_hot_path_is_503_then_recovers() -> None:
+def test_a_dropped_postgresql_connection_on_the_hot_path_is_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # On PostgreSQL the hot calls use psycopg's async connections, whose errors are
-    # not SQLAlchemy's either: a connection the server dropped is "try again", and
-    # the next call opens a fresh one.
+    # not SQLAlchemy's: a connection the server dropped while idle is replaced before
+    # the next call (nothing fails), and a psycopg error during a call is "try again".
     psycopg = pytest.importorskip("psycopg")
+    from ambidex.jobs import _pg_hot
+
     with (
         fresh_pg_database() as url,
         serve_in_thread(create_app(url, concurrency=0)) as base,
@@ -67,10 +72,17 @@ def test_a_lost_postgresql_connection_on_the_hot_path_is_503_then_recovers() -> 
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
-        failed = api.post("/v1/jobs", json={"workload": "sleep"})
+        time.sleep(0.2)  # the server's last words and the end of the stream arrive
+        assert api.post("/v1/jobs", json={"workload": "sleep"}).status_code == 202
+
+        async def failing(*args: object) -> None:
+            raise psycopg.errors.AdminShutdown("terminating connection")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(_pg_hot.PgHot, "_run", failing)
+            failed = api.post("/v1/jobs", json={"workload": "sleep"})
         assert failed.status_code == 503, failed.text
         assert failed.headers["retry-after"] == "5"
-        # AdminShutdown: a psycopg OperationalError
         assert "the job store failed: AdminShutdown" in failed.json()["detail"]
         assert api.post("/v1/jobs", json={"workload": "sleep"}).status_code == 202
-        assert len(api.get("/v1/jobs").json()["jobs"]) == 2
+        assert len(api.get("/v1/jobs").json()["jobs"]) == 3

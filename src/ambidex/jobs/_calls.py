@@ -228,8 +228,16 @@ class StoreCalls:
         here = asyncio._get_running_loop()
         with self._lock:
             self._closed = True
-            while self._running - (self._on_loops.get(here, 0) if here is not None else 0):
-                self._idle.wait()
+            while self._running - self._never_ending(here):
+                self._idle.wait(0.1)  # and look again: a loop may have closed meanwhile
+
+    def _never_ending(self, here: asyncio.AbstractEventLoop | None) -> int:
+        """The calls counted on this thread's loop, or on a closed loop: none will end.
+
+        A loop closed without cancelling its tasks drops a call's task pending,
+        and its ``finally`` never runs.
+        """
+        return sum(n for loop, n in self._on_loops.items() if loop is here or loop.is_closed())
 
 
 def _stopped() -> JobServiceStoppedError:

@@ -143,7 +143,7 @@ _FINISH = (
     "RETURNING j.id) "
     f"INSERT INTO {_EVENTS} (job_id, kind, at, data) "
     "SELECT o.id, o.status, %(p_now)s, o.data FROM o JOIN done ON done.id = o.id "
-    "ORDER BY o.id RETURNING job_id"
+    'ORDER BY o.id COLLATE "C" RETURNING job_id'
 )
 """``_statements.FINISH`` for several outcomes (none retried later), with their events."""
 
@@ -172,7 +172,11 @@ _HEARTBEAT_WORKER = f"{_LOCK_HELD}, {_WORKER} {_RENEW}"
 
 
 class _Pool:
-    """The connections of one event loop: at most ``size`` in use at a time."""
+    """The connections of one event loop: at most ``size`` in use at a time.
+
+    ``lock`` guards ``idle``, ``every`` and ``closed`` between the loop's thread
+    and a thread closing the store.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
         self.loop = loop
@@ -180,14 +184,34 @@ class _Pool:
         self.every: set[psycopg.AsyncConnection[Any]] = set()
         self.free = asyncio.Semaphore(size)
         self.closed = False
+        self.lock = threading.Lock()
+
+    def take(self) -> psycopg.AsyncCursor[Any] | None:
+        """An idle connection's cursor, if there is one.
+
+        Raises:
+            RuntimeError: the pool was closed.
+        """
+        with self.lock:
+            if self.closed:
+                raise RuntimeError("the job store is closed")
+            return self.idle.pop() if self.idle else None
 
     def close(self) -> None:
-        """Close every connection now, from any thread (``PQfinish``: the loop is not needed)."""
-        self.closed = True
-        for conn in list(self.every):
+        """Close the idle connections now, from any thread (``PQfinish``: no loop needed).
+
+        A connection in use by a call on the loop is closed when the call gives
+        it back (closing it under the call crashed the process in libpq); if the
+        loop has ended, none is in use and all are closed now.
+        """
+        with self.lock:
+            self.closed = True
+            idle = [cursor.connection for cursor in self.idle]
+            doomed = set(self.every) if self.loop.is_closed() else set(idle)
+            self.every -= doomed
+            self.idle.clear()
+        for conn in doomed:
             _finish(conn)
-        self.every.clear()
-        self.idle.clear()
 
 
 def _finish(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -237,7 +261,12 @@ class PgHot:
         free = pool.free
         await free.acquire()
         try:
-            cursor = pool.idle.pop() if pool.idle else await self._open(pool)
+            cursor = pool.take()
+            while cursor is not None and not self._alive(cursor.connection):
+                self._drop(pool, cursor.connection)
+                cursor = pool.take()
+            if cursor is None:
+                cursor = await self._open(pool)
             fine = False
             try:
                 await cursor.execute(sql, params)
@@ -256,18 +285,50 @@ class PgHot:
         conn = await self._psycopg.AsyncConnection.connect(
             self.conninfo, autocommit=True, prepare_threshold=0
         )
-        pool.every.add(conn)
-        if pool.closed:  # closed while it connected
+        with pool.lock:
+            closed = pool.closed
+            if not closed:
+                pool.every.add(conn)
+        if closed:  # closed while it connected
             _finish(conn)
+            raise RuntimeError("the job store is closed")
         return conn.cursor(binary=True)
+
+    def _alive(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        """Whether an idle connection still stands, without a round trip.
+
+        A server that ends a connection (a restart, ``pg_terminate_backend``,
+        ``idle_session_timeout``, a proxy's idle cut) says so and closes the
+        socket: reading what arrived meanwhile (a non-blocking ``recv``) turns
+        the connection bad. SQLAlchemy's engine pings instead (a round trip a
+        checkout).
+        """
+        pgconn = conn.pgconn
+        try:
+            # Twice: the first read takes the server's last words (its FATAL
+            # message), the second finds the end of the stream.
+            pgconn.consume_input()
+            pgconn.consume_input()
+        except self._psycopg.OperationalError:
+            return False
+        return pgconn.status == self._psycopg.pq.ConnStatus.OK and not conn.closed
+
+    @staticmethod
+    def _drop(pool: _Pool, conn: psycopg.AsyncConnection[Any]) -> None:
+        with pool.lock:
+            pool.every.discard(conn)
+        _finish(conn)
 
     def _give_back(self, pool: _Pool, cursor: psycopg.AsyncCursor[Any], fine: bool) -> None:
         conn = cursor.connection
         idle = conn.info.transaction_status is self._psycopg.pq.TransactionStatus.IDLE
-        if (fine or idle) and not pool.closed and not conn.closed:
-            pool.idle.append(cursor)
-        else:  # broken, or left mid-statement (cancelled): not to be reused
-            pool.every.discard(conn)
+        with pool.lock:
+            keep = (fine or idle) and not pool.closed and not conn.closed
+            if keep:
+                pool.idle.append(cursor)
+            else:  # broken, left mid-statement (cancelled), or the store closed
+                pool.every.discard(conn)
+        if not keep:
             _finish(conn)
 
     async def insert_jobs(
