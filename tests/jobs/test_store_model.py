@@ -527,7 +527,7 @@ def test_store_follows_the_model(engine: str, tmp_path: Path) -> None:
             settings=settings(
                 # The suite's share (its 3 minutes on 2 cores); AMBIDEX_MODEL_EXAMPLES for a hunt.
                 max_examples=int(os.environ.get("AMBIDEX_MODEL_EXAMPLES", "0"))
-                or (50 if engine == "sqlite" else 25),
+                or (50 if engine == "sqlite" else 15),
                 stateful_step_count=50,
                 deadline=None,
                 derandomize=True,
