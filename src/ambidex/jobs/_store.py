@@ -981,7 +981,7 @@ class JobStore:
                     _jc.status == RUNNING,
                     _jc.id.in_(ids[start : start + 500]),
                 )
-                self._lock_rows(conn, mine)
+                mine = self._lock_rows(conn, mine)
                 rows = conn.execute(
                     update(jobs_table)
                     .where(mine)
@@ -1195,7 +1195,7 @@ class JobStore:
         now = current_clock().time()
         over = counter + 1 >= bound
         done = (_jc.id, _jc.worker, _jc.attempts)
-        self._lock_rows(conn, which)
+        which = self._lock_rows(conn, which)
         failed = conn.execute(
             update(jobs_table)
             .where(which, over)
@@ -1230,8 +1230,12 @@ class JobStore:
             conn.execute(INSERT_EVENTS, events)
         return [r[0] for r in requeued], [r[0] for r in failed]
 
-    def _lock_rows(self, conn: Connection, which: Any) -> None:
+    def _lock_rows(self, conn: Connection, which: Any) -> Any:
         """PostgreSQL: lock the job rows ``which`` in id order, before a write to several.
+
+        Returns ``which`` narrowed to the rows locked, for the write: a row that
+        came to match ``which`` after the lock (a lease lapsing meanwhile, a job
+        claimed again) would be locked by the write itself, out of order.
 
         Every write that may wait for the locks of several rows takes them in
         the same order, the ids' byte order (heartbeat, requeue, release, a
@@ -1245,7 +1249,11 @@ class JobStore:
             # Byte order ("C"), which is the order of Python's sort of the ids (code
             # points, in UTF-8): a database's own collation (en-US, say) may differ.
             by_bytes = _jc.id.collate("C")
-            conn.execute(select(_jc.id).where(which).order_by(by_bytes).with_for_update())
+            locked = conn.execute(
+                select(_jc.id).where(which).order_by(by_bytes).with_for_update()
+            ).scalars()
+            return and_(which, _jc.id.in_(builtins.list(locked)))
+        return which
 
     def recover_expired(
         self, *, spare: Collection[str] = ()
