@@ -12,10 +12,15 @@ PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 PG_BASE_URL = "postgresql://postgres@127.0.0.1:5432"
 
 
+EN_US_ICU = "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+"""``fresh_pg_database(options=...)`` of a database that sorts text as en-US does."""
+
+
 @contextmanager
-def fresh_pg_database() -> Iterator[str]:
+def fresh_pg_database(options: str = "") -> Iterator[str]:
     """The URL of a new PostgreSQL database, dropped (connections and all) afterwards.
 
+    ``options``: the rest of its ``CREATE DATABASE`` (``EN_US_ICU``, say).
     Skips the test when no server answers at 127.0.0.1:5432.
     """
     psycopg = pytest.importorskip("psycopg")
@@ -25,7 +30,7 @@ def fresh_pg_database() -> Iterator[str]:
         pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432: {exc}")
     name = f"ambidex_t_{secrets.token_hex(6)}"
     try:
-        admin.execute(f'CREATE DATABASE "{name}"')
+        admin.execute(f'CREATE DATABASE "{name}" {options}')
         try:
             yield f"{PG_BASE_URL}/{name}"
         finally:

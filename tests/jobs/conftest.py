@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from _pg_support import fresh_pg_database
+from _pg_support import EN_US_ICU, fresh_pg_database
 from ambidex.jobs import JobStore
 
 
@@ -27,6 +27,13 @@ def sqlite_store(tmp_path: Path) -> Iterator[JobStore]:
 def pg_url() -> Iterator[str]:
     """The URL of a fresh PostgreSQL database, dropped (connections and all) after the test."""
     with fresh_pg_database() as url:
+        yield url
+
+
+@pytest.fixture
+def icu_pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database whose text sorts as en-US does ("a" < "B"), unlike Python."""
+    with fresh_pg_database(EN_US_ICU) as url:
         yield url
 
 

@@ -10,36 +10,10 @@ in another order than on the SQLAlchemy path.
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import Iterator
 
-import pytest
-
-from _pg_support import PG_ADMIN_URL, PG_BASE_URL
 from ambidex.jobs import JobStatus, JobStore
 from ambidex.jobs._calls import StoreCalls
 from ambidex.jobs._store import NewJob, Outcome
-
-
-@pytest.fixture
-def icu_pg_url() -> Iterator[str]:
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(PG_ADMIN_URL, connect_timeout=3, autocommit=True)
-    except psycopg.Error as exc:
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
-    name = f"ambidex_t_{secrets.token_hex(6)}"
-    try:
-        admin.execute(
-            f'CREATE DATABASE "{name}" TEMPLATE template0 '
-            "LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
-        )
-        try:
-            yield f"{PG_BASE_URL}/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.close()
 
 
 def _finished_in_seq_order(store: JobStore, prefix: str, hot: bool) -> list[str]:

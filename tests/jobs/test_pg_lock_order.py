@@ -13,40 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import random
-import secrets
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
-from _pg_support import PG_ADMIN_URL, PG_BASE_URL
 from ambidex.jobs import JobStatus, JobStore
 from ambidex.jobs._store import Outcome
-
-
-@pytest.fixture
-def icu_pg_url() -> Iterator[str]:
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(PG_ADMIN_URL, connect_timeout=3, autocommit=True)
-    except psycopg.Error as exc:
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
-    name = f"ambidex_t_{secrets.token_hex(6)}"
-    try:
-        admin.execute(
-            f'CREATE DATABASE "{name}" TEMPLATE template0 '
-            "LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
-        )
-        try:
-            yield f"{PG_BASE_URL}/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.close()
-
 
 _loops = threading.local()
 _opened: list[asyncio.AbstractEventLoop] = []  # closed by the test, after its store
