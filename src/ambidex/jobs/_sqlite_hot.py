@@ -252,14 +252,8 @@ class RawSqlite:
                 raise
             conn.execute("RELEASE call")
             return
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self.turn():  # a transaction of its own: a turn of one write
             yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
