@@ -1121,13 +1121,13 @@ class JobStore:
         ``retry_later`` and ``finish`` of its kind (same parameters).
         """
         held = {"p_id": o.job_id, "p_worker": o.worker, "p_attempt": o.attempt}
-        data: dict[str, Any] = {"attempt": o.attempt, "error": error, "traceback": trace}
         if o.retry_in_s is not None and status is JobStatus.FAILED:
             run_at = now + o.retry_in_s
             later = {**held, "p_run_at": run_at, "p_error": error, "p_traceback": trace}
             if conn.execute(retry_later, later).rowcount:
                 delay_s = round(o.retry_in_s, 3)
                 retry = {"status": QUEUED, "delay_s": delay_s, "run_at": iso(run_at)}
+                data = {"attempt": o.attempt, "error": error, "traceback": trace}
                 events.append(event_row(o.job_id, "retrying", now, {**retry, **_present(data)}))
                 return True
             # Not held any more, or someone asked to cancel it: a cancel is never
@@ -1136,7 +1136,6 @@ class JobStore:
             error = storable_text(
                 f"cancelled by request; its last attempt failed: {error}", MAX_ERROR_CHARS
             )
-            data["error"] = error
         done = conn.execute(
             finish,
             {
@@ -1146,14 +1145,12 @@ class JobStore:
                 "p_result": text_result,
                 "p_error": error,
                 "p_traceback": trace,
-                "p_final_progress": 1.0 if status is JobStatus.SUCCEEDED else None,
+                "p_final_progress": _final_progress(status),
             },
         )
         if not done.rowcount:
             return False
-        events.append(
-            event_row(o.job_id, status.value, now, {"status": status.value, **_present(data)})
-        )
+        events.append(_ended_event(o, status, error, trace, now))
         return True
 
     def release(self, worker: str) -> int:
@@ -1362,11 +1359,8 @@ class JobStore:
         rows: builtins.list[tuple[Any, ...]] = []
         for o in outcomes:
             status, text_result, error, trace = outcome_values(o)
-            present = _present({"attempt": o.attempt, "error": error, "traceback": trace})
-            # as ``_record`` writes it: event_row(..., {"status": ..., **_present(data)})
-            event = event_row(o.job_id, status.value, now, {"status": status.value, **present})
-            final = 1.0 if status is JobStatus.SUCCEEDED else None
-            data = event["data"]
+            final = _final_progress(status)
+            data = _ended_event(o, status, error, trace, now)["data"]  # as ``_record`` writes it
             row = (o.job_id, o.worker, o.attempt, status.value, text_result, error, trace, final)
             rows.append((*row, data))
         recorded = await self._pg.finish([o.job_id for o in outcomes], rows, now)
@@ -1440,6 +1434,19 @@ class JobStore:
                     return None
             conn.execute(INSERT_EVENTS, [submitted_event_row(new, job, now)])
             return job
+
+
+def _final_progress(status: JobStatus) -> float | None:
+    """The progress an outcome sets (None: the last reported stays): done when it succeeded."""
+    return 1.0 if status is JobStatus.SUCCEEDED else None
+
+
+def _ended_event(
+    o: Outcome, status: JobStatus, error: str | None, trace: str | None, now: float
+) -> dict[str, Any]:
+    """The event row of an outcome written as final, ``status`` (every path writes it so)."""
+    data = {"attempt": o.attempt, "error": error, "traceback": trace}
+    return event_row(o.job_id, status.value, now, {"status": status.value, **_present(data)})
 
 
 def _end_lanes(*lanes: Lane) -> None:
