@@ -58,8 +58,7 @@ INSERT_JOBS = (
     f"VALUES ({', '.join(':' + k for k in _NEW_JOB_KEYS)})"
 )
 INSERT_KEYED = (
-    f"{INSERT_JOBS} ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL "
-    "DO NOTHING RETURNING id"
+    f"{INSERT_JOBS} ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
 )
 """Insert a job with an idempotency key, unless a job holds that key (then no row)."""
 INSERT_EVENTS = (

@@ -521,12 +521,24 @@ class JobStore:
     def _submit_keyed_raw(
         self, conn: Any, keyed: builtins.list[tuple[int, dict[str, Any], Job]]
     ) -> builtins.list[Submitted | ValueError]:
-        """``_submit_keyed`` on a sqlite3 connection: one prepared insert per row."""
-        inserted: set[str] = set()
-        for _, row, _ in keyed:
-            got = conn.execute(hot.INSERT_KEYED, hot.new_job_params(row)).fetchone()
-            if got is not None:
-                inserted.add(got[0])
+        """``_submit_keyed`` on a sqlite3 connection: one ``executemany`` for the rows.
+
+        Every row stored (the common case) shows in the row count; otherwise the
+        ids are looked up to tell which were (in this transaction: nobody else's
+        rows can have these fresh ids).
+        """
+        params = [hot.new_job_params(row) for _, row, _ in keyed]
+        stored = conn.executemany(hot.INSERT_KEYED, params).rowcount
+        ids = [job.id for _, _, job in keyed]
+        if stored == len(keyed):
+            inserted = set(ids)
+        else:
+            inserted = set()
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                found = conn.execute(f"SELECT id FROM ambidex_jobs WHERE id IN ({marks})", chunk)
+                inserted.update(r[0] for r in found)
         taken = [row["idempotency_key"] for _, row, job in keyed if job.id not in inserted]
         existing: builtins.list[Job] = []
         for start in range(0, len(taken), 500):
