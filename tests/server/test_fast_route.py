@@ -230,3 +230,21 @@ def test_a_client_gone_mid_body_is_answered_as_fastapis_handler_answers(
             codes[name] = wait_until(lambda: _submit_answered(base), "the submit to be counted")
     assert codes == {"fast": "400", "declared": "400"}
     assert "Exception in ASGI application" not in caplog.text
+
+
+async def test_a_body_over_the_limit_without_a_length_is_refused_alike(tmp_path: Path) -> None:
+    """Chunked (no Content-Length): the size limit trips while the body is read."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"workload": "echo", "input": {"value": "'
+        for _ in range(5):
+            yield b"x" * 1000
+        yield b'"}}'
+
+    async with _pair(tmp_path) as pair:
+        fast, declared = [
+            await c.post("/v1/jobs", content=chunks(), headers={"content-type": JSON}) for c in pair
+        ]
+    assert "content-length" not in fast.request.headers
+    assert (fast.status_code, fast.content) == (declared.status_code, declared.content)
+    assert fast.status_code == 413
