@@ -685,3 +685,36 @@ def test_sqlite_jobs_read_through_sqlite3_equal_those_read_through_sqlalchemy(
         1.0,
     )
     assert done.lease_expires_at is None
+
+
+def test_a_keyed_submit_with_its_own_job_id_again_answers_the_stored_job(store: JobStore) -> None:
+    """An explicit id with a key, submitted again (a client's retry): one job, one event.
+
+    The key decides, as for a fresh id: the second submit answers the first job
+    (created False) and stores nothing, alone, in one batch, or with an id that
+    another stored job has.
+    """
+    from ambidex.jobs._store import NewJob
+
+    first = store.submit_batch([NewJob("echo", {"v": 1}, job_id="J-1", idempotency_key="k1")])
+    again = store.submit_batch([NewJob("echo", {"v": 1}, job_id="J-1", idempotency_key="k1")])
+    twice = store.submit_batch(
+        [
+            NewJob("echo", {"v": 2}, job_id="J-2", idempotency_key="k2"),
+            NewJob("echo", {"v": 2}, job_id="J-2", idempotency_key="k2"),
+        ]
+    )
+    # k2's holder is J-2; an id that is J-1's with k2's key and input answers J-2
+    other = store.submit_batch([NewJob("echo", {"v": 2}, job_id="J-1", idempotency_key="k2")])
+    answers = [*first, *again, *twice, *other]
+    assert not any(isinstance(a, ValueError) for a in answers)
+    assert [(a.job.id, a.created) for a in answers] == [  # type: ignore[union-attr]
+        ("J-1", True),
+        ("J-1", False),
+        ("J-2", True),
+        ("J-2", False),
+        ("J-2", False),
+    ]
+    assert kinds(store, "J-1") == ["submitted"]
+    assert kinds(store, "J-2") == ["submitted"]
+    assert store.counts()[JobStatus.QUEUED] == 2

@@ -10,14 +10,19 @@ the same status and job (ids and times differ).
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from _durable_support import wait_until
+from _server_support import serve_in_thread
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, request_response
 
@@ -190,3 +195,56 @@ async def test_random_bodies_are_answered_alike(tmp_path: Path) -> None:
         for _ in range(400):
             statuses.add(await _same(pair, _json(_body(rng))))
     assert {202, 404, 422} <= statuses
+
+
+def _submit_answered(base: str) -> str | None:
+    """The code the metrics counted for POST /v1/jobs, once they count one."""
+    found = re.search(
+        r'ambidex_http_requests_total\{code="(\d+)",method="POST",route="/v1/jobs"\} 1.0',
+        httpx.get(f"{base}/metrics").text,
+    )
+    return found and found[1]
+
+
+def test_a_client_gone_mid_body_is_answered_as_fastapis_handler_answers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """uvicorn on loopback; the client sends half its declared body and hangs up.
+
+    FastAPI's handler turns the failed read into a 400 ("There was an error
+    parsing the body"); the fast route must too, not let ``ClientDisconnect``
+    out of the app (a 500 in the metrics, "Exception in ASGI application" logged).
+    """
+    codes = {}
+    for name in ("fast", "declared"):
+        app = create_app(manager=JobManager(tmp_path / f"{name}.sqlite", concurrency=0))
+        if name == "declared":
+            _declared_handler_back(app)
+        with caplog.at_level(logging.ERROR), serve_in_thread(app) as base:
+            port = int(base.rsplit(":", 1)[1])
+            with socket.create_connection(("127.0.0.1", port)) as conn:
+                conn.sendall(
+                    b"POST /v1/jobs HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+                    b'Content-Length: 200\r\n\r\n{"workload": "echo", '
+                )
+            codes[name] = wait_until(lambda: _submit_answered(base), "the submit to be counted")
+    assert codes == {"fast": "400", "declared": "400"}
+    assert "Exception in ASGI application" not in caplog.text
+
+
+async def test_a_body_over_the_limit_without_a_length_is_refused_alike(tmp_path: Path) -> None:
+    """Chunked (no Content-Length): the size limit trips while the body is read."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"workload": "echo", "input": {"value": "'
+        for _ in range(5):
+            yield b"x" * 1000
+        yield b'"}}'
+
+    async with _pair(tmp_path) as pair:
+        fast, declared = [
+            await c.post("/v1/jobs", content=chunks(), headers={"content-type": JSON}) for c in pair
+        ]
+    assert "content-length" not in fast.request.headers
+    assert (fast.status_code, fast.content) == (declared.status_code, declared.content)
+    assert fast.status_code == 413

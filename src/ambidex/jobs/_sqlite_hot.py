@@ -61,6 +61,8 @@ INSERT_KEYED = (
     f"{INSERT_JOBS} ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
 )
 """Insert a job with an idempotency key, unless a job holds that key (then no row)."""
+LAST_JOBS = "SELECT id, idempotency_key FROM ambidex_jobs ORDER BY rowid DESC LIMIT ?"
+"""The last ``?`` jobs stored: within a write, those the write stored (the highest rowids)."""
 INSERT_EVENTS = (
     "INSERT INTO ambidex_job_events (job_id, kind, at, data) VALUES (:job_id, :kind, :at, :data)"
 )

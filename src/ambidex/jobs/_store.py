@@ -180,7 +180,7 @@ class JobStore:
         self._capped_some = capped_candidates(self.dialect, filtered=True)
         self._insert_keyed = insert_ignoring(
             self.dialect, jobs_table, "idempotency_key", KEYED
-        ).returning(_jc.id)
+        ).returning(_jc.id, _jc.idempotency_key)
         self._insert_schedule = insert_ignoring(self.dialect, schedules_table, "name")
         # SQLite: the hot statements (submit, claim, finish, get) go through sqlite3 itself.
         self._raw = hot.RawSqlite(self.url) if self.dialect == "sqlite" else None
@@ -508,14 +508,19 @@ class JobStore:
         transactions with one key wait for each other and exactly one inserts
         (a unique index decides); the rest read the winner's job.
         """
-        inserted = {r[0] for r in conn.execute(self._insert_keyed, [row for _, row, _ in keyed])}
-        taken = [row["idempotency_key"] for _, row, job in keyed if job.id not in inserted]
+        rows = [row for _, row, _ in keyed]
+        created = self._created(
+            keyed, {(r[0], r[1]) for r in conn.execute(self._insert_keyed, rows)}
+        )
+        taken = [
+            r["idempotency_key"] for (_, r, _), new in zip(keyed, created, strict=True) if not new
+        ]
         existing: builtins.list[Job] = []
         if taken:
             found = conn.execute(select(jobs_table).where(_jc.idempotency_key.in_(taken)))
             existing = [row_to_job(r) for r in found]
         return self._keyed_answers(
-            keyed, inserted, existing, lambda row: conn.execute(INSERT_JOBS, row)
+            keyed, created, existing, lambda row: conn.execute(INSERT_JOBS, row)
         )
 
     def _submit_keyed_raw(
@@ -524,51 +529,68 @@ class JobStore:
         """``_submit_keyed`` on a sqlite3 connection: one ``executemany`` for the rows.
 
         Every row stored (the common case) shows in the row count; otherwise the
-        ids are looked up to tell which were (in this transaction: nobody else's
-        rows can have these fresh ids).
+        rows stored are the last ``rowcount`` rows of the table (this transaction
+        writes alone, and SQLite gives a new row a rowid above every other). Not
+        found by id: a job id may be given, and one that a stored job has stays
+        out when its key is taken (``ON CONFLICT`` names the key's index).
         """
         params = [hot.new_job_params(row) for _, row, _ in keyed]
         stored = conn.executemany(hot.INSERT_KEYED, params).rowcount
-        ids = [job.id for _, _, job in keyed]
         if stored == len(keyed):
-            inserted = set(ids)
+            inserted = {(job.id, row["idempotency_key"]) for _, row, job in keyed}
         else:
-            inserted = set()
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                marks = ", ".join("?" * len(chunk))
-                found = conn.execute(f"SELECT id FROM ambidex_jobs WHERE id IN ({marks})", chunk)
-                inserted.update(r[0] for r in found)
-        taken = [row["idempotency_key"] for _, row, job in keyed if job.id not in inserted]
+            last = conn.execute(hot.LAST_JOBS, (stored,))
+            inserted = {(r[0], r[1]) for r in last}
+        created = self._created(keyed, inserted)
+        taken = [
+            r["idempotency_key"] for (_, r, _), new in zip(keyed, created, strict=True) if not new
+        ]
         existing: builtins.list[Job] = []
         for start in range(0, len(taken), 500):
             chunk = taken[start : start + 500]
-            params = {f"k{i}": key for i, key in enumerate(chunk)}
-            rows = conn.execute(hot.jobs_with_keys_sql(len(chunk)), params).fetchall()
+            keys = {f"k{i}": key for i, key in enumerate(chunk)}
+            rows = conn.execute(hot.jobs_with_keys_sql(len(chunk)), keys).fetchall()
             existing.extend(map(job_from_values, rows))
         return self._keyed_answers(
             keyed,
-            inserted,
+            created,
             existing,
             lambda row: conn.execute(hot.INSERT_JOBS, hot.new_job_params(row)),
         )
 
     @staticmethod
+    def _created(
+        keyed: builtins.list[tuple[int, dict[str, Any], Job]], inserted: set[tuple[str, str]]
+    ) -> builtins.list[bool]:
+        """Whether each keyed row was stored, from the ``(id, key)`` pairs stored.
+
+        A pair counts once: the same id and key twice in one turn (a given id
+        submitted again at once) stores the first; the second answers it.
+        """
+        left = set(inserted)
+        created: builtins.list[bool] = []
+        for _, row, job in keyed:
+            pair = (job.id, row["idempotency_key"])
+            created.append(pair in left)
+            left.discard(pair)
+        return created
+
+    @staticmethod
     def _keyed_answers(
         keyed: builtins.list[tuple[int, dict[str, Any], Job]],
-        inserted: set[str],
+        created: builtins.list[bool],
         found: builtins.list[Job],
         insert: Callable[[dict[str, Any]], object],
     ) -> builtins.list[Submitted | ValueError]:
         """The answer to each keyed submit.
 
-        ``inserted``: the ids stored; ``found``: the jobs holding the other keys;
-        ``insert`` stores a row whose key's holder is gone.
+        ``created``: whether each row was stored (``_created``); ``found``: the
+        jobs holding the other keys; ``insert`` stores a row whose key's holder is gone.
         """
         existing = {j.idempotency_key or "": j for j in found}
         answers: builtins.list[Submitted | ValueError] = []
-        for _, row, job in keyed:
-            if job.id in inserted:
+        for (_, row, job), new in zip(keyed, created, strict=True):
+            if new:
                 answers.append(Submitted(job, True))
                 continue
             key = str(row["idempotency_key"])

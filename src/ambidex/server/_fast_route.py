@@ -25,6 +25,7 @@ from typing import TypeVar
 from fastapi import FastAPI, Request, Response
 from fastapi.routing import APIRoute, request_response
 from pydantic import BaseModel
+from starlette.types import Message
 
 __all__ = ["fast_route"]
 
@@ -56,7 +57,10 @@ def fast_route(
     async def fast(request: Request) -> Response:
         if app.state.token is not None or not _plain_json(request, skip):
             return await declared(request)
-        raw = await request.body()  # kept on the request: FastAPI's handler reads it again
+        try:
+            raw = await request.body()  # kept on the request: FastAPI's handler reads it again
+        except Exception as exc:  # the client gone mid-body, a body over the limit
+            return await declared(_read_failing(request, exc))  # FastAPI's answer to it
         try:
             body = model.model_validate(json.loads(raw))  # starlette's request.json()
         except Exception:  # not JSON, too deep (RecursionError), not the model: FastAPI answers
@@ -64,6 +68,20 @@ def fast_route(
         return await handle(body)
 
     route.app = request_response(fast)
+
+
+def _read_failing(request: Request, error: Exception) -> Request:
+    """``request`` once more, for FastAPI's handler: reading its body raises ``error`` again.
+
+    The body cannot be read twice; FastAPI's handler answers the error as it
+    would have met it (``ClientDisconnect`` and others: 400; an ``HTTPException``
+    such as ``BodySizeLimit``'s 413: that exception).
+    """
+
+    async def receive() -> Message:
+        raise error
+
+    return Request(request.scope, receive)
 
 
 def _route(app: FastAPI, path: str, method: str) -> APIRoute:
