@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import re
 import socket
@@ -248,3 +249,18 @@ async def test_a_body_over_the_limit_without_a_length_is_refused_alike(tmp_path:
     assert "content-length" not in fast.request.headers
     assert (fast.status_code, fast.content) == (declared.status_code, declared.content)
     assert fast.status_code == 413
+
+
+def test_fastapis_telemetry_is_on_only_where_opentelemetry_is_configured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ambidex.server._app import _fastapi_telemetry
+
+    for name in [n for n in os.environ if n.startswith("OTEL_") or n == "AMBIDEX_OTEL"]:
+        monkeypatch.delenv(name)
+    assert _fastapi_telemetry() == {"tracing": False, "metrics": False, "logs": False}
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    assert _fastapi_telemetry() is None  # FastAPI's defaults: spans and metrics on
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT")
+    monkeypatch.setenv("AMBIDEX_OTEL", "1")
+    assert _fastapi_telemetry() is None

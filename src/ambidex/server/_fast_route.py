@@ -51,6 +51,8 @@ def fast_route(
     parameters; a request carrying one goes to FastAPI's handler, which reads it.
     """
     route = _route(app, path, method)
+    if getattr(route, "max_body_size", None) is not None:
+        return  # FastAPI wraps such a route in its own body limit: keep its handling whole
     declared = route.get_route_handler()  # FastAPI's own: dependencies, validation
     skip = frozenset(name.encode("latin-1") for name in headers_read_by_fastapi)
 
