@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ambidex._backoff import retry_cannot_help
 from ambidex._text import describe_exception
 from ambidex.agents import Agent
 from ambidex.exceptions import TaskTimeoutError
@@ -334,8 +335,8 @@ class _WorkflowExecution:
                         raise TaskTimeoutError(f"node {node.name!r}", node.timeout_s) from None
                     raise
             except Exception as exc:
-                if run.attempts > node.retries:
-                    raise
+                if run.attempts > node.retries or retry_cannot_help(exc):
+                    raise  # retries used up, or an error another attempt cannot mend
                 self.emit(
                     EventKind.RETRYING,
                     node.name,
