@@ -404,8 +404,9 @@ class _WorkflowExecution:
         run = self.runs[name]
         assert self.store is not None
         args = (self.run_id, name, run.status.value, run.output, run.error, run.attempts)
+        timing = {"duration_s": run.duration_s}
         try:
-            await current_runtime().run_in_thread(self.store.save_node, args, {})
+            await current_runtime().run_in_thread(self.store.save_node, args, timing)
         finally:
             if release:
                 self.settle(name)
@@ -560,6 +561,7 @@ async def _execute(
     inputs = check_inputs(wf, given)
     run_id = run_id or secrets.token_hex(8)
     if store is not None and resume is None:
-        await rt.run_in_thread(store.start_run, (run_id, wf.name, inputs), {})
+        where = {"source": wf.source, "nodes": list(wf.nodes)}  # what `ambidex runs` shows
+        await rt.run_in_thread(store.start_run, (run_id, wf.name, inputs), where)
     run = _WorkflowExecution(wf, inputs, run_id, on_event, store, max_parallel)
     return await run.go(restored)
