@@ -4,15 +4,17 @@
 * ``GridFactorAgent`` (blocking, on the I/O threads): looks the grid's emission
   factor up in a SQLite table built from ``grid_factors.csv``.
 * ``ReportAgent`` (async): adds the two up and asks an OpenAI-compatible LLM
-  (``OPENAI_BASE_URL``; ``ambidex mock-llm`` works) for a short summary.
+  for a short summary: the one at ``OPENAI_BASE_URL`` (or OpenAI's, given
+  ``OPENAI_API_KEY``); with neither set, ambidex's mock LLM, started for the
+  run (``examples/_llm.py``).
 
 Factors are illustrative round figures, not an emissions inventory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import os
 import sqlite3
 from pathlib import Path
 from typing import Literal
@@ -20,7 +22,7 @@ from typing import Literal
 import pydantic
 
 import ambidex as ax
-from ambidex.llm import AsyncLLM
+from examples._llm import example_llm
 
 _FUEL_KG_PER_LITRE = {"diesel": 2.68, "petrol": 2.31, "lpg": 1.56}
 _GRID_CSV = Path(__file__).with_name("grid_factors.csv")
@@ -109,7 +111,8 @@ class ReportAgent(ax.Agent[ReportInput, Report]):
     timeout_s = 120
 
     async def setup(self) -> None:
-        self.llm = AsyncLLM(os.environ.get("AMBIDEX_LLM_MODEL", "gpt-4o-mini"), temperature=0)
+        self.resources = contextlib.AsyncExitStack()
+        self.llm = await self.resources.enter_async_context(example_llm(temperature=0))
 
     async def run(self, input: ReportInput) -> Report:
         total = input.fuel.kg_co2 + input.grid.kg_co2
@@ -128,4 +131,4 @@ class ReportAgent(ax.Agent[ReportInput, Report]):
         )
 
     async def teardown(self) -> None:
-        await self.llm.aclose()
+        await self.resources.aclose()  # the client, and the mock LLM if one was started

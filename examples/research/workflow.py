@@ -10,23 +10,24 @@ The three executors in one workflow::
                           │
                       summary
 
-Run it (from the repository root) against any OpenAI-compatible server::
+Run it from the repository root::
 
-    ambidex mock-llm --port 8000 &
-    OPENAI_BASE_URL=http://127.0.0.1:8000/v1 python -m examples.research.workflow "battery recycling"
+    python -m examples.research.workflow "battery recycling"
+
+It asks the LLM at ``OPENAI_BASE_URL`` (or OpenAI's, given ``OPENAI_API_KEY``);
+with neither set, ambidex's mock LLM, started for the run (``examples/_llm.py``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
 
 import ambidex as ax
-from ambidex.llm import AsyncLLM
+from examples._llm import example_llm
 
 _CORPUS = Path(__file__).with_name("corpus.jsonl")
 
@@ -57,7 +58,7 @@ def make_questions(topic: str, count: int = 24) -> list[str]:
 @ax.io
 async def answer_all(questions: list[str]) -> list[str]:
     """One LLM call per question, all at once, bounded by the shared `llm` limit."""
-    async with AsyncLLM(os.environ.get("AMBIDEX_LLM_MODEL", "gpt-4o-mini"), temperature=0) as llm:
+    async with example_llm(temperature=0) as llm:
         replies = await llm.batch(questions)
     return [r.text for r in replies]
 

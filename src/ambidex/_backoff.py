@@ -6,6 +6,10 @@ below every package (public as ``ambidex.runtime.Backoff``) because a job's retr
 policy, a wire type the client reads without the runtime, is built on it. Its
 own waits (``asleep``, ``sleep``) sleep on ``current_clock()``, which a test's
 fake clock skips.
+
+:func:`retry_cannot_help` is the one rule of which failures are never retried,
+whatever ``retries`` and ``retry_on`` say: those that say another attempt cannot
+succeed.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Literal
 
 from ambidex._clock import current_clock
 
-__all__ = ["Backoff"]
+__all__ = ["Backoff", "retry_cannot_help"]
 
 _rng = random.Random()
 # A forked process (a cpu worker, a sandbox) must not wait the same jitter as its parent.
@@ -66,3 +70,17 @@ class Backoff:
         delay = self.delay_s(retry, rng)
         current_clock().sleep(delay)
         return delay
+
+
+def retry_cannot_help(exc: BaseException) -> bool:
+    """True when ``exc`` says that another attempt cannot succeed: it is never retried.
+
+    An exception says so with a ``retryable`` attribute that is ``False``. The
+    LLM client's errors for a configuration that can never work do
+    (``LLMConfigError``: no API key, a bad ``base_url`` or option;
+    ``LLMHTTPError`` for 401, 403 and 404: a wrong key, a key without access, a
+    wrong base URL or an unknown model); so may a user's own exceptions.
+    Every retry ambidex makes asks this first: a workflow node's ``retries``,
+    a marked function's or an agent's ``retries`` and a job's ``retries``.
+    """
+    return getattr(exc, "retryable", True) is False

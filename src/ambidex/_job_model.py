@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ambidex._backoff import Backoff
+from ambidex._backoff import Backoff, retry_cannot_help
 
 __all__ = [
     "NO_RETRY",
@@ -69,7 +69,9 @@ class RetryPolicy:
     goes back to the queue up to ``retries`` times, each time after an
     exponential backoff with jitter: retry ``n`` waits between half and all of
     ``min(max_backoff_s, backoff_s * 2**(n - 1))``. Cancellation is never
-    retried. These retries are apart from ``max_attempts``, which bounds how
+    retried, nor is an error whose ``retryable`` attribute is False (an LLM
+    client's configuration error: see ``ambidex._backoff.retry_cannot_help``).
+    These retries are apart from ``max_attempts``, which bounds how
     often a job whose worker died is started again.
 
     Names in ``on`` are matched against the exception's class and its bases,
@@ -116,7 +118,13 @@ class RetryPolicy:
         return cls(retries, type_names(retry_on), backoff_s, max_backoff_s)
 
     def matches(self, exc: BaseException) -> bool:
-        """True when ``exc`` is of a type this policy retries."""
+        """True when ``exc`` is of a type this policy retries.
+
+        Never for an error that says another attempt cannot succeed (its
+        ``retryable`` is False: an LLM client's configuration error, say).
+        """
+        if retry_cannot_help(exc):
+            return False
         if self.on is None:
             return isinstance(exc, Exception)
         wanted = set(self.on)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -90,3 +91,46 @@ def test_research_workflow_uses_all_three_executors(
     assert kinds["io"].calls >= 1
     assert kinds["blocking"].calls >= 1
     assert kinds["cpu"].calls == 12
+
+
+def _readme_workflow_command() -> str:
+    """The README's ``ambidex run examples/...`` command, exactly as written there."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    commands = re.findall(r"^ambidex run examples/\S+.*$", text, flags=re.MULTILINE)
+    assert len(commands) == 1, commands
+    return commands[0]
+
+
+def test_the_readme_workflow_command_runs_as_written_on_a_fresh_machine(tmp_path: Path) -> None:
+    """No OPENAI_* variables, no LLM running: the example starts the mock LLM and says so."""
+    command = _readme_workflow_command()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AMBIDEX_"))}
+    env["AMBIDEX_HOME"] = str(tmp_path / "home")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    proc = subprocess.run(
+        ["bash", "-e", "-c", command],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    notice = [line for line in proc.stderr.splitlines() if "OPENAI_BASE_URL" in line]
+    assert len(notice) == 1, proc.stderr
+    assert "ambidex's mock LLM" in notice[0]
+    assert "`ambidex mock-llm` serves one on port 8001" in notice[0]
+    assert "succeeded" in proc.stdout
+    assert "mock reply" in proc.stdout  # the report's summary, written by the mock
+    assert "total_kg_co2=321.6" in "".join(proc.stdout.split())  # 120 litres of diesel
+
+
+def test_an_example_uses_the_configured_llm_and_starts_none(
+    llm_server: MockLLMServer, repo_on_path: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wf = ax.Workflow.from_yaml("examples/emissions/workflow.yaml")
+    result = wf.run({"litres": 10})
+    assert result["report"].summary.startswith("mock reply")
+    assert llm_server.stats().requests == 1
+    assert "OPENAI_BASE_URL" not in capsys.readouterr().err

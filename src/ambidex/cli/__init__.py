@@ -179,6 +179,7 @@ def _register() -> None:
     from ambidex.cli._jobs import jobs_app
     from ambidex.cli._llm import mock_llm
     from ambidex.cli._run import run_workflow
+    from ambidex.cli._runs import runs_app
     from ambidex.cli._serve import serve, worker
     from ambidex.cli._sim import sim_app
 
@@ -188,6 +189,7 @@ def _register() -> None:
     app.command("mock-llm")(mock_llm)
     app.add_typer(evolve_app, name="evolve")
     app.add_typer(jobs_app, name="jobs")
+    app.add_typer(runs_app, name="runs")
     app.add_typer(sim_app, name="sim")
 
 

@@ -37,8 +37,11 @@ def mock_llm(
         typer.Option(help="Address to listen on; only loopback unless --allow-remote is given."),
     ] = "127.0.0.1",
     port: Annotated[
-        int, typer.Option(min=0, max=65535, help="Port to listen on (0: a free one).")
-    ] = 8000,
+        int,
+        typer.Option(
+            min=0, max=65535, help="Port to listen on (0: a free one; serve's default is 8000)."
+        ),
+    ] = 8001,
     latency_ms: Annotated[
         float, typer.Option(min=0.0, help="Least time a request takes, in milliseconds.")
     ] = 0.0,

@@ -156,10 +156,12 @@ class WorkflowView:
                 Text(self.detail.get(name, "")[:80], style="dim"),
             )
         done = sum(counts.get(s, 0) for s in _DONE)
-        summary = Text(
+        summary = Text(  # one line, cut at the terminal's edge: the id is printed whole elsewhere
             f"run {self.run_id}  {done}/{len(self.state)} done  "
             + "  ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-            + f"  {now - self.t0:.1f} s"
+            + f"  {now - self.t0:.1f} s",
+            no_wrap=True,
+            overflow="ellipsis",
         )
         return Group(table, summary)
 
@@ -173,3 +175,6 @@ class WorkflowView:
     ) -> None:
         self.live.refresh()
         self.live.stop()
+        console = self.live.console
+        if not console.is_terminal:  # rich ends the last render without a newline there
+            console.line()

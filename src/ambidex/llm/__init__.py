@@ -21,6 +21,7 @@ a real OpenAI-compatible server on loopback for your tests. See docs/llm.md.
 from ambidex.llm._cache import MemoryCache, ResponseCache, SQLiteCache
 from ambidex.llm._client import DEFAULT_LLM_CAPACITY, MAX_RETRY_AFTER_S, AsyncLLM
 from ambidex.llm._errors import (
+    CONFIG_STATUSES,
     LLMConfigError,
     LLMConnectionError,
     LLMError,
@@ -28,15 +29,18 @@ from ambidex.llm._errors import (
     LLMResponseError,
     LLMTimeoutError,
 )
+from ambidex.llm._http import MOCK_LLM_PORT
 from ambidex.llm._mockmain import serve_mock_llm
 from ambidex.llm._mockserver import MockLLMServer
 from ambidex.llm._sync import LLM
 from ambidex.llm._types import ChatResponse, Messages, Usage, UsageTotals
 
 __all__ = [
+    "CONFIG_STATUSES",
     "DEFAULT_LLM_CAPACITY",
     "LLM",
     "MAX_RETRY_AFTER_S",
+    "MOCK_LLM_PORT",
     "AsyncLLM",
     "ChatResponse",
     "LLMConfigError",

@@ -12,6 +12,13 @@
 Connection errors, timeouts and retryable statuses (408, 429, 5xx) are raised
 only after the client's retries are used up; the message says how many
 attempts were made.
+
+An error that says the client is configured so that no request can ever
+succeed has ``retryable = False``: ``LLMConfigError``, and ``LLMHTTPError`` for
+401, 403 and 404 (``CONFIG_STATUSES``: a wrong key, a key without access, a
+wrong base URL or an unknown model). Every retry ambidex makes (a workflow
+node's, an agent's or a marked function's ``retries``, a job's) leaves those
+alone: another attempt would fail the same way.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import Any
 from ambidex.exceptions import AmbidexError
 
 __all__ = [
+    "CONFIG_STATUSES",
     "LLMConfigError",
     "LLMConnectionError",
     "LLMError",
@@ -29,6 +37,10 @@ __all__ = [
     "LLMResponseError",
     "LLMTimeoutError",
 ]
+
+#: HTTP statuses that say the client's configuration is wrong (key, access, URL or
+#: model): never retried, by the client or by any retry of ambidex's around it.
+CONFIG_STATUSES = frozenset({401, 403, 404})
 
 #: How much of an error response's body is kept on ``LLMHTTPError.body``.
 BODY_EXCERPT_CHARS = 500
@@ -43,11 +55,21 @@ _HINTS = {
 
 
 class LLMError(AmbidexError):
-    """Base class of every error the LLM client raises."""
+    """Base class of every error the LLM client raises.
+
+    ``retryable`` is False when another attempt cannot succeed (see the module).
+    """
+
+    retryable: bool = True
 
 
 class LLMConfigError(LLMError, ValueError):
-    """The client was set up wrongly: a bad ``base_url``, a missing API key, a bad option."""
+    """The client was set up wrongly: a bad ``base_url``, a missing API key, a bad option.
+
+    Never retried (``retryable`` is False): the same setup fails the same way.
+    """
+
+    retryable = False
 
 
 class LLMConnectionError(LLMError, ConnectionError):
@@ -90,6 +112,9 @@ class LLMHTTPError(LLMError):
 
     Attributes:
         status: the HTTP status code.
+        retryable: False for 401, 403 and 404 (``CONFIG_STATUSES``): the key,
+            the access, the base URL or the model is wrong, and no retry of
+            ambidex's (a node's, an agent's, a job's) tries again.
         body: the start of the response body (at most 500 characters).
         request_id: the server's ``x-request-id`` header, if it sent one.
         url: the URL that was requested.
@@ -106,6 +131,7 @@ class LLMHTTPError(LLMError):
         detail: str = "",
     ) -> None:
         self.status = status
+        self.retryable = status not in CONFIG_STATUSES
         self.body = excerpt(body)
         self.request_id = request_id
         self.url = url

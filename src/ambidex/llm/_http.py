@@ -21,6 +21,8 @@ from ambidex.llm._errors import LLMConfigError, LLMConnectionError
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "MOCK_LLM_PORT",
+    "MOCK_LLM_URL",
     "SHARD_REQUESTS",
     "LoopPool",
     "LoopPools",
@@ -32,6 +34,11 @@ __all__ = [
 ]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+#: The port ``ambidex mock-llm`` listens on by default (``ambidex serve`` has 8000).
+MOCK_LLM_PORT = 8001
+#: The ``base_url`` of ``ambidex mock-llm`` on its default port.
+MOCK_LLM_URL = f"http://127.0.0.1:{MOCK_LLM_PORT}/v1"
 
 #: How long closing another loop's pool may take before it is dropped.
 _CLOSE_OTHER_LOOP_S = 5.0
@@ -50,7 +57,7 @@ def resolve_base_url(base_url: str | None) -> str:
             base_url, source = env, "OPENAI_BASE_URL"
         else:
             base_url = DEFAULT_BASE_URL
-    example = "expected e.g. 'http://127.0.0.1:8000/v1' or 'https://api.openai.com/v1'"
+    example = f"expected e.g. '{MOCK_LLM_URL}' or 'https://api.openai.com/v1'"
     return checked_http_url(base_url, f"{source}={base_url!r}", example, LLMConfigError)
 
 
@@ -67,9 +74,15 @@ def resolve_api_key(api_key: str | None, base_url: str) -> str | None:
         api_key = os.environ.get("OPENAI_API_KEY") or None
         source = "OPENAI_API_KEY"
         if api_key is None and not is_loopback_host(httpx.URL(base_url).host):
+            local = (
+                f"; or, for a local mock LLM, run `ambidex mock-llm` (it serves "
+                f"{MOCK_LLM_URL}) and set OPENAI_BASE_URL={MOCK_LLM_URL}"
+                if base_url == DEFAULT_BASE_URL
+                else ""
+            )
             raise LLMConfigError(
                 f"no API key for {base_url}: set OPENAI_API_KEY or pass api_key=... "
-                "(api_key='' sends none, for a server that needs no key)"
+                f"(api_key='' sends none, for a server that needs no key){local}"
             )
     else:
         source = "api_key"

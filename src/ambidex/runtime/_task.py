@@ -22,7 +22,7 @@ from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
 import cloudpickle
 
-from ambidex._backoff import Backoff
+from ambidex._backoff import Backoff, retry_cannot_help
 from ambidex._clock import current_clock
 from ambidex._log import get_logger
 from ambidex._text import describe_exception
@@ -247,6 +247,7 @@ class TaskFunction(Generic[P, R]):
                     attempt >= opts.retries
                     or isinstance(exc, _NEVER_RETRY)
                     or not isinstance(exc, opts.retry_on)
+                    or retry_cannot_help(exc)
                 ):
                     raise
                 attempt += 1

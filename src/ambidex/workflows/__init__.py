@@ -1,6 +1,6 @@
 """Workflows: a DAG of agents and functions that starts each node the moment its inputs exist."""
 
-from ambidex.workflows._checkpoint import CheckpointStore, StoredRun
+from ambidex.workflows._checkpoint import CheckpointStore, NodeRecord, RunRecord, StoredRun
 from ambidex.workflows._events import EventKind, NodeStatus, WorkflowEvent
 from ambidex.workflows._refs import Condition, Ref
 from ambidex.workflows._scheduler import NodeRun, WorkflowResult
@@ -22,10 +22,12 @@ __all__ = [
     "FailurePolicy",
     "InputSpec",
     "Node",
+    "NodeRecord",
     "NodeRun",
     "NodeStatus",
     "Outputs",
     "Ref",
+    "RunRecord",
     "StoredRun",
     "Workflow",
     "WorkflowDefinitionError",

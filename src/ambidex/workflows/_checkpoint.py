@@ -4,14 +4,21 @@ Every node that reaches a final state is written as it finishes (by one
 writer, off the event loop). Outputs are stored with cloudpickle, so a resumed
 run gets back exactly the objects the nodes returned; resuming needs the same
 code. Inputs are stored as JSON.
+
+A run also records what ``ambidex runs`` lists and resumes by: the workflow's
+YAML file and the directory it ran in, its node names, and each node's
+duration. Files written before those columns existed gain them when opened
+(empty for their old runs).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +30,7 @@ from ambidex._sqlite import open_sqlite
 from ambidex._text import describe_exception
 from ambidex.workflows._spec import WorkflowDefinitionError
 
-__all__ = ["CheckpointStore", "StoredRun"]
+__all__ = ["CheckpointStore", "NodeRecord", "RunRecord", "StoredRun"]
 
 _SCHEMA = """
 create table if not exists runs (
@@ -47,6 +54,28 @@ create table if not exists nodes (
 );
 """
 
+# Columns added after the first files were written: (table, column, type). Every
+# file gains those it lacks when opened, so old runs read as "not recorded".
+_ADDED_COLUMNS = (
+    ("runs", "source", "text"),  # the workflow's YAML file, absolute; null when built in Python
+    ("runs", "workdir", "text"),  # the directory the run started in
+    ("runs", "node_names", "text"),  # a JSON list of the workflow's nodes, in order
+    ("nodes", "duration_s", "real"),  # from the node's first start to its final state
+)
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    for table, column, kind in _ADDED_COLUMNS:
+        present = {row[1] for row in db.execute(f"pragma table_info({table})")}
+        if column in present:
+            continue
+        try:
+            db.execute(f"alter table {table} add column {column} {kind}")
+        except sqlite3.OperationalError:  # another process added it first
+            present = {row[1] for row in db.execute(f"pragma table_info({table})")}
+            if column not in present:
+                raise
+
 
 @dataclass(frozen=True)
 class StoredRun:
@@ -60,6 +89,74 @@ class StoredRun:
     node_status: dict[str, str]
 
 
+@dataclass(frozen=True)
+class RunRecord:
+    """A run as ``CheckpointStore.runs`` lists it: no output is loaded.
+
+    Attributes:
+        source: the workflow's YAML file (absolute), None for a workflow built
+            in Python or a run recorded before ambidex kept it.
+        workdir: the directory the run started in (YAML import paths resolve
+            from it), None when not recorded.
+        nodes: the workflow's node names in order; empty when not recorded.
+        finished: how many nodes finished: succeeded (a resume keeps their
+            outputs) or skipped. A failed node is not counted: it runs again.
+    """
+
+    run_id: str
+    workflow: str
+    status: str
+    started_at: float
+    updated_at: float
+    error: str | None
+    source: str | None
+    workdir: str | None
+    nodes: tuple[str, ...]
+    finished: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form (``ambidex runs list --json``); ``total`` is null when not recorded."""
+        return {
+            "run_id": self.run_id,
+            "workflow": self.workflow,
+            "status": self.status,
+            "started_at": self.started_at,
+            "updated_at": self.updated_at,
+            "error": self.error,
+            "source": self.source,
+            "workdir": self.workdir,
+            "nodes_finished": self.finished,
+            "nodes_total": len(self.nodes) if self.nodes else None,
+        }
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """One node's stored final state (``CheckpointStore.node_records``); no output is loaded.
+
+    ``duration_s`` runs from the node's first start to its final state, retries
+    included; None for a node stored before durations were kept.
+    """
+
+    node: str
+    status: str
+    attempts: int
+    duration_s: float | None
+    error: str | None
+    finished_at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form (``ambidex runs show --json``)."""
+        return {
+            "node": self.node,
+            "status": self.status,
+            "attempts": self.attempts,
+            "duration_s": self.duration_s,
+            "error": self.error,
+            "finished_at": self.finished_at,
+        }
+
+
 class CheckpointStore:
     """A SQLite file of runs and their node results (WAL mode; safe across threads)."""
 
@@ -68,16 +165,33 @@ class CheckpointStore:
         self._lock = threading.Lock()
         self._db = open_sqlite(self.path, timeout_s=5.0)
         self._db.executescript(_SCHEMA)
+        _add_missing_columns(self._db)
 
-    def start_run(self, run_id: str, workflow: str, inputs: dict[str, Any]) -> None:
-        """Record a new run."""
+    def start_run(
+        self,
+        run_id: str,
+        workflow: str,
+        inputs: dict[str, Any],
+        *,
+        source: str | None = None,
+        nodes: Sequence[str] = (),
+    ) -> None:
+        """Record a new run: its workflow's name, inputs, YAML file and node names.
+
+        ``source`` (the workflow's file) is recorded as an absolute path, with
+        the current directory, from which the file's import paths resolve.
+        """
         now = time.time()
+        workdir = os.getcwd()
+        source = None if source is None else os.path.abspath(source)
         text = json.dumps(pydantic_core.to_jsonable_python(inputs, fallback=repr))
         with self._lock:
             try:
                 self._db.execute(
-                    "insert into runs values (?, ?, ?, 'running', null, ?, ?)",
-                    (run_id, workflow, text, now, now),
+                    "insert into runs (run_id, workflow, inputs, status, error, created_at, "
+                    "updated_at, source, workdir, node_names) "
+                    "values (?, ?, ?, 'running', null, ?, ?, ?, ?, ?)",
+                    (run_id, workflow, text, now, now, source, workdir, json.dumps(list(nodes))),
                 )
             except sqlite3.IntegrityError:
                 raise WorkflowDefinitionError(
@@ -92,6 +206,7 @@ class CheckpointStore:
         output: Any,
         error: BaseException | None,
         attempts: int,
+        duration_s: float | None = None,
     ) -> None:
         """Store one node's final state (a later write for the same node replaces it)."""
         blob = None
@@ -106,8 +221,9 @@ class CheckpointStore:
             error_text = None if error is None else describe_exception(error)
         with self._lock:
             self._db.execute(
-                "insert or replace into nodes values (?, ?, ?, ?, ?, ?, ?)",
-                (run_id, node, status, blob, error_text, attempts, time.time()),
+                "insert or replace into nodes (run_id, node, status, output, error, attempts, "
+                "finished_at, duration_s) values (?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, node, status, blob, error_text, attempts, time.time(), duration_s),
             )
             self._db.execute(
                 "update runs set updated_at = ? where run_id = ?", (time.time(), run_id)
@@ -163,6 +279,51 @@ class CheckpointStore:
             ).fetchall()
         keys = ("run_id", "workflow", "status", "created_at", "updated_at", "error")
         return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def runs(self, limit: int | None = 20) -> list[RunRecord]:
+        """The latest ``limit`` runs (all with None), newest first, without their outputs."""
+        return self._records("", (), limit)
+
+    def run_record(self, run_id: str) -> RunRecord | None:
+        """Run ``run_id`` without its outputs, or None when this file has no such run."""
+        found = self._records("where r.run_id = ?", (run_id,), 1)
+        return found[0] if found else None
+
+    def _records(self, where: str, args: tuple[Any, ...], limit: int | None) -> list[RunRecord]:
+        query = (
+            "select r.run_id, r.workflow, r.status, r.created_at, r.updated_at, r.error, "
+            "r.source, r.workdir, r.node_names, "
+            "(select count(*) from nodes n where n.run_id = r.run_id "
+            "and n.status in ('succeeded', 'skipped')) "
+            f"from runs r {where} order by r.created_at desc, r.rowid desc limit ?"
+        )
+        with self._lock:
+            rows = self._db.execute(query, (*args, -1 if limit is None else limit)).fetchall()
+        return [
+            RunRecord(
+                run_id=row[0],
+                workflow=row[1],
+                status=row[2],
+                started_at=row[3],
+                updated_at=row[4],
+                error=row[5],
+                source=row[6],
+                workdir=row[7],
+                nodes=tuple(json.loads(row[8])) if row[8] else (),
+                finished=row[9],
+            )
+            for row in rows
+        ]
+
+    def node_records(self, run_id: str) -> list[NodeRecord]:
+        """The stored final states of run ``run_id``'s nodes, in the order they were reached."""
+        with self._lock:
+            rows = self._db.execute(
+                "select node, status, attempts, duration_s, error, finished_at from nodes "
+                "where run_id = ? order by finished_at, rowid",
+                (run_id,),
+            ).fetchall()
+        return [NodeRecord(*row) for row in rows]
 
     def close(self) -> None:
         """Close the database connection."""

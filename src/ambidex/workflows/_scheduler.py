@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ambidex._backoff import retry_cannot_help
 from ambidex._text import describe_exception
 from ambidex.agents import Agent
 from ambidex.exceptions import TaskTimeoutError
@@ -334,8 +335,8 @@ class _WorkflowExecution:
                         raise TaskTimeoutError(f"node {node.name!r}", node.timeout_s) from None
                     raise
             except Exception as exc:
-                if run.attempts > node.retries:
-                    raise
+                if run.attempts > node.retries or retry_cannot_help(exc):
+                    raise  # retries used up, or an error another attempt cannot mend
                 self.emit(
                     EventKind.RETRYING,
                     node.name,
@@ -403,8 +404,9 @@ class _WorkflowExecution:
         run = self.runs[name]
         assert self.store is not None
         args = (self.run_id, name, run.status.value, run.output, run.error, run.attempts)
+        timing = {"duration_s": run.duration_s}
         try:
-            await current_runtime().run_in_thread(self.store.save_node, args, {})
+            await current_runtime().run_in_thread(self.store.save_node, args, timing)
         finally:
             if release:
                 self.settle(name)
@@ -559,6 +561,7 @@ async def _execute(
     inputs = check_inputs(wf, given)
     run_id = run_id or secrets.token_hex(8)
     if store is not None and resume is None:
-        await rt.run_in_thread(store.start_run, (run_id, wf.name, inputs), {})
+        where = {"source": wf.source, "nodes": list(wf.nodes)}  # what `ambidex runs` shows
+        await rt.run_in_thread(store.start_run, (run_id, wf.name, inputs), where)
     run = _WorkflowExecution(wf, inputs, run_id, on_event, store, max_parallel)
     return await run.go(restored)

@@ -1,0 +1,366 @@
+"""``ambidex run`` and ``ambidex runs list|show|resume``, run as real subprocesses.
+
+The run id comes first on stderr, a terminal or not; a failed or interrupted
+run prints a resume command that runs as printed; lines meant to be copied are
+never wrapped at any width; every mistake is one ``error:`` line and exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+STEPS = """
+import time
+from pathlib import Path
+
+
+def _log(name):
+    with open("calls.log", "a") as f:  # relative: the run's directory
+        f.write(name + "\\n")
+
+
+def quick(n: int) -> int:
+    _log("quick")
+    return n + 1
+
+
+def slow(n: int) -> int:
+    _log("slow")
+    Path("slow.started").touch()
+    deadline = time.monotonic() + 60
+    while not Path("release").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return n * 10
+
+
+def picky(n: int) -> int:
+    _log("picky")
+    if not Path("fixed").exists():
+        raise ValueError(f"not yet: {n}")
+    return n * 100
+"""
+
+
+def _workflow(name: str, second: str) -> str:
+    return f"""
+name: {name}
+inputs:
+  n: int
+nodes:
+  quick:
+    function: steps:quick
+    input: {{n: "${{inputs.n}}"}}
+  {second}:
+    function: steps:{second}
+    input: {{n: "${{quick.output}}"}}
+"""
+
+
+LONG = "a folder with a rather long name for these checkpoints, to be kept whole"
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A directory with the workflows slow.yaml and picky.yaml and their module."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "steps.py").write_text(STEPS)
+    (folder / "slow.yaml").write_text(_workflow("slow", "slow"))
+    (folder / "picky.yaml").write_text(_workflow("picky", "picky"))
+    return folder
+
+
+def _env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AMBIDEX_")}
+    return {**env, "AMBIDEX_HOME": str(home), "COLUMNS": "200", **extra}
+
+
+def ambidex(
+    *args: str, cwd: Path, home: Path, columns: int = 200
+) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "ambidex", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=_env(home, COLUMNS=str(columns)),
+        timeout=60,
+        check=False,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+def _calls(folder: Path) -> list[str]:
+    log = folder / "calls.log"
+    return log.read_text().split() if log.exists() else []
+
+
+def _line(text: str, start: str) -> str:
+    """The one line of ``text`` that starts with ``start``."""
+    found = [line for line in text.splitlines() if line.startswith(start)]
+    assert len(found) == 1, text
+    return found[0]
+
+
+def _as_argv(command: str) -> list[str]:
+    """A printed ``ambidex ...`` command as this interpreter runs it."""
+    words = shlex.split(command)
+    assert words[0] == "ambidex", command
+    return [sys.executable, "-m", "ambidex", *words[1:]]
+
+
+def _one_error(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: "), done.stderr
+    assert done.stdout == ""
+    return lines[0]
+
+
+def test_the_run_id_is_printed_first_when_stderr_is_not_a_terminal(
+    project: Path, tmp_path: Path
+) -> None:
+    (project / "fixed").touch()
+    done = ambidex("run", "picky.yaml", "-i", "n=1", "--run-id", "nightly-1", cwd=project,
+                   home=tmp_path / "home")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    first = done.stderr.splitlines()[0]
+    db = tmp_path / "home" / "runs.sqlite"
+    assert first == f"run nightly-1 of workflow 'picky' started; checkpoints in {db}"
+    assert "succeeded" in done.stdout
+    assert "(run nightly-1)" in done.stdout
+
+
+def test_a_run_id_that_exists_is_refused_unless_resumed(project: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (project / "fixed").touch()
+    assert ambidex("run", "picky.yaml", "-i", "n=1", "--run-id", "r1", cwd=project,
+                   home=home).returncode == 0  # fmt: skip
+    again = ambidex("run", "picky.yaml", "-i", "n=1", "--run-id", "r1", cwd=project, home=home)
+    assert "run r1 already exists in" in _one_error(again)
+    assert "--resume r1" in again.stderr
+    assert _calls(project) == ["quick", "picky"]  # nothing ran the second time
+    both = ambidex("run", "picky.yaml", "--run-id", "r1", "--resume", "r1", cwd=project,
+                   home=home)  # fmt: skip
+    assert both.returncode == 0, both.stderr
+    two = ambidex("run", "picky.yaml", "--run-id", "r2", "--resume", "r1", cwd=project, home=home)
+    assert "--run-id r2 and --resume r1 name two runs" in _one_error(two)
+    bad = ambidex("run", "picky.yaml", "-i", "n=1", "--run-id", "a b", cwd=project, home=home)
+    assert "--run-id 'a b': use letters, digits" in _one_error(bad)
+
+
+def test_a_failure_ends_the_view_with_a_newline_and_prints_a_resume_command_that_runs(
+    project: Path, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    failed = ambidex("run", "picky.yaml", "-i", "n=4", cwd=project, home=home)
+    assert failed.returncode == 1
+    assert _line(failed.stderr, "failed: ").endswith("raised ValueError: not yet: 5")
+    command = _line(failed.stderr, "resume with: ").removeprefix("resume with: ")
+    (project / "fixed").touch()
+    resumed = subprocess.run(_as_argv(command), capture_output=True, text=True, cwd=project,
+                             env=_env(home), timeout=60, check=False)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed (1 of 2 nodes had finished)" in resumed.stderr
+    assert _calls(project) == ["quick", "picky", "picky"]  # quick was not run again
+
+
+def test_ctrl_c_prints_a_runnable_resume_command_and_exits_130(
+    project: Path, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    db = tmp_path / LONG / "runs of today.sqlite"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ambidex", "run", "slow.yaml", "-i", "n=2", "--db", str(db)],
+        cwd=project,
+        env=_env(home, COLUMNS="40"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not (project / "slow.started").exists() and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert out == ""
+    run_id = err.split()[1]  # "run ID of workflow ..."
+    assert _line(err, "interrupted: ") == (
+        f"interrupted: run {run_id} stopped; the nodes that finished are kept in {db}"
+    )
+    command = _line(err, "resume with: ").removeprefix("resume with: ")
+    assert shlex.split(command) == ["ambidex", "run", "slow.yaml", "--resume", run_id,
+                                    "--db", str(db)]  # fmt: skip
+    (project / "release").touch()
+    resumed = subprocess.run(_as_argv(command), capture_output=True, text=True, cwd=project,
+                             env=_env(home), timeout=60, check=False)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert "slow: 30" in resumed.stdout
+    assert _calls(project) == ["quick", "slow", "slow"]  # quick was not run again
+
+
+def test_copyable_lines_are_whole_at_40_columns(project: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    db = tmp_path / LONG / "runs.sqlite"
+    failed = ambidex("run", "picky.yaml", "-i", "n=1", "--db", str(db), cwd=project, home=home,
+                     columns=40)  # fmt: skip
+    assert failed.returncode == 1
+    run_id = failed.stderr.split()[1]
+    assert _line(failed.stderr, f"run {run_id} of ").endswith(f"; checkpoints in {db}")
+    command = _line(failed.stderr, "resume with: ").removeprefix("resume with: ")
+    assert shlex.split(command)[-2:] == ["--db", str(db)]
+    assert _line(failed.stderr, "failed: ").endswith("raised ValueError: not yet: 2")
+    listed = ambidex("runs", "list", "--db", str(db), cwd=tmp_path, home=home, columns=40)
+    row = [run_id, "picky", "failed", *_when(listed), "1/2"]
+    assert _line(listed.stdout, run_id).split() == row  # one line, however narrow
+    shown = ambidex("runs", "show", run_id, "--db", str(db), cwd=tmp_path, home=home, columns=40)
+    assert _line(shown.stdout, "file:").split(maxsplit=1)[1] == str(project / "picky.yaml")
+    hint = _line(shown.stdout, "resume with: ").removeprefix("resume with: ")
+    assert shlex.split(hint) == ["ambidex", "runs", "resume", run_id, "--db", str(db)]
+
+
+def _when(listed: subprocess.CompletedProcess[str]) -> list[str]:
+    """The date and time of the only run listed."""
+    (row,) = listed.stdout.splitlines()[1:]
+    return row.split()[3:5]
+
+
+def test_runs_list_newest_first_one_line_each_and_as_json(project: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert ambidex("run", "picky.yaml", "-i", "n=1", "--run-id", "older", cwd=project,
+                   home=home).returncode == 1  # fmt: skip
+    (project / "fixed").touch()
+    assert ambidex("run", "picky.yaml", "-i", "n=1", "--run-id", "newer", cwd=project,
+                   home=home).returncode == 0  # fmt: skip
+    listed = ambidex("runs", "list", cwd=tmp_path, home=home)
+    assert listed.returncode == 0, listed.stderr
+    header, *rows = listed.stdout.splitlines()
+    assert header.split() == ["run", "workflow", "status", "started", "nodes"]
+    assert [row.split()[:3] + row.split()[-1:] for row in rows] == [
+        ["newer", "picky", "succeeded", "2/2"],
+        ["older", "picky", "failed", "1/2"],
+    ]
+    payload = json.loads(ambidex("runs", "list", "--json", cwd=tmp_path, home=home).stdout)
+    newer, older = payload["runs"]
+    assert (newer["run_id"], newer["nodes_finished"], newer["nodes_total"]) == ("newer", 2, 2)
+    assert (older["status"], older["source"]) == ("failed", str(project / "picky.yaml"))
+    assert newer["started_at"] >= older["started_at"]
+    limited = ambidex("runs", "list", "--limit", "1", cwd=tmp_path, home=home)
+    assert len(limited.stdout.splitlines()) == 2
+
+
+def test_runs_list_with_no_runs_yet(tmp_path: Path) -> None:
+    done = ambidex("runs", "list", cwd=tmp_path, home=tmp_path / "home")
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"no runs in {tmp_path / 'home' / 'runs.sqlite'}"
+    assert not (tmp_path / "home" / "runs.sqlite").exists()  # listing makes no file
+    empty = ambidex("runs", "list", "--json", cwd=tmp_path, home=tmp_path / "home")
+    assert json.loads(empty.stdout) == {"runs": []}
+
+
+def test_runs_show_lists_each_node_with_status_time_attempts_and_error(
+    project: Path, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    assert ambidex("run", "picky.yaml", "-i", "n=1", "--run-id", "r", cwd=project,
+                   home=home).returncode == 1  # fmt: skip
+    shown = ambidex("runs", "show", "r", cwd=tmp_path, home=home)
+    assert shown.returncode == 0, shown.stderr
+    assert _line(shown.stdout, "status:").split() == ["status:", "failed"]
+    assert _line(shown.stdout, "nodes:").split() == ["nodes:", "1", "of", "2", "finished"]
+    assert _line(shown.stdout, "directory:").split(maxsplit=1)[1] == str(project)
+    quick = _line(shown.stdout, "quick ").split()
+    assert quick[:3] == ["quick", "succeeded", "1"]
+    assert quick[4] == "s"  # "0.00 s"
+    assert _line(shown.stdout, "picky ").split()[:3] == ["picky", "failed", "1"]
+    assert "ValueError: not yet: 2" in _line(shown.stdout, "picky ")
+    payload = json.loads(ambidex("runs", "show", "r", "--json", cwd=tmp_path, home=home).stdout)
+    assert payload["run"]["run_id"] == "r"
+    nodes = {n["node"]: n for n in payload["nodes"]}
+    assert nodes["quick"]["status"] == "succeeded"
+    assert nodes["quick"]["duration_s"] >= 0
+    assert (nodes["picky"]["status"], nodes["picky"]["attempts"]) == ("failed", 1)
+    assert nodes["picky"]["error"] == "ValueError: not yet: 2"
+
+
+def test_runs_resume_uses_the_recorded_file_inputs_and_directory(
+    project: Path, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    failed = ambidex("run", "picky.yaml", "-i", "n=7", "--run-id", "r", cwd=project, home=home)
+    assert failed.returncode == 1
+    (project / "fixed").touch()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    resumed = ambidex("runs", "resume", "r", "--json", cwd=elsewhere, home=home)
+    assert resumed.returncode == 0, resumed.stderr
+    result = json.loads(resumed.stdout)
+    assert result["inputs"] == {"n": 7}
+    assert result["nodes"]["picky"]["output"] == 800
+    assert _line(resumed.stderr, "run r ").startswith("run r of workflow 'picky' resumed")
+    assert _calls(project) == ["quick", "picky", "picky"]  # in the run's own directory
+    assert not (elsewhere / "calls.log").exists()
+
+
+def test_runs_resume_of_a_run_that_fails_again_prints_its_own_command(
+    project: Path, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    assert ambidex("run", "picky.yaml", "-i", "n=1", "--run-id", "r", cwd=project,
+                   home=home).returncode == 1  # fmt: skip
+    again = ambidex("runs", "resume", "r", cwd=tmp_path, home=home)
+    assert again.returncode == 1
+    assert _line(again.stderr, "resume with: ") == "resume with: ambidex runs resume r"
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["runs", "show", "nosuch"], "no run 'nosuch' in {home}/runs.sqlite (latest: r)"),
+        (["runs", "resume", "nosuch"], "no run 'nosuch' in {home}/runs.sqlite (latest: r)"),
+        (["run", "picky.yaml", "--resume", "nosuch"], "no run 'nosuch' in"),
+        (["runs", "list", "--db", "missing.sqlite"], "no checkpoint file at missing.sqlite"),
+        (["runs", "show", "r", "--db", "picky.yaml"], "picky.yaml is not a checkpoint file"),
+        (
+            ["run", "picky.yaml", "-i", "n=x", "-i", "m=1"],
+            "picky.yaml: 2 problems: input 'n': expected int",
+        ),
+    ],
+)
+def test_a_mistake_is_one_line_and_exit_2(
+    project: Path, tmp_path: Path, args: list[str], says: str
+) -> None:
+    home = tmp_path / "home"
+    assert ambidex("run", "picky.yaml", "-i", "n=1", "--run-id", "r", cwd=project,
+                   home=home).returncode == 1  # fmt: skip
+    line = _one_error(ambidex(*args, cwd=project, home=home))
+    assert says.format(home=home) in line
+
+
+def test_resuming_a_run_whose_workflow_file_moved_is_one_line(
+    project: Path, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    assert ambidex("run", "picky.yaml", "-i", "n=1", "--run-id", "r", cwd=project,
+                   home=home).returncode == 1  # fmt: skip
+    (project / "picky.yaml").rename(project / "moved.yaml")
+    line = _one_error(ambidex("runs", "resume", "r", cwd=tmp_path, home=home))
+    assert f"its workflow file {project / 'picky.yaml'} is not there any more" in line
+    assert line.endswith("resume it with: ambidex run WORKFLOW.yaml --resume r")
+    (project / "fixed").touch()
+    by_hand = ambidex("run", "moved.yaml", "--resume", "r", cwd=project, home=home)
+    assert by_hand.returncode == 0, by_hand.stderr
