@@ -417,9 +417,10 @@ class WorkflowNode:
 
     ``status`` is what the node's last row says: ``running`` (started, not
     finished), ``succeeded``, ``failed``, ``skipped``; or, for a node that has
-    no row, ``pending`` while the job may still run it and ``not run`` once the
+    no row, ``pending`` while the job may still run it and ``cancelled`` once the
     job has ended; or ``interrupted``: it was running when its attempt of the job
-    stopped (the worker died or lost its lease), and will run again.
+    stopped (the worker died or lost its lease, or shut down), and runs again
+    if the job does.
     """
 
     node: str

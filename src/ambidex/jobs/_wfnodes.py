@@ -239,7 +239,7 @@ def _read_outputs(store: JobStore, job_id: str) -> list[tuple[str, str, Any]]:
 def node_table(job: Job, rows: Iterable[WorkflowNode], wf: Workflow | None) -> list[WorkflowNode]:
     """The nodes of a workflow job to show: the workflow's, in order, with what was recorded.
 
-    A node with no row is ``pending`` (``not run`` once the job has ended); a
+    A node with no row is ``pending`` (``cancelled`` once the job has ended); a
     ``running`` row of an attempt of the job that is not the one running now
     is ``interrupted``. Rows of nodes the workflow (as registered here) does
     not have come last; without the workflow, the rows alone.
@@ -255,7 +255,7 @@ def node_table(job: Job, rows: Iterable[WorkflowNode], wf: Workflow | None) -> l
             after = sorted(wf.nodes[name].deps)
             row = by_node.pop(name, None)
             if row is None:
-                status = "not run" if job.status.terminal else "pending"
+                status = "cancelled" if job.status.terminal else "pending"
                 shown.append(WorkflowNode(node=name, status=status, after=after))
             else:
                 shown.append(_as_now(job, row, after))
