@@ -26,6 +26,7 @@ __all__ = [
     "QueueState",
     "RetryPolicy",
     "WorkerInfo",
+    "WorkflowNode",
     "iso",
 ]
 
@@ -416,3 +417,51 @@ class QueueState:
         running = sum(n for (_, st), n in counts.items() if st is JobStatus.RUNNING)
         unserved = {wl: queued[wl] for wl in sorted(queued) if wl not in taken}
         return cls(workers, len(alive), sum(queued.values()), running, unserved)
+
+
+@dataclass(frozen=True)
+class WorkflowNode:
+    """One node of a workflow job, as its workers recorded it (``GET /v1/jobs/{id}/nodes``).
+
+    ``status`` is what the node's last row says: ``running`` (started, not
+    finished), ``succeeded``, ``failed``, ``skipped``; or, for a node that has
+    no row, ``pending`` while the job may still run it and ``cancelled`` once the
+    job has ended; or ``interrupted``: it was running when its attempt of the job
+    stopped (the worker died or lost its lease, or shut down), and runs again
+    if the job does.
+    """
+
+    node: str
+    status: str
+    after: list[str] = field(default_factory=list)
+    """The nodes it waits for (empty when the workflow is not registered where asked)."""
+    attempts: int = 0
+    """The node's own attempts (its retries) in the run that wrote the row."""
+    job_attempt: int | None = None
+    """The start of the job that wrote the row (a restored node keeps the first one's)."""
+    worker: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        """How long the node ran (all its attempts), once it has finished."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return max(self.finished_at - self.started_at, 0.0)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "node": self.node,
+            "status": self.status,
+            "after": self.after,
+            "attempts": self.attempts,
+            "job_attempt": self.job_attempt,
+            "worker": self.worker,
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "duration_s": self.duration_s,
+            "error": self.error,
+        }

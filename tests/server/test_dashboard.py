@@ -7,6 +7,7 @@ Each test starts a real job service on loopback, opens the pages, and waits
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -714,6 +715,73 @@ def test_workflow_job_page_summarizes_its_nodes(own_url: str, page: Page) -> Non
     expect(page.locator("#job")).to_have_attribute("data-job-id", new_id, timeout=WAIT_MS)
     expect(page.locator('#fields [data-field="rerun_of"]')).to_have_text(job_id)
     expect(page.locator("#summary")).to_be_visible(timeout=WAIT_MS)
+
+
+async def gate_first(gate: str) -> str:
+    return gate
+
+
+def closed(gate: str) -> bool:
+    """Whether the gate file exists (a sync helper: the check never blocks for long)."""
+    return os.path.exists(gate)
+
+
+async def gate_held(gate: str) -> int:
+    """Wait while the file ``gate`` exists."""
+    while closed(gate):
+        await asyncio.sleep(0.02)
+    return 7
+
+
+async def gate_last(n: int) -> int:
+    return n * 6
+
+
+@pytest.fixture
+def flow_url(tmp_path: Path) -> Iterator[str]:
+    """A job service whose workflow ``gated`` holds its middle node while a gate file exists."""
+    reg = WorkloadRegistry()
+    wf = ax.Workflow("gated", inputs={"gate": str})
+    first = wf.node("first", gate_first, input={"gate": wf.inputs.gate})
+    held = wf.node("held", gate_held, input={"gate": first.output})
+    wf.node("last", gate_last, input={"n": held.output})
+    reg.register_workflow(wf)
+    app = create_app(tmp_path / "jobs.sqlite", registry=reg, concurrency=2, lease_s=5.0)
+    with serve_in_thread(app) as url:
+        yield url
+
+
+def test_workflow_job_page_shows_its_dag_and_nodes_live(
+    flow_url: str, tmp_path: Path, page: Page
+) -> None:
+    gate = tmp_path / "gate"
+    gate.touch()
+    job_id = _submit(flow_url, "gated", {"gate": str(gate)})
+    page.goto(f"{flow_url}/jobs/{job_id}")
+    graph = page.locator("#workflow-graph")
+    expect(graph).to_be_visible()
+    expect(graph.locator("g.dag-node")).to_have_count(3)
+    expect(graph.locator("path.dag-edge")).to_have_count(2)
+    row = lambda node: page.locator(f'#node-rows tr[data-node="{node}"]')  # noqa: E731
+    # Live, without a reload: held runs, last waits.
+    expect(graph.locator('g[data-node="held"]')).to_have_attribute(
+        "data-status", "running", timeout=WAIT_MS
+    )
+    expect(row("first").locator(".badge")).to_have_text("succeeded", timeout=WAIT_MS)
+    expect(row("held").locator(".badge")).to_have_text("running", timeout=WAIT_MS)
+    expect(row("last").locator(".badge")).to_have_text("pending")
+    expect(row("first").locator('[data-field="attempts"]')).to_have_text("1")
+    gate.unlink()
+    expect(graph.locator('g[data-node="last"]')).to_have_attribute(
+        "data-status", "succeeded", timeout=WAIT_MS
+    )
+    for node in ("first", "held", "last"):
+        expect(row(node).locator(".badge")).to_have_text("succeeded", timeout=WAIT_MS)
+        expect(row(node).locator('[data-field="duration"]')).to_have_text(
+            re.compile(r"\d+\.\d\d s")
+        )
+        expect(row(node).locator('[data-field="job_attempt"]')).to_have_text("1")
+    expect(page.locator("#status-badge")).to_have_text("succeeded", timeout=WAIT_MS)
 
 
 SWEEP = {

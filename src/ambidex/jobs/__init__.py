@@ -43,6 +43,7 @@ from ambidex._job_model import (
     QueueState,
     RetryPolicy,
     WorkerInfo,
+    WorkflowNode,
 )
 from ambidex.jobs._desk import MAX_BATCH_JOBS, JobDesk
 from ambidex.jobs._ending import StopReason
@@ -95,6 +96,7 @@ __all__ = [
     "StopReason",
     "UnknownWorkloadError",
     "WorkerInfo",
+    "WorkflowNode",
     "Workload",
     "WorkloadOptions",
     "WorkloadRegistry",

@@ -41,6 +41,7 @@ from ambidex._job_model import (
     JobStatus,
     QueueState,
     WorkerInfo,
+    WorkflowNode,
     attempts_of,
     iso,
 )
@@ -57,6 +58,7 @@ from ambidex.jobs._store import (
     Page,
     Submitted,
 )
+from ambidex.jobs._wfnodes import node_table
 from ambidex.jobs._workloads import WorkloadRegistry, default_registry
 from ambidex.runtime import to_reserved_thread
 
@@ -551,6 +553,21 @@ class JobDesk:
         """
         await self.get(job_id)
         return attempts_of(await self._db(self.store.events, job_id, limit=100_000))
+
+    async def workflow_nodes(self, job_id: str) -> builtins.list[WorkflowNode]:
+        """The nodes of a workflow job: each with its status, attempts, times and error.
+
+        In the workflow's order with what each node waits for, when its
+        workload is registered here; otherwise the nodes its workers recorded,
+        by start. Empty for a job that is not a workflow's.
+
+        Raises:
+            JobNotFoundError: no such job.
+        """
+        job = await self.get(job_id)
+        rows = await self._db(self.store.workflow_nodes, job_id)
+        wf = self.registry.get(job.workload).workflow if job.workload in self.registry else None
+        return node_table(job, rows, wf)
 
     async def counts(self) -> dict[JobStatus, int]:
         """How many jobs are in each state."""

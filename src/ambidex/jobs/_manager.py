@@ -177,6 +177,7 @@ class JobManager:
     rerun = _at_desk(JobDesk.rerun)
     events = _at_desk(JobDesk.events)
     attempts = _at_desk(JobDesk.attempts)
+    workflow_nodes = _at_desk(JobDesk.workflow_nodes)
     counts = _at_desk(JobDesk.counts)
     counts_by_workload = _at_desk(JobDesk.counts_by_workload)
     workloads_seen = _at_desk(JobDesk.workloads_seen)

@@ -1,12 +1,15 @@
 """The job store's tables, rows as ``Job`` objects, and the upgrade of older databases.
 
-Four tables:
+Five tables:
 
 * ``ambidex_jobs``: one row per job (its input, state, outcome, retry policy,
   priority, the time it may start, its idempotency key);
 * ``ambidex_job_events``: the history of each job, the source of event streams;
 * ``ambidex_workers``: each worker's last heartbeat (the Workers page, health);
-* ``ambidex_schedules``: each recurring schedule and the last tick it fired.
+* ``ambidex_schedules``: each recurring schedule and the last tick it fired;
+* ``ambidex_workflow_nodes``: the nodes of workflow jobs, each as it started or
+  finished (a finished node's output with it), so that a job whose worker died
+  resumes from the nodes that finished.
 
 A database made by an earlier ambidex gets the columns and tables it lacks
 when a store opens it (``upgrade``); nothing is ever dropped or rewritten.
@@ -26,6 +29,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -50,6 +54,7 @@ __all__ = [
     "schedules_table",
     "upgrade",
     "workers_table",
+    "workflow_nodes_table",
 ]
 
 metadata = MetaData()
@@ -146,6 +151,25 @@ schedules_table = Table(
     Column("input", Text, nullable=False),
     Column("last_tick", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+)
+
+# The nodes of a workflow job (see ``ambidex.jobs._wfnodes``): a row is written when a node
+# starts (``running``) and when it reaches a final state (``succeeded``, with ``output`` as
+# cloudpickle; ``failed``; ``skipped``), by the worker holding the job, fenced by the job's
+# worker and attempt as every other write of a worker is. Deleted with their job (prune).
+workflow_nodes_table = Table(
+    "ambidex_workflow_nodes",
+    metadata,
+    Column("job_id", String(64), primary_key=True),
+    Column("node", Text, primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("output", LargeBinary),
+    Column("error", Text),
+    Column("attempts", Integer, nullable=False),  # the node's own attempts (its retries)
+    Column("job_attempt", Integer, nullable=False),  # the start of the job that wrote the row
+    Column("worker", String(200), nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
 )
 
 

@@ -64,6 +64,9 @@ _HELD = and_(
     _jc.attempts == _b("p_attempt"),
     _jc.status == RUNNING,
 )
+HELD_ROW = select(_jc.seq).where(_HELD).with_for_update()
+"""The job's row while the worker holds that attempt, locked until the transaction ends
+(PostgreSQL; SQLite has one writer): no requeue or claim of the job commits in between."""
 PROGRESS = (
     update(jobs_table)
     .where(_HELD)

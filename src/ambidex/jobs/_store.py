@@ -60,6 +60,7 @@ from ambidex._job_model import (
     JobStatus,
     RetryPolicy,
     WorkerInfo,
+    WorkflowNode,
     iso,
 )
 from ambidex.jobs import _sqlite_hot as hot
@@ -92,6 +93,7 @@ from ambidex.jobs._schema import (
     schedules_table,
     upgrade,
     workers_table,
+    workflow_nodes_table,
 )
 from ambidex.jobs._statements import (
     ADVISORY_LOCK,
@@ -100,6 +102,7 @@ from ambidex.jobs._statements import (
     EVENTS,
     FINISH,
     GET,
+    HELD_ROW,
     INSERT_EVENTS,
     INSERT_JOBS,
     LOST_ERROR,
@@ -122,6 +125,7 @@ from ambidex.jobs._statements import (
 )
 
 _jc = jobs_table.c
+_wn = workflow_nodes_table.c
 
 
 def _present(data: dict[str, Any]) -> dict[str, Any]:
@@ -182,6 +186,7 @@ class JobStore:
             self.dialect, jobs_table, "idempotency_key", KEYED
         ).returning(_jc.id, _jc.idempotency_key)
         self._insert_schedule = insert_ignoring(self.dialect, schedules_table, "name")
+        self._upsert_nodes = _upsert(self.dialect, workflow_nodes_table)
         # SQLite: the hot statements (submit, claim, finish, get) go through sqlite3 itself.
         self._raw = hot.RawSqlite(self.url) if self.dialect == "sqlite" else None
         self._raw_claims: dict[int | None, str] = {None: hot.claim_sql(None)}
@@ -830,8 +835,70 @@ class JobStore:
         old = select(_jc.id).where(finished_before)
         with self._write() as conn:
             conn.execute(delete(events_table).where(events_table.c.job_id.in_(old)))
+            conn.execute(delete(workflow_nodes_table).where(_wn.job_id.in_(old)))
             result = conn.execute(delete(jobs_table).where(finished_before))
         return int(result.rowcount or 0)
+
+    # -- the nodes of workflow jobs ---------------------------------------------------
+
+    def save_workflow_nodes(
+        self, job_id: str, worker: str, attempt: int, rows: builtins.list[dict[str, Any]]
+    ) -> bool:
+        """Write rows of ``ambidex_workflow_nodes`` for a job, in one transaction, fenced.
+
+        Each row (the table's columns but ``job_id``, ``job_attempt`` and
+        ``worker``, which are filled in) replaces the node's row. Written only
+        while ``worker`` holds ``attempt`` of the running job, checked on the
+        job's row locked until the commit (so no requeue or new claim of the job
+        commits in between): a worker that lost the job's lease writes nothing
+        and gets False, and can never overwrite a row of a later attempt.
+        """
+        held = {"p_id": job_id, "p_worker": worker, "p_attempt": attempt}
+        values = [
+            {**row, "job_id": job_id, "job_attempt": attempt, "worker": worker} for row in rows
+        ]
+        with self._write() as conn:
+            if conn.execute(HELD_ROW, held).first() is None:
+                return False
+            if values:
+                conn.execute(self._upsert_nodes, values)
+        return True
+
+    def workflow_nodes(self, job_id: str) -> builtins.list[WorkflowNode]:
+        """The nodes a workflow job recorded, as stored (without outputs), by start."""
+        columns = [c for c in workflow_nodes_table.columns if c.name not in ("job_id", "output")]
+        with self._read() as conn:
+            rows = conn.execute(
+                select(*columns)
+                .where(_wn.job_id == job_id)
+                .order_by(_wn.started_at.is_(None), _wn.started_at, _wn.node)
+            ).all()
+        return [
+            WorkflowNode(
+                node=r.node,
+                status=r.status,
+                attempts=r.attempts,
+                job_attempt=r.job_attempt,
+                worker=r.worker,
+                started_at=r.started_at,
+                finished_at=r.finished_at,
+                error=r.error,
+            )
+            for r in rows
+        ]
+
+    def workflow_node_outputs(self, job_id: str) -> builtins.list[tuple[str, str, bytes | None]]:
+        """``(node, status, output)`` of each finished node of a workflow job.
+
+        ``output`` is cloudpickle (None but for succeeded nodes).
+        """
+        with self._read() as conn:
+            rows = conn.execute(
+                select(_wn.node, _wn.status, _wn.output).where(
+                    _wn.job_id == job_id, _wn.status != RUNNING
+                )
+            ).all()
+        return [(r.node, r.status, None if r.output is None else bytes(r.output)) for r in rows]
 
     # -- workers ---------------------------------------------------------------------
 
@@ -1481,6 +1548,17 @@ def _ended_event(
     """The event row of an outcome written as final, ``status`` (every path writes it so)."""
     data = {"attempt": o.attempt, "error": error, "traceback": trace}
     return event_row(o.job_id, status.value, now, {"status": status.value, **_present(data)})
+
+
+def _upsert(dialect: str, table: Any) -> Any:
+    """``INSERT ... ON CONFLICT (primary key) DO UPDATE`` the other columns (either dialect)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    make: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = make(table)
+    keys = [c.name for c in table.primary_key.columns]
+    others = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys}
+    return statement.on_conflict_do_update(index_elements=keys, set_=others)
 
 
 def _end_lanes(*lanes: Lane) -> None:

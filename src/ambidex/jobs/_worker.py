@@ -24,6 +24,7 @@ import asyncio
 import builtins
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import socket
@@ -43,6 +44,7 @@ from ambidex.jobs._ending import Ending, StopReason
 from ambidex.jobs._metrics import JobMetrics
 from ambidex.jobs._statements import MAX_ERROR_CHARS, MAX_TRACEBACK_CHARS
 from ambidex.jobs._store import JobStore, Outcome, refused_data
+from ambidex.jobs._wfnodes import JobCheckpoints
 from ambidex.jobs._workloads import JobContext, WorkloadRegistry, default_registry
 from ambidex.runtime import to_reserved_thread
 
@@ -463,6 +465,10 @@ class JobWorker:
 
     def _launch(self, tg: asyncio.TaskGroup, job: Job) -> None:
         ctx = JobContext(job.id, job.workload, job.attempts)
+        # A workflow job checkpoints its nodes in the store, fenced by this attempt.
+        ctx._checkpoints = functools.partial(
+            JobCheckpoints, self.store, self._db, job.id, self.worker_id, job.attempts
+        )
         running = _Running(job, ctx)
         previous = self.running.get(job.id)
         if previous is not None:

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypedDict, TypeVar, cast, get_type_hints, overload
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, cast, get_type_hints, overload
 
 import pydantic
 import pydantic_core
@@ -39,7 +39,10 @@ from ambidex.jobs._json import MAX_DEPTH, JsonProblem, raw_problem
 from ambidex.jobs._progress import JobProgress
 from ambidex.jobs._schedules import Schedule
 from ambidex.runtime import TaskFunction, TaskKind, TaskOptions
-from ambidex.workflows import Workflow, WorkflowEvent
+from ambidex.workflows import EventKind, Workflow, WorkflowEvent
+
+if TYPE_CHECKING:
+    from ambidex.jobs._wfnodes import JobCheckpoints
 
 __all__ = [
     "JobContext",
@@ -68,6 +71,9 @@ class JobContext(JobProgress):
         self.workload = workload
         self.attempt = attempt
         """1 on the first run; higher when the job runs again after its worker was lost."""
+        # Set by the worker running the job: where a workflow job keeps its nodes
+        # (called with the workflow's name). None elsewhere: no checkpoints.
+        self._checkpoints: Callable[[str], JobCheckpoints] | None = None
 
 
 def _jsonable(value: Any) -> Any:
@@ -168,6 +174,8 @@ class Workload:
     concurrency: int | None = None
     """At most this many of its jobs run at once, across all workers (None: no limit)."""
     schedules: tuple[Schedule, ...] = ()
+    workflow: Workflow | None = None
+    """The workflow a ``workflow`` workload runs (its nodes and their order, for the dashboard)."""
 
     def validate(self, raw: Any) -> dict[str, Any]:
         """The input, validated and as JSON data.
@@ -348,10 +356,15 @@ def _workflow_workload(wf: Workflow, name: str) -> Workload:
     total = max(len(wf.nodes), 1)
 
     async def run_input(data: dict[str, Any], ctx: JobContext) -> Any:
+        # The same inputs on every attempt: the job's stored input, validated again.
         validated = model.model_validate(data)
         done: set[str] = set()
+        make = ctx._checkpoints
+        checkpoints = None if make is None else make(wf.name)
 
         def on_event(event: WorkflowEvent) -> None:
+            if checkpoints is not None and event.kind is EventKind.STARTED and event.node:
+                checkpoints.node_started(event.node, event.attempt)
             if event.node is None or event.kind.value not in (
                 "finished",
                 "failed",
@@ -363,7 +376,12 @@ def _workflow_workload(wf: Workflow, name: str) -> Workload:
             ctx.progress(len(done) / total, f"{event.node} {event.kind.value}")
 
         inputs = {k: getattr(validated, k) for k in type(validated).model_fields}
-        result = await wf.arun(inputs, on_event=on_event)
+        if checkpoints is None:
+            result = await wf.arun(inputs, on_event=on_event)
+        else:  # resumes from the nodes an earlier attempt finished (none on the first)
+            result = await wf.arun(
+                inputs, on_event=on_event, checkpoint=checkpoints, resume=ctx.job_id
+            )
         return result.as_dict()
 
     return Workload(
@@ -372,6 +390,7 @@ def _workflow_workload(wf: Workflow, name: str) -> Workload:
         input_model=model,
         kind="workflow",
         description=f"workflow {wf.name} ({len(wf.nodes)} nodes)",
+        workflow=wf,
     )
 
 
@@ -430,7 +449,10 @@ class WorkloadRegistry:
         """Register a workflow as a workload; its declared inputs are the input schema.
 
         The job's progress is the share of nodes that have finished, and its
-        result is ``WorkflowResult.as_dict()``. Options as for ``register``.
+        result is ``WorkflowResult.as_dict()``. Each node is checkpointed in the
+        job store as it finishes, so an attempt after the first (the worker
+        died, a retry) runs only the nodes not finished yet (see
+        ``ambidex.jobs._wfnodes``). Options as for ``register``.
         """
         wf.validate()
         workload = _workflow_workload(wf, name or wf.name).with_options(**options)

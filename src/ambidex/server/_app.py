@@ -62,6 +62,7 @@ from ambidex.server._schemas import (
     SubmitIn,
     WorkerList,
     WorkerOut,
+    WorkflowNodesOut,
     WorkloadOut,
 )
 
@@ -183,6 +184,7 @@ def create_app(
     _install_request_metrics(app, metrics)
     _install_job_routes(app, jm, max_wait_s)
     _install_read_routes(app, jm)
+    _install_workflow_routes(app, jm)
     _install_service_routes(app, jm, metrics)
 
     from ambidex.server._dashboard import router as dashboard
@@ -493,6 +495,27 @@ def _install_read_routes(app: FastAPI, jm: JobManager) -> None:
     async def workloads() -> list[WorkloadOut]:
         """The workloads this server accepts, with their input schemas and job options."""
         return [WorkloadOut.model_validate(w.describe()) for w in jm.registry]
+
+
+def _install_workflow_routes(app: FastAPI, jm: JobManager) -> None:
+    auth = _auth_of(app)
+
+    @app.get(
+        "/v1/jobs/{job_id}/nodes",
+        response_model=WorkflowNodesOut,
+        dependencies=auth,
+        tags=["jobs"],
+    )
+    async def job_nodes(job_id: str) -> WorkflowNodesOut:
+        """A workflow job's nodes: status, attempts, times and error of each, in order."""
+        job = await jm.get(job_id)
+        nodes = await jm.workflow_nodes(job_id)
+        shown = {
+            "job_id": job.id,
+            "status": job.status.value,
+            "nodes": [n.as_dict() for n in nodes],
+        }
+        return WorkflowNodesOut.model_validate(shown)
 
 
 def _install_service_routes(app: FastAPI, jm: JobManager, metrics: _Metrics) -> None:

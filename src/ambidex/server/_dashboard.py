@@ -9,7 +9,11 @@ consumes the queue (no live worker, or none that takes a queued workload) and
 how to start a worker. ``GET /jobs/{job_id}`` shows one job: its fields,
 every attempt with its error and traceback, its result (a readable summary for
 workflows, simulations and evolutions, the raw JSON alongside), its events
-(followed live over server-sent events), and the actions its status allows.
+(followed live over server-sent events), and the actions its status allows;
+for a workflow job, its nodes as a picture of the DAG (inline SVG drawn here,
+``_dag``) and a table (status, attempts, duration, error), both kept current
+from ``/v1/jobs/{id}/nodes`` on every event of the job and every second while
+it runs.
 Nothing is fetched from outside: the stylesheet and scripts in ``static/`` are
 inlined into each page.
 
@@ -49,8 +53,10 @@ from ambidex.jobs import (
     JobStatus,
     QueueState,
     WorkerInfo,
+    WorkflowNode,
 )
 from ambidex.server._auth import TOKEN_COOKIE, require_token
+from ambidex.server._dag import MAX_DRAWN, dag_svg
 
 __all__ = ["router"]
 
@@ -636,6 +642,7 @@ async def job_page(request: Request, job_id: str) -> Response:
     attempts = await jm.attempts(job_id)
     last_seq = events[-1].seq if events else 0
     kind = jm.registry.get(job.workload).kind if job.workload in jm.registry else ""
+    nodes = await jm.workflow_nodes(job_id)  # a workflow's (as registered here), or none
     jid = _e(job.id)
     body = f"""<article id="job" data-job-id="{jid}" data-status="{job.status.value}"
  data-last-seq="{last_seq}" data-workload="{_e(job.workload)}" data-workload-kind="{_e(kind)}">
@@ -651,6 +658,7 @@ async def job_page(request: Request, job_id: str) -> Response:
 <div>
 <section class="panel card"><h2>Progress</h2>{_progress(job, big=True)}
 <p id="progress-message" class="hint" data-field="message">{_e(job.message)}</p></section>
+{_workflow_card(nodes)}
 {_outcome(job)}
 {_attempts_card(attempts)}
 <section class="panel card"><h2>Input</h2>
@@ -664,7 +672,8 @@ async def job_page(request: Request, job_id: str) -> Response:
 </div>
 </article>
 <template id="event-template">{_event_row(None)}</template>
-<template id="attempt-template">{_attempt_row(None)}</template>"""
+<template id="attempt-template">{_attempt_row(None)}</template>
+<template id="node-template">{_node_row(None, 0.0)}</template>"""
     return _page(f"Job {job.id}", body, scripts=("summary.js", "job.js"), section="jobs")
 
 
@@ -717,6 +726,48 @@ def _outcome(job: Job) -> str:
 <details id="result-box" class="raw" open{_hidden(not result)}>
 <summary id="result-label">JSON</summary><pre id="result" class="json">{_e(result)}</pre></details>
 </section>"""
+
+
+def _workflow_card(nodes: list[WorkflowNode]) -> str:
+    """A workflow job's nodes: the DAG as a picture, then the table (none for other jobs)."""
+    if not nodes:
+        return ""
+    picture = dag_svg(nodes)
+    note = (
+        ""
+        if picture
+        else f'<p class="muted">{len(nodes)} nodes: over {MAX_DRAWN}, too many to draw.</p>'
+    )
+    now = time.time()
+    rows = "".join(_node_row(node, now) for node in nodes)
+    return f"""<section class="panel card" id="workflow-card"><h2>Nodes</h2>
+<div class="dag-wrap scroll">{picture}</div>{note}
+<table class="events nodes" id="node-table"><thead><tr><th>Node</th><th>Status</th>
+<th>Attempts</th><th>Duration</th><th title="the start of the job that ran it">Job attempt</th>
+<th>Error</th></tr></thead>
+<tbody id="node-rows">{rows}</tbody></table></section>"""
+
+
+def _node_row(node: WorkflowNode | None, now: float) -> str:
+    """A row of the nodes table; with ``None``, the empty row the script clones.
+
+    A running node's duration is the time since it started (the script's too).
+    """
+    if node is None:
+        node = WorkflowNode(node="", status="pending")
+    seconds = node.duration_s
+    if seconds is None and node.status == "running" and node.started_at is not None:
+        seconds = max(now - node.started_at, 0.0)
+    return (
+        f'<tr data-node="{_e(node.node)}" data-status="{_e(node.status)}">'
+        f'<td class="mono" data-field="node">{_e(node.node)}</td>'
+        f"<td>{_badge(node.status)}</td>"
+        f'<td class="num" data-field="attempts">{node.attempts or _DASH}</td>'
+        f'<td class="num" data-field="duration">{_duration(seconds)}</td>'
+        f'<td class="num" data-field="job_attempt">{node.job_attempt or _DASH}</td>'
+        f'<td class="detail"><span class="error-text" data-field="error">{_e(node.error)}</span>'
+        "</td></tr>"
+    )
 
 
 def _attempts_card(attempts: list[Attempt]) -> str:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ambidex.jobs import MAX_BATCH_JOBS, Attempt, Job, JobEvent, WorkerInfo
+from ambidex.jobs import MAX_BATCH_JOBS, Attempt, Job, JobEvent, WorkerInfo, WorkflowNode
 
 __all__ = [
     "AttemptOut",
@@ -21,6 +21,8 @@ __all__ = [
     "SubmitIn",
     "WorkerList",
     "WorkerOut",
+    "WorkflowNodeOut",
+    "WorkflowNodesOut",
     "WorkloadOut",
 ]
 
@@ -232,6 +234,37 @@ class AttemptOut(BaseModel):
     def of(cls, attempt: Attempt) -> AttemptOut:
         """The API form of an attempt."""
         return cls.model_validate(attempt.as_dict())
+
+
+class WorkflowNodeOut(BaseModel):
+    """One node of a workflow job, as its workers recorded it."""
+
+    node: str
+    status: str = Field(
+        description="pending, running, succeeded, failed, skipped; interrupted (running when "
+        "its attempt of the job stopped: it runs again); cancelled (the job ended first)."
+    )
+    after: list[str] = Field(description="The nodes it waits for.")
+    attempts: int = Field(description="The node's own attempts (its retries).")
+    job_attempt: int | None = Field(description="The start of the job that recorded it.")
+    worker: str | None
+    started_at: str | None
+    finished_at: str | None
+    duration_s: float | None
+    error: str | None
+
+    @classmethod
+    def of(cls, node: WorkflowNode) -> WorkflowNodeOut:
+        """The API form of a node."""
+        return cls.model_validate(node.as_dict())
+
+
+class WorkflowNodesOut(BaseModel):
+    """The nodes of a workflow job (empty for a job that is not a workflow's)."""
+
+    job_id: str
+    status: Status = Field(description="The job's status.")
+    nodes: list[WorkflowNodeOut]
 
 
 class EventOut(BaseModel):

@@ -1,9 +1,16 @@
-"""Checkpoints: node results of a run stored in SQLite, so a crashed run can resume.
+"""Checkpoints: node results of a run stored as they finish, so a crashed run can resume.
 
-Every node that reaches a final state is written as it finishes (by one
-writer, off the event loop). Outputs are stored with cloudpickle, so a resumed
-run gets back exactly the objects the nodes returned; resuming needs the same
-code. Inputs are stored as JSON.
+``checkpoint=`` of ``Workflow.arun`` takes a ``CheckpointBackend``: where a
+run's finished nodes are kept and found again. Two implement it: the SQLite
+file of ``CheckpointStore`` (``checkpoint="runs.sqlite"``), and the job
+store's own database when a workflow runs as a job (``ambidex.jobs``).
+
+In ``CheckpointStore`` every node that reaches a final state is written as it
+finishes (off the event loop). Outputs and inputs are stored with
+cloudpickle, so a resumed run gets back exactly the objects the nodes returned
+and the inputs it was given (a ``datetime`` stays a ``datetime``, a tuple a
+tuple, ``bytes`` bytes); resuming needs the same code. The inputs are also
+kept as JSON (``runs.inputs``) for people reading the file.
 
 A run also records what ``ambidex runs`` lists and resumes by: the workflow's
 YAML file and the directory it ran in, its node names, and each node's
@@ -21,16 +28,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import cloudpickle
 import pydantic_core
 
 from ambidex._sqlite import open_sqlite
 from ambidex._text import describe_exception
+from ambidex.runtime import current_runtime
 from ambidex.workflows._spec import WorkflowDefinitionError
 
-__all__ = ["CheckpointStore", "NodeRecord", "RunRecord", "StoredRun"]
+if TYPE_CHECKING:
+    from ambidex.workflows._scheduler import NodeRun
+
+__all__ = ["CheckpointBackend", "CheckpointStore", "NodeRecord", "RunRecord", "StoredRun"]
 
 _SCHEMA = """
 create table if not exists runs (
@@ -53,10 +64,10 @@ create table if not exists nodes (
     primary key (run_id, node)
 );
 """
-
 # Columns added after the first files were written: (table, column, type). Every
 # file gains those it lacks when opened, so old runs read as "not recorded".
 _ADDED_COLUMNS = (
+    ("runs", "inputs_pickle", "blob"),  # the inputs as cloudpickle, read back exactly
     ("runs", "source", "text"),  # the workflow's YAML file, absolute; null when built in Python
     ("runs", "workdir", "text"),  # the directory the run started in
     ("runs", "node_names", "text"),  # a JSON list of the workflow's nodes, in order
@@ -157,10 +168,95 @@ class NodeRecord:
         }
 
 
-class CheckpointStore:
-    """A SQLite file of runs and their node results (WAL mode; safe across threads)."""
+@runtime_checkable
+class CheckpointBackend(Protocol):
+    """Where a run's finished nodes are kept, and found again by a resume.
 
-    def __init__(self, path: str | Path) -> None:
+    ``Workflow.arun(checkpoint=...)`` takes one (or the path of a
+    ``CheckpointStore`` file). The scheduler calls, on its event loop:
+
+    * ``aload_run(run_id)`` once, for ``resume=``: the stored run (its inputs
+      and the outputs of its succeeded nodes, which are not run again);
+    * ``astart_run(run_id, workflow, inputs, resume=...)`` once, before any node
+      starts: a new run is recorded, or a resumed run's inputs (the stored ones
+      with those given over them) replace the stored ones;
+    * ``asave_node(run_id, run)`` for each node that reaches a final state
+      (succeeded, failed, skipped), **before its dependents start**: the
+      dependents start once it returns. If it raises, the run fails (no node
+      starts after a result that could not be stored);
+    * ``afinish_run(run_id, status, error)`` once at the end, with ``status``
+      ``succeeded``, ``failed`` or ``cancelled``.
+    """
+
+    async def aload_run(self, run_id: str) -> StoredRun:
+        """The stored run (raise ``WorkflowDefinitionError`` when there is none)."""
+        ...
+
+    async def astart_run(
+        self,
+        run_id: str,
+        workflow: str,
+        inputs: dict[str, Any],
+        *,
+        resume: bool,
+        source: str | None = None,
+        nodes: Sequence[str] = (),
+    ) -> None:
+        """Record a new run (``resume=False``) or a resumed run's inputs.
+
+        ``source`` (the workflow's YAML file, None when built in Python) and
+        ``nodes`` (its node names in order) are for listings; a backend may
+        ignore them.
+        """
+        ...
+
+    async def asave_node(self, run_id: str, run: NodeRun) -> None:
+        """Store one node's final state; durable when this returns."""
+        ...
+
+    async def afinish_run(self, run_id: str, status: str, error: str | None) -> None:
+        """Record how the run ended."""
+        ...
+
+
+def _inputs_json(inputs: dict[str, Any]) -> str:
+    """The inputs as JSON text for people reading the file (never raises)."""
+    try:
+        return json.dumps(
+            pydantic_core.to_jsonable_python(inputs, fallback=repr, bytes_mode="base64")
+        )
+    except Exception:
+        return json.dumps({key: repr(value) for key, value in inputs.items()})
+
+
+def _inputs_pickle(inputs: dict[str, Any]) -> bytes:
+    """The inputs as cloudpickle.
+
+    Raises:
+        WorkflowDefinitionError: naming each input cloudpickle cannot store.
+    """
+    try:
+        return bytes(cloudpickle.dumps(inputs))
+    except Exception:
+        problems = []
+        for key, value in inputs.items():
+            try:
+                cloudpickle.dumps(value)
+            except Exception as exc:
+                problems.append(
+                    f"input {key!r} cannot be checkpointed (cloudpickle): {describe_exception(exc)}"
+                )
+        raise WorkflowDefinitionError(problems or ["the inputs cannot be checkpointed"]) from None
+
+
+class CheckpointStore:
+    """A SQLite file of runs and their node results (WAL mode; safe across threads).
+
+    A ``CheckpointBackend``: its ``a*`` methods run the blocking ones on the
+    runtime's I/O threads.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._db = open_sqlite(self.path, timeout_s=5.0)
@@ -180,23 +276,51 @@ class CheckpointStore:
 
         ``source`` (the workflow's file) is recorded as an absolute path, with
         the current directory, from which the file's import paths resolve.
+
+        Raises:
+            WorkflowDefinitionError: the run id is taken, or an input cannot be
+                stored (nothing is written).
         """
         now = time.time()
+        blob = _inputs_pickle(inputs)
         workdir = os.getcwd()
         source = None if source is None else os.path.abspath(source)
-        text = json.dumps(pydantic_core.to_jsonable_python(inputs, fallback=repr))
         with self._lock:
             try:
                 self._db.execute(
                     "insert into runs (run_id, workflow, inputs, status, error, created_at, "
-                    "updated_at, source, workdir, node_names) "
-                    "values (?, ?, ?, 'running', null, ?, ?, ?, ?, ?)",
-                    (run_id, workflow, text, now, now, source, workdir, json.dumps(list(nodes))),
+                    "updated_at, inputs_pickle, source, workdir, node_names) "
+                    "values (?, ?, ?, 'running', null, ?, ?, ?, ?, ?, ?)",
+                    (
+                        run_id,
+                        workflow,
+                        _inputs_json(inputs),
+                        now,
+                        now,
+                        blob,
+                        source,
+                        workdir,
+                        json.dumps(list(nodes)),
+                    ),
                 )
             except sqlite3.IntegrityError:
                 raise WorkflowDefinitionError(
                     [f"run id {run_id!r} already exists in {self.path}; resume it instead"]
                 ) from None
+
+    def resume_run(self, run_id: str, inputs: dict[str, Any]) -> None:
+        """Record that a stored run runs again, with these inputs (a later resume reads them).
+
+        Raises:
+            WorkflowDefinitionError: an input cannot be stored (nothing is written).
+        """
+        blob = _inputs_pickle(inputs)
+        with self._lock:
+            self._db.execute(
+                "update runs set inputs = ?, inputs_pickle = ?, status = 'running', error = null, "
+                "updated_at = ? where run_id = ?",
+                (_inputs_json(inputs), blob, time.time(), run_id),
+            )
 
     def save_node(
         self,
@@ -245,7 +369,8 @@ class CheckpointStore:
         """
         with self._lock:
             row = self._db.execute(
-                "select workflow, inputs, status from runs where run_id = ?", (run_id,)
+                "select workflow, inputs, status, inputs_pickle from runs where run_id = ?",
+                (run_id,),
             ).fetchone()
             if row is None:
                 known = [
@@ -263,22 +388,12 @@ class CheckpointStore:
         return StoredRun(
             run_id=run_id,
             workflow=row[0],
-            inputs=json.loads(row[1]),
+            # Runs stored before inputs_pickle existed have JSON inputs only.
+            inputs=json.loads(row[1]) if row[3] is None else cloudpickle.loads(row[3]),
             status=row[2],
             outputs=outputs,
             node_status={n: status for n, status, _ in nodes},
         )
-
-    def list_runs(self, limit: int = 20) -> list[dict[str, Any]]:
-        """The latest runs, newest first."""
-        with self._lock:
-            rows = self._db.execute(
-                "select run_id, workflow, status, created_at, updated_at, error from runs "
-                "order by created_at desc limit ?",
-                (limit,),
-            ).fetchall()
-        keys = ("run_id", "workflow", "status", "created_at", "updated_at", "error")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
 
     def runs(self, limit: int | None = 20) -> list[RunRecord]:
         """The latest ``limit`` runs (all with None), newest first, without their outputs."""
@@ -329,3 +444,36 @@ class CheckpointStore:
         """Close the database connection."""
         with self._lock:
             self._db.close()
+
+    # -- CheckpointBackend: the blocking calls above, on the runtime's I/O threads --
+
+    async def aload_run(self, run_id: str) -> StoredRun:
+        """``load_run`` off the event loop."""
+        return await current_runtime().run_in_thread(self.load_run, (run_id,), {})
+
+    async def astart_run(
+        self,
+        run_id: str,
+        workflow: str,
+        inputs: dict[str, Any],
+        *,
+        resume: bool,
+        source: str | None = None,
+        nodes: Sequence[str] = (),
+    ) -> None:
+        """``start_run`` (or, for a resume, ``resume_run``) off the event loop."""
+        if resume:
+            await current_runtime().run_in_thread(self.resume_run, (run_id, inputs), {})
+        else:
+            where = {"source": source, "nodes": nodes}
+            await current_runtime().run_in_thread(self.start_run, (run_id, workflow, inputs), where)
+
+    async def asave_node(self, run_id: str, run: NodeRun) -> None:
+        """``save_node`` of a node's final state, off the event loop."""
+        args = (run_id, run.name, run.status.value, run.output, run.error, run.attempts)
+        timing = {"duration_s": run.duration_s}
+        await current_runtime().run_in_thread(self.save_node, args, timing)
+
+    async def afinish_run(self, run_id: str, status: str, error: str | None) -> None:
+        """``finish_run`` off the event loop."""
+        await current_runtime().run_in_thread(self.finish_run, (run_id, status, error), {})

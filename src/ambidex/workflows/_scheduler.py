@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import secrets
 from collections import deque
 from collections.abc import Mapping
@@ -22,7 +23,8 @@ from ambidex._text import describe_exception
 from ambidex.agents import Agent
 from ambidex.exceptions import TaskTimeoutError
 from ambidex.runtime import Backoff, current_runtime
-from ambidex.workflows._checkpoint import CheckpointStore
+from ambidex.workflows._checkpoint import CheckpointBackend, CheckpointStore
+from ambidex.workflows._context import node_key
 from ambidex.workflows._events import EventKind, EventListener, NodeStatus, WorkflowEvent
 from ambidex.workflows._refs import Condition, Ref, resolve
 from ambidex.workflows._spec import (
@@ -124,7 +126,7 @@ class _WorkflowExecution:
         inputs: dict[str, Any],
         run_id: str,
         listener: EventListener | None,
-        store: CheckpointStore | None,
+        store: CheckpointBackend | None,
         max_parallel: int | None,
     ) -> None:
         self.wf = wf
@@ -158,6 +160,7 @@ class _WorkflowExecution:
         self.keyword_names: dict[int, frozenset[str] | None] = {}
         self.persisting: set[asyncio.Task[None]] = set()
         self.stopping = False  # set once the run fails or is cancelled: start nothing new
+        self.cancelled = False  # the run itself was cancelled (Ctrl-C, task.cancel())
 
     # -- events ----------------------------------------------------------------
 
@@ -318,6 +321,7 @@ class _WorkflowExecution:
         return resolve(template, self.inputs, self.outputs)
 
     async def run_node(self, node: Node) -> Any:
+        node_key.set(f"{self.run_id}:{node.name}")  # this task's own context: current_node_key()
         run = self.runs[node.name]
         value = self.node_input(node)
         while True:
@@ -401,15 +405,20 @@ class _WorkflowExecution:
         task.add_done_callback(self.persisting.discard)
 
     async def persist(self, name: str, release: bool) -> None:
-        run = self.runs[name]
         assert self.store is not None
-        args = (self.run_id, name, run.status.value, run.output, run.error, run.attempts)
-        timing = {"duration_s": run.duration_s}
         try:
-            await current_runtime().run_in_thread(self.store.save_node, args, timing)
-        finally:
-            if release:
-                self.settle(name)
+            await self.store.asave_node(self.run_id, self.runs[name])
+        except Exception as exc:  # no dependent may start on a result that was not stored
+            self.checkpoint_failed(name, exc)
+            return
+        if release:
+            self.settle(name)
+
+    def checkpoint_failed(self, name: str, exc: Exception) -> None:
+        """A node's checkpoint could not be written: the run fails (as a node failing would)."""
+        if self.failure is None:
+            self.failure = (name, exc)
+            self.cancel_rest(f"the checkpoint of node {name!r} could not be written")
 
     # -- the run ---------------------------------------------------------------
 
@@ -423,6 +432,7 @@ class _WorkflowExecution:
                         self.on_ready(name)
                 await self.done
         except asyncio.CancelledError:
+            self.cancelled = True
             self.cancel_rest("the run was cancelled")
             if self.running:
                 await asyncio.gather(*self.running, return_exceptions=True)
@@ -461,12 +471,13 @@ class _WorkflowExecution:
         while self.persisting:
             await asyncio.gather(*self.persisting)
         if self.store is not None:
-            status = "failed" if self.failure is not None else "succeeded"
-            assert self.store is not None
+            status = "succeeded"
+            if self.failure is not None:
+                status = "failed"
+            elif self.cancelled:
+                status = "cancelled"
             error = None if self.failure is None else repr(self.failure[1])
-            await current_runtime().run_in_thread(
-                self.store.finish_run, (self.run_id, status, error), {}
-            )
+            await self.store.afinish_run(self.run_id, status, error)
         error_text = None
         if self.failure is not None:
             failed_node, failed_exc = self.failure
@@ -515,7 +526,7 @@ async def execute(
     given: Mapping[str, Any],
     *,
     on_event: EventListener | None,
-    checkpoint: str | None,
+    checkpoint: str | os.PathLike[str] | CheckpointBackend | None,
     run_id: str | None,
     resume: str | None,
     max_parallel: int | None,
@@ -526,6 +537,12 @@ async def execute(
             [f"max_parallel must be a positive integer, got {max_parallel!r}"]
         )
     rt = current_runtime()
+    if checkpoint is not None and not isinstance(checkpoint, str | os.PathLike):
+        if not isinstance(checkpoint, CheckpointBackend):
+            raise WorkflowDefinitionError(
+                [f"checkpoint= takes a file path or a CheckpointBackend, not {checkpoint!r}"]
+            )
+        return await _execute(wf, given, on_event, checkpoint, run_id, resume, max_parallel)
     store = None
     if checkpoint is not None:
         store = await rt.run_in_thread(CheckpointStore, (checkpoint,), {})
@@ -540,17 +557,16 @@ async def _execute(
     wf: Workflow,
     given: Mapping[str, Any],
     on_event: EventListener | None,
-    store: CheckpointStore | None,
+    store: CheckpointBackend | None,
     run_id: str | None,
     resume: str | None,
     max_parallel: int | None,
 ) -> WorkflowResult:
-    rt = current_runtime()
     restored: dict[str, Any] = {}
     if resume is not None:
         if store is None:
             raise WorkflowDefinitionError(["resume needs checkpoint= (the SQLite file of the run)"])
-        stored = await rt.run_in_thread(store.load_run, (resume,), {})
+        stored = await store.aload_run(resume)
         if stored.workflow != wf.name:
             raise WorkflowDefinitionError(
                 [f"run {resume!r} belongs to workflow {stored.workflow!r}, not {wf.name!r}"]
@@ -560,8 +576,14 @@ async def _execute(
         run_id = resume
     inputs = check_inputs(wf, given)
     run_id = run_id or secrets.token_hex(8)
-    if store is not None and resume is None:
-        where = {"source": wf.source, "nodes": list(wf.nodes)}  # what `ambidex runs` shows
-        await rt.run_in_thread(store.start_run, (run_id, wf.name, inputs), where)
+    if store is not None:  # a resume records its inputs: a later resume runs with the same
+        await store.astart_run(
+            run_id,
+            wf.name,
+            inputs,
+            resume=resume is not None,
+            source=wf.source,  # what `ambidex runs` shows
+            nodes=list(wf.nodes),
+        )
     run = _WorkflowExecution(wf, inputs, run_id, on_event, store, max_parallel)
     return await run.go(restored)

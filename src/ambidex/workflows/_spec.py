@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import inspect
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from ambidex.runtime import TaskFunction
 from ambidex.workflows._refs import INPUTS, Condition, Ref, find_refs
 
 if TYPE_CHECKING:
+    from ambidex.workflows._checkpoint import CheckpointBackend
     from ambidex.workflows._events import EventListener
     from ambidex.workflows._scheduler import WorkflowResult
 
@@ -287,7 +289,7 @@ class Workflow:
         inputs: Mapping[str, Any] | None = None,
         *,
         on_event: EventListener | None = None,
-        checkpoint: str | None = None,
+        checkpoint: str | os.PathLike[str] | CheckpointBackend | None = None,
         run_id: str | None = None,
         resume: str | None = None,
         max_parallel: int | None = None,
@@ -314,7 +316,7 @@ class Workflow:
         inputs: Mapping[str, Any] | None = None,
         *,
         on_event: EventListener | None = None,
-        checkpoint: str | None = None,
+        checkpoint: str | os.PathLike[str] | CheckpointBackend | None = None,
         run_id: str | None = None,
         resume: str | None = None,
         max_parallel: int | None = None,
@@ -324,11 +326,17 @@ class Workflow:
         Args:
             inputs: values for the declared workflow inputs.
             on_event: called with each ``WorkflowEvent`` (queued, started, finished...).
-            checkpoint: a SQLite file in which every finished node's output is
-                stored, so that a crashed run can be resumed.
+            checkpoint: a SQLite file (``CheckpointStore``) in which every
+                finished node's output is stored before its dependents start, so
+                that a crashed run can be resumed; or another
+                ``ax.workflows.CheckpointBackend``.
             run_id: the id to store the run under (default: a new random id).
+                Nodes read ``"<run id>:<node>"`` as their idempotency key
+                (``ax.workflows.current_node_key()``).
             resume: the id of a stored run to resume: nodes that finished are not
                 run again; their stored outputs are used. Needs ``checkpoint``.
+                Inputs given with it replace the stored ones, and are stored in
+                their place (a later resume runs with them).
             max_parallel: at most this many nodes at once (default: the
                 workflow's ``max_parallel``, else no bound).
 

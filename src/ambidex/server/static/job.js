@@ -1,6 +1,7 @@
 // One job: follow its server-sent events (from the last one the page was
 // rendered with), keep fields, progress, attempts and result current, and
-// retry, re-run or cancel it.
+// retry, re-run or cancel it. A workflow job's nodes (the table and the DAG's
+// picture) are read again on each of its events and every second while it runs.
 (() => {
   const root = document.getElementById("job");
   const jobId = root.dataset.jobId;
@@ -17,6 +18,12 @@
   const message = document.getElementById("job-message");
   let lastSeq = Number(root.dataset.lastSeq || 0);
   let source = null;
+  const nodeRows = document.getElementById("node-rows");
+  const nodeTemplate = document.getElementById("node-template");
+  const graph = document.getElementById("workflow-graph");
+  const NODE_POLL_MS = 1000;
+  let nodesTimer = null;
+  let nodesBusy = false;
 
   const field = (name) => document.querySelector(`#fields [data-field="${name}"]`);
   const row = (name) => document.querySelector(`#fields [data-row="${name}"]`);
@@ -123,7 +130,61 @@
     document.getElementById("no-attempts").hidden = attempts.length > 0;
   }
 
+  // A running node's duration is the time since it started (the server's _node_row too).
+  function fillNode(tr, node) {
+    tr.dataset.node = node.node;
+    tr.dataset.status = node.status;
+    tr.querySelector('[data-field="node"]').textContent = node.node;
+    AX.setBadge(tr.querySelector('[data-field="status"]'), node.status, false);
+    tr.querySelector('[data-field="attempts"]').textContent = node.attempts ? String(node.attempts) : AX.DASH;
+    let seconds = node.duration_s;
+    if (seconds === null && node.status === "running" && node.started_at) {
+      seconds = Math.max((Date.now() - new Date(node.started_at).getTime()) / 1000, 0);
+    }
+    tr.querySelector('[data-field="duration"]').textContent = AX.duration(seconds);
+    tr.querySelector('[data-field="job_attempt"]').textContent = node.job_attempt ? String(node.job_attempt) : AX.DASH;
+    tr.querySelector('[data-field="error"]').textContent = node.error || "";
+  }
+
+  function renderNodes(nodes) {
+    AX.syncRows(nodeRows, nodeTemplate, nodes, "node", (n) => n.node, fillNode);
+    if (!graph) return;
+    const boxes = new Map();
+    for (const g of graph.querySelectorAll("g[data-node]")) boxes.set(g.getAttribute("data-node"), g);
+    for (const node of nodes) {
+      const g = boxes.get(node.node);
+      if (!g) continue;
+      g.setAttribute("data-status", node.status);
+      g.querySelector("title").textContent = `${node.node}: ${node.status}`;
+    }
+  }
+
+  async function refreshNodes() {
+    if (!nodeRows || nodesBusy) return;
+    nodesBusy = true;
+    try {
+      const answer = await AX.api("GET", `${jobUrl}/nodes`);
+      renderNodes(answer.nodes);
+      if (AX.TERMINAL.has(answer.status)) stopNodes();
+    } catch (_) {
+      // the table stays as it is; the next event or tick reads it again
+    } finally {
+      nodesBusy = false;
+    }
+  }
+
+  function followNodes() {
+    if (!nodeRows || nodesTimer !== null || AX.TERMINAL.has(root.dataset.status)) return;
+    nodesTimer = setInterval(refreshNodes, NODE_POLL_MS);
+  }
+
+  function stopNodes() {
+    if (nodesTimer !== null) clearInterval(nodesTimer);
+    nodesTimer = null;
+  }
+
   async function refresh() {
+    refreshNodes();
     try {
       const [job, attempts] = await Promise.all([
         AX.api("GET", jobUrl),
@@ -178,6 +239,7 @@
       return;
     }
     addEvent(ev);
+    refreshNodes();  // a node finished (each one reports progress), or the job changed
     if (ev.kind === "progress") {
       AX.setProgress(document.querySelector('.progress[data-field="progress"]'), { progress: ev.progress, status: root.dataset.status });
       document.getElementById("progress-message").textContent = ev.message || "";
@@ -197,6 +259,7 @@
   }
 
   function listen() {
+    followNodes();
     if (source && source.readyState !== EventSource.CLOSED) return;
     if (source) source.close();
     source = null;
