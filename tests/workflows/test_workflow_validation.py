@@ -11,6 +11,7 @@ import pydantic
 import pytest
 import wf_agents
 import wf_typed
+import wf_typed_lazy
 from wf_agents import FuelAgent, GridAgent, ReportAgent
 
 import ambidex as ax
@@ -641,3 +642,45 @@ def test_a_functions_signature_and_annotations_are_read_once(
     wf.validate()
     wf.validate()
     assert seen == {"hints": 1, "signature": 1}
+
+
+def test_closures_of_one_def_are_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import typing
+
+    def make(i: int) -> Any:
+        def step(x: int) -> int:
+            return x + i
+
+        return step
+
+    steps = [make(i) for i in range(300)]
+    seen = {"hints": 0}
+    real_hints = typing.get_type_hints
+
+    def get_type_hints(obj: Any, *args: Any, **kwargs: Any) -> Any:
+        seen["hints"] += any(obj is s for s in steps)
+        return real_hints(obj, *args, **kwargs)
+
+    monkeypatch.setattr(typing, "get_type_hints", get_type_hints)
+    wf = ax.Workflow("closures")
+    prev = wf.node("n0", steps[0], input=0)
+    for i, step in enumerate(steps[1:], 1):
+        prev = wf.node(f"n{i}", step, input={"x": prev.output})
+    wf.validate()
+    assert seen["hints"] == 1
+
+
+def test_closures_with_their_own_annotations_are_checked_each() -> None:
+    wf = ax.Workflow("closures")
+    n = wf.node("n", wf_typed.count, input={"text": "abc"})  # int
+    wf.node("as_int", wf_typed.identity_for(int), input={"x": n.output})
+    wf.node("as_str", wf_typed.identity_for(str), input={"x": n.output})
+    (problem,) = problems_of(wf)
+    assert (
+        problem == "node 'as_str': parameter 'x' of identity() expects str, but ${n.output} is int"
+    )
+    # under string annotations, `t` names nothing in the module: not checked
+    wf = ax.Workflow("closures-lazy")
+    n = wf.node("n", wf_typed_lazy.count, input={"text": "abc"})
+    wf.node("as_str", wf_typed_lazy.identity_for(str), input={"x": n.output})
+    wf.validate()

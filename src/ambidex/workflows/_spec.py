@@ -477,27 +477,60 @@ class CallInfo:
 # Per function object: reading a signature and resolving annotations (string ones are
 # evaluated) costs 10-50 us, and a workflow often has thousands of nodes on one function.
 _CALL_INFO: weakref.WeakKeyDictionary[Any, CallInfo] = weakref.WeakKeyDictionary()
+# Per code object, for functions made by a factory (a closure per node): the same code,
+# module, annotations and defaults give the same parameters and types.
+_BY_CODE: weakref.WeakKeyDictionary[types.CodeType, dict[Any, CallInfo]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def call_info(target: Any) -> CallInfo:
-    """The parameters and return type of a function target (read once per function object).
+    """The parameters and return type of a function target (read once per function).
 
     Annotations are resolved with ``typing.get_type_hints`` against the function's
     module, so string annotations (``from __future__ import annotations``) count; one
     that cannot be resolved (a name that is not in the module) is ``Any``: not checked.
+    What is read is kept per function object, and per code object for plain functions
+    (closures made by one ``def`` share it when their annotations and defaults agree).
     """
     try:
         return _CALL_INFO[target]
     except (KeyError, TypeError):  # TypeError: not hashable or not weak-referenceable
         pass
-    info = _read_call_info(target)
+    fn = getattr(target, "__wrapped__", target)
+    code_key = _code_key(fn)
+    info = None
+    if code_key is not None:
+        info = _BY_CODE.get(code_key[0], {}).get(code_key[1])
+    if info is None:
+        info = _read_call_info(fn)
+        if code_key is not None:
+            _BY_CODE.setdefault(code_key[0], {})[code_key[1]] = info
     with contextlib.suppress(TypeError):
         _CALL_INFO[target] = info
     return info
 
 
-def _read_call_info(target: Any) -> CallInfo:
-    fn = getattr(target, "__wrapped__", target)  # what the scheduler calls, as it reads it
+def _code_key(fn: Any) -> tuple[types.CodeType, Any] | None:
+    """What a plain function's parameters and resolved annotations depend on, or None."""
+    if not inspect.isfunction(fn) or "__wrapped__" in fn.__dict__ or "__signature__" in fn.__dict__:
+        return None
+    key = (
+        fn.__name__,
+        id(fn.__globals__),
+        tuple(fn.__annotations__.items()),
+        len(fn.__defaults__ or ()),
+        tuple(sorted(fn.__kwdefaults__ or ())),
+    )
+    try:
+        hash(key)
+    except TypeError:  # an unhashable annotation
+        return None
+    return fn.__code__, key
+
+
+def _read_call_info(fn: Any) -> CallInfo:
+    """``fn``: the target, or what it wraps (what the scheduler reads, as it reads it)."""
     name = str(getattr(fn, "__name__", None) or type(fn).__name__)
     try:
         signature = inspect.signature(fn)
