@@ -465,20 +465,21 @@ class CallInfo:
     """The parameter a single argument goes to."""
     required: tuple[str, ...] = ()
     """Names of the parameters without a default."""
+    keywords: Mapping[str, Param] = field(default_factory=dict)
+    """The parameters that can be passed by name."""
 
     @property
     def keyword_names(self) -> frozenset[str] | None:
         """Names it takes as keywords; None when it takes ``**kwargs`` (any name)."""
-        if self.var_keyword:
-            return None
-        return frozenset(p.name for p in self.params or () if p.keyword)
+        return None if self.var_keyword else frozenset(self.keywords)
 
 
-# Per function object: reading a signature and resolving annotations (string ones are
-# evaluated) costs 10-50 us, and a workflow often has thousands of nodes on one function.
+# Reading a signature and resolving annotations (string ones are evaluated) costs 10-50
+# us, and a workflow often has thousands of nodes on one function, or on closures made
+# by one def. A plain function's is kept by its code object (the same code, module,
+# annotations and defaults give the same parameters and types); any other target's
+# (a decorated function, a callable object) by the target itself.
 _CALL_INFO: weakref.WeakKeyDictionary[Any, CallInfo] = weakref.WeakKeyDictionary()
-# Per code object, for functions made by a factory (a closure per node): the same code,
-# module, annotations and defaults give the same parameters and types.
 _BY_CODE: weakref.WeakKeyDictionary[types.CodeType, dict[Any, CallInfo]] = (
     weakref.WeakKeyDictionary()
 )
@@ -490,22 +491,26 @@ def call_info(target: Any) -> CallInfo:
     Annotations are resolved with ``typing.get_type_hints`` against the function's
     module, so string annotations (``from __future__ import annotations``) count; one
     that cannot be resolved (a name that is not in the module) is ``Any``: not checked.
-    What is read is kept per function object, and per code object for plain functions
-    (closures made by one ``def`` share it when their annotations and defaults agree).
+    What is read is kept: for a plain function by its code object (closures made by
+    one ``def`` share it when their module, annotations and defaults agree), for any
+    other target (a callable object, a method) by the target itself.
     """
+    fn = getattr(target, "__wrapped__", target)
+    code_key = _code_key(fn)
+    if code_key is not None:  # a plain function: kept by its code alone
+        code, key = code_key
+        by_key = _BY_CODE.get(code)
+        if by_key is None:
+            by_key = _BY_CODE[code] = {}
+        info = by_key.get(key)
+        if info is None:
+            info = by_key[key] = _read_call_info(fn)
+        return info
     try:
         return _CALL_INFO[target]
     except (KeyError, TypeError):  # TypeError: not hashable or not weak-referenceable
         pass
-    fn = getattr(target, "__wrapped__", target)
-    code_key = _code_key(fn)
-    info = None
-    if code_key is not None:
-        info = _BY_CODE.get(code_key[0], {}).get(code_key[1])
-    if info is None:
-        info = _read_call_info(fn)
-        if code_key is not None:
-            _BY_CODE.setdefault(code_key[0], {})[code_key[1]] = info
+    info = _read_call_info(fn)
     with contextlib.suppress(TypeError):
         _CALL_INFO[target] = info
     return info
@@ -556,6 +561,7 @@ def _read_call_info(fn: Any) -> CallInfo:
         returns,
         first_positional=next((p for p in params if p.positional), None),
         required=tuple(p.name for p in params if p.required),
+        keywords={p.name: p for p in params if p.keyword},
     )
 
 

@@ -69,17 +69,20 @@ def validate(wf: Workflow) -> None:
         problems.append(f"workflow {wf.name!r} has no nodes")
     names = list(wf.nodes)
     edges = {name: _edges(node) for name, node in wf.nodes.items()}
-    styles: dict[int, str | None] = {}  # by id(target): thousands of nodes often share one
+    by_id: dict[int, _Target] = {}  # thousands of nodes often share one target
+    targets: dict[str, _Target] = {}
     for name, node in wf.nodes.items():
-        style = styles.get(id(node.target), "")
-        if style == "":
-            style = styles[id(node.target)] = _call_style(node.target)
-        if style is None:
+        target = by_id.get(id(node.target))
+        if target is None:
+            target = by_id[id(node.target)] = _read_target(node.target)
+        targets[name] = target
+    for name, node in wf.nodes.items():
+        if targets[name].style is None:
             problems.append(
                 f"{node.where(('target',), label=False)}: target {node.target!r} "
                 "is not an agent or a function"
             )
-        problems.extend(_check_node(wf, node, style, edges[name], names))
+        problems.extend(_check_node(wf, node, targets, edges[name], names))
     problems.extend(_cycles(wf, edges))
     if problems:
         raise WorkflowDefinitionError(problems, wf.source)
@@ -115,15 +118,31 @@ def _edges(node: Node) -> list[_Edge]:
     return edges
 
 
-def _call_style(target: Any) -> str | None:
+class _Target(NamedTuple):
+    """What validation reads of a node's target, once per target."""
+
+    style: str | None
+    """``call_style``; None when it is not an agent or a function."""
+    info: CallInfo | None
+    """A function's parameters (None for agents)."""
+    in_type: Any
+    out_type: Any
+
+
+def _read_target(target: Any) -> _Target:
     try:
-        return call_style(target)
+        style = call_style(target)
     except TypeError:
-        return None
+        return _Target(None, None, Any, Any)
+    if style in ("agent", "agent_class"):
+        in_type, out_type = target_signature(target)
+        return _Target(style, None, in_type, out_type)
+    info = call_info(target)
+    return _Target(style, info, Any, info.returns)
 
 
 def _check_node(
-    wf: Workflow, node: Node, style: str | None, edges: list[_Edge], names: list[str]
+    wf: Workflow, node: Node, targets: dict[str, _Target], edges: list[_Edge], names: list[str]
 ) -> list[str]:
     problems = []
     types_of: dict[Part, Any] = {}  # the type of each reference that can be followed
@@ -135,21 +154,24 @@ def _check_node(
                     f"{edge.source!r}{_suggest(edge.source, names)}"
                 )
             continue
-        tp, problem = _source_type(wf, edge.ref, names)
+        tp, problem = _source_type(wf, targets, edge.ref, names)
         if problem is not None:
             problems.append(f"{node.where(edge.part)}: {problem}")
         else:
             types_of[edge.part] = tp
     if ("when",) in types_of and isinstance(node.when, Condition):
         problems.extend(_check_condition(node, node.when, types_of[("when",)]))
-    if style in ("agent", "agent_class"):
-        problems.extend(_check_agent(node, types_of))
-    elif style is not None:
-        problems.extend(_check_call(node, call_info(node.target), types_of))
+    target = targets[node.name]
+    if target.info is not None:
+        problems.extend(_check_call(node, target.info, types_of))
+    elif target.style is not None:
+        problems.extend(_check_agent(node, target.in_type, types_of))
     return problems
 
 
-def _source_type(wf: Workflow, ref: Ref, names: list[str]) -> tuple[Any, str | None]:
+def _source_type(
+    wf: Workflow, targets: dict[str, _Target], ref: Ref, names: list[str]
+) -> tuple[Any, str | None]:
     """The type a reference yields, or the problem with it."""
     if ref.source == INPUTS:
         name = str(ref.path[0])
@@ -162,11 +184,10 @@ def _source_type(wf: Workflow, ref: Ref, names: list[str]) -> tuple[Any, str | N
         base = spec.type if spec is not None else Any
         tp, problem = _field_type(base, ref.path[1:])
     else:
-        source = wf.nodes.get(ref.source)
+        source = targets.get(ref.source)
         if source is None:
             return Any, f"{ref} refers to unknown node {ref.source!r}{_suggest(ref.source, names)}"
-        _, out_type = target_signature(source.target)
-        tp, problem = _field_type(out_type, ref.path)
+        tp, problem = _field_type(source.out_type, ref.path)
     return tp, None if problem is None else f"{ref}: {problem}"
 
 
@@ -251,8 +272,7 @@ def _check_condition(node: Node, condition: Condition, tp: Any) -> list[str]:
 # -- calling the target ----------------------------------------------------------------
 
 
-def _check_agent(node: Node, types_of: dict[Part, Any]) -> list[str]:
-    in_type, _ = target_signature(node.target)
+def _check_agent(node: Node, in_type: Any, types_of: dict[Part, Any]) -> list[str]:
     cls = node.target if isinstance(node.target, type) else type(node.target)
     is_model = isinstance(in_type, type) and issubclass(in_type, pydantic.BaseModel)
     template = node.input
@@ -328,10 +348,9 @@ def _check_call(node: Node, info: CallInfo, types_of: dict[Part, Any]) -> list[s
     if callable(template) and not isinstance(template, Ref):
         return []  # computed at run time
     if isinstance(template, Mapping) and template:
-        keywords = info.keyword_names
-        if keywords is None or all(k in keywords for k in template):
+        if info.var_keyword or all(k in info.keywords for k in template):
             return _check_keywords(node, info, template, types_of)
-        return _unknown_keys(node, info, template, keywords)
+        return _unknown_keys(node, info, template)
     return _check_one_argument(node, info, template, types_of)
 
 
@@ -348,35 +367,31 @@ def _check_keywords(
             f"{node.where(('input',), label=False)}: input gives no value for {_names(missing)}, "
             f"required by {info.name}()"
         )
-    params = {p.name: p for p in info.params if p.keyword}
     for key, value in template.items():
-        param = params.get(key)
+        param = info.keywords.get(key)
         if param is None or not isinstance(value, Ref):
             continue  # to **kwargs, or not a reference's value itself
         src = types_of.get(("input", key), Any)
         if not _compatible(src, param.type):
             problems.append(
                 f"{node.where(('input', key), label=False)}: parameter {key!r} of {info.name}() "
-                f"expects "
-                f"{_type_name(param.type)}, but {value} is {_type_name(src)}"
+                f"expects {_type_name(param.type)}, but {value} is {_type_name(src)}"
             )
     return problems
 
 
-def _unknown_keys(
-    node: Node, info: CallInfo, template: Mapping[Any, Any], keywords: frozenset[str]
-) -> list[str]:
-    assert info.params is not None
-    params = [p.name for p in info.params if p.keyword]
+def _unknown_keys(node: Node, info: CallInfo, template: Mapping[Any, Any]) -> list[str]:
+    """Keys that are not all parameters: the scheduler would pass the dict whole."""
+    params = list(info.keywords)
     listed = ", ".join(params) or "none"
-    unknown = [k for k in template if k not in keywords]
+    unknown = [k for k in template if k not in info.keywords]
     if len(unknown) < len(template):
         return [
             f"{node.where(('input', key), label=False)}: input key {key!r} names no parameter of "
             f"{info.name}() (parameters: {listed}){_did_you_mean(str(key), params)}"
             for key in unknown
         ]
-    first = next((p.name for p in info.params if p.positional), None)
+    first = info.first_positional.name if info.first_positional is not None else None
     whole = (
         f"; the dict would be passed whole as {first!r}: name the parameters, "
         f"or write {{{first!r}: {{...}}}} to pass it as one argument"
