@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
+import enum
 import importlib
 import types
 from typing import Any
@@ -18,6 +20,10 @@ import ambidex as ax
 from ambidex.workflows import Condition, Ref
 
 # -- helpers -------------------------------------------------------------------------
+
+
+class Colour(enum.Enum):
+    RED = "red"
 
 
 def problems_of(wf: ax.Workflow, inputs: dict[str, Any] | None = None) -> list[str]:
@@ -379,6 +385,39 @@ def test_a_dict_fits_an_agents_model_but_not_a_functions(typed: types.ModuleType
     assert problems_of(wf) == [
         "node 'function': parameter 'p' of norm() expects Point, but ${d.output} is dict[str, int]",
         "node 'wrong_model' input: FuelAgent takes FuelIn, but ${grid.output} is GridOut",
+    ]
+
+
+class Stamp(pydantic.BaseModel):
+    at: datetime.datetime
+    colour: Colour
+    tags: tuple[str, ...] = ()
+
+
+class StampAgent(ax.Agent[Stamp, str]):
+    async def run(self, input: Stamp) -> str:
+        return f"{input.at:%Y} {input.colour.value}"
+
+
+def when(at: datetime.datetime) -> int:
+    return at.year
+
+
+def test_text_fits_what_pydantic_parses_for_an_agent_not_for_a_function(
+    typed: types.ModuleType,
+) -> None:
+    wf = ax.Workflow("parsed")
+    text = wf.node("text", typed.label, input={"n": 1})  # str
+    xs = wf.node("xs", typed.numbers, input={"n": 2})  # list[int]
+    n = wf.node("n", typed.count, input={"text": "x"})  # int
+    wf.node(
+        "agent", StampAgent(), input={"at": text.output, "colour": text.output, "tags": xs.output}
+    )
+    wf.node("agent_bad", StampAgent(), input={"at": xs.output, "colour": n.output})
+    wf.node("function", when, input={"at": text.output})
+    assert problems_of(wf) == [
+        "node 'agent_bad': input field 'at' expects datetime, but ${xs.output} is list[int]",
+        "node 'function': parameter 'at' of when() expects datetime, but ${text.output} is str",
     ]
 
 

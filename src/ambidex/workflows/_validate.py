@@ -15,16 +15,21 @@ subclass of it (an ``int`` may feed a ``float``; a ``bool`` an ``int``).
 ``Any``, unannotated or unresolvable annotations, type variables, literals,
 protocols and the like are not checked; a union source is reported only when
 none of its members fits, a union destination when the source fits none of
-its members. Agents validate their input with pydantic, so a dict may feed a
-model there and one sequence type another; plain functions get the value as
-it is.
+its members. Agents validate their input with pydantic, so there a dict may
+feed a model, one sequence type another, and text or a number a date, an enum,
+a UUID, a path or a decimal; plain functions get the value as it is.
 """
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import difflib
+import enum
+import pathlib
 import types
 import typing
+import uuid
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from typing import Any, NamedTuple, TypeVar
 
@@ -498,13 +503,37 @@ def _fits(src: Any, dst: Any, validated: bool) -> bool:
     try:
         if issubclass(s, d):
             return True
-        if validated and issubclass(d, pydantic.BaseModel) and issubclass(s, Mapping):
+        if validated and _pydantic_converts(s, d):
             return True
     except TypeError:
         return True  # protocols and the like
     if s in _NUMBERS and d in (int, float):
         return not (s is float and d is int)
-    return validated and s in _SEQUENCES and d in _SEQUENCES
+    return False
+
+
+# What pydantic's lax mode turns a scalar into (a date from "2026-12-06" or a timestamp,
+# an enum member from its value, a UUID or a path from text).
+_PARSED = (
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+    decimal.Decimal,
+    uuid.UUID,
+    pathlib.PurePath,
+    enum.Enum,
+)
+
+
+def _pydantic_converts(s: type, d: type) -> bool:
+    """Whether pydantic validation takes a value of class ``s`` for a field of class ``d``."""
+    if issubclass(d, pydantic.BaseModel):
+        return issubclass(s, Mapping)  # a dict is validated into the model
+    if d in _SEQUENCES:
+        return s in _SEQUENCES
+    if d in (str, bytes):
+        return s in (str, bytes)
+    return s in (*_NUMBERS, str, bytes) and issubclass(d, _PARSED)
 
 
 _NOT_MAPPINGS: dict[Hashable, bool] = {}
