@@ -200,6 +200,27 @@ def test_a_bad_reference_in_an_input_reports_its_line(tmp_path: Path) -> None:
     assert "${a.output}" in problem  # how to write it
 
 
+def test_a_bad_reference_in_a_block_input_reports_its_own_line(tmp_path: Path) -> None:
+    text = """\
+    name: refs
+    nodes:
+      a:
+        function: wf_agents:shout
+        input: {text: hi}
+      b:
+        function: wf_typed:total
+        input:
+          xs:
+            - "${a.output}"
+            - "${a.outptu}"
+    """
+    err = load_error(write(tmp_path, text))
+    assert err.problems == [
+        "line 11: node 'b': ${a.outptu}: refer to a node's output as ${a.output} or "
+        "${a.output.field}, or to a workflow input as ${inputs.name}"
+    ]
+
+
 def test_a_bad_reference_in_a_condition_reports_the_when_line(tmp_path: Path) -> None:
     text = """\
     name: refs

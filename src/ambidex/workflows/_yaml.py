@@ -173,6 +173,24 @@ def _template_lines(
             _template_lines(item, value.lines[i], (*where, i), lines)
 
 
+def _unreadable_ref_line(spec: dict[Any, Any]) -> int | None:
+    """The line of the first string in a node's input whose ``${...}`` cannot be read."""
+    lines = _part_lines(spec)
+    stack: list[tuple[tuple[Any, ...], Any]] = [(("input",), spec.get("input"))]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            try:
+                template_from_yaml(value)
+            except RefError:
+                return lines.get(where, _line(spec, "input"))
+        elif isinstance(value, dict):
+            stack.extend(reversed([((*where, k), v) for k, v in value.items()]))
+        elif isinstance(value, list):
+            stack.extend(reversed([((*where, i), v) for i, v in enumerate(value)]))
+    return _line(spec, "input")
+
+
 def _read(file: Path, source: str) -> Any:
     try:
         text = file.read_text()
@@ -380,7 +398,7 @@ def _add_node(wf: Workflow, name: str, spec: Any, line: int | None, problems: _P
         try:
             template = template_from_yaml(spec.get("input"))
         except RefError as exc:
-            problems.add(_line(spec, "input"), f"node {name!r}: {exc}")
+            problems.add(_unreadable_ref_line(spec), f"node {name!r}: {exc}")
             return
         condition = _node_condition(name, spec, problems)
         after = _node_after(name, spec, problems)
