@@ -325,6 +325,33 @@ def test_a_condition_on_a_missing_field_reports_the_when_line(tmp_path: Path) ->
     ]
 
 
+def test_a_condition_on_an_unknown_node_or_input_reports_the_when_line(tmp_path: Path) -> None:
+    text = """\
+    name: cond
+    inputs:
+      limit: float
+    nodes:
+      fuel:
+        agent: wf_agents:FuelAgent
+        input: {litres: "${inputs.limit}"}
+      a:
+        function: wf_agents:shout
+        input: {text: hi}
+        when: "${fule.output.kg_co2} > 0"
+      b:
+        function: wf_agents:shout
+        input: {text: hi}
+        when: "${inputs.limt} > 0"
+    """
+    err = load_error(write(tmp_path, text))
+    assert err.problems == [
+        "line 11: node 'a' when: ${fule.output.kg_co2} refers to unknown node 'fule' "
+        "(did you mean 'fuel'?)",
+        "line 15: node 'b' when: ${inputs.limt} refers to an undeclared workflow input 'limt' "
+        "(did you mean 'limit'?)",
+    ]
+
+
 def test_a_condition_that_makes_a_cycle_reports_the_when_line(tmp_path: Path) -> None:
     text = """\
     name: cond-cycle
