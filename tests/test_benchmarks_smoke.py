@@ -86,3 +86,17 @@ def test_ray_backend_quick_gives_identical_sweeps(tmp_path: Path) -> None:
     pytest.importorskip("ray", reason="the ray backend needs ray: pip install 'ambidex[ray]'")
     data = _quick("ray_backend.py", tmp_path / "ray")
     assert data["identical"] is True
+
+
+def test_workflow_validation_quick_catches_every_mistyped_edge(tmp_path: Path) -> None:
+    data = _quick("workflow_validation.py", tmp_path / "validation")
+    results = data["results"]
+    assert isinstance(results, list)
+    assert {(r["shape"], r["targets"]) for r in results} >= {
+        (shape, targets)
+        for shape in ("chain", "fan-out")
+        for targets in ("functions, real annotations", "functions, string annotations", "agents")
+    }
+    for row in results:
+        assert row["validate_us_per_node"] > 0, row
+        assert row["mismatch_caught"] is True, row  # a str into an int parameter or field

@@ -337,7 +337,7 @@ def test_runs_resume_of_a_run_that_fails_again_prints_its_own_command(
         (["runs", "show", "r", "--db", "picky.yaml"], "picky.yaml is not a checkpoint file"),
         (
             ["run", "picky.yaml", "-i", "n=x", "-i", "m=1"],
-            "picky.yaml: 2 problems: input 'n': expected int",
+            "picky.yaml: 2 problems: line 4: input 'n': expected int",
         ),
     ],
 )

@@ -200,6 +200,27 @@ def test_a_bad_reference_in_an_input_reports_its_line(tmp_path: Path) -> None:
     assert "${a.output}" in problem  # how to write it
 
 
+def test_a_bad_reference_in_a_block_input_reports_its_own_line(tmp_path: Path) -> None:
+    text = """\
+    name: refs
+    nodes:
+      a:
+        function: wf_agents:shout
+        input: {text: hi}
+      b:
+        function: wf_typed:total
+        input:
+          xs:
+            - "${a.output}"
+            - "${a.outptu}"
+    """
+    err = load_error(write(tmp_path, text))
+    assert err.problems == [
+        "line 11: node 'b': ${a.outptu}: refer to a node's output as ${a.output} or "
+        "${a.output.field}, or to a workflow input as ${inputs.name}"
+    ]
+
+
 def test_a_bad_reference_in_a_condition_reports_the_when_line(tmp_path: Path) -> None:
     text = """\
     name: refs
@@ -254,7 +275,7 @@ def test_a_bad_on_failure_reports_its_line(tmp_path: Path) -> None:
     assert problem.startswith("line 9: "), problem
 
 
-def test_graph_problems_in_yaml_name_the_node_line(tmp_path: Path) -> None:
+def test_graph_problems_in_yaml_name_the_line_of_the_reference(tmp_path: Path) -> None:
     text = """\
     name: graph
     inputs:
@@ -269,9 +290,10 @@ def test_graph_problems_in_yaml_name_the_node_line(tmp_path: Path) -> None:
         after: [fule]
     """
     err = load_error(write(tmp_path, text))
-    message = str(err)
-    assert "line 8: node 'report': depends on unknown node 'fule'" in message
-    assert "did you mean 'fuel'?" in message
+    assert err.problems == [
+        "line 11: node 'report' after: depends on unknown node 'fule' (did you mean 'fuel'?)",
+        "line 10: node 'report': input field 'kg' expects float, but ${fuel.output.label} is str",
+    ]
 
 
 def test_a_missing_file_gives_a_clear_error(tmp_path: Path) -> None:
@@ -279,3 +301,225 @@ def test_a_missing_file_gives_a_clear_error(tmp_path: Path) -> None:
     err = load_error(path)
     assert "cannot read the workflow file" in str(err)
     assert "No such file" in str(err)
+
+
+# -- every problem at the line of its reference (issue 16) ---------------------------------------
+
+
+def test_a_condition_on_a_missing_field_reports_the_when_line(tmp_path: Path) -> None:
+    text = """\
+    name: cond
+    nodes:
+      fuel:
+        agent: wf_agents:FuelAgent
+        input: {litres: 2}
+      report:
+        function: wf_agents:shout
+        input: {text: "${fuel.output.label}"}
+        when: "${fuel.output.kg} > 0"
+    """
+    err = load_error(write(tmp_path, text))
+    assert err.problems == [
+        "line 9: node 'report' when: ${fuel.output.kg}: FuelOut has no field 'kg' "
+        "(fields: kg_co2, label)"
+    ]
+
+
+def test_a_condition_on_an_unknown_node_or_input_reports_the_when_line(tmp_path: Path) -> None:
+    text = """\
+    name: cond
+    inputs:
+      limit: float
+    nodes:
+      fuel:
+        agent: wf_agents:FuelAgent
+        input: {litres: "${inputs.limit}"}
+      a:
+        function: wf_agents:shout
+        input: {text: hi}
+        when: "${fule.output.kg_co2} > 0"
+      b:
+        function: wf_agents:shout
+        input: {text: hi}
+        when: "${inputs.limt} > 0"
+    """
+    err = load_error(write(tmp_path, text))
+    assert err.problems == [
+        "line 11: node 'a' when: ${fule.output.kg_co2} refers to unknown node 'fule' "
+        "(did you mean 'fuel'?)",
+        "line 15: node 'b' when: ${inputs.limt} refers to an undeclared workflow input 'limt' "
+        "(did you mean 'limit'?)",
+    ]
+
+
+def test_a_condition_that_makes_a_cycle_reports_the_when_line(tmp_path: Path) -> None:
+    text = """\
+    name: cond-cycle
+    nodes:
+      a:
+        function: wf_agents:shout
+        input: {text: hi}
+        when: "${b.output} == 'HI'"
+      b:
+        function: wf_agents:shout
+        input: {text: "${a.output}"}
+    """
+    err = load_error(write(tmp_path, text))
+    assert err.problems == [
+        "line 6: node 'a' when: ${b.output} makes a cycle: a -> b -> a "
+        "(a node cannot wait for itself)"
+    ]
+
+
+@pytest.mark.parametrize("module", ["wf_typed", "wf_typed_lazy"])
+def test_a_function_type_mismatch_reports_the_line_of_the_reference(
+    tmp_path: Path, module: str
+) -> None:
+    text = f"""\
+    name: types
+    nodes:
+      n:
+        function: {module}:count
+        input: {{text: abc}}
+      text:
+        function: {module}:count
+        input:
+          text: "${{n.output}}"
+      whole:
+        function: {module}:count
+        input: "${{n.output}}"
+    """
+    err = load_error(write(tmp_path, text))
+    assert err.problems == [
+        "line 9: node 'text': parameter 'text' of count() expects str, but ${n.output} is int",
+        "line 12: node 'whole' input: parameter 'text' of count() expects str, "
+        "but ${n.output} is int",
+    ]
+
+
+def test_dict_input_keys_that_are_not_parameters_report_their_lines(tmp_path: Path) -> None:
+    text = """\
+    name: keys
+    nodes:
+      p:
+        function: wf_typed:pair
+        input:
+          a: 1
+          bb: 2
+      q:
+        function: wf_typed:total
+        input:
+          values: [1, 2]
+    """
+    err = load_error(write(tmp_path, text))
+    assert err.problems == [
+        "line 7: node 'p': input key 'bb' names no parameter of pair() "
+        "(parameters: a, b) (did you mean 'b'?)",
+        "line 10: node 'q' input: key 'values' matches none of the parameters of total() (xs); "
+        "the dict would be passed whole as 'xs': name the parameters, "
+        "or write {'xs': {...}} to pass it as one argument",
+    ]
+
+
+def test_a_cycle_reports_the_line_of_the_reference_that_closes_it(tmp_path: Path) -> None:
+    text = """\
+    name: cycle
+    nodes:
+      a:
+        function: wf_agents:shout
+        input: {text: hi}
+      b:
+        function: wf_typed:total
+        input:
+          xs:
+            - "${a.output}"
+            - "${c.output}"
+      c:
+        function: wf_typed:total
+        input: {xs: ["${b.output}"]}
+    """
+    err = load_error(write(tmp_path, text))
+    assert err.problems == [
+        "line 11: node 'b' input 'xs[1]': ${c.output} makes a cycle: b -> c -> b "
+        "(a node cannot wait for itself)"
+    ]
+
+
+def test_each_reference_in_a_list_reports_its_own_line(tmp_path: Path) -> None:
+    text = """\
+    name: lists
+    nodes:
+      fuel:
+        agent: wf_agents:FuelAgent
+        input: {litres: 2}
+      all:
+        function: wf_typed:total
+        input:
+          xs:
+            - "${fuel.output.kg_co2}"
+            - "${fuel.output.kg}"
+            - "${fule.output}"
+        after:
+          - fuel
+          - grid
+    """
+    err = load_error(write(tmp_path, text))
+    assert err.problems == [
+        "line 15: node 'all' after: depends on unknown node 'grid' (known: all, fuel)",
+        "line 11: node 'all' input 'xs[1]': ${fuel.output.kg}: FuelOut has no field 'kg' "
+        "(fields: kg_co2, label)",
+        "line 12: node 'all' input 'xs[2]': ${fule.output} refers to unknown node 'fule' "
+        "(did you mean 'fuel'?)",
+    ]
+
+
+def test_a_target_that_is_not_callable_reports_its_line(tmp_path: Path) -> None:
+    text = """\
+    name: target
+    nodes:
+      a:
+        input: {text: hi}
+        function: wf_typed:__name__
+    """
+    err = load_error(write(tmp_path, text))
+    assert err.problems == ["line 5: node 'a': target 'wf_typed' is not an agent or a function"]
+
+
+def test_a_missing_run_input_reports_the_line_that_declares_it(tmp_path: Path) -> None:
+    text = """\
+    name: inputs
+    inputs:
+      litres: float
+      region: {type: str, default: EU}
+    nodes:
+      fuel:
+        agent: wf_agents:FuelAgent
+        input: {litres: "${inputs.litres}"}
+    """
+    wf = ax.Workflow.from_yaml(str(write(tmp_path, text)))
+    with pytest.raises(ax.WorkflowDefinitionError) as info:
+        wf.run({"region": "UK"})
+    assert info.value.problems == ["line 3: missing input 'litres' (float)"]
+    with pytest.raises(ax.WorkflowDefinitionError) as info:
+        wf.run({"litres": "lots"})
+    assert info.value.problems == [
+        "line 3: input 'litres': expected float: "
+        "Input should be a valid number, unable to parse string as a number"
+    ]
+
+
+def test_an_undeclared_run_input_reports_the_line_that_reads_it(tmp_path: Path) -> None:
+    text = """\
+    name: inputs
+    nodes:
+      a:
+        function: wf_agents:shout
+        input: {text: hi}
+        when: "${inputs.loud}"
+    """
+    wf = ax.Workflow.from_yaml(str(write(tmp_path, text)))
+    with pytest.raises(ax.WorkflowDefinitionError) as info:
+        wf.run({})
+    assert info.value.problems == [
+        "line 6: missing input 'loud' (referred to as ${inputs.loud} by node 'a')"
+    ]

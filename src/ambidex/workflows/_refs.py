@@ -165,7 +165,7 @@ def template_from_yaml(value: Any) -> Any:
 
 
 def find_refs(template: Any) -> Iterator[tuple[tuple[str | int, ...], Ref]]:
-    """Every reference in a template, with where it sits (a key path)."""
+    """Every reference in a template, in order, with where it sits (a key path)."""
     stack: list[tuple[tuple[str | int, ...], Any]] = [((), template)]
     while stack:
         where, value = stack.pop()
@@ -176,10 +176,10 @@ def find_refs(template: Any) -> Iterator[tuple[tuple[str | int, ...], Ref]]:
                 yield where, ref
         elif isinstance(value, Condition):
             yield where, value.ref
-        elif isinstance(value, dict):
-            stack.extend(((*where, k), v) for k, v in value.items())
+        elif isinstance(value, dict):  # reversed onto the stack: yielded in order
+            stack.extend(reversed([((*where, k), v) for k, v in value.items()]))
         elif isinstance(value, list | tuple):
-            stack.extend(((*where, i), v) for i, v in enumerate(value))
+            stack.extend(reversed([((*where, i), v) for i, v in enumerate(value)]))
 
 
 def _lookup(ref: Ref, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> Any:

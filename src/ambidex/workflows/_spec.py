@@ -9,9 +9,13 @@ named in ``after=``.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import inspect
 import os
+import types
+import typing
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -82,6 +86,8 @@ class InputSpec:
     type: Any = Any
     default: Any = inspect.Parameter.empty
     description: str = ""
+    line: int | None = field(default=None, compare=False)
+    """Where the input is declared in its YAML file, for error messages."""
 
     @property
     def required(self) -> bool:
@@ -135,6 +141,10 @@ class Node:
     when: Condition | Ref | Callable[[Outputs], bool] | None = None
     line: int | None = None
     """Where the node is defined in its YAML file, for error messages."""
+    lines: Mapping[tuple[str | int, ...], int] = field(default_factory=dict)
+    """Lines of the node's parts in its YAML file, for error messages: keyed by
+    ``("target",)``, ``("input", key, ...)`` (each key and item of the input),
+    ``("when",)`` and ``("after", i)``."""
     deps: frozenset[str] = field(default=frozenset(), init=False)
 
     def __post_init__(self) -> None:
@@ -155,9 +165,35 @@ class Node:
         """A reference to this node's output, for other nodes' inputs: ``fuel.output.kg``."""
         return Ref(self.name)
 
-    def where(self) -> str:
-        """``node 'fuel'``, or ``line 12: node 'fuel'`` for a node read from YAML."""
-        return (f"line {self.line}: " if self.line else "") + f"node {self.name!r}"
+    def line_of(self, part: tuple[str | int, ...] = ()) -> int | None:
+        """The YAML line of ``part`` (see ``lines``), else of the node; None outside YAML."""
+        for end in range(len(part), 0, -1):
+            line = self.lines.get(part[:end])
+            if line:
+                return line
+        return self.line
+
+    def where(self, part: tuple[str | int, ...] = (), *, label: bool = True) -> str:
+        """``node 'fuel'``, ``node 'fuel' input 'litres'``; from YAML, with its line first.
+
+        Args:
+            part: a key of ``lines``: the line is that part's, if known.
+            label: name the part after the node (``input 'litres'``, ``when``, ``after``).
+        """
+        line = self.line_of(part)
+        named = f"node {self.name!r}" + (_part_label(part) if label else "")
+        return (f"line {line}: " if line else "") + named
+
+
+def _part_label(part: tuple[str | int, ...]) -> str:
+    """`` input 'kg'``, `` input 'xs[3]'``, `` when``, `` after``: a part of a node."""
+    if not part:
+        return ""
+    head, path = part[0], part[1:]
+    if head != "input" or not path:
+        return f" {head}"
+    text = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+    return f" input {text.removeprefix('.')!r}"
 
 
 class Workflow:
@@ -210,6 +246,7 @@ class Workflow:
         on_failure: str | FailurePolicy = "fail",
         when: Condition | Ref | Callable[[Outputs], bool] | None = None,
         line: int | None = None,
+        lines: Mapping[tuple[str | int, ...], int] | None = None,
     ) -> Node:
         """Add a node and return it (use ``node.output`` to wire later nodes).
 
@@ -227,6 +264,8 @@ class Workflow:
             when: run only if this holds: a reference (truthiness), a ``Condition``,
                 or a callable receiving ``Outputs``; otherwise the node is skipped.
             line: the YAML line that defined the node (set by the YAML loader).
+            lines: the YAML lines of the node's parts (set by the YAML loader; see
+                ``Node.lines``).
 
         Raises:
             WorkflowDefinitionError: a duplicate name or a bad option.
@@ -258,7 +297,9 @@ class Workflow:
                 self.source,
             )
         deps = tuple(a.name if isinstance(a, Node) else a for a in after)
-        node = Node(name, target, input, deps, timeout_s, retries, policy, when, line)
+        node = Node(
+            name, target, input, deps, timeout_s, retries, policy, when, line, dict(lines or {})
+        )
         self.nodes[name] = node
         self._validated = False
         return node
@@ -267,9 +308,12 @@ class Workflow:
         """Check the workflow before anything runs.
 
         Raises:
-            WorkflowDefinitionError: listing every problem found: unknown nodes,
-                cycles (naming their nodes), undeclared inputs, missing or unknown
-                input fields, and type mismatches between connected nodes.
+            WorkflowDefinitionError: listing every problem found (docs/workflows.md,
+                section Validation, lists what is checked): unknown nodes, cycles,
+                undeclared inputs, references to fields that do not exist (in inputs
+                and ``when`` conditions), missing input fields or parameters, dict
+                inputs whose keys are not the function's parameters, and type
+                mismatches between connected nodes, agents and annotated functions.
         """
         from ambidex.workflows._validate import validate
 
@@ -378,22 +422,183 @@ class Workflow:
 
 
 def target_signature(target: Any) -> tuple[Any, Any]:
-    """(input type, output type) of a node's target, ``Any`` where not annotated."""
+    """(input type, output type) of a node's target, ``Any`` where not annotated.
+
+    A function's input type is ``Any``: its parameters are in ``call_info``.
+    """
     if isinstance(target, Agent) or (isinstance(target, type) and issubclass(target, Agent)):
         cls = target if isinstance(target, type) else type(target)
         return cls.input_type, cls.output_type
+    return Any, call_info(target).returns
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a function target."""
+
+    name: str
+    kind: inspect._ParameterKind
+    required: bool
+    type: Any
+    """The resolved annotation; ``Any`` when there is none or it cannot be resolved."""
+
+    @property
+    def positional(self) -> bool:
+        """Whether an argument can be passed to it by position."""
+        return self.kind in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        )
+
+    @property
+    def keyword(self) -> bool:
+        """Whether an argument can be passed to it by name."""
+        return self.kind in (
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            inspect.Parameter.KEYWORD_ONLY,
+        )
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    """What validation knows of a function target: its parameters and return type."""
+
+    name: str
+    params: tuple[Param, ...] | None
+    """Named parameters (not ``*args``/``**kwargs``); None when the signature cannot be read."""
+    var_positional: bool = False
+    var_keyword: bool = False
+    returns: Any = Any
+    first_positional: Param | None = None
+    """The parameter a single argument goes to."""
+    required: tuple[str, ...] = ()
+    """Names of the parameters without a default."""
+    keywords: Mapping[str, Param] = field(default_factory=dict)
+    """The parameters that can be passed by name."""
+
+    @property
+    def keyword_names(self) -> frozenset[str] | None:
+        """Names it takes as keywords; None when it takes ``**kwargs`` (any name)."""
+        return None if self.var_keyword else frozenset(self.keywords)
+
+
+# Reading a signature and resolving annotations (string ones are evaluated) costs 10-50
+# us, and a workflow often has thousands of nodes on one function, or on closures made
+# by one def. A plain function's is kept by its code object (the same code, module,
+# annotations and defaults give the same parameters and types); any other target's
+# (a decorated function, a callable object) by the target itself.
+_CALL_INFO: weakref.WeakKeyDictionary[Any, CallInfo] = weakref.WeakKeyDictionary()
+_BY_CODE: weakref.WeakKeyDictionary[types.CodeType, dict[Any, CallInfo]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def call_info(target: Any) -> CallInfo:
+    """The parameters and return type of a function target (read once per function).
+
+    Annotations are resolved with ``typing.get_type_hints`` against the function's
+    module, so string annotations (``from __future__ import annotations``) count; one
+    that cannot be resolved (a name that is not in the module) is ``Any``: not checked.
+    What is read is kept: for a plain function by its code object (closures made by
+    one ``def`` share it when their module, annotations and defaults agree), for any
+    other target (a callable object, a method) by the target itself.
+    """
     fn = getattr(target, "__wrapped__", target)
+    code_key = _code_key(fn)
+    if code_key is not None:  # a plain function: kept by its code alone
+        code, key = code_key
+        by_key = _BY_CODE.get(code)
+        if by_key is None:
+            by_key = _BY_CODE[code] = {}
+        info = by_key.get(key)
+        if info is None:
+            info = by_key[key] = _read_call_info(fn)
+        return info
     try:
-        hints = _type_hints(fn)
+        return _CALL_INFO[target]
+    except (KeyError, TypeError):  # TypeError: not hashable or not weak-referenceable
+        pass
+    info = _read_call_info(fn)
+    with contextlib.suppress(TypeError):
+        _CALL_INFO[target] = info
+    return info
+
+
+def _code_key(fn: Any) -> tuple[types.CodeType, Any] | None:
+    """What a plain function's parameters and resolved annotations depend on, or None."""
+    if not inspect.isfunction(fn) or "__wrapped__" in fn.__dict__ or "__signature__" in fn.__dict__:
+        return None
+    key = (
+        fn.__name__,
+        id(fn.__globals__),
+        tuple(fn.__annotations__.items()),
+        len(fn.__defaults__ or ()),
+        tuple(sorted(fn.__kwdefaults__ or ())),
+    )
+    try:
+        hash(key)
+    except TypeError:  # an unhashable annotation
+        return None
+    return fn.__code__, key
+
+
+def _read_call_info(fn: Any) -> CallInfo:
+    """``fn``: the target, or what it wraps (what the scheduler reads, as it reads it)."""
+    name = str(getattr(fn, "__name__", None) or type(fn).__name__)
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return CallInfo(name, None)
+    hints = _resolved_hints(fn)
+    params = []
+    var_positional = var_keyword = False
+    for p in signature.parameters.values():
+        if p.kind is inspect.Parameter.VAR_POSITIONAL:
+            var_positional = True
+        elif p.kind is inspect.Parameter.VAR_KEYWORD:
+            var_keyword = True
+        else:
+            required = p.default is inspect.Parameter.empty
+            params.append(Param(p.name, p.kind, required, hints.get(p.name, Any)))
+    returns = fn if isinstance(fn, type) else hints.get("return", Any)
+    return CallInfo(
+        name,
+        tuple(params),
+        var_positional,
+        var_keyword,
+        returns,
+        first_positional=next((p for p in params if p.positional), None),
+        required=tuple(p.name for p in params if p.required),
+        keywords={p.name: p for p in params if p.keyword},
+    )
+
+
+def _resolved_hints(fn: Any) -> dict[str, Any]:
+    """``fn``'s annotations, resolved; each one that cannot be resolved left out."""
+    if isinstance(fn, type):
+        return {}  # a class: its annotations are its attributes, not its parameters
+    if not (inspect.isfunction(fn) or inspect.ismethod(fn)):
+        call = inspect.getattr_static(type(fn), "__call__", None)  # a callable object
+        if not inspect.isfunction(call):
+            return {}
+        fn = call
+    try:
+        return typing.get_type_hints(fn)
     except Exception:
-        return Any, Any
-    return Any, hints.get("return", Any)
-
-
-def _type_hints(fn: Any) -> dict[str, Any]:
-    import typing
-
-    return typing.get_type_hints(fn)
+        pass
+    # One at a time: a name that is not in the module spoils only its own annotation.
+    raw = getattr(fn, "__annotations__", None)
+    if not isinstance(raw, dict):
+        return {}
+    module_globals = getattr(fn, "__globals__", None)
+    hints = {}
+    for key, annotation in raw.items():
+        try:
+            holder = types.SimpleNamespace(__annotations__={key: annotation})
+            hints[key] = typing.get_type_hints(holder, globalns=module_globals)[key]
+        except Exception:
+            continue
+    return hints
 
 
 def call_style(target: Any) -> str:

@@ -65,10 +65,17 @@ _NODE_KEYS = {
 
 
 class _Mapping(dict[Any, Any]):
-    """A YAML mapping that remembers the line of itself and of each key."""
+    """A YAML mapping that remembers the line of itself, of each key and of each value."""
 
     line: int = 0
     lines: dict[Any, int]
+    value_lines: dict[Any, int]
+
+
+class _Sequence(list[Any]):
+    """A YAML sequence that remembers the line of each item."""
+
+    lines: list[int]
 
 
 class _Loader(yaml.SafeLoader):
@@ -80,6 +87,7 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Mapping:
     mapping = _Mapping()
     mapping.line = node.start_mark.line + 1
     mapping.lines = {}
+    mapping.value_lines = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         if key in mapping:
@@ -88,10 +96,18 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Mapping:
             )
         mapping[key] = loader.construct_object(value_node, deep=True)
         mapping.lines[key] = key_node.start_mark.line + 1
+        mapping.value_lines[key] = value_node.start_mark.line + 1
     return mapping
 
 
+def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> _Sequence:
+    sequence = _Sequence(loader.construct_object(item, deep=True) for item in node.value)
+    sequence.lines = [item.start_mark.line + 1 for item in node.value]
+    return sequence
+
+
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
 
 class _Problems:
@@ -111,6 +127,68 @@ def _line(mapping: Any, key: Any) -> int | None:
     if isinstance(mapping, _Mapping):
         return mapping.lines.get(key, mapping.line)
     return None
+
+
+def _part_lines(spec: dict[Any, Any]) -> dict[tuple[Any, ...], int]:
+    """The line of each part of a node: its target, each key and item of its input, ...
+
+    Keys are those of ``Node.lines``: ``("target",)``, ``("input", key, ...)``
+    (the key's line, or for a string with ``${...}`` the line of the string),
+    ``("when",)``, ``("after", i)``.
+    """
+    lines: dict[tuple[Any, ...], int] = {}
+    for key in ("agent", "function"):
+        line = _line(spec, key) if key in spec else None
+        if line:
+            lines[("target",)] = line
+    if "input" in spec:
+        key_line = _line(spec, "input")
+        if key_line:
+            lines[("input",)] = key_line
+        value_line = spec.value_lines.get("input") if isinstance(spec, _Mapping) else None
+        _template_lines(spec["input"], value_line or key_line, ("input",), lines)
+    for key in ("when", "after"):
+        line = _line(spec, key) if key in spec else None
+        if line:
+            lines[(key,)] = line
+    after = spec.get("after")
+    if isinstance(after, _Sequence):
+        lines.update((("after", i), line) for i, line in enumerate(after.lines))
+    return lines
+
+
+def _template_lines(
+    value: Any, line: int | None, where: tuple[Any, ...], lines: dict[tuple[Any, ...], int]
+) -> None:
+    if isinstance(value, str):
+        if "${" in value and line:
+            lines[where] = line  # a reference: the line of its text
+    elif isinstance(value, _Mapping):
+        for key, item in value.items():
+            lines[(*where, key)] = value.lines[key]
+            _template_lines(item, value.value_lines[key], (*where, key), lines)
+    elif isinstance(value, _Sequence):
+        for i, item in enumerate(value):
+            lines[(*where, i)] = value.lines[i]
+            _template_lines(item, value.lines[i], (*where, i), lines)
+
+
+def _unreadable_ref_line(spec: dict[Any, Any]) -> int | None:
+    """The line of the first string in a node's input whose ``${...}`` cannot be read."""
+    lines = _part_lines(spec)
+    stack: list[tuple[tuple[Any, ...], Any]] = [(("input",), spec.get("input"))]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            try:
+                template_from_yaml(value)
+            except RefError:
+                return lines.get(where, _line(spec, "input"))
+        elif isinstance(value, dict):
+            stack.extend(reversed([((*where, k), v) for k, v in value.items()]))
+        elif isinstance(value, list):
+            stack.extend(reversed([((*where, i), v) for i, v in enumerate(value)]))
+    return _line(spec, "input")
 
 
 def _read(file: Path, source: str) -> Any:
@@ -216,7 +294,7 @@ def _inputs(raw: Any, data: Any, problems: _Problems) -> dict[str, InputSpec]:
                 f"(expected one of: {', '.join(sorted(_TYPES))})",
             )
             continue
-        specs[str(key)] = InputSpec(tp, default, description)
+        specs[str(key)] = InputSpec(tp, default, description, line=line)
     return specs
 
 
@@ -320,7 +398,7 @@ def _add_node(wf: Workflow, name: str, spec: Any, line: int | None, problems: _P
         try:
             template = template_from_yaml(spec.get("input"))
         except RefError as exc:
-            problems.add(_line(spec, "input"), f"node {name!r}: {exc}")
+            problems.add(_unreadable_ref_line(spec), f"node {name!r}: {exc}")
             return
         condition = _node_condition(name, spec, problems)
         after = _node_after(name, spec, problems)
@@ -339,6 +417,7 @@ def _add_node(wf: Workflow, name: str, spec: Any, line: int | None, problems: _P
             on_failure=spec.get("on_failure", "fail"),
             when=condition,
             line=line,
+            lines=_part_lines(spec),
         )
     except WorkflowDefinitionError as exc:
         for problem in exc.problems:
