@@ -40,6 +40,11 @@ __all__ = ["NodeRun", "WorkflowResult", "execute"]
 # A failed node's retry waits: 0.1 s doubling to 5 s, full jitter.
 _RETRY_BACKOFF = Backoff(0.1, 5.0)
 
+_RESTORED = "restored from the checkpoint"
+# The states in which a node has finished: a run succeeds only if every node is in one
+# (a failure under on_failure="skip" or "continue" is recorded and lets the run go on).
+_FINAL = frozenset({NodeStatus.SUCCEEDED, NodeStatus.FAILED, NodeStatus.SKIPPED})
+
 
 @dataclass
 class NodeRun:
@@ -157,6 +162,7 @@ class _WorkflowExecution:
         self.keyword_names: dict[int, frozenset[str] | None] = {}
         self.persisting: set[asyncio.Task[None]] = set()
         self.stopping = False  # set once the run fails or is cancelled: start nothing new
+        self.unfinished: tuple[str, str] | None = None  # (node, why): see outcome()
 
     # -- events ----------------------------------------------------------------
 
@@ -256,6 +262,7 @@ class _WorkflowExecution:
             duration_s=run.duration_s,
             attempt=attempts,
             error=describe_exception(exc),
+            reason=run.reason,
         )
         if node.on_failure is FailurePolicy.FAIL:
             if self.failure is None:  # the first failure ends the run; later ones are its echo
@@ -284,29 +291,44 @@ class _WorkflowExecution:
         name = self.running.pop(task)
         run = self.runs[name]
         if task.cancelled():
-            run.status = NodeStatus.CANCELLED
-            run.finished_s = self.elapsed()
-            run.reason = run.reason or "the run was stopped"
-            self.emit(EventKind.CANCELLED, name, reason=run.reason)
-            if self.failure is not None and not self.running and not self.done.done():
-                self.done.set_result(None)
-            return
-        exc = task.exception()
-        if exc is not None:
+            if self.stopping:
+                run.status = NodeStatus.CANCELLED
+                run.finished_s = self.elapsed()
+                run.reason = run.reason or "the run was stopped"
+                self.emit(EventKind.CANCELLED, name, reason=run.reason)
+            else:
+                self.cancelled_from_inside(name, task)
+        elif (exc := task.exception()) is not None:
             self.fail(name, exc, run.attempts)
-            return
-        output = task.result()
-        run.status = NodeStatus.SUCCEEDED
-        run.output = output
-        run.finished_s = self.elapsed()
-        self.outputs[name] = output
-        self.emit(EventKind.FINISHED, name, duration_s=run.duration_s, attempt=run.attempts)
-        if self.failure is None:
-            self.conclude(name)
         else:
-            self.conclude(name, release=False)  # keep the output for a resume
-            if not self.running and not self.done.done():
-                self.done.set_result(None)
+            output = task.result()
+            run.status = NodeStatus.SUCCEEDED
+            run.output = output
+            run.finished_s = self.elapsed()
+            self.outputs[name] = output
+            self.emit(EventKind.FINISHED, name, duration_s=run.duration_s, attempt=run.attempts)
+            # After the run stopped, dependants are not started, but the output is kept
+            # (and stored, for a resume).
+            self.conclude(name, release=not self.stopping)
+        # A stopped run ends when its last task does, however that task ended (cancelled,
+        # or raising something else while it was being cancelled).
+        if self.stopping and not self.running and not self.done.done():
+            self.done.set_result(None)
+
+    def cancelled_from_inside(self, name: str, task: asyncio.Task[Any]) -> None:
+        """The node's task ended cancelled although the run did not cancel it: a failure.
+
+        It awaited something that another task cancelled, or cancelled itself.
+        It made no output, so it fails under its ``on_failure`` like any error;
+        left as "cancelled" it would never settle, and the run would wait for
+        it forever.
+        """
+        try:
+            task.result()
+        except asyncio.CancelledError as exc:
+            error: BaseException = exc
+        self.runs[name].reason = "its task was cancelled, but not by its run"
+        self.fail(name, error, self.runs[name].attempts)
 
     # -- one node --------------------------------------------------------------
 
@@ -411,10 +433,12 @@ class _WorkflowExecution:
 
     # -- the run ---------------------------------------------------------------
 
-    async def go(self, restored: Mapping[str, Any]) -> WorkflowResult:
+    async def go(self, stored: Mapping[str, Any]) -> WorkflowResult:
+        restored = self.restore(stored)
         self.emit(EventKind.RUN_STARTED, None)
+        for name in restored:
+            self.emit(EventKind.FINISHED, name, reason=_RESTORED)
         try:
-            self.restore(restored)
             if self.settled < len(self.nodes):
                 for name in self.nodes:
                     if self.remaining[name] == 0 and self.runs[name].status is NodeStatus.PENDING:
@@ -429,22 +453,38 @@ class _WorkflowExecution:
             await self.finish()
         return self.result()
 
-    def restore(self, restored: Mapping[str, Any]) -> None:
-        if not restored:
-            return
-        for name in topological_order(self.wf):
-            if name in restored:
-                run = self.runs[name]
-                run.status = NodeStatus.SUCCEEDED
-                run.output = restored[name]
-                run.reason = "restored from the checkpoint"
-                self.outputs[name] = run.output
-                self.emit(EventKind.FINISHED, name, reason=run.reason)
-                self.settled += 1
-                for child in self.dependents[name]:
-                    self.remaining[child] -= 1
+    def restore(self, stored: Mapping[str, Any]) -> list[str]:
+        """Take back the stored outputs of a resumed run; returns the nodes restored, in order.
+
+        A node is restored only if every node it depends on is restored too. A
+        node that runs again (it failed, even under ``on_failure="continue"``,
+        or was skipped or cancelled, or its output could not be stored) makes
+        a new output, and the outputs stored for its dependants were made from
+        the old one (``None``, for a failure), so they run again after it.
+        Restored nodes are settled here, before anything starts: they are never
+        started, queued or cancelled. (Their events are the caller's to send.)
+        """
+        if not stored:
+            return []
+        runs = self.runs
+        restored = []
+        for name in topological_order(self.wf):  # a node's dependencies come first
+            if name not in stored or any(
+                runs[dep].status is not NodeStatus.SUCCEEDED for dep in self.nodes[name].deps
+            ):
+                continue
+            run = runs[name]
+            run.status = NodeStatus.SUCCEEDED
+            run.output = stored[name]
+            run.reason = _RESTORED
+            self.outputs[name] = run.output
+            self.settled += 1
+            for child in self.dependents[name]:
+                self.remaining[child] -= 1
+            restored.append(name)
         if self.settled == len(self.nodes) and not self.done.done():
             self.done.set_result(None)
+        return restored
 
     async def finish(self) -> None:
         if self.running:
@@ -458,24 +498,37 @@ class _WorkflowExecution:
                 self.emit(EventKind.FAILED, None, error=f"teardown of {agent.name}: {exc!r}")
         while self.persisting:
             await asyncio.gather(*self.persisting)
+        error_text = self.outcome()
         if self.store is not None:
-            status = "failed" if self.failure is not None else "succeeded"
-            assert self.store is not None
-            error = None if self.failure is None else repr(self.failure[1])
+            status = "failed" if error_text is not None else "succeeded"
+            error = error_text if self.failure is None else repr(self.failure[1])
             await current_runtime().run_in_thread(
                 self.store.finish_run, (self.run_id, status, error), {}
             )
-        error_text = None
-        if self.failure is not None:
-            failed_node, failed_exc = self.failure
-            error_text = f"node {failed_node!r} failed: {describe_exception(failed_exc)}"
         self.emit(EventKind.RUN_FINISHED, None, duration_s=self.elapsed(), error=error_text)
+
+    def outcome(self) -> str | None:
+        """Why the run did not succeed, in words; None if it did.
+
+        It succeeded only if no failure ended it and every node finished
+        (``_FINAL``): a node left cancelled, queued or running means work the
+        run reports as done was not done, whatever the reason.
+        """
+        if self.failure is not None:
+            name, exc = self.failure
+            return f"node {name!r} failed: {describe_exception(exc)}"
+        for name, run in self.runs.items():
+            if run.status not in _FINAL:
+                why = f"{run.status.value}: {run.reason}" if run.reason else run.status.value
+                self.unfinished = (name, why)
+                return f"node {name!r} did not finish ({why})"
+        return None
 
     def result(self) -> WorkflowResult:
         result = WorkflowResult(
             run_id=self.run_id,
             workflow=self.wf.name,
-            succeeded=self.failure is None,
+            succeeded=self.failure is None and self.unfinished is None,
             nodes=self.runs,
             elapsed_s=self.elapsed(),
             inputs=self.inputs,
@@ -489,6 +542,15 @@ class _WorkflowExecution:
             )
             err.result = result  # type: ignore[attr-defined]
             raise err from exc
+        if self.unfinished is not None:
+            name, why = self.unfinished
+            err = WorkflowError(
+                f"workflow {self.wf.name!r} failed: node {name!r} did not finish ({why})",
+                node=name,
+                run_id=self.run_id,
+            )
+            err.result = result  # type: ignore[attr-defined]
+            raise err
         return result
 
 
