@@ -163,6 +163,8 @@ class _WorkflowExecution:
         self.persisting: set[asyncio.Task[None]] = set()
         self.stopping = False  # set once the run fails or is cancelled: start nothing new
         self.unfinished: tuple[str, str] | None = None  # (node, why): see outcome()
+        self.listener_error: tuple[Exception, WorkflowEvent] | None = None
+        self.listener_errors = 0  # how many times the listener raised
 
     # -- events ----------------------------------------------------------------
 
@@ -172,7 +174,46 @@ class _WorkflowExecution:
     def emit(self, kind: EventKind, node: str | None, **fields: Any) -> None:
         listener = self.listener
         if listener is not None:
-            listener(WorkflowEvent(kind, self.run_id, node, self.elapsed(), **fields))
+            event = WorkflowEvent(kind, self.run_id, node, self.elapsed(), **fields)
+            try:
+                listener(event)
+            except Exception as exc:
+                self.listener_failed(exc, event)
+
+    def listener_failed(self, exc: Exception, event: WorkflowEvent) -> None:
+        """The ``on_event`` listener raised: the run fails, as for a node that fails.
+
+        A listener is part of the run (a progress view, a log, a job's
+        progress), so its error is not swallowed. It is caught here, though:
+        raised out of a done-callback it would leave the run waiting forever,
+        and raised out of the scheduler's bookkeeping it would leave that half
+        done. The run stops as for ``on_failure="fail"`` (running nodes are
+        cancelled, nothing new starts, what finished is kept and stored) and
+        raises ``WorkflowError`` naming the error. The listener still gets the
+        events that follow; its later errors are only counted.
+        """
+        self.listener_errors += 1
+        if self.listener_error is None:
+            self.listener_error = (exc, event)
+            if not self.stopping:  # (a node failure told to the listener stops the run itself)
+                failure = self.failure
+                self.cancel_rest(
+                    "the on_event listener failed"
+                    if failure is None
+                    else f"node {failure[0]!r} failed"
+                )
+
+    def listener_text(self) -> str:
+        """The listener's first error, in words (``listener_error`` is set)."""
+        assert self.listener_error is not None
+        exc, event = self.listener_error
+        where = f"the {event.kind.value!r} event"
+        if event.node is not None:
+            where += f" of node {event.node!r}"
+        text = f"its on_event listener raised {describe_exception(exc)}, given {where}"
+        if self.listener_errors > 1:
+            text += f" (and raised {self.listener_errors - 1} more times after)"
+        return text
 
     # -- the graph -------------------------------------------------------------
 
@@ -214,6 +255,8 @@ class _WorkflowExecution:
                 return
         self.runs[name].status = NodeStatus.QUEUED
         self.emit(EventKind.QUEUED, name)
+        if self.stopping:  # the listener failed on that event; the node is cancelled
+            return
         if self.max_parallel is not None and len(self.running) >= self.max_parallel:
             self.queued.append(name)
         else:
@@ -256,6 +299,9 @@ class _WorkflowExecution:
         run.error = exc
         run.attempts = attempts
         run.finished_s = self.elapsed()
+        ends_run = node.on_failure is FailurePolicy.FAIL and self.failure is None
+        if ends_run:  # the first failure ends the run; later ones are its echo
+            self.failure = (name, exc)  # before the event: a listener failing on it is second
         self.emit(
             EventKind.FAILED,
             name,
@@ -265,8 +311,7 @@ class _WorkflowExecution:
             reason=run.reason,
         )
         if node.on_failure is FailurePolicy.FAIL:
-            if self.failure is None:  # the first failure ends the run; later ones are its echo
-                self.failure = (name, exc)
+            if ends_run:
                 self.cancel_rest(f"node {name!r} failed")
         elif node.on_failure is FailurePolicy.SKIP:
             self.blocking.add(name)
@@ -344,6 +389,8 @@ class _WorkflowExecution:
         while True:
             run.attempts += 1
             self.emit(EventKind.STARTED, node.name, attempt=run.attempts)
+            if self.stopping:  # the listener failed on that event: this task is cancelled
+                raise asyncio.CancelledError
             try:
                 if node.timeout_s is None:
                     return await self.invoke(node, value)
@@ -439,7 +486,7 @@ class _WorkflowExecution:
         for name in restored:
             self.emit(EventKind.FINISHED, name, reason=_RESTORED)
         try:
-            if self.settled < len(self.nodes):
+            if not self.stopping and self.settled < len(self.nodes):
                 for name in self.nodes:
                     if self.remaining[name] == 0 and self.runs[name].status is NodeStatus.PENDING:
                         self.on_ready(name)
@@ -506,6 +553,11 @@ class _WorkflowExecution:
                 self.store.finish_run, (self.run_id, status, error), {}
             )
         self.emit(EventKind.RUN_FINISHED, None, duration_s=self.elapsed(), error=error_text)
+        if error_text is None and self.listener_error is not None and self.store is not None:
+            # The listener raised on run_finished itself: the run fails after all.
+            await current_runtime().run_in_thread(
+                self.store.finish_run, (self.run_id, "failed", self.outcome()), {}
+            )
 
     def outcome(self) -> str | None:
         """Why the run did not succeed, in words; None if it did.
@@ -517,6 +569,8 @@ class _WorkflowExecution:
         if self.failure is not None:
             name, exc = self.failure
             return f"node {name!r} failed: {describe_exception(exc)}"
+        if self.listener_error is not None:
+            return self.listener_text()
         for name, run in self.runs.items():
             if run.status not in _FINAL:
                 why = f"{run.status.value}: {run.reason}" if run.reason else run.status.value
@@ -528,7 +582,9 @@ class _WorkflowExecution:
         result = WorkflowResult(
             run_id=self.run_id,
             workflow=self.wf.name,
-            succeeded=self.failure is None and self.unfinished is None,
+            succeeded=(
+                self.failure is None and self.listener_error is None and self.unfinished is None
+            ),
             nodes=self.runs,
             elapsed_s=self.elapsed(),
             inputs=self.inputs,
@@ -541,7 +597,15 @@ class _WorkflowExecution:
                 run_id=self.run_id,
             )
             err.result = result  # type: ignore[attr-defined]
+            if self.listener_error is not None:
+                err.add_note(self.listener_text())
             raise err from exc
+        if self.listener_error is not None:
+            err = WorkflowError(
+                f"workflow {self.wf.name!r} failed: {self.listener_text()}", run_id=self.run_id
+            )
+            err.result = result  # type: ignore[attr-defined]
+            raise err from self.listener_error[0]
         if self.unfinished is not None:
             name, why = self.unfinished
             err = WorkflowError(

@@ -1,0 +1,200 @@
+"""Faults around the nodes: a listener that raises, an agent shared by concurrent runs,
+a blocking node that outlives its cancellation (issue 16).
+
+A run that hangs must fail the test quickly: runs go through ``run_within``,
+which gives up after a few seconds instead of pytest-timeout's minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import ambidex as ax
+from ambidex.workflows import CheckpointStore
+
+S = ax.NodeStatus
+E = ax.EventKind
+TERMINAL = {E.FINISHED, E.FAILED, E.SKIPPED, E.CANCELLED}
+
+
+def run_within(seconds: float, fn: Callable[[], Any]) -> Any:
+    """``fn()``'s result or exception, from a thread; fails the test if it takes longer."""
+    box: list[Any] = []
+
+    def target() -> None:
+        try:
+            box.append(fn())
+        except BaseException as exc:
+            box.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s: the run hangs"
+    return box[0]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[ax.WorkflowEvent] = []
+
+    def __call__(self, event: ax.WorkflowEvent) -> None:
+        self.events.append(event)
+
+    def of(self, node: str | None, kind: ax.EventKind) -> list[ax.WorkflowEvent]:
+        return [e for e in self.events if e.node == node and e.kind is kind]
+
+    def terminal(self, node: str) -> list[ax.EventKind]:
+        return [e.kind for e in self.events if e.node == node and e.kind in TERMINAL]
+
+
+# -- a listener that raises ------------------------------------------------------------
+
+
+class BrokenListener(Recorder):
+    """Records every event and raises on the first one of ``kind`` (for ``node``)."""
+
+    def __init__(self, kind: ax.EventKind, node: str | None) -> None:
+        super().__init__()
+        self.kind = kind
+        self.node = node
+        self.raised = False
+
+    def __call__(self, event: ax.WorkflowEvent) -> None:
+        super().__call__(event)
+        if not self.raised and event.kind is self.kind and event.node == self.node:
+            self.raised = True
+            raise ValueError("the listener broke")
+
+
+async def first() -> int:
+    return 1
+
+
+async def second(x: int) -> int:
+    await asyncio.sleep(0.01)
+    return x + 1
+
+
+async def slow() -> str:
+    await asyncio.sleep(0.3)  # still running when the listener breaks early on
+    return "slow"
+
+
+def chain_and_slow() -> ax.Workflow:
+    wf = ax.Workflow("listened")
+    a = wf.node("a", first)
+    wf.node("b", second, input=a.output)
+    wf.node("slow", slow)
+    return wf
+
+
+@pytest.mark.parametrize(
+    ("kind", "node"),
+    [
+        (E.RUN_STARTED, None),  # the first event
+        (E.QUEUED, "a"),
+        (E.STARTED, "a"),
+        (E.FINISHED, "a"),  # a node finished
+        (E.FINISHED, "slow"),  # the last node finished
+        (E.RUN_FINISHED, None),  # the run finished
+    ],
+    ids=["run_started", "queued", "started", "finished-a", "finished-last", "run_finished"],
+)
+def test_a_listener_that_raises_fails_the_run_naming_its_error(
+    kind: ax.EventKind, node: str | None
+) -> None:
+    listener = BrokenListener(kind, node)
+    wf = chain_and_slow()
+    err = run_within(10, lambda: wf.run(on_event=listener))
+
+    assert isinstance(err, ax.WorkflowError), err
+    assert listener.raised
+    where = f"the {kind.value!r} event" + (f" of node {node!r}" if node else "")
+    assert str(err) == (
+        f"workflow 'listened' failed: its on_event listener raised "
+        f"ValueError: the listener broke, given {where}"
+    )
+    assert isinstance(err.__cause__, ValueError)
+    assert err.node is None
+    result = err.result  # type: ignore[attr-defined]
+    assert result.succeeded is False
+    # the run stays coherent: every node reached exactly one final state, reported once
+    for name, run in result.nodes.items():
+        assert run.status in (S.SUCCEEDED, S.CANCELLED), (name, run.status)
+        expected = E.FINISHED if run.status is S.SUCCEEDED else E.CANCELLED
+        assert listener.terminal(name) == [expected], name
+    # the listener still heard how the run ended
+    (finished,) = listener.of(None, E.RUN_FINISHED)
+    assert listener.events[-1] is finished
+    if kind is E.RUN_FINISHED:
+        assert all(run.status is S.SUCCEEDED for run in result.nodes.values())
+    else:
+        assert "on_event listener raised" in (finished.error or "")
+    if kind in (E.RUN_STARTED, E.QUEUED, E.STARTED):  # before a could do anything
+        assert result.nodes["a"].status is S.CANCELLED
+        assert listener.of("a", E.STARTED) == [] or kind is E.STARTED
+
+
+async def test_a_listener_that_raises_fails_the_run_from_async_code_too() -> None:
+    listener = BrokenListener(E.FINISHED, "a")
+    with pytest.raises(ax.WorkflowError, match="on_event listener raised") as info:
+        await asyncio.wait_for(chain_and_slow().arun(on_event=listener), 10)
+    assert info.value.result.nodes["slow"].status is S.CANCELLED  # type: ignore[attr-defined]
+
+
+def test_a_run_failed_by_its_listener_is_stored_failed_and_resumes(tmp_path: Path) -> None:
+    db = str(tmp_path / "runs.sqlite")
+    wf = chain_and_slow()
+    listener = BrokenListener(E.FINISHED, "a")
+    err = run_within(10, lambda: wf.run(on_event=listener, checkpoint=db, run_id="l"))
+    assert isinstance(err, ax.WorkflowError)
+    store = CheckpointStore(db)
+    try:
+        stored = store.load_run("l")
+    finally:
+        store.close()
+    assert stored.status == "failed"
+    assert stored.node_status["a"] == "succeeded"  # what finished is kept
+
+    rec = Recorder()
+    result = run_within(10, lambda: wf.run(on_event=rec, checkpoint=db, resume="l"))
+    assert result.succeeded
+    assert rec.of("a", E.STARTED) == []  # restored
+    assert (result["b"], result["slow"]) == (2, "slow")
+
+
+def test_a_listener_that_raises_on_run_finished_marks_the_stored_run_failed(
+    tmp_path: Path,
+) -> None:
+    db = str(tmp_path / "runs.sqlite")
+    listener = BrokenListener(E.RUN_FINISHED, None)
+    err = run_within(10, lambda: chain_and_slow().run(on_event=listener, checkpoint=db))
+    assert isinstance(err, ax.WorkflowError)
+    store = CheckpointStore(db)
+    try:
+        (row,) = store.list_runs()
+    finally:
+        store.close()
+    assert row["status"] == "failed"
+    assert "on_event listener raised" in row["error"]
+
+
+def test_a_node_failure_stays_the_reason_when_the_listener_also_raises() -> None:
+    async def boom() -> None:
+        raise KeyError("boom")
+
+    wf = ax.Workflow("both")
+    wf.node("boom", boom)
+    listener = BrokenListener(E.FAILED, "boom")
+    err = run_within(10, lambda: wf.run(on_event=listener))
+    assert isinstance(err, ax.WorkflowError)
+    assert err.node == "boom"
+    assert isinstance(err.__cause__, KeyError)
+    assert any("on_event listener" in note for note in err.__notes__)
