@@ -198,3 +198,87 @@ def test_a_node_failure_stays_the_reason_when_the_listener_also_raises() -> None
     assert err.node == "boom"
     assert isinstance(err.__cause__, KeyError)
     assert any("on_event listener" in note for note in err.__notes__)
+
+
+# -- one agent instance, two runs at once ----------------------------------------------
+
+
+class FragileAgent(ax.Agent[float, float]):
+    """Sleeps ``input`` seconds; fails if it is not set up, before or after the sleep."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+        self.ready = False
+
+    async def setup(self) -> None:
+        self.log.append("setup")
+        await asyncio.sleep(0.01)  # a real setup takes a moment: runs overlap in it
+        self.ready = True
+
+    async def run(self, input: float) -> float:
+        if not self.ready:
+            raise RuntimeError("run before setup or after teardown")
+        await asyncio.sleep(input)
+        if not self.ready:
+            raise RuntimeError("torn down while running")
+        return input
+
+    async def teardown(self) -> None:
+        self.log.append("teardown")
+        self.ready = False
+
+
+async def test_an_agent_shared_by_overlapping_runs_stays_set_up_until_the_last_ends() -> None:
+    agent = FragileAgent()
+    short = ax.Workflow("short")
+    short.node("quick", agent, input=0.01)
+    long = ax.Workflow("long")
+    first_call = long.node("first", agent, input=0.01)
+    long.node("second", agent, input=0.3, after=[first_call.name])  # runs on after 'short' ends
+    ended: list[str] = []
+
+    async def run(wf: ax.Workflow) -> ax.WorkflowResult:
+        result = await wf.arun()
+        ended.append(wf.name)
+        assert agent.log == ["setup"] or wf.name == "long", agent.log  # not torn down yet
+        return result
+
+    r_short, r_long = await asyncio.wait_for(asyncio.gather(run(short), run(long)), 10)
+    assert ended == ["short", "long"]
+    assert r_short.succeeded
+    assert r_long.succeeded
+    assert r_long["second"] == 0.3
+    assert agent.log == ["setup", "teardown"]  # once, after the last run
+    assert not agent.is_set_up
+
+
+def test_an_agent_shared_by_overlapping_runs_from_threads_is_torn_down_once() -> None:
+    agent = FragileAgent()
+    wfs = []
+    for i in range(4):
+        wf = ax.Workflow(f"w{i}")
+        wf.node("call", agent, input=0.05 * (i + 1))
+        wfs.append(wf)
+    results: list[Any] = [None] * len(wfs)
+
+    def go(i: int) -> None:
+        results[i] = run_within(10, wfs[i].run)
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(len(wfs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15)
+    assert all(isinstance(r, ax.WorkflowResult) and r.succeeded for r in results), results
+    assert agent.log == ["setup", "teardown"]
+
+
+async def test_an_agent_the_caller_set_up_is_left_set_up() -> None:
+    agent = FragileAgent()
+    wf = ax.Workflow("borrowed")
+    wf.node("call", agent, input=0.01)
+    async with agent:
+        await asyncio.gather(wf.arun(), wf.arun())
+        assert agent.log == ["setup"]
+        assert agent.is_set_up
+    assert agent.log == ["setup", "teardown"]

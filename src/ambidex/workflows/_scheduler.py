@@ -156,7 +156,7 @@ class _WorkflowExecution:
         self.failure: tuple[str, BaseException] | None = None
         self.done: asyncio.Future[None] = self.loop.create_future()
         self.agents: dict[str, Agent[Any, Any]] = {}
-        self.owned_agents: list[Agent[Any, Any]] = []
+        self.held_agents: list[Agent[Any, Any]] = []  # each acquired once; released in finish
         # Per target (many nodes often share one function): how to call it.
         self.styles: dict[int, str] = {}
         self.keyword_names: dict[int, frozenset[str] | None] = {}
@@ -429,13 +429,14 @@ class _WorkflowExecution:
         return await current_runtime().run_in_thread(target, args, kwargs)
 
     async def agent_for(self, node: Node) -> Agent[Any, Any]:
+        """The node's agent, held set up for this run (an instance may be shared by runs)."""
         agent = self.agents.get(node.name)
         if agent is None:
             target = node.target
             agent = target() if isinstance(target, type) else target
-            if not agent.is_set_up:
-                await agent.asetup()
-                self.owned_agents.append(agent)  # we set it up, we tear it down
+            if not any(held is agent for held in self.held_agents):  # once per run
+                self.held_agents.append(agent)  # before the await: a sibling node shares it
+                await agent._acquire()
             self.agents[node.name] = agent
         return agent
 
@@ -538,9 +539,9 @@ class _WorkflowExecution:
             for task in self.running:
                 task.cancel()
             await asyncio.gather(*self.running, return_exceptions=True)
-        for agent in reversed(self.owned_agents):
+        for agent in reversed(self.held_agents):
             try:
-                await agent.ateardown()
+                await agent._release()  # the last run holding it tears it down
             except Exception as exc:  # teardown must not hide the run's own outcome
                 self.emit(EventKind.FAILED, None, error=f"teardown of {agent.name}: {exc!r}")
         while self.persisting:
