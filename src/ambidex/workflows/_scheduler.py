@@ -10,6 +10,8 @@ row) needs neither recursion nor a rescan of the graph.
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
 import inspect
 import secrets
 from collections import deque
@@ -17,7 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ambidex._text import describe_exception
+import pydantic
+import pydantic_core
+
+from ambidex._text import describe_exception, plain_text
 from ambidex.agents import Agent
 from ambidex.exceptions import TaskTimeoutError
 from ambidex.runtime import Backoff, current_runtime
@@ -92,12 +97,8 @@ class WorkflowResult:
         return run.output
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form (pydantic models dumped to plain data)."""
-        import pydantic_core
-
-        def plain(value: Any) -> Any:
-            return pydantic_core.to_jsonable_python(value, fallback=repr)
-
+        """JSON-ready form: see ``_jsonable`` for how outputs and inputs are written."""
+        plain = _jsonable
         return {
             "run_id": self.run_id,
             "workflow": self.workflow,
@@ -117,6 +118,84 @@ class WorkflowResult:
                 for name, r in self.nodes.items()
             },
         }
+
+
+_SCALARS = (str, int, float, bool, type(None))
+_MAX_DEPTH = 200  # deeper than any real output; what lies below is shown by its repr
+
+
+def _jsonable(value: Any, depth: int = 0, path: set[int] | None = None) -> Any:
+    """``value`` as JSON data, whatever it holds; never raises.
+
+    Bytes (``bytes``, ``bytearray``, ``memoryview``) become ``{"$base64":
+    "<standard base64>"}`` wherever they are, also inside pydantic models and
+    dataclasses, and whether or not they happen to be UTF-8: one form per type,
+    so a reader decodes them the same way every time and gets the exact bytes
+    back. (pydantic writes bytes as UTF-8 text, and raises on any other bytes.)
+    A bytes dict key becomes its ``repr``, since a key cannot be an object.
+    Models are dumped (``model_dump()``) and dataclasses read field by field;
+    anything else goes to pydantic, and what it cannot write (an unknown type,
+    a container that holds itself) is shown by its ``repr``. ``path`` holds the
+    containers being written, to find such cycles.
+    """
+    if isinstance(value, _SCALARS):
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"$base64": base64.b64encode(value).decode("ascii")}
+    container = isinstance(value, dict | list | tuple | set | frozenset | deque)
+    model = isinstance(value, pydantic.BaseModel)
+    record = not (container or model) and dataclasses.is_dataclass(value)
+    if not (container or model or record) or isinstance(value, type):
+        return _leaf(value)
+    path = set() if path is None else path
+    if depth >= _MAX_DEPTH or id(value) in path:
+        return _shown(value)
+    path.add(id(value))
+    depth += 1
+    try:
+        if isinstance(value, dict):
+            return {
+                k if isinstance(k, str) else _json_key(k): _jsonable(v, depth, path)
+                for k, v in value.items()
+            }
+        if container:
+            return [_jsonable(v, depth, path) for v in value]
+        if model:
+            try:
+                dumped = value.model_dump()
+            except Exception:
+                return _shown(value)
+            return _jsonable(dumped, depth, path)
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return _jsonable(fields, depth, path)
+    finally:
+        path.discard(id(value))
+
+
+def _leaf(value: Any) -> Any:
+    try:
+        return pydantic_core.to_jsonable_python(value, fallback=_shown)
+    except Exception:  # bytes in a container pydantic walks and we do not, ...
+        return _shown(value)
+
+
+def _json_key(key: Any) -> Any:
+    """A dict key that is not text, as pydantic writes it (bytes: by their ``repr``)."""
+    if isinstance(key, bytes | bytearray | memoryview):
+        return repr(bytes(key))
+    try:
+        return next(iter(pydantic_core.to_jsonable_python({key: None}, fallback=_shown)))
+    except Exception:
+        return _shown(key)
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)``, as text that JSON can hold, even if ``__repr__`` raises."""
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__} object>"
+    return plain_text(text)
 
 
 class _WorkflowExecution:
