@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -282,3 +283,164 @@ async def test_an_agent_the_caller_set_up_is_left_set_up() -> None:
         assert agent.log == ["setup"]
         assert agent.is_set_up
     assert agent.log == ["setup", "teardown"]
+
+
+# -- a blocking node that outlives its cancellation -------------------------------------
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+def test_a_blocking_node_whose_thread_finishes_before_the_run_ends_is_kept_not_run_again(
+    tmp_path: Path,
+) -> None:
+    # 'write' runs on an I/O thread when 'boom' fails. The thread cannot be
+    # stopped; it finishes while 'lingers' is still cleaning up, before the run
+    # ends: the run records 'write' as finished (once) and stores it, so a
+    # resume does not write again.
+    side = tmp_path / "side"
+    started = threading.Event()
+    wrote = threading.Event()
+
+    def write() -> str:
+        started.set()
+        time.sleep(0.1)  # still running when boom fails
+        with open(side, "a") as f:
+            f.write("wrote\n")
+        wrote.set()
+        return "written"
+
+    async def boom() -> None:
+        if (tmp_path / "fixed").exists():
+            return
+        while not started.is_set():
+            await asyncio.sleep(0.005)
+        raise ValueError("boom")
+
+    async def lingers() -> None:
+        if (tmp_path / "fixed").exists():
+            return
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            # An orderly cleanup, which the run waits for; it outlasts write's thread.
+            for _ in range(500):
+                if wrote.is_set():
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)  # time for write's outcome to reach the loop
+            raise
+
+    async def after(x: str) -> str:
+        return x.upper()
+
+    wf = ax.Workflow("late")
+    w = wf.node("write", write)
+    wf.node("boom", boom)
+    wf.node("lingers", lingers, on_failure="continue")
+    wf.node("after", after, input=w.output)
+    db = str(tmp_path / "runs.sqlite")
+    rec = Recorder()
+    err = run_within(10, lambda: wf.run(on_event=rec, checkpoint=db, run_id="late"))
+
+    assert isinstance(err, ax.WorkflowError)
+    assert err.node == "boom"
+    nodes = err.result.nodes  # type: ignore[attr-defined]
+    assert nodes["write"].status is S.SUCCEEDED
+    assert nodes["write"].output == "written"
+    assert "after the run stopped" in (nodes["write"].reason or "")
+    assert rec.terminal("write") == [E.FINISHED]  # reported once, never as cancelled
+    assert nodes["after"].status is S.CANCELLED  # nothing new starts in a stopped run
+    assert lines(side) == ["wrote"]
+    store = CheckpointStore(db)
+    try:
+        assert store.load_run("late").node_status["write"] == "succeeded"
+    finally:
+        store.close()
+
+    (tmp_path / "fixed").touch()
+    resumed = run_within(10, lambda: wf.run(checkpoint=db, resume="late"))
+    assert resumed["after"] == "WRITTEN"
+    assert lines(side) == ["wrote"]  # not run again
+
+
+def test_a_blocking_node_still_running_when_the_run_ends_is_cancelled_and_its_result_dropped(
+    tmp_path: Path,
+) -> None:
+    side = tmp_path / "side"
+    started = threading.Event()
+    release = threading.Event()
+    finished = threading.Event()
+
+    def write() -> str:
+        started.set()
+        release.wait(10)
+        with open(side, "a") as f:
+            f.write("wrote\n")
+        finished.set()
+        return "written"
+
+    async def boom() -> None:
+        while not started.is_set():
+            await asyncio.sleep(0.005)
+        raise ValueError("boom")
+
+    wf = ax.Workflow("dropped")
+    wf.node("write", write)
+    wf.node("boom", boom)
+    db = str(tmp_path / "runs.sqlite")
+    rec = Recorder()
+    err = run_within(10, lambda: wf.run(on_event=rec, checkpoint=db, run_id="d"))
+    assert isinstance(err, ax.WorkflowError)
+    run = err.result.nodes["write"]  # type: ignore[attr-defined]
+    assert run.status is S.CANCELLED
+    assert "cannot be interrupted" in (run.reason or "")
+    seen = len(rec.events)
+
+    release.set()  # the thread finishes its work after the run ended
+    assert finished.wait(10)
+    time.sleep(0.1)  # time for a late result to reach the loop, if anything sent it
+    assert len(rec.events) == seen  # nothing more is reported
+    assert rec.terminal("write") == [E.CANCELLED]
+    assert lines(side) == ["wrote"]
+    store = CheckpointStore(db)
+    try:
+        assert "write" not in store.load_run("d").node_status  # nothing stored
+    finally:
+        store.close()
+
+
+def test_a_blocking_node_whose_call_had_not_started_never_runs(tmp_path: Path) -> None:
+    side = tmp_path / "side"
+    started = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:  # takes the only I/O thread
+        started.set()
+        release.wait(10)
+
+    def write() -> None:  # waits for the thread when boom fails
+        with open(side, "a") as f:
+            f.write("wrote\n")
+
+    async def boom() -> None:
+        while not started.is_set():
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.05)  # 'write' is in the pool's queue by now
+        raise ValueError("boom")
+
+    wf = ax.Workflow("never")
+    wf.node("hold", hold)
+    wf.node("write", write)
+    wf.node("boom", boom)
+    rec = Recorder()
+    with ax.Runtime(io_threads=1):
+        err = run_within(10, lambda: wf.run(on_event=rec))
+        release.set()
+        time.sleep(0.2)
+    assert isinstance(err, ax.WorkflowError)
+    nodes = err.result.nodes  # type: ignore[attr-defined]
+    assert nodes["write"].status is S.CANCELLED
+    assert rec.terminal("write") == [E.CANCELLED]
+    assert not side.exists()  # its call never began, and never will

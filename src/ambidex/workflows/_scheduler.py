@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
+import functools
 import inspect
 import secrets
+import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +49,14 @@ __all__ = ["NodeRun", "WorkflowResult", "execute"]
 _RETRY_BACKOFF = Backoff(0.1, 5.0)
 
 _RESTORED = "restored from the checkpoint"
+_LATE = (
+    "the run stopped while it ran on an I/O thread, which cannot be interrupted; "
+    "it finished after the run stopped, before the run ended, so its outcome is kept"
+)
+_DROPPED = (
+    "the run stopped while it ran on an I/O thread, which cannot be interrupted; "
+    "it may still finish, but the run has ended: its result is discarded"
+)
 # The states in which a node has finished: a run succeeds only if every node is in one
 # (a failure under on_failure="skip" or "continue" is recorded and lets the run go on).
 _FINAL = frozenset({NodeStatus.SUCCEEDED, NodeStatus.FAILED, NodeStatus.SKIPPED})
@@ -241,6 +252,10 @@ class _WorkflowExecution:
         self.keyword_names: dict[int, frozenset[str] | None] = {}
         self.persisting: set[asyncio.Task[None]] = set()
         self.stopping = False  # set once the run fails or is cancelled: start nothing new
+        # Plain def nodes cancelled while their thread ran on (see in_thread), until their
+        # outcome comes or the run ends (finish sets ended).
+        self.detached: set[str] = set()
+        self.ended = False
         self.unfinished: tuple[str, str] | None = None  # (node, why): see outcome()
         self.listener_error: tuple[Exception, WorkflowEvent] | None = None
         self.listener_errors = 0  # how many times the listener raised
@@ -415,7 +430,9 @@ class _WorkflowExecution:
         name = self.running.pop(task)
         run = self.runs[name]
         if task.cancelled():
-            if self.stopping:
+            if name in self.detached:
+                pass  # its thread runs on: reported when its outcome comes, or in finish
+            elif self.stopping:
                 run.status = NodeStatus.CANCELLED
                 run.finished_s = self.elapsed()
                 run.reason = run.reason or "the run was stopped"
@@ -505,7 +522,68 @@ class _WorkflowExecution:
             return await target.aio(*args, **kwargs)
         if style == "async":
             return await target(*args, **kwargs)
-        return await current_runtime().run_in_thread(target, args, kwargs)
+        return await self.in_thread(node.name, target, args, kwargs)
+
+    async def in_thread(
+        self, name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Call a plain ``def`` node on the I/O threads, where cancelling cannot stop it.
+
+        When the run stops, the node's task is cancelled and the call
+        abandoned: if it had not begun it never will, and the node is
+        cancelled. If it had, its thread runs to the end, side effects and
+        all; the node is then "detached": not reported until its outcome
+        comes (``late_outcome``), which the run keeps if it comes before the
+        run ends, or until the run ends (``finish``), which reports it
+        cancelled and discards whatever comes later. (A cancellation by the
+        node's own timeout is a failed attempt, as before: its thread's late
+        result is discarded.)
+        """
+        call = _ThreadCall(fn, self.loop)
+        try:
+            return await current_runtime().run_in_thread(call, args, kwargs)
+        except asyncio.CancelledError:
+            if self.stopping and call.detach(functools.partial(self.late_outcome, name)):
+                self.detached.add(name)
+            raise
+
+    def late_outcome(self, name: str, ok: bool, value: Any) -> None:
+        """A detached node's thread finished (see ``in_thread``): record it, if the run is on.
+
+        The thread did its work, side effects included, so the honest record
+        is what it returned: the node finished (or failed), once, with its
+        output stored for a resume, which then does not run it again. Its
+        dependants are not started: the run has stopped.
+        """
+        if self.ended or name not in self.detached:
+            return  # the run ended first: it was reported cancelled; the result is dropped
+        self.detached.discard(name)
+        run = self.runs[name]
+        run.finished_s = self.elapsed()
+        run.reason = _LATE
+        if ok:
+            run.status = NodeStatus.SUCCEEDED
+            run.output = value
+            self.outputs[name] = value
+            self.emit(
+                EventKind.FINISHED,
+                name,
+                duration_s=run.duration_s,
+                attempt=run.attempts,
+                reason=_LATE,
+            )
+        else:
+            run.status = NodeStatus.FAILED
+            run.error = value
+            self.emit(
+                EventKind.FAILED,
+                name,
+                duration_s=run.duration_s,
+                attempt=run.attempts,
+                error=describe_exception(value),
+                reason=_LATE,
+            )
+        self.conclude(name, release=False)
 
     async def agent_for(self, node: Node) -> Agent[Any, Any]:
         """The node's agent, held set up for this run (an instance may be shared by runs)."""
@@ -625,6 +703,14 @@ class _WorkflowExecution:
                 self.emit(EventKind.FAILED, None, error=f"teardown of {agent.name}: {exc!r}")
         while self.persisting:
             await asyncio.gather(*self.persisting)
+        self.ended = True
+        for name in sorted(self.detached):  # still running on their threads
+            run = self.runs[name]
+            run.status = NodeStatus.CANCELLED
+            run.finished_s = self.elapsed()
+            run.reason = _DROPPED
+            self.emit(EventKind.CANCELLED, name, reason=_DROPPED)
+        self.detached.clear()
         error_text = self.outcome()
         if self.store is not None:
             status = "failed" if error_text is not None else "succeeded"
@@ -696,6 +782,68 @@ class _WorkflowExecution:
             err.result = result  # type: ignore[attr-defined]
             raise err
         return result
+
+
+class _ThreadCall:
+    """One call of a plain ``def`` node on an I/O thread, which may outlive the node's task.
+
+    Cancelling the task abandons the call in the thread pool: if it had not
+    begun it never will; if it had, the thread runs it to the end and the
+    pool drops the outcome. ``detach`` asks for that outcome instead, and says
+    whether there will be one. The lock settles the race between the thread
+    beginning or ending the call and the loop detaching it.
+    """
+
+    __slots__ = ("fn", "lock", "loop", "on_late", "outcome", "state")
+
+    def __init__(self, fn: Callable[..., Any], loop: asyncio.AbstractEventLoop) -> None:
+        self.fn = fn
+        self.loop = loop
+        self.lock = threading.Lock()
+        self.state = "waiting"  # -> "running" -> "done"; or "waiting" -> "given up"
+        self.outcome: tuple[bool, Any] | None = None
+        self.on_late: Callable[[bool, Any], None] | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self.lock:
+            if self.state == "given up":  # detached before it began: it never runs
+                return None  # (to an abandoned call: the pool drops it)
+            self.state = "running"
+        try:
+            value, ok = self.fn(*args, **kwargs), True
+        except BaseException as exc:
+            value, ok = exc, False
+        with self.lock:
+            on_late = self.on_late
+            self.state = "done"
+            if on_late is None:
+                self.outcome = (ok, value)
+        if on_late is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                self.loop.call_soon_threadsafe(on_late, ok, value)
+        if ok:
+            return value
+        raise value
+
+    def detach(self, on_late: Callable[[bool, Any], None]) -> bool:
+        """The caller stopped waiting (on the loop): will ``on_late(ok, value)`` be called?
+
+        False if the call had not begun (it now never will). True if it had:
+        ``on_late`` gets its outcome on the loop when the thread ends, or soon
+        if it already has (its outcome was on its way to the abandoned call).
+        """
+        with self.lock:
+            state = self.state
+            if state == "waiting":
+                self.state = "given up"
+                return False
+            if state == "running":
+                self.on_late = on_late
+                return True
+            outcome = self.outcome
+        assert outcome is not None
+        self.loop.call_soon(on_late, *outcome)
+        return True
 
 
 def _keyword_names(target: Any) -> frozenset[str] | None:
