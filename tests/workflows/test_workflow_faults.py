@@ -201,6 +201,24 @@ def test_a_node_failure_stays_the_reason_when_the_listener_also_raises() -> None
     assert any("on_event listener" in note for note in err.__notes__)
 
 
+def test_a_node_failing_as_the_listener_stops_the_run_does_not_take_over_its_error() -> None:
+    async def converts() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise RuntimeError("cleanup failed") from None
+
+    wf = ax.Workflow("echo")
+    wf.node("a", first)
+    wf.node("converts", converts)
+    listener = BrokenListener(E.FINISHED, "a")
+    err = run_within(10, lambda: wf.run(on_event=listener))
+    assert isinstance(err, ax.WorkflowError)
+    assert err.node is None
+    assert "on_event listener raised" in str(err)
+    assert err.result.nodes["converts"].status is S.FAILED  # type: ignore[attr-defined]
+
+
 # -- one agent instance, two runs at once ----------------------------------------------
 
 

@@ -393,8 +393,10 @@ class _WorkflowExecution:
         run.error = exc
         run.attempts = attempts
         run.finished_s = self.elapsed()
-        ends_run = node.on_failure is FailurePolicy.FAIL and self.failure is None
-        if ends_run:  # the first failure ends the run; later ones are its echo
+        # The first failure ends the run; later ones (as nodes are cancelled) are its echo,
+        # and so are failures after the run stopped for another reason.
+        ends_run = node.on_failure is FailurePolicy.FAIL and not self.stopping
+        if ends_run:
             self.failure = (name, exc)  # before the event: a listener failing on it is second
         self.emit(
             EventKind.FAILED,
