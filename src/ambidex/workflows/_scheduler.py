@@ -75,7 +75,7 @@ class NodeRun:
     """Seconds after the run started that the node started."""
     finished_s: float | None = None
     reason: str | None = None
-    """Why it was skipped, cancelled or restored."""
+    """Why it was skipped, cancelled or restored, or why it failed or finished as it did."""
 
     @property
     def duration_s(self) -> float | None:
@@ -452,7 +452,7 @@ class _WorkflowExecution:
             self.emit(EventKind.FINISHED, name, duration_s=run.duration_s, attempt=run.attempts)
             # After the run stopped, dependants are not started, but the output is kept
             # (and stored, for a resume).
-            self.conclude(name, release=not self.stopping)
+            self.conclude(name, not self.stopping)
         # A stopped run ends when its last task does, however that task ended (cancelled,
         # or raising something else while it was being cancelled).
         if self.stopping and not self.running and not self.done.done():
