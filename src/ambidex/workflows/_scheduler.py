@@ -212,6 +212,46 @@ def _shown(value: Any) -> str:
 class _WorkflowExecution:
     """The state of one execution of a workflow."""
 
+    # Slots, since reading ``self.x`` is most of what the scheduler does per node. Once
+    # its ``__dict__`` reaches about 30 attributes, an instance no longer shares its keys
+    # with the other instances of its class (CPython 3.11), and every attribute read
+    # takes a slower path (measured on a chain of 1,000 nodes: at 30 and at 32
+    # attributes, +0.35 us per node, +6%; at 28, nothing; with slots, nothing).
+    __slots__ = (
+        "agents",
+        "blocking",
+        "dependents",
+        "detached",
+        "done",
+        "ended",
+        "failure",
+        "held_agents",
+        "inputs",
+        "keyword_names",
+        "listener",
+        "listener_error",
+        "listener_errors",
+        "loop",
+        "max_parallel",
+        "nodes",
+        "outputs",
+        "persisting",
+        "queued",
+        "remaining",
+        "run_id",
+        "running",
+        "runs",
+        "settled",
+        "settling",
+        "stopping",
+        "store",
+        "styles",
+        "t0",
+        "to_settle",
+        "unfinished",
+        "wf",
+    )
+
     def __init__(
         self,
         wf: Workflow,
