@@ -178,6 +178,30 @@ class Agent(Generic[In, Out]):
         self.__dict__.pop("_ax_setup_lock", None)
         await _maybe_await(self.teardown)
 
+    async def _acquire(self) -> None:
+        """Hold the agent set up for one user of it, such as a workflow run, until ``_release``.
+
+        Runs that share one instance hold it together, and may overlap: the
+        first to come sets it up (when nothing had), and the last to leave
+        tears it down, so no run loses its agent because another one ended. A
+        setup that someone else did (``with agent:``, a direct ``arun``) is
+        theirs to undo. The count is taken before setup is awaited, so a run
+        that comes while another's setup is under way shares it too, and a
+        failed setup still holds (the holder releases it as always).
+        """
+        held = self.__dict__.get("_ax_held", 0)
+        if held == 0:
+            self.__dict__["_ax_held_owns"] = not self.is_set_up
+        self.__dict__["_ax_held"] = held + 1
+        await self.asetup()
+
+    async def _release(self) -> None:
+        """Let go of an ``_acquire``; the last holder tears down what the holders set up."""
+        held = self.__dict__["_ax_held"] - 1
+        self.__dict__["_ax_held"] = held
+        if held == 0 and self.__dict__.pop("_ax_held_owns", False):
+            await self.ateardown()
+
     async def arun(self, input: In | Any) -> Out:
         """Validate ``input``, set up if needed, run where the kind says, validate the output.
 
@@ -217,7 +241,7 @@ class Agent(Generic[In, Out]):
     def __getstate__(self) -> dict[str, Any]:
         # Sent to cpu workers: drop the per-process machinery.
         state = dict(self.__dict__)
-        for key in ("_ax_task", "_ax_setup_lock"):
+        for key in ("_ax_task", "_ax_setup_lock", "_ax_held", "_ax_held_owns"):
             state.pop(key, None)
         return state
 
