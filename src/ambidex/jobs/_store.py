@@ -543,8 +543,8 @@ class JobStore:
         existing: builtins.list[Job] = []
         for start in range(0, len(taken), 500):
             chunk = taken[start : start + 500]
-            params = {f"k{i}": key for i, key in enumerate(chunk)}
-            rows = conn.execute(hot.jobs_with_keys_sql(len(chunk)), params).fetchall()
+            named = {f"k{i}": key for i, key in enumerate(chunk)}
+            rows = conn.execute(hot.jobs_with_keys_sql(len(chunk)), named).fetchall()
             existing.extend(map(job_from_values, rows))
         return self._keyed_answers(
             keyed,
