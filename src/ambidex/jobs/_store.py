@@ -238,8 +238,8 @@ class JobStore:
         awaits the answer on the loop instead of sending the call to a thread.
         Hot: ``get``, ``heartbeat``, ``submit_batch``/``submit_all`` of jobs
         without idempotency keys, ``claim`` of workloads without concurrency
-        limits, ``finish_many`` of outcomes none of which is retried later (and
-        no job twice). The others (None) take the SQLAlchemy path on a thread.
+        limits, ``finish_many`` (outcomes retried later, one job twice, too).
+        The others (None) take the SQLAlchemy path on a thread.
         """
         if self._pg is None or getattr(method, "__self__", None) is not self:
             return None
@@ -262,11 +262,6 @@ class JobStore:
                 return None
             call = self._claim_pg
         elif name == "finish_many":
-            outcomes = args[0] if args else kwargs.get("outcomes", ())
-            if any(o.retry_in_s is not None for o in outcomes) or len(
-                {o.job_id for o in outcomes}
-            ) < len(outcomes):
-                return None
             call = self._finish_many_pg
         else:
             return None
@@ -1137,17 +1132,11 @@ class JobStore:
             run_at = now + o.retry_in_s
             later = {**held, "p_run_at": run_at, "p_error": error, "p_traceback": trace}
             if conn.execute(retry_later, later).rowcount:
-                delay_s = round(o.retry_in_s, 3)
-                retry = {"status": QUEUED, "delay_s": delay_s, "run_at": iso(run_at)}
-                data = {"attempt": o.attempt, "error": error, "traceback": trace}
-                events.append(event_row(o.job_id, "retrying", now, {**retry, **_present(data)}))
+                events.append(_retrying_event(o, run_at, error, trace, now))
                 return True
             # Not held any more, or someone asked to cancel it: a cancel is never
             # retried, so it ends here, cancelled, with its failure kept.
-            status = JobStatus.CANCELLED
-            error = storable_text(
-                f"cancelled by request; its last attempt failed: {error}", MAX_ERROR_CHARS
-            )
+            status, error = JobStatus.CANCELLED, _cancelled_instead(error)
         done = conn.execute(
             finish,
             {
@@ -1363,19 +1352,37 @@ class JobStore:
         return _in_claim_order(map(job_from_values, await self._pg.claim(params)))
 
     async def _finish_many_pg(self, outcomes: builtins.list[Outcome]) -> builtins.list[bool]:
-        """``finish_many`` of outcomes none of which is retried later, each of another job."""
+        """``finish_many``: the rows and events ``_record`` writes, in one statement.
+
+        Outcomes none of which is retried later, each of another job (the job
+        service's common case), take ``_pg_hot._FINISH``; any others
+        ``_FINISH_ANY``, which costs the server more.
+        """
         assert self._pg is not None
         now = current_clock().time()
         if not outcomes:
             return []
         rows: builtins.list[tuple[Any, ...]] = []
+        later: builtins.list[tuple[Any, ...]] = []
         for o in outcomes:
             status, text_result, error, trace = outcome_values(o)
+            retry: tuple[Any, ...] = (None, None, None)
+            if o.retry_in_s is not None and status is JobStatus.FAILED:
+                run_at = now + o.retry_in_s
+                retry = (run_at, error, _retrying_event(o, run_at, error, trace, now)["data"])
+                # Written instead if someone asked to cancel the job meanwhile:
+                status, error = JobStatus.CANCELLED, _cancelled_instead(error)
             final = _final_progress(status)
             data = _ended_event(o, status, error, trace, now)["data"]  # as ``_record`` writes it
             row = (o.job_id, o.worker, o.attempt, status.value, text_result, error, trace, final)
             rows.append((*row, data))
-        recorded = await self._pg.finish([o.job_id for o in outcomes], rows, now)
+            later.append(retry)
+        ids = [o.job_id for o in outcomes]
+        if any(r[0] is not None for r in later) or len(set(ids)) < len(ids):
+            anyhow = [(*row, *retry) for row, retry in zip(rows, later, strict=True)]
+            written = await self._pg.finish_any(ids, anyhow, now)
+            return [n in written for n in range(1, len(outcomes) + 1)]
+        recorded = await self._pg.finish(ids, rows, now)
         return [o.job_id in recorded for o in outcomes]
 
     async def _heartbeat_pg(
@@ -1459,6 +1466,21 @@ def _ended_event(
     """The event row of an outcome written as final, ``status`` (every path writes it so)."""
     data = {"attempt": o.attempt, "error": error, "traceback": trace}
     return event_row(o.job_id, status.value, now, {"status": status.value, **_present(data)})
+
+
+def _retrying_event(
+    o: Outcome, run_at: float, error: str | None, trace: str | None, now: float
+) -> dict[str, Any]:
+    """The event row of an outcome retried later, to start again at ``run_at``."""
+    assert o.retry_in_s is not None
+    retry = {"status": QUEUED, "delay_s": round(o.retry_in_s, 3), "run_at": iso(run_at)}
+    data = {"attempt": o.attempt, "error": error, "traceback": trace}
+    return event_row(o.job_id, "retrying", now, {**retry, **_present(data)})
+
+
+def _cancelled_instead(error: str | None) -> str | None:
+    """The error of a failure to retry written as cancelled instead (someone asked to cancel)."""
+    return storable_text(f"cancelled by request; its last attempt failed: {error}", MAX_ERROR_CHARS)
 
 
 def _end_lanes(*lanes: Lane) -> None:
