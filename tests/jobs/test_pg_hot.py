@@ -229,12 +229,13 @@ def test_only_the_hot_calls_of_a_postgresql_store_go_on_the_loop(
         assert store.on_loop(store.submit_all, ([NewJob("echo", 1)],), {}) is not None
         assert store.on_loop(store.submit_all, (keyed,), {}) is None
         assert store.on_loop(store.submit_batch, (keyed,), {}) is None
-        # outcomes retried later, one job twice too (they took SQLAlchemy's path before)
+        # outcomes retried later, one job twice, capped claims too (SQLAlchemy's path before)
         assert store.on_loop(store.finish_many, (later,), {}) is not None
         assert store.on_loop(store.finish_many, (twice,), {}) is not None
         capped = {"lease_s": 1.0, "limits": {"echo": 2}}
-        assert store.on_loop(store.claim, ("w",), capped) is None
+        assert store.on_loop(store.claim, ("w",), capped) is not None
         assert store.on_loop(store.claim, ("w",), {**capped, "workloads": ["x"]}) is not None
+        assert store.on_loop(store.claim, ("w", 1.0), {}) is None  # a wrong call: raises there
         assert store.on_loop(store.cancel, ("x",), {}) is None
         assert sqlite_store.on_loop(sqlite_store.get, ("x",), {}) is None
 

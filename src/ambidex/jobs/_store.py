@@ -237,9 +237,9 @@ class JobStore:
         The job service's loops call the store through ``StoreCalls``, which
         awaits the answer on the loop instead of sending the call to a thread.
         Hot: ``get``, ``heartbeat``, ``submit_batch``/``submit_all`` of jobs
-        without idempotency keys, ``claim`` of workloads without concurrency
-        limits, ``finish_many`` (outcomes retried later, one job twice, too).
-        The others (None) take the SQLAlchemy path on a thread.
+        without idempotency keys, ``claim`` (concurrency limits too),
+        ``finish_many`` (outcomes retried later, one job twice, too). The
+        others (None) take the SQLAlchemy path on a thread.
         """
         if self._pg is None or getattr(method, "__self__", None) is not self:
             return None
@@ -254,11 +254,7 @@ class JobStore:
                 return None
             call = self._submit_batch_pg if name == "submit_batch" else self._submit_all_pg
         elif name == "claim":
-            limits = kwargs.get("limits")
-            workloads = kwargs.get("workloads")
-            if len(args) > 1 or (
-                limits and any(workloads is None or w in workloads for w in limits)
-            ):
+            if len(args) > 1:  # claim's options are keyword-only: a wrong call raises on a thread
                 return None
             call = self._claim_pg
         elif name == "finish_many":
@@ -1337,7 +1333,7 @@ class JobStore:
         limit: int = 1,
         limits: Mapping[str, int] | None = None,
     ) -> builtins.list[Job]:
-        """``claim`` of workloads without concurrency limits (``limits`` names none of them)."""
+        """``claim``; capped workloads: ``_claim_capped``'s locks and count, one round trip."""
         assert self._pg is not None
         now = current_clock().time()
         params: dict[str, Any] = {
@@ -1349,7 +1345,15 @@ class JobStore:
         }
         if workloads is not None:
             params["p_workloads"] = builtins.list(workloads)
-        return _in_claim_order(map(job_from_values, await self._pg.claim(params)))
+        capped = sorted(name for name in (limits or {}) if workloads is None or name in workloads)
+        if not capped:
+            rows = await self._pg.claim(params)
+        else:
+            assert limits is not None
+            params["p_capped"] = capped
+            params["p_caps"] = [limits[name] for name in capped]
+            rows = await self._pg.claim(params, [lock_key(name) for name in capped])
+        return _in_claim_order(map(job_from_values, rows))
 
     async def _finish_many_pg(self, outcomes: builtins.list[Outcome]) -> builtins.list[bool]:
         """``finish_many``: the rows and events ``_record`` writes, in one statement.
