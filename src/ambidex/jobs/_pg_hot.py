@@ -23,11 +23,14 @@ highest priority first, then oldest), the same values, the same event
 ``data`` text (made by ``dumps`` in Python, or spelled the same in SQL for a
 claim's ``started`` events). A write that may wait for the locks of several
 rows (a batch of outcomes, a renewal) first locks them in job id order, in the
-same statement (see ``JobStore._lock_rows``: two workers deadlocked before).
+same statement (see ``JobStore._lock_rows``: two workers deadlocked before);
+a batch with idempotency keys inserts them in key order (``_keyed_insert_sql``).
 
-A claim of a workload with a concurrency limit needs a second statement,
-whose snapshot is taken after the first has run: its advisory locks, then the
-count and the claim (``_capped_claim_sql``). Both go in one round trip (a
+Two calls need a second statement, whose snapshot is taken after the first
+has run: a claim of a workload with a concurrency limit (its advisory locks,
+then the count and the claim: ``_capped_claim_sql``) and a submit with
+idempotency keys (the insert, then a read of who holds the keys found taken:
+``_keyed_insert_sql``, ``_HOLDERS``). Both statements go in one round trip (a
 pipeline, ``_pipelined``) and are one transaction, as on the SQLAlchemy path;
 psycopg's pipeline costs ~50 µs of CPU more than one statement. Outcomes
 retried later, or one job's outcome twice in a batch, take ``_FINISH_ANY``.
@@ -57,7 +60,7 @@ from ambidex.jobs._statements import QUEUED, RUNNING
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["PgHot"]
+__all__ = ["KeyedInserts", "PgHot"]
 
 CONNECTIONS_PER_LOOP = 4
 _JOBS = "ambidex_jobs"
@@ -138,6 +141,53 @@ def _claim_sql(filtered: bool) -> str:
 _CLAIM_ALL = _claim_sql(filtered=False)
 _CLAIM_SOME = _claim_sql(filtered=True)
 
+
+def _keyed_insert_sql(columns: tuple[str, ...]) -> str:
+    """New jobs, some with idempotency keys, and the ``submitted`` events of those stored.
+
+    Rows ``[*values of columns, event data]``, as ``_insert_sql``'s; answers the
+    ids stored. ``_store._submit_keyed``'s ``INSERT ... ON CONFLICT DO NOTHING``:
+    a key already taken (by a stored job, one committed meanwhile, or an earlier
+    job of the batch) leaves its job out, and the unique index decides between
+    two transactions with one key. The jobs get their seqs in the SQLAlchemy
+    path's order (the rows without a key first, then those with one, each in
+    the batch's order) but are inserted in the byte order of their keys: a
+    transaction inserting a key waits for another that inserted it and has not
+    ended, so two batches inserting two keys in opposite orders would wait for
+    each other in a cycle.
+    """
+    names = ", ".join(f'"{c}"' for c in columns)
+    values = ", ".join(f"(r->>{i}){_cast(c)}" for i, c in enumerate(columns))
+    key = f"(r->>{columns.index('idempotency_key')})"
+    job_id = f"(r->>{columns.index('id')})"
+    return (
+        "WITH rows AS MATERIALIZED (SELECT r, n FROM json_array_elements(%(p_rows)s::json) "
+        "WITH ORDINALITY AS e(r, n)), "
+        # A subquery with an ORDER BY is not merged into the one above it: nextval
+        # is called row after row in that order.
+        "numbered AS MATERIALIZED (SELECT r, n, nextval((SELECT "
+        f"pg_get_serial_sequence('{_JOBS}', 'seq'))::regclass) AS s "
+        f"FROM (SELECT r, n FROM rows ORDER BY {key} IS NOT NULL, n) AS o), "
+        f"new_jobs AS (INSERT INTO {_JOBS} (seq, {names}) SELECT s, {values} FROM numbered "
+        f'ORDER BY {key} COLLATE "C" NULLS FIRST, n '
+        "ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
+        "RETURNING id) "
+        f"INSERT INTO {_EVENTS} (job_id, kind, at, data) "
+        f"SELECT {job_id}, 'submitted', %(p_now)s, r->>{len(columns)} FROM rows "
+        f"WHERE {job_id} IN (SELECT id FROM new_jobs) ORDER BY n RETURNING job_id"
+    )
+
+
+_HOLDERS = (
+    f"SELECT {_COLUMNS} FROM {_JOBS} WHERE idempotency_key = ANY(%(p_keys)s::text[]) "
+    "AND id <> ALL(%(p_mine)s::text[])"
+)
+"""The jobs holding the keys ``p_keys``, but for the batch's own rows ``p_mine``.
+
+Run after ``_keyed_insert_sql`` in the same transaction, as a statement of its
+own: its snapshot is taken after the insert, so it sees a job another
+transaction stored with one of the keys while the insert waited for it.
+"""
 
 _ADVISORY_LOCKS = "SELECT pg_advisory_xact_lock(k) FROM unnest(%(p_keys)s::int8[]) AS u(k)"
 """The advisory locks of capped workloads (``_statements.lock_key``), in the order given.
@@ -327,6 +377,15 @@ def _finish(conn: psycopg.AsyncConnection[Any]) -> None:
         conn.pgconn.finish()
 
 
+def _rows_json(rows: Sequence[dict[str, Any]], event_data: Sequence[str]) -> str:
+    """New jobs' rows and their events' data as the JSON array ``_insert_sql`` reads."""
+    values = [[*row.values(), data] for row, data in zip(rows, event_data, strict=True)]
+    try:
+        return dumps(values)
+    except ValueError:  # an infinite timeout_s: JSON has no word for it, float8in has
+        return dumps([[_spelled(v) for v in row] for row in values])
+
+
 async def _pipelined(
     cursor: psycopg.AsyncCursor[Any], steps: Sequence[tuple[str, Any, bool]]
 ) -> list[Any]:
@@ -381,6 +440,75 @@ class _Held:
             self._pool.free.release()
 
 
+class KeyedInserts:
+    """Jobs with idempotency keys stored on one connection of the loop (``async with``).
+
+    Each ``insert`` is one round trip. ``atomic``: all of them in one
+    transaction, committed when the block ends, rolled back if it raises;
+    otherwise each is a transaction of its own.
+    """
+
+    def __init__(self, hot: PgHot, *, atomic: bool) -> None:
+        self._hot = hot
+        self._held = _Held(hot)
+        self._atomic = atomic
+        self._begun = False  # an explicit transaction is open (atomic, after the first insert)
+
+    async def __aenter__(self) -> KeyedInserts:
+        self._cursor = await self._held.__aenter__()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: Any
+    ) -> None:
+        try:
+            if self._begun:
+                if kind is None:
+                    await self._end("COMMIT")
+                elif isinstance(error, Exception):
+                    # A connection left otherwise (cancelled mid-call, broken) is
+                    # dropped (_give_back), and the server rolls back.
+                    status = self._cursor.connection.info.transaction_status
+                    tx = self._hot._psycopg.pq.TransactionStatus
+                    if status in (tx.INTRANS, tx.INERROR):
+                        with contextlib.suppress(self._hot._psycopg.Error):
+                            await self._end("ROLLBACK")
+        except BaseException as exc:
+            await self._held.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        await self._held.__aexit__(kind, error, tb)
+
+    async def insert(
+        self,
+        rows: Sequence[dict[str, Any]],
+        event_data: Sequence[str],
+        now: float,
+        keys: list[str],
+        mine: list[str],
+    ) -> tuple[set[str], list[tuple[Any, ...]]]:
+        """Insert ``rows`` (``_keyed_insert_sql``), then read who holds ``keys`` (``_HOLDERS``).
+
+        One round trip. Returns the ids of the rows stored and the rows
+        (``JOB_COLUMNS``) of the jobs holding ``keys``, but for those with the
+        ids ``mine``.
+        """
+        insert = self._hot.keyed_insert_sql(tuple(rows[0]))
+        steps: list[tuple[str, Any, bool]] = []
+        if self._atomic and not self._begun:
+            steps.append(("BEGIN", None, False))
+            self._begun = True
+        steps += [
+            (insert, {"p_rows": _rows_json(rows, event_data), "p_now": now}, True),
+            (_HOLDERS, {"p_keys": keys, "p_mine": mine}, True),
+        ]
+        *_, stored, holders = await _pipelined(self._cursor, steps)
+        return {r[0] for r in stored}, holders
+
+    async def _end(self, command: str) -> None:
+        self._begun = False
+        await self._cursor.execute(command)
+
+
 class PgHot:
     """Hot statements of a PostgreSQL job store, on connections of each event loop."""
 
@@ -394,6 +522,7 @@ class PgHot:
         self._lock = threading.Lock()
         self._closed = False
         self._inserts: dict[tuple[str, ...], str] = {}
+        self._keyed: dict[tuple[str, ...], str] = {}
 
     def connections(self, loop: asyncio.AbstractEventLoop) -> int:
         """How many connections ``loop`` has open (for tests)."""
@@ -506,12 +635,18 @@ class PgHot:
         sql = self._inserts.get(columns)
         if sql is None:
             sql = self._inserts[columns] = _insert_sql(columns)
-        values = [[*row.values(), data] for row, data in zip(rows, event_data, strict=True)]
-        try:
-            text = dumps(values)
-        except ValueError:  # an infinite timeout_s: JSON has no word for it, float8in has
-            text = dumps([[_spelled(v) for v in row] for row in values])
-        await self._run(sql, (text, now), 0)
+        await self._run(sql, (_rows_json(rows, event_data), now), 0)
+
+    def keyed_inserts(self, *, atomic: bool) -> KeyedInserts:
+        """Submits of jobs with idempotency keys, on one connection (``async with``)."""
+        return KeyedInserts(self, atomic=atomic)
+
+    def keyed_insert_sql(self, columns: tuple[str, ...]) -> str:
+        """``_keyed_insert_sql`` of these columns, built once."""
+        sql = self._keyed.get(columns)
+        if sql is None:
+            sql = self._keyed[columns] = _keyed_insert_sql(columns)
+        return sql
 
     async def get(self, job_id: str) -> tuple[Any, ...] | None:
         """The row of the job ``job_id`` (``JOB_COLUMNS`` order), or None."""

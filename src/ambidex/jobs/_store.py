@@ -46,6 +46,7 @@ import functools
 import sqlite3
 import threading
 import weakref
+from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,7 +67,7 @@ from ambidex.jobs import _sqlite_hot as hot
 from ambidex.jobs._engines import Engines, open_engines
 from ambidex.jobs._json import dumps
 from ambidex.jobs._lanes import Lane
-from ambidex.jobs._pg_hot import PgHot
+from ambidex.jobs._pg_hot import KeyedInserts, PgHot
 from ambidex.jobs._records import (
     MAX_SEQ,
     BatchRefused,
@@ -236,10 +237,15 @@ class JobStore:
 
         The job service's loops call the store through ``StoreCalls``, which
         awaits the answer on the loop instead of sending the call to a thread.
-        Hot: ``get``, ``heartbeat``, ``submit_batch``/``submit_all`` of jobs
-        without idempotency keys, ``claim`` (concurrency limits too),
-        ``finish_many`` (outcomes retried later, one job twice, too). The
-        others (None) take the SQLAlchemy path on a thread.
+        Hot: ``get``, ``heartbeat``, ``submit_batch``/``submit_all`` (idempotency
+        keys too), ``claim`` (concurrency limits too), ``finish_many`` (outcomes
+        retried later, one job twice, too); the others (None) take the
+        SQLAlchemy path on a thread. Each hot call is what the SQLAlchemy path
+        does, in one transaction, but for one case: a keyed ``submit_batch``
+        whose key's holder is pruned between the statement that found the key
+        taken and the one that reads the holder stores that job by a second
+        transaction (``_insert_keyed_pg``; the SQLAlchemy path inserts it in the
+        first), as ``submit_batch`` answers each job on its own.
         """
         if self._pg is None or getattr(method, "__self__", None) is not self:
             return None
@@ -248,11 +254,10 @@ class JobStore:
             call: Callable[..., Awaitable[Any]] = self._get_pg
         elif name == "heartbeat":
             call = self._heartbeat_pg
-        elif name in ("submit_batch", "submit_all"):
-            new_jobs = args[0] if args else kwargs.get("new_jobs", ())
-            if any(n.idempotency_key is not None for n in new_jobs):
-                return None
-            call = self._submit_batch_pg if name == "submit_batch" else self._submit_all_pg
+        elif name == "submit_batch":
+            call = self._submit_batch_pg
+        elif name == "submit_all":
+            call = self._submit_all_pg
         elif name == "claim":
             if len(args) > 1:  # claim's options are keyword-only: a wrong call raises on a thread
                 return None
@@ -1282,18 +1287,16 @@ class JobStore:
     async def _submit_batch_pg(
         self, new_jobs: builtins.list[NewJob]
     ) -> builtins.list[Submitted | ValueError]:
-        """``submit_batch`` of jobs without idempotency keys."""
+        """``submit_batch``."""
         now = current_clock().time()
         answers: builtins.list[Submitted | ValueError | None] = [None] * len(new_jobs)
         prepared = self._prepare(new_jobs, now, answers)
         if prepared:
-            await self._insert_pg(new_jobs, prepared, now)
-            for i, _, job in prepared:
-                answers[i] = Submitted(job, True)
+            await self._insert_pg(new_jobs, prepared, now, answers, atomic=False)
         return [a for a in answers if a is not None]
 
     async def _submit_all_pg(self, new_jobs: builtins.list[NewJob]) -> builtins.list[Submitted]:
-        """``submit_all`` of jobs without idempotency keys."""
+        """``submit_all``."""
         now = current_clock().time()
         answers: builtins.list[Submitted | ValueError | None] = [None] * len(new_jobs)
         prepared = self._prepare(new_jobs, now, answers)
@@ -1301,20 +1304,83 @@ class JobStore:
         if failures:
             raise BatchRefused(failures)
         if prepared:
-            await self._insert_pg(new_jobs, prepared, now)
-        return [Submitted(job, True) for _, _, job in prepared]
+            await self._insert_pg(new_jobs, prepared, now, answers, atomic=True)
+        return [a for a in answers if isinstance(a, Submitted)]
 
     async def _insert_pg(
         self,
         new_jobs: builtins.list[NewJob],
         prepared: builtins.list[tuple[int, dict[str, Any], Job]],
         now: float,
+        answers: builtins.list[Submitted | ValueError | None],
+        *,
+        atomic: bool,
     ) -> None:
+        """``_insert_new`` on the loop: store the ``prepared`` jobs, answer each in ``answers``.
+
+        ``atomic`` (``submit_all``): an idempotency key conflict refuses the
+        batch (``BatchRefused``) and nothing is stored.
+        """
         assert self._pg is not None
-        events = [submitted_event_row(new_jobs[i], job, now) for i, _, job in prepared]
-        await self._pg.insert_jobs(
-            [row for _, row, _ in prepared], [e["data"] for e in events], now
-        )
+        if all(new_jobs[i].idempotency_key is None for i, _, _ in prepared):
+            events = [submitted_event_row(new_jobs[i], job, now) for i, _, job in prepared]
+            await self._pg.insert_jobs(
+                [row for _, row, _ in prepared], [e["data"] for e in events], now
+            )
+            for i, _, job in prepared:
+                answers[i] = Submitted(job, True)
+            return
+        async with self._pg.keyed_inserts(atomic=atomic) as inserts:
+            await self._insert_keyed_pg(inserts, new_jobs, prepared, now, answers)
+            if atomic:
+                failures = [(i, a) for i, a in enumerate(answers) if isinstance(a, ValueError)]
+                if failures:  # raised inside the transaction: it is rolled back
+                    raise BatchRefused([self._within(i, a, prepared) for i, a in failures])
+
+    async def _insert_keyed_pg(
+        self,
+        inserts: KeyedInserts,
+        new_jobs: builtins.list[NewJob],
+        prepared: builtins.list[tuple[int, dict[str, Any], Job]],
+        now: float,
+        answers: builtins.list[Submitted | ValueError | None],
+    ) -> None:
+        """``_insert_new`` of a batch with idempotency keys, as ``_submit_keyed`` decides.
+
+        Each round is one round trip: every row inserted (``ON CONFLICT DO
+        NOTHING`` on the key) with the ``submitted`` events of those stored,
+        then the holders of the keys read. Not among them: the batch's own
+        rows, but for the first of a key given twice (the holder of the
+        others). A key found taken whose holder is gone by the time it is read
+        (pruned in between) makes another round for its jobs (in the same
+        transaction if ``inserts`` is atomic, in another if not).
+        """
+        pending = prepared
+        while pending:
+            keyed = [p for p in pending if p[1]["idempotency_key"] is not None]
+            counts = Counter(row["idempotency_key"] for _, row, _ in keyed)
+            first: set[str] = set()
+            mine: builtins.list[str] = []
+            for _, row, job in keyed:
+                key = row["idempotency_key"]
+                if counts[key] > 1 and key not in first:
+                    first.add(key)
+                else:
+                    mine.append(job.id)
+            events = [submitted_event_row(new_jobs[i], job, now)["data"] for i, _, job in pending]
+            inserted, holders = await inserts.insert(
+                [row for _, row, _ in pending], events, now, builtins.list(counts), mine
+            )
+            for i, _, job in pending:
+                if new_jobs[i].idempotency_key is None:
+                    answers[i] = Submitted(job, True)
+            gone: builtins.list[dict[str, Any]] = []
+            found = self._keyed_answers(
+                keyed, inserted, [job_from_values(h) for h in holders], gone.append
+            )
+            for (i, _, _), answer in zip(keyed, found, strict=True):
+                answers[i] = answer
+            pending = [p for p in keyed if any(p[1] is row for row in gone)]
 
     async def _get_pg(self, job_id: str) -> Job | None:
         """``get``."""
