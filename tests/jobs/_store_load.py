@@ -89,9 +89,9 @@ class _OnLoop:
     """The store, its hot calls made as the job service makes them: coroutines on a loop.
 
     On PostgreSQL, ``JobStore.on_loop`` gives the hot calls (submit, claim,
-    finish, heartbeat, get) as coroutines on psycopg's async connections
-    (``_pg_hot``); the calls it leaves out (a keyed submit, a finish retried
-    later) and every other method are the store's own, as for any actor.
+    finish, heartbeat, get, keyed, capped and retried ones included) as
+    coroutines on psycopg's async connections (``_pg_hot``); every other
+    method is the store's own, as for any actor.
     One actor (one thread) uses it, with a loop of its own.
     """
 

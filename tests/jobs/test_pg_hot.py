@@ -227,13 +227,15 @@ def test_only_the_hot_calls_of_a_postgresql_store_go_on_the_loop(
         twice = [Outcome("j", "w", 1, JobStatus.FAILED)] * 2
         assert store.on_loop(store.get, ("x",), {}) is not None
         assert store.on_loop(store.submit_all, ([NewJob("echo", 1)],), {}) is not None
-        assert store.on_loop(store.submit_all, (keyed,), {}) is None
-        assert store.on_loop(store.submit_batch, (keyed,), {}) is None
-        assert store.on_loop(store.finish_many, (later,), {}) is None
-        assert store.on_loop(store.finish_many, (twice,), {}) is None
+        # the queue's features too (all took the SQLAlchemy path on a thread before)
+        assert store.on_loop(store.submit_all, (keyed,), {}) is not None
+        assert store.on_loop(store.submit_batch, (keyed,), {}) is not None
+        assert store.on_loop(store.finish_many, (later,), {}) is not None
+        assert store.on_loop(store.finish_many, (twice,), {}) is not None
         capped = {"lease_s": 1.0, "limits": {"echo": 2}}
-        assert store.on_loop(store.claim, ("w",), capped) is None
+        assert store.on_loop(store.claim, ("w",), capped) is not None
         assert store.on_loop(store.claim, ("w",), {**capped, "workloads": ["x"]}) is not None
+        assert store.on_loop(store.claim, ("w", 1.0), {}) is None  # a wrong call: raises there
         assert store.on_loop(store.cancel, ("x",), {}) is None
         assert sqlite_store.on_loop(sqlite_store.get, ("x",), {}) is None
 

@@ -46,6 +46,7 @@ import functools
 import sqlite3
 import threading
 import weakref
+from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,7 +68,7 @@ from ambidex.jobs import _sqlite_hot as hot
 from ambidex.jobs._engines import Engines, open_engines
 from ambidex.jobs._json import dumps
 from ambidex.jobs._lanes import Lane
-from ambidex.jobs._pg_hot import PgHot
+from ambidex.jobs._pg_hot import KeyedInserts, PgHot
 from ambidex.jobs._records import (
     MAX_SEQ,
     BatchRefused,
@@ -241,10 +242,15 @@ class JobStore:
 
         The job service's loops call the store through ``StoreCalls``, which
         awaits the answer on the loop instead of sending the call to a thread.
-        Hot: ``get``, ``heartbeat``, ``submit_batch``/``submit_all`` of jobs
-        without idempotency keys, ``claim`` of workloads without concurrency
-        limits, ``finish_many`` of outcomes none of which is retried later (and
-        no job twice). The others (None) take the SQLAlchemy path on a thread.
+        Hot: ``get``, ``heartbeat``, ``submit_batch``/``submit_all`` (idempotency
+        keys too), ``claim`` (concurrency limits too), ``finish_many`` (outcomes
+        retried later, one job twice, too); the others (None) take the
+        SQLAlchemy path on a thread. Each hot call is what the SQLAlchemy path
+        does, in one transaction, but for one case: a keyed ``submit_batch``
+        whose key's holder is pruned between the statement that found the key
+        taken and the one that reads the holder stores that job by a second
+        transaction (``_insert_keyed_pg``; the SQLAlchemy path inserts it in the
+        first), as ``submit_batch`` answers each job on its own.
         """
         if self._pg is None or getattr(method, "__self__", None) is not self:
             return None
@@ -253,25 +259,15 @@ class JobStore:
             call: Callable[..., Awaitable[Any]] = self._get_pg
         elif name == "heartbeat":
             call = self._heartbeat_pg
-        elif name in ("submit_batch", "submit_all"):
-            new_jobs = args[0] if args else kwargs.get("new_jobs", ())
-            if any(n.idempotency_key is not None for n in new_jobs):
-                return None
-            call = self._submit_batch_pg if name == "submit_batch" else self._submit_all_pg
+        elif name == "submit_batch":
+            call = self._submit_batch_pg
+        elif name == "submit_all":
+            call = self._submit_all_pg
         elif name == "claim":
-            limits = kwargs.get("limits")
-            workloads = kwargs.get("workloads")
-            if len(args) > 1 or (
-                limits and any(workloads is None or w in workloads for w in limits)
-            ):
+            if len(args) > 1:  # claim's options are keyword-only: a wrong call raises on a thread
                 return None
             call = self._claim_pg
         elif name == "finish_many":
-            outcomes = args[0] if args else kwargs.get("outcomes", ())
-            if any(o.retry_in_s is not None for o in outcomes) or len(
-                {o.job_id for o in outcomes}
-            ) < len(outcomes):
-                return None
             call = self._finish_many_pg
         else:
             return None
@@ -1226,17 +1222,11 @@ class JobStore:
             run_at = now + o.retry_in_s
             later = {**held, "p_run_at": run_at, "p_error": error, "p_traceback": trace}
             if conn.execute(retry_later, later).rowcount:
-                delay_s = round(o.retry_in_s, 3)
-                retry = {"status": QUEUED, "delay_s": delay_s, "run_at": iso(run_at)}
-                data = {"attempt": o.attempt, "error": error, "traceback": trace}
-                events.append(event_row(o.job_id, "retrying", now, {**retry, **_present(data)}))
+                events.append(_retrying_event(o, run_at, error, trace, now))
                 return True
             # Not held any more, or someone asked to cancel it: a cancel is never
             # retried, so it ends here, cancelled, with its failure kept.
-            status = JobStatus.CANCELLED
-            error = storable_text(
-                f"cancelled by request; its last attempt failed: {error}", MAX_ERROR_CHARS
-            )
+            status, error = JobStatus.CANCELLED, _cancelled_instead(error)
         done = conn.execute(
             finish,
             {
@@ -1386,18 +1376,16 @@ class JobStore:
     async def _submit_batch_pg(
         self, new_jobs: builtins.list[NewJob]
     ) -> builtins.list[Submitted | ValueError]:
-        """``submit_batch`` of jobs without idempotency keys."""
+        """``submit_batch``."""
         now = current_clock().time()
         answers: builtins.list[Submitted | ValueError | None] = [None] * len(new_jobs)
         prepared = self._prepare(new_jobs, now, answers)
         if prepared:
-            await self._insert_pg(new_jobs, prepared, now)
-            for i, _, job in prepared:
-                answers[i] = Submitted(job, True)
+            await self._insert_pg(new_jobs, prepared, now, answers, atomic=False)
         return [a for a in answers if a is not None]
 
     async def _submit_all_pg(self, new_jobs: builtins.list[NewJob]) -> builtins.list[Submitted]:
-        """``submit_all`` of jobs without idempotency keys."""
+        """``submit_all``."""
         now = current_clock().time()
         answers: builtins.list[Submitted | ValueError | None] = [None] * len(new_jobs)
         prepared = self._prepare(new_jobs, now, answers)
@@ -1405,20 +1393,89 @@ class JobStore:
         if failures:
             raise BatchRefused(failures)
         if prepared:
-            await self._insert_pg(new_jobs, prepared, now)
-        return [Submitted(job, True) for _, _, job in prepared]
+            await self._insert_pg(new_jobs, prepared, now, answers, atomic=True)
+        return [a for a in answers if isinstance(a, Submitted)]
 
     async def _insert_pg(
         self,
         new_jobs: builtins.list[NewJob],
         prepared: builtins.list[tuple[int, dict[str, Any], Job]],
         now: float,
+        answers: builtins.list[Submitted | ValueError | None],
+        *,
+        atomic: bool,
     ) -> None:
+        """``_insert_new`` on the loop: store the ``prepared`` jobs, answer each in ``answers``.
+
+        ``atomic`` (``submit_all``): an idempotency key conflict refuses the
+        batch (``BatchRefused``) and nothing is stored.
+        """
         assert self._pg is not None
-        events = [submitted_event_row(new_jobs[i], job, now) for i, _, job in prepared]
-        await self._pg.insert_jobs(
-            [row for _, row, _ in prepared], [e["data"] for e in events], now
-        )
+        if all(new_jobs[i].idempotency_key is None for i, _, _ in prepared):
+            events = [submitted_event_row(new_jobs[i], job, now) for i, _, job in prepared]
+            await self._pg.insert_jobs(
+                [row for _, row, _ in prepared], [e["data"] for e in events], now
+            )
+            for i, _, job in prepared:
+                answers[i] = Submitted(job, True)
+            return
+        async with self._pg.keyed_inserts(atomic=atomic) as inserts:
+            await self._insert_keyed_pg(inserts, new_jobs, prepared, now, answers)
+            if atomic:
+                failures = [(i, a) for i, a in enumerate(answers) if isinstance(a, ValueError)]
+                if failures:  # raised inside the transaction: it is rolled back
+                    raise BatchRefused([self._within(i, a, prepared) for i, a in failures])
+
+    async def _insert_keyed_pg(
+        self,
+        inserts: KeyedInserts,
+        new_jobs: builtins.list[NewJob],
+        prepared: builtins.list[tuple[int, dict[str, Any], Job]],
+        now: float,
+        answers: builtins.list[Submitted | ValueError | None],
+    ) -> None:
+        """``_insert_new`` of a batch with idempotency keys, as ``_submit_keyed`` decides.
+
+        Each round is one round trip: every row inserted (``ON CONFLICT DO
+        NOTHING`` on the key) with the ``submitted`` events of those stored,
+        then the holders of the keys read. Not among them: the batch's own
+        rows, but for the first of a key given twice (the holder of the
+        others). A key found taken whose holder is gone by the time it is read
+        (pruned in between) makes another round for its jobs (in the same
+        transaction if ``inserts`` is atomic, in another if not).
+        """
+        pending = prepared
+        while pending:
+            keyed = [p for p in pending if p[1]["idempotency_key"] is not None]
+            counts = Counter(row["idempotency_key"] for _, row, _ in keyed)
+            first: set[str] = set()
+            mine: builtins.list[str] = []
+            for _, row, job in keyed:
+                key = row["idempotency_key"]
+                if counts[key] > 1 and key not in first:
+                    first.add(key)
+                else:
+                    mine.append(job.id)
+            events = [submitted_event_row(new_jobs[i], job, now)["data"] for i, _, job in pending]
+            inserted, holders = await inserts.insert(
+                [row for _, row, _ in pending], events, now, builtins.list(counts), mine
+            )
+            for i, _, job in pending:
+                if new_jobs[i].idempotency_key is None:
+                    answers[i] = Submitted(job, True)
+            gone: builtins.list[dict[str, Any]] = []
+            stored = {
+                (job.id, row["idempotency_key"]) for _, row, job in keyed if job.id in inserted
+            }
+            found = self._keyed_answers(
+                keyed,
+                self._created(keyed, stored),
+                [job_from_values(h) for h in holders],
+                gone.append,
+            )
+            for (i, _, _), answer in zip(keyed, found, strict=True):
+                answers[i] = answer
+            pending = [p for p in keyed if any(p[1] is row for row in gone)]
 
     async def _get_pg(self, job_id: str) -> Job | None:
         """``get``."""
@@ -1437,7 +1494,7 @@ class JobStore:
         limit: int = 1,
         limits: Mapping[str, int] | None = None,
     ) -> builtins.list[Job]:
-        """``claim`` of workloads without concurrency limits (``limits`` names none of them)."""
+        """``claim``; capped workloads: ``_claim_capped``'s locks and count, one round trip."""
         assert self._pg is not None
         now = current_clock().time()
         params: dict[str, Any] = {
@@ -1449,22 +1506,48 @@ class JobStore:
         }
         if workloads is not None:
             params["p_workloads"] = builtins.list(workloads)
-        return _in_claim_order(map(job_from_values, await self._pg.claim(params)))
+        capped = sorted(name for name in (limits or {}) if workloads is None or name in workloads)
+        if not capped:
+            rows = await self._pg.claim(params)
+        else:
+            assert limits is not None
+            params["p_capped"] = capped
+            params["p_caps"] = [limits[name] for name in capped]
+            rows = await self._pg.claim(params, [lock_key(name) for name in capped])
+        return _in_claim_order(map(job_from_values, rows))
 
     async def _finish_many_pg(self, outcomes: builtins.list[Outcome]) -> builtins.list[bool]:
-        """``finish_many`` of outcomes none of which is retried later, each of another job."""
+        """``finish_many``: the rows and events ``_record`` writes, in one statement.
+
+        Outcomes none of which is retried later, each of another job (the job
+        service's common case), take ``_pg_hot._FINISH``; any others
+        ``_FINISH_ANY``, which costs the server more.
+        """
         assert self._pg is not None
         now = current_clock().time()
         if not outcomes:
             return []
         rows: builtins.list[tuple[Any, ...]] = []
+        later: builtins.list[tuple[Any, ...]] = []
         for o in outcomes:
             status, text_result, error, trace = outcome_values(o)
+            retry: tuple[Any, ...] = (None, None, None)
+            if o.retry_in_s is not None and status is JobStatus.FAILED:
+                run_at = now + o.retry_in_s
+                retry = (run_at, error, _retrying_event(o, run_at, error, trace, now)["data"])
+                # Written instead if someone asked to cancel the job meanwhile:
+                status, error = JobStatus.CANCELLED, _cancelled_instead(error)
             final = _final_progress(status)
             data = _ended_event(o, status, error, trace, now)["data"]  # as ``_record`` writes it
             row = (o.job_id, o.worker, o.attempt, status.value, text_result, error, trace, final)
             rows.append((*row, data))
-        recorded = await self._pg.finish([o.job_id for o in outcomes], rows, now)
+            later.append(retry)
+        ids = [o.job_id for o in outcomes]
+        if any(r[0] is not None for r in later) or len(set(ids)) < len(ids):
+            anyhow = [(*row, *retry) for row, retry in zip(rows, later, strict=True)]
+            written = await self._pg.finish_any(ids, anyhow, now)
+            return [n in written for n in range(1, len(outcomes) + 1)]
+        recorded = await self._pg.finish(ids, rows, now)
         return [o.job_id in recorded for o in outcomes]
 
     async def _heartbeat_pg(
@@ -1559,6 +1642,21 @@ def _upsert(dialect: str, table: Any) -> Any:
     keys = [c.name for c in table.primary_key.columns]
     others = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys}
     return statement.on_conflict_do_update(index_elements=keys, set_=others)
+
+
+def _retrying_event(
+    o: Outcome, run_at: float, error: str | None, trace: str | None, now: float
+) -> dict[str, Any]:
+    """The event row of an outcome retried later, to start again at ``run_at``."""
+    assert o.retry_in_s is not None
+    retry = {"status": QUEUED, "delay_s": round(o.retry_in_s, 3), "run_at": iso(run_at)}
+    data = {"attempt": o.attempt, "error": error, "traceback": trace}
+    return event_row(o.job_id, "retrying", now, {**retry, **_present(data)})
+
+
+def _cancelled_instead(error: str | None) -> str | None:
+    """The error of a failure to retry written as cancelled instead (someone asked to cancel)."""
+    return storable_text(f"cancelled by request; its last attempt failed: {error}", MAX_ERROR_CHARS)
 
 
 def _end_lanes(*lanes: Lane) -> None:
