@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
+from ambidex._job_errors import JobError
 from ambidex._job_model import Job, JobStatus, WorkflowNode
 from ambidex._text import describe_exception
 from ambidex.jobs._statements import MAX_ERROR_CHARS, storable_text
@@ -53,7 +54,7 @@ __all__ = ["JobCheckpoints", "LeaseLostError", "node_table"]
 _MAX_BATCH = 256
 
 
-class LeaseLostError(RuntimeError):
+class LeaseLostError(JobError, RuntimeError):
     """The worker no longer holds the job: the checkpoint was not written (it runs elsewhere)."""
 
 
