@@ -302,7 +302,7 @@ class _WorkflowExecution:
         self.detached: set[str] = set()
         self.ended = False
         self.unfinished: tuple[str, str] | None = None  # (node, why): see outcome()
-        self.listener_error: tuple[Exception, WorkflowEvent] | None = None
+        self.listener_error: tuple[BaseException, WorkflowEvent] | None = None
         self.listener_errors = 0  # how many times the listener raised
 
     # -- events ----------------------------------------------------------------
@@ -316,10 +316,10 @@ class _WorkflowExecution:
             event = WorkflowEvent(kind, self.run_id, node, self.elapsed(), **fields)
             try:
                 listener(event)
-            except Exception as exc:
+            except BaseException as exc:  # GeneratorExit, KeyboardInterrupt... too (see below)
                 self.listener_failed(exc, event)
 
-    def listener_failed(self, exc: Exception, event: WorkflowEvent) -> None:
+    def listener_failed(self, exc: BaseException, event: WorkflowEvent) -> None:
         """The ``on_event`` listener raised: the run fails, as for a node that fails.
 
         A listener is part of the run (a progress view, a log, a job's
@@ -330,6 +330,12 @@ class _WorkflowExecution:
         cancelled, nothing new starts, what finished is kept and stored) and
         raises ``WorkflowError`` naming the error. The listener still gets the
         events that follow; its later errors are only counted.
+
+        Any ``BaseException`` is caught so: out of a done-callback a
+        ``GeneratorExit`` or ``CancelledError`` left the run waiting forever, and
+        a ``KeyboardInterrupt`` or ``SystemExit`` stopped the runtime's event loop
+        with the run still recorded as running. Those two are raised again, as
+        they are, once the run has stopped and been stored.
         """
         self.listener_errors += 1
         if self.listener_error is None:
@@ -823,6 +829,9 @@ class _WorkflowExecution:
                 err.add_note(self.listener_text())
             raise err from exc
         if self.listener_error is not None:
+            cause = self.listener_error[0]
+            if isinstance(cause, KeyboardInterrupt | SystemExit):  # the listener's, to its caller
+                raise cause
             err = WorkflowError(
                 f"workflow {self.wf.name!r} failed: {self.listener_text()}", run_id=self.run_id
             )
