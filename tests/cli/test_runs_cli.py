@@ -364,3 +364,95 @@ def test_resuming_a_run_whose_workflow_file_moved_is_one_line(
     (project / "fixed").touch()
     by_hand = ambidex("run", "moved.yaml", "--resume", "r", cwd=project, home=home)
     assert by_hand.returncode == 0, by_hand.stderr
+
+
+# -- review 16 --------------------------------------------------------------------------
+
+
+def test_a_run_id_of_undecodable_bytes_is_one_line_and_exit_2(
+    project: Path, tmp_path: Path
+) -> None:
+    """Before: `runs show $'\\xff'` (and resume, run --resume) exited 1 with
+    "unexpected UnicodeEncodeError": SQLite cannot bind a lone surrogate."""
+    home = tmp_path / "home"
+    (project / "fixed").touch()
+    assert ambidex("run", "picky.yaml", "-i", "n=1", cwd=project, home=home).returncode == 0
+    bad = "r\udcff"  # what Python makes of the bytes b"r\xff" on the command line
+    for args in (
+        ("runs", "show", bad),
+        ("runs", "resume", bad),
+        ("run", "picky.yaml", "--resume", bad),
+    ):
+        line = _one_error(ambidex(*args, cwd=project, home=home))
+        assert line.startswith("error: no run 'r\\udcff' in "), line
+
+
+def test_a_workflow_file_named_in_undecodable_bytes_is_recorded_and_its_resume_command_runs(
+    project: Path, tmp_path: Path
+) -> None:
+    """Before: `ambidex run $'w\\xff.yaml'` started the view, then exited 1 with
+    "unexpected UnicodeEncodeError" (the file's path could not be stored), and the
+    printed resume command named a file 'w\\udcff.yaml' that does not exist."""
+    home = tmp_path / "home"
+    name = "w\udcff.yaml"
+    (project / name).write_text((project / "picky.yaml").read_text())
+    failed = ambidex("run", name, "-i", "n=4", "--run-id", "odd", cwd=project, home=home)
+    assert failed.returncode == 1, failed.stderr
+    command = _line(failed.stderr, "resume with: ").removeprefix("resume with: ")
+    assert command == "ambidex run $'w\\xff.yaml' --resume odd"
+    shown = ambidex("runs", "show", "odd", "--json", cwd=project, home=home)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["run"]["source"] == str(project / name)
+    (project / "fixed").touch()
+    runner = f"{shlex.quote(sys.executable)} -m ambidex"
+    resumed = subprocess.run(["bash", "-c", command.replace("ambidex", runner, 1)],
+                             capture_output=True, text=True, cwd=project, env=_env(home),
+                             timeout=60, check=False)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    again = ambidex("runs", "resume", "odd", cwd=project, home=home)  # from the recorded file
+    assert again.returncode == 0, again.stderr
+
+
+CHANGING = """
+class Box:
+    def __init__(self, n):
+        self.n = n
+
+
+def boxed(n: int) -> Box:
+    return Box(n)
+
+
+def fails(b: Box) -> int:
+    raise ValueError("not yet")
+"""
+
+
+@pytest.mark.parametrize("damage", ["code changed", "file damaged"])
+def test_resuming_a_run_whose_stored_output_cannot_be_read_is_one_line(
+    project: Path, tmp_path: Path, damage: str
+) -> None:
+    """Before: exit 1 with "unexpected AttributeError: Can't get attribute 'Box'" (or
+    "unexpected UnpicklingError") when the code changed since the run, or the file was
+    damaged; it is a mistake the user can act on: one line naming the node, exit 2."""
+    import sqlite3
+
+    home = tmp_path / "home"
+    (project / "changing.py").write_text(CHANGING)
+    (project / "c.yaml").write_text(
+        "name: c\nnodes:\n  boxed:\n    function: changing:boxed\n    input: {n: 1}\n"
+        '  fails:\n    function: changing:fails\n    input: {b: "${boxed.output}"}\n'
+    )
+    done = ambidex("run", "c.yaml", "--run-id", "c1", cwd=project, home=home)
+    assert done.returncode == 1, done.stderr
+    if damage == "code changed":
+        (project / "changing.py").write_text(CHANGING.replace("Box", "Crate"))
+    else:
+        db = sqlite3.connect(home / "runs.sqlite")
+        db.execute("update nodes set output = x'00112233' where node = 'boxed'")
+        db.commit()
+        db.close()
+    for args in (("runs", "resume", "c1"), ("run", "c.yaml", "--resume", "c1")):
+        line = _one_error(ambidex(*args, cwd=project, home=home))
+        assert "run 'c1' in " in line
+        assert "cannot be resumed: the stored output of node 'boxed' cannot be read" in line

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -76,7 +75,9 @@ def _existing(db: Path | None) -> Path | None:
 
 
 def _resume_command(run_id: str, db: Path | None) -> str:
-    return shlex.join(["ambidex", "runs", "resume", run_id, *(["--db", str(db)] if db else [])])
+    from ambidex.cli._run import shell_join
+
+    return shell_join(["ambidex", "runs", "resume", run_id, *(["--db", str(db)] if db else [])])
 
 
 @runs_app.command("list")
@@ -130,8 +131,9 @@ def list_runs(
 @runs_app.command("show")
 def show(run_id: RunIdArgument, as_json: JsonOption = False, db: DbOption = None) -> None:
     """Show a run: where it came from, and each node's status, attempts, time and error."""
-    from ambidex.cli._run import checkpoint_file, open_store
+    from ambidex.cli._run import check_run_id, checkpoint_file, open_store
 
+    check_run_id(run_id, checkpoint_file(db))
     path = _existing(db)
     if path is None:
         raise fail(f"no run {run_id!r} in {checkpoint_file(db)} (it holds no runs)")
@@ -227,13 +229,16 @@ def resume(
     """
     import ambidex as ax
     from ambidex.cli._run import (
+        check_run_id,
         checkpoint_file,
         definition_problem,
         execute,
         open_store,
         resume_check,
+        shell_join,
     )
 
+    check_run_id(run_id, checkpoint_file(db))
     path = _existing(db)
     if path is None:
         raise fail(f"no run {run_id!r} in {checkpoint_file(db)} (it holds no runs)")
@@ -242,8 +247,9 @@ def resume(
         record = store.run_record(run_id)
         if record is None:
             raise fail(_unknown(run_id, path, [r.run_id for r in store.runs(5)]))
-        by_hand = f"ambidex run WORKFLOW.yaml --resume {shlex.quote(run_id)}" + (
-            f" --db {shlex.quote(str(db))}" if db else ""
+        by_hand = shell_join(
+            ["ambidex", "run", "WORKFLOW.yaml", "--resume", run_id]
+            + (["--db", str(db)] if db else [])
         )
         if record.source is None:
             raise fail(

@@ -249,6 +249,22 @@ def _inputs_pickle(inputs: dict[str, Any]) -> bytes:
         raise WorkflowDefinitionError(problems or ["the inputs cannot be checkpointed"]) from None
 
 
+def _path_column(path: str | None) -> str | bytes | None:
+    """A path as stored: its text, or its bytes when not UTF-8 (SQLite text cannot hold it)."""
+    if path is None:
+        return None
+    try:
+        path.encode()
+    except UnicodeEncodeError:  # a file name of undecodable bytes (surrogate-escaped)
+        return os.fsencode(path)
+    return path
+
+
+def _path_read(value: str | bytes | None) -> str | None:
+    """A stored path back as Python names it."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
 class CheckpointStore:
     """A SQLite file of runs and their node results (WAL mode; safe across threads).
 
@@ -298,8 +314,8 @@ class CheckpointStore:
                         now,
                         now,
                         blob,
-                        source,
-                        workdir,
+                        _path_column(source),
+                        _path_column(workdir),
                         json.dumps(list(nodes)),
                     ),
                 )
@@ -365,7 +381,9 @@ class CheckpointStore:
         """A stored run with the outputs of its succeeded nodes.
 
         Raises:
-            WorkflowDefinitionError: there is no such run in this file.
+            WorkflowDefinitionError: there is no such run in this file, or its
+                inputs or a stored output cannot be read back (the code changed,
+                or the file is damaged).
         """
         with self._lock:
             row = self._db.execute(
@@ -384,12 +402,33 @@ class CheckpointStore:
             nodes = self._db.execute(
                 "select node, status, output from nodes where run_id = ?", (run_id,)
             ).fetchall()
-        outputs = {n: cloudpickle.loads(blob) for n, status, blob in nodes if status == "succeeded"}
+        problems = []
+        outputs = {}
+        for n, status, blob in nodes:
+            if status == "succeeded":
+                try:
+                    outputs[n] = cloudpickle.loads(blob)
+                except Exception as exc:
+                    problems.append(
+                        f"the stored output of node {n!r} cannot be read: {describe_exception(exc)}"
+                    )
+        inputs: dict[str, Any] = {}
+        try:  # runs stored before inputs_pickle existed have JSON inputs only
+            inputs = json.loads(row[1]) if row[3] is None else cloudpickle.loads(row[3])
+        except Exception as exc:
+            problems.insert(0, f"the stored inputs cannot be read: {describe_exception(exc)}")
+        if problems:  # (code changed since the run, or a damaged file): never a half resume
+            raise WorkflowDefinitionError(
+                [
+                    f"run {run_id!r} in {self.path} cannot be resumed: {problem} "
+                    "(resuming needs the code the run ran with)"
+                    for problem in problems
+                ]
+            )
         return StoredRun(
             run_id=run_id,
             workflow=row[0],
-            # Runs stored before inputs_pickle existed have JSON inputs only.
-            inputs=json.loads(row[1]) if row[3] is None else cloudpickle.loads(row[3]),
+            inputs=inputs,
             status=row[2],
             outputs=outputs,
             node_status={n: status for n, status, _ in nodes},
@@ -422,8 +461,8 @@ class CheckpointStore:
                 started_at=row[3],
                 updated_at=row[4],
                 error=row[5],
-                source=row[6],
-                workdir=row[7],
+                source=_path_read(row[6]),
+                workdir=_path_read(row[7]),
                 nodes=tuple(json.loads(row[8])) if row[8] else (),
                 finished=row[9],
             )
