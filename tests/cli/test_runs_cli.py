@@ -456,3 +456,31 @@ def test_resuming_a_run_whose_stored_output_cannot_be_read_is_one_line(
         line = _one_error(ambidex(*args, cwd=project, home=home))
         assert "run 'c1' in " in line
         assert "cannot be resumed: the stored output of node 'boxed' cannot be read" in line
+
+
+def test_runs_show_of_a_run_with_no_recorded_file_prints_a_resume_command_that_can_work(
+    project: Path, tmp_path: Path
+) -> None:
+    """Before (review 16): `runs show` of a run made from Python (or by an older ambidex,
+    or whose file moved) printed `resume with: ambidex runs resume ID`, a command that
+    can only fail ("has no recorded workflow file"). It now prints the form that can
+    work: `ambidex run WORKFLOW.yaml --resume ID`."""
+    import ambidex as ax
+
+    db = tmp_path / "py runs.sqlite"
+
+    def broken() -> int:
+        raise ValueError("broken")
+
+    wf = ax.Workflow("from-python")
+    wf.node("n", broken)
+    with pytest.raises(ax.WorkflowError):
+        wf.run(checkpoint=str(db), run_id="py-1")
+    shown = ambidex("runs", "show", "py-1", "--db", str(db), cwd=project, home=tmp_path / "h")
+    assert shown.returncode == 0, shown.stderr
+    command = _line(shown.stdout, "resume with: ").removeprefix("resume with: ")
+    assert shlex.split(command) == [
+        "ambidex", "run", "WORKFLOW.yaml", "--resume", "py-1", "--db", str(db)
+    ]  # fmt: skip
+    refused = ambidex("runs", "resume", "py-1", "--db", str(db), cwd=project, home=tmp_path / "h")
+    assert "has no recorded workflow file" in _one_error(refused)

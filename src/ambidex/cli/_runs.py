@@ -74,6 +74,15 @@ def _existing(db: Path | None) -> Path | None:
     return None
 
 
+def _by_hand(run_id: str, db: Path | None) -> str:
+    """The resume command for a run whose workflow file is not recorded (or gone)."""
+    from ambidex.cli._run import shell_join
+
+    return shell_join(
+        ["ambidex", "run", "WORKFLOW.yaml", "--resume", run_id, *(["--db", str(db)] if db else [])]
+    )
+
+
 def _resume_command(run_id: str, db: Path | None) -> str:
     from ambidex.cli._run import shell_join
 
@@ -205,7 +214,13 @@ def show(run_id: RunIdArgument, as_json: JsonOption = False, db: DbOption = None
     console.print(table)
     if record.status != "succeeded" or (record.nodes and record.finished < len(record.nodes)):
         console.print()
-        _whole(console, f"resume with: {_resume_command(record.run_id, db)}")
+        # `runs resume` needs the recorded workflow file; without one, `run --resume` does it
+        command = (
+            _resume_command(record.run_id, db)
+            if record.source is not None and os.path.isfile(record.source)
+            else _by_hand(record.run_id, db)
+        )
+        _whole(console, f"resume with: {command}")
 
 
 def _unknown(run_id: str, path: Path, latest: list[str]) -> str:
@@ -235,7 +250,6 @@ def resume(
         execute,
         open_store,
         resume_check,
-        shell_join,
     )
 
     check_run_id(run_id, checkpoint_file(db))
@@ -247,10 +261,7 @@ def resume(
         record = store.run_record(run_id)
         if record is None:
             raise fail(_unknown(run_id, path, [r.run_id for r in store.runs(5)]))
-        by_hand = shell_join(
-            ["ambidex", "run", "WORKFLOW.yaml", "--resume", run_id]
-            + (["--db", str(db)] if db else [])
-        )
+        by_hand = _by_hand(run_id, db)
         if record.source is None:
             raise fail(
                 f"run {run_id} of workflow {record.workflow!r} has no recorded workflow file "
