@@ -513,3 +513,32 @@ def test_a_listener_raising_a_base_exception_neither_hangs_the_run_nor_kills_the
     assert record.status == "failed"
     # the runtime still runs workflows afterwards
     assert run_within(10, lambda: chain_and_slow().run()).succeeded
+
+
+# -- node names no checkpoint can store (review 16) ---------------------------------------
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "a\udcffb"], ids=["nul", "lone-surrogate"])
+def test_a_node_name_no_checkpoint_can_store_is_refused_at_definition(
+    tmp_path: Path, name: str
+) -> None:
+    """Before: the workflow was accepted, then every checkpointed run failed at the node's
+    first write, blamed on the node ("node 'a\\x00b' raised DataError: PostgreSQL text
+    fields cannot contain NUL" on every attempt of a workflow job on PostgreSQL;
+    "raised UnicodeEncodeError" for a lone surrogate, on SQLite too)."""
+
+    def ok() -> int:
+        return 1
+
+    wf = ax.Workflow("names")
+    with pytest.raises(ax.WorkflowDefinitionError, match="is not a usable node name"):
+        wf.node(name, ok)
+    escaped = name.replace("\x00", "\\0").replace("\udcff", "\\udcff")
+    (tmp_path / "w.yaml").write_text(
+        f"name: names\nnodes:\n  ok:\n    function: json:dumps\n    input: {{obj: 1}}\n"
+        f'  "{escaped}":\n    function: json:dumps\n    input: {{obj: 2}}\n'
+    )
+    with pytest.raises(ax.WorkflowDefinitionError) as info:
+        ax.Workflow.from_yaml(str(tmp_path / "w.yaml"))
+    assert "line 6" in str(info.value), info.value
+    assert "is not a usable node name" in str(info.value)
