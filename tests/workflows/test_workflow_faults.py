@@ -542,3 +542,23 @@ def test_a_node_name_no_checkpoint_can_store_is_refused_at_definition(
         ax.Workflow.from_yaml(str(tmp_path / "w.yaml"))
     assert "line 6" in str(info.value), info.value
     assert "is not a usable node name" in str(info.value)
+
+
+@pytest.mark.parametrize("option", ["run_id", "resume"])
+def test_a_run_id_no_checkpoint_can_store_is_a_definition_error(
+    tmp_path: Path, option: str
+) -> None:
+    """Before: run_id="a\\udcff" with a checkpoint raised a bare UnicodeEncodeError from
+    SQLite (and run_id=5 was taken, the result's run_id an int)."""
+
+    def ok() -> int:
+        return 1
+
+    wf = ax.Workflow("ids")
+    wf.node("n", ok)
+    db = str(tmp_path / "runs.sqlite")
+    with pytest.raises(ax.WorkflowDefinitionError, match="checkpoint can store"):
+        wf.run(checkpoint=db, **{option: "a\udcff"})
+    with pytest.raises(ax.WorkflowDefinitionError, match="must be text"):
+        wf.run(**{option: 5})  # type: ignore[arg-type]
+    assert wf.run(run_id="a\udcff").run_id == "a\udcff"  # no checkpoint: nothing to store

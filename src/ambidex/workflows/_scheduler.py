@@ -42,6 +42,7 @@ from ambidex.workflows._spec import (
     Workflow,
     WorkflowDefinitionError,
     WorkflowError,
+    _storable,
     call_style,
 )
 from ambidex.workflows._validate import check_inputs, topological_order
@@ -968,6 +969,13 @@ async def _execute(
     resume: str | None,
     max_parallel: int | None,
 ) -> WorkflowResult:
+    for option, value in (("run_id", run_id), ("resume", resume)):
+        if value is not None and not isinstance(value, str):
+            raise WorkflowDefinitionError([f"{option}= must be text, got {value!r}"])
+        if value is not None and store is not None and not _storable(value):
+            raise WorkflowDefinitionError(
+                [f"{option}= must be text a checkpoint can store (valid Unicode), got {value!r}"]
+            )
     restored: dict[str, Any] = {}
     if resume is not None:
         if store is None:
