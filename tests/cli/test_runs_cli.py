@@ -484,3 +484,60 @@ def test_runs_show_of_a_run_with_no_recorded_file_prints_a_resume_command_that_c
     ]  # fmt: skip
     refused = ambidex("runs", "resume", "py-1", "--db", str(db), cwd=project, home=tmp_path / "h")
     assert "has no recorded workflow file" in _one_error(refused)
+
+
+def _schema(db: Path) -> tuple[list[str], str]:
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        tables = [r[0] for r in conn.execute("select sql from sqlite_master where sql is not null")]
+        return tables, conn.execute("pragma journal_mode").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_a_db_that_is_another_programs_database_is_refused_and_left_as_it_was(
+    project: Path, tmp_path: Path
+) -> None:
+    """Before (review 16): `ambidex runs list --db app.sqlite` naming another program's
+    database with a `runs` table of its own added four columns to that table, created a
+    `nodes` table, switched the file to WAL, then exited 1 with "unexpected
+    OperationalError: no such column: r.run_id". `ambidex run --db` altered it the same
+    way. A file with no `runs` table got ambidex's tables from a mere listing."""
+    import sqlite3
+
+    home = tmp_path / "home"
+    app = tmp_path / "app.sqlite"
+    conn = sqlite3.connect(app)
+    conn.execute("create table runs (id integer primary key, name text)")
+    conn.execute("insert into runs values (1, 'mine')")
+    conn.commit()
+    conn.close()
+    before = _schema(app)
+    for args in (
+        ("runs", "list", "--db", str(app)),
+        ("runs", "show", "x", "--db", str(app)),
+        ("runs", "resume", "x", "--db", str(app)),
+        ("run", "picky.yaml", "-i", "n=1", "--db", str(app)),
+    ):
+        line = _one_error(ambidex(*args, cwd=project, home=home))
+        assert line == (
+            f"error: {app} is not a checkpoint file: its table 'runs' is another "
+            "program's (it has no column 'created_at')"
+        ), line
+    assert _schema(app) == before
+    assert _calls(project) == []
+
+    other = tmp_path / "customers.sqlite"
+    conn = sqlite3.connect(other)
+    conn.execute("create table customers (id integer primary key, name text)")
+    conn.commit()
+    conn.close()
+    before = _schema(other)
+    listed = ambidex("runs", "list", "--db", str(other), cwd=project, home=home)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.strip() == f"no runs in {other}"
+    shown = ambidex("runs", "show", "x", "--db", str(other), cwd=project, home=home)
+    assert "(it holds no runs)" in _one_error(shown)
+    assert _schema(other) == before  # a listing wrote nothing

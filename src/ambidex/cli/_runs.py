@@ -68,7 +68,7 @@ def _existing(db: Path | None) -> Path | None:
 
     path = checkpoint_file(db)
     if path.is_file():
-        return path
+        return path if _holds_runs(path) else None
     if db is not None:
         raise fail(f"no checkpoint file at {db}")
     return None
@@ -81,6 +81,31 @@ def _by_hand(run_id: str, db: Path | None) -> str:
     return shell_join(
         ["ambidex", "run", "WORKFLOW.yaml", "--resume", run_id, *(["--db", str(db)] if db else [])]
     )
+
+
+def _holds_runs(path: Path) -> bool:
+    """Whether the file has a ``runs`` table, read without writing to it.
+
+    ``runs list|show|resume`` only read: a file that holds no runs (another
+    program's database named by mistake, say) is left as it was, not given
+    tables or another journal mode. A file that is not SQLite: one line, exit 2.
+    """
+    import sqlite3
+    from urllib.parse import quote
+
+    from ambidex.cli._errors import one_line
+
+    try:
+        probe = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=5.0)
+        try:
+            found = probe.execute(
+                "select 1 from sqlite_master where type = 'table' and name = 'runs'"
+            ).fetchone()
+        finally:
+            probe.close()
+    except sqlite3.DatabaseError as exc:
+        raise fail(f"{path} is not a checkpoint file: {one_line(exc)}") from None
+    return found is not None
 
 
 def _resume_command(run_id: str, db: Path | None) -> str:

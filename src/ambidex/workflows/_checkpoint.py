@@ -75,6 +75,35 @@ _ADDED_COLUMNS = (
 )
 
 
+# The columns of the first files: a table of these names without them is another program's.
+_BASE_COLUMNS = {
+    "runs": {"run_id", "workflow", "inputs", "status", "error", "created_at", "updated_at"},
+    "nodes": {"run_id", "node", "status", "output", "error", "attempts", "finished_at"},
+}
+
+
+def _check_foreign_tables(path: Path) -> None:
+    """Raise ``sqlite3.DatabaseError`` if ``path`` has a ``runs`` or ``nodes`` table not ours.
+
+    Read through a read-only connection, so a file that is not a checkpoint file
+    (``--db`` naming another program's database by mistake) is left as it was.
+    """
+    from urllib.parse import quote
+
+    uri = f"file:{quote(str(path.absolute()))}?mode=ro"
+    probe = sqlite3.connect(uri, uri=True, timeout=5.0)
+    try:
+        for table, needed in _BASE_COLUMNS.items():
+            present = {row[1] for row in probe.execute(f"pragma table_info({table})")}
+            missing = sorted(needed - present)
+            if present and missing:
+                raise sqlite3.DatabaseError(
+                    f"its table {table!r} is another program's (it has no column {missing[0]!r})"
+                )
+    finally:
+        probe.close()
+
+
 def _add_missing_columns(db: sqlite3.Connection) -> None:
     for table, column, kind in _ADDED_COLUMNS:
         present = {row[1] for row in db.execute(f"pragma table_info({table})")}
@@ -273,8 +302,18 @@ class CheckpointStore:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        """Open (or make) the file.
+
+        Raises:
+            sqlite3.DatabaseError: not an SQLite file, or one whose ``runs`` or
+                ``nodes`` table is another program's (checked before anything is
+                written to it: its tables are never altered, its journal mode
+                never changed).
+        """
         self.path = Path(path)
         self._lock = threading.Lock()
+        if self.path.is_file():
+            _check_foreign_tables(self.path)
         self._db = open_sqlite(self.path, timeout_s=5.0)
         self._db.executescript(_SCHEMA)
         _add_missing_columns(self._db)
