@@ -243,8 +243,15 @@ def _walk(tp: Any, path: tuple[str | int, ...]) -> tuple[Any, str | None]:
             return Any, f"{_type_name(tp)} has no field {part!r}"
         origin = typing.get_origin(tp)
         args = typing.get_args(tp)
-        if origin in (list, tuple) and args and isinstance(part, int):
+        if origin is list and args and isinstance(part, int):
             tp = args[0]
+        elif origin is tuple and args and isinstance(part, int):
+            if len(args) == 2 and args[1] is Ellipsis:  # tuple[int, ...]
+                tp = args[0]
+            elif -len(args) <= part < len(args):  # tuple[int, str]: each item its own type
+                tp = args[part]
+            else:
+                return Any, None
         elif origin is dict and len(args) == 2:
             tp = args[1]
         else:
