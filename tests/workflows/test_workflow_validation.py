@@ -765,3 +765,23 @@ def test_a_fixed_tuples_items_have_each_their_own_type() -> None:
     wrong.node("n", _number, input={"n": a.output[1]})
     (problem,) = problems_of(wrong)
     assert "expects int, but ${a.output[1]} is str" in problem
+
+
+class _Loose(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow")
+    a: int = 1
+
+
+def _loose() -> _Loose:
+    return _Loose(a=1, score=5)
+
+
+def test_an_extra_field_of_a_model_that_allows_extras_is_not_refused() -> None:
+    """Before: ${a.output.score} of a model with extra="allow" was refused ("_Loose has
+    no field 'score' (fields: a)"), though the run reads it (getattr) and succeeds."""
+    wf = ax.Workflow("loose")
+    a = wf.node("a", _loose)
+    wf.node(
+        "b", _number, input={"n": a.output.score}, when=Condition.parse("${a.output.score} > 1")
+    )
+    assert wf.run()["b"] == 5

@@ -237,6 +237,8 @@ def _walk(tp: Any, path: tuple[str | int, ...]) -> tuple[Any, str | None]:
                 continue
             if isinstance(part, str) and hasattr(tp, part):
                 return Any, None  # a property or method: read with getattr at run time
+            if isinstance(part, str) and tp.model_config.get("extra") == "allow":
+                return Any, None  # extra fields are attributes of the instance, unknown here
             known = ", ".join(fields) or "none"
             return Any, f"{tp.__name__} has no field {part!r} (fields: {known})"
         if tp in _SCALARS and isinstance(part, str) and not hasattr(tp, part):
