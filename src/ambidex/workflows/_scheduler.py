@@ -777,7 +777,9 @@ class _WorkflowExecution:
         if self.store is not None:
             if error_text is None:
                 status = "succeeded"
-            elif self.cancelled and self.failure is None and self.listener_error is None:
+            elif self.failure is None and (
+                (self.cancelled and self.listener_error is None) or self.interrupted_by_listener()
+            ):
                 status = "cancelled"
             else:
                 status = "failed"
@@ -786,7 +788,14 @@ class _WorkflowExecution:
         self.emit(EventKind.RUN_FINISHED, None, duration_s=self.elapsed(), error=error_text)
         if error_text is None and self.listener_error is not None and self.store is not None:
             # The listener raised on run_finished itself: the run fails after all.
-            await self.store.afinish_run(self.run_id, "failed", self.outcome())
+            status = "cancelled" if self.interrupted_by_listener() else "failed"
+            await self.store.afinish_run(self.run_id, status, self.outcome())
+
+    def interrupted_by_listener(self) -> bool:
+        """The listener raised ``KeyboardInterrupt`` (a Ctrl-C as it ran): a cancelled run."""
+        return self.listener_error is not None and isinstance(
+            self.listener_error[0], KeyboardInterrupt
+        )
 
     def outcome(self) -> str | None:
         """Why the run did not succeed, in words; None if it did.
