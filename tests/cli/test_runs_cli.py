@@ -541,3 +541,30 @@ def test_a_db_that_is_another_programs_database_is_refused_and_left_as_it_was(
     shown = ambidex("runs", "show", "x", "--db", str(other), cwd=project, home=home)
     assert "(it holds no runs)" in _one_error(shown)
     assert _schema(other) == before  # a listing wrote nothing
+
+
+def test_runs_list_and_show_never_send_control_characters_to_the_terminal(
+    project: Path, tmp_path: Path
+) -> None:
+    """Before (review 16): a workflow or node name (or an error) holding an escape sequence
+    or a newline was printed as it is by `runs list` and `runs show`: the terminal ran
+    the sequence (here: clear the screen, turn text red) and a run took two lines."""
+    import ambidex as ax
+
+    db = tmp_path / "runs.sqlite"
+
+    def broken() -> int:
+        raise ValueError("bad\x1b[2J")
+
+    wf = ax.Workflow("ev\x1b[31mil\nname")
+    wf.node("n\x1b[1mx", broken)
+    with pytest.raises(ax.WorkflowError):
+        wf.run(checkpoint=str(db), run_id="e1")
+    listed = ambidex("runs", "list", "--db", str(db), cwd=project, home=tmp_path / "h")
+    shown = ambidex("runs", "show", "e1", "--db", str(db), cwd=project, home=tmp_path / "h")
+    for done in (listed, shown):
+        assert done.returncode == 0, done.stderr
+        assert "\x1b" not in done.stdout
+    (row,) = [line for line in listed.stdout.splitlines() if line.startswith("e1 ")]
+    assert "ev\\x1b[31mil\\nname" in row
+    assert "n\\x1b[1mx" in shown.stdout

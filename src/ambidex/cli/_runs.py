@@ -50,6 +50,17 @@ _STYLE = {
 }
 
 
+def _shown(text: str) -> str:
+    """``text`` for the terminal, every character that is not printable escaped.
+
+    An escape sequence or a newline in a name (or a run's error) is written as
+    Python writes it in a string, never sent to the terminal as it is.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -140,8 +151,8 @@ def list_runs(
         return
     rows = [
         (
-            r.run_id,
-            r.workflow,
+            _shown(r.run_id),
+            _shown(r.workflow),
             r.status,
             _when(r.started_at),
             f"{r.finished}/{len(r.nodes) if r.nodes else '?'}",
@@ -201,17 +212,20 @@ def show(run_id: RunIdArgument, as_json: JsonOption = False, db: DbOption = None
     console = Console()
     total = len(record.nodes) if record.nodes else "?"
     fields = [
-        ("run", record.run_id),
-        ("workflow", record.workflow),
-        ("file", record.source or "- (not recorded: run from Python, or by an older ambidex)"),
-        ("directory", record.workdir or "-"),
+        ("run", _shown(record.run_id)),
+        ("workflow", _shown(record.workflow)),
+        (
+            "file",
+            _shown(record.source or "- (not recorded: run from Python, or by an older ambidex)"),
+        ),
+        ("directory", _shown(record.workdir or "-")),
         ("status", record.status),
         ("started", _when(record.started_at)),
         ("updated", _when(record.updated_at)),
         ("nodes", f"{record.finished} of {total} finished"),
     ]
     if record.error:
-        fields.append(("error", " ".join(record.error.split())))
+        fields.append(("error", _shown(" ".join(record.error.split()))))
     for name, value in fields:  # whole lines: ids and paths are meant to be copied
         line = Text(f"{name + ':':<11}", "bold")
         line.append(value, _STYLE.get(value, "") if name == "status" else "")
@@ -229,11 +243,11 @@ def show(run_id: RunIdArgument, as_json: JsonOption = False, db: DbOption = None
         took = node.duration_s if node else None
         error = (node.error or "").strip().splitlines() if node else []
         table.add_row(
-            Text(name),
+            Text(_shown(name)),
             Text(status, _STYLE.get(status, "")),
             str(node.attempts) if node else "-",
             "-" if took is None else f"{took:.2f} s",
-            Text(error[0] if error else "", "dim"),
+            Text(_shown(error[0]) if error else "", "dim"),
         )
     console.print()
     console.print(table)
