@@ -568,3 +568,41 @@ def test_runs_list_and_show_never_send_control_characters_to_the_terminal(
     (row,) = [line for line in listed.stdout.splitlines() if line.startswith("e1 ")]
     assert "ev\\x1b[31mil\\nname" in row
     assert "n\\x1b[1mx" in shown.stdout
+
+
+def test_a_second_ctrl_c_while_the_exit_waits_for_a_blocking_node_prints_no_traceback(
+    project: Path, tmp_path: Path
+) -> None:
+    """Before (review 16): after a Ctrl-C, the exit waits up to 2 s for the I/O thread of
+    a plain def node that cannot be interrupted; a second Ctrl-C then printed "Exception
+    ignored in atexit callback" and a KeyboardInterrupt traceback under the one-line
+    message. The second Ctrl-C now just stops the wait."""
+    home = tmp_path / "home"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ambidex", "run", "slow.yaml", "-i", "n=2", "--run-id", "twice"],
+        cwd=project,
+        env=_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (project / "slow.started").exists() and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.4)  # the run stops at once; the exit then waits up to 2 s for the thread
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        (project / "release").touch()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert "Exception ignored" not in err, err
+    assert _line(err, "resume with: ") == "resume with: ambidex run slow.yaml --resume twice"
+    listed = ambidex("runs", "list", "--json", cwd=project, home=home)
+    assert [r["status"] for r in json.loads(listed.stdout)["runs"]] == ["cancelled"]
