@@ -606,3 +606,20 @@ def test_a_second_ctrl_c_while_the_exit_waits_for_a_blocking_node_prints_no_trac
     assert _line(err, "resume with: ") == "resume with: ambidex run slow.yaml --resume twice"
     listed = ambidex("runs", "list", "--json", cwd=project, home=home)
     assert [r["status"] for r in json.loads(listed.stdout)["runs"]] == ["cancelled"]
+
+
+def test_a_checkpoint_file_named_in_undecodable_bytes_and_uri_characters_is_read_again(
+    project: Path, tmp_path: Path
+) -> None:
+    """The probe of an existing file (read-only, before anything is written) opens it by
+    a file: URI; a name of undecodable bytes, '?', '#' or '%' must still name that file."""
+    home = tmp_path / "home"
+    (project / "fixed").touch()
+    db = tmp_path / "x\udcff y?#%.sqlite"
+    for run_id in ("q1", "q2"):  # the second opens the file the first made
+        done = ambidex("run", "picky.yaml", "-i", "n=1", "--run-id", run_id, "--db", str(db),
+                       cwd=project, home=home)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    listed = ambidex("runs", "list", "--json", "--db", str(db), cwd=project, home=home)
+    assert listed.returncode == 0, listed.stderr
+    assert [r["run_id"] for r in json.loads(listed.stdout)["runs"]] == ["q2", "q1"]

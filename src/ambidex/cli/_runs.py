@@ -107,7 +107,8 @@ def _holds_runs(path: Path) -> bool:
     from ambidex.cli._errors import one_line
 
     try:
-        probe = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=5.0)
+        uri = f"file:{quote(os.fsencode(path))}?mode=ro"  # (bytes: any file name)
+        probe = sqlite3.connect(uri, uri=True, timeout=5.0)
         try:
             found = probe.execute(
                 "select 1 from sqlite_master where type = 'table' and name = 'runs'"

@@ -90,7 +90,7 @@ def _check_foreign_tables(path: Path) -> None:
     """
     from urllib.parse import quote
 
-    uri = f"file:{quote(str(path.absolute()))}?mode=ro"
+    uri = f"file:{quote(os.fsencode(path.absolute()))}?mode=ro"  # (bytes: any file name)
     probe = sqlite3.connect(uri, uri=True, timeout=5.0)
     try:
         for table, needed in _BASE_COLUMNS.items():
