@@ -623,3 +623,24 @@ def test_a_checkpoint_file_named_in_undecodable_bytes_and_uri_characters_is_read
     listed = ambidex("runs", "list", "--json", "--db", str(db), cwd=project, home=home)
     assert listed.returncode == 0, listed.stderr
     assert [r["run_id"] for r in json.loads(listed.stdout)["runs"]] == ["q2", "q1"]
+
+
+def test_a_succeeded_run_whose_output_cannot_be_shown_still_exits_0(
+    project: Path, tmp_path: Path
+) -> None:
+    """Before (review 16): a sink node's output whose __repr__ raised made a succeeded run
+    exit 1 with "unexpected RuntimeError: repr broke", after "succeeded" was printed."""
+    (project / "shy.py").write_text(
+        "class Shy:\n"
+        "    def __repr__(self):\n"
+        "        raise RuntimeError('repr broke')\n\n\n"
+        "def make() -> object:\n"
+        "    return Shy()\n"
+    )
+    (project / "shy.yaml").write_text("name: shy\nnodes:\n  a:\n    function: shy:make\n")
+    done = ambidex("run", "shy.yaml", cwd=project, home=tmp_path / "home")
+    assert done.returncode == 0, done.stderr
+    assert "error" not in done.stderr
+    assert _line(done.stdout, "a: ") == (
+        "a: <Shy object; showing it raised RuntimeError: repr broke>"
+    )

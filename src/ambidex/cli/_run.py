@@ -246,9 +246,17 @@ def execute(
     for name in sinks:
         if name in result.outputs:
             output = result.outputs[name]  # text is shown as it is, not read as markup
-            out.print(
-                f"[bold]{escape(name)}[/]:", escape(output) if isinstance(output, str) else output
-            )
+            try:
+                out.print(
+                    f"[bold]{escape(name)}[/]:",
+                    escape(output) if isinstance(output, str) else output,
+                )
+            except Exception as exc:  # its repr raised: the run still succeeded
+                from ambidex._text import describe_exception
+
+                why = describe_exception(exc)
+                shown = f"<{type(output).__qualname__} object; showing it raised {why}>"
+                out.print(f"[bold]{escape(name)}[/]:", escape(shown))
 
 
 def resume_check(
