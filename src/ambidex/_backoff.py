@@ -82,5 +82,11 @@ def retry_cannot_help(exc: BaseException) -> bool:
     wrong base URL or an unknown model); so may a user's own exceptions.
     Every retry ambidex makes asks this first: a workflow node's ``retries``,
     a marked function's or an agent's ``retries`` and a job's ``retries``.
+
+    An exception whose ``retryable`` cannot be read (a property that raises)
+    has not said so: it is retried as any other, and stays the error reported.
     """
-    return getattr(exc, "retryable", True) is False
+    try:
+        return getattr(exc, "retryable", True) is False
+    except Exception:
+        return False

@@ -364,3 +364,283 @@ def test_resuming_a_run_whose_workflow_file_moved_is_one_line(
     (project / "fixed").touch()
     by_hand = ambidex("run", "moved.yaml", "--resume", "r", cwd=project, home=home)
     assert by_hand.returncode == 0, by_hand.stderr
+
+
+# -- review 16 --------------------------------------------------------------------------
+
+
+def test_a_run_id_of_undecodable_bytes_is_one_line_and_exit_2(
+    project: Path, tmp_path: Path
+) -> None:
+    """Before: `runs show $'\\xff'` (and resume, run --resume) exited 1 with
+    "unexpected UnicodeEncodeError": SQLite cannot bind a lone surrogate."""
+    home = tmp_path / "home"
+    (project / "fixed").touch()
+    assert ambidex("run", "picky.yaml", "-i", "n=1", cwd=project, home=home).returncode == 0
+    bad = "r\udcff"  # what Python makes of the bytes b"r\xff" on the command line
+    for args in (
+        ("runs", "show", bad),
+        ("runs", "resume", bad),
+        ("run", "picky.yaml", "--resume", bad),
+    ):
+        line = _one_error(ambidex(*args, cwd=project, home=home))
+        assert line.startswith("error: no run 'r\\udcff' in "), line
+
+
+def test_a_workflow_file_named_in_undecodable_bytes_is_recorded_and_its_resume_command_runs(
+    project: Path, tmp_path: Path
+) -> None:
+    """Before: `ambidex run $'w\\xff.yaml'` started the view, then exited 1 with
+    "unexpected UnicodeEncodeError" (the file's path could not be stored), and the
+    printed resume command named a file 'w\\udcff.yaml' that does not exist."""
+    home = tmp_path / "home"
+    name = "w\udcff.yaml"
+    (project / name).write_text((project / "picky.yaml").read_text())
+    failed = ambidex("run", name, "-i", "n=4", "--run-id", "odd", cwd=project, home=home)
+    assert failed.returncode == 1, failed.stderr
+    command = _line(failed.stderr, "resume with: ").removeprefix("resume with: ")
+    assert command == "ambidex run $'w\\xff.yaml' --resume odd"
+    shown = ambidex("runs", "show", "odd", "--json", cwd=project, home=home)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["run"]["source"] == str(project / name)
+    (project / "fixed").touch()
+    runner = f"{shlex.quote(sys.executable)} -m ambidex"
+    resumed = subprocess.run(["bash", "-c", command.replace("ambidex", runner, 1)],
+                             capture_output=True, text=True, cwd=project, env=_env(home),
+                             timeout=60, check=False)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    again = ambidex("runs", "resume", "odd", cwd=project, home=home)  # from the recorded file
+    assert again.returncode == 0, again.stderr
+
+
+CHANGING = """
+class Box:
+    def __init__(self, n):
+        self.n = n
+
+
+def boxed(n: int) -> Box:
+    return Box(n)
+
+
+def fails(b: Box) -> int:
+    raise ValueError("not yet")
+"""
+
+
+@pytest.mark.parametrize("damage", ["code changed", "file damaged"])
+def test_resuming_a_run_whose_stored_output_cannot_be_read_is_one_line(
+    project: Path, tmp_path: Path, damage: str
+) -> None:
+    """Before: exit 1 with "unexpected AttributeError: Can't get attribute 'Box'" (or
+    "unexpected UnpicklingError") when the code changed since the run, or the file was
+    damaged; it is a mistake the user can act on: one line naming the node, exit 2."""
+    import sqlite3
+
+    home = tmp_path / "home"
+    (project / "changing.py").write_text(CHANGING)
+    (project / "c.yaml").write_text(
+        "name: c\nnodes:\n  boxed:\n    function: changing:boxed\n    input: {n: 1}\n"
+        '  fails:\n    function: changing:fails\n    input: {b: "${boxed.output}"}\n'
+    )
+    done = ambidex("run", "c.yaml", "--run-id", "c1", cwd=project, home=home)
+    assert done.returncode == 1, done.stderr
+    if damage == "code changed":
+        (project / "changing.py").write_text(CHANGING.replace("Box", "Crate"))
+    else:
+        db = sqlite3.connect(home / "runs.sqlite")
+        db.execute("update nodes set output = x'00112233' where node = 'boxed'")
+        db.commit()
+        db.close()
+    for args in (("runs", "resume", "c1"), ("run", "c.yaml", "--resume", "c1")):
+        line = _one_error(ambidex(*args, cwd=project, home=home))
+        assert "run 'c1' in " in line
+        assert "cannot be resumed: the stored output of node 'boxed' cannot be read" in line
+
+
+def test_runs_show_of_a_run_with_no_recorded_file_prints_a_resume_command_that_can_work(
+    project: Path, tmp_path: Path
+) -> None:
+    """Before (review 16): `runs show` of a run made from Python (or by an older ambidex,
+    or whose file moved) printed `resume with: ambidex runs resume ID`, a command that
+    can only fail ("has no recorded workflow file"). It now prints the form that can
+    work: `ambidex run WORKFLOW.yaml --resume ID`."""
+    import ambidex as ax
+
+    db = tmp_path / "py runs.sqlite"
+
+    def broken() -> int:
+        raise ValueError("broken")
+
+    wf = ax.Workflow("from-python")
+    wf.node("n", broken)
+    with pytest.raises(ax.WorkflowError):
+        wf.run(checkpoint=str(db), run_id="py-1")
+    shown = ambidex("runs", "show", "py-1", "--db", str(db), cwd=project, home=tmp_path / "h")
+    assert shown.returncode == 0, shown.stderr
+    command = _line(shown.stdout, "resume with: ").removeprefix("resume with: ")
+    assert shlex.split(command) == [
+        "ambidex", "run", "WORKFLOW.yaml", "--resume", "py-1", "--db", str(db)
+    ]  # fmt: skip
+    refused = ambidex("runs", "resume", "py-1", "--db", str(db), cwd=project, home=tmp_path / "h")
+    assert "has no recorded workflow file" in _one_error(refused)
+
+
+def _schema(db: Path) -> tuple[list[str], str]:
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        tables = [r[0] for r in conn.execute("select sql from sqlite_master where sql is not null")]
+        return tables, conn.execute("pragma journal_mode").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_a_db_that_is_another_programs_database_is_refused_and_left_as_it_was(
+    project: Path, tmp_path: Path
+) -> None:
+    """Before (review 16): `ambidex runs list --db app.sqlite` naming another program's
+    database with a `runs` table of its own added four columns to that table, created a
+    `nodes` table, switched the file to WAL, then exited 1 with "unexpected
+    OperationalError: no such column: r.run_id". `ambidex run --db` altered it the same
+    way. A file with no `runs` table got ambidex's tables from a mere listing."""
+    import sqlite3
+
+    home = tmp_path / "home"
+    app = tmp_path / "app.sqlite"
+    conn = sqlite3.connect(app)
+    conn.execute("create table runs (id integer primary key, name text)")
+    conn.execute("insert into runs values (1, 'mine')")
+    conn.commit()
+    conn.close()
+    before = _schema(app)
+    for args in (
+        ("runs", "list", "--db", str(app)),
+        ("runs", "show", "x", "--db", str(app)),
+        ("runs", "resume", "x", "--db", str(app)),
+        ("run", "picky.yaml", "-i", "n=1", "--db", str(app)),
+    ):
+        line = _one_error(ambidex(*args, cwd=project, home=home))
+        assert line == (
+            f"error: {app} is not a checkpoint file: its table 'runs' is another "
+            "program's (it has no column 'created_at')"
+        ), line
+    assert _schema(app) == before
+    assert _calls(project) == []
+
+    other = tmp_path / "customers.sqlite"
+    conn = sqlite3.connect(other)
+    conn.execute("create table customers (id integer primary key, name text)")
+    conn.commit()
+    conn.close()
+    before = _schema(other)
+    listed = ambidex("runs", "list", "--db", str(other), cwd=project, home=home)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.strip() == f"no runs in {other}"
+    shown = ambidex("runs", "show", "x", "--db", str(other), cwd=project, home=home)
+    assert "(it holds no runs)" in _one_error(shown)
+    assert _schema(other) == before  # a listing wrote nothing
+
+
+def test_runs_list_and_show_never_send_control_characters_to_the_terminal(
+    project: Path, tmp_path: Path
+) -> None:
+    """Before (review 16): a workflow or node name (or an error) holding an escape sequence
+    or a newline was printed as it is by `runs list` and `runs show`: the terminal ran
+    the sequence (here: clear the screen, turn text red) and a run took two lines."""
+    import ambidex as ax
+
+    db = tmp_path / "runs.sqlite"
+
+    def broken() -> int:
+        raise ValueError("bad\x1b[2J")
+
+    wf = ax.Workflow("ev\x1b[31mil\nname")
+    wf.node("n\x1b[1mx", broken)
+    with pytest.raises(ax.WorkflowError):
+        wf.run(checkpoint=str(db), run_id="e1")
+    listed = ambidex("runs", "list", "--db", str(db), cwd=project, home=tmp_path / "h")
+    shown = ambidex("runs", "show", "e1", "--db", str(db), cwd=project, home=tmp_path / "h")
+    for done in (listed, shown):
+        assert done.returncode == 0, done.stderr
+        assert "\x1b" not in done.stdout
+    (row,) = [line for line in listed.stdout.splitlines() if line.startswith("e1 ")]
+    assert "ev\\x1b[31mil\\nname" in row
+    assert "n\\x1b[1mx" in shown.stdout
+
+
+def test_a_second_ctrl_c_while_the_exit_waits_for_a_blocking_node_prints_no_traceback(
+    project: Path, tmp_path: Path
+) -> None:
+    """Before (review 16): after a Ctrl-C, the exit waits up to 2 s for the I/O thread of
+    a plain def node that cannot be interrupted; a second Ctrl-C then printed "Exception
+    ignored in atexit callback" and a KeyboardInterrupt traceback under the one-line
+    message. The second Ctrl-C now just stops the wait."""
+    home = tmp_path / "home"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ambidex", "run", "slow.yaml", "-i", "n=2", "--run-id", "twice"],
+        cwd=project,
+        env=_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (project / "slow.started").exists() and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.4)  # the run stops at once; the exit then waits up to 2 s for the thread
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        (project / "release").touch()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert "Exception ignored" not in err, err
+    assert _line(err, "resume with: ") == "resume with: ambidex run slow.yaml --resume twice"
+    listed = ambidex("runs", "list", "--json", cwd=project, home=home)
+    assert [r["status"] for r in json.loads(listed.stdout)["runs"]] == ["cancelled"]
+
+
+def test_a_checkpoint_file_named_in_undecodable_bytes_and_uri_characters_is_read_again(
+    project: Path, tmp_path: Path
+) -> None:
+    """The probe of an existing file (read-only, before anything is written) opens it by
+    a file: URI; a name of undecodable bytes, '?', '#' or '%' must still name that file."""
+    home = tmp_path / "home"
+    (project / "fixed").touch()
+    db = tmp_path / "x\udcff y?#%.sqlite"
+    for run_id in ("q1", "q2"):  # the second opens the file the first made
+        done = ambidex("run", "picky.yaml", "-i", "n=1", "--run-id", run_id, "--db", str(db),
+                       cwd=project, home=home)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    listed = ambidex("runs", "list", "--json", "--db", str(db), cwd=project, home=home)
+    assert listed.returncode == 0, listed.stderr
+    assert [r["run_id"] for r in json.loads(listed.stdout)["runs"]] == ["q2", "q1"]
+
+
+def test_a_succeeded_run_whose_output_cannot_be_shown_still_exits_0(
+    project: Path, tmp_path: Path
+) -> None:
+    """Before (review 16): a sink node's output whose __repr__ raised made a succeeded run
+    exit 1 with "unexpected RuntimeError: repr broke", after "succeeded" was printed."""
+    (project / "shy.py").write_text(
+        "class Shy:\n"
+        "    def __repr__(self):\n"
+        "        raise RuntimeError('repr broke')\n\n\n"
+        "def make() -> object:\n"
+        "    return Shy()\n"
+    )
+    (project / "shy.yaml").write_text("name: shy\nnodes:\n  a:\n    function: shy:make\n")
+    done = ambidex("run", "shy.yaml", cwd=project, home=tmp_path / "home")
+    assert done.returncode == 0, done.stderr
+    assert "error" not in done.stderr
+    assert _line(done.stdout, "a: ") == (
+        "a: <Shy object; showing it raised RuntimeError: repr broke>"
+    )

@@ -122,3 +122,42 @@ def test_the_error_says_why_it_is_not_retried_and_survives_pickling() -> None:
     assert error.retryable is False
     assert pickle.loads(pickle.dumps(error)).retryable is False
     assert LLMHTTPError(429, "", None, "http://x/v1").retryable is True
+
+
+class _BrokenRetryable(Exception):
+    """A user's exception whose ``retryable`` is a property that raises."""
+
+    @property
+    def retryable(self) -> bool:
+        raise RuntimeError("the retryable property broke")
+
+
+def test_an_exception_whose_retryable_property_raises_is_retried_and_stays_the_error() -> None:
+    """Before (review 16): asking ``retry_cannot_help`` raised the property's RuntimeError
+    out of the retry loop: the node failed at once with "RuntimeError: the retryable
+    property broke", its own error lost, its retries never made. An exception that cannot
+    say it is not retryable has not said so: it is retried as any other."""
+    calls: list[int] = []
+
+    async def flaky() -> int:
+        calls.append(1)
+        if len(calls) < 3:
+            raise _BrokenRetryable("not yet")
+        return len(calls)
+
+    wf = ax.Workflow("broken-retryable")
+    wf.node("n", flaky, retries=2)
+    assert wf.run()["n"] == 3
+
+    calls.clear()
+    failing = ax.Workflow("broken-retryable-2")
+
+    async def always() -> int:
+        calls.append(1)
+        raise _BrokenRetryable("boom")
+
+    failing.node("n", always, retries=1)
+    with pytest.raises(ax.WorkflowError, match="_BrokenRetryable: boom"):
+        failing.run()
+    assert len(calls) == 2
+    assert RetryPolicy(retries=1).matches(_BrokenRetryable("x"))

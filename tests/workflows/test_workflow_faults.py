@@ -463,3 +463,102 @@ def test_a_blocking_node_whose_call_had_not_started_never_runs(tmp_path: Path) -
     assert nodes["write"].status is S.CANCELLED
     assert rec.terminal("write") == [E.CANCELLED]
     assert not side.exists()  # its call never began, and never will
+
+
+# -- a listener that raises a BaseException (review 16) ----------------------------------
+
+
+class BaseExceptionListener(Recorder):
+    """Raises ``exc`` on the first event of ``kind`` for ``node``."""
+
+    def __init__(self, kind: ax.EventKind, node: str | None, exc: type[BaseException]) -> None:
+        super().__init__()
+        self.kind, self.node, self.exc = kind, node, exc
+
+    def __call__(self, event: ax.WorkflowEvent) -> None:
+        super().__call__(event)
+        if event.kind is self.kind and event.node == self.node:
+            raise self.exc("from the listener")
+
+
+@pytest.mark.parametrize(
+    "exc", [GeneratorExit, asyncio.CancelledError, KeyboardInterrupt, SystemExit]
+)
+@pytest.mark.parametrize(
+    ("kind", "node"),
+    [(E.RUN_STARTED, None), (E.STARTED, "a"), (E.FINISHED, "a"), (E.RUN_FINISHED, None)],
+    ids=["run_started", "started-a", "finished-a", "run_finished"],
+)
+def test_a_listener_raising_a_base_exception_neither_hangs_the_run_nor_kills_the_runtime(
+    tmp_path: Path, exc: type[BaseException], kind: ax.EventKind, node: str | None
+) -> None:
+    """Before: GeneratorExit or CancelledError from a listener given a node's "finished"
+    event (a done-callback) left the run waiting forever; KeyboardInterrupt or SystemExit
+    given "started" stopped the runtime's event loop thread, the caller got a bare
+    CancelledError and the stored run stayed "running" for good."""
+    db = str(tmp_path / "runs.sqlite")
+    listener = BaseExceptionListener(kind, node, exc)
+    err = run_within(10, lambda: chain_and_slow().run(on_event=listener, checkpoint=db, run_id="l"))
+    if exc in (KeyboardInterrupt, SystemExit):
+        assert type(err) is exc  # the listener's own, to the caller, once the run stopped
+    else:
+        assert isinstance(err, ax.WorkflowError), err
+        assert f"on_event listener raised {exc.__name__}" in str(err)
+    store = CheckpointStore(db)
+    try:
+        record = store.run_record("l")
+    finally:
+        store.close()
+    assert record is not None
+    assert record.status == ("cancelled" if exc is KeyboardInterrupt else "failed")
+    # the runtime still runs workflows afterwards
+    assert run_within(10, lambda: chain_and_slow().run()).succeeded
+
+
+# -- node names no checkpoint can store (review 16) ---------------------------------------
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "a\udcffb"], ids=["nul", "lone-surrogate"])
+def test_a_node_name_no_checkpoint_can_store_is_refused_at_definition(
+    tmp_path: Path, name: str
+) -> None:
+    """Before: the workflow was accepted, then every checkpointed run failed at the node's
+    first write, blamed on the node ("node 'a\\x00b' raised DataError: PostgreSQL text
+    fields cannot contain NUL" on every attempt of a workflow job on PostgreSQL;
+    "raised UnicodeEncodeError" for a lone surrogate, on SQLite too)."""
+
+    def ok() -> int:
+        return 1
+
+    wf = ax.Workflow("names")
+    with pytest.raises(ax.WorkflowDefinitionError, match="is not a usable node name"):
+        wf.node(name, ok)
+    escaped = name.replace("\x00", "\\0").replace("\udcff", "\\udcff")
+    (tmp_path / "w.yaml").write_text(
+        f"name: names\nnodes:\n  ok:\n    function: json:dumps\n    input: {{obj: 1}}\n"
+        f'  "{escaped}":\n    function: json:dumps\n    input: {{obj: 2}}\n'
+    )
+    with pytest.raises(ax.WorkflowDefinitionError) as info:
+        ax.Workflow.from_yaml(str(tmp_path / "w.yaml"))
+    assert "line 6" in str(info.value), info.value
+    assert "is not a usable node name" in str(info.value)
+
+
+@pytest.mark.parametrize("option", ["run_id", "resume"])
+def test_a_run_id_no_checkpoint_can_store_is_a_definition_error(
+    tmp_path: Path, option: str
+) -> None:
+    """Before: run_id="a\\udcff" with a checkpoint raised a bare UnicodeEncodeError from
+    SQLite (and run_id=5 was taken, the result's run_id an int)."""
+
+    def ok() -> int:
+        return 1
+
+    wf = ax.Workflow("ids")
+    wf.node("n", ok)
+    db = str(tmp_path / "runs.sqlite")
+    with pytest.raises(ax.WorkflowDefinitionError, match="checkpoint can store"):
+        wf.run(checkpoint=db, **{option: "a\udcff"})
+    with pytest.raises(ax.WorkflowDefinitionError, match="must be text"):
+        wf.run(**{option: 5})  # type: ignore[arg-type]
+    assert wf.run(run_id="a\udcff").run_id == "a\udcff"  # no checkpoint: nothing to store

@@ -723,3 +723,65 @@ def test_closures_with_their_own_annotations_are_checked_each() -> None:
     n = wf.node("n", wf_typed_lazy.count, input={"text": "abc"})
     wf.node("as_str", wf_typed_lazy.identity_for(str), input={"x": n.output})
     wf.validate()
+
+
+# -- review 16 --------------------------------------------------------------------------
+
+
+def _pair() -> tuple[int, str]:
+    return (7, "seven")
+
+
+def _repeat() -> tuple[int, ...]:
+    return (1, 2, 3)
+
+
+def _text(s: str) -> str:
+    return s
+
+
+def _number(n: int) -> int:
+    return n
+
+
+def test_a_fixed_tuples_items_have_each_their_own_type() -> None:
+    """Before: ${a.output[1]} of a tuple[int, str] was taken to be int (the first item's
+    type, as for tuple[int, ...]): a correct workflow was refused with "parameter 's' of
+    _text() expects str, but ${a.output[1]} is int"."""
+    wf = ax.Workflow("pairs")
+    a = wf.node("a", _pair)
+    wf.node("second", _text, input={"s": a.output[1]})
+    wf.node("first", _number, input={"n": a.output[0]})
+    wf.node("last", _text, input={"s": a.output[-1]})
+    r = wf.node("r", _repeat)
+    wf.node("any", _number, input={"n": r.output[2]})
+    result = wf.run()
+    assert (result["second"], result["first"], result["last"], result["any"]) == (
+        "seven", 7, "seven", 3,
+    )  # fmt: skip
+
+    wrong = ax.Workflow("pairs-wrong")  # and a real mismatch is still found
+    a = wrong.node("a", _pair)
+    wrong.node("n", _number, input={"n": a.output[1]})
+    (problem,) = problems_of(wrong)
+    assert "expects int, but ${a.output[1]} is str" in problem
+
+
+class _Loose(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow")
+    a: int = 1
+
+
+def _loose() -> _Loose:
+    return _Loose(a=1, score=5)
+
+
+def test_an_extra_field_of_a_model_that_allows_extras_is_not_refused() -> None:
+    """Before: ${a.output.score} of a model with extra="allow" was refused ("_Loose has
+    no field 'score' (fields: a)"), though the run reads it (getattr) and succeeds."""
+    wf = ax.Workflow("loose")
+    a = wf.node("a", _loose)
+    wf.node(
+        "b", _number, input={"n": a.output.score}, when=Condition.parse("${a.output.score} > 1")
+    )
+    assert wf.run()["b"] == 5

@@ -10,6 +10,7 @@ wrapped by rich, whatever the terminal's width.
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import shlex
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "INPUT_HELP",
+    "check_run_id",
     "checkpoint_file",
     "definition_problem",
     "execute",
@@ -37,6 +39,7 @@ __all__ = [
     "parse_inputs",
     "resume_check",
     "run_workflow",
+    "shell_join",
 ]
 
 
@@ -103,6 +106,37 @@ INPUT_HELP = (
 
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+def shell_join(words: list[str]) -> str:
+    """``words`` as one shell command to copy, as ``shlex.join`` writes it.
+
+    A word of bytes that are not UTF-8 (a surrogate-escaped file name) is
+    written as bash's ``$'...'``, so the command names that very file.
+    """
+    return " ".join(_shell_word(word) for word in words)
+
+
+def _shell_word(word: str) -> str:
+    try:
+        word.encode()
+    except UnicodeEncodeError:
+        raw = os.fsencode(word)
+        keep = {*range(0x20, 0x7F)} - {ord("'"), ord("\\")}
+        return "$'" + "".join(chr(b) if b in keep else f"\\x{b:02x}" for b in raw) + "'"
+    return shlex.quote(word)
+
+
+def check_run_id(run_id: str, checkpoint: Path) -> None:
+    """Refuse a run id to look up that no run can have: one line, exit 2.
+
+    A run id (``--resume``, ``runs show|resume``) of undecodable bytes on the
+    command line is not UTF-8 text, and SQLite cannot even compare it.
+    """
+    try:
+        run_id.encode()
+    except UnicodeEncodeError:
+        raise fail(f"no run {run_id!r} in {checkpoint}: a run id is UTF-8 text") from None
 
 
 def checkpoint_file(db: Path | None) -> Path:
@@ -212,9 +246,17 @@ def execute(
     for name in sinks:
         if name in result.outputs:
             output = result.outputs[name]  # text is shown as it is, not read as markup
-            out.print(
-                f"[bold]{escape(name)}[/]:", escape(output) if isinstance(output, str) else output
-            )
+            try:
+                out.print(
+                    f"[bold]{escape(name)}[/]:",
+                    escape(output) if isinstance(output, str) else output,
+                )
+            except Exception as exc:  # its repr raised: the run still succeeded
+                from ambidex._text import describe_exception
+
+                why = describe_exception(exc)
+                shown = f"<{type(output).__qualname__} object; showing it raised {why}>"
+                out.print(f"[bold]{escape(name)}[/]:", escape(shown))
 
 
 def resume_check(
@@ -285,6 +327,8 @@ def run_workflow(
     if run_id is not None and resume is not None and run_id != resume:
         raise fail(f"--run-id {run_id} and --resume {resume} name two runs: give one")
     checkpoint = checkpoint_file(db)
+    if resume is not None:
+        check_run_id(resume, checkpoint)
     try:  # every mistake is found before the progress view starts
         wf = ax.Workflow.from_yaml(str(workflow))
         text_inputs = {name for name, spec in wf.input_specs.items() if spec.type is str}
@@ -317,7 +361,7 @@ def run_workflow(
         checkpoint=checkpoint,
         run_id=the_id,
         prior=prior,
-        resume_command=shlex.join(command),
+        resume_command=shell_join(command),
         as_json=as_json,
         max_parallel=max_parallel,
     )

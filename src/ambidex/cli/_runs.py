@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -51,6 +50,17 @@ _STYLE = {
 }
 
 
+def _shown(text: str) -> str:
+    """``text`` for the terminal, every character that is not printable escaped.
+
+    An escape sequence or a newline in a name (or a run's error) is written as
+    Python writes it in a string, never sent to the terminal as it is.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -69,14 +79,51 @@ def _existing(db: Path | None) -> Path | None:
 
     path = checkpoint_file(db)
     if path.is_file():
-        return path
+        return path if _holds_runs(path) else None
     if db is not None:
         raise fail(f"no checkpoint file at {db}")
     return None
 
 
+def _by_hand(run_id: str, db: Path | None) -> str:
+    """The resume command for a run whose workflow file is not recorded (or gone)."""
+    from ambidex.cli._run import shell_join
+
+    return shell_join(
+        ["ambidex", "run", "WORKFLOW.yaml", "--resume", run_id, *(["--db", str(db)] if db else [])]
+    )
+
+
+def _holds_runs(path: Path) -> bool:
+    """Whether the file has a ``runs`` table, read without writing to it.
+
+    ``runs list|show|resume`` only read: a file that holds no runs (another
+    program's database named by mistake, say) is left as it was, not given
+    tables or another journal mode. A file that is not SQLite: one line, exit 2.
+    """
+    import sqlite3
+    from urllib.parse import quote
+
+    from ambidex.cli._errors import one_line
+
+    try:
+        uri = f"file:{quote(os.fsencode(path))}?mode=ro"  # (bytes: any file name)
+        probe = sqlite3.connect(uri, uri=True, timeout=5.0)
+        try:
+            found = probe.execute(
+                "select 1 from sqlite_master where type = 'table' and name = 'runs'"
+            ).fetchone()
+        finally:
+            probe.close()
+    except sqlite3.DatabaseError as exc:
+        raise fail(f"{path} is not a checkpoint file: {one_line(exc)}") from None
+    return found is not None
+
+
 def _resume_command(run_id: str, db: Path | None) -> str:
-    return shlex.join(["ambidex", "runs", "resume", run_id, *(["--db", str(db)] if db else [])])
+    from ambidex.cli._run import shell_join
+
+    return shell_join(["ambidex", "runs", "resume", run_id, *(["--db", str(db)] if db else [])])
 
 
 @runs_app.command("list")
@@ -105,8 +152,8 @@ def list_runs(
         return
     rows = [
         (
-            r.run_id,
-            r.workflow,
+            _shown(r.run_id),
+            _shown(r.workflow),
             r.status,
             _when(r.started_at),
             f"{r.finished}/{len(r.nodes) if r.nodes else '?'}",
@@ -130,8 +177,9 @@ def list_runs(
 @runs_app.command("show")
 def show(run_id: RunIdArgument, as_json: JsonOption = False, db: DbOption = None) -> None:
     """Show a run: where it came from, and each node's status, attempts, time and error."""
-    from ambidex.cli._run import checkpoint_file, open_store
+    from ambidex.cli._run import check_run_id, checkpoint_file, open_store
 
+    check_run_id(run_id, checkpoint_file(db))
     path = _existing(db)
     if path is None:
         raise fail(f"no run {run_id!r} in {checkpoint_file(db)} (it holds no runs)")
@@ -165,17 +213,20 @@ def show(run_id: RunIdArgument, as_json: JsonOption = False, db: DbOption = None
     console = Console()
     total = len(record.nodes) if record.nodes else "?"
     fields = [
-        ("run", record.run_id),
-        ("workflow", record.workflow),
-        ("file", record.source or "- (not recorded: run from Python, or by an older ambidex)"),
-        ("directory", record.workdir or "-"),
+        ("run", _shown(record.run_id)),
+        ("workflow", _shown(record.workflow)),
+        (
+            "file",
+            _shown(record.source or "- (not recorded: run from Python, or by an older ambidex)"),
+        ),
+        ("directory", _shown(record.workdir or "-")),
         ("status", record.status),
         ("started", _when(record.started_at)),
         ("updated", _when(record.updated_at)),
         ("nodes", f"{record.finished} of {total} finished"),
     ]
     if record.error:
-        fields.append(("error", " ".join(record.error.split())))
+        fields.append(("error", _shown(" ".join(record.error.split()))))
     for name, value in fields:  # whole lines: ids and paths are meant to be copied
         line = Text(f"{name + ':':<11}", "bold")
         line.append(value, _STYLE.get(value, "") if name == "status" else "")
@@ -193,17 +244,23 @@ def show(run_id: RunIdArgument, as_json: JsonOption = False, db: DbOption = None
         took = node.duration_s if node else None
         error = (node.error or "").strip().splitlines() if node else []
         table.add_row(
-            Text(name),
+            Text(_shown(name)),
             Text(status, _STYLE.get(status, "")),
             str(node.attempts) if node else "-",
             "-" if took is None else f"{took:.2f} s",
-            Text(error[0] if error else "", "dim"),
+            Text(_shown(error[0]) if error else "", "dim"),
         )
     console.print()
     console.print(table)
     if record.status != "succeeded" or (record.nodes and record.finished < len(record.nodes)):
         console.print()
-        _whole(console, f"resume with: {_resume_command(record.run_id, db)}")
+        # `runs resume` needs the recorded workflow file; without one, `run --resume` does it
+        command = (
+            _resume_command(record.run_id, db)
+            if record.source is not None and os.path.isfile(record.source)
+            else _by_hand(record.run_id, db)
+        )
+        _whole(console, f"resume with: {command}")
 
 
 def _unknown(run_id: str, path: Path, latest: list[str]) -> str:
@@ -227,6 +284,7 @@ def resume(
     """
     import ambidex as ax
     from ambidex.cli._run import (
+        check_run_id,
         checkpoint_file,
         definition_problem,
         execute,
@@ -234,6 +292,7 @@ def resume(
         resume_check,
     )
 
+    check_run_id(run_id, checkpoint_file(db))
     path = _existing(db)
     if path is None:
         raise fail(f"no run {run_id!r} in {checkpoint_file(db)} (it holds no runs)")
@@ -242,9 +301,7 @@ def resume(
         record = store.run_record(run_id)
         if record is None:
             raise fail(_unknown(run_id, path, [r.run_id for r in store.runs(5)]))
-        by_hand = f"ambidex run WORKFLOW.yaml --resume {shlex.quote(run_id)}" + (
-            f" --db {shlex.quote(str(db))}" if db else ""
-        )
+        by_hand = _by_hand(run_id, db)
         if record.source is None:
             raise fail(
                 f"run {run_id} of workflow {record.workflow!r} has no recorded workflow file "

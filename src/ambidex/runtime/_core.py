@@ -401,4 +401,8 @@ def current_runtime() -> Runtime:
 def _close_at_exit() -> None:
     rt = _current
     if rt is not None:
-        rt.close(timeout_s=2.0)
+        # A second Ctrl-C while the exit waits for threads still running (a blocking
+        # node the first one could not interrupt): stop waiting, quietly. Raised out of
+        # an atexit callback it printed a traceback under the CLI's one-line message.
+        with contextlib.suppress(KeyboardInterrupt):
+            rt.close(timeout_s=2.0)

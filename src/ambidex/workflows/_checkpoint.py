@@ -75,6 +75,35 @@ _ADDED_COLUMNS = (
 )
 
 
+# The columns of the first files: a table of these names without them is another program's.
+_BASE_COLUMNS = {
+    "runs": {"run_id", "workflow", "inputs", "status", "error", "created_at", "updated_at"},
+    "nodes": {"run_id", "node", "status", "output", "error", "attempts", "finished_at"},
+}
+
+
+def _check_foreign_tables(path: Path) -> None:
+    """Raise ``sqlite3.DatabaseError`` if ``path`` has a ``runs`` or ``nodes`` table not ours.
+
+    Read through a read-only connection, so a file that is not a checkpoint file
+    (``--db`` naming another program's database by mistake) is left as it was.
+    """
+    from urllib.parse import quote
+
+    uri = f"file:{quote(os.fsencode(path.absolute()))}?mode=ro"  # (bytes: any file name)
+    probe = sqlite3.connect(uri, uri=True, timeout=5.0)
+    try:
+        for table, needed in _BASE_COLUMNS.items():
+            present = {row[1] for row in probe.execute(f"pragma table_info({table})")}
+            missing = sorted(needed - present)
+            if present and missing:
+                raise sqlite3.DatabaseError(
+                    f"its table {table!r} is another program's (it has no column {missing[0]!r})"
+                )
+    finally:
+        probe.close()
+
+
 def _add_missing_columns(db: sqlite3.Connection) -> None:
     for table, column, kind in _ADDED_COLUMNS:
         present = {row[1] for row in db.execute(f"pragma table_info({table})")}
@@ -249,6 +278,22 @@ def _inputs_pickle(inputs: dict[str, Any]) -> bytes:
         raise WorkflowDefinitionError(problems or ["the inputs cannot be checkpointed"]) from None
 
 
+def _path_column(path: str | None) -> str | bytes | None:
+    """A path as stored: its text, or its bytes when not UTF-8 (SQLite text cannot hold it)."""
+    if path is None:
+        return None
+    try:
+        path.encode()
+    except UnicodeEncodeError:  # a file name of undecodable bytes (surrogate-escaped)
+        return os.fsencode(path)
+    return path
+
+
+def _path_read(value: str | bytes | None) -> str | None:
+    """A stored path back as Python names it."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
 class CheckpointStore:
     """A SQLite file of runs and their node results (WAL mode; safe across threads).
 
@@ -257,8 +302,18 @@ class CheckpointStore:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        """Open (or make) the file.
+
+        Raises:
+            sqlite3.DatabaseError: not an SQLite file, or one whose ``runs`` or
+                ``nodes`` table is another program's (checked before anything is
+                written to it: its tables are never altered, its journal mode
+                never changed).
+        """
         self.path = Path(path)
         self._lock = threading.Lock()
+        if self.path.is_file():
+            _check_foreign_tables(self.path)
         self._db = open_sqlite(self.path, timeout_s=5.0)
         self._db.executescript(_SCHEMA)
         _add_missing_columns(self._db)
@@ -298,8 +353,8 @@ class CheckpointStore:
                         now,
                         now,
                         blob,
-                        source,
-                        workdir,
+                        _path_column(source),
+                        _path_column(workdir),
                         json.dumps(list(nodes)),
                     ),
                 )
@@ -365,7 +420,9 @@ class CheckpointStore:
         """A stored run with the outputs of its succeeded nodes.
 
         Raises:
-            WorkflowDefinitionError: there is no such run in this file.
+            WorkflowDefinitionError: there is no such run in this file, or its
+                inputs or a stored output cannot be read back (the code changed,
+                or the file is damaged).
         """
         with self._lock:
             row = self._db.execute(
@@ -384,12 +441,33 @@ class CheckpointStore:
             nodes = self._db.execute(
                 "select node, status, output from nodes where run_id = ?", (run_id,)
             ).fetchall()
-        outputs = {n: cloudpickle.loads(blob) for n, status, blob in nodes if status == "succeeded"}
+        problems = []
+        outputs = {}
+        for n, status, blob in nodes:
+            if status == "succeeded":
+                try:
+                    outputs[n] = cloudpickle.loads(blob)
+                except Exception as exc:
+                    problems.append(
+                        f"the stored output of node {n!r} cannot be read: {describe_exception(exc)}"
+                    )
+        inputs: dict[str, Any] = {}
+        try:  # runs stored before inputs_pickle existed have JSON inputs only
+            inputs = json.loads(row[1]) if row[3] is None else cloudpickle.loads(row[3])
+        except Exception as exc:
+            problems.insert(0, f"the stored inputs cannot be read: {describe_exception(exc)}")
+        if problems:  # (code changed since the run, or a damaged file): never a half resume
+            raise WorkflowDefinitionError(
+                [
+                    f"run {run_id!r} in {self.path} cannot be resumed: {problem} "
+                    "(resuming needs the code the run ran with)"
+                    for problem in problems
+                ]
+            )
         return StoredRun(
             run_id=run_id,
             workflow=row[0],
-            # Runs stored before inputs_pickle existed have JSON inputs only.
-            inputs=json.loads(row[1]) if row[3] is None else cloudpickle.loads(row[3]),
+            inputs=inputs,
             status=row[2],
             outputs=outputs,
             node_status={n: status for n, status, _ in nodes},
@@ -422,8 +500,8 @@ class CheckpointStore:
                 started_at=row[3],
                 updated_at=row[4],
                 error=row[5],
-                source=row[6],
-                workdir=row[7],
+                source=_path_read(row[6]),
+                workdir=_path_read(row[7]),
                 nodes=tuple(json.loads(row[8])) if row[8] else (),
                 finished=row[9],
             )

@@ -42,6 +42,7 @@ from ambidex.workflows._spec import (
     Workflow,
     WorkflowDefinitionError,
     WorkflowError,
+    _storable,
     call_style,
 )
 from ambidex.workflows._validate import check_inputs, topological_order
@@ -302,7 +303,7 @@ class _WorkflowExecution:
         self.detached: set[str] = set()
         self.ended = False
         self.unfinished: tuple[str, str] | None = None  # (node, why): see outcome()
-        self.listener_error: tuple[Exception, WorkflowEvent] | None = None
+        self.listener_error: tuple[BaseException, WorkflowEvent] | None = None
         self.listener_errors = 0  # how many times the listener raised
 
     # -- events ----------------------------------------------------------------
@@ -316,10 +317,10 @@ class _WorkflowExecution:
             event = WorkflowEvent(kind, self.run_id, node, self.elapsed(), **fields)
             try:
                 listener(event)
-            except Exception as exc:
+            except BaseException as exc:  # GeneratorExit, KeyboardInterrupt... too (see below)
                 self.listener_failed(exc, event)
 
-    def listener_failed(self, exc: Exception, event: WorkflowEvent) -> None:
+    def listener_failed(self, exc: BaseException, event: WorkflowEvent) -> None:
         """The ``on_event`` listener raised: the run fails, as for a node that fails.
 
         A listener is part of the run (a progress view, a log, a job's
@@ -330,6 +331,12 @@ class _WorkflowExecution:
         cancelled, nothing new starts, what finished is kept and stored) and
         raises ``WorkflowError`` naming the error. The listener still gets the
         events that follow; its later errors are only counted.
+
+        Any ``BaseException`` is caught so: out of a done-callback a
+        ``GeneratorExit`` or ``CancelledError`` left the run waiting forever, and
+        a ``KeyboardInterrupt`` or ``SystemExit`` stopped the runtime's event loop
+        with the run still recorded as running. Those two are raised again, as
+        they are, once the run has stopped and been stored.
         """
         self.listener_errors += 1
         if self.listener_error is None:
@@ -770,7 +777,9 @@ class _WorkflowExecution:
         if self.store is not None:
             if error_text is None:
                 status = "succeeded"
-            elif self.cancelled and self.failure is None and self.listener_error is None:
+            elif self.failure is None and (
+                (self.cancelled and self.listener_error is None) or self.interrupted_by_listener()
+            ):
                 status = "cancelled"
             else:
                 status = "failed"
@@ -779,7 +788,14 @@ class _WorkflowExecution:
         self.emit(EventKind.RUN_FINISHED, None, duration_s=self.elapsed(), error=error_text)
         if error_text is None and self.listener_error is not None and self.store is not None:
             # The listener raised on run_finished itself: the run fails after all.
-            await self.store.afinish_run(self.run_id, "failed", self.outcome())
+            status = "cancelled" if self.interrupted_by_listener() else "failed"
+            await self.store.afinish_run(self.run_id, status, self.outcome())
+
+    def interrupted_by_listener(self) -> bool:
+        """The listener raised ``KeyboardInterrupt`` (a Ctrl-C as it ran): a cancelled run."""
+        return self.listener_error is not None and isinstance(
+            self.listener_error[0], KeyboardInterrupt
+        )
 
     def outcome(self) -> str | None:
         """Why the run did not succeed, in words; None if it did.
@@ -823,6 +839,9 @@ class _WorkflowExecution:
                 err.add_note(self.listener_text())
             raise err from exc
         if self.listener_error is not None:
+            cause = self.listener_error[0]
+            if isinstance(cause, KeyboardInterrupt | SystemExit):  # the listener's, to its caller
+                raise cause
             err = WorkflowError(
                 f"workflow {self.wf.name!r} failed: {self.listener_text()}", run_id=self.run_id
             )
@@ -959,6 +978,13 @@ async def _execute(
     resume: str | None,
     max_parallel: int | None,
 ) -> WorkflowResult:
+    for option, value in (("run_id", run_id), ("resume", resume)):
+        if value is not None and not isinstance(value, str):
+            raise WorkflowDefinitionError([f"{option}= must be text, got {value!r}"])
+        if value is not None and store is not None and not _storable(value):
+            raise WorkflowDefinitionError(
+                [f"{option}= must be text a checkpoint can store (valid Unicode), got {value!r}"]
+            )
     restored: dict[str, Any] = {}
     if resume is not None:
         if store is None:

@@ -41,6 +41,15 @@ __all__ = [
 ]
 
 
+def _storable(text: str) -> bool:
+    """Whether ``text`` is valid Unicode (no lone surrogate): UTF-8 can encode it."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class WorkflowError(AmbidexError):
     """A workflow run failed; ``node`` names the node whose failure ended it."""
 
@@ -275,6 +284,14 @@ class Workflow:
         if not isinstance(name, str) or not name or name == INPUTS:
             raise WorkflowDefinitionError(
                 [f"{name!r} is not a usable node name ('inputs' is reserved)"], self.source
+            )
+        if "\x00" in name or not _storable(name):  # every checkpoint keeps the node's name
+            raise WorkflowDefinitionError(
+                [
+                    f"{name!r} is not a usable node name: it holds a NUL or a lone surrogate, "
+                    "which no checkpoint (SQLite, PostgreSQL) can store"
+                ],
+                self.source,
             )
         try:
             policy = FailurePolicy(on_failure)

@@ -225,26 +225,42 @@ def _field_type(tp: Any, path: tuple[str | int, ...]) -> tuple[Any, str | None]:
     return _memo(_FIELD_TYPES, (tp, path), lambda: _walk(tp, path))
 
 
+def _model_field(model: type[pydantic.BaseModel], part: str | int) -> tuple[Any, str | None]:
+    """The type of field ``part`` of ``model``; Any when only the run can tell; or a problem."""
+    fields = model.model_fields
+    if part in fields:
+        return fields[str(part)].annotation, None
+    if isinstance(part, str) and hasattr(model, part):
+        return Any, None  # a property or method: read with getattr at run time
+    if isinstance(part, str) and model.model_config.get("extra") == "allow":
+        return Any, None  # extra fields are attributes of the instance, unknown here
+    known = ", ".join(fields) or "none"
+    return Any, f"{model.__name__} has no field {part!r} (fields: {known})"
+
+
 def _walk(tp: Any, path: tuple[str | int, ...]) -> tuple[Any, str | None]:
     for part in path:
         tp = _unannotated(tp)
         if tp is Any:
             return Any, None
         if isinstance(tp, type) and issubclass(tp, pydantic.BaseModel):
-            fields = tp.model_fields
-            if part in fields:
-                tp = fields[str(part)].annotation
-                continue
-            if isinstance(part, str) and hasattr(tp, part):
-                return Any, None  # a property or method: read with getattr at run time
-            known = ", ".join(fields) or "none"
-            return Any, f"{tp.__name__} has no field {part!r} (fields: {known})"
+            tp, problem = _model_field(tp, part)
+            if problem is not None or tp is Any:
+                return Any, problem
+            continue
         if tp in _SCALARS and isinstance(part, str) and not hasattr(tp, part):
             return Any, f"{_type_name(tp)} has no field {part!r}"
         origin = typing.get_origin(tp)
         args = typing.get_args(tp)
-        if origin in (list, tuple) and args and isinstance(part, int):
+        if origin is list and args and isinstance(part, int):
             tp = args[0]
+        elif origin is tuple and args and isinstance(part, int):
+            if len(args) == 2 and args[1] is Ellipsis:  # tuple[int, ...]
+                tp = args[0]
+            elif -len(args) <= part < len(args):  # tuple[int, str]: each item its own type
+                tp = args[part]
+            else:
+                return Any, None
         elif origin is dict and len(args) == 2:
             tp = args[1]
         else:
