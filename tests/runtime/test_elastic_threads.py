@@ -63,12 +63,21 @@ def test_blocking_fan_out_outside_a_workflow_keeps_io_threads() -> None:
 
 async def test_abandoned_elastic_calls_still_count_against_the_cap() -> None:
     release = threading.Event()
+    started = threading.Semaphore(0)
     ran = threading.Event()
+
+    def hold() -> None:
+        started.release()
+        release.wait(10)
+
     with ax.Runtime(io_threads=2, io_threads_max=6, cpu_workers=1) as rt:
-        for _ in range(6):  # fill the cap, then stop waiting: six abandoned, running calls
+        calls = [asyncio.ensure_future(ax.to_elastic_thread(hold)) for _ in range(6)]
+        for _ in calls:  # the cap filled: six threads, each running a call
+            assert await asyncio.to_thread(started.acquire, True, 10)
+        for call in calls:  # then every caller times out: six abandoned, running calls
             with pytest.raises(TimeoutError):
-                await asyncio.wait_for(ax.to_elastic_thread(release.wait, 10), 0.05)
-        assert await await_for(lambda: rt.statistics().io_threads.abandoned == 6)
+                await asyncio.wait_for(call, 0.01)
+        assert rt.statistics().io_threads.abandoned == 6
         late = asyncio.ensure_future(ax.to_elastic_thread(ran.set))
         await asyncio.sleep(0.2)
         stats = rt.statistics().io_threads
@@ -103,7 +112,7 @@ def test_elastic_threads_exit_when_idle_and_general_ones_stay() -> None:
     pool = IOThreadPool(2, "t-elastic", elastic_cap=10, elastic_idle_s=0.05)
 
     async def wide() -> None:
-        await asyncio.gather(*(pool.run(time.sleep, (0.05,), {}, elastic=True) for _ in range(10)))
+        await asyncio.gather(*(pool.run(time.sleep, (0.2,), {}, elastic=True) for _ in range(10)))
 
     try:
         asyncio.run(wide())

@@ -84,7 +84,7 @@ def test_blocking_task_nodes_grow_the_pool_as_plain_def_nodes_do() -> None:
 
 def test_a_thousand_wide_layer_never_has_more_threads_than_the_cap() -> None:
     width = _Width()
-    wf = _wide_workflow(width.wrap(0.01), 1000)
+    wf = _wide_workflow(width.wrap(0.02), 1000)
     with ax.Runtime(io_threads=4, io_threads_max=64, cpu_workers=1) as rt:
         t0 = time.perf_counter()
         result = wf.run()
@@ -94,5 +94,5 @@ def test_a_thousand_wide_layer_never_has_more_threads_than_the_cap() -> None:
         assert stats.elastic_cap == 64
         assert stats.peak_threads <= 64 + RESERVED_THREADS
         assert width.most <= 64
-        assert width.most >= 32  # it did grow: 1000 x 10 ms on 4 threads would be 2.5 s
-        assert elapsed < 2.0
+        assert width.most >= 32  # it did grow: 1000 x 20 ms on 4 threads would be 5 s
+        assert elapsed < 2.5
