@@ -137,3 +137,20 @@ def test_io_threads_max_default_env_and_bounds(monkeypatch: pytest.MonkeyPatch) 
         ax.Runtime(io_threads=8)
     with pytest.raises(ValueError, match="io_threads_max"):
         ax.Runtime(io_threads=8, io_threads_max=0)
+
+
+def test_a_burst_of_short_elastic_calls_does_not_grow_the_pool() -> None:
+    # Every thread is busy when most of these arrive, but none is stuck: the calls
+    # keep ending, so no thread starts for them (before ELASTIC_GROW_S, 2,000 calls
+    # started threads up to the cap, and ran 2-4 times slower for it).
+    pool = IOThreadPool(4, "t-burst", elastic_cap=64)
+
+    async def burst() -> list[int]:
+        calls = (pool.run(abs, (-i,), {}, elastic=True) for i in range(2000))
+        return list(await asyncio.gather(*calls))
+
+    try:
+        assert asyncio.run(burst()) == list(range(2000))
+        assert pool.statistics().peak_threads < 64
+    finally:
+        assert pool.close() == []

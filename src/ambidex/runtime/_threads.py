@@ -13,15 +13,17 @@ general thread runs a user's 10-minute job. Reserved threads serve only
 reserved calls, so a user's work can never occupy them.
 
 *Elastic* calls (``elastic=True``, or any call made inside ``elastic_threads()``)
-may go beyond ``max_threads``: when every general thread is busy, such a call
-starts a thread of its own, up to ``elastic_cap`` general and elastic threads
-in all (``AMBIDEX_IO_THREADS_MAX``, default 256; see ``default_io_threads_max``).
-A workflow asks for this when it dispatches a blocking node, so its ready
-blocking nodes all run at once rather than queue for ``io_threads`` threads.
+may go beyond ``max_threads``: when every general thread is busy and stays
+blocked (fewer calls end within ``ELASTIC_GROW_S``, 10 ms, than threads are
+busy), a thread starts for each waiting elastic call, up to ``elastic_cap``
+general and elastic threads in all (``AMBIDEX_IO_THREADS_MAX``, default 256;
+see ``default_io_threads_max``). A workflow asks for this when it dispatches a
+blocking node, so its ready blocking nodes all run at once rather than queue
+for ``io_threads`` threads.
 The extra threads serve only elastic calls, so other calls keep the
 ``max_threads`` bound, and each exits once it has had no call for
 ``elastic_idle_s`` (1 s): the pool shrinks back when the demand ends. A general
-thread that falls idle while elastic calls wait (at the cap) takes one of them.
+thread that falls idle while elastic calls wait takes one of them.
 
 A thread cannot be killed. When a caller stops waiting (timeout or
 cancellation) the call is *abandoned*: if it has not started it never will;
@@ -37,6 +39,7 @@ import contextlib
 import contextvars
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -44,7 +47,13 @@ from typing import Any
 
 from ambidex._futures import settle
 
-__all__ = ["ELASTIC_IDLE_S", "IOThreadPool", "ThreadPoolStatistics", "elastic_threads"]
+__all__ = [
+    "ELASTIC_GROW_S",
+    "ELASTIC_IDLE_S",
+    "IOThreadPool",
+    "ThreadPoolStatistics",
+    "elastic_threads",
+]
 
 
 @dataclass(frozen=True)
@@ -101,6 +110,12 @@ ELASTIC_IDLE_S = 1.0
 
 Long enough to carry a workflow's threads from one layer of blocking nodes to the
 next (a thread costs ~50 us to start), short enough to give them back soon after."""
+
+ELASTIC_GROW_S = 0.01
+"""How long an elastic call that found every thread busy waits before threads start.
+
+Long enough to tell threads blocked in a call from a burst of short calls keeping
+them busy (a few GIL switch intervals, 5 ms each); short beside a blocking call."""
 
 _elastic: ContextVar[bool] = ContextVar("ambidex_elastic_threads", default=False)
 
@@ -165,6 +180,9 @@ class IOThreadPool:
         self._queued = 0
         self._abandoned = 0
         self._peak = 0
+        self._done = 0  # calls ended (elastic growth: are the busy threads stuck?)
+        self._done_mark = 0  # ... as of the pending _grow's arming
+        self._armed = 0.0  # monotonic time a _grow was scheduled, 0.0 if none is pending
         self._closed = False
 
     async def run(
@@ -210,20 +228,54 @@ class IOThreadPool:
         lane.queue.put(item)
 
     def _submit_elastic(self, item: _Item) -> None:
-        """A free general thread if there is one, else an elastic thread, started if need be."""
+        """A free general thread if there is one, else an elastic thread, started if need be.
+
+        Not at once: a burst of short calls (a wide layer of trivial ``def`` nodes)
+        finds every thread busy too, and would start a thread per call. The call
+        waits in the elastic lane's queue (general threads that fall idle take it)
+        and ``_grow`` looks ``ELASTIC_GROW_S`` later: threads start only if the
+        busy ones are stuck (fewer calls ended than threads were busy).
+        """
         general = self._general
+        arm = False
         with self._lock:
-            if general.idle > 0 or len(general.threads) < general.max_threads:
-                lane = general
-            else:
-                lane = self._elastic
             if self._closed:
                 raise RuntimeError("the I/O thread pool is closed")
             self._queued += 1
-            if lane.idle <= 0 and len(lane.threads) < lane.max_threads:
-                self._start(lane)
+            if general.idle > 0 or len(general.threads) < general.max_threads:
+                lane = general
+                if lane.idle <= 0:
+                    self._start(lane)
+            else:
+                lane = self._elastic
+                if lane.idle <= 0 and len(lane.threads) < lane.max_threads:
+                    now = time.monotonic()
+                    if now - self._armed > 4 * ELASTIC_GROW_S:  # none pending (or its loop died)
+                        self._armed = now
+                        self._done_mark = self._done
+                        arm = True
             lane.idle -= 1
         lane.queue.put(item)
+        if arm:
+            item.loop.call_later(ELASTIC_GROW_S, self._grow)
+
+    def _grow(self) -> None:
+        """On a loop, ``ELASTIC_GROW_S`` after an elastic call queued: start threads if stuck."""
+        rearm = False
+        with self._lock:
+            self._armed = 0.0
+            lane = self._elastic
+            if self._closed or lane.idle >= 0:
+                return
+            if self._done - self._done_mark < self._busy:  # the busy threads are blocked
+                while lane.idle < 0 and len(lane.threads) < lane.max_threads:
+                    self._start(lane)
+            if lane.idle < 0 and len(lane.threads) < lane.max_threads:
+                self._armed = time.monotonic()
+                self._done_mark = self._done
+                rearm = True
+        if rearm:
+            asyncio.get_running_loop().call_later(ELASTIC_GROW_S, self._grow)
 
     def _start(self, lane: _Lane) -> None:
         """Start a thread for ``lane`` (under the lock): it counts as idle until it gets a call."""
@@ -287,6 +339,7 @@ class IOThreadPool:
                 value, ok = exc, False
             with lock:
                 self._busy -= 1
+                self._done += 1
                 lane.idle += 1
                 item.running = False
                 if item.abandoned:
