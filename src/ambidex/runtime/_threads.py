@@ -125,8 +125,9 @@ def elastic_threads() -> Iterator[None]:
     """Within the block, blocking calls of this context may grow the I/O pool.
 
     Each such call (``ax.to_thread``, an ``@ax.blocking`` call, anything that
-    reaches ``Runtime.run_in_thread``) that finds every thread busy starts one
-    more, up to ``io_threads_max``, instead of waiting; the extra threads exit
+    reaches ``Runtime.run_in_thread``) that finds every thread busy, and them
+    stuck (see ``ELASTIC_GROW_S``), starts one more, up to ``io_threads_max``,
+    instead of waiting; the extra threads exit
     when idle. The workflow scheduler uses it for ``@ax.blocking`` nodes.
     """
     token = _elastic.set(True)
