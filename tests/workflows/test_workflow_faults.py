@@ -454,7 +454,9 @@ def test_a_blocking_node_whose_call_had_not_started_never_runs(tmp_path: Path) -
     wf.node("write", write)
     wf.node("boom", boom)
     rec = Recorder()
-    with ax.Runtime(io_threads=1):
+    # io_threads_max=1: the pool may not grow, so 'write' waits for the one thread
+    # (a workflow's blocking nodes otherwise start threads beyond io_threads).
+    with ax.Runtime(io_threads=1, io_threads_max=1):
         err = run_within(10, lambda: wf.run(on_event=rec))
         release.set()
         time.sleep(0.2)

@@ -12,10 +12,11 @@ from ambidex.runtime._cpus import cgroup_cpu_quota, usable_cpus
 from ambidex.runtime._facade import sync_facade
 from ambidex.runtime._gather import agather, gather
 from ambidex.runtime._limits import CapacityLimit, Rate, RateLimit
-from ambidex.runtime._offload import to_reserved_thread, to_thread
+from ambidex.runtime._offload import to_elastic_thread, to_reserved_thread, to_thread
 from ambidex.runtime._stats import KindStatistics, RuntimeStatistics
 from ambidex.runtime._task import Kind as TaskKind
 from ambidex.runtime._task import TaskFunction, TaskOptions, blocking, cpu, io
+from ambidex.runtime._threads import elastic_threads
 
 __all__ = [
     "Backoff",
@@ -36,9 +37,11 @@ __all__ = [
     "cpu",
     "current_clock",
     "current_runtime",
+    "elastic_threads",
     "gather",
     "io",
     "sync_facade",
+    "to_elastic_thread",
     "to_reserved_thread",
     "to_thread",
     "usable_cpus",

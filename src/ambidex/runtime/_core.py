@@ -25,7 +25,12 @@ from ambidex.runtime._backends import (
     check_backend,
     open_backend,
 )
-from ambidex.runtime._cpus import default_cpu_workers, default_io_threads, usable_cpus
+from ambidex.runtime._cpus import (
+    default_cpu_workers,
+    default_io_threads,
+    default_io_threads_max,
+    usable_cpus,
+)
 from ambidex.runtime._limits import CapacityLimit, Rate, RateLimit
 from ambidex.runtime._loop import Escaped, LoopThread, guarded
 from ambidex.runtime._stats import CallCounters, RuntimeStatistics
@@ -49,6 +54,11 @@ class Runtime:
     Args:
         io_threads: size of the I/O thread pool; default ``AMBIDEX_IO_THREADS``
             or 4 per usable CPU (8 to 64).
+        io_threads_max: how far elastic calls (a workflow's blocking nodes,
+            ``ax.to_elastic_thread``) may grow the I/O pool beyond
+            ``io_threads`` when every thread is busy; default
+            ``AMBIDEX_IO_THREADS_MAX`` or 256, never below ``io_threads``. The
+            extra threads exit after 1 s without a call.
         cpu_workers: size of the cpu process pool; default
             ``AMBIDEX_CPU_WORKERS`` or the CPUs this process may use (affinity
             mask and cgroup quota).
@@ -65,6 +75,7 @@ class Runtime:
         self,
         *,
         io_threads: int | None = None,
+        io_threads_max: int | None = None,
         cpu_workers: int | None = None,
         backend: str | None = None,
         address: str | None = None,
@@ -78,6 +89,10 @@ class Runtime:
         self.io_threads = _check_size(
             "io_threads", io_threads if io_threads is not None else default_io_threads(cpus)
         )
+        if io_threads_max is None:
+            io_threads_max = default_io_threads_max(self.io_threads)
+        #: The bound on the I/O pool's general and elastic threads (never below io_threads).
+        self.io_threads_max = max(self.io_threads, _check_size("io_threads_max", io_threads_max))
         self.cpu_workers = _check_size(
             "cpu_workers", cpu_workers if cpu_workers is not None else default_cpu_workers(cpus)
         )
@@ -88,7 +103,7 @@ class Runtime:
         # they share stays in this machine's memory: the local backend's.
         self._engine = "local" if self.in_worker else backend
         self.counters = CallCounters()
-        self.threads = IOThreadPool(self.io_threads)
+        self.threads = IOThreadPool(self.io_threads, elastic_cap=self.io_threads_max)
         self._lock = threading.Lock()
         self._loop_thread: LoopThread | None = None
         self._cpu: CpuBackend | None = None
@@ -235,9 +250,15 @@ class Runtime:
         kwargs: dict[str, Any],
         *,
         reserved: bool = False,
+        elastic: bool | None = None,
     ) -> T:
-        """Run a blocking function on the I/O threads (``reserved``: their reserved lane)."""
-        result: T = await self.threads.run(fn, args, kwargs, reserved=reserved)
+        """Run a blocking function on the I/O threads (``reserved``: their reserved lane).
+
+        ``elastic=True`` lets the call start a thread beyond ``io_threads`` (up to
+        ``io_threads_max``) when every thread is busy; None: only inside
+        ``elastic_threads()``. See ``IOThreadPool``.
+        """
+        result: T = await self.threads.run(fn, args, kwargs, reserved=reserved, elastic=elastic)
         return result
 
     async def run_in_process(self, payload: bytes, label: str, timeout_s: float | None) -> Any:

@@ -14,7 +14,7 @@ from typing import ParamSpec, TypeVar
 
 from ambidex.runtime._core import current_runtime
 
-__all__ = ["to_reserved_thread", "to_thread"]
+__all__ = ["to_elastic_thread", "to_reserved_thread", "to_thread"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -42,3 +42,18 @@ async def to_reserved_thread(fn: Callable[P, T], /, *args: P.args, **kwargs: P.k
     them), so keep the calls short: a long one delays the others.
     """
     return await current_runtime().run_in_thread(fn, args, kwargs, reserved=True)
+
+
+async def to_elastic_thread(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    """Like ``to_thread``, but when every I/O thread is busy and stays so, start one more.
+
+    The pool grows up to the runtime's ``io_threads_max`` (default 256) rather
+    than making the call wait for one of ``io_threads``; the extra threads exit
+    after 1 s without a call. "Stays so": the call waits 10 ms, and threads start
+    if fewer calls ended meanwhile than threads were busy (a burst of short calls
+    does not grow the pool). For fan-outs of calls that mostly wait, such as a
+    workflow's blocking nodes (the scheduler runs those this way). To make every
+    blocking call of a block elastic (``@ax.blocking`` ones too), use
+    ``with ax.elastic_threads():``.
+    """
+    return await current_runtime().run_in_thread(fn, args, kwargs, elastic=True)

@@ -30,7 +30,7 @@ from ambidex._backoff import retry_cannot_help
 from ambidex._text import describe_exception, plain_text
 from ambidex.agents import Agent
 from ambidex.exceptions import TaskTimeoutError
-from ambidex.runtime import Backoff, current_runtime
+from ambidex.runtime import Backoff, current_runtime, elastic_threads
 from ambidex.workflows._checkpoint import CheckpointBackend, CheckpointStore
 from ambidex.workflows._context import node_key
 from ambidex.workflows._events import EventKind, EventListener, NodeStatus, WorkflowEvent
@@ -574,6 +574,9 @@ class _WorkflowExecution:
             return await agent.arun(value)
         args, kwargs = self.arguments(node, value)
         if style == "task":
+            if target.kind == "blocking":  # may grow the I/O pool, as a plain def node
+                with elastic_threads():
+                    return await target.aio(*args, **kwargs)
             return await target.aio(*args, **kwargs)
         if style == "async":
             return await target(*args, **kwargs)
@@ -596,7 +599,9 @@ class _WorkflowExecution:
         """
         call = _ThreadCall(fn, self.loop)
         try:
-            return await current_runtime().run_in_thread(call, args, kwargs)
+            # Elastic: if every I/O thread is busy, the pool starts one more (up to
+            # io_threads_max), so the run's ready blocking nodes all run at once.
+            return await current_runtime().run_in_thread(call, args, kwargs, elastic=True)
         except asyncio.CancelledError:
             if self.stopping and call.detach(functools.partial(self.late_outcome, name)):
                 self.detached.add(name)
