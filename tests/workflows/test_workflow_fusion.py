@@ -270,3 +270,15 @@ def test_no_fusion_with_max_parallel(thread_jobs: list[int]) -> None:
     result = run_within(10, lambda: wf.run(max_parallel=2))
     assert result["n29"] == 30
     assert len(thread_jobs) >= 30
+
+
+def test_a_node_added_after_a_run_has_its_inputs_checked() -> None:
+    """check_inputs keeps the inputs the nodes refer to between runs, until a node is added."""
+    wf = ax.Workflow("grows")
+    wf.node("a", inc, input=wf.inputs.x)
+    assert run_within(10, lambda: wf.run({"x": 1}))["a"] == 2
+    wf.node("b", inc, input=wf.inputs.y)
+    err = run_within(10, lambda: wf.run({"x": 1}))
+    assert isinstance(err, ax.WorkflowDefinitionError)
+    assert "missing input 'y'" in str(err)
+    assert run_within(10, lambda: wf.run({"x": 1, "y": 5}))["b"] == 6
