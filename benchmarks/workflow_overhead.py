@@ -7,10 +7,13 @@ engine costs per node: µs per node = wall time / nodes in the graph.
 (b) fan-out/fan-in: one source, N parallel nodes that each get the source's output,
     one sink that sums their N outputs (N + 2 nodes; the sink returns 2N).
 
-Engines (trivial node = ``async def`` for ambidex, a plain ``def`` for the others):
+Engines (trivial node = ``async def`` or a plain ``def`` for ambidex, a plain ``def`` for
+the others):
 
 * ambidex ``ax.Workflow``: ``wf.run()`` from sync code (headline; the run happens on
-  ambidex's loop thread), and ``await wf.arun()`` inside ``asyncio.run`` (extra).
+  ambidex's loop thread) with ``async def`` nodes, the same with plain ``def`` nodes
+  (second headline: each node runs on ambidex's I/O threads), and ``await wf.arun()``
+  inside ``asyncio.run`` (extra).
 * LangGraph ``StateGraph``, ``invoke`` from sync code. Chain: N nodes in sequence,
   ``recursion_limit`` raised to N + 10. Fan-out: the Send API (one worker node sent N
   times, results gathered by an ``operator.add`` reducer; LangGraph's map-reduce idiom)
@@ -85,22 +88,34 @@ def total(xs: list[int]) -> int:
 # -- ambidex -----------------------------------------------------------------------------
 
 
-def ax_chain(n: int) -> tuple[ax.Workflow, str]:
+def ax_chain(n: int, step: Callable[[int], Any] = ainc) -> tuple[ax.Workflow, str]:
     wf = ax.Workflow("chain")
-    prev = wf.node("n0", ainc, input=0)
+    prev = wf.node("n0", step, input=0)
     for i in range(1, n):
-        prev = wf.node(f"n{i}", ainc, input=prev.output)
+        prev = wf.node(f"n{i}", step, input=prev.output)
     wf.validate()
     return wf, prev.name
 
 
-def ax_fan(n: int) -> tuple[ax.Workflow, str]:
+def ax_fan(
+    n: int, step: Callable[[int], Any] = ainc, sink: Callable[[list[int]], Any] = atotal
+) -> tuple[ax.Workflow, str]:
     wf = ax.Workflow("fan")
-    src = wf.node("src", ainc, input=0)
-    mids = [wf.node(f"m{i}", ainc, input=src.output) for i in range(n)]
-    wf.node("sink", atotal, input={"xs": [m.output for m in mids]})
+    src = wf.node("src", step, input=0)
+    mids = [wf.node(f"m{i}", step, input=src.output) for i in range(n)]
+    wf.node("sink", sink, input={"xs": [m.output for m in mids]})
     wf.validate()
     return wf, "sink"
+
+
+def ax_chain_def(n: int) -> tuple[ax.Workflow, str]:
+    """The chain with plain ``def`` nodes (each runs on ambidex's I/O threads)."""
+    return ax_chain(n, inc)
+
+
+def ax_fan_def(n: int) -> tuple[ax.Workflow, str]:
+    """The fan-out with plain ``def`` nodes (each runs on ambidex's I/O threads)."""
+    return ax_fan(n, inc, total)
 
 
 def ax_run_sync(graph: tuple[ax.Workflow, str]) -> tuple[float, Any]:
@@ -263,6 +278,9 @@ class Method:
 
 CHAIN = [
     Method("ambidex wf.run() from sync", "ambidex", "ambidex", ax_chain, ax_run_sync),
+    Method(
+        "ambidex wf.run() from sync, def nodes", "ambidex_def", "ambidex", ax_chain_def, ax_run_sync
+    ),
     Method("ambidex await wf.arun() (asyncio.run)", "extra", "ambidex", ax_chain, ax_run_async),
     Method(
         "LangGraph StateGraph, N nodes in sequence", "anchor", "langgraph", lg_chain, lg_run_chain
@@ -272,6 +290,9 @@ CHAIN = [
 ]
 FAN = [
     Method("ambidex wf.run() from sync", "ambidex", "ambidex", ax_fan, ax_run_sync),
+    Method(
+        "ambidex wf.run() from sync, def nodes", "ambidex_def", "ambidex", ax_fan_def, ax_run_sync
+    ),
     Method("ambidex await wf.arun() (asyncio.run)", "extra", "ambidex", ax_fan, ax_run_async),
     Method("LangGraph Send API (map-reduce)", "anchor", "langgraph", lg_fan_send, lg_run_fan),
     Method("LangGraph static parallel branches", "anchor", "langgraph", lg_fan_static, lg_run_fan),
@@ -410,34 +431,46 @@ def _best(rows: list[dict[str, Any]], key: str = "exec_us_per_node") -> dict[str
 
 
 def scaling_ratios(sizes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Best anchor / ambidex (and best non-ambidex row / ambidex) at the smaller sizes."""
+    """Best anchor / ambidex (and best non-ambidex row / ambidex) at the smaller sizes.
+
+    For both headline rows: ``async def`` nodes ("ambidex") and plain ``def`` nodes
+    ("ambidex_def"); the best-anchor ratio is held to the same target as at the headline N.
+    """
     out = []
     for size in sizes:
         for scenario, section in size["scenarios"].items():
             rows = section["methods"]
-            ours = next(r for r in rows if r["role"] == "ambidex")
             anchors = [r for r in rows if r["role"] == "anchor"]
             others = [r for r in rows if r["engine"] != "ambidex"]
             if not anchors:
                 continue
             best, strict = _best(anchors), _best(others)
-            out.append(
-                _ratio(
-                    f"({scenario}, N = {size['n']}) best anchor / ambidex, execution",
-                    best["exec_us_per_node"] / ours["exec_us_per_node"],
-                    None,
-                    f"smaller N; best = {best['method']}",
+            for role, label in OURS.items():
+                ours = next((r for r in rows if r["role"] == role), None)
+                if ours is None:
+                    continue
+                out.append(
+                    _ratio(
+                        f"({scenario}, N = {size['n']}, {label}) best anchor / ambidex, execution",
+                        best["exec_us_per_node"] / ours["exec_us_per_node"],
+                        TARGET_RATIO,
+                        f"smaller N; best = {best['method']}",
+                    )
                 )
-            )
-            out.append(
-                _ratio(
-                    f"({scenario}, N = {size['n']}) best non-ambidex row / ambidex, execution",
-                    strict["exec_us_per_node"] / ours["exec_us_per_node"],
-                    None,
-                    f"smaller N; best = {strict['method']}",
+                out.append(
+                    _ratio(
+                        f"({scenario}, N = {size['n']}, {label}) best non-ambidex row / ambidex, "
+                        "execution",
+                        strict["exec_us_per_node"] / ours["exec_us_per_node"],
+                        None,
+                        f"smaller N; best = {strict['method']}",
+                    )
                 )
-            )
     return out
+
+
+# The ambidex rows held to the target: role -> label in the ratio names.
+OURS = {"ambidex": "async def", "ambidex_def": "def"}
 
 
 def compute_ratios(headline: dict[str, Any]) -> list[dict[str, Any]]:
@@ -448,9 +481,19 @@ def compute_ratios(headline: dict[str, Any]) -> list[dict[str, Any]]:
         if not anchors:
             continue
         best = min(anchors, key=lambda r: r["exec_us_per_node"])
+        ours_def = next((r for r in section["methods"] if r["role"] == "ambidex_def"), None)
+        if ours_def is not None:
+            out.append(
+                _ratio(
+                    f"({scenario}, def nodes) best anchor / ambidex, execution µs per node",
+                    best["exec_us_per_node"] / ours_def["exec_us_per_node"],
+                    TARGET_RATIO,
+                    f"best anchor = {best['method']}",
+                )
+            )
         out.append(
             _ratio(
-                f"({scenario}) best anchor / ambidex, execution µs per node",
+                f"({scenario}, async def nodes) best anchor / ambidex, execution µs per node",
                 best["exec_us_per_node"] / ours["exec_us_per_node"],
                 TARGET_RATIO,
                 f"best anchor = {best['method']}",

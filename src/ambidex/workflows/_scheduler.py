@@ -18,6 +18,7 @@ import inspect
 import os
 import secrets
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -61,9 +62,19 @@ _DROPPED = (
     "the run stopped while it ran on an I/O thread, which cannot be interrupted; "
     "it may still finish, but the run has ended: its result is discarded"
 )
+# Chain fusion (see ``_ChainCall``): a plain def node whose last call took less than this
+# may run in its predecessor's thread job, at most _FUSE_LIMIT nodes and _FUSE_BUDGET_S
+# seconds a job (then the loop gets its events and the next job starts).
+_SHORT_S = 100e-6
+_FUSE_LIMIT = 256
+_FUSE_BUDGET_S = 0.002
+# Batching (see ``_BatchCall``): ready short plain def nodes, this many a thread job.
+_BATCH_SIZE = 128
+_UNSET: Any = object()
 # The states in which a node has finished: a run succeeds only if every node is in one
 # (a failure under on_failure="skip" or "continue" is recorded and lets the run go on).
 _FINAL = frozenset({NodeStatus.SUCCEEDED, NodeStatus.FAILED, NodeStatus.SKIPPED})
+_NOT_BEGUN = (NodeStatus.PENDING, NodeStatus.QUEUED)
 
 
 @dataclass
@@ -223,15 +234,21 @@ class _WorkflowExecution:
     # attributes, +0.35 us per node, +6%; at 28, nothing; with slots, nothing).
     __slots__ = (
         "agents",
+        "batch",
+        "batches",
         "blocking",
         "cancelled",
         "dependents",
         "detached",
         "done",
+        "durations",
         "ended",
         "failure",
+        "fuse",
+        "fused",
         "held_agents",
         "inputs",
+        "jobs",
         "keyword_names",
         "listener",
         "listener_error",
@@ -248,9 +265,11 @@ class _WorkflowExecution:
         "runs",
         "settled",
         "settling",
+        "static_ok",
         "stopping",
         "store",
         "styles",
+        "successor",
         "t0",
         "to_settle",
         "unfinished",
@@ -305,6 +324,18 @@ class _WorkflowExecution:
         self.unfinished: tuple[str, str] | None = None  # (node, why): see outcome()
         self.listener_error: tuple[BaseException, WorkflowEvent] | None = None
         self.listener_errors = 0  # how many times the listener raised
+        # Chain fusion (see _ChainCall): off with a checkpoint (each node's row is written
+        # before its dependents start) and with max_parallel (a fused node takes no slot).
+        self.fuse = store is None and max_parallel is None
+        self.durations: dict[int, float] = {}  # id(target) -> its last call's seconds
+        self.successor: dict[str, str | None] = {}  # node -> the node it may fuse into
+        self.jobs: dict[str, _ChainCall] = {}  # head node -> its fused job, until it is done
+        self.fused: dict[str, tuple[str, float, float, bool, Any]] = {}  # ran, to record
+        self.static_ok: dict[str, bool] = {}  # node -> fusable(node), once computed
+        # Batching (see _BatchCall): ready nodes gathered while the graph settles, then
+        # dispatched a batch per thread job, each carried by one task.
+        self.batch: list[str] = []
+        self.batches: dict[asyncio.Task[Any], _BatchCall] = {}
 
     # -- events ----------------------------------------------------------------
 
@@ -318,6 +349,16 @@ class _WorkflowExecution:
             try:
                 listener(event)
             except BaseException as exc:  # GeneratorExit, KeyboardInterrupt... too (see below)
+                self.listener_failed(exc, event)
+
+    def emit_at(self, kind: EventKind, node: str | None, at: float, **fields: Any) -> None:
+        """``emit``, for something that happened at ``at`` (run seconds): a fused node."""
+        listener = self.listener
+        if listener is not None:
+            event = WorkflowEvent(kind, self.run_id, node, at, **fields)
+            try:
+                listener(event)
+            except BaseException as exc:  # as in emit
                 self.listener_failed(exc, event)
 
     def listener_failed(self, exc: BaseException, event: WorkflowEvent) -> None:
@@ -379,6 +420,8 @@ class _WorkflowExecution:
                         self.on_ready(child)
         finally:
             self.settling = False
+        if self.batch:
+            self.dispatch_batch()
         self.start_queued()
         if self.settled == len(self.nodes) and not self.done.done():
             self.done.set_result(None)
@@ -400,7 +443,10 @@ class _WorkflowExecution:
                 self.skip(name, "condition is false")
                 return
         self.runs[name].status = NodeStatus.QUEUED
-        self.emit(EventKind.QUEUED, name)
+        if self.fused and name in self.fused:  # it ran in its predecessor's thread job
+            self.emit_at(EventKind.QUEUED, name, self.fused[name][1])
+        else:
+            self.emit(EventKind.QUEUED, name)
         if self.stopping:  # the listener failed on that event; the node is cancelled
             return
         if self.max_parallel is not None and len(self.running) >= self.max_parallel:
@@ -423,6 +469,16 @@ class _WorkflowExecution:
             self.start(self.queued.popleft())
 
     def start(self, name: str) -> None:
+        if self.fused and name in self.fused:
+            self.record_fused(name)
+            return
+        if self.fuse and self.batchable(name):
+            self.runs[name].status = NodeStatus.RUNNING
+            self.batch.append(name)  # dispatched once the graph has settled
+            return
+        self.start_task(name)
+
+    def start_task(self, name: str) -> None:
         run = self.runs[name]
         run.status = NodeStatus.RUNNING
         run.started_s = self.elapsed()
@@ -438,21 +494,22 @@ class _WorkflowExecution:
         self.emit(EventKind.SKIPPED, name, reason=reason)
         self.conclude(name)
 
-    def fail(self, name: str, exc: BaseException, attempts: int) -> None:
+    def fail(self, name: str, exc: BaseException, attempts: int, at: float | None = None) -> None:
         node = self.nodes[name]
         run = self.runs[name]
         run.status = NodeStatus.FAILED
         run.error = exc
         run.attempts = attempts
-        run.finished_s = self.elapsed()
+        run.finished_s = self.elapsed() if at is None else at
         # The first failure ends the run; later ones (as nodes are cancelled) are its echo,
         # and so are failures after the run stopped for another reason.
         ends_run = node.on_failure is FailurePolicy.FAIL and not self.stopping
         if ends_run:
             self.failure = (name, exc)  # before the event: a listener failing on it is second
-        self.emit(
+        self.emit_at(
             EventKind.FAILED,
             name,
+            run.finished_s,
             duration_s=run.duration_s,
             attempt=attempts,
             error=describe_exception(exc),
@@ -469,6 +526,8 @@ class _WorkflowExecution:
 
     def cancel_rest(self, reason: str) -> None:
         self.stopping = True
+        if self.jobs or self.fused or self.batches or self.batch:
+            self.halt_jobs(reason)
         for task in self.running:
             task.cancel()
         for name, run in self.runs.items():
@@ -483,9 +542,14 @@ class _WorkflowExecution:
     def on_task_done(self, task: asyncio.Task[Any]) -> None:
         name = self.running.pop(task)
         run = self.runs[name]
+        job = self.jobs.pop(name, None) if self.jobs else None
         if task.cancelled():
             if name in self.detached:
                 pass  # its thread runs on: reported when its outcome comes, or in finish
+            elif run.status in _FINAL:
+                # Its thread had finished when the run stopped it: ``detach`` passed the
+                # outcome on with call_soon, so late_outcome recorded it before this.
+                pass
             elif self.stopping:
                 run.status = NodeStatus.CANCELLED
                 run.finished_s = self.elapsed()
@@ -499,9 +563,20 @@ class _WorkflowExecution:
             output = task.result()
             run.status = NodeStatus.SUCCEEDED
             run.output = output
-            run.finished_s = self.elapsed()
+            if job is None:
+                run.finished_s = self.elapsed()
+            else:  # its thread job ran on into its successors: record them as they come
+                run.finished_s = job.head_end + job.offset
+                for record in job.records:
+                    self.fused[record[0]] = record
             self.outputs[name] = output
-            self.emit(EventKind.FINISHED, name, duration_s=run.duration_s, attempt=run.attempts)
+            self.emit_at(
+                EventKind.FINISHED,
+                name,
+                run.finished_s,
+                duration_s=run.duration_s,
+                attempt=run.attempts,
+            )
             # After the run stopped, dependants are not started, but the output is kept
             # (and stored, for a resume).
             self.conclude(name, not self.stopping)
@@ -597,7 +672,12 @@ class _WorkflowExecution:
         node's own timeout is a failed attempt, as before: its thread's late
         result is discarded.)
         """
-        call = _ThreadCall(fn, self.loop)
+        plan = self.chain_plan(name) if self.fuse and self.short(fn) else None
+        call: _ThreadCall
+        if plan:
+            call = self.jobs[name] = _ChainCall(fn, self, name, plan)
+        else:
+            call = _ThreadCall(fn, self.loop, self.durations)
         try:
             # Elastic: if every I/O thread is busy, the pool starts one more (up to
             # io_threads_max), so the run's ready blocking nodes all run at once.
@@ -606,6 +686,212 @@ class _WorkflowExecution:
             if self.stopping and call.detach(functools.partial(self.late_outcome, name)):
                 self.detached.add(name)
             raise
+
+    # -- chain fusion ----------------------------------------------------------
+
+    def short(self, fn: Callable[..., Any]) -> bool:
+        """Did ``fn``'s last call in this run take less than ``_SHORT_S``?"""
+        took = self.durations.get(id(fn))
+        return took is not None and took < _SHORT_S
+
+    def fusable(self, node: Node) -> bool:
+        """May ``node`` run inside a fused thread job (or head one)? See ``_ChainCall``.
+
+        A plain ``def`` node with no timeout, no retries, no condition, and an
+        input that is a template (not a function of the outputs, which would be
+        user code called on the thread): the ordinary path handles the rest.
+        """
+        target = node.target
+        style = self.styles.get(id(target))
+        if style is None:
+            style = self.styles[id(target)] = call_style(target)
+        template = node.input
+        return (
+            style == "sync"
+            and node.timeout_s is None
+            and node.retries == 0
+            and node.when is None
+            and not (callable(template) and not isinstance(template, Ref))
+        )
+
+    def chain_plan(self, name: str) -> list[tuple[str, Node, frozenset[str] | None]]:
+        """The nodes that may run after ``name`` in its thread job, in order.
+
+        Each depends on the one before only (so it is ready the moment that one
+        succeeds), is ``fusable``, and its function's last call was short.
+        """
+        if not self.fusable(self.nodes[name]):
+            return []
+        plan: list[tuple[str, Node, frozenset[str] | None]] = []
+        successor = self.successor
+        durations = self.durations
+        while len(plan) < _FUSE_LIMIT:
+            nxt = successor.get(name, _UNSET)
+            if nxt is _UNSET:
+                nxt = successor[name] = self.find_successor(name)
+            if nxt is None:
+                break
+            node = self.nodes[nxt]
+            took = durations.get(id(node.target))
+            if took is None or took >= _SHORT_S:
+                break
+            plan.append((nxt, node, self.names_of(node)))
+            name = nxt
+        return plan
+
+    def batchable(self, name: str) -> bool:
+        ok = self.static_ok.get(name)
+        node = self.nodes[name]
+        if ok is None:
+            ok = self.static_ok[name] = self.fusable(node)
+        return ok and self.short(node.target)
+
+    def dispatch_batch(self) -> None:
+        """Run the ready short plain def nodes gathered by ``start``: a thread job a batch.
+
+        A lone node takes the ordinary path (where its chain may be fused).
+        """
+        names = self.batch
+        self.batch = []
+        if len(names) == 1:
+            self.start_task(names[0])
+            return
+        elapsed = self.elapsed()
+        items = []
+        for name in names:
+            run = self.runs[name]
+            run.started_s = elapsed  # until its call begins (record_ran)
+            node = self.nodes[name]
+            try:
+                value = self.node_input(node)
+                args, kwargs = self.arguments(node, value)
+            except Exception as exc:
+                self.fail(name, exc, attempts=0)
+                continue
+            items.append((name, node.target, args, kwargs))
+        for i in range(0, len(items), _BATCH_SIZE):
+            job = _BatchCall(self, items[i : i + _BATCH_SIZE])
+            task = self.loop.create_task(self.run_batch(job), name="nodes:batch")
+            self.running[task] = ""
+            self.batches[task] = job
+            task.add_done_callback(self.on_batch_done)
+
+    async def run_batch(self, job: _BatchCall) -> None:
+        await current_runtime().run_in_thread(job, (), {})
+
+    def on_batch_done(self, task: asyncio.Task[Any]) -> None:
+        del self.running[task]
+        job = self.batches.pop(task, None)
+        if job is not None:  # not halted by the run stopping (halt_jobs reports those)
+            error = None if task.cancelled() else task.exception()
+            for record in job.records:
+                self.record_ran(*record)
+            for name, _, _, _ in job.items[len(job.records) :]:
+                # After a call that was not short: the rest go the ordinary way, in parallel.
+                if error is not None:
+                    self.fail(name, error, attempts=0)
+                elif self.stopping:
+                    run = self.runs[name]
+                    run.status = NodeStatus.CANCELLED
+                    run.finished_s = self.elapsed()
+                    run.reason = run.reason or "the run was stopped"
+                    self.emit(EventKind.CANCELLED, name, reason=run.reason)
+                else:
+                    self.start_task(name)
+        if self.stopping and not self.running and not self.done.done():
+            self.done.set_result(None)
+
+    def find_successor(self, name: str) -> str | None:
+        for child in self.dependents[name]:
+            node = self.nodes[child]
+            if len(node.deps) == 1 and self.fusable(node):
+                return child
+        return None
+
+    def names_of(self, node: Node) -> frozenset[str] | None:
+        key = id(node.target)
+        if key not in self.keyword_names:
+            self.keyword_names[key] = _keyword_names(node.target)
+        return self.keyword_names[key]
+
+    def record_fused(self, name: str) -> None:
+        """A node that ran in its predecessor's thread job: its events and outcome, now."""
+        self.record_ran(*self.fused.pop(name))
+
+    def record_ran(self, name: str, began: float, ended: float, ok: bool, value: Any) -> None:
+        """A node that ran in a fused or batch thread job: its events and outcome, now."""
+        run = self.runs[name]
+        run.status = NodeStatus.RUNNING
+        run.started_s = began
+        run.attempts = 1
+        self.emit_at(EventKind.STARTED, name, began, attempt=1)
+        if not ok:
+            self.fail(name, value, 1, at=ended)
+            return
+        run.status = NodeStatus.SUCCEEDED
+        run.output = value
+        run.finished_s = ended
+        self.outputs[name] = value
+        self.emit_at(EventKind.FINISHED, name, ended, duration_s=run.duration_s, attempt=1)
+        self.conclude(name, not self.stopping)
+
+    def halt_jobs(self, reason: str) -> None:
+        """The run stops: fused jobs start no further node; those they began are detached.
+
+        As for a plain def node whose thread runs on (``in_thread``): each is
+        reported when its outcome comes (``late_fused``), kept if that is before
+        the run ends, or cancelled by ``finish``. The same for the nodes that ran
+        in a job that has ended but that the loop has not recorded yet (``fused``):
+        they ran, so they are not reported cancelled.
+        """
+        jobs = list(self.jobs.values())
+        self.jobs.clear()
+        waiting = [r for r in self.fused.values() if self.runs[r[0]].status in _NOT_BEGUN]
+        self.fused.clear()
+        if waiting:
+            self.detach_fused([r[0] for r in waiting])
+            self.loop.call_soon(self.late_fused, waiting)
+        for job in jobs:
+            begun, done = job.halt()
+            self.detach_fused(begun)
+            if begun and done:  # its thread has finished: its records are all there
+                self.loop.call_soon(self.late_fused, job.records)
+        # Batches: nodes not begun are cancelled (as a node whose task had not started
+        # its thread call), nodes begun are detached, as above.
+        never = list(self.batch)
+        self.batch.clear()
+        batches = list(self.batches.values())
+        self.batches.clear()
+        for batch in batches:
+            begun, done = batch.halt()
+            self.detach_fused(begun)
+            if begun and done:
+                self.loop.call_soon(self.late_fused, batch.records)
+            never += [item[0] for item in batch.items[len(begun) :]]
+        for name in never:
+            run = self.runs[name]
+            run.status = NodeStatus.CANCELLED
+            run.finished_s = self.elapsed()
+            run.reason = reason
+            self.emit(EventKind.CANCELLED, name, reason=reason)
+
+    def detach_fused(self, names: list[str]) -> None:
+        for name in names:
+            run = self.runs[name]
+            pending = run.status is NodeStatus.PENDING
+            run.status = NodeStatus.RUNNING
+            run.attempts = 1
+            run.started_s = self.elapsed()
+            self.detached.add(name)
+            if pending:
+                self.emit(EventKind.QUEUED, name)
+            self.emit(EventKind.STARTED, name, attempt=1)
+
+    def late_fused(self, records: list[tuple[str, float, float, bool, Any]]) -> None:
+        for name, began, _, ok, value in records:
+            if not self.ended and name in self.detached:
+                self.runs[name].started_s = began
+                self.late_outcome(name, ok, value)
 
     def late_outcome(self, name: str, ok: bool, value: Any) -> None:
         """A detached node's thread finished (see ``in_thread``): record it, if the run is on.
@@ -662,12 +948,7 @@ class _WorkflowExecution:
         if node.input is None:
             return (), {}
         if isinstance(value, Mapping) and value:
-            key = id(node.target)
-            if key not in self.keyword_names:
-                self.keyword_names[key] = _keyword_names(node.target)
-            names = self.keyword_names[key]
-            if names is None or all(k in names for k in value):
-                return (), dict(value)
+            return _arguments(node, value, self.names_of(node))
         return (value,), {}
 
     # -- checkpoints -----------------------------------------------------------
@@ -714,6 +995,8 @@ class _WorkflowExecution:
                 for name in self.nodes:
                     if self.remaining[name] == 0 and self.runs[name].status is NodeStatus.PENDING:
                         self.on_ready(name)
+                if self.batch:
+                    self.dispatch_batch()
                 await self.done
         except asyncio.CancelledError:
             self.cancelled = True
@@ -874,11 +1157,14 @@ class _ThreadCall:
     beginning or ending the call and the loop detaching it.
     """
 
-    __slots__ = ("fn", "lock", "loop", "on_late", "outcome", "state")
+    __slots__ = ("durations", "fn", "lock", "loop", "on_late", "outcome", "state")
 
-    def __init__(self, fn: Callable[..., Any], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], loop: asyncio.AbstractEventLoop, durations: dict[int, float]
+    ) -> None:
         self.fn = fn
         self.loop = loop
+        self.durations = durations  # id(fn) -> seconds its last call took (for fusion)
         self.lock = threading.Lock()
         self.state = "waiting"  # -> "running" -> "done"; or "waiting" -> "given up"
         self.outcome: tuple[bool, Any] | None = None
@@ -889,10 +1175,13 @@ class _ThreadCall:
             if self.state == "given up":  # detached before it began: it never runs
                 return None  # (to an abandoned call: the pool drops it)
             self.state = "running"
+        fn = self.fn
+        began = time.monotonic()
         try:
-            value, ok = self.fn(*args, **kwargs), True
+            value, ok = fn(*args, **kwargs), True
         except BaseException as exc:
             value, ok = exc, False
+        self.durations[id(fn)] = time.monotonic() - began
         with self.lock:
             on_late = self.on_late
             self.state = "done"
@@ -924,6 +1213,221 @@ class _ThreadCall:
         assert outcome is not None
         self.loop.call_soon(on_late, *outcome)
         return True
+
+
+class _ChainCall(_ThreadCall):
+    """A plain ``def`` node's thread call that runs on into its successors (chain fusion).
+
+    Each node of a chain of plain ``def`` nodes costs a round trip loop ->
+    I/O thread -> loop, tens of µs, most of a trivial node's cost. When the
+    head's call was short (``_SHORT_S``) and it succeeded, this job goes on
+    on the same thread with the next node of its plan (``chain_plan``: it
+    depends on the previous node only, so it is ready now; its function was
+    short last time; no timeout, retries or condition), and so on, and
+    records when each began and ended and its outcome. It stops at the first
+    failure, the first call that took ``_SHORT_S`` or more, a node whose input
+    cannot be resolved, after ``_FUSE_LIMIT`` nodes or ``_FUSE_BUDGET_S``
+    seconds, or when the run halts it. Back on the loop, the head finishes
+    as usual and each fused node then goes through the usual steps (queued,
+    started, finished or failed; dependents released) at its recorded times
+    (``record_fused``), only later than it ran.
+
+    ``halt`` (the run stops) is checked under the lock before each next node:
+    nothing further starts, and the nodes it began are detached like a
+    blocking node's thread that runs on (their outcomes come to ``late_fused``).
+    """
+
+    __slots__ = ("execution", "halted", "head", "head_end", "offset", "plan", "records", "started")
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        execution: _WorkflowExecution,
+        head: str,
+        plan: list[tuple[str, Node, frozenset[str] | None]],
+    ) -> None:
+        super().__init__(fn, execution.loop, execution.durations)
+        self.execution = execution
+        self.head = head
+        self.plan = plan
+        # monotonic() + offset = seconds since the run started, on the run's clock
+        self.offset = execution.elapsed() - time.monotonic()
+        self.head_end = 0.0
+        self.records: list[tuple[str, float, float, bool, Any]] = []
+        self.started: list[str] = []
+        self.halted = False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self.lock:
+            if self.state == "given up":
+                return None
+            self.state = "running"
+        fn = self.fn
+        began = time.monotonic()
+        try:
+            value, ok = fn(*args, **kwargs), True
+        except BaseException as exc:
+            value, ok = exc, False
+        ended = self.head_end = time.monotonic()
+        self.durations[id(fn)] = ended - began
+        if ok and ended - began < _SHORT_S:
+            self.follow(value, began)
+        with self.lock:
+            on_late = self.on_late
+            self.state = "done"
+            if on_late is None:
+                self.outcome = (ok, value)
+            late_chain = self.halted and bool(self.started)
+        loop = self.loop
+        with contextlib.suppress(RuntimeError):  # the loop has closed
+            if on_late is not None:
+                loop.call_soon_threadsafe(on_late, ok, value)
+            if late_chain:
+                loop.call_soon_threadsafe(self.execution.late_fused, self.records)
+        if ok:
+            return value
+        raise value
+
+    def follow(self, value: Any, since: float) -> None:
+        """Run the plan's nodes one after another while each succeeds quickly."""
+        execution = self.execution
+        inputs = execution.inputs
+        durations = self.durations
+        records = self.records
+        started = self.started
+        lock = self.lock
+        offset = self.offset
+        run_id = execution.run_id
+        prev = self.head
+        deadline = since + _FUSE_BUDGET_S
+        for name, node, names in self.plan:
+            target = node.target
+            took = durations.get(id(target))
+            if took is None or took >= _SHORT_S or time.monotonic() > deadline:
+                return
+            try:  # its only dependency is prev: the template refers to nothing else
+                template = node.input
+                if template is None:
+                    args: tuple[Any, ...] = ()
+                    kwargs: dict[str, Any] = {}
+                else:
+                    given = resolve(template, inputs, {prev: value})
+                    if isinstance(given, Mapping) and given:
+                        args, kwargs = _arguments(node, given, names)
+                    else:
+                        args, kwargs = (given,), {}
+            except Exception:
+                return  # the loop resolves it again, and fails it as usual
+            with lock:
+                if self.halted:
+                    return
+                started.append(name)
+            node_key.set(f"{run_id}:{name}")
+            began = time.monotonic()
+            try:
+                value, ok = target(*args, **kwargs), True
+            except BaseException as exc:
+                value, ok = exc, False
+            ended = time.monotonic()
+            durations[id(target)] = ended - began
+            records.append((name, began + offset, ended + offset, ok, value))
+            if not ok or ended - began >= _SHORT_S:
+                return
+            prev = name
+
+    def halt(self) -> tuple[list[str], bool]:
+        """Start no further node; the nodes begun, and whether the job has ended."""
+        with self.lock:
+            self.halted = True
+            return list(self.started), self.state == "done"
+
+
+class _BatchCall:
+    """Ready plain ``def`` nodes run one after another in one I/O thread job (batching).
+
+    A wide layer of trivial nodes (a fan-out) costs a thread round trip per
+    node, and as many wake-ups of the loop. Nodes whose function's last call
+    was short (``_SHORT_S``) are run ``_BATCH_SIZE`` a job instead, each
+    with its begin and end times recorded; back on the loop each goes through
+    the usual steps at those times (``record_ran``). The job stops after a
+    call that was not short: the nodes left go the ordinary way, one task and
+    one thread call each, so long blocking calls still run in parallel.
+    ``halt`` (the run stops) is checked under the lock before each call.
+    """
+
+    __slots__ = (
+        "durations",
+        "execution",
+        "halted",
+        "items",
+        "lock",
+        "offset",
+        "records",
+        "started",
+        "state",
+    )
+
+    def __init__(
+        self,
+        execution: _WorkflowExecution,
+        items: list[tuple[str, Callable[..., Any], tuple[Any, ...], dict[str, Any]]],
+    ) -> None:
+        self.execution = execution
+        self.items = items
+        self.durations = execution.durations
+        self.offset = execution.elapsed() - time.monotonic()
+        self.lock = threading.Lock()
+        self.records: list[tuple[str, float, float, bool, Any]] = []
+        self.started: list[str] = []
+        self.halted = False
+        self.state = "waiting"
+
+    def __call__(self) -> None:
+        lock = self.lock
+        records = self.records
+        started = self.started
+        durations = self.durations
+        offset = self.offset
+        run_id = self.execution.run_id
+        with lock:
+            self.state = "running"
+        for name, fn, args, kwargs in self.items:
+            with lock:
+                if self.halted:
+                    break
+                started.append(name)
+            node_key.set(f"{run_id}:{name}")
+            began = time.monotonic()
+            try:
+                value, ok = fn(*args, **kwargs), True
+            except BaseException as exc:
+                value, ok = exc, False
+            ended = time.monotonic()
+            durations[id(fn)] = ended - began
+            records.append((name, began + offset, ended + offset, ok, value))
+            if ended - began >= _SHORT_S:
+                break
+        with lock:
+            self.state = "done"
+            late = self.halted and bool(started)
+        if late:
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                self.execution.loop.call_soon_threadsafe(self.execution.late_fused, records)
+
+    def halt(self) -> tuple[list[str], bool]:
+        """Start no further call; the nodes begun, and whether the job has ended."""
+        with self.lock:
+            self.halted = True
+            return list(self.started), self.state == "done"
+
+
+def _arguments(
+    node: Node, value: Mapping[str, Any], names: frozenset[str] | None
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A dict input becomes keyword arguments when the function takes those names."""
+    if names is None or all(k in names for k in value):
+        return (), dict(value)
+    return (value,), {}
 
 
 def _keyword_names(target: Any) -> frozenset[str] | None:

@@ -237,6 +237,9 @@ class Workflow:
         }
         self.nodes: dict[str, Node] = {}
         self._validated = False
+        # The workflow inputs its nodes refer to, found once (check_inputs, every run);
+        # reset when a node is added.
+        self._input_refs: list[Any] | None = None
 
     @property
     def inputs(self) -> Ref:
@@ -319,6 +322,7 @@ class Workflow:
         )
         self.nodes[name] = node
         self._validated = False
+        self._input_refs = None
         return node
 
     def validate(self) -> None:
