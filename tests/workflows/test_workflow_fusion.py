@@ -182,7 +182,7 @@ def test_a_sibling_failure_halts_a_fused_chain_between_nodes(
     # job before its 256 nodes.
     monkeypatch.setattr(_scheduler, "_FUSE_BUDGET_S", 60.0)
     monkeypatch.setattr(_scheduler, "_SHORT_S", 60.0)
-    n = 20_000
+    n = 3_000  # above the 2,000 the assertion allows: a chain that never halts fails it
     ran: list[int] = []
 
     def step(x: int) -> int:
