@@ -1290,14 +1290,8 @@ class _ChainCall(_ThreadCall):
 
     def follow(self, value: Any, since: float) -> None:
         """Run the plan's nodes one after another while each succeeds quickly."""
-        execution = self.execution
-        inputs = execution.inputs
+        inputs = self.execution.inputs
         durations = self.durations
-        records = self.records
-        started = self.started
-        lock = self.lock
-        offset = self.offset
-        run_id = execution.run_id
         prev = self.head
         deadline = since + _FUSE_BUDGET_S
         for name, node, names in self.plan:
@@ -1318,20 +1312,11 @@ class _ChainCall(_ThreadCall):
                         args, kwargs = (given,), {}
             except Exception:
                 return  # the loop resolves it again, and fails it as usual
-            with lock:
-                if self.halted:
-                    return
-                started.append(name)
-            node_key.set(f"{run_id}:{name}")
-            began = time.monotonic()
-            try:
-                value, ok = target(*args, **kwargs), True
-            except BaseException as exc:
-                value, ok = exc, False
-            ended = time.monotonic()
-            durations[id(target)] = ended - began
-            records.append((name, began + offset, ended + offset, ok, value))
-            if not ok or ended - began >= _SHORT_S:
+            ran = _run_recorded(self, name, target, args, kwargs)
+            if ran is None:
+                return
+            ok, took, value = ran
+            if not ok or took >= _SHORT_S:
                 return
             prev = name
 
@@ -1340,6 +1325,35 @@ class _ChainCall(_ThreadCall):
         with self.lock:
             self.halted = True
             return list(self.started), self.state == "done"
+
+
+def _run_recorded(
+    job: _ChainCall | _BatchCall,
+    name: str,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> tuple[bool, float, Any] | None:
+    """Run one node of a fused or batched job on its thread, and record it.
+
+    None if the job was halted first (the node never begins); else whether it
+    succeeded, the seconds it took, and its value (or exception). The record
+    (name, start and end on the run's clock, ok, value) is what the loop reports.
+    """
+    with job.lock:
+        if job.halted:
+            return None
+        job.started.append(name)
+    node_key.set(f"{job.execution.run_id}:{name}")
+    began = time.monotonic()
+    try:
+        value, ok = fn(*args, **kwargs), True
+    except BaseException as exc:
+        value, ok = exc, False
+    ended = time.monotonic()
+    job.durations[id(fn)] = ended - began
+    job.records.append((name, began + job.offset, ended + job.offset, ok, value))
+    return ok, ended - began, value
 
 
 class _BatchCall:
@@ -1384,35 +1398,18 @@ class _BatchCall:
 
     def __call__(self) -> None:
         lock = self.lock
-        records = self.records
-        started = self.started
-        durations = self.durations
-        offset = self.offset
-        run_id = self.execution.run_id
         with lock:
             self.state = "running"
         for name, fn, args, kwargs in self.items:
-            with lock:
-                if self.halted:
-                    break
-                started.append(name)
-            node_key.set(f"{run_id}:{name}")
-            began = time.monotonic()
-            try:
-                value, ok = fn(*args, **kwargs), True
-            except BaseException as exc:
-                value, ok = exc, False
-            ended = time.monotonic()
-            durations[id(fn)] = ended - began
-            records.append((name, began + offset, ended + offset, ok, value))
-            if ended - began >= _SHORT_S:
+            ran = _run_recorded(self, name, fn, args, kwargs)
+            if ran is None or ran[1] >= _SHORT_S:
                 break
         with lock:
             self.state = "done"
-            late = self.halted and bool(started)
+            late = self.halted and bool(self.started)
         if late:
             with contextlib.suppress(RuntimeError):  # the loop has closed
-                self.execution.loop.call_soon_threadsafe(self.execution.late_fused, records)
+                self.execution.loop.call_soon_threadsafe(self.execution.late_fused, self.records)
 
     def halt(self) -> tuple[list[str], bool]:
         """Start no further call; the nodes begun, and whether the job has ended."""
