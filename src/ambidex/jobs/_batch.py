@@ -32,26 +32,42 @@ class GroupCommit(Generic[I, O]):
             fails that item alone; an exception raised fails the batch (its
             items are then written one by one).
         max_batch: at most this many items per write.
+        name: the name of the task that writes.
+        alone_on_failure: write a failed batch's items again one by one (False:
+            the batch's exception is every item's answer).
     """
 
     def __init__(
         self,
         write: Callable[[list[I]], Awaitable[Sequence[O | BaseException]]],
         max_batch: int = 256,
+        *,
+        name: str = "ambidex-jobs-group-commit",
+        alone_on_failure: bool = True,
     ):
         self._write = write
         self._max_batch = max_batch
+        self._name = name
+        self._alone_on_failure = alone_on_failure
         self._pending: list[tuple[I, asyncio.Future[O]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
     async def __call__(self, item: I) -> O:
         """Write ``item`` (with whatever else is waiting) and return its result."""
-        future: asyncio.Future[O] = asyncio.get_running_loop().create_future()
+        # The write goes on if this caller is cancelled: the item may be stored.
+        return await asyncio.shield(self.put(item))
+
+    def put(self, item: I) -> asyncio.Future[O]:
+        """Queue ``item`` for the next write; its future holds the result.
+
+        Cancelling the future drops the answer, not the write.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[O] = loop.create_future()
         self._pending.append((item, future))
         if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush(), name="ambidex-jobs-group-commit")
-        # The write goes on if this caller is cancelled: the item may be stored.
-        return await asyncio.shield(future)
+            self._flusher = loop.create_task(self._flush(), name=self._name)
+        return future
 
     async def _flush(self) -> None:
         try:
@@ -64,7 +80,7 @@ class GroupCommit(Generic[I, O]):
                     self._settle_all(batch, asyncio.CancelledError())
                     raise
                 except builtins.BaseException as exc:
-                    if len(batch) == 1:
+                    if len(batch) == 1 or not self._alone_on_failure:
                         self._settle_all(batch, exc)
                     else:  # one bad item must not sink the rest: each on its own
                         for one in batch:
@@ -96,8 +112,8 @@ class GroupCommit(Generic[I, O]):
             _settle(future, exc)
 
     async def aclose(self) -> None:
-        """Wait for the writes in flight to end."""
-        if self._flusher is not None:
+        """Wait for the writes in flight to end (and for those queued meanwhile)."""
+        while self._flusher is not None:
             await asyncio.wait({self._flusher})
 
 

@@ -41,6 +41,7 @@ import cloudpickle
 from ambidex._job_errors import JobError
 from ambidex._job_model import Job, JobStatus, WorkflowNode
 from ambidex._text import describe_exception
+from ambidex.jobs._batch import GroupCommit
 from ambidex.jobs._statements import MAX_ERROR_CHARS, storable_text
 from ambidex.workflows import NodeStatus, StoredRun, Workflow
 
@@ -86,8 +87,10 @@ class JobCheckpoints:
         self.attempt = attempt
         self.workflow = workflow
         self._started_at: dict[str, float] = {}
-        self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        # The writes, in order; those that arrive while one is out go in the next.
+        self._writes: GroupCommit[dict[str, Any], None] = GroupCommit(
+            self._write, _MAX_BATCH, name=f"ambidex-nodes-{job_id}", alone_on_failure=False
+        )
 
     # -- CheckpointBackend -----------------------------------------------------------
 
@@ -137,12 +140,11 @@ class JobCheckpoints:
             "started_at": started,
             "finished_at": now,
         }
-        await self._put(row)
+        await self._writes.put(row)
 
     async def afinish_run(self, run_id: str, status: str, error: str | None) -> None:
         """Wait for the writes still going out (node starts); the job's outcome is the run's."""
-        while self._flusher is not None:
-            await asyncio.wait({self._flusher})
+        await self._writes.aclose()
 
     # -- node starts (from the workload's event listener) ------------------------------
 
@@ -159,56 +161,26 @@ class JobCheckpoints:
             "started_at": started,
             "finished_at": None,
         }
-        written = self._put(row)
-        written.add_done_callback(
-            _ignore
-        )  # a start not shown is no harm; a lost lease stops the run
+        # A start not shown is no harm; a lost lease stops the run.
+        self._writes.put(row).add_done_callback(_ignore)
 
     # -- the writes, in order --------------------------------------------------------
 
-    def _put(self, row: dict[str, Any]) -> asyncio.Future[None]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self._pending.append((row, future))
-        if self._flusher is None:
-            self._flusher = loop.create_task(self._flush(), name=f"ambidex-nodes-{self.job_id}")
-        return future
-
-    async def _flush(self) -> None:
-        try:
-            while self._pending:
-                batch = self._pending[:_MAX_BATCH]
-                del self._pending[:_MAX_BATCH]
-                rows = [row for row, _ in batch]
-                try:
-                    held = await self.calls(
-                        _write_rows, self.store, self.job_id, self.worker, self.attempt, rows
-                    )
-                except BaseException as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    if isinstance(exc, asyncio.CancelledError):
-                        raise
-                    continue
-                for _, future in batch:
-                    if future.done():
-                        continue
-                    if held:
-                        future.set_result(None)
-                    else:
-                        future.set_exception(
-                            LeaseLostError(
-                                f"worker {self.worker} no longer holds attempt {self.attempt} of "
-                                f"job {self.job_id} (its lease lapsed; the job runs elsewhere): "
-                                "the node's checkpoint was not written"
-                            )
-                        )
-        finally:
-            self._flusher = None
-            for _, future in self._pending:
-                future.cancel()
-            self._pending.clear()
+    async def _write(self, rows: list[dict[str, Any]]) -> list[LeaseLostError | None]:
+        """Write a batch of rows, fenced: each row's answer, a ``LeaseLostError`` if not held."""
+        held = await self.calls(
+            _write_rows, self.store, self.job_id, self.worker, self.attempt, rows
+        )
+        if held:
+            return [None] * len(rows)
+        return [
+            LeaseLostError(
+                f"worker {self.worker} no longer holds attempt {self.attempt} of "
+                f"job {self.job_id} (its lease lapsed; the job runs elsewhere): "
+                "the node's checkpoint was not written"
+            )
+            for _ in rows
+        ]
 
 
 def _ignore(future: asyncio.Future[None]) -> None:
