@@ -70,6 +70,17 @@ def _whole(console: Console, text: str | Text) -> None:
     console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
+def _file_of(run_id: str, db: Path | None) -> Path:
+    """The checkpoint file to look ``run_id`` up in (a bad id or no runs: one line, exit 2)."""
+    from ambidex.cli._run import check_run_id, checkpoint_file
+
+    check_run_id(run_id, checkpoint_file(db))
+    path = _existing(db)
+    if path is None:
+        raise fail(f"no run {run_id!r} in {checkpoint_file(db)} (it holds no runs)")
+    return path
+
+
 def _existing(db: Path | None) -> Path | None:
     """The checkpoint file to read; None when the default one does not exist yet.
 
@@ -177,12 +188,9 @@ def list_runs(
 @runs_app.command("show")
 def show(run_id: RunIdArgument, as_json: JsonOption = False, db: DbOption = None) -> None:
     """Show a run: where it came from, and each node's status, attempts, time and error."""
-    from ambidex.cli._run import check_run_id, checkpoint_file, open_store
+    from ambidex.cli._run import open_store
 
-    check_run_id(run_id, checkpoint_file(db))
-    path = _existing(db)
-    if path is None:
-        raise fail(f"no run {run_id!r} in {checkpoint_file(db)} (it holds no runs)")
+    path = _file_of(run_id, db)
     store = open_store(path)
     try:
         record = store.run_record(run_id)
@@ -284,18 +292,13 @@ def resume(
     """
     import ambidex as ax
     from ambidex.cli._run import (
-        check_run_id,
-        checkpoint_file,
         definition_problem,
         execute,
         open_store,
         resume_check,
     )
 
-    check_run_id(run_id, checkpoint_file(db))
-    path = _existing(db)
-    if path is None:
-        raise fail(f"no run {run_id!r} in {checkpoint_file(db)} (it holds no runs)")
+    path = _file_of(run_id, db)
     store = open_store(path)
     try:
         record = store.run_record(run_id)
