@@ -49,6 +49,13 @@ class JobStatus(enum.Enum):
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
+def _span(start: float | None, end: float | None) -> float | None:
+    """Seconds from ``start`` to ``end``, never negative; None if either is None."""
+    if start is None or end is None:
+        return None
+    return max(end - start, 0.0)
+
+
 def iso(ts: float | None) -> str | None:
     """An epoch timestamp as an ISO 8601 UTC string (None stays None)."""
     if ts is None:
@@ -235,9 +242,7 @@ class Job:
     @property
     def duration_s(self) -> float | None:
         """How long the job's last attempt ran; None until the job has finished."""
-        if self.started_at is None or self.finished_at is None:
-            return None
-        return max(self.finished_at - self.started_at, 0.0)
+        return _span(self.started_at, self.finished_at)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form the HTTP API returns."""
@@ -447,9 +452,7 @@ class WorkflowNode:
     @property
     def duration_s(self) -> float | None:
         """How long the node ran (all its attempts), once it has finished."""
-        if self.started_at is None or self.finished_at is None:
-            return None
-        return max(self.finished_at - self.started_at, 0.0)
+        return _span(self.started_at, self.finished_at)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""
