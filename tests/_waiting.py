@@ -7,8 +7,10 @@ busy; these return the moment ``predicate()`` holds, and give up after ``timeout
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 POLL_S = 0.005
 
@@ -31,3 +33,20 @@ async def await_for(predicate: Callable[[], bool], timeout_s: float = 10.0) -> b
             return True
         await asyncio.sleep(POLL_S)
     return predicate()
+
+
+def run_within(seconds: float, fn: Callable[[], Any]) -> Any:
+    """``fn()``'s result or exception, from a thread; fails the test if it takes longer."""
+    box: list[Any] = []
+
+    def target() -> None:
+        try:
+            box.append(fn())
+        except BaseException as exc:
+            box.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s: the run hangs"
+    return box[0]

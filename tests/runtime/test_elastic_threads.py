@@ -11,40 +11,17 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 
 import ambidex as ax
 from _waiting import await_for, wait_for
+from _width import Width
 from ambidex.runtime._threads import IOThreadPool
 
 
-class _Width:
-    """How many calls of a function run at once, at most."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.now = 0
-        self.most = 0
-
-    def wrap(self, d: float) -> Callable[[int], int]:
-        def call(x: int) -> int:
-            with self.lock:
-                self.now += 1
-                self.most = max(self.most, self.now)
-            try:
-                time.sleep(d)
-                return x
-            finally:
-                with self.lock:
-                    self.now -= 1
-
-        return call
-
-
 def test_blocking_fan_out_outside_a_workflow_keeps_io_threads() -> None:
-    width = _Width()
+    width = Width()
     nap = ax.blocking(width.wrap(0.02))
     with ax.Runtime(io_threads=4, cpu_workers=1) as rt:
         assert nap.map(range(40)) == list(range(40))
@@ -91,7 +68,7 @@ async def test_abandoned_elastic_calls_still_count_against_the_cap() -> None:
 
 async def test_elastic_call_does_not_queue_behind_ordinary_calls() -> None:
     release = threading.Event()
-    width = _Width()
+    width = Width()
     with ax.Runtime(io_threads=2, cpu_workers=1) as rt:
         # Both general threads held, and ten ordinary calls waiting behind them.
         held = [asyncio.ensure_future(ax.to_thread(release.wait, 10)) for _ in range(2)]

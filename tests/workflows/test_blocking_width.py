@@ -8,36 +8,13 @@ queueing for ``io_threads`` threads; the extra threads exit when idle.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 
 import ambidex as ax
 from _waiting import wait_for
+from _width import Width
 from ambidex.runtime._threads import RESERVED_THREADS
-
-
-class _Width:
-    """How many calls of a function run at once, at most."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.now = 0
-        self.most = 0
-
-    def wrap(self, d: float) -> Callable[[int], int]:
-        def call(x: int) -> int:
-            with self.lock:
-                self.now += 1
-                self.most = max(self.most, self.now)
-            try:
-                time.sleep(d)
-                return x
-            finally:
-                with self.lock:
-                    self.now -= 1
-
-        return call
 
 
 def _wide_workflow(fn: Callable[[int], int], width: int) -> ax.Workflow:
@@ -83,7 +60,7 @@ def test_blocking_task_nodes_grow_the_pool_as_plain_def_nodes_do() -> None:
 
 
 def test_a_thousand_wide_layer_never_has_more_threads_than_the_cap() -> None:
-    width = _Width()
+    width = Width()
     wf = _wide_workflow(width.wrap(0.02), 1000)
     with ax.Runtime(io_threads=4, io_threads_max=64, cpu_workers=1) as rt:
         t0 = time.perf_counter()

@@ -10,35 +10,18 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import ambidex as ax
+from _waiting import run_within
 from ambidex.workflows import CheckpointStore
 
 S = ax.NodeStatus
 E = ax.EventKind
 TERMINAL = {E.FINISHED, E.FAILED, E.SKIPPED, E.CANCELLED}
-
-
-def run_within(seconds: float, fn: Callable[[], Any]) -> Any:
-    """``fn()``'s result or exception, from a thread; fails the test if it takes longer."""
-    box: list[Any] = []
-
-    def target() -> None:
-        try:
-            box.append(fn())
-        except BaseException as exc:
-            box.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"still running after {seconds} s: the run hangs"
-    return box[0]
 
 
 class Recorder:

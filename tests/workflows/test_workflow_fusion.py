@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import ambidex as ax
+from _waiting import run_within
 from ambidex.workflows import _scheduler, current_node_key
 
 S = ax.NodeStatus
@@ -37,22 +36,6 @@ class Recorder:
 
     def of(self, node: str) -> list[ax.WorkflowEvent]:
         return [e for e in self.events if e.node == node]
-
-
-def run_within(seconds: float, fn: Callable[[], Any]) -> Any:
-    box: list[Any] = []
-
-    def target() -> None:
-        try:
-            box.append(fn())
-        except BaseException as exc:
-            box.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"still running after {seconds} s: the run hangs"
-    return box[0]
 
 
 @pytest.fixture
