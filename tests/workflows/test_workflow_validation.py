@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import enum
+import functools
 import importlib
 import types
 from typing import Any
@@ -785,3 +786,29 @@ def test_an_extra_field_of_a_model_that_allows_extras_is_not_refused() -> None:
         "b", _number, input={"n": a.output.score}, when=Condition.parse("${a.output.score} > 1")
     )
     assert wf.run()["b"] == 5
+
+
+def test_generator_functions_are_refused_before_anything_runs() -> None:
+    """A generator's body would run later, outside the node (its timeout, retries, record)."""
+
+    async def items(x: int) -> Any:
+        yield x
+
+    def lines(x: int) -> Any:
+        yield x
+
+    class Stream:
+        def __call__(self, x: int) -> Any:
+            yield x
+
+    for target, kind in (
+        (items, "an async generator"),
+        (lines, "a generator"),
+        (functools.partial(lines), "a generator"),
+        (Stream(), "a generator"),
+    ):
+        wf = ax.Workflow("gen")
+        wf.node("a", target, input=1)
+        (problem,) = problems_of(wf)
+        assert problem.startswith("node 'a': target ")
+        assert f"is {kind} function: a node's output is what it returns" in problem

@@ -26,6 +26,8 @@ import datetime
 import decimal
 import difflib
 import enum
+import functools
+import inspect
 import pathlib
 import types
 import typing
@@ -87,6 +89,13 @@ def validate(wf: Workflow) -> None:
                 f"{node.where(('target',), label=False)}: target {node.target!r} "
                 "is not an agent or a function"
             )
+        elif (kind := _generator_kind(node.target)) is not None:
+            problems.append(
+                f"{node.where(('target',), label=False)}: target "
+                f"{getattr(node.target, '__qualname__', node.target)!r} is {kind} function: a "
+                "node's output is what it returns, so it would pass on a generator that has "
+                "not run; return the items instead (e.g. a list)"
+            )
         problems.extend(_check_node(wf, node, targets, edges[name], names))
     problems.extend(_cycles(wf, edges))
     if problems:
@@ -121,6 +130,20 @@ def _edges(node: Node) -> list[_Edge]:
     if ref is not None:
         edges.append(_Edge(ref.source, ("when",), ref))
     return edges
+
+
+def _generator_kind(target: Any) -> str | None:
+    """'a generator' or 'an async generator' when calling ``target`` makes one, else None."""
+    fn = inspect.unwrap(target)
+    while isinstance(fn, functools.partial):
+        fn = inspect.unwrap(fn.func)
+    if not (inspect.isfunction(fn) or inspect.ismethod(fn)):
+        fn = inspect.getattr_static(type(fn), "__call__", None)  # a callable object
+    if inspect.isasyncgenfunction(fn):
+        return "an async generator"
+    if inspect.isgeneratorfunction(fn):
+        return "a generator"
+    return None
 
 
 class _Target(NamedTuple):
