@@ -227,11 +227,18 @@ def test_parse_inputs_keeps_text_inputs_and_lets_later_items_win() -> None:
 
 
 def test_info_json_has_what_the_table_shows() -> None:
-    code, out, _ = invoke("info", "--json", AMBIDEX_LOOP="asyncio", AMBIDEX_IO_THREADS="5")
+    code, out, _ = invoke(
+        "info",
+        "--json",
+        AMBIDEX_LOOP="asyncio",
+        AMBIDEX_IO_THREADS="5",
+        AMBIDEX_IO_THREADS_MAX="40",
+    )
     assert code == 0
     facts = json.loads(out)
     assert facts["ambidex"] == version("ambidex")
     assert facts["io_threads"] == 5
+    assert facts["io_threads_max"] == 40
     assert facts["event_loop"] == "asyncio"
     assert facts["backend"] == "local"
     assert set(facts) == {
@@ -239,6 +246,7 @@ def test_info_json_has_what_the_table_shows() -> None:
         "usable_cpus",
         "cgroup_cpu_quota",
         "io_threads",
+        "io_threads_max",
         "cpu_workers",
         "backend",
         "event_loop",

@@ -147,6 +147,7 @@ def info(
         "usable_cpus": rt.usable_cpus,
         "cgroup_cpu_quota": quota,
         "io_threads": rt.io_threads,
+        "io_threads_max": rt.io_threads_max,
         "cpu_workers": rt.cpu_workers,
         "backend": rt.backend,
         "event_loop": loop,
@@ -160,6 +161,7 @@ def info(
     table.add_row("usable CPUs (affinity, cgroup quota)", str(rt.usable_cpus))
     table.add_row("cgroup CPU quota", "none" if quota is None else f"{quota:g} CPUs")
     table.add_row("I/O threads (AMBIDEX_IO_THREADS)", str(rt.io_threads))
+    table.add_row("elastic I/O threads, at most (AMBIDEX_IO_THREADS_MAX)", str(rt.io_threads_max))
     table.add_row("cpu workers (AMBIDEX_CPU_WORKERS)", str(rt.cpu_workers))
     table.add_row("backend (AMBIDEX_BACKEND)", escape(rt.backend))
     if loop == "asyncio" and not _has_uvloop():
