@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import ambidex
+from ambidex._contain import EscapedExit, enter_job, leave_job, task_factory_installed
 from ambidex._job_model import Job, JobStatus, WorkerInfo
 from ambidex._text import describe_exception, format_traceback, plain_text, shorten
 from ambidex.jobs._batch import GroupCommit
 from ambidex.jobs._calls import StoreCalls
-from ambidex.jobs._contain import EscapedExit, enter_job, leave_job, task_factory_installed
 from ambidex.jobs._ending import Ending, StopReason
 from ambidex.jobs._metrics import JobMetrics
 from ambidex.jobs._statements import MAX_ERROR_CHARS, MAX_TRACEBACK_CHARS

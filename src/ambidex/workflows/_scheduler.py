@@ -28,6 +28,7 @@ import pydantic
 import pydantic_core
 
 from ambidex._backoff import retry_cannot_help
+from ambidex._contain import EscapedExit, enter_job, task_factory_installed
 from ambidex._text import describe_exception, plain_text
 from ambidex.agents import Agent
 from ambidex.exceptions import TaskTimeoutError
@@ -52,6 +53,8 @@ __all__ = ["NodeRun", "WorkflowResult", "execute"]
 
 # A failed node's retry waits: 0.1 s doubling to 5 s, full jitter.
 _RETRY_BACKOFF = Backoff(0.1, 5.0)
+_Task = asyncio.Task
+_THE_NODE = "the node"  # EscapedExit.where for a node's own SystemExit or KeyboardInterrupt
 
 _RESTORED = "restored from the checkpoint"
 _LATE = (
@@ -482,7 +485,9 @@ class _WorkflowExecution:
         run = self.runs[name]
         run.status = NodeStatus.RUNNING
         run.started_s = self.elapsed()
-        task = self.loop.create_task(self.run_node(self.nodes[name]), name=f"node:{name}")
+        # asyncio.Task, not loop.create_task: the run's task factory (user code's SystemExit)
+        # is for the tasks nodes start, not for the scheduler's own.
+        task = _Task(self.run_node(self.nodes[name]), loop=self.loop, name=f"node:{name}")
         self.running[task] = name
         task.add_done_callback(self.on_task_done)
 
@@ -558,6 +563,8 @@ class _WorkflowExecution:
             else:
                 self.cancelled_from_inside(name, task)
         elif (exc := task.exception()) is not None:
+            if isinstance(exc, EscapedExit) and exc.where == _THE_NODE:
+                exc = exc.exc  # the node's failure is what it raised: "SystemExit: 3"
             self.fail(name, exc, run.attempts)
         else:
             output = task.result()
@@ -610,34 +617,41 @@ class _WorkflowExecution:
 
     async def run_node(self, node: Node) -> Any:
         node_key.set(f"{self.run_id}:{node.name}")  # this task's own context: current_node_key()
+        enter_job("a task the node started")  # their SystemExit stays the node's (_contain)
         run = self.runs[node.name]
         value = self.node_input(node)
-        while True:
-            run.attempts += 1
-            self.emit(EventKind.STARTED, node.name, attempt=run.attempts)
-            if self.stopping:  # the listener failed on that event: this task is cancelled
-                raise asyncio.CancelledError
-            try:
-                if node.timeout_s is None:
-                    return await self.invoke(node, value)
-                cm = asyncio.timeout(node.timeout_s)
+        try:
+            while True:
+                run.attempts += 1
+                self.emit(EventKind.STARTED, node.name, attempt=run.attempts)
+                if self.stopping:  # the listener failed on that event: this task is cancelled
+                    raise asyncio.CancelledError
                 try:
-                    async with cm:
+                    if node.timeout_s is None:
                         return await self.invoke(node, value)
-                except TimeoutError:
-                    if cm.expired():
-                        raise TaskTimeoutError(f"node {node.name!r}", node.timeout_s) from None
-                    raise
-            except Exception as exc:
-                if run.attempts > node.retries or retry_cannot_help(exc):
-                    raise  # retries used up, or an error another attempt cannot mend
-                self.emit(
-                    EventKind.RETRYING,
-                    node.name,
-                    attempt=run.attempts,
-                    error=describe_exception(exc),
-                )
-                await _RETRY_BACKOFF.asleep(run.attempts)  # on the clock: a test may fake it
+                    cm = asyncio.timeout(node.timeout_s)
+                    try:
+                        async with cm:
+                            return await self.invoke(node, value)
+                    except TimeoutError:
+                        if cm.expired():
+                            raise TaskTimeoutError(f"node {node.name!r}", node.timeout_s) from None
+                        raise
+                except Exception as exc:
+                    if run.attempts > node.retries or retry_cannot_help(exc):
+                        raise  # retries used up, or an error another attempt cannot mend
+                    self.emit(
+                        EventKind.RETRYING,
+                        node.name,
+                        attempt=run.attempts,
+                        error=describe_exception(exc),
+                    )
+                    await _RETRY_BACKOFF.asleep(run.attempts)  # on the clock: a test may fake it
+        except (SystemExit, KeyboardInterrupt) as exc:
+            # The node's own (sys.exit, or raised in its thread or by its agent): out of a
+            # task asyncio would raise it from the event loop, stopping the loop thread and
+            # every run on it. It is the node's failure (not retried); on_task_done unwraps it.
+            raise EscapedExit(exc, _THE_NODE) from exc
 
     async def invoke(self, node: Node, value: Any) -> Any:
         target = node.target
@@ -991,19 +1005,24 @@ class _WorkflowExecution:
         for name in restored:
             self.emit(EventKind.FINISHED, name, reason=_RESTORED)
         try:
-            if not self.stopping and self.settled < len(self.nodes):
-                for name in self.nodes:
-                    if self.remaining[name] == 0 and self.runs[name].status is NodeStatus.PENDING:
-                        self.on_ready(name)
-                if self.batch:
-                    self.dispatch_batch()
-                await self.done
-        except asyncio.CancelledError:
-            self.cancelled = True
-            self.cancel_rest("the run was cancelled")
-            if self.running:
-                await asyncio.gather(*self.running, return_exceptions=True)
-            raise
+            with task_factory_installed(self.loop):  # for the tasks nodes start (_contain)
+                try:
+                    if not self.stopping and self.settled < len(self.nodes):
+                        for name in self.nodes:
+                            if (
+                                self.remaining[name] == 0
+                                and self.runs[name].status is NodeStatus.PENDING
+                            ):
+                                self.on_ready(name)
+                        if self.batch:
+                            self.dispatch_batch()
+                        await self.done
+                except asyncio.CancelledError:
+                    self.cancelled = True
+                    self.cancel_rest("the run was cancelled")
+                    if self.running:
+                        await asyncio.gather(*self.running, return_exceptions=True)
+                    raise
         finally:
             await self.finish()
         return self.result()
