@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict
 from typing import Annotated
@@ -16,6 +15,7 @@ import ambidex as ax
 from ambidex.cli._conventions import AmbidexTyper, RootGroup
 from ambidex.cli._environment import event_loop_name, installed_version
 from ambidex.cli._errors import fail
+from ambidex.cli._json import print_json
 from ambidex.cli._logging import LogLevel, choose_level
 
 __all__ = ["app", "main"]
@@ -98,7 +98,7 @@ def demo(
             "total_s": total_s,
             "statistics": stats.as_dict(),
         }
-        typer.echo(json.dumps(payload, indent=2))
+        print_json(payload)
         return
     table = Table(title="what ran where")
     for column in ("kind", "calls", "ran on", "wall", "one after another", "speed-up"):
@@ -154,7 +154,7 @@ def info(
     }
     rt.close()
     if as_json:
-        typer.echo(json.dumps(facts, indent=2))
+        print_json(facts)
         return
     table = Table(show_header=False)
     table.add_row("ambidex", str(facts["ambidex"]))

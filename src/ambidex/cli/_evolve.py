@@ -21,7 +21,6 @@ what the database kept.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -33,6 +32,7 @@ from rich.table import Table
 
 from ambidex.cli._conventions import AmbidexTyper, Group
 from ambidex.cli._errors import fail, one_line, os_error_code
+from ambidex.cli._json import print_json
 
 if TYPE_CHECKING:
     from ambidex.evolve import EvolveResult, ProgramDatabase
@@ -157,7 +157,7 @@ def evolve_command(
     _close(chosen)
     examples = _failure_examples(result.db_path)
     if as_json:
-        typer.echo(json.dumps({**result.summary(), "failure_examples": examples}, indent=2))
+        print_json({**result.summary(), "failure_examples": examples})
         return
     _show_result(result, examples)
 
@@ -280,7 +280,7 @@ def show_command(
     if as_json:
         if written is not None:
             data["report"] = str(written)
-        typer.echo(json.dumps(data, indent=2))
+        print_json(data)
         return
     _show_snapshot(snap, data, written)
 
@@ -351,7 +351,7 @@ def lineage_command(
         except KeyError as exc:
             raise fail(str(exc.args[0])) from None
     if as_json:
-        typer.echo(json.dumps(chain, indent=2))
+        print_json(chain)
         return
     console = Console()
     console.print(

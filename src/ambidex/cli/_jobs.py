@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -26,6 +26,7 @@ from rich.table import Table
 
 from ambidex.cli._conventions import AmbidexTyper
 from ambidex.cli._errors import fail
+from ambidex.cli._json import print_json
 from ambidex.cli._run import INPUT_HELP
 
 if TYPE_CHECKING:
@@ -146,10 +147,6 @@ def _percent(job: Job) -> str:
     return "-" if job.progress is None else f"{100 * job.progress:.0f}%"
 
 
-def _print_json(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=2, default=str))
-
-
 @jobs_app.command("list")
 def list_jobs(
     status: Annotated[
@@ -169,7 +166,7 @@ def list_jobs(
     with _open_client(url, token) as client:
         page = client.list(status=status, workload=workload, limit=limit, cursor=cursor)
     if as_json:
-        _print_json({"jobs": [j.as_dict() for j in page.jobs], "next_cursor": page.next_cursor})
+        print_json({"jobs": [j.as_dict() for j in page.jobs], "next_cursor": page.next_cursor})
         return
     console = Console()
     if not page.jobs:
@@ -253,7 +250,7 @@ def show(
         events = client.history(job.id)[-_SHOW_EVENTS:]
         attempts = client.attempts(job.id)
     if as_json:
-        _print_json(
+        print_json(
             {
                 "job": job.as_dict(),
                 "attempts": [a.as_dict() for a in attempts],
@@ -390,7 +387,7 @@ def submit(
             typer.echo(f"submitted job {job.id} ({job.workload}); waiting for it", err=True)
             job = _follow(client, job)
     if as_json:
-        _print_json(job.as_dict())
+        print_json(job.as_dict())
     if not wait:
         if not as_json:
             typer.echo(f"submitted job {job.id} ({job.workload}): {job.status.value}")
@@ -398,7 +395,7 @@ def submit(
         return
     if job.status.value == "succeeded":
         if not as_json:
-            _print_json(job.result)
+            print_json(job.result)
         return
     if job.status.value == "failed":
         raise _fail(f"job {job.id} ({job.workload}) failed: {job.error}")
@@ -429,7 +426,7 @@ def cancel(
     with _open_client(url, token) as client:
         job = client.cancel(_resolve(client, job_id))
     if as_json:
-        _print_json(job.as_dict())
+        print_json(job.as_dict())
     elif job.status.value == "cancelled":
         typer.echo(f"job {job.id} ({job.workload}): cancelled")
     elif job.status.terminal:
@@ -449,7 +446,7 @@ def retry(
     with _open_client(url, token) as client:
         job = client.retry(_resolve(client, job_id))
     if as_json:
-        _print_json(job.as_dict())
+        print_json(job.as_dict())
     else:
         typer.echo(f"job {job.id} ({job.workload}): back in the queue")
 
@@ -465,7 +462,7 @@ def rerun(
     with _open_client(url, token) as client:
         job = client.rerun(_resolve(client, job_id))
     if as_json:
-        _print_json(job.as_dict())
+        print_json(job.as_dict())
     else:
         typer.echo(f"job {job.id} ({job.workload}) re-runs {job.rerun_of}: {job.status.value}")
 
@@ -483,7 +480,7 @@ def workers(
         found = client.workers()
     now = time.time()
     if as_json:
-        _print_json({**found, "workers": [w.as_dict(now) for w in found["workers"]]})
+        print_json({**found, "workers": [w.as_dict(now) for w in found["workers"]]})
         return
     console = Console()
     table = Table()

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ambidex.cli._errors import fail, one_line
+from ambidex.cli._json import print_json
 
 if TYPE_CHECKING:
     import ambidex as ax
@@ -224,7 +225,7 @@ def execute(
     except ax.WorkflowError as exc:
         failed = getattr(exc, "result", None)
         if as_json and failed is not None:
-            typer.echo(json.dumps(failed.as_dict(), indent=2))
+            print_json(failed.as_dict())
         err.print(f"[bold red]failed:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         _print_line(err, f"resume with: {resume_command}")
         raise typer.Exit(1) from None
@@ -238,7 +239,7 @@ def execute(
         _print_line(err, f"resume with: {resume_command}")
         raise typer.Exit(130) from None
     if as_json:
-        typer.echo(json.dumps(result.as_dict(), indent=2))
+        print_json(result.as_dict())
         return
     out = Console()
     out.print(f"[bold green]succeeded[/] in {result.elapsed_s:.2f} s (run {escape(result.run_id)})")

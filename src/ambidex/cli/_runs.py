@@ -8,7 +8,6 @@ the YAML file and inputs the run recorded, from the directory it started in.
 
 from __future__ import annotations
 
-import json
 import os
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ from rich.text import Text
 
 from ambidex.cli._conventions import AmbidexTyper
 from ambidex.cli._errors import fail
+from ambidex.cli._json import print_json
 
 __all__ = ["runs_app"]
 
@@ -155,7 +155,7 @@ def list_runs(
         finally:
             store.close()
     if as_json:
-        typer.echo(json.dumps({"runs": [r.as_dict() for r in records]}, indent=2))
+        print_json({"runs": [r.as_dict() for r in records]})
         return
     console = Console()
     if not records:
@@ -216,7 +216,7 @@ def show(run_id: RunIdArgument, as_json: JsonOption = False, db: DbOption = None
             }
             for name in order
         ]
-        typer.echo(json.dumps({"run": record.as_dict(), "nodes": listed}, indent=2))
+        print_json({"run": record.as_dict(), "nodes": listed})
         return
     console = Console()
     total = len(record.nodes) if record.nodes else "?"

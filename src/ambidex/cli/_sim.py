@@ -31,6 +31,7 @@ from rich.table import Table
 
 from ambidex.cli._conventions import AmbidexTyper
 from ambidex.cli._errors import fail, one_line, os_error_code
+from ambidex.cli._json import print_json
 
 if TYPE_CHECKING:
     from ambidex.sim import Model, RunResult, SweepResult
@@ -181,7 +182,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _print_json(value: Any) -> None:
-    typer.echo(json.dumps(_jsonable(value), indent=2))
+    print_json(_jsonable(value))
 
 
 @contextmanager
