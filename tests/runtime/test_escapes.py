@@ -77,3 +77,45 @@ def test_stop_iteration_in_a_blocking_call_is_a_runtime_error_naming_it() -> Non
     with pytest.raises(RuntimeError, match=r"^StopIteration$") as info:
         blocking_next()
     assert isinstance(info.value.__cause__, StopIteration)
+
+
+@ax.io
+async def io_exit_on_two(x: int) -> int:
+    if x == 2:
+        sys.exit(4)
+    return x
+
+
+@ax.blocking
+def blocking_exit_on_two(x: int) -> int:
+    if x == 2:
+        sys.exit(5)
+    return x
+
+
+@ax.cpu
+def cpu_exit_on_two(x: int) -> int:
+    if x == 2:
+        sys.exit(6)
+    return x
+
+
+@pytest.mark.parametrize(
+    ("fn", "code"), [(io_exit_on_two, 4), (blocking_exit_on_two, 5), (cpu_exit_on_two, 6)]
+)
+def test_sys_exit_in_one_call_of_a_map_reaches_the_caller_and_the_loop_goes_on(
+    fn: ax.TaskFunction[..., int], code: int
+) -> None:
+    """A map's calls run as plain tasks on the loop thread: asyncio raised their SystemExit
+    out of the loop, which ended the loop thread (the caller got a bare CancelledError,
+    and every later call hung). Now the map raises it, as a plain call would."""
+    with pytest.raises(SystemExit) as info:
+        fn.map(range(4))
+    assert info.value.code == code
+    out = fn.map(range(4), return_exceptions=True)
+    assert out[:2] == [0, 1]
+    assert out[3] == 3
+    assert isinstance(out[2], SystemExit)
+    assert out[2].code == code
+    assert io_double(4) == 8  # the loop thread is alive
+    assert fn.map([7, 8]) == [7, 8]

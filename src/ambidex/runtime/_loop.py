@@ -151,7 +151,17 @@ class LoopThread:
         self._loop = loop
         self._ready.set()
         try:
-            loop.run_forever()
+            while True:
+                try:
+                    loop.run_forever()
+                    break  # stopped: close()
+                except (SystemExit, KeyboardInterrupt):
+                    # A task raised it (user code's sys.exit, run as a task that is not
+                    # `guarded`: a map's call, a gathered coroutine), and asyncio re-raised
+                    # it from the loop. The task holds it as its exception, so whoever
+                    # waits for the task gets it, as a plain call would; the loop, and
+                    # every other caller's work on it, goes on.
+                    continue
         finally:
             self._shutdown(loop)
 
