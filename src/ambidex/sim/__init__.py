@@ -33,6 +33,7 @@ from ambidex.sim._agents import Agents
 from ambidex.sim._continuous import ContinuousSpace
 from ambidex.sim._grid import Grid
 from ambidex.sim._model import Model, ModelError, Params, resolve_params
+from ambidex.sim._network import NetworkSpace, node_neighbors, random_neighbor
 from ambidex.sim._recorder import Record, Recorder, RecordError, open_record
 from ambidex.sim._report import report
 from ambidex.sim._run import RunResult, gini, load_model, run
@@ -47,6 +48,7 @@ __all__ = [
     "MetricsTable",
     "Model",
     "ModelError",
+    "NetworkSpace",
     "Params",
     "Record",
     "RecordError",
@@ -60,7 +62,9 @@ __all__ = [
     "gini",
     "grid_points",
     "load_model",
+    "node_neighbors",
     "open_record",
+    "random_neighbor",
     "report",
     "resolve_params",
     "run",
