@@ -33,7 +33,8 @@ The build is vectorised numpy: one sort of the ``2E`` (``E`` when directed)
 ``src * n + dst`` keys, which also merges duplicates, then a ``bincount`` for
 ``indptr``; no Python loop over edges. ``erdos_renyi`` draws Erdős-Rényi
 ``G(n, p)`` from the model's generator by geometric skips over the
-``n (n - 1) / 2`` node pairs, so its cost is ``O(n + E)``, not ``O(n²)``.
+``n (n - 1) / 2`` node pairs, so drawing costs ``O(n + E)``, not ``O(n²)`` (the
+build that follows sorts, as above).
 """
 
 from __future__ import annotations
