@@ -3,6 +3,8 @@ with one line; G(n, p) has the right distribution and is drawn deterministically
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import networkx as nx
@@ -255,3 +257,18 @@ def test_pair_unranking_is_exact_up_to_the_largest_graph() -> None:
         got_v, got_w = _unrank_pairs(vs * (vs - 1) // 2 + w)
         assert got_v.tolist() == vs.tolist()
         assert got_w.tolist() == w.tolist()
+
+
+def test_importing_ambidex_sim_does_not_load_numba_until_a_helper_is_asked_for() -> None:
+    code = (
+        "import sys, ambidex.sim as s\n"
+        "before = 'numba' in sys.modules\n"
+        "s.NetworkSpace(3, [0, 1], [1, 2])\n"
+        "built = 'numba' in sys.modules\n"
+        "s.random_neighbor\n"
+        "print(before, built, 'numba' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.split() == ["False", "False", "True"]

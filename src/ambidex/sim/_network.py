@@ -10,10 +10,11 @@ two plain ``int64`` arrays in compressed sparse row form:
   networkx's ``G.neighbors``.
 
 A compiled kernel takes the two arrays as arguments and walks them directly
-(``for k in range(indptr[v], indptr[v + 1]): w = indices[k]``) or calls the
-helpers of this module, which are ``numba.njit`` functions when numba is
-installed (plain Python otherwise): ``node_neighbors(indptr, indices, v)`` and
-``random_neighbor(indptr, indices, v, rng)``.
+(``for k in range(indptr[v], indptr[v + 1]): w = indices[k]``) or calls
+``ax.sim.node_neighbors(indptr, indices, v)`` and
+``ax.sim.random_neighbor(indptr, indices, v, rng)``, ``numba.njit`` functions
+in ``_network_kernels`` (imported on first use, so ``import ambidex.sim`` does
+not pay for numba).
 
 What the space accepts, and what it refuses with one ``ValueError`` line:
 
@@ -40,52 +41,20 @@ build that follows sorts, as above).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["NetworkSpace", "node_neighbors", "random_neighbor"]
+__all__ = ["NetworkSpace"]
 
 IndexArray = npt.NDArray[np.int64]
-F = TypeVar("F", bound=Callable[..., Any])
 
 # The largest graph whose ``src * n + dst`` edge keys fit in an int64.
 _MAX_NODES = 2**31
 
 # Geometric skips are drawn this many (times the expected number) at a time.
 _CHUNK_MARGIN = 1.1
-
-
-def _compiled(fn: F) -> F:
-    """``numba.njit(cache=True)(fn)`` when numba is installed, else ``fn`` itself."""
-    try:
-        import numba
-    except ImportError:  # pragma: no cover - numba comes with ambidex[sim]
-        return fn
-    return cast(F, numba.njit(cache=True)(fn))
-
-
-@_compiled
-def node_neighbors(indptr: IndexArray, indices: IndexArray, v: int) -> IndexArray:
-    """The neighbours of node ``v`` (a view into ``indices``), ascending."""
-    return indices[indptr[v] : indptr[v + 1]]
-
-
-@_compiled
-def random_neighbor(
-    indptr: IndexArray, indices: IndexArray, v: int, rng: np.random.Generator
-) -> int:
-    """A uniformly chosen neighbour of node ``v``, or ``-1`` if it has none.
-
-    Draws one double from ``rng`` (none for an isolated node).
-    """
-    lo = indptr[v]
-    d = indptr[v + 1] - lo
-    if d == 0:
-        return -1
-    return int(indices[lo + int(rng.random() * d)])
 
 
 def _count(value: object, name: str, minimum: int) -> int:
