@@ -33,11 +33,13 @@ def load_mesa() -> types.SimpleNamespace:
     from mesa.examples.advanced.wolf_sheep.model import WolfSheep as MesaWolfSheep
     from mesa.examples.basic.boltzmann_wealth_model.model import BoltzmannWealth
     from mesa.examples.basic.schelling.model import Schelling as MesaSchelling
+    from mesa.examples.basic.virus_on_network.model import VirusOnNetwork as MesaVirusOnNetwork
     from mesa.experimental.devs import ABMSimulator
 
     return types.SimpleNamespace(
         BoltzmannWealth=BoltzmannWealth,
         Schelling=MesaSchelling,
         WolfSheep=MesaWolfSheep,
+        VirusOnNetwork=MesaVirusOnNetwork,
         ABMSimulator=ABMSimulator,
     )

@@ -75,6 +75,17 @@ def test_sim_vs_mesa_quick_runs_both_and_they_agree(tmp_path: Path) -> None:
     assert all(r["value"] > 1 for r in ratios), ratios
 
 
+def test_sim_network_quick_runs_both_and_they_agree(tmp_path: Path) -> None:
+    data = _quick("sim_network.py", tmp_path / "network")
+    assert data["agreement_passed"] is True
+    ratios = data["ratios"]
+    assert isinstance(ratios, list)
+    assert all(r["value"] > 1 for r in ratios if "virus" in r["ratio"]), ratios
+    build = data["build"]
+    assert isinstance(build, dict)
+    assert len({s["edges"] for name, s in build["systems"].items() if "fast_gnp" not in name}) == 1
+
+
 def test_evolve_parallel_quick_runs_every_mode(tmp_path: Path) -> None:
     data = _quick("evolve_parallel.py", tmp_path / "evolve")
     for mode in ("sequential", "pipeline", "batches"):

@@ -24,6 +24,8 @@ Needs numpy (``pip install 'ambidex[sim]'`` also brings numba for compiled
 kernels, matplotlib for reports and pyarrow for Parquet records).
 """
 
+from typing import TYPE_CHECKING, Any
+
 try:
     import numpy  # noqa: F401
 except ImportError as exc:  # pragma: no cover - exercised only without numpy
@@ -33,6 +35,7 @@ from ambidex.sim._agents import Agents
 from ambidex.sim._continuous import ContinuousSpace
 from ambidex.sim._grid import Grid
 from ambidex.sim._model import Model, ModelError, Params, resolve_params
+from ambidex.sim._network import NetworkSpace
 from ambidex.sim._recorder import Record, Recorder, RecordError, open_record
 from ambidex.sim._report import report
 from ambidex.sim._run import RunResult, gini, load_model, run
@@ -47,6 +50,7 @@ __all__ = [
     "MetricsTable",
     "Model",
     "ModelError",
+    "NetworkSpace",
     "Params",
     "Record",
     "RecordError",
@@ -60,9 +64,23 @@ __all__ = [
     "gini",
     "grid_points",
     "load_model",
+    "node_neighbors",
     "open_record",
+    "random_neighbor",
     "report",
     "resolve_params",
     "run",
     "sweep",
 ]
+
+if TYPE_CHECKING:
+    from ambidex.sim._network_kernels import node_neighbors, random_neighbor
+
+
+def __getattr__(name: str) -> Any:
+    # The numba helpers of NetworkSpace load numba: only when a model asks for them.
+    if name in ("node_neighbors", "random_neighbor"):
+        from ambidex.sim import _network_kernels
+
+        return getattr(_network_kernels, name)
+    raise AttributeError(f"module 'ambidex.sim' has no attribute {name!r}")
