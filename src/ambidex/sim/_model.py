@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ambidex.exceptions import AmbidexError
+from ambidex.sim._kernel_rng import kernel_generator
 
 __all__ = ["Model", "ModelError", "Params", "resolve_params"]
 
@@ -161,7 +162,7 @@ class Model:
         self.seed_sequence = (
             seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
         )
-        self.rng = np.random.Generator(np.random.PCG64(self.seed_sequence))
+        self.rng: np.random.Generator = kernel_generator(self.seed_sequence)
         self.inputs: Mapping[str, np.ndarray[Any, Any]] = dict(inputs or {})
         self.step_index = 0
         self.running = True
