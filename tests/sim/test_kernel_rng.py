@@ -113,7 +113,7 @@ def test_shipped_models_keep_their_digests(model: str, seed: int) -> None:
     assert result.metrics.digest() == DIGESTS[model, seed]
 
 
-def test_numpy_only_models_do_not_import_numba() -> None:
+def test_numpy_only_models_do_not_import_numba_and_a_later_kernel_is_taught() -> None:
     code = (
         "import sys, numpy as np, ambidex.sim as sim\n"
         "m = sim.Model(seed=3)\n"
@@ -123,9 +123,10 @@ def test_numpy_only_models_do_not_import_numba() -> None:
         "@numba.njit\n"
         "def draw(rng):\n"
         "    return rng.random()\n"
-        "late = draw(m.rng)\n"  # numba came after the model: numba's plain Generator path
-        "import ambidex.sim.kernels\n"
+        "late = draw(m.rng)\n"  # numba came after the model: the first call teaches it
+        "assert 'ambidex.sim.kernels' in sys.modules\n"
         "assert numba.typeof(m.rng).name == 'KernelGenerator'\n"
+        "assert [t.name for t in draw.signatures[0]] == ['KernelGenerator']\n"
         "plain = np.random.Generator(np.random.PCG64(np.random.SeedSequence(3)))\n"
         "assert [first, late, draw(m.rng)] == plain.random(3).tolist()\n"
         "print('ok')\n"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import sys
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +38,6 @@ class KernelGenerator(np.random.Generator):
 
     _ax_buffer: np.ndarray[Any, np.dtype[np.uintp]]
     _ax_words: int
-    _numba_type_: ClassVar[Any]  # set by ``ambidex.sim.kernels``; numba reads it in C
 
     def __init__(self, bit_generator: np.random.BitGenerator) -> None:
         super().__init__(bit_generator)
@@ -61,6 +60,19 @@ class KernelGenerator(np.random.Generator):
         self._ax_buffer = np.array(words, dtype=np.uintp)
         self._ax_words = int(self._ax_buffer.ctypes.data)
 
+    @property
+    def _numba_type_(self) -> Any:
+        """The numba type of the generator, read by numba's dispatcher (in C) at every call.
+
+        Only numba asks, so numba is imported: the first read teaches it the type
+        (``ambidex.sim.kernels``), which puts the type itself on the class in
+        place of this property. A model built before numba was imported is
+        taught all the same.
+        """
+        import ambidex.sim.kernels  # noqa: F401  (replaces this property on import)
+
+        return type(self)._numba_type_
+
     def __reduce__(self) -> tuple[Any, ...]:
         # Generator's own reduce rebuilds a plain Generator; keep the subclass.
         return (KernelGenerator, (self.bit_generator,))
@@ -74,12 +86,10 @@ def kernel_generator(seed: np.random.SeedSequence | int) -> KernelGenerator:
 
 
 def teach_numba() -> None:
-    """Register ``KernelGenerator`` with numba if this process has imported numba.
+    """Register ``KernelGenerator`` with numba now if this process has imported numba.
 
-    Importing numba here would cost every numpy-only model half a second; a
-    model whose kernels use numba has imported it by the time it is built. If
-    numba comes later, a kernel still takes the generator (as numba's plain
-    ``Generator``, at the plain cost) until ``ambidex.sim.kernels`` is imported.
+    Importing numba here would cost every numpy-only model half a second. If
+    numba comes later, the first kernel call teaches it (``_numba_type_``).
     """
     if "numba" in sys.modules and "ambidex.sim.kernels" not in sys.modules:
         import ambidex.sim.kernels  # noqa: F401  (registers on import)

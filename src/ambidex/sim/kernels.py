@@ -20,7 +20,8 @@ numba's own ``Generator`` methods (``rng.random()``, ``rng.integers(...)``,
 module teaches numba to type as one interned type and to unbox with a few
 loads, so the call costs well under a microsecond more than without it
 (a plain ``Generator`` costs 6-16 µs a call). Importing this module registers
-it; ``Model`` does so when numba is already imported.
+it; ``Model`` does so when numba is already imported, and the first kernel
+call otherwise.
 """
 
 # numba's extension API is untyped: calling it is what this module is for.
@@ -68,8 +69,9 @@ def _typeof_kernel_generator(val: KernelGenerator, c: Any) -> KernelGeneratorTyp
     return _TYPE
 
 
-# A dispatcher call reads ``_numba_type_`` in C, without going back to Python's typeof.
-KernelGenerator._numba_type_ = _TYPE
+# A dispatcher call reads ``_numba_type_`` in C, without going back to Python's typeof;
+# the plain attribute replaces the property that imports this module.
+KernelGenerator._numba_type_ = _TYPE  # type: ignore[assignment,method-assign]
 
 
 @unbox(KernelGeneratorType)
