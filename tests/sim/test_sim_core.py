@@ -384,6 +384,23 @@ def test_gini() -> None:
     assert sim.gini([]) == 0.0
 
 
+def test_gini_gives_the_bits_of_its_plain_numpy_formula() -> None:
+    def plain(values: Any) -> float:
+        x = np.sort(np.asarray(values, dtype=np.float64))
+        n, total = len(x), x.sum()
+        if n == 0 or total == 0 or not np.isfinite(total):
+            return 0.0
+        cum = np.arange(n, 0, -1, dtype=np.float64)
+        return 1.0 + 1.0 / n - 2.0 * float((x * cum).sum() / (n * total))
+
+    rng = np.random.default_rng(17)
+    for n in (1, 2, 7, 100, 513, 10_000):
+        for values in (rng.integers(0, 9, n), rng.pareto(1.2, n) * 1e6, list(rng.random(n))):
+            original = np.array(values, copy=True)
+            assert sim.gini(values) == plain(values)
+            assert np.array_equal(np.asarray(values), original)  # not sorted in place
+
+
 def test_sim_is_reachable_from_ax() -> None:
     import ambidex
 
