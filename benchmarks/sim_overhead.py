@@ -23,9 +23,9 @@ turns (one of each per round, alternating which goes first):
 Medians over rounds (5; 2 with ``--quick``); within a worker every figure is the
 median of several interleaved repeats. Load average is recorded at start and end.
 
-    .venv/bin/python benchmarks/sim_overhead.py          # ~1.5 min; writes
+    .venv/bin/python benchmarks/sim_overhead.py          # ~3.5 min at load 8; writes
                                                          # results/sim_overhead.json
-    .venv/bin/python benchmarks/sim_overhead.py --quick  # ~30 s
+    .venv/bin/python benchmarks/sim_overhead.py --quick  # ~25 s
 """
 
 from __future__ import annotations
