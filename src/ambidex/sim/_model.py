@@ -141,8 +141,10 @@ class Model:
                 return {"gini": gini(self.agents.wealth)}
 
     The model draws every random number from ``self.rng`` (a
-    ``numpy.random.Generator`` seeded from the run's seed; a numba kernel can
-    take it as an argument), so the same seed gives the same run, bit for bit.
+    ``numpy.random.Generator`` seeded from the run's seed), so the same seed
+    gives the same run, bit for bit. A numba kernel takes it as an argument for
+    well under a microsecond a call and draws from the same stream; the helpers
+    of ``ambidex.sim.kernels`` (``below``, ``shuffle``, ``permutation``) take it too.
     Large read-only inputs given to ``run``/``sweep`` are in ``self.inputs``.
     Set ``self.running = False`` to end the run early.
     """
