@@ -99,6 +99,9 @@ def test_helpers_draw_as_the_models_wrote_them() -> None:
     ks = [below(rng, 7) for _ in range(200)]
     assert set(ks) == set(range(7))
     assert ks == [int(plain.random() * 7) for _ in range(200)]
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        below(rng, 0)
+    assert below(rng, 1) == 0
     order = permutation(100, rng)
     assert sorted(order.tolist()) == list(range(100))
     values = np.arange(10, 20)

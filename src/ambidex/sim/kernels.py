@@ -110,7 +110,13 @@ def _box_kernel_generator(typ: Any, val: Any, c: Any) -> Any:
 
 @numba.njit(cache=True)
 def below(rng: np.random.Generator, k: int) -> int:
-    """A uniform integer in ``[0, k)`` from one double (bias below 2**-52, far below noise)."""
+    """A uniform integer in ``[0, k)`` from one double (bias below 2**-52, far below noise).
+
+    Raises:
+        ValueError: ``k`` is below 1 (there is no such integer); the draw is not made.
+    """
+    if k < 1:
+        raise ValueError("below(rng, k): k must be at least 1")
     return int(rng.random() * k)
 
 
