@@ -75,7 +75,7 @@ class KernelGenerator(np.random.Generator):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Generator's own reduce rebuilds a plain Generator; keep the subclass.
-        return (KernelGenerator, (self.bit_generator,))
+        return (type(self), (self.bit_generator,))
 
 
 def kernel_generator(seed: np.random.SeedSequence | int) -> KernelGenerator:
