@@ -24,6 +24,8 @@ DIGESTS = {
     ("boltzmann", 42): "00d1267b0d61b1692f599caab2978e04bede9968cfe826c437fe7f701c84ab15",
     ("schelling", 1): "fcd21ad13d9393a92628a6ad8ab9ffa448c6af3eaf4fa2d8e6aa9dfa7172debc",
     ("schelling", 12345): "4fce20a74d23bc1f856cab42cd4d68915d28fc7c4147386ae8b53e131905fccd",
+    ("forager", 0): "196d09b32752a3faa72680e1c973c6bea73ebc3c7b1dc600c33ced84ae2a9b1f",
+    ("forager", 42): "e7935375205586f9eb6f82c3e90d9691b006219f10f823ff42eb81552a3f897b",
     ("wolf_sheep", 0): "030ab4b066ab1a72c4b61dc83e77983a8781ec517e53cd68f027669a9bf02168",
     ("wolf_sheep", 42): "2eab98361a56cbeb5cb7229cec02e15e311ef7085d444cfeafece0d73ff17f3d",
 }
@@ -35,6 +37,7 @@ CASES = {
         {"width": 20, "height": 20, "initial_sheep": 100, "initial_wolves": 50},
         50,
     ),
+    "forager": ("Forager", {}, 20),
 }
 
 
