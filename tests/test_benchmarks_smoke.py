@@ -86,6 +86,16 @@ def test_sim_network_quick_runs_both_and_they_agree(tmp_path: Path) -> None:
     assert len({s["edges"] for name, s in build["systems"].items() if "fast_gnp" not in name}) == 1
 
 
+def test_sim_overhead_quick_measures_both_trees_beside_mesa(tmp_path: Path) -> None:
+    data = _quick("sim_overhead.py", tmp_path / "overhead")
+    before, after = data["before"][0], data["after"][0]  # type: ignore[index]
+    assert before["rng_type"] == "Generator"
+    assert after["rng_type"] == "KernelGenerator"
+    for label, figures in data["boltzmann"].items():  # type: ignore[attr-defined]
+        assert figures["mesa"] > 0, label
+        assert figures["after"] > 0, label
+
+
 def test_evolve_parallel_quick_runs_every_mode(tmp_path: Path) -> None:
     data = _quick("evolve_parallel.py", tmp_path / "evolve")
     for mode in ("sequential", "pipeline", "batches"):

@@ -27,22 +27,7 @@ import numba
 import numpy as np
 
 import ambidex as ax
-
-
-@numba.njit(cache=True)
-def _below(rng: np.random.Generator, k: int) -> int:
-    """A uniform integer in ``[0, k)`` (from one double: bias below 2**-52, far below noise)."""
-    return int(rng.random() * k)
-
-
-@numba.njit(cache=True)
-def _permutation(n: int, rng: np.random.Generator) -> np.ndarray:
-    """A uniformly random order of ``0..n-1`` (Fisher-Yates), drawn from ``rng``."""
-    order = np.arange(n)
-    for i in range(n - 1, 0, -1):
-        j = _below(rng, i + 1)
-        order[i], order[j] = order[j], order[i]
-    return order
+from ambidex.sim.kernels import below, permutation
 
 
 @numba.njit(cache=True)
@@ -69,11 +54,11 @@ def _step(
         head[c] = a
         count[c] += 1
 
-    order = _permutation(n, rng)
+    order = permutation(n, rng)
     for i in range(n):
         a = order[i]
         old = cell[a]
-        new = nbr[old, _below(rng, nbr_count[old])]
+        new = nbr[old, below(rng, nbr_count[old])]
         # Unlink from the old cell, link at the head of the new one.
         if prv[a] >= 0:
             nxt[prv[a]] = nxt[a]
@@ -91,7 +76,7 @@ def _step(
         cell[a] = new
         # Give 1 unit to a uniformly chosen other agent of the new cell.
         if wealth[a] > 0 and count[new] > 1:
-            k = _below(rng, count[new] - 1)
+            k = below(rng, count[new] - 1)
             b = nxt[a]  # ``a`` is the head: the others follow it
             for _ in range(k):
                 b = nxt[b]

@@ -35,12 +35,7 @@ import numba
 import numpy as np
 
 import ambidex as ax
-
-
-@numba.njit(cache=True)
-def _below(rng: np.random.Generator, k: int) -> int:
-    """A uniform integer in ``[0, k)`` (from one double: bias below 2**-52, far below noise)."""
-    return int(rng.random() * k)
+from ambidex.sim.kernels import below, permutation
 
 
 @numba.njit(cache=True)
@@ -81,17 +76,14 @@ def _move_unhappy(
     # The empty cells, kept as an unordered list: a move swaps the new cell out for the old.
     empty = np.flatnonzero(occupant < 0)
     n_empty = len(empty)
-    order = np.arange(n)
-    for i in range(n - 1, 0, -1):  # Fisher-Yates
-        j = _below(rng, i + 1)
-        order[i], order[j] = order[j], order[i]
+    order = permutation(n, rng)
     if n_empty == 0:
         return
     for i in range(n):
         a = order[i]
         if happy[a]:
             continue
-        k = _below(rng, n_empty)
+        k = below(rng, n_empty)
         old, new = cell[a], empty[k]
         empty[k] = old
         occupant[old] = -1

@@ -49,24 +49,10 @@ import numba
 import numpy as np
 
 import ambidex as ax
+from ambidex.sim.kernels import below, shuffle
 
 SHEEP = 0
 WOLF = 1
-
-
-@numba.njit(cache=True)
-def _below(rng: np.random.Generator, k: int) -> int:
-    """A uniform integer in ``[0, k)`` (from one double: bias below 2**-52, far below noise)."""
-    return int(rng.random() * k)
-
-
-@numba.njit(cache=True)
-def _shuffled(rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """``rows`` in a uniformly random order (Fisher-Yates, in place)."""
-    for i in range(len(rows) - 1, 0, -1):
-        j = _below(rng, i + 1)
-        rows[i], rows[j] = rows[j], rows[i]
-    return rows
 
 
 @numba.njit(cache=True)
@@ -129,7 +115,7 @@ def _sheep_destination(
     if n_safe == 0:
         return c
     need_grass = n_grassy > 0
-    k = _below(rng, n_grassy if need_grass else n_safe)
+    k = below(rng, n_grassy if need_grass else n_safe)
     for j in range(nbr_count[c]):
         d = nbr[c, j]
         if wolves_in[d] == 0 and (grown[d] or not need_grass):
@@ -149,8 +135,8 @@ def _wolf_destination(
         if sheep_in[nbr[c, j]] > 0:
             n_prey += 1
     if n_prey == 0:
-        return int(nbr[c, _below(rng, nbr_count[c])])
-    k = _below(rng, n_prey)
+        return int(nbr[c, below(rng, nbr_count[c])])
+    k = below(rng, n_prey)
     for j in range(nbr_count[c]):
         d = nbr[c, j]
         if sheep_in[d] > 0:
@@ -218,7 +204,7 @@ def _step(
     for a in range(n):
         if kind[a] == WOLF:
             wolves_in[cell[a]] += 1
-    for a in _shuffled(np.flatnonzero(kind[:n] == SHEEP), rng):
+    for a in shuffle(np.flatnonzero(kind[:n] == SHEEP), rng):
         c = _sheep_destination(cell[a], nbr, nbr_count, wolves_in, grown, rng)
         cell[a] = c
         energy[a] -= 1
@@ -233,13 +219,13 @@ def _step(
     # The wolves alive at the start of the step, in a random order; they can eat
     # any live sheep, newborns included.
     start, members, sheep_in = _sheep_by_cell(m, kind, cell, dead, n_cells)
-    for a in _shuffled(np.flatnonzero(kind[:n] == WOLF), rng):
+    for a in shuffle(np.flatnonzero(kind[:n] == WOLF), rng):
         c = _wolf_destination(cell[a], nbr, nbr_count, sheep_in, rng)
         cell[a] = c
         energy[a] -= 1
         if sheep_in[c] > 0:
             # Eat a random sheep of the cell and swap it out of the cell's live segment.
-            k = start[c] + _below(rng, sheep_in[c])
+            k = start[c] + below(rng, sheep_in[c])
             last = start[c] + sheep_in[c] - 1
             dead[members[k]] = True
             members[k] = members[last]

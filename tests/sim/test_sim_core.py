@@ -171,11 +171,41 @@ def test_run_stops_when_the_model_says_so() -> None:
 def test_run_reports_progress_and_rejects_bad_arguments() -> None:
     seen: list[tuple[int, int]] = []
     sim.run(Exchange, steps=3, progress=lambda d, t: seen.append((d, t)))
-    assert seen == [(1, 3), (2, 3), (3, 3)]
+    assert seen[0] == (1, 3)
+    assert seen[-1] == (3, 3)
+    assert [d for d, _ in seen] == sorted({d for d, _ in seen})
     with pytest.raises(sim.ModelError, match="seed must be a non-negative integer"):
         sim.run(Exchange, seed=-1)
     with pytest.raises(sim.ModelError, match="steps must be"):
         sim.run(Exchange, steps=-2)
+
+
+def test_run_reports_progress_ten_times_a_second_at_most_when_steps_are_fast() -> None:
+    seen: list[tuple[int, int]] = []
+    result = sim.run(Counts, steps=20_000, progress=lambda d, t: seen.append((d, t)))
+    assert seen[0] == (1, 20_000)
+    assert seen[-1] == (20_000, 20_000)
+    assert len(seen) <= 2 + result.elapsed_s / 0.1 + 1
+
+
+def test_run_reports_the_last_step_once_when_the_model_stops_itself() -> None:
+    seen: list[tuple[int, int]] = []
+    sim.run(Stops, {"until": 4}, steps=10, progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (4, 10)
+    assert [d for d, _ in seen].count(4) == 1
+
+
+class Counts(sim.Model):
+    """Does nearly nothing a step: the run's own cost is all there is."""
+
+    def setup(self, params: sim.Params) -> None:
+        self.k = 0
+
+    def step(self) -> None:
+        self.k += 1
+
+    def metrics(self) -> dict[str, int]:
+        return {"k": self.k}
 
 
 def test_bad_metrics_are_named() -> None:
@@ -191,6 +221,72 @@ def test_bad_metrics_are_named() -> None:
 
     with pytest.raises(sim.ModelError, match=r"Bad.metrics\(\)\['k'\] at step 2 is str"):
         sim.run(Bad, steps=3)
+
+
+class Mixed(sim.Model):
+    """Metrics whose types change from step to step, as careless models' do."""
+
+    def setup(self, params: sim.Params) -> None:
+        self.k = 0
+
+    def step(self) -> None:
+        self.k += 1
+
+    def metrics(self) -> dict[str, Any]:
+        k = self.k
+        return {
+            "flag": k % 2 == 0 if k < 3 else np.bool_(k % 3 == 0),
+            "ratio": k if k < 2 else k / 3,
+            "small": np.float32(k) / np.float32(7),
+            "count": np.int32(k) if k % 2 else k,
+        }
+
+
+def test_run_table_is_what_the_rows_make_when_metric_types_change() -> None:
+    result = sim.run(Mixed, steps=6)
+    model = Mixed()
+    model.setup(model.params)
+    rows = []
+    for step in range(7):
+        if step:
+            model.step()
+        m = model.metrics()
+        rows.append([step, *(int(v) if isinstance(v, (bool, np.bool_)) else v for v in m.values())])
+    expected = sim.MetricsTable.from_rows(["step", "flag", "ratio", "small", "count"], rows)
+    assert result.metrics.equals(expected)
+    assert result.metrics["flag"].dtype == np.int64
+    assert result.metrics["small"].dtype == np.float32
+
+
+def test_run_names_a_metric_key_that_changes_after_fast_steps() -> None:
+    class Renames(sim.Model):
+        def setup(self, params: sim.Params) -> None:
+            self.k = 0
+
+        def step(self) -> None:
+            self.k += 1
+
+        def metrics(self) -> dict[str, int]:
+            return {"a": self.k, "b": 0} if self.k < 5 else {"b": 0, "a": self.k}
+
+    with pytest.raises(sim.ModelError, match=r"at step 5 returned \['b', 'a'\]"):
+        sim.run(Renames, steps=8)
+
+
+def test_run_takes_any_mapping_of_numbers_as_metrics() -> None:
+    class Frozen(sim.Model):
+        def setup(self, params: sim.Params) -> None:
+            self.k = 0
+
+        def step(self) -> None:
+            self.k += 1
+
+        def metrics(self) -> Any:
+            import types
+
+            return types.MappingProxyType({"k": self.k})
+
+    assert sim.run(Frozen, steps=3).metrics["k"].tolist() == [0, 1, 2, 3]
 
 
 def test_inputs_are_read_only_in_the_model() -> None:
@@ -286,6 +382,23 @@ def test_gini() -> None:
     assert sim.gini([1, 1, 1, 1]) == pytest.approx(0.0)
     assert sim.gini([0, 0, 0, 10]) == pytest.approx(0.75)
     assert sim.gini([]) == 0.0
+
+
+def test_gini_gives_the_bits_of_its_plain_numpy_formula() -> None:
+    def plain(values: Any) -> float:
+        x = np.sort(np.asarray(values, dtype=np.float64))
+        n, total = len(x), x.sum()
+        if n == 0 or total == 0 or not np.isfinite(total):
+            return 0.0
+        cum = np.arange(n, 0, -1, dtype=np.float64)
+        return 1.0 + 1.0 / n - 2.0 * float((x * cum).sum() / (n * total))
+
+    rng = np.random.default_rng(17)
+    for n in (1, 2, 7, 100, 513, 10_000):
+        for values in (rng.integers(0, 9, n), rng.pareto(1.2, n) * 1e6, list(rng.random(n))):
+            original = np.array(values, copy=True)
+            assert sim.gini(values) == plain(values)
+            assert np.array_equal(np.asarray(values), original)  # not sorted in place
 
 
 def test_sim_is_reachable_from_ax() -> None:

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ambidex.exceptions import AmbidexError
+from ambidex.sim._kernel_rng import kernel_generator
 
 __all__ = ["Model", "ModelError", "Params", "resolve_params"]
 
@@ -140,8 +141,10 @@ class Model:
                 return {"gini": gini(self.agents.wealth)}
 
     The model draws every random number from ``self.rng`` (a
-    ``numpy.random.Generator`` seeded from the run's seed; a numba kernel can
-    take it as an argument), so the same seed gives the same run, bit for bit.
+    ``numpy.random.Generator`` seeded from the run's seed), so the same seed
+    gives the same run, bit for bit. A numba kernel takes it as an argument for
+    well under a microsecond a call and draws from the same stream; the helpers
+    of ``ambidex.sim.kernels`` (``below``, ``shuffle``, ``permutation``) take it too.
     Large read-only inputs given to ``run``/``sweep`` are in ``self.inputs``.
     Set ``self.running = False`` to end the run early.
     """
@@ -161,7 +164,7 @@ class Model:
         self.seed_sequence = (
             seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
         )
-        self.rng = np.random.Generator(np.random.PCG64(self.seed_sequence))
+        self.rng: np.random.Generator = kernel_generator(self.seed_sequence)
         self.inputs: Mapping[str, np.ndarray[Any, Any]] = dict(inputs or {})
         self.step_index = 0
         self.running = True

@@ -25,6 +25,8 @@ log = get_logger(__name__)
 
 ModelSpec = type[Model] | str
 Progress = Callable[[int, int], None]
+_PROGRESS_S = 0.1
+"""Least time between two progress calls of a run (the last step is always reported)."""
 
 
 def load_model(spec: ModelSpec) -> type[Model]:
@@ -157,6 +159,58 @@ def _check_metrics(
     return row
 
 
+# Types a metric may have that ``_check_metrics`` passes through unchanged.
+_PLAIN = frozenset(
+    {int, float, np.float16, np.float32, np.float64} | {np.dtype(c).type for c in "bhilqBHILQ"}
+)
+
+
+class _MetricRows:
+    """Every step's metrics, checked as they come, in the order of the first step's names.
+
+    A row is checked once per combination of value types: a dict with the first
+    step's keys in order and types already seen is taken as it is (a type
+    lookup, not ``_check_metrics``'s isinstance chain). The table is built as
+    ``MetricsTable.from_rows`` builds it, so it is bit-identical.
+    """
+
+    def __init__(self, model: str, first: Any) -> None:
+        self._model = model
+        row = tuple(_check_metrics(model, 0, first, None))  # a Mapping of numbers, or raises
+        self.names: list[str] = list(first)
+        self._rows: list[tuple[Any, ...]] = [row]
+        self._plain: set[tuple[type, ...]] = set()
+        self._remember(first, row)
+
+    def add(self, step: int, values: Any) -> None:
+        """Append ``values``, the metrics after ``step``.
+
+        Raises:
+            ModelError: not a dict of numbers, or other keys than the first step's.
+        """
+        if type(values) is dict and list(values) == self.names:
+            row = tuple(values.values())
+            if tuple(map(type, row)) in self._plain:
+                self._rows.append(row)
+                return
+        row = tuple(_check_metrics(self._model, step, values, self.names))
+        self._remember(values, row)
+        self._rows.append(row)
+
+    def _remember(self, values: Any, row: tuple[Any, ...]) -> None:
+        kinds = tuple(map(type, row))
+        if type(values) is dict and _PLAIN.issuperset(kinds):
+            self._plain.add(kinds)
+
+    def table(self) -> MetricsTable:
+        """The rows as columns, ``step`` first."""
+        columns: dict[str, Any] = {"step": np.arange(len(self._rows))}
+        if self.names:
+            for key, values in zip(self.names, zip(*self._rows, strict=True), strict=True):
+                columns[key] = np.asarray(values)
+        return MetricsTable(columns)
+
+
 def _seed_parts(seed: int | np.random.SeedSequence) -> tuple[int, tuple[int, ...]]:
     if isinstance(seed, np.random.SeedSequence):
         entropy = seed.entropy
@@ -196,7 +250,8 @@ def run(
             a ``Recorder``: metrics, and agent snapshots if ``snapshot_every``,
             are written there in batches.
         snapshot_every: record the agents every this many steps (and at step 0).
-        progress: called as ``progress(done, steps)`` after every step.
+        progress: called as ``progress(done, steps)`` after the first step, then at
+            most ten times a second, and after the last step.
 
     Raises:
         ModelError: bad parameters, a bad metric, or a model that cannot be loaded.
@@ -251,26 +306,31 @@ def _run(
         log.debug("run %s: %d steps, seed %d%s", name, steps, root, _key_text(spawn_key))
     sim = cls(params, seed=np.random.SeedSequence(root, spawn_key=spawn_key), inputs=inputs)
     sim.setup(sim.params)
-    first = sim.metrics()
-    names = list(first) if isinstance(first, Mapping) else None
-    rows = [[0, *_check_metrics(name, 0, first, None)]]
+    rows = _MetricRows(name, sim.metrics())
     run_id: int | None = None
     if recorder is not None:
         run_id = recorder.start_run(name, dict(sim.params), root, spawn_key, steps)
         if snapshot_every:
             recorder.snapshot(run_id, 0, sim.snapshot())
+    every = snapshot_every or 0
+    add = rows.add
+    reported, report_at = 0, 0.0
     done = 0
     while done < steps and sim.running:
         sim.step()
         done += 1
         sim.step_index = done
-        rows.append([done, *_check_metrics(name, done, sim.metrics(), names)])
-        due = snapshot_every is not None and done % snapshot_every == 0
-        if due and run_id is not None and recorder is not None:
+        add(done, sim.metrics())
+        if every and done % every == 0 and run_id is not None and recorder is not None:
             recorder.snapshot(run_id, done, sim.snapshot())
         if progress is not None:
-            progress(done, steps)
-    table = MetricsTable.from_rows(["step", *(names or [])], rows)
+            now = time.perf_counter()
+            if now >= report_at:
+                progress(done, steps)
+                reported, report_at = done, now + _PROGRESS_S
+    if progress is not None and reported != done:
+        progress(done, steps)
+    table = rows.table()
     result = RunResult(
         model=name,
         params=dict(sim.params),
@@ -302,11 +362,17 @@ def _key_text(spawn_key: tuple[int, ...]) -> str:
 
 def gini(values: Any) -> float:
     """The Gini coefficient of non-negative values (0 = equal, near 1 = one holds all)."""
-    x = np.sort(np.asarray(values, dtype=np.float64))
+    # The operations of np.sort and ndarray.sum without their Python wrappers (a
+    # model may call this every step on a few hundred agents): the same bits.
+    x = np.array(values, dtype=np.float64)
+    x.sort()
     n = len(x)
-    total = x.sum()
+    total = _sum(x, axis=None)
     if n == 0 or total == 0 or not math.isfinite(total):
         return 0.0
     cum = np.arange(n, 0, -1, dtype=np.float64)
-    b = float((x * cum).sum() / (n * total))
+    b = float(_sum(x * cum, axis=None) / (n * total))
     return 1.0 + 1.0 / n - 2.0 * b
+
+
+_sum = np.add.reduce
