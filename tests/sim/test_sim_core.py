@@ -223,6 +223,22 @@ def test_bad_metrics_are_named() -> None:
         sim.run(Bad, steps=3)
 
 
+@pytest.mark.parametrize("key", [1, None, b"k", ""])
+def test_a_metric_name_that_is_not_text_is_named(key: Any) -> None:
+    class Keys(sim.Model):
+        def setup(self, params: sim.Params) -> None:
+            pass
+
+        def step(self) -> None:
+            pass
+
+        def metrics(self) -> dict[Any, int]:
+            return {"k": 1, key: 2}
+
+    with pytest.raises(sim.ModelError, match=r"Keys.metrics\(\) at step 0 has the key .*"):
+        sim.run(Keys, steps=1)
+
+
 class Mixed(sim.Model):
     """Metrics whose types change from step to step, as careless models' do."""
 

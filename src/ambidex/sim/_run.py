@@ -145,6 +145,11 @@ def _check_metrics(
         )
     row = []
     for key in keys:
+        if not isinstance(key, str) or not key:
+            raise ModelError(
+                f"{name}.metrics() at step {step} has the key {key!r}; "
+                "metric names must be non-empty text"
+            )
         v = values[key]
         if isinstance(v, (bool, np.bool_)):
             v = int(v)
