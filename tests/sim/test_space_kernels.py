@@ -151,14 +151,14 @@ def test_kernel_geometry_equals_the_spaces_numpy_geometry_bit_for_bit(torus: boo
     np.testing.assert_array_equal(wrapped, space.wrap(b))
 
 
-def test_query_wider_than_the_cells_radius_or_short_out_raises() -> None:
+def test_query_wider_than_the_cells_radius_or_out_shorter_than_the_points_raises() -> None:
     space = ContinuousSpace(10.0, 10.0)
     p = np.zeros((5, 2))
     state = space.cells(p, 1.0)
     with pytest.raises(ValueError, match="larger than the radius the cells were built for"):
         _near(state, 0.0, 0.0, 1.5, np.empty(5, dtype=np.int64))
-    with pytest.raises(ValueError, match="out is too short"):
-        _near(state, 0.0, 0.0, 1.0, np.empty(3, dtype=np.int64))
+    with pytest.raises(ValueError, match="out is shorter than the number of points"):
+        _near(state, 0.0, 0.0, 1.0, np.empty(4, dtype=np.int64))
 
 
 @pytest.mark.parametrize(

@@ -43,9 +43,10 @@ count update per array):
 
 A query ``radius`` may not exceed the radius the cells were built for (the
 3 x 3 block of cells around a point would miss points); the functions raise
-``ValueError`` then, and when ``out`` is too short. Within a cell, points come in
-the order of the list (most recently moved in first), which depends only on the
-sequence of moves: the same run gives the same order.
+``ValueError`` then, and when ``out`` has fewer than ``len(state.pos)`` entries.
+Within a cell, points come in the order of the list (most recently moved in
+first), which depends only on the sequence of moves: the same run gives the
+same order.
 
 Importing this module imports numba (``pip install 'ambidex[sim]'``);
 ``import ambidex`` and ``import ambidex.sim`` do not. A kernel compiled with
@@ -255,6 +256,8 @@ def _gather(state: Cells, x: float, y: float, radius: float, skip: int, out: Any
     if radius > state.radius:
         raise ValueError("radius is larger than the radius the cells were built for")
     pos, head, nxt = state.pos, state.head, state.nxt
+    if len(out) < len(pos):  # checked once, so the loop below writes unchecked
+        raise ValueError("out is shorter than the number of points")
     mx, my, (w, h, torus) = state.mx, state.my, state.geometry
     cx, cy = _axis_cell(x, mx, w, torus), _axis_cell(y, my, h, torus)
     x_lo, x_hi = _span(cx, mx, torus)
@@ -272,11 +275,11 @@ def _gather(state: Cells, x: float, y: float, radius: float, skip: int, out: Any
                 iy = iy % my
             b = head[ix * my + iy]
             while b >= 0:
-                if b != skip and _dist(x, y, pos[b, 0], pos[b, 1], w, h, torus) <= radius:
-                    if k >= len(out):
-                        raise ValueError("out is too short for the points found")
-                    out[k] = b
-                    k += 1
+                # Written always, kept when near: no branch for the CPU to mispredict
+                # (k never passes the candidates seen, so out[k] stays in bounds).
+                out[k] = b
+                near = _dist(x, y, pos[b, 0], pos[b, 1], w, h, torus) <= radius
+                k += near and b != skip
                 b = nxt[b]
     return k
 
@@ -285,11 +288,12 @@ def _gather(state: Cells, x: float, y: float, radius: float, skip: int, out: Any
 def near(state: Cells, x: float, y: float, radius: float, out: Any) -> int:
     """Write the points within ``radius`` of ``(x, y)`` to ``out[:k]`` and return ``k``.
 
-    ``out`` is an integer array long enough for every point found (``len(state.pos)``
-    always is).
+    ``out`` is an integer array with at least ``len(state.pos)`` entries (whatever
+    the number found: the search writes every candidate, keeping the near ones).
 
     Raises:
-        ValueError: ``radius`` exceeds the cells' radius; ``out`` is too short.
+        ValueError: ``radius`` exceeds the cells' radius; ``out`` is shorter than
+            ``len(state.pos)``.
     """
     return _gather(state, x, y, radius, -1, out)
 
@@ -301,7 +305,8 @@ def neighbors_of(state: Cells, agent: int, radius: float, out: Any) -> int:
     Points at the agent's very position count. Returns ``k``.
 
     Raises:
-        ValueError: ``radius`` exceeds the cells' radius; ``out`` is too short.
+        ValueError: ``radius`` exceeds the cells' radius; ``out`` is shorter than
+            ``len(state.pos)``.
     """
     return _gather(state, state.pos[agent, 0], state.pos[agent, 1], radius, agent, out)
 
