@@ -12,12 +12,17 @@ without Python loops over points:
 * ``pairs(positions, radius)``: every unordered pair ``i < j`` within
   ``radius``;
 * ``neighbors(positions, radius)``: every point's neighbours as a CSR index;
-* ``within(positions, centers, radius)``: the points near each of some centres.
+* ``within(positions, centers, radius)``: the points near each of some centres;
+* ``cells(positions, radius)``: cell lists over the positions that numba kernels
+  query and update as agents move (``ambidex.sim.cells``), and ``geometry``, the
+  three scalars the kernels' distance functions take.
 
 "Within radius" means ``distance(a, b) <= radius`` exactly as ``distance``
 computes it, so a brute-force check over all pairs gives the same answer.
 Queries bin the points into square-ish cells at least ``radius`` wide, so only
-the 3 x 3 block of cells around a point is searched. Results come sorted (by
+the 3 x 3 block of cells around a point is searched; ``pairs`` and ``neighbors``
+do it in compiled code (numba, imported on the first such call), ``within`` with
+numpy. Results come sorted (by
 first index, then second), so they are the same for the same input on every
 call.
 """
