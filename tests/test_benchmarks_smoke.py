@@ -75,6 +75,16 @@ def test_sim_vs_mesa_quick_runs_both_and_they_agree(tmp_path: Path) -> None:
     assert all(r["value"] > 1 for r in ratios), ratios
 
 
+def test_sim_space_quick_checks_neighbors_against_all_pairs_and_runs_boids(
+    tmp_path: Path,
+) -> None:
+    data = _quick("sim_space.py", tmp_path / "space")  # it asserts the answers agree
+    boids = data["boids"]
+    assert isinstance(boids, dict)
+    assert set(boids) == {"small", "large"}
+    assert all(b["speedup_step"] > 1 for b in boids.values())
+
+
 def test_evolve_parallel_quick_runs_every_mode(tmp_path: Path) -> None:
     data = _quick("evolve_parallel.py", tmp_path / "evolve")
     for mode in ("sequential", "pipeline", "batches"):
