@@ -13,6 +13,7 @@ without Python loops over points:
   ``radius``;
 * ``neighbors(positions, radius)``: every point's neighbours as a CSR index;
 * ``within(positions, centers, radius)``: the points near each of some centres;
+* ``nearest(positions)``: every point's nearest other point and its distance;
 * ``cells(positions, radius)``: cell lists over the positions that numba kernels
   query and update as agents move (``ambidex.sim.cells``), and ``geometry``, the
   three scalars the kernels' distance functions take.
@@ -212,6 +213,28 @@ class ContinuousSpace:
         index.flags.writeable = False
         self._last = (r, p.copy(), start, index)
         return start, index
+
+    def nearest(self, positions: npt.ArrayLike) -> tuple[IndexArray, FloatArray]:
+        """Every point's nearest other point and the distance to it.
+
+        Returns ``(index, distance)``, one entry a point: the row of the nearest
+        other point (the lowest row among equally near ones; ``-1`` when there is
+        no other point) and ``distance`` to it as ``distance`` computes it (``inf``
+        for ``-1``). Computed in compiled code over cell lists of about two points
+        a cell (numba, imported on the first call).
+
+        Raises:
+            ValueError: positions not of shape ``(n, 2)`` or not finite.
+        """
+        from ambidex.sim import cells
+
+        p = np.ascontiguousarray(_points(positions, "positions"))
+        n = len(p)
+        if n == 0:
+            return _empty_index(), np.zeros(0, dtype=np.float64)
+        spacing = math.sqrt(2.0 * self.width * self.height / n)  # ~2 points a cell
+        mx, my = cells.grid_shape(self.width, self.height, spacing, n)
+        return cells.nearest_all(p, mx, my, self.width, self.height, self.torus)
 
     def cells(self, positions: FloatArray, radius: float) -> Cells:
         """Cell lists over ``positions`` for numba kernels (see ``ambidex.sim.cells``).

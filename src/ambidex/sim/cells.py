@@ -490,3 +490,71 @@ def _insertion_sort(row: IndexArray) -> None:
             row[b + 1] = row[b]
             b -= 1
         row[b + 1] = v
+
+
+@numba.njit(cache=True)
+def nearest_all(
+    p: FloatArray, mx: int, my: int, width: float, height: float, torus: bool
+) -> tuple[IndexArray, FloatArray]:
+    """Each point's nearest other point (lowest index on a tie) and its distance.
+
+    Found in the point's 3 x 3 block of cells, vectorized as in ``csr_neighbors``;
+    a point whose nearest there is not closer than a cell's width (one outside the
+    block might be) is compared with every point instead, so the answer is exact.
+    """
+    n = len(p)
+    start, order, sx, sy = _sort_by_cell(p, mx, my, width, height, torus)
+    best_i = np.full(n, -1, dtype=np.int64)
+    best_d = np.full(n, np.inf)
+    sure = min(width / mx, height / my) * (1.0 - 1e-9)
+    block = np.empty(9, dtype=np.int64)
+    tx, ty, ti, d = np.empty(64), np.empty(64), np.empty(64, dtype=np.int64), np.empty(64)
+    for c in range(mx * my):
+        if start[c] == start[c + 1]:
+            continue
+        nb = _block(c // my, c % my, mx, my, torus, block)
+        m = 0
+        for j in range(nb):
+            m += start[block[j] + 1] - start[block[j]]
+        if m > len(tx):
+            tx, ty, d = np.empty(2 * m), np.empty(2 * m), np.empty(2 * m)
+            ti = np.empty(2 * m, dtype=np.int64)
+        m = 0
+        for j in range(nb):
+            for t in range(start[block[j]], start[block[j] + 1]):
+                tx[m], ty[m], ti[m] = sx[t], sy[t], t
+                m += 1
+        for s in range(start[c], start[c + 1]):
+            for q in range(m):
+                d[q] = _dist(sx[s], sy[s], tx[q], ty[q], width, height, torus)
+            bd, bi = _closest(s, d[:m], ti[:m], order, np.inf, -1)
+            if bd > sure:  # one outside the block might be nearer: ask them all
+                bd, bi = _closest_of_all(s, sx, sy, order, (width, height, torus))
+            best_i[order[s]], best_d[order[s]] = bi, bd
+    return best_i, best_d
+
+
+@numba.njit(cache=True, inline="always")
+def _closest(
+    s: int, d: FloatArray, ti: IndexArray, order: IndexArray, bd: float, bi: int
+) -> tuple[float, int]:
+    """The nearer of ``(bd, bi)`` and the candidates ``ti`` at distances ``d``, ``s`` aside."""
+    for q in range(len(d)):
+        o = order[ti[q]]
+        if ti[q] != s and (d[q] < bd or (d[q] == bd and o < bi)):
+            bd, bi = d[q], o
+    return bd, bi
+
+
+@numba.njit(cache=True)
+def _closest_of_all(
+    s: int, sx: FloatArray, sy: FloatArray, order: IndexArray, geo: tuple[float, float, bool]
+) -> tuple[float, int]:
+    """Point ``s``'s nearest other point among all of them (lowest index on a tie)."""
+    width, height, torus = geo
+    bd, bi = np.inf, -1
+    for t in range(len(sx)):
+        dt = _dist(sx[s], sy[s], sx[t], sy[t], width, height, torus)
+        if t != s and (dt < bd or (dt == bd and order[t] < bi)):
+            bd, bi = dt, order[t]
+    return bd, bi
