@@ -97,32 +97,6 @@ def _step(
         cells.move(state, a, x + direction[a, 0] * speed, y + direction[a, 1] * speed)
 
 
-@numba.njit(cache=True)
-def _mean_nearest(state: cells.Cells, out: np.ndarray) -> float:
-    """Mean distance from each point to its nearest other point.
-
-    Searched in the cells within the cells' radius; a point with nobody that close
-    is compared with every other point (rare in a flock, and exact either way).
-    """
-    pos, geo = state.pos, state.geometry
-    n = len(pos)
-    total = 0.0
-    for a in range(n):
-        x, y = pos[a, 0], pos[a, 1]
-        k = cells.neighbors_of(state, a, state.radius, out)
-        best = math.inf
-        if k > 0:
-            for i in range(k):
-                b = out[i]
-                best = min(best, cells.distance(geo, x, y, pos[b, 0], pos[b, 1]))
-        else:
-            for b in range(n):
-                if b != a:
-                    best = min(best, cells.distance(geo, x, y, pos[b, 0], pos[b, 1]))
-        total += best
-    return total / n
-
-
 class Boids(ax.sim.Model):
     """Boids on a torus steer by cohesion, separation and alignment with those they see."""
 
@@ -170,7 +144,7 @@ class Boids(ax.sim.Model):
 
     def metrics(self) -> dict[str, float]:
         """Mean heading (Mesa's), polarisation and mean nearest-neighbour distance."""
-        return boid_metrics(self.direction, _mean_nearest(self.cells, self.out))
+        return boid_metrics(self.direction, float(self.space.nearest(self.position)[1].mean()))
 
 
 def boid_metrics(direction: np.ndarray, nn_distance: float) -> dict[str, float]:
