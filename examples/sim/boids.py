@@ -142,6 +142,15 @@ class Boids(ax.sim.Model):
             self.out,
         )
 
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """Every boid's position and direction (for ``snapshot_every``)."""
+        return {
+            "x": self.position[:, 0].copy(),
+            "y": self.position[:, 1].copy(),
+            "dx": self.direction[:, 0].copy(),
+            "dy": self.direction[:, 1].copy(),
+        }
+
     def metrics(self) -> dict[str, float]:
         """Mean heading (Mesa's), polarisation and mean nearest-neighbour distance."""
         return boid_metrics(self.direction, float(self.space.nearest(self.position)[1].mean()))

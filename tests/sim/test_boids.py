@@ -129,6 +129,19 @@ def test_defaults_are_mesas_large_boids_benchmark() -> None:
     assert (d["cohere"], d["separate"], d["match"]) == (0.03, 0.015, 0.05)
 
 
+def test_snapshots_hold_positions_and_directions(tmp_path: Path) -> None:
+    path = tmp_path / "boids.db"
+    result = ax.sim.run(Boids, MESA_SMALL, steps=4, seed=3, record=path, snapshot_every=2)
+    final = result.final
+    assert isinstance(final, Boids)
+    record = ax.sim.open_record(path)
+    run_id = record.runs[0].run_id
+    assert sorted(set(record.agents(run_id)["step"].tolist())) == [0, 2, 4]
+    last = record.agents(run_id, step=4)
+    np.testing.assert_array_equal(last["x"], final.position[:, 0])
+    np.testing.assert_array_equal(last["dy"], final.direction[:, 1])
+
+
 def test_bad_parameters_are_refused() -> None:
     with pytest.raises(ax.sim.ModelError, match="vision must be positive"):
         ax.sim.run(Boids, {"vision": 0}, steps=1, seed=1)
