@@ -16,7 +16,7 @@ def load_mesa() -> types.SimpleNamespace:
 
     ``mesa/examples/__init__.py`` imports every example, some of which need extras
     (networkx); when that fails the package is registered without running it, so the
-    three models import on their own.
+    models import on their own.
 
     Raises:
         ImportError: Mesa is not installed.
@@ -31,12 +31,14 @@ def load_mesa() -> types.SimpleNamespace:
             pkg.__path__ = [str(Path(mesa.__file__).parent / "examples")]
             sys.modules["mesa.examples"] = pkg
     from mesa.examples.advanced.wolf_sheep.model import WolfSheep as MesaWolfSheep
+    from mesa.examples.basic.boid_flockers.model import BoidFlockers
     from mesa.examples.basic.boltzmann_wealth_model.model import BoltzmannWealth
     from mesa.examples.basic.schelling.model import Schelling as MesaSchelling
     from mesa.examples.basic.virus_on_network.model import VirusOnNetwork as MesaVirusOnNetwork
     from mesa.experimental.devs import ABMSimulator
 
     return types.SimpleNamespace(
+        BoidFlockers=BoidFlockers,
         BoltzmannWealth=BoltzmannWealth,
         Schelling=MesaSchelling,
         WolfSheep=MesaWolfSheep,

@@ -96,6 +96,16 @@ def test_sim_overhead_quick_measures_both_trees_beside_mesa(tmp_path: Path) -> N
         assert figures["after"] > 0, label
 
 
+def test_sim_space_quick_checks_neighbors_against_all_pairs_and_runs_boids(
+    tmp_path: Path,
+) -> None:
+    data = _quick("sim_space.py", tmp_path / "space")  # it asserts the answers agree
+    boids = data["boids"]
+    assert isinstance(boids, dict)
+    assert set(boids) == {"small", "large"}
+    assert all(b["speedup_step"] > 1 for b in boids.values())
+
+
 def test_evolve_parallel_quick_runs_every_mode(tmp_path: Path) -> None:
     data = _quick("evolve_parallel.py", tmp_path / "evolve")
     for mode in ("sequential", "pipeline", "batches"):

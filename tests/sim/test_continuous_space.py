@@ -327,3 +327,52 @@ def test_non_finite_positions_are_rejected() -> None:
 def test_repr_says_what_kind_of_space() -> None:
     assert repr(ContinuousSpace(10, 5)) == "ContinuousSpace(10x5, torus)"
     assert repr(ContinuousSpace(2.5, 5, torus=False)) == "ContinuousSpace(2.5x5, bounded)"
+
+
+# -- nearest -------------------------------------------------------------------
+
+
+def brute_nearest(space: ContinuousSpace, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    dist = brute_distances(space.width, space.height, space.torus, p, p)
+    np.fill_diagonal(dist, np.inf)
+    index = dist.argmin(axis=1)  # the first, lowest row among equally near ones
+    return index, dist[np.arange(len(p)), index]
+
+
+@pytest.mark.parametrize(("width", "height", "torus"), SPACES)
+@pytest.mark.parametrize("n", [2, 3, 40, 500])
+def test_nearest_matches_brute_force_on_random_points(
+    width: float, height: float, torus: bool, n: int
+) -> None:
+    space = ContinuousSpace(width, height, torus=torus)
+    p = space.random_positions(np.random.default_rng(n), n)
+    index, dist = space.nearest(p)
+    want_index, want_dist = brute_nearest(space, p)
+    np.testing.assert_array_equal(index, want_index)
+    np.testing.assert_array_equal(dist, want_dist)
+
+
+def test_nearest_on_clusters_duplicates_lattices_and_outliers() -> None:
+    space = ContinuousSpace(100.0, 100.0)
+    rng = np.random.default_rng(8)
+    clumps = rng.random((3, 2)) * 100
+    p = space.wrap(clumps[rng.integers(0, 3, 300)] + rng.normal(0, 0.3, (300, 2)))
+    p[::9] = p[1]  # duplicates at distance 0: the lowest other row wins
+    p[5] = [50.0, 99.9]  # a loner far from every clump, nearest only through a scan of all
+    for q in (p, np.column_stack([np.arange(30.0) % 10, np.arange(30.0) // 10])):
+        got = space.nearest(q)
+        want = brute_nearest(space, q)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, w)
+
+
+def test_nearest_of_none_and_one_point() -> None:
+    space = ContinuousSpace(5.0, 5.0)
+    index, dist = space.nearest(np.zeros((0, 2)))
+    assert index.shape == (0,)
+    assert dist.shape == (0,)
+    index, dist = space.nearest(np.ones((1, 2)))
+    assert index.tolist() == [-1]
+    assert dist.tolist() == [np.inf]
+    with pytest.raises(ValueError, match=r"shape \(n, 2\)"):
+        space.nearest(np.zeros(4))

@@ -12,12 +12,18 @@ without Python loops over points:
 * ``pairs(positions, radius)``: every unordered pair ``i < j`` within
   ``radius``;
 * ``neighbors(positions, radius)``: every point's neighbours as a CSR index;
-* ``within(positions, centers, radius)``: the points near each of some centres.
+* ``within(positions, centers, radius)``: the points near each of some centres;
+* ``nearest(positions)``: every point's nearest other point and its distance;
+* ``cells(positions, radius)``: cell lists over the positions that numba kernels
+  query and update as agents move (``ambidex.sim.cells``), and ``geometry``, the
+  three scalars the kernels' distance functions take.
 
 "Within radius" means ``distance(a, b) <= radius`` exactly as ``distance``
 computes it, so a brute-force check over all pairs gives the same answer.
 Queries bin the points into square-ish cells at least ``radius`` wide, so only
-the 3 x 3 block of cells around a point is searched. Results come sorted (by
+the 3 x 3 block of cells around a point is searched; ``pairs`` and ``neighbors``
+do it in compiled code (numba, imported on the first such call), ``within`` with
+numpy. Results come sorted (by
 first index, then second), so they are the same for the same input on every
 call.
 """
@@ -26,11 +32,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["ContinuousSpace"]
+if TYPE_CHECKING:
+    from ambidex.sim.cells import Cells
+
+__all__ = ["ContinuousSpace", "Geometry"]
 
 FloatArray = npt.NDArray[np.float64]
 IndexArray = npt.NDArray[np.int64]
@@ -38,6 +48,23 @@ IndexArray = npt.NDArray[np.int64]
 # Cells are this much (relative) wider than the radius, so rounding in the
 # binning can never separate two points that are within the radius.
 _MARGIN = 1e-6
+
+
+class Geometry(NamedTuple):
+    """A space's extent and edges, all a distance needs: plain scalars, free to pass.
+
+    ``ContinuousSpace.geometry`` and ``Cells.geometry`` hold one; the functions
+    ``wrap``, ``displacement`` and ``distance`` of ``ambidex.sim.cells`` take it.
+
+    Attributes:
+        width: extent along x.
+        height: extent along y.
+        torus: edges wrap around.
+    """
+
+    width: float
+    height: float
+    torus: bool
 
 
 def _is_real(value: object) -> bool:
@@ -87,6 +114,13 @@ class ContinuousSpace:
         self.height = float(height)
         self.torus = bool(torus)
         self._extent: FloatArray = np.array([self.width, self.height], dtype=np.float64)
+        # neighbors()'s last answer: (radius, positions copy, start, index).
+        self._last: tuple[float, FloatArray, IndexArray, IndexArray] | None = None
+
+    @property
+    def geometry(self) -> Geometry:
+        """Width, height and torus flag as a :class:`Geometry`, for numba kernels."""
+        return Geometry(self.width, self.height, self.torus)
 
     def __repr__(self) -> str:
         kind = "torus" if self.torus else "bounded"
@@ -159,17 +193,101 @@ class ContinuousSpace:
         (other points at the same position are included). ``start`` has
         ``n + 1`` entries.
 
+        Computed in compiled code (numba) from cell lists built for the call.
+        The space remembers its last answer: asked again with the same radius and
+        positions equal to the last ones (compared value by value, whatever the
+        array object), it returns the same two arrays without rebuilding, read-only
+        so that the remembered answer cannot be changed by the caller.
+
         Raises:
             ValueError: positions not of shape ``(n, 2)`` or not finite; a radius
                 that is not a positive finite number.
         """
         p = _points(positions, "positions")
-        i, j = self._pairs(p, _radius(radius))
+        r = _radius(radius)
+        last = self._last
+        if last is not None and last[0] == r and np.array_equal(last[1], p):
+            return last[2], last[3]
+        start, index = self._compiled_neighbors(p, r)
+        start.flags.writeable = False
+        index.flags.writeable = False
+        self._last = (r, p.copy(), start, index)
+        return start, index
+
+    def nearest(self, positions: npt.ArrayLike) -> tuple[IndexArray, FloatArray]:
+        """Every point's nearest other point and the distance to it.
+
+        Returns ``(index, distance)``, one entry a point: the row of the nearest
+        other point (the lowest row among equally near ones; ``-1`` when there is
+        no other point) and ``distance`` to it as ``distance`` computes it (``inf``
+        for ``-1``). Computed in compiled code over cell lists of about two points
+        a cell (numba, imported on the first call).
+
+        Raises:
+            ValueError: positions not of shape ``(n, 2)`` or not finite.
+        """
+        from ambidex.sim import cells
+
+        p = np.ascontiguousarray(_points(positions, "positions"))
         n = len(p)
-        rows = np.concatenate([i, j])
-        key = np.sort(rows * n + np.concatenate([j, i]))
-        index: IndexArray = key % n if n else _empty_index()
-        return _csr_start(rows, n), index
+        if n == 0:
+            return _empty_index(), np.zeros(0, dtype=np.float64)
+        spacing = math.sqrt(2.0 * self.width * self.height / n)  # ~2 points a cell
+        mx, my = cells.grid_shape(self.width, self.height, spacing, n)
+        return cells.nearest_all(p, mx, my, self.width, self.height, self.torus)
+
+    def cells(self, positions: FloatArray, radius: float) -> Cells:
+        """Cell lists over ``positions`` for numba kernels (see ``ambidex.sim.cells``).
+
+        The returned :class:`~ambidex.sim.cells.Cells` holds ``positions`` itself,
+        not a copy: ``cells.move`` writes new positions into it and keeps every
+        point's cell up to date in O(1), so a sequential kernel queries neighbours
+        (``cells.near``, ``cells.neighbors_of``) of the positions as they are now.
+        Queries may use any radius up to ``radius``. Imports numba.
+
+        Raises:
+            ValueError: positions that are not a writable C-contiguous float64
+                array of shape ``(n, 2)``, or a point that is not finite or lies
+                outside the space (``wrap`` them first); a radius that is not a
+                positive finite number.
+        """
+        from ambidex.sim import cells
+
+        if not isinstance(positions, np.ndarray) or positions.dtype != np.float64:
+            raise ValueError(
+                "positions must be a float64 numpy array (the cells write moves into it), "
+                f"got {type(positions).__name__}"
+                f"{f' of {positions.dtype}' if isinstance(positions, np.ndarray) else ''}"
+            )
+        if not (positions.flags.c_contiguous and positions.flags.writeable):
+            raise ValueError(
+                "positions must be a writable C-contiguous array (np.ascontiguousarray)"
+            )
+        p = _points(positions, "positions")
+        r = _radius(radius)
+        top = self._extent
+        outside = (p < 0.0) | ((p >= top) if self.torus else (p > top))
+        if outside.any():
+            row = int(np.flatnonzero(outside.any(axis=1))[0])
+            raise ValueError(
+                f"positions row {row} {tuple(p[row].tolist())} lies outside the "
+                f"{self.width:g}x{self.height:g} space; wrap the positions first (space.wrap)"
+            )
+        n = len(p)
+        mx, my = cells.grid_shape(self.width, self.height, r, n)
+        state = cells.Cells(
+            pos=positions,
+            head=np.full(mx * my, -1, dtype=np.int64),
+            nxt=np.full(n, -1, dtype=np.int64),
+            prv=np.full(n, -1, dtype=np.int64),
+            cell=np.zeros(n, dtype=np.int64),
+            mx=mx,
+            my=my,
+            radius=r,
+            geometry=self.geometry,
+        )
+        cells.link_all(state)
+        return state
 
     def within(
         self, positions: npt.ArrayLike, centers: npt.ArrayLike, radius: float
@@ -203,20 +321,22 @@ class ContinuousSpace:
     # -- internals -----------------------------------------------------------
 
     def _pairs(self, p: FloatArray, r: float) -> tuple[IndexArray, IndexArray]:
-        n = len(p)
-        if n < 2:
-            return _empty_index(), _empty_index()
-        bins = _Bins(self, p, r)
-        keys = [_empty_index()]
-        for qi, pj in bins.candidates(bins.cx, bins.cy):
-            upper = pj > qi
-            qi, pj = qi[upper], pj[upper]
-            near = self._distance(p[qi], p[pj]) <= r
-            keys.append(qi[near] * n + pj[near])
-        key = np.sort(np.concatenate(keys))
-        i: IndexArray = key // n
-        j: IndexArray = key % n
+        start, index = self._compiled_neighbors(p, r)
+        rows = np.repeat(np.arange(len(p), dtype=np.int64), np.diff(start))
+        upper = index > rows
+        i: IndexArray = rows[upper]
+        j: IndexArray = index[upper]
         return i, j
+
+    def _compiled_neighbors(self, p: FloatArray, r: float) -> tuple[IndexArray, IndexArray]:
+        from ambidex.sim import cells  # numba: imported on first query, not with ambidex.sim
+
+        n = len(p)
+        if n == 0:
+            return np.zeros(1, dtype=np.int64), _empty_index()
+        mx, my = cells.grid_shape(self.width, self.height, r, n)
+        pts = np.ascontiguousarray(p)
+        return cells.csr_neighbors(pts, mx, my, self.width, self.height, self.torus, r)
 
     def _displacement(self, a: FloatArray, b: FloatArray) -> FloatArray:
         d: FloatArray = b - a
