@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ambidex._log import get_logger
+from ambidex.sim._jit_clock import JitClock
 from ambidex.sim._model import Model, ModelError
 from ambidex.sim._table import MetricsTable
 
@@ -111,6 +112,18 @@ class RunResult:
     """The run's id in the recorder, if it was recorded."""
     final: Model | None = field(default=None, repr=False, compare=False)
     """The model in its final state (plain runs only; sweeps do not send it back)."""
+    compile_s: float | None = None
+    """Seconds of the run spent compiling numba kernels (``None``: numba not loaded)."""
+
+    def to_pandas(self) -> Any:
+        """The metrics as a ``pandas.DataFrame``: ``step`` and one column per metric.
+
+        Raises:
+            ImportError: pandas is not installed (one line saying so).
+        """
+        from ambidex.sim._frames import run_frame
+
+        return run_frame(self)
 
     def seed_sequence(self) -> np.random.SeedSequence:
         """The seed sequence the run's generator was built from."""
@@ -246,6 +259,7 @@ def _run(
 ) -> RunResult:
     name = cls.model_name()
     started = time.perf_counter()
+    jit = JitClock.start()
     debug = log.isEnabledFor(logging.DEBUG)  # a sweep makes many runs: no formatting unless asked
     if debug:
         log.debug("run %s: %d steps, seed %d%s", name, steps, root, _key_text(spawn_key))
@@ -257,19 +271,27 @@ def _run(
     run_id: int | None = None
     if recorder is not None:
         run_id = recorder.start_run(name, dict(sim.params), root, spawn_key, steps)
-        if snapshot_every:
-            recorder.snapshot(run_id, 0, sim.snapshot())
+        recorder.describe_model(sim)
     done = 0
-    while done < steps and sim.running:
-        sim.step()
-        done += 1
-        sim.step_index = done
-        rows.append([done, *_check_metrics(name, done, sim.metrics(), names)])
-        due = snapshot_every is not None and done % snapshot_every == 0
-        if due and run_id is not None and recorder is not None:
-            recorder.snapshot(run_id, done, sim.snapshot())
-        if progress is not None:
-            progress(done, steps)
+    try:  # a run stopped midway (Ctrl-C, an error) keeps its steps so far in the record
+        if snapshot_every and recorder is not None and run_id is not None:
+            recorder.snapshot(run_id, 0, sim.snapshot())
+        while done < steps and sim.running:
+            sim.step()
+            done += 1
+            sim.step_index = done
+            rows.append([done, *_check_metrics(name, done, sim.metrics(), names)])
+            due = snapshot_every is not None and done % snapshot_every == 0
+            if due and run_id is not None and recorder is not None:
+                recorder.snapshot(run_id, done, sim.snapshot())
+            if progress is not None:
+                progress(done, steps)
+    except BaseException as exc:
+        jit.stop()
+        if recorder is not None and run_id is not None:
+            elapsed = time.perf_counter() - started
+            recorder.stop_run(run_id, exc, names=names or [], rows=rows, elapsed_s=elapsed)
+        raise
     table = MetricsTable.from_rows(["step", *(names or [])], rows)
     result = RunResult(
         model=name,
@@ -281,6 +303,7 @@ def _run(
         elapsed_s=time.perf_counter() - started,
         run_id=run_id,
         final=sim,
+        compile_s=jit.stop(),
     )
     if recorder is not None and run_id is not None:
         recorder.finish_run(run_id, result)
