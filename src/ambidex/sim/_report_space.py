@@ -34,7 +34,8 @@ __all__ = ["space_section"]
 FRAMES_MAX = 24
 """At most this many snapshots are drawn (evenly spread over the recorded steps)."""
 _CATEGORIES_MAX = 10
-_GOLDEN = 0.6180339887498949
+_R2 = (0.7548776662466927, 0.5698402909980532)
+"""The R2 low-discrepancy sequence's steps: agent ``i``'s spot in its cell is ``i * _R2 mod 1``."""
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,8 @@ class _Placement:
         assert self.height is not None
         cell = np.asarray(snap[self.field], dtype=np.int64)
         ids = np.asarray(snap.get("id", np.arange(len(cell))), dtype=np.float64)
-        jitter_x = 0.15 + 0.7 * ((ids * _GOLDEN) % 1.0)
-        jitter_y = 0.15 + 0.7 * ((ids * _GOLDEN * _GOLDEN) % 1.0)
+        jitter_x = 0.15 + 0.7 * ((ids * _R2[0]) % 1.0)
+        jitter_y = 0.15 + 0.7 * ((ids * _R2[1]) % 1.0)
         height = int(self.height)
         return np.column_stack([cell // height + jitter_x, cell % height + jitter_y])
 
