@@ -427,7 +427,7 @@ def test_ctrl_c_during_a_run_leaves_a_record_the_report_reads(tmp_path: Path, ho
     done = sim("report", str(record), home=home, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     page = Path(done.stdout.strip()).read_text(encoding="utf-8")
-    assert f"interrupted at step {run.steps} of 1000" in page
+    assert f"This run was interrupted at step {run.steps} of 1000" in page
     assert "data:image/png;base64," in page  # its steps so far are drawn
 
 

@@ -253,3 +253,30 @@ def test_a_runs_numba_compile_time_is_measured_and_recorded(tmp_path: Path) -> N
     assert first.compile_s > 0.0
     assert second.compile_s == 0.0
     assert [r.compile_s for r in sim.open_record(path).runs] == [first.compile_s, 0.0]
+
+
+class BadSetup(sim.Model):
+    """Raises in setup: the run is registered before, so the record says it failed."""
+
+    defaults = {"n": 1}
+
+    def setup(self, params: sim.Params) -> None:
+        raise ValueError("no setup today")
+
+    def step(self) -> None:
+        pass
+
+    def metrics(self) -> dict[str, int]:
+        return {"n": self.params.n}
+
+
+def test_a_run_that_fails_in_setup_is_recorded_as_failed_and_reported(tmp_path: Path) -> None:
+    from ambidex.sim._report import report
+
+    path = tmp_path / "setup.sqlite"
+    with pytest.raises(ValueError, match="no setup today"):
+        sim.run(BadSetup, steps=5, record=path)
+    (run,) = sim.open_record(path).runs
+    assert (run.status, run.steps, run.digest) == ("failed", None, None)
+    page = report(path).read_text(encoding="utf-8")
+    assert "This run failed before its first step of 5." in page

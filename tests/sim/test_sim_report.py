@@ -245,8 +245,8 @@ def test_a_stopped_run_and_a_sweep_without_finished_runs_are_reported(tmp_path: 
         recorder.stop_run(second, KeyboardInterrupt(), steps=0)
     page = report(record).read_text(encoding="utf-8")
     assert "Interrupted: 0 of 2 runs finished" in page
-    assert "run 1 (point 0, replicate 0) interrupted at step 4 of 9" in page
-    assert "run 2 (point 1, replicate 0) interrupted before its first step of 9" in page
+    assert "run 1 (point 0, replicate 0) was interrupted at step 4 of 9" in page
+    assert "run 2 (point 1, replicate 0) was interrupted before its first step of 9" in page
     assert "The record holds no metrics." in page
 
 

@@ -515,8 +515,11 @@ def _status_line(data: _Data) -> str:
 
 
 def _stopped_text(row: RunRow) -> str:
-    """``interrupted at step 9 of 1000`` (or ``failed ...``, or ``cut off ...``)."""
-    word = {RunStatus.RUNNING.value: "cut off"}.get(row.status, row.status)
+    """``was interrupted at step 9 of 1000`` (or ``failed ...``, or ``was cut off ...``)."""
+    word = {
+        RunStatus.RUNNING.value: "was cut off (its process ended without closing the record)",
+        RunStatus.INTERRUPTED.value: "was interrupted",
+    }.get(row.status, row.status)
     where = "before its first step" if not row.steps else f"at step {row.steps}"
     return f"{word} {where}" + (f" of {row.steps_asked}" if row.steps_asked is not None else "")
 
@@ -527,7 +530,7 @@ def _status_banner(data: _Data) -> str:
     if not stopped:
         return ""
     if len(data.rows) == 1:
-        text = f"This run was {_stopped_text(stopped[0])}" + (
+        text = f"This run {_stopped_text(stopped[0])}" + (
             "; the steps before are recorded and shown." if stopped[0].steps else "."
         )
     else:

@@ -264,16 +264,19 @@ def _run(
     if debug:
         log.debug("run %s: %d steps, seed %d%s", name, steps, root, _key_text(spawn_key))
     sim = cls(params, seed=np.random.SeedSequence(root, spawn_key=spawn_key), inputs=inputs)
-    sim.setup(sim.params)
-    first = sim.metrics()
-    names = list(first) if isinstance(first, Mapping) else None
-    rows = [[0, *_check_metrics(name, 0, first, None)]]
     run_id: int | None = None
     if recorder is not None:
         run_id = recorder.start_run(name, dict(sim.params), root, spawn_key, steps)
-        recorder.describe_model(sim)
+    names: list[str] | None = None
+    rows: list[list[Any]] = []
     done = 0
     try:  # a run stopped midway (Ctrl-C, an error) keeps its steps so far in the record
+        sim.setup(sim.params)
+        first = sim.metrics()
+        names = list(first) if isinstance(first, Mapping) else None
+        rows.append([0, *_check_metrics(name, 0, first, None)])
+        if recorder is not None:
+            recorder.describe_model(sim)
         if snapshot_every and recorder is not None and run_id is not None:
             recorder.snapshot(run_id, 0, sim.snapshot())
         while done < steps and sim.running:
