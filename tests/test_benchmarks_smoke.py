@@ -75,6 +75,15 @@ def test_sim_vs_mesa_quick_runs_both_and_they_agree(tmp_path: Path) -> None:
     assert all(r["value"] > 1 for r in ratios), ratios
 
 
+def test_sim_record_quick_writes_both_formats_and_reads_back_equal(tmp_path: Path) -> None:
+    data = _quick("sim_record.py", tmp_path / "record")
+    assert data["correct"] is True
+    rates = data["rows_per_s"]
+    assert isinstance(rates, dict)
+    assert len(rates) == 4
+    assert all(v > 0 for v in rates.values())
+
+
 def test_evolve_parallel_quick_runs_every_mode(tmp_path: Path) -> None:
     data = _quick("evolve_parallel.py", tmp_path / "evolve")
     for mode in ("sequential", "pipeline", "batches"):
