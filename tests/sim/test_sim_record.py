@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -280,3 +280,13 @@ def test_a_run_that_fails_in_setup_is_recorded_as_failed_and_reported(tmp_path: 
     assert (run.status, run.steps, run.digest) == ("failed", None, None)
     page = report(path).read_text(encoding="utf-8")
     assert "This run failed before its first step of 5." in page
+
+
+def test_a_bad_charts_attribute_is_named(tmp_path: Path) -> None:
+    class Charted(Breaks):
+        charts: ClassVar[Any] = {"population": "sheep"}
+
+    with pytest.raises(sim.RecordError, match=r"Charted\.charts must map a chart's title"):
+        sim.run(Charted, steps=1, record=tmp_path / "c.sqlite")
+    with pytest.raises(sim.RecordError, match=r"Charted\.charts must map"):
+        sim.sweep(Charted, {"n": [1]}, steps=1, record=tmp_path / "s.sqlite")
