@@ -13,7 +13,8 @@ once, up front, so that only writing is timed.
   ``DataFrame.to_sql`` into SQLite or one ``DataFrame.to_parquet``: everything
   held in memory until the end, the best case for the anchor.
 
-Systems are interleaved within each round (``--rounds``, median reported); the
+Systems are interleaved within each round, every other round in reverse order
+(``--rounds``, median reported); the
 record written by ours is read back with ``open_record`` and checked against
 the snapshots (the ``pos`` field as an ``(n, 2)`` float64 array).
 
@@ -138,7 +139,12 @@ def main() -> int:
     correct = True
     with tempfile.TemporaryDirectory(prefix="sim_record-") as tmp:
         for round_ in range(args.rounds):
-            for i, (name, (write, suffix)) in enumerate(systems.items()):
+            # Every other round in reverse order: a system never always follows the same
+            # one (a big SQLite commit just before leaves the disk busy for what comes next).
+            order = list(enumerate(systems.items()))
+            if round_ % 2:
+                order.reverse()
+            for i, (name, (write, suffix)) in order:
                 path = Path(tmp) / f"r{round_}-{i}{suffix}"
                 started = time.perf_counter()
                 write(path, snaps)

@@ -83,12 +83,19 @@ def test_vector_fields_round_trip_with_their_dtype_and_shape(tmp_path: Path, suf
     assert record.meta["space"] == space
 
 
-def test_sqlite_stores_a_vector_as_one_column_per_element(tmp_path: Path) -> None:
-    path = tmp_path / "swarm.sqlite"
+@pytest.mark.parametrize("suffix", [".sqlite", ".parquet"])
+def test_a_vector_is_stored_as_one_column_per_element(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"swarm{suffix}"
     sim.run(Swarm, {"n": 3}, steps=1, seed=1, record=path, snapshot_every=1)
-    db = sqlite3.connect(path)
-    columns = [r[1] for r in db.execute("PRAGMA table_info(agents)")]
-    db.close()
+    if suffix == ".sqlite":
+        db = sqlite3.connect(path)
+        columns = [r[1] for r in db.execute("PRAGMA table_info(agents)")]
+        db.close()
+    else:
+        import pyarrow.parquet as pq
+
+        (part,) = path.glob("agents-*.parquet")
+        columns = pq.read_schema(part).names
     assert columns[:8] == ["run_id", "step", "id", "pos_0", "pos_1", "cell_0", "cell_1", "cell_2"]
     vectors = [*(f"flags_{i}" for i in range(2)), *(f"tile_{i}" for i in range(4))]
     assert columns[8:] == [*vectors, "alive", "energy"]

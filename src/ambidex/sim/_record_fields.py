@@ -4,13 +4,15 @@ An ``Agents`` field is a scalar (``wealth=np.int64``: one value per agent) or
 a fixed-size vector (``pos=(np.float64, 2)``: an ``(n, 2)`` array). A record
 keeps both, and gives them back with the same dtype and shape:
 
-* SQLite: a scalar is one column named after the field; a vector is one
-  column per element, ``pos_0``, ``pos_1``, ... (a vector of shape ``(2, 3)``
-  is flattened in C order: ``m_0`` .. ``m_5``);
-* Parquet: a scalar is a plain column; a vector is one fixed-size list column
-  of the flattened elements;
-* both: the record's meta ``agent_fields`` maps each field to its dtype
-  (``"<f8"``), or to ``[dtype, shape]`` for a vector (``["<f8", [2]]``).
+* a scalar is one column named after the field; a vector is one column per
+  element, ``pos_0``, ``pos_1``, ... (a vector of shape ``(2, 3)`` is
+  flattened in C order: ``m_0`` .. ``m_5``), in SQLite and Parquet alike:
+  one layout, plain columns that any reader (pandas, DuckDB, sqlite3) takes as
+  they are (a Parquet fixed-size list column was also about 1.2x slower for
+  pyarrow to write, 500,000 rows);
+* the record's meta ``agent_fields`` maps each field to its dtype (``"<f8"``),
+  or to ``[dtype, shape]`` for a vector (``["<f8", [2]]``): what puts the
+  columns back together.
 
 Fields must be numbers or booleans (or, as scalars, text): anything else is
 refused when the snapshot is taken, naming the field, before a byte of it is
@@ -53,7 +55,7 @@ class Field:
 
     @property
     def columns(self) -> list[str]:
-        """The SQLite columns that hold the field: ``[name]``, or ``name_0`` .. ``name_{k-1}``."""
+        """The columns that hold the field: ``[name]``, or ``name_0`` .. ``name_{k-1}``."""
         if not self.shape:
             return [self.name]
         return [f"{self.name}_{i}" for i in range(self.size)]
