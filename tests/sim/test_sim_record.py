@@ -145,6 +145,12 @@ def test_fields_that_would_share_a_column_are_refused(tmp_path: Path) -> None:
             rec.snapshot(run_id, 0, {"pos": np.zeros((2, 2)), "pos_1": np.zeros(2)})
         with pytest.raises(sim.RecordError, match="'big' holds uint64 values past SQLite"):
             rec.snapshot(run_id, 0, {"big": np.array([2**64 - 1], dtype=np.uint64)})
+        with pytest.raises(sim.RecordError, match="at least one field"):
+            rec.snapshot(run_id, 0, {})
+        with pytest.raises(sim.RecordError, match="a dict of per-agent arrays, got list"):
+            rec.snapshot(run_id, 0, [np.zeros(2)])  # type: ignore[arg-type]
+        with pytest.raises(sim.RecordError, match="name 'x\" y' is not an identifier"):
+            rec.snapshot(run_id, 0, {'x" y': np.zeros(2)})
         rec.snapshot(run_id, 0, {"pos": np.zeros((2, 2))})
         with pytest.raises(sim.RecordError, match=r"pos: float64 vector of shape \(3,\)"):
             rec.snapshot(run_id, 1, {"pos": np.zeros((2, 3))})

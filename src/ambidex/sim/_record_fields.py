@@ -84,14 +84,19 @@ def check_fields(
     """The fields of one snapshot, and its number of agents; a ``RecordError`` naming a bad one.
 
     Raises:
-        RecordError: columns of different lengths, a reserved name, a dtype a
+        RecordError: no fields, a name that is not an identifier, columns of
+            different lengths, a reserved name, a dtype a
             record cannot hold, an empty vector, a vector whose element columns
             would clash with another field, or (SQLite) an unsigned 64-bit value
             past SQLite's integer range.
     """
+    if not columns:
+        raise RecordError("a snapshot needs at least one field (one array per agent field)")
     fields: dict[str, Field] = {}
     lengths: dict[str, int] = {}
     for name, array in columns.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise RecordError(f"snapshot field name {name!r} is not an identifier")
         if name in _RESERVED:
             raise RecordError(f"a snapshot field may not be called {name!r}")
         if array.ndim == 0:

@@ -263,6 +263,10 @@ class Recorder:
                 record's (each named); nothing of the snapshot is buffered then,
                 and what was recorded before stays.
         """
+        if not isinstance(columns, Mapping):
+            raise RecordError(
+                f"a snapshot is a dict of per-agent arrays, got {type(columns).__name__}"
+            )
         cols = {k: np.asarray(v) for k, v in columns.items()}
         fields, n = check_fields(cols, sqlite=self.format == "sqlite")
         with self._lock:
