@@ -78,3 +78,17 @@ def test_the_slider_steps_through_the_agents_and_the_csv_links_download(
     assert rows[0] == ["run", "point", "replicate", "step", "a", "b", "c"]
     assert [int(r[3]) for r in rows[1:]] == list(range(11))
     assert [float(r[6]) for r in rows[1:]] == result.metrics["c"].tolist()
+
+
+def test_the_runs_table_downloads_with_its_rows(tmp_path: Path, page: Page) -> None:
+    record = tmp_path / "sweep.sqlite"
+    result = ax.sim.sweep(Herd, {"n": [10, 20]}, replicates=2, steps=3, record=record, workers=1)
+    page.goto(report(record).as_uri())
+    shown = page.locator("h2:text('Runs') ~ div.scroll table").first.locator("tbody tr")
+    assert shown.count() == 4
+    with page.expect_download() as caught:
+        page.locator('a[download="runs.csv"]').click()
+    rows = list(csv.reader(io.StringIO(Path(caught.value.path()).read_text(encoding="utf-8"))))
+    assert len(rows) == 1 + shown.count()
+    digest = rows[0].index("digest")
+    assert [r[digest] for r in rows[1:]] == [run.metrics.digest() for run in result.runs]
