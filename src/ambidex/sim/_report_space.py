@@ -159,9 +159,12 @@ def _frames(
             categories = distinct.tolist()
     vmin = float(pooled.min()) if len(pooled) else 0.0
     vmax = float(pooled.max()) if len(pooled) else 1.0
+    # The picture follows the space's shape, within 1:3 either way (a 10 x 1000 space
+    # is drawn squeezed, not 560 inches tall).
+    aspect = float(np.clip((ylim[1] - ylim[0]) / max(xlim[1] - xlim[0], 1e-9), 1 / 3, 3))
     out = []
     for i, (snap, xy) in enumerate(zip(snaps, points, strict=True)):
-        fig = new_figure(5.6, 5.6 * (ylim[1] - ylim[0]) / max(xlim[1] - xlim[0], 1e-9) + 0.4)
+        fig = new_figure(5.6, 5.6 * aspect + 0.4)
         ax = fig.subplots()
         size = float(np.clip(3000 / max(len(xy), 1), 1.0, 30.0))
         if color is None:
@@ -189,7 +192,7 @@ def _frames(
             fig.colorbar(image, ax=ax, label=mpl_text(color))
         ax.set_xlim(*xlim)
         ax.set_ylim(*ylim)
-        ax.set_aspect("equal")
+        ax.set_aspect("equal" if 1 / 3 < aspect < 3 else "auto")
         ax.set_title(f"step {int(snap['step'][0]) if len(snap['step']) else '?'}: {len(xy)} agents")
         out.append(png_base64(fig))
     return out
