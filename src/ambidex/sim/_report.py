@@ -693,7 +693,7 @@ def _points_section(data: _Data) -> str:
 
 
 _COMPILE_SHOWN_S = 0.01
-"""Compile time below this (a kernel loaded from numba's cache) is not marked."""
+"""Compile time below this (a few small kernels loaded from numba's cache) is not marked."""
 
 
 def _elapsed_text(row: RunRow) -> str:
@@ -748,7 +748,8 @@ def _runs_section(data: _Data) -> str:
     if any(r.compile_s is not None and r.compile_s >= _COMPILE_SHOWN_S for r in data.rows):
         note += (
             " A time marked 'incl. numba compilation' includes compiling the model's "
-            "kernels: the first run in each process pays for it, later runs reuse them."
+            "kernels (or loading them from numba's cache): the first run in each process "
+            "pays for it, later runs reuse them."
         )
     if data.skipped:
         note += f" No metrics were recorded for run(s) {', '.join(map(str, data.skipped))}."

@@ -113,7 +113,8 @@ class RunResult:
     final: Model | None = field(default=None, repr=False, compare=False)
     """The model in its final state (plain runs only; sweeps do not send it back)."""
     compile_s: float | None = None
-    """Seconds of the run spent compiling numba kernels (``None``: numba not loaded)."""
+    """Seconds of the run spent compiling numba kernels or loading them from numba's cache
+    (``None``: numba not loaded)."""
 
     def to_pandas(self) -> Any:
         """The metrics as a ``pandas.DataFrame``: ``step`` and one column per metric.
