@@ -303,3 +303,17 @@ def test_a_bad_charts_attribute_is_named(tmp_path: Path) -> None:
         sim.run(Charted, steps=1, record=tmp_path / "c.sqlite")
     with pytest.raises(sim.RecordError, match=r"Charted\.charts must map"):
         sim.sweep(Charted, {"n": [1]}, steps=1, record=tmp_path / "s.sqlite")
+
+
+def test_a_record_that_cannot_take_the_stop_does_not_hide_why_the_run_stopped(
+    tmp_path: Path,
+) -> None:
+    recorder = sim.Recorder(tmp_path / "closed.sqlite")
+
+    class ClosesItsRecord(Breaks):
+        def step(self) -> None:
+            recorder.close()  # the record is gone when the interrupt comes
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sim.run(ClosesItsRecord, steps=3, record=recorder)

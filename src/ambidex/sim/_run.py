@@ -293,8 +293,7 @@ def _run(
     except BaseException as exc:
         jit.stop()
         if recorder is not None and run_id is not None:
-            elapsed = time.perf_counter() - started
-            recorder.stop_run(run_id, exc, names=names or [], rows=rows, elapsed_s=elapsed)
+            _record_stop(recorder, run_id, exc, names or [], rows, time.perf_counter() - started)
         raise
     table = MetricsTable.from_rows(["step", *(names or [])], rows)
     result = RunResult(
@@ -320,6 +319,21 @@ def _run(
             result.elapsed_s,
         )
     return result
+
+
+def _record_stop(
+    recorder: Recorder,
+    run_id: int,
+    exc: BaseException,
+    names: list[str],
+    rows: list[list[Any]],
+    elapsed_s: float,
+) -> None:
+    """Record a run that ``exc`` stopped, with its steps so far; never hides ``exc``."""
+    try:
+        recorder.stop_run(run_id, exc, names=names, rows=rows, elapsed_s=elapsed_s)
+    except Exception:  # the record's own trouble must not replace why the run stopped
+        log.warning("run %d: recording how it stopped failed", run_id, exc_info=True)
 
 
 def _key_text(spawn_key: tuple[int, ...]) -> str:
