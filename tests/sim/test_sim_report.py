@@ -49,12 +49,22 @@ class Odd(ambidex.sim.Model):
         return {"<b>sum</b>": float(self.x.sum()), "cost $": float(self.x.max())}
 
 
-IMG = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]*)">')
+IMG = re.compile(
+    r'<figure( class="[a-z]+")?( hidden)?>'
+    r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]*)">'
+)
 
 
-def images(page: str) -> list[tuple[bytes, str]]:
-    """The embedded images of a report: (PNG bytes, alt text)."""
-    found = [(base64.b64decode(b64, validate=True), alt) for b64, alt in IMG.findall(page)]
+def images(page: str, *, hidden: bool = False) -> list[tuple[bytes, str]]:
+    """The embedded images of a report, as first shown: (PNG bytes, alt text).
+
+    ``hidden=True``: also those a toggle shows instead (a sweep's every-replicate plots).
+    """
+    found = [
+        (base64.b64decode(b64, validate=True), alt)
+        for _, concealed, b64, alt in IMG.findall(page)
+        if hidden or not concealed
+    ]
     for png, _ in found:
         assert png.startswith(b"\x89PNG\r\n\x1a\n")
     return found
@@ -230,9 +240,13 @@ def test_traces_draw_every_replicate(tmp_path: Path) -> None:
     ax.sim.sweep(Walkers, {"drift": [0.0, 1.0]}, replicates=3, steps=5, record=record, workers=1)
     banded = report(record, tmp_path / "banded.html").read_text(encoding="utf-8")
     traced = report(record, tmp_path / "traced.html", traces=True).read_text(encoding="utf-8")
-    assert "ambidex sim report --traces" in banded
+    assert 'id="traces-toggle"' in banded  # both pictures in the page, a checkbox between
+    shown, every = images(banded, hidden=True)[:2]
+    assert every[1] == "mean over time, every replicate"
+    assert shown[0] != every[0]
     assert "the thin lines are the replicates themselves" in traced
-    assert images(banded)[0][0] != images(traced)[0][0]
+    assert 'id="traces-toggle"' not in traced  # asked for: traces alone
+    assert images(traced)[0][0] == every[0]
 
 
 def test_a_stopped_run_and_a_sweep_without_finished_runs_are_reported(tmp_path: Path) -> None:

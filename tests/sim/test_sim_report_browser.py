@@ -80,7 +80,9 @@ def test_the_slider_steps_through_the_agents_and_the_csv_links_download(
     assert [float(r[6]) for r in rows[1:]] == result.metrics["c"].tolist()
 
 
-def test_the_runs_table_downloads_with_its_rows(tmp_path: Path, page: Page) -> None:
+def test_the_runs_table_downloads_and_the_replicates_show_on_demand(
+    tmp_path: Path, page: Page
+) -> None:
     record = tmp_path / "sweep.sqlite"
     result = ax.sim.sweep(Herd, {"n": [10, 20]}, replicates=2, steps=3, record=record, workers=1)
     page.goto(report(record).as_uri())
@@ -92,3 +94,15 @@ def test_the_runs_table_downloads_with_its_rows(tmp_path: Path, page: Page) -> N
     assert len(rows) == 1 + shown.count()
     digest = rows[0].index("digest")
     assert [r[digest] for r in rows[1:]] == [run.metrics.digest() for run in result.runs]
+
+    # the checkbox swaps each chart's min-max band for every replicate's own line
+    band = page.locator("figure.banded").first
+    every = page.locator("figure.traced").first
+    assert band.is_visible()
+    assert not every.is_visible()
+    page.locator("#traces-toggle").check()
+    assert every.is_visible()
+    assert not band.is_visible()
+    assert every.locator("img").evaluate("img => img.naturalWidth > 100")
+    page.locator("#traces-toggle").uncheck()
+    assert band.is_visible()

@@ -490,8 +490,9 @@ def report_command(
         bool,
         typer.Option(
             "--traces",
-            help="Draw every replicate's own line in a sweep's plots over time "
-            "(instead of a min-max band around each point's mean).",
+            help="Draw only every replicate's own line in a sweep's plots over time "
+            "(without it: a min-max band around each point's mean, and a checkbox in "
+            "the page that shows the replicates' lines instead).",
         ),
     ] = False,
 ) -> None:

@@ -7,8 +7,9 @@
   whether every run finished (a run stopped by Ctrl-C or an error is named,
   with the step it reached);
 * every metric over time (a sweep: one line per grid point, the mean over its
-  replicates, with their min-max band; ``traces=True`` draws every replicate
-  too). Metrics the model groups in its ``charts`` attribute
+  replicates, with their min-max band, and a checkbox that shows every
+  replicate's own line instead; ``traces=True`` draws those alone). Metrics
+  the model groups in its ``charts`` attribute
   (``{"population": ["sheep", "wolves"]}``) share one chart;
 * for a sweep, the final value of every metric against every swept parameter
   (mean and standard deviation over replicates; a heatmap for two parameters);
@@ -251,10 +252,11 @@ def _stack(
 _STYLES = ("-", "--", ":", "-.")
 
 
-def _time_plot(data: _Data, metrics: Sequence[str], title: str) -> str:
+def _time_plot(data: _Data, metrics: Sequence[str], title: str, traces: bool) -> str:
     """One chart over time: one metric (a colour per group) or several (a colour per metric).
 
     With several metrics and several grid points, a point's lines share a line style.
+    ``traces``: every run's own thin line instead of the min-max band around the mean.
     """
     fig = new_figure()
     ax = fig.subplots()
@@ -271,10 +273,10 @@ def _time_plot(data: _Data, metrics: Sequence[str], title: str) -> str:
             steps, values = _stack(group.runs, metric)
             with _quiet():
                 mean = np.nanmean(values, axis=0)
-                if values.shape[0] > 1 and not data.traces:
+                if values.shape[0] > 1 and not traces:
                     lo, hi = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
                     ax.fill_between(steps, lo, hi, color=color, alpha=0.18, linewidth=0)
-            if data.traces and values.shape[0] > 1:
+            if traces and values.shape[0] > 1:
                 for trace in values:
                     ax.plot(steps, trace, color=color, linewidth=0.6, alpha=0.35, linestyle=style)
             if single:
@@ -555,15 +557,17 @@ def _status_banner(data: _Data) -> str:
 def _time_section(data: _Data) -> str:
     if not data.metrics:
         return '<h2>Metrics over time</h2><p class="note">The record holds no metrics.</p>'
+    toggle = False
     if data.is_sweep:
         reps = max(len(g.runs) for g in data.groups)
         note = f"One line per grid point: the mean over its {reps} replicate(s)"
-        if reps > 1:
+        if reps > 1 and data.traces:
+            note += "; the thin lines are the replicates themselves."
+        elif reps > 1:
+            toggle = True
             note += (
-                "; the thin lines are the replicates themselves."
-                if data.traces
-                else "; the band spans their minimum to maximum (every replicate's own "
-                "line: ambidex sim report --traces)."
+                "; the band spans their minimum to maximum (tick 'every replicate' to see "
+                "each replicate's own line instead)."
             )
         else:
             note += "."
@@ -576,20 +580,38 @@ def _time_section(data: _Data) -> str:
     charts = _charts(data)
     if any(len(names) > 1 for _, names in charts):
         note += " Metrics the model groups in its charts attribute share a chart."
-    figures = "".join(
-        img_tag(
-            _time_plot(data, names, title),
-            f"{names[0]} over time"
-            if len(names) == 1
-            else f"{title} over time: {', '.join(names)}",
+    figures = []
+    for title, names in charts:
+        alt = _chart_alt(title, names)
+        if not toggle:
+            figures.append(img_tag(_time_plot(data, names, title, data.traces), alt))
+            continue
+        banded = _time_plot(data, names, title, False)
+        traced = _time_plot(data, names, title, True)
+        figures.append(
+            f'<figure class="banded"><img src="data:image/png;base64,{banded}" '
+            f'alt="{esc(alt)}"></figure>'
+            f'<figure class="traced" hidden><img src="data:image/png;base64,{traced}" '
+            f'alt="{esc(alt + ", every replicate")}"></figure>'
         )
-        for title, names in charts
-    )
     return (
         f'<h2>Metrics over time</h2><p class="note">{esc(note)} '
         f"{_metrics_csv(data)}</p>"
-        f'<div class="plots">{figures}</div>'
+        + (_TRACES_TOGGLE if toggle else "")
+        + f'<div class="plots">{"".join(figures)}</div>'
     )
+
+
+_TRACES_TOGGLE = (
+    '<p><label><input type="checkbox" id="traces-toggle"> every replicate</label></p>'
+    "<script>(function(){"
+    'var box=document.getElementById("traces-toggle");'
+    'box.addEventListener("change",function(){'
+    'document.querySelectorAll("figure.banded").forEach(function(f){f.hidden=box.checked;});'
+    'document.querySelectorAll("figure.traced").forEach(function(f){f.hidden=!box.checked;});'
+    "});})();</script>"
+)
+"""A sweep's band-or-traces switch: both pictures are in the page, one shown at a time."""
 
 
 def _chart_alt(title: str, names: Sequence[str]) -> str:
@@ -812,8 +834,10 @@ def report(
         out: the HTML file to write (a directory: the file goes in it); default
             ``<record stem>.html`` next to the record.
         title: the page's title; default from the model and the kind of record.
-        traces: in a sweep's plots over time, draw every replicate's own line
-            (thin) instead of the min-max band around each point's mean.
+        traces: in a sweep's plots over time, draw only every replicate's own
+            line (thin) around each point's mean. Without it the page holds both
+            pictures, the min-max band shown and an "every replicate" checkbox
+            that swaps them.
 
     Raises:
         RecordError: no record at the path, not a record, or a record without runs.
