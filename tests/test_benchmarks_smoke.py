@@ -106,6 +106,15 @@ def test_sim_space_quick_checks_neighbors_against_all_pairs_and_runs_boids(
     assert all(b["speedup_step"] > 1 for b in boids.values())
 
 
+def test_sim_record_quick_writes_both_formats_and_reads_back_equal(tmp_path: Path) -> None:
+    data = _quick("sim_record.py", tmp_path / "record")
+    assert data["correct"] is True
+    rates = data["rows_per_s"]
+    assert isinstance(rates, dict)
+    assert len(rates) == 4
+    assert all(v > 0 for v in rates.values())
+
+
 def test_evolve_parallel_quick_runs_every_mode(tmp_path: Path) -> None:
     data = _quick("evolve_parallel.py", tmp_path / "evolve")
     for mode in ("sequential", "pipeline", "batches"):

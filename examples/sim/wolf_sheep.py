@@ -249,6 +249,8 @@ class WolfSheep(ax.sim.Model):
         "sheep_gain_from_food": 4.0,
         "grass_regrowth_time": 10,
     }
+    charts: ClassVar[dict[str, list[str]]] = {"population": ["sheep", "wolves"]}
+    """Report: sheep and wolves on one chart (grass, in patches, on its own)."""
 
     def setup(self, params: ax.sim.Params) -> None:
         """Scatter sheep and wolves with random energy; grow about half the grass."""

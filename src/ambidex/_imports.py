@@ -20,7 +20,7 @@ from typing import TypeVar
 from ambidex._text import describe_exception
 from ambidex.exceptions import AmbidexError
 
-__all__ = ["MissingFileError", "classes_in", "import_file", "load_module"]
+__all__ = ["MissingFileError", "classes_in", "import_file", "load_module", "search_also"]
 
 T = TypeVar("T")
 
@@ -79,6 +79,22 @@ def import_file(path: Path) -> ModuleType:
             "first; rename the file"
         )
     return module
+
+
+def search_also(*folders: str | Path) -> None:
+    """Let ``import`` find modules in ``folders`` too: appended to ``sys.path`` if missing.
+
+    What the ``ambidex`` commands do so that ``package.module:name`` resolves
+    from the current directory (and, for a workflow, from its file's folder),
+    as ``python -m`` would: the ``ambidex`` console script's ``sys.path`` starts
+    with its own ``bin`` folder, not the current one. Appended, not prepended,
+    so a file in the current directory never shadows an installed module.
+    cpu worker processes get this ``sys.path`` too.
+    """
+    for folder in folders:
+        entry = str(folder)
+        if entry not in sys.path:
+            sys.path.append(entry)
 
 
 def load_module(target: str) -> ModuleType:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -351,3 +353,137 @@ def test_recording_agents_of_a_model_without_an_agents_table_is_a_user_error(
     assert one_line(err) == (
         "error: Counter has no self.agents table: define snapshot(self) to record agents"
     )
+
+
+SLOW_MODEL = """
+import time
+from pathlib import Path
+
+import numpy as np
+
+import ambidex.sim
+
+
+class Slow(ambidex.sim.Model):
+    defaults = {"n": 5, "delay": 0.05, "marker": ""}
+
+    def setup(self, params):
+        self.x = np.zeros(params.n)
+        self.t = 0
+
+    def step(self):
+        self.t += 1
+        time.sleep(self.params.delay)
+        self.x += self.rng.random(self.params.n)
+        if self.params.marker and self.t == 3 and self.params.delay > 0.01:
+            Path(self.params.marker).touch()  # the test's cue: the run is under way
+
+    def metrics(self):
+        return {"total": float(self.x.sum())}
+"""
+
+
+def interrupted(*args: str, marker: Path, home: Path, cwd: Path) -> str:
+    """``python -m ambidex sim ARGS``, sent SIGINT once the model touched ``marker``; stderr."""
+    env = {**os.environ, "AMBIDEX_HOME": str(home), "COLUMNS": "200"}
+    env.pop("AMBIDEX_CPU_WORKERS", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ambidex", "sim", *args, "-p", f"marker={marker}"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the model never started"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    return err
+
+
+def test_ctrl_c_during_a_run_leaves_a_record_the_report_reads(tmp_path: Path, home: Path) -> None:
+    (tmp_path / "slow.py").write_text(SLOW_MODEL)
+    record = tmp_path / "stopped.sqlite"
+    args = ("run", "slow.py", "--steps", "1000", "--record", str(record))
+    err = interrupted(*args, marker=tmp_path / "started", home=home, cwd=tmp_path)
+    assert one_line(err) == f"error: interrupted; what was recorded so far is in {record}"
+    (run,) = ax.sim.open_record(record).runs
+    assert run.status == "interrupted"
+    assert run.steps is not None
+    assert 3 <= run.steps < 1000
+    assert len(ax.sim.open_record(record).metrics(1)) == run.steps + 1
+
+    done = sim("report", str(record), home=home, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    page = Path(done.stdout.strip()).read_text(encoding="utf-8")
+    assert f"This run was interrupted at step {run.steps} of 1000" in page
+    assert "data:image/png;base64," in page  # its steps so far are drawn
+
+
+def test_ctrl_c_during_a_sweep_keeps_the_finished_runs(tmp_path: Path, home: Path) -> None:
+    (tmp_path / "slow.py").write_text(SLOW_MODEL)
+    record = tmp_path / "stopped-sweep.sqlite"
+    # one worker: the quick point's run finishes, the slow one is interrupted midway
+    args = ("sweep", "slow.py", "-g", "delay=0.001,0.05", "--steps", "100", "--workers", "1")
+    interrupted(
+        *args, "--record", str(record), marker=tmp_path / "started", home=home, cwd=tmp_path
+    )
+    opened = ax.sim.open_record(record)
+    assert [r.status for r in opened.runs] == ["done", "interrupted"]
+    assert len(opened.metrics(1)) == 101
+
+    done = sim("report", str(record), home=home, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    page = Path(done.stdout.strip()).read_text(encoding="utf-8")
+    assert "Interrupted: 1 of 2 runs finished" in page
+
+
+def test_a_package_module_model_resolves_from_the_current_directory(
+    tmp_path: Path, home: Path
+) -> None:
+    # the ambidex console script: its sys.path starts with its bin folder, not the
+    # current directory (python -m would hide the problem)
+    script = Path(sys.executable).parent / "ambidex"
+    if not script.is_file():
+        pytest.skip("no ambidex console script beside this Python")
+    package = tmp_path / "mymodels"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "walk.py").write_text(MODEL)
+    env = {**os.environ, "AMBIDEX_HOME": str(home), "COLUMNS": "200"}
+    env.pop("AMBIDEX_CPU_WORKERS", None)
+    for args in (
+        ("run", "mymodels.walk:Walk", "--steps", "3", "--json"),
+        ("sweep", "mymodels.walk:Walk", "-g", "n=3,4", "--steps", "3", "--workers", "2", "--json"),
+    ):
+        done = subprocess.run(
+            [str(script), "sim", *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["model"] == "Walk"
+    done = subprocess.run(
+        [str(script), "sim", "run", "mymodels.nothing:Walk"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert one_line(done.stderr).startswith("error: cannot load model 'mymodels.nothing:Walk'")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -86,3 +86,31 @@ class Slow(sim.Model):
 
     def metrics(self) -> dict[str, Any]:
         return {"count": self.count}
+
+
+class Herd(sim.Model):
+    """Two kinds of agent on a grid; ``a`` and ``b`` share a chart, ``c`` has its own."""
+
+    defaults = {"n": 40, "width": 8, "height": 6}
+    charts: ClassVar[dict[str, list[str]]] = {"herd": ["a", "b"]}
+
+    def setup(self, params: sim.Params) -> None:
+        self.grid = sim.Grid(params.width, params.height, torus=True)
+        self.agents = sim.Agents(params.n, kind=np.int8, cell=np.int64)
+        self.agents.add(
+            params.n,
+            kind=self.rng.integers(0, 2, params.n),
+            cell=self.grid.random_cells(self.rng, params.n),
+        )
+
+    def step(self) -> None:
+        a = self.agents
+        a.cell = (a.cell + self.rng.integers(-1, 2, len(a))) % self.grid.size
+
+    def metrics(self) -> dict[str, float]:
+        kind = self.agents.kind
+        return {
+            "a": int((kind == 0).sum()),
+            "b": int((kind == 1).sum()),
+            "c": float(self.agents.cell.mean()),
+        }

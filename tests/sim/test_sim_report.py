@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from sim_toy_models import Herd
 
 import ambidex as ax
 import ambidex.sim
@@ -48,12 +49,22 @@ class Odd(ambidex.sim.Model):
         return {"<b>sum</b>": float(self.x.sum()), "cost $": float(self.x.max())}
 
 
-IMG = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]*)">')
+IMG = re.compile(
+    r'<figure( class="[a-z]+")?( hidden)?>'
+    r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]*)">'
+)
 
 
-def images(page: str) -> list[tuple[bytes, str]]:
-    """The embedded images of a report: (PNG bytes, alt text)."""
-    found = [(base64.b64decode(b64, validate=True), alt) for b64, alt in IMG.findall(page)]
+def images(page: str, *, hidden: bool = False) -> list[tuple[bytes, str]]:
+    """The embedded images of a report, as first shown: (PNG bytes, alt text).
+
+    ``hidden=True``: also those a toggle shows instead (a sweep's every-replicate plots).
+    """
+    found = [
+        (base64.b64decode(b64, validate=True), alt)
+        for _, concealed, b64, alt in IMG.findall(page)
+        if hidden or not concealed
+    ]
     for png, _ in found:
         assert png.startswith(b"\x89PNG\r\n\x1a\n")
     return found
@@ -169,3 +180,112 @@ def test_missing_and_empty_records_are_clear_errors(tmp_path: Path) -> None:
         report(not_a_record)
     assert not (tmp_path / "nothing.html").exists()
     assert not (tmp_path / "empty.html").exists()
+
+
+CSV_LINK = re.compile(
+    r'<a class="csv" download="([^"]+)" href="data:text/csv;charset=utf-8;base64,([^"]+)">'
+)
+
+
+def csv_tables(page: str) -> dict[str, list[list[str]]]:
+    """The CSV downloads of a report, by file name, as rows of cells."""
+    import csv
+    import io
+
+    return {
+        name: list(csv.reader(io.StringIO(base64.b64decode(b64).decode("utf-8"))))
+        for name, b64 in CSV_LINK.findall(page)
+    }
+
+
+def test_a_models_charts_put_its_metrics_on_one_chart(tmp_path: Path) -> None:
+    record = tmp_path / "herd.sqlite"
+    ax.sim.run(Herd, steps=4, seed=1, record=record)
+    page = report(record).read_text(encoding="utf-8")
+    assert [alt for _, alt in images(page)][:2] == ["herd over time: a, b", "c over time"]
+    assert ax.sim.open_record(record).meta["charts"] == {"herd": ["a", "b"]}
+
+
+def test_every_table_downloads_as_csv_with_full_precision(tmp_path: Path) -> None:
+    record = tmp_path / "sweep.sqlite"
+    result = ax.sim.sweep(Walkers, {"drift": [0.0, 1.0]}, replicates=2, steps=5, seed=3,
+                          record=record, workers=1)  # fmt: skip
+    tables = csv_tables(report(record).read_text(encoding="utf-8"))
+    assert set(tables) == {"metrics.csv", "points.csv", "runs.csv"}
+    runs = tables["runs.csv"]
+    assert runs[0][:7] == ["run", "point", "replicate", "seed", "spawn_key", "status", "steps"]
+    assert len(runs) == 1 + 4
+    spread = runs[0].index("spread")
+    for row, run in zip(runs[1:], result.runs, strict=True):
+        assert float(row[spread]) == run.metrics["spread"][-1]  # every digit kept
+        assert row[runs[0].index("digest")] == run.metrics.digest()
+    points = tables["points.csv"]
+    assert points[0] == [
+        "point",
+        "drift",
+        "runs",
+        "mean mean",
+        "mean sd",
+        "spread mean",
+        "spread sd",
+    ]
+    assert float(points[2][5]) == pytest.approx(result.final("spread")[1].mean(), rel=1e-15)
+    metrics = tables["metrics.csv"]
+    assert metrics[0] == ["run", "point", "replicate", "step", "mean", "spread"]
+    assert len(metrics) == 1 + 4 * 6
+
+
+def test_traces_draw_every_replicate(tmp_path: Path) -> None:
+    record = tmp_path / "sweep.sqlite"
+    ax.sim.sweep(Walkers, {"drift": [0.0, 1.0]}, replicates=3, steps=5, record=record, workers=1)
+    banded = report(record, tmp_path / "banded.html").read_text(encoding="utf-8")
+    traced = report(record, tmp_path / "traced.html", traces=True).read_text(encoding="utf-8")
+    assert 'id="traces-toggle"' in banded  # both pictures in the page, a checkbox between
+    shown, every = images(banded, hidden=True)[:2]
+    assert every[1] == "mean over time, every replicate"
+    assert shown[0] != every[0]
+    assert "the thin lines are the replicates themselves" in traced
+    assert 'id="traces-toggle"' not in traced  # asked for: traces alone
+    assert images(traced)[0][0] == every[0]
+
+
+def test_a_stopped_run_and_a_sweep_without_finished_runs_are_reported(tmp_path: Path) -> None:
+    record = tmp_path / "stopped.sqlite"
+    with ax.sim.Recorder(record) as recorder:
+        recorder.set_meta(kind="sweep", grid={"n": [1, 2]}, steps=9, replicates=1)
+        first = recorder.start_run("Walkers", {"n": 1}, 0, (0,), 9, point=0, replicate=0)
+        second = recorder.start_run("Walkers", {"n": 2}, 0, (1,), 9, point=1, replicate=0)
+        recorder.stop_run(first, KeyboardInterrupt(), steps=4)
+        recorder.stop_run(second, KeyboardInterrupt(), steps=0)
+    page = report(record).read_text(encoding="utf-8")
+    assert "Interrupted: 0 of 2 runs finished" in page
+    assert "run 1 (point 0, replicate 0) was interrupted at step 4 of 9" in page
+    assert "run 2 (point 1, replicate 0) was interrupted before its first step of 9" in page
+    assert "The record holds no metrics." in page
+
+
+def test_the_agents_are_drawn_on_the_grid_step_by_step(tmp_path: Path) -> None:
+    record = tmp_path / "herd.parquet"
+    ax.sim.run(Herd, steps=60, seed=2, record=record, snapshot_every=2)
+    page = report(record).read_text(encoding="utf-8")
+    assert "agents placed on the 8x6 grid by their &#x27;cell&#x27;" in page
+    assert "24 of its 31 snapshots" in page
+    data = re.search(r'<script type="application/json" id="space-data">(.+?)</script>', page)
+    assert data is not None
+    frames = __import__("json").loads(data.group(1))
+    assert frames["steps"][0] == 0
+    assert frames["steps"][-1] == 60
+    assert len(set(frames["frames"])) == 24  # a different picture at every step shown
+
+
+def test_a_numba_runs_time_is_marked_as_including_compilation(tmp_path: Path) -> None:
+    record = tmp_path / "jit.sqlite"
+    with ax.sim.Recorder(record) as recorder:
+        run_id = recorder.start_run("Walkers", {"n": 1}, 0, (), 1)
+        result = ax.sim.run(Walkers, {"n": 1}, steps=1)
+        result.compile_s = 1.25
+        result.elapsed_s = 1.5
+        recorder.finish_run(run_id, result)
+    page = report(record).read_text(encoding="utf-8")
+    assert "1.5 s (incl. 1.25 s numba compilation)" in page
+    assert "the first run in each process pays for it" in page

@@ -127,8 +127,15 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
 
 
 def _load_model(spec: str) -> type[Model]:
+    """The model ``spec`` names; ``package.module:Class`` is found from the current directory.
+
+    As ``ambidex run`` finds a workflow's ``package.module:function`` nodes
+    (``search_also``): the console script's ``sys.path`` lacks the current directory.
+    """
+    from ambidex._imports import search_also
     from ambidex.sim import ModelError, load_model
 
+    search_also(Path.cwd())
     try:
         return load_model(spec)
     except ModelError as exc:
@@ -480,12 +487,21 @@ def report_command(
     title: Annotated[
         str | None, typer.Option(help="The report's title.", show_default=False)
     ] = None,
+    traces: Annotated[
+        bool,
+        typer.Option(
+            "--traces",
+            help="Draw only every replicate's own line in a sweep's plots over time "
+            "(without it: a min-max band around each point's mean, and a checkbox in "
+            "the page that shows the replicates' lines instead).",
+        ),
+    ] = False,
 ) -> None:
     """Write a self-contained HTML report of a record (plots embedded); print its path."""
     from ambidex.sim import RecordError, report
 
     try:
-        written = report(record, out, title=title)
+        written = report(record, out, title=title, traces=traces)
     except RecordError as exc:
         raise fail(str(exc)) from None
     except OSError as exc:

@@ -36,7 +36,7 @@ from ambidex.sim._continuous import ContinuousSpace
 from ambidex.sim._grid import Grid
 from ambidex.sim._model import Model, ModelError, Params, resolve_params
 from ambidex.sim._network import NetworkSpace
-from ambidex.sim._recorder import Record, Recorder, RecordError, open_record
+from ambidex.sim._recorder import Record, Recorder, RecordError, RunStatus, open_record
 from ambidex.sim._report import report
 from ambidex.sim._run import RunResult, gini, load_model, run
 from ambidex.sim._shared import SharedArrays
@@ -56,6 +56,7 @@ __all__ = [
     "RecordError",
     "Recorder",
     "RunResult",
+    "RunStatus",
     "SharedArrays",
     "SweepError",
     "SweepProgress",

@@ -31,8 +31,12 @@ async def dispatch(
     steps_done: np.ndarray[Any, Any],
     progress: Callable[[SweepProgress], None] | None,
     started: float,
+    on_result: Callable[[int, RunResult], None] | None = None,
 ) -> list[RunResult]:
     """Run every spec; return the results in the specs' order.
+
+    ``on_result(k, result)`` is called as each run comes back (the sweep's
+    record writes it then, so an interrupted sweep keeps its finished runs).
 
     Raises:
         SweepError: a run failed (naming it); the others were cancelled.
@@ -50,6 +54,8 @@ async def dispatch(
             raise plan.run_failed(spec.index, exc) from exc
         steps_done[spec.index] = plan.steps  # a run that stopped early counts as complete
         finished += 1
+        if on_result is not None:
+            on_result(spec.index, result)
         return result
 
     def report() -> None:

@@ -7,8 +7,13 @@ tables:
 * ``runs``: one row per run (model, params as JSON, seed, spawn key, steps,
   time, and for sweeps the grid point and replicate);
 * ``metrics``: ``run_id, step, name, value`` (long form, so any model fits);
-* ``agents``: ``run_id, step`` and one column per agent field, written only
-  when snapshots are asked for.
+* ``agents``: ``run_id, step`` and one column per agent field (a vector
+  field ``pos=(np.float64, 2)`` as ``pos_0, pos_1``: see ``_record_fields``),
+  written only when snapshots are asked for.
+
+Every run has a ``status`` (``RunStatus``): ``running`` until it ends, then
+``done``, ``interrupted`` (Ctrl-C, a cancelled sweep) or ``failed``. A run
+that stopped early keeps the metrics of the steps it did.
 
 Rows are buffered in memory and written in one transaction (SQLite) or one
 row group (Parquet) per flush: never a write per agent per step. ``flush``
@@ -18,11 +23,13 @@ metrics, and on ``close``.
 
 from __future__ import annotations
 
+import asyncio
+import enum
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -30,20 +37,33 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from ambidex._sqlite import open_sqlite
-from ambidex.exceptions import AmbidexError
+from ambidex.sim._record_fields import (
+    Field,
+    RecordError,
+    check_fields,
+    fields_from_meta,
+    fields_to_meta,
+    same_layout,
+)
 from ambidex.sim._table import MetricsTable
 
 if TYPE_CHECKING:
+    from ambidex.sim._model import Model
     from ambidex.sim._run import RunResult
 
-__all__ = ["Record", "RecordError", "Recorder", "open_record"]
+__all__ = ["Record", "RecordError", "Recorder", "RunStatus", "open_record"]
 
 Format = Literal["sqlite", "parquet"]
 _SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 
 
-class RecordError(AmbidexError, ValueError):
-    """A record cannot be written or read: wrong path, format or contents."""
+class RunStatus(enum.StrEnum):
+    """Where a recorded run is in its life (the ``status`` column of ``runs``)."""
+
+    RUNNING = "running"  # started; a record left like this was cut off (a kill, a crash)
+    DONE = "done"  # ran every step asked, or stopped itself (``running = False``)
+    INTERRUPTED = "interrupted"  # stopped by Ctrl-C or a cancelled sweep; its steps so far kept
+    FAILED = "failed"  # the model raised; its steps so far kept
 
 
 def _format_of(path: Path, fmt: Format | None) -> Format:
@@ -75,7 +95,9 @@ CREATE TABLE IF NOT EXISTS runs (
     elapsed_s REAL,
     point INTEGER,
     replicate INTEGER,
-    digest TEXT
+    digest TEXT,
+    status TEXT,
+    compile_s REAL
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run_id INTEGER NOT NULL,
@@ -85,6 +107,12 @@ CREATE TABLE IF NOT EXISTS metrics (
 );
 CREATE INDEX IF NOT EXISTS metrics_run ON metrics (run_id, name, step);
 """
+_RUN_COLUMNS = [
+    *("run_id", "model", "params", "seed", "spawn_key", "steps_asked", "steps"),
+    *("started_at", "elapsed_s", "point", "replicate", "digest", "status", "compile_s"),
+]
+_ADDED_COLUMNS = {"status": "TEXT", "compile_s": "REAL"}
+"""Columns of ``runs`` that older records lack (added when such a record is opened)."""
 
 
 class Recorder:
@@ -108,7 +136,7 @@ class Recorder:
         self._metrics: list[tuple[int, int, str, float]] = []
         self._agents: list[tuple[int, int, Mapping[str, np.ndarray[Any, Any]]]] = []
         self._agent_rows = 0
-        self._agent_fields: dict[str, np.dtype[Any]] | None = None
+        self._agent_fields: dict[str, Field] | None = None
         self._runs: dict[int, dict[str, Any]] = {}
         self._closed = False
         self.flushes = 0
@@ -118,6 +146,11 @@ class Recorder:
                 # The record's own transactions (a batch per flush); readers open it read-only.
                 self._db = open_sqlite(self.path, wal=False, autocommit=False, timeout_s=5.0)
                 self._db.executescript(_SCHEMA)
+                have = {r[1] for r in self._db.execute("PRAGMA table_info(runs)")}
+                for column, sql_type in _ADDED_COLUMNS.items():
+                    if column not in have:
+                        self._db.execute(f"ALTER TABLE runs ADD COLUMN {column} {sql_type}")
+                self._db.commit()
             except sqlite3.DatabaseError as exc:
                 raise RecordError(f"{self.path}: not a usable SQLite record ({exc})") from None
             self._next_run = 1 + (
@@ -125,7 +158,7 @@ class Recorder:
             )
             row = self._db.execute("SELECT value FROM meta WHERE key = 'agent_fields'").fetchone()
             if row:
-                self._agent_fields = {k: np.dtype(v) for k, v in json.loads(row[0]).items()}
+                self._agent_fields = fields_from_meta(json.loads(row[0])) or None
         else:
             if self.path.exists() and not self.path.is_dir():
                 raise RecordError(f"{self.path} exists and is not a directory (a Parquet record)")
@@ -138,8 +171,11 @@ class Recorder:
                 ) from None
             existing = _read_parquet_runs(self.path)
             self._next_run = 1 + max((r["run_id"] for r in existing), default=0)
-            self._part = len(list(self.path.glob("metrics-*.parquet")))
+            parts = [*self.path.glob("metrics-*.parquet"), *self.path.glob("agents-*.parquet")]
+            self._part = 1 + max((int(p.stem.rpartition("-")[2]) for p in parts), default=-1)
             self._runs_existing = existing
+            self._agent_fields = fields_from_meta(_read_json_meta(self.path).get("agent_fields"))
+            self._agent_fields = self._agent_fields or None
 
     # -- writing -----------------------------------------------------------
 
@@ -153,10 +189,37 @@ class Recorder:
                 )
                 self._db.commit()
             else:
-                meta_path = self.path / "meta.json"
-                meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+                meta = _read_json_meta(self.path)
                 meta.update(values)
-                meta_path.write_text(json.dumps(meta, indent=2))
+                (self.path / "meta.json").write_text(json.dumps(meta, indent=2))
+
+    def describe_model(self, model: Model) -> None:
+        """Store what a report draws with: the model's ``charts`` and its space's size.
+
+        The space is the first ``Grid`` or ``ContinuousSpace`` among the model's
+        attributes (its width, height and kind), so that the report can place
+        recorded agents: a grid's ``cell`` field as ``x = cell // height``,
+        ``y = cell % height``, a ``pos`` vector field as it is.
+        """
+        from ambidex.sim._continuous import ContinuousSpace
+        from ambidex.sim._grid import Grid
+
+        values: dict[str, Any] = {}
+        charts = getattr(type(model), "charts", None)
+        if charts:
+            values["charts"] = _charts(charts, type(model).model_name())
+        for value in vars(model).values():
+            if isinstance(value, (Grid, ContinuousSpace)):
+                kind = "grid" if isinstance(value, Grid) else "continuous"
+                values["space"] = {
+                    "kind": kind,
+                    "width": value.width,
+                    "height": value.height,
+                    "torus": value.torus,
+                }
+                break
+        if values:
+            self.set_meta(**values)
 
     def start_run(
         self,
@@ -187,30 +250,38 @@ class Recorder:
                 "point": point,
                 "replicate": replicate,
                 "digest": None,
+                "status": RunStatus.RUNNING.value,
+                "compile_s": None,
             }
             return run_id
 
     def snapshot(self, run_id: int, step: int, columns: Mapping[str, Any]) -> None:
-        """Buffer one snapshot of the agents (columns of equal length)."""
+        """Buffer one snapshot of the agents (columns of equal length).
+
+        Raises:
+            RecordError: a field a record cannot hold, or fields other than the
+                record's (each named); nothing of the snapshot is buffered then,
+                and what was recorded before stays.
+        """
+        if not isinstance(columns, Mapping):
+            raise RecordError(
+                f"a snapshot is a dict of per-agent arrays, got {type(columns).__name__}"
+            )
         cols = {k: np.asarray(v) for k, v in columns.items()}
-        lengths = {len(v) for v in cols.values()}
-        if len(lengths) > 1:
-            raise RecordError(f"snapshot columns differ in length: {sorted(lengths)}")
-        fields = {k: v.dtype for k, v in cols.items()}
+        fields, n = check_fields(cols, sqlite=self.format == "sqlite")
         with self._lock:
             self._check_open()
             if self._agent_fields is None:
-                for reserved in ("run_id", "step"):
-                    if reserved in fields:
-                        raise RecordError(f"a snapshot field may not be called {reserved!r}")
                 self._agent_fields = fields
-            elif list(fields) != list(self._agent_fields):
+            elif not same_layout(fields, self._agent_fields):
+                theirs = [f"{f.name}: {f.describe()}" for f in self._agent_fields.values()]
+                ours = [f"{f.name}: {f.describe()}" for f in fields.values()]
                 raise RecordError(
-                    f"{self.path}: snapshot fields {list(fields)} differ from the record's "
-                    f"{list(self._agent_fields)}; record different models in different files"
+                    f"{self.path}: snapshot fields {ours} differ from the record's "
+                    f"{theirs}; record different models in different files"
                 )
             self._agents.append((run_id, step, cols))
-            self._agent_rows += lengths.pop() if lengths else 0
+            self._agent_rows += n
             if self._agent_rows + len(self._metrics) >= self.buffer_rows:
                 self._flush_locked()
 
@@ -229,7 +300,9 @@ class Recorder:
             if self._agent_rows + len(self._metrics) >= self.buffer_rows:
                 self._flush_locked()
 
-    def finish_run(self, run_id: int, result: RunResult) -> None:
+    def finish_run(
+        self, run_id: int, result: RunResult, status: RunStatus = RunStatus.DONE
+    ) -> None:
         """Write the run's metrics and close its row in ``runs``."""
         self.add_metrics(run_id, result.metrics)
         with self._lock:
@@ -237,6 +310,41 @@ class Recorder:
             run["steps"] = result.steps
             run["elapsed_s"] = result.elapsed_s
             run["digest"] = result.metrics.digest()
+            run["status"] = status.value
+            run["compile_s"] = result.compile_s
+
+    def stop_run(
+        self,
+        run_id: int,
+        exc: BaseException,
+        *,
+        names: Sequence[str] = (),
+        rows: Sequence[Sequence[Any]] = (),
+        steps: int | None = None,
+        elapsed_s: float | None = None,
+        status: RunStatus | None = None,
+    ) -> None:
+        """Close the row of a run that ``exc`` stopped, keeping the metrics of its steps so far.
+
+        ``rows`` are the metrics rows taken (``[step, *values]``, named by
+        ``names``); a sweep's run that never came back has none, only the
+        ``steps`` its worker reported. ``KeyboardInterrupt`` and cancellation
+        mark the run ``interrupted``, anything else ``failed`` (unless ``status`` says).
+        """
+        if status is None:
+            stopped = isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError))
+            status = RunStatus.INTERRUPTED if stopped else RunStatus.FAILED
+        table = MetricsTable.from_rows(["step", *names], rows) if rows else None
+        if table is not None and len(table.columns) > 1:
+            self.add_metrics(run_id, table)
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None or run["status"] != RunStatus.RUNNING.value:
+                return
+            run["steps"] = len(rows) - 1 if rows else steps
+            run["elapsed_s"] = elapsed_s
+            run["digest"] = table.digest() if table is not None else None
+            run["status"] = status.value
 
     def flush(self) -> None:
         """Write everything buffered."""
@@ -248,10 +356,12 @@ class Recorder:
         with self._lock:
             if self._closed:
                 return
-            self._flush_locked()
-            if self.format == "sqlite":
-                self._db.close()
-            self._closed = True
+            try:
+                self._flush_locked()
+            finally:
+                if self.format == "sqlite":
+                    self._db.close()
+                self._closed = True
 
     def __enter__(self) -> Recorder:
         return self
@@ -266,55 +376,76 @@ class Recorder:
     def _flush_locked(self) -> None:
         if self._closed:
             return
-        if self.format == "sqlite":
-            self._flush_sqlite()
-        else:
-            self._flush_parquet()
-        self._metrics = []
-        self._agents = []
-        self._agent_rows = 0
+        agents, self._agents, self._agent_rows = self._agents, [], 0
+        metrics, self._metrics = self._metrics, []
         self.flushes += 1
+        # Runs and metrics go first, on their own: a snapshot that cannot be
+        # written must not take the runs' rows and metrics with it.
+        if self.format == "sqlite":
+            self._flush_sqlite(metrics)
+        else:
+            self._flush_parquet(metrics)
+        if not agents:
+            return
+        assert self._agent_fields is not None
+        fields = self._agent_fields
+        try:
+            if self.format == "sqlite":
+                self._flush_sqlite_agents(fields, agents)
+            else:
+                self._flush_parquet_agents(fields, agents)
+        except RecordError:
+            raise
+        except Exception as exc:
+            raise RecordError(
+                f"{self.path}: writing agent snapshots failed ({type(exc).__name__}: {exc}); "
+                "the runs and metrics recorded so far are kept"
+            ) from exc
 
-    def _flush_sqlite(self) -> None:
+    def _flush_sqlite(self, metrics: list[tuple[int, int, str, float]]) -> None:
         db = self._db
+        names = ", ".join(_RUN_COLUMNS)
+        marks = ", ".join(f":{c}" for c in _RUN_COLUMNS)
         with db:
-            if self._agent_fields is not None:
-                cols = ", ".join(f'"{k}" {_sql_type(dt)}' for k, dt in self._agent_fields.items())
-                db.execute(
-                    f"CREATE TABLE IF NOT EXISTS agents (run_id INTEGER NOT NULL, "
-                    f"step INTEGER NOT NULL, {cols})"
-                )
-                db.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('agent_fields', ?)",
-                    (json.dumps({k: v.str for k, v in self._agent_fields.items()}),),
-                )
             db.executemany(
-                "INSERT OR REPLACE INTO runs VALUES (:run_id, :model, :params, :seed, "
-                ":spawn_key, :steps_asked, :steps, :started_at, :elapsed_s, :point, "
-                ":replicate, :digest)",
-                list(self._runs.values()),
+                f"INSERT OR REPLACE INTO runs ({names}) VALUES ({marks})", list(self._runs.values())
             )
-            if self._metrics:
-                db.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?)", self._metrics)
-            if self._agents:
-                assert self._agent_fields is not None
-                names = list(self._agent_fields)
-                marks = ", ".join("?" * (len(names) + 2))
-                for run_id, step, snap in self._agents:
-                    n = len(next(iter(snap.values()))) if snap else 0
-                    lists = [snap[k].tolist() for k in names]
-                    db.executemany(
-                        f"INSERT INTO agents VALUES ({marks})",
-                        zip([run_id] * n, [step] * n, *lists, strict=True),
-                    )
+            if metrics:
+                db.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?)", metrics)
 
-    def _flush_parquet(self) -> None:
+    def _flush_sqlite_agents(self, fields: Mapping[str, Field], agents: list[_Snapshot]) -> None:
+        db = self._db
+        columns = [(f, c) for f in fields.values() for c in f.columns]
+        with db:
+            spec = ", ".join(f'"{c}" {_sql_type(f.dtype)}' for f, c in columns)
+            db.execute(
+                f"CREATE TABLE IF NOT EXISTS agents (run_id INTEGER NOT NULL, "
+                f"step INTEGER NOT NULL, {spec})"
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('agent_fields', ?)",
+                (json.dumps(fields_to_meta(fields)),),
+            )
+            marks = ", ".join("?" * (len(columns) + 2))
+            for run_id, step, snap in agents:
+                n = len(next(iter(snap.values()))) if snap else 0
+                lists: list[list[Any]] = []
+                for field in fields.values():
+                    flat = snap[field.name].reshape(n, field.size)
+                    lists.extend(flat[:, i].tolist() for i in range(field.size))
+                db.executemany(
+                    f"INSERT INTO agents VALUES ({marks})",
+                    zip([run_id] * n, [step] * n, *lists, strict=True),
+                )
+
+    def _flush_parquet(self, metrics: list[tuple[int, int, str, float]]) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         part = self._part
-        if self._metrics:
-            run_ids, steps, names, values = zip(*self._metrics, strict=True)
+        self._part += 1
+        if metrics:
+            run_ids, steps, names, values = zip(*metrics, strict=True)
             table = pa.table(
                 {
                     "run_id": pa.array(run_ids, pa.int64()),
@@ -324,22 +455,75 @@ class Recorder:
                 }
             )
             pq.write_table(table, self.path / f"metrics-{part:05d}.parquet")
-        if self._agents:
-            chunks: dict[str, list[np.ndarray[Any, Any]]] = {"run_id": [], "step": []}
-            for run_id, step, cols in self._agents:
-                n = len(next(iter(cols.values()))) if cols else 0
-                chunks["run_id"].append(np.full(n, run_id, dtype=np.int64))
-                chunks["step"].append(np.full(n, step, dtype=np.int64))
-                for k, v in cols.items():
-                    chunks.setdefault(k, []).append(v)
-            pq.write_table(
-                pa.table({k: np.concatenate(v) for k, v in chunks.items()}),
-                self.path / f"agents-{part:05d}.parquet",
-            )
         runs = {r["run_id"]: r for r in self._runs_existing}
         runs.update(self._runs)
         (self.path / "runs.json").write_text(json.dumps(list(runs.values()), indent=1))
-        self._part += 1
+
+    def _flush_parquet_agents(self, fields: Mapping[str, Field], agents: list[_Snapshot]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        chunks: dict[str, list[np.ndarray[Any, Any]]] = {"run_id": [], "step": []}
+        for run_id, step, cols in agents:
+            n = len(next(iter(cols.values()))) if cols else 0
+            chunks["run_id"].append(np.full(n, run_id, dtype=np.int64))
+            chunks["step"].append(np.full(n, step, dtype=np.int64))
+            for k, v in cols.items():
+                chunks.setdefault(k, []).append(v)
+        arrays: dict[str, Any] = {}
+        for name, parts in chunks.items():
+            values = np.concatenate(parts)
+            field = fields.get(name)
+            if field is None or not field.shape:
+                arrays[name] = pa.array(values)
+                continue
+            # One plain column per element, as in SQLite (see _record_fields).
+            flat = values.reshape(len(values), field.size)
+            for i, column in enumerate(field.columns):
+                arrays[column] = pa.array(flat[:, i])
+        meta = _read_json_meta(self.path)
+        meta["agent_fields"] = fields_to_meta(fields)
+        (self.path / "meta.json").write_text(json.dumps(meta, indent=2))
+        # No dictionary encoding for float columns: continuous values rarely repeat, and
+        # pyarrow's attempt at one, made anew in every file, took two thirds of the write
+        # (cProfile of benchmarks/sim_record.py: 0.18 s of 0.23 s in write_table; 0.10 s without).
+        coded = [name for name, array in arrays.items() if not pa.types.is_floating(array.type)]
+        pq.write_table(
+            pa.table(arrays),
+            self.path / f"agents-{self._part - 1:05d}.parquet",
+            use_dictionary=coded,
+        )
+
+
+_Snapshot = tuple[int, int, Mapping[str, np.ndarray[Any, Any]]]
+
+
+def _charts(charts: Any, model: str) -> dict[str, list[str]]:
+    """A model's ``charts`` attribute checked: chart title to the metrics drawn on it."""
+    ok = isinstance(charts, Mapping) and all(
+        isinstance(k, str)
+        and isinstance(v, (list, tuple))
+        and v
+        and all(isinstance(m, str) for m in v)
+        for k, v in charts.items()
+    )
+    if not ok:
+        raise RecordError(
+            f"{model}.charts must map a chart's title to a non-empty list of metric names, "
+            f"e.g. {{'population': ['sheep', 'wolves']}}; got {charts!r}"
+        )
+    return {str(k): list(v) for k, v in charts.items()}
+
+
+def _read_json_meta(path: Path) -> dict[str, Any]:
+    meta_path = path / "meta.json"
+    if not meta_path.exists():
+        return {}
+    try:
+        meta: dict[str, Any] = json.loads(meta_path.read_text())
+    except ValueError as exc:
+        raise RecordError(f"{meta_path}: not valid JSON ({exc})") from None
+    return meta
 
 
 def _json_default(value: Any) -> Any:
@@ -351,6 +535,7 @@ def _json_default(value: Any) -> Any:
 
 
 def _sql_type(dt: np.dtype[Any]) -> str:
+    """The column type of a dtype (bool as INTEGER, read back as bool by the field's dtype)."""
     if dt.kind in "iub":
         return "INTEGER"
     if dt.kind == "f":
@@ -386,6 +571,12 @@ class RunRow:
     point: int | None
     replicate: int | None
     digest: str | None
+    status: str = RunStatus.DONE.value
+    """A ``RunStatus`` value (records written before statuses: ``done``, or
+    ``running`` for a run that never finished)."""
+    compile_s: float | None = None
+    """Seconds of the run spent compiling numba kernels (``None``: not measured)."""
+    steps_asked: int | None = None
 
 
 class Record:
@@ -417,6 +608,10 @@ class Record:
                     point=r["point"],
                     replicate=r["replicate"],
                     digest=r["digest"],
+                    status=r.get("status")
+                    or (RunStatus.DONE if r["steps"] is not None else RunStatus.RUNNING).value,
+                    compile_s=r.get("compile_s"),
+                    steps_asked=r.get("steps_asked"),
                 )
             )
 
@@ -457,9 +652,7 @@ class Record:
         import pyarrow.parquet as pq
 
         self._add_runs(_read_parquet_runs(self.path))
-        meta_path = self.path / "meta.json"
-        if meta_path.exists():
-            self.meta = json.loads(meta_path.read_text())
+        self.meta = _read_json_meta(self.path)
         for part in sorted(self.path.glob("metrics-*.parquet")):
             t = pq.read_table(part)
             self._add_metrics(
@@ -487,26 +680,81 @@ class Record:
             cols[name] = values
         return MetricsTable(cols)
 
-    def agents(self, run_id: int, step: int | None = None) -> dict[str, np.ndarray[Any, Any]]:
-        """Snapshot rows of one run (optionally one step), as columns."""
+    def agent_fields(self) -> dict[str, Field]:
+        """The recorded agent fields (dtype and per-agent shape), empty without snapshots."""
+        return fields_from_meta(self.meta.get("agent_fields"))
+
+    def snapshot_steps(self, run_id: int) -> list[int]:
+        """The steps at which run ``run_id``'s agents were recorded, ascending."""
         if self.format == "sqlite":
             db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
             try:
-                query = "SELECT * FROM agents WHERE run_id = ?"
-                args: tuple[Any, ...] = (run_id,)
-                if step is not None:
-                    query += " AND step = ?"
-                    args = (run_id, step)
-                cur = db.execute(query, args)
-                names = [d[0] for d in cur.description]
-                rows = cur.fetchall()
+                rows = db.execute(
+                    "SELECT DISTINCT step FROM agents WHERE run_id = ? ORDER BY step", (run_id,)
+                ).fetchall()
             except sqlite3.OperationalError:
-                raise RecordError(f"{self.path}: holds no agent snapshots") from None
+                return []
             finally:
                 db.close()
-            if not rows:
-                return {n: np.array([]) for n in names}
-            return {n: np.asarray(c) for n, c in zip(names, zip(*rows, strict=True), strict=True)}
+            return [int(r[0]) for r in rows]
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        steps: set[int] = set()
+        for part in sorted(self.path.glob("agents-*.parquet")):
+            t = pq.read_table(part, columns=["run_id", "step"])
+            steps.update(t.filter(pc.equal(t["run_id"], run_id))["step"].to_pylist())
+        return sorted(steps)
+
+    def agents(self, run_id: int, step: int | None = None) -> dict[str, np.ndarray[Any, Any]]:
+        """Snapshot rows of one run (optionally one step), as columns.
+
+        Every field comes back with the dtype and shape it was recorded with:
+        ``pos=(np.float64, 2)`` as an ``(n, 2)`` float64 array, a bool field as
+        bool. ``run_id`` and ``step`` are int64 columns.
+
+        Raises:
+            RecordError: the record holds no agent snapshots.
+        """
+        fields = self.agent_fields()
+        if self.format == "sqlite":
+            raw = self._agents_sqlite(run_id, step)
+        else:
+            raw = self._agents_parquet(run_id, step)
+        n = len(raw["run_id"])
+        out = {k: np.asarray(raw[k], dtype=np.int64) for k in ("run_id", "step")}
+        if not fields:  # no layout stored: the columns as they are
+            out.update({k: np.asarray(v) for k, v in raw.items() if k not in out})
+            return out
+        for field in fields.values():
+            values: Any
+            if field.shape:
+                values = np.column_stack([raw[c] for c in field.columns]) if n else []
+            else:
+                values = raw[field.name]
+            out[field.name] = field.restore(values, n)
+        return out
+
+    def _agents_sqlite(self, run_id: int, step: int | None) -> dict[str, Any]:
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        try:
+            query = "SELECT * FROM agents WHERE run_id = ?"
+            args: tuple[Any, ...] = (run_id,)
+            if step is not None:
+                query += " AND step = ?"
+                args = (run_id, step)
+            cur = db.execute(query + " ORDER BY rowid", args)
+            names = [d[0] for d in cur.description]
+            rows = cur.fetchall()
+        except sqlite3.OperationalError:
+            raise RecordError(f"{self.path}: holds no agent snapshots") from None
+        finally:
+            db.close()
+        if not rows:
+            return {n: [] for n in names}
+        return {n: list(c) for n, c in zip(names, zip(*rows, strict=True), strict=True)}
+
+    def _agents_parquet(self, run_id: int, step: int | None) -> dict[str, Any]:
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 

@@ -3,12 +3,21 @@
 ``report("boltzmann.sqlite")`` reads a record written by ``run`` or ``sweep``
 (SQLite or Parquet) and writes ``boltzmann.html`` next to it:
 
-* a header: model, kind, runs, steps, seed, params, record path, time;
+* a header: model, kind, runs, steps, seed, params, record path, time, and
+  whether every run finished (a run stopped by Ctrl-C or an error is named,
+  with the step it reached);
 * every metric over time (a sweep: one line per grid point, the mean over its
-  replicates, with their min-max band);
+  replicates, with their min-max band, and a checkbox that shows every
+  replicate's own line instead; ``traces=True`` draws those alone). Metrics
+  the model groups in its ``charts`` attribute
+  (``{"population": ["sheep", "wolves"]}``) share one chart;
 * for a sweep, the final value of every metric against every swept parameter
   (mean and standard deviation over replicates; a heatmap for two parameters);
-* the final metrics per grid point and every run's digest.
+* the final metrics per grid point and every run's status, time (marked when
+  it includes numba compiling the model's kernels) and digest;
+* with agent snapshots, the agents in space with a slider over the steps
+  (``_report_space``);
+* a CSV download of every table and of every step's metrics (``data:`` links).
 
 Plots are drawn with matplotlib's Agg canvas on ``Figure`` objects (pyplot and
 its global state are never touched) and embedded as base64 PNG, so the file
@@ -17,6 +26,9 @@ can be mailed or archived on its own.
 
 from __future__ import annotations
 
+import base64
+import csv
+import io
 import json
 import math
 import warnings
@@ -39,7 +51,8 @@ from ambidex._html import (
     number_text,
     png_base64,
 )
-from ambidex.sim._recorder import Record, RecordError, RunRow, open_record
+from ambidex.sim._recorder import Record, RecordError, RunRow, RunStatus, open_record
+from ambidex.sim._report_space import space_section
 from ambidex.sim._table import MetricsTable
 
 if TYPE_CHECKING:
@@ -95,6 +108,10 @@ class _Data:
     metrics: list[str]
     swept: list[str]
     groups: list[_Group]
+    rows: list[RunRow] = field(default_factory=list)
+    """Every run of the record, with metrics or not."""
+    traces: bool = False
+    """Draw every run's line, not only each grid point's mean and band."""
 
     @property
     def is_sweep(self) -> bool:
@@ -106,7 +123,7 @@ def _key(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def _load(path: Path) -> _Data:
+def _load(path: Path, traces: bool) -> _Data:
     record = open_record(path)
     if not record.runs:
         raise RecordError(f"{path}: the record holds no runs")
@@ -115,17 +132,17 @@ def _load(path: Path) -> _Data:
     for row in record.runs:
         try:
             runs.append(_RunMetrics(row, record.metrics(row.run_id)))
-        except RecordError:
+        except RecordError:  # stopped before its metrics were written: in the status only
             skipped.append(row.run_id)
-    if not runs:
-        raise RecordError(f"{path}: none of the record's {len(record.runs)} run(s) has metrics")
     metrics = [m for m in record.metric_names() if m != "step"]
     kind = str(record.meta.get("kind") or "")
     if not kind:
-        kind = "sweep" if any(r.row.point is not None for r in runs) else "run"
-    swept = _swept(record.meta, runs) if kind == "sweep" else []
+        kind = "sweep" if any(r.point is not None for r in record.runs) else "run"
+    swept = _swept(record.meta, runs) if kind == "sweep" and runs else []
     groups = _groups(kind, runs, swept)
-    return _Data(path, record, kind, runs, skipped, metrics, swept, groups)
+    data = _Data(path, record, kind, runs, skipped, metrics, swept, groups, record.runs)
+    data.traces = traces
+    return data
 
 
 def _swept(meta: Mapping[str, Any], runs: Sequence[_RunMetrics]) -> list[str]:
@@ -232,31 +249,70 @@ def _stack(
     return steps, values
 
 
-def _time_plot(data: _Data, metric: str) -> str:
+_STYLES = ("-", "--", ":", "-.")
+
+
+def _time_plot(data: _Data, metrics: Sequence[str], title: str, traces: bool) -> str:
+    """One chart over time: one metric (a colour per group) or several (a colour per metric).
+
+    With several metrics and several grid points, a point's lines share a line style.
+    ``traces``: every run's own thin line instead of the min-max band around the mean.
+    """
     fig = new_figure()
     ax = fig.subplots()
-    groups = [g for g in data.groups if any(metric in r.table for r in g.runs)]
-    for group, color in zip(groups, _colors(len(groups)), strict=True):
-        steps, values = _stack(group.runs, metric)
-        with _quiet():
-            mean = np.nanmean(values, axis=0)
-            if values.shape[0] > 1:
-                lo, hi = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
-                ax.fill_between(steps, lo, hi, color=color, alpha=0.18, linewidth=0)
-        ax.plot(steps, mean, color=color, linewidth=1.5, label=mpl_text(group.label))
-    ax.set_title(mpl_text(metric))
+    groups = [g for g in data.groups if any(m in r.table for m in metrics for r in g.runs)]
+    single = len(metrics) == 1
+    lines = 0
+    colors = _colors(len(groups) if single else len(metrics))
+    for gi, group in enumerate(groups):
+        for mi, metric in enumerate(metrics):
+            if not any(metric in r.table for r in group.runs):
+                continue
+            color = colors[gi if single else mi]
+            style = "-" if single else _STYLES[gi % len(_STYLES)]
+            steps, values = _stack(group.runs, metric)
+            with _quiet():
+                mean = np.nanmean(values, axis=0)
+                if values.shape[0] > 1 and not traces:
+                    lo, hi = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
+                    ax.fill_between(steps, lo, hi, color=color, alpha=0.18, linewidth=0)
+            if traces and values.shape[0] > 1:
+                for trace in values:
+                    ax.plot(steps, trace, color=color, linewidth=0.6, alpha=0.35, linestyle=style)
+            if single:
+                label = group.label
+            else:
+                label = metric if len(groups) == 1 else f"{metric}, {group.label}"
+            ax.plot(steps, mean, color=color, linewidth=1.5, linestyle=style, label=mpl_text(label))
+            lines += 1
+    ax.set_title(mpl_text(title))
     ax.set_xlabel("step")
-    ax.set_ylabel(mpl_text(metric))
+    ax.set_ylabel(mpl_text(metrics[0] if single else title))
     ax.grid(alpha=0.3)
-    if len(groups) > _LEGEND_MAX:  # no legend: a colour bar says which line is which point
+    if single and len(groups) > _LEGEND_MAX:  # a colour bar says which line is which point
         from matplotlib.cm import ScalarMappable
         from matplotlib.colors import Normalize
 
         scale = ScalarMappable(Normalize(0, len(groups) - 1), cmap="viridis")
         fig.colorbar(scale, ax=ax, label="grid point (table order)")
     else:
-        _legend(ax, len(groups))
+        _legend(ax, lines, one=not single)
     return png_base64(fig)
+
+
+def _charts(data: _Data) -> list[tuple[str, list[str]]]:
+    """The time charts: the model's ``charts`` (metrics present only), then one per other metric."""
+    charts: list[tuple[str, list[str]]] = []
+    grouped: set[str] = set()
+    declared = data.record.meta.get("charts")
+    if isinstance(declared, Mapping):
+        for title, names in declared.items():
+            present = [m for m in names if m in data.metrics and m not in grouped]
+            if present:
+                charts.append((str(title), present))
+                grouped.update(present)
+    charts.extend((m, [m]) for m in data.metrics if m not in grouped)
+    return charts
 
 
 def _ordered(values: Sequence[Any]) -> list[Any]:
@@ -387,16 +443,16 @@ def _params_text(params: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={_value(v)}" for k, v in params.items()) or "(none)"
 
 
-def _common_params(runs: Sequence[_RunMetrics]) -> tuple[dict[str, Any], list[str]]:
+def _common_params(rows: Sequence[RunRow]) -> tuple[dict[str, Any], list[str]]:
     """Parameters equal in every run, and the names of those that vary."""
-    first = runs[0].row.params
+    first = rows[0].params
     names: dict[str, None] = {}
-    for run in runs:
-        names.update(dict.fromkeys(run.row.params))
+    for row in rows:
+        names.update(dict.fromkeys(row.params))
     common: dict[str, Any] = {}
     varying: list[str] = []
     for name in names:
-        if len({_key(r.row.params.get(name)) for r in runs}) == 1:
+        if len({_key(r.params.get(name)) for r in rows}) == 1:
             common[name] = first.get(name)
         else:
             varying.append(name)
@@ -414,17 +470,18 @@ def _meta_or(meta: Mapping[str, Any], key: str, values: list[Any]) -> list[Any]:
 
 def _header(data: _Data, generated: str) -> str:
     meta = data.record.meta
-    models = _distinct_text([r.row.model for r in data.runs])
-    common, varying = _common_params(data.runs)
+    models = _distinct_text([r.model for r in data.rows])
+    common, varying = _common_params(data.rows)
     rows: list[tuple[str, str]] = [
         ("model", models),
         ("kind", data.kind),
-        ("runs", str(len(data.runs))),
-        ("steps", _distinct_text(_meta_or(meta, "steps", [r.row.steps for r in data.runs]))),
-        ("seed", _distinct_text(_meta_or(meta, "seed", [r.row.seed for r in data.runs]))),
+        ("runs", str(len(data.rows))),
+        ("status", _status_line(data)),
+        ("steps", _distinct_text(_meta_or(meta, "steps", [r.steps for r in data.rows]))),
+        ("seed", _distinct_text(_meta_or(meta, "seed", [r.seed for r in data.rows]))),
     ]
     if data.is_sweep:
-        replicates = meta.get("replicates") or max(len(g.runs) for g in data.groups)
+        replicates = meta.get("replicates") or max((len(g.runs) for g in data.groups), default=0)
         rows.append(("grid points", str(len(data.groups))))
         rows.append(("replicates", str(replicates)))
         grid = "; ".join(
@@ -439,28 +496,163 @@ def _header(data: _Data, generated: str) -> str:
     rows.append(("record", f"{data.path.resolve()} ({data.record.format})"))
     rows.append(("generated", generated))
     items = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in rows)
-    return f'<dl class="meta">{items}</dl>'
+    return f'<dl class="meta">{items}</dl>' + _status_banner(data)
+
+
+def _status_line(data: _Data) -> str:
+    """``all 8 finished``, or how many finished and what stopped the others."""
+    total = len(data.rows)
+    done = sum(r.status == RunStatus.DONE for r in data.rows)
+    if done == total:
+        return "finished" if total == 1 else f"all {total} finished"
+    counts = {
+        status: sum(r.status == status for r in data.rows)
+        for status in (RunStatus.INTERRUPTED, RunStatus.FAILED, RunStatus.RUNNING)
+    }
+    words = {RunStatus.RUNNING: "cut off (never closed)"}
+    stopped = ", ".join(
+        f"{n} {words.get(status, status.value)}" for status, n in counts.items() if n
+    )
+    return f"{done} of {total} finished; {stopped}"
+
+
+def _stopped_text(row: RunRow) -> str:
+    """``was interrupted at step 9 of 1000`` (or ``failed ...``, or ``was cut off ...``)."""
+    word = {
+        RunStatus.RUNNING.value: "was cut off (its process ended without closing the record)",
+        RunStatus.INTERRUPTED.value: "was interrupted",
+    }.get(row.status, row.status)
+    where = "before its first step" if not row.steps else f"at step {row.steps}"
+    return f"{word} {where}" + (f" of {row.steps_asked}" if row.steps_asked is not None else "")
+
+
+def _status_banner(data: _Data) -> str:
+    """A warning paragraph when not every run finished, naming the ones that did not."""
+    stopped = [r for r in data.rows if r.status != RunStatus.DONE]
+    if not stopped:
+        return ""
+    if len(data.rows) == 1:
+        text = f"This run {_stopped_text(stopped[0])}" + (
+            "; the steps before are recorded and shown." if stopped[0].steps else "."
+        )
+    else:
+        interrupted = any(r.status == RunStatus.INTERRUPTED for r in stopped)
+        failed = any(r.status == RunStatus.FAILED for r in stopped)
+        head = "Interrupted" if interrupted else "Failed" if failed else "Cut off"
+        finished = len(data.rows) - len(stopped)
+        named = "; ".join(
+            f"run {r.run_id}"
+            + (f" (point {r.point}, replicate {r.replicate})" if r.point is not None else "")
+            + f" {_stopped_text(r)}"
+            for r in stopped[:10]
+        )
+        more = f"; and {len(stopped) - 10} more" if len(stopped) > 10 else ""
+        text = (
+            f"{head}: {finished} of {len(data.rows)} runs finished; {named}{more}. "
+            "The plots and tables show the finished runs and the steps the others recorded."
+        )
+    return f'<p class="warn">{esc(text)}</p>'
 
 
 def _time_section(data: _Data) -> str:
     if not data.metrics:
         return '<h2>Metrics over time</h2><p class="note">The record holds no metrics.</p>'
+    toggle = False
     if data.is_sweep:
         reps = max(len(g.runs) for g in data.groups)
-        note = f"One line per grid point: the mean over its {reps} replicate(s)" + (
-            "; the band spans their minimum to maximum." if reps > 1 else "."
-        )
+        note = f"One line per grid point: the mean over its {reps} replicate(s)"
+        if reps > 1 and data.traces:
+            note += "; the thin lines are the replicates themselves."
+        elif reps > 1:
+            toggle = True
+            note += (
+                "; the band spans their minimum to maximum (tick 'every replicate' to see "
+                "each replicate's own line instead)."
+            )
+        else:
+            note += "."
     elif len(data.runs) > 1:
         note = "One line per run."
     else:
         note = "The run's metrics, step 0 being the state after setup."
     if len(data.groups) > _LEGEND_MAX:
         note += " The colour bar gives each line's grid point, numbered as in the table below."
-    figures = "".join(img_tag(_time_plot(data, m), f"{m} over time") for m in data.metrics)
+    charts = _charts(data)
+    if any(len(names) > 1 for _, names in charts):
+        note += " Metrics the model groups in its charts attribute share a chart."
+    figures = []
+    for title, names in charts:
+        alt = _chart_alt(title, names)
+        if not toggle:
+            figures.append(img_tag(_time_plot(data, names, title, data.traces), alt))
+            continue
+        banded = _time_plot(data, names, title, False)
+        traced = _time_plot(data, names, title, True)
+        figures.append(
+            f'<figure class="banded"><img src="data:image/png;base64,{banded}" '
+            f'alt="{esc(alt)}"></figure>'
+            f'<figure class="traced" hidden><img src="data:image/png;base64,{traced}" '
+            f'alt="{esc(alt + ", every replicate")}"></figure>'
+        )
     return (
-        f'<h2>Metrics over time</h2><p class="note">{esc(note)}</p>'
-        f'<div class="plots">{figures}</div>'
+        f'<h2>Metrics over time</h2><p class="note">{esc(note)} '
+        f"{_metrics_csv(data)}</p>"
+        + (_TRACES_TOGGLE if toggle else "")
+        + f'<div class="plots">{"".join(figures)}</div>'
     )
+
+
+_TRACES_TOGGLE = (
+    '<p><label><input type="checkbox" id="traces-toggle"> every replicate</label></p>'
+    "<script>(function(){"
+    'var box=document.getElementById("traces-toggle");'
+    'box.addEventListener("change",function(){'
+    'document.querySelectorAll("figure.banded").forEach(function(f){f.hidden=box.checked;});'
+    'document.querySelectorAll("figure.traced").forEach(function(f){f.hidden=!box.checked;});'
+    "});})();</script>"
+)
+"""A sweep's band-or-traces switch: both pictures are in the page, one shown at a time."""
+
+
+def _chart_alt(title: str, names: Sequence[str]) -> str:
+    if len(names) == 1:
+        return f"{names[0]} over time"
+    return f"{title} over time: {', '.join(names)}"
+
+
+def _csv_link(name: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A link that downloads ``rows`` as ``name`` (a CSV file in a ``data:`` URL)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(headers)
+    writer.writerows(["" if v is None else v for v in row] for row in rows)
+    b64 = base64.b64encode(buffer.getvalue().encode("utf-8")).decode("ascii")
+    return (
+        f'<a class="csv" download="{esc(name)}" '
+        f'href="data:text/csv;charset=utf-8;base64,{b64}">download {esc(name)}</a>'
+    )
+
+
+def _csv_number(value: Any) -> Any:
+    """A number for CSV: full precision (``repr``), NaN as empty."""
+    if isinstance(value, (float, np.floating)):
+        return "" if math.isnan(value) else repr(float(value))
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _metrics_csv(data: _Data) -> str:
+    """Every recorded step's metrics: ``run, point, replicate, step, <metrics>``."""
+    rows: list[list[Any]] = []
+    for run in data.runs:
+        table = run.table
+        columns = [table[m] if m in table.columns else None for m in data.metrics]
+        for i, step in enumerate(table["step"].tolist()):
+            values = [_csv_number(c[i]) if c is not None else "" for c in columns]
+            rows.append([run.row.run_id, run.row.point, run.row.replicate, step, *values])
+    headers = ["run", "point", "replicate", "step", *data.metrics]
+    return _csv_link("metrics.csv", headers, rows)
 
 
 def _across_section(data: _Data) -> str:
@@ -483,7 +675,7 @@ def _across_section(data: _Data) -> str:
 
 
 def _points_section(data: _Data) -> str:
-    if not data.is_sweep:
+    if not data.is_sweep or not data.groups:
         return ""
     headers = [
         "point",
@@ -492,10 +684,14 @@ def _points_section(data: _Data) -> str:
         *(esc(m) for m in data.metrics),
     ]
     rows = []
+    csv_rows = []
     for i, group in enumerate(data.groups):
-        cells = [esc(group.point if group.point is not None else i)]
+        point = group.point if group.point is not None else i
+        cells = [esc(point)]
         cells += [esc(_value(group.values.get(p))) for p in data.swept]
         cells.append(str(len(group.runs)))
+        csv_row: list[Any] = [point, *(_value(group.values.get(p)) for p in data.swept)]
+        csv_row.append(len(group.runs))
         for metric in data.metrics:
             mean, sd = _stats(group.finals(metric))
             cells.append(
@@ -505,45 +701,97 @@ def _points_section(data: _Data) -> str:
                     else f"{number_text(mean)} ± {number_text(sd)}"
                 )
             )
+            csv_row += [_csv_number(mean), _csv_number(sd)]
         rows.append(cells)
+        csv_rows.append(csv_row)
+    csv_headers = ["point", *data.swept, "runs"]
+    csv_headers += [f"{m} {stat}" for m in data.metrics for stat in ("mean", "sd")]
     return (
         "<h2>Final metrics per grid point</h2>"
-        '<p class="note">Mean ± standard deviation over the replicates of each point.</p>'
+        '<p class="note">Mean ± standard deviation over the replicates of each point. '
+        f"{_csv_link('points.csv', csv_headers, csv_rows)}</p>"
         + html_table(headers, rows, 1 + len(data.swept))
     )
 
 
+_COMPILE_SHOWN_S = 0.01
+"""Compile time below this (a few small kernels loaded from numba's cache) is not marked."""
+
+
+def _elapsed_text(row: RunRow) -> str:
+    if row.elapsed_s is None:
+        return "-"
+    text = f"{row.elapsed_s:.3g} s"
+    if row.compile_s is not None and row.compile_s >= _COMPILE_SHOWN_S:
+        text += f" (incl. {row.compile_s:.3g} s numba compilation)"
+    return text
+
+
 def _runs_section(data: _Data) -> str:
     sweep = data.is_sweep
-    headers = ["run", *(["point", "replicate"] if sweep else []), "seed", "spawn key"]
+    headers = ["run", *(["point", "replicate"] if sweep else []), "seed", "spawn key", "status"]
     headers += ["steps", "elapsed", *(esc(m) for m in data.metrics), "digest"]
+    tables = {run.row.run_id: run for run in data.runs}
     rows = []
-    for run in data.runs:
-        row = run.row
+    csv_rows = []
+    for row in data.rows:
+        run = tables.get(row.run_id)
+        finals = [run.final(m) if run is not None else math.nan for m in data.metrics]
         cells = [str(row.run_id)]
         if sweep:
             cells += [esc(number_text(row.point)), esc(number_text(row.replicate))]
         cells += [
             esc(row.seed),
             esc(json.dumps(row.spawn_key)),
+            esc(row.status),
             esc(number_text(row.steps)),
+            esc(_elapsed_text(row)),
         ]
-        cells.append("-" if row.elapsed_s is None else esc(f"{row.elapsed_s:.3g} s"))
-        cells += [esc(number_text(run.final(m))) for m in data.metrics]
+        cells += [esc(number_text(v)) for v in finals]
         digest = row.digest or "-"
         cells.append(f'<span class="mono" title="{esc(digest)}">{esc(digest[:16])}</span>')
         rows.append(cells)
+        csv_rows.append(
+            [
+                row.run_id,
+                *([row.point, row.replicate] if sweep else []),
+                row.seed,
+                json.dumps(row.spawn_key),
+                row.status,
+                row.steps,
+                _csv_number(row.elapsed_s),
+                _csv_number(row.compile_s),
+                *(_csv_number(v) for v in finals),
+                row.digest,
+            ]
+        )
     title = "Runs" if sweep else "Final metrics"
     note = "Final metrics of every run; equal digests mean bit-identical metrics tables."
+    if any(r.compile_s is not None and r.compile_s >= _COMPILE_SHOWN_S for r in data.rows):
+        note += (
+            " A time marked 'incl. numba compilation' includes compiling the model's "
+            "kernels (or loading them from numba's cache): the first run in each process "
+            "pays for it, later runs reuse them."
+        )
     if data.skipped:
-        note += f" Left out, having no metrics: run(s) {', '.join(map(str, data.skipped))}."
-    return f'<h2>{title}</h2><p class="note">{esc(note)}</p>' + html_table(headers, rows, 1)
+        note += f" No metrics were recorded for run(s) {', '.join(map(str, data.skipped))}."
+    csv_headers = ["run", *(["point", "replicate"] if sweep else []), "seed", "spawn_key"]
+    csv_headers += ["status", "steps", "elapsed_s", "compile_s", *data.metrics, "digest"]
+    link = _csv_link("runs.csv", csv_headers, csv_rows)
+    return f'<h2>{title}</h2><p class="note">{esc(note)} {link}</p>' + html_table(headers, rows, 1)
+
+
+_EXTRA_CSS = """
+p.warn{background:#fff8c5;border:1px solid #d4a72c;border-radius:6px;padding:.5rem .8rem;
+margin:1rem 0}
+a.csv{white-space:nowrap}
+"""
 
 
 def _render(data: _Data, title: str | None) -> str:
     generated = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
     if title is None:
-        title = f"{_distinct_text([r.row.model for r in data.runs])}: {data.kind} report"
+        title = f"{_distinct_text([r.model for r in data.rows])}: {data.kind} report"
     body = "".join(
         [
             f"<h1>{esc(title)}</h1>",
@@ -552,13 +800,14 @@ def _render(data: _Data, title: str | None) -> str:
             _across_section(data),
             _points_section(data),
             _runs_section(data),
+            space_section(data.record, data.rows),
             f"<footer>Written by ambidex.sim.report from {esc(data.path)}.</footer>",
         ]
     )
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{esc(title)}</title>\n<style>{REPORT_CSS}</style>\n</head>\n"
+        f"<title>{esc(title)}</title>\n<style>{REPORT_CSS}{_EXTRA_CSS}</style>\n</head>\n"
         f"<body>\n{body}\n</body>\n</html>\n"
     )
 
@@ -571,7 +820,13 @@ def _out_path(record: Path, out: str | Path | None) -> Path:
     return target / default_name if target.is_dir() else target
 
 
-def report(record: str | Path, out: str | Path | None = None, *, title: str | None = None) -> Path:
+def report(
+    record: str | Path,
+    out: str | Path | None = None,
+    *,
+    title: str | None = None,
+    traces: bool = False,
+) -> Path:
     """Write one self-contained HTML report of a record; return its path.
 
     Args:
@@ -579,12 +834,17 @@ def report(record: str | Path, out: str | Path | None = None, *, title: str | No
         out: the HTML file to write (a directory: the file goes in it); default
             ``<record stem>.html`` next to the record.
         title: the page's title; default from the model and the kind of record.
+        traces: in a sweep's plots over time, draw only every replicate's own
+            line (thin) around each point's mean. Without it the page holds both
+            pictures, the min-max band shown and an "every replicate" checkbox
+            that swaps them.
 
     Raises:
         RecordError: no record at the path, not a record, or a record without runs.
+            A record whose runs were stopped midway is reported, saying so.
     """
     path = Path(record)
-    data = _load(path)
+    data = _load(path, traces)
     page = _render(data, title)
     target = _out_path(path, out)
     target.parent.mkdir(parents=True, exist_ok=True)

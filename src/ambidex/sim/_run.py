@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ambidex._log import get_logger
+from ambidex.sim._jit_clock import JitClock
 from ambidex.sim._model import Model, ModelError
 from ambidex.sim._table import MetricsTable
 
@@ -113,6 +115,19 @@ class RunResult:
     """The run's id in the recorder, if it was recorded."""
     final: Model | None = field(default=None, repr=False, compare=False)
     """The model in its final state (plain runs only; sweeps do not send it back)."""
+    compile_s: float | None = None
+    """Seconds of the run spent compiling numba kernels or loading them from numba's cache
+    (``None``: numba not loaded)."""
+
+    def to_pandas(self) -> Any:
+        """The metrics as a ``pandas.DataFrame``: ``step`` and one column per metric.
+
+        Raises:
+            ImportError: pandas is not installed (one line saying so).
+        """
+        from ambidex.sim._frames import run_frame
+
+        return run_frame(self)
 
     def seed_sequence(self) -> np.random.SeedSequence:
         """The seed sequence the run's generator was built from."""
@@ -206,6 +221,10 @@ class _MetricRows:
         kinds = tuple(map(type, row))
         if type(values) is dict and _PLAIN.issuperset(kinds):
             self._plain.add(kinds)
+
+    def numbered(self) -> list[list[Any]]:
+        """The rows so far, each with its step first (what a stopped run records)."""
+        return [[step, *row] for step, row in enumerate(self._rows)]
 
     def table(self) -> MetricsTable:
         """The rows as columns, ``step`` first."""
@@ -306,35 +325,32 @@ def _run(
 ) -> RunResult:
     name = cls.model_name()
     started = time.perf_counter()
+    jit = JitClock.start()
     debug = log.isEnabledFor(logging.DEBUG)  # a sweep makes many runs: no formatting unless asked
     if debug:
         log.debug("run %s: %d steps, seed %d%s", name, steps, root, _key_text(spawn_key))
     sim = cls(params, seed=np.random.SeedSequence(root, spawn_key=spawn_key), inputs=inputs)
-    sim.setup(sim.params)
-    rows = _MetricRows(name, sim.metrics())
     run_id: int | None = None
     if recorder is not None:
         run_id = recorder.start_run(name, dict(sim.params), root, spawn_key, steps)
-        if snapshot_every:
+    rows: _MetricRows | None = None
+    try:  # a run stopped midway (Ctrl-C, an error) keeps its steps so far in the record
+        sim.setup(sim.params)
+        rows = _MetricRows(name, sim.metrics())
+        if recorder is not None:
+            recorder.describe_model(sim)
+        if snapshot_every and recorder is not None and run_id is not None:
             recorder.snapshot(run_id, 0, sim.snapshot())
-    every = snapshot_every or 0
-    add = rows.add
-    reported, report_at = 0, 0.0
-    done = 0
-    while done < steps and sim.running:
-        sim.step()
-        done += 1
-        sim.step_index = done
-        add(done, sim.metrics())
-        if every and done % every == 0 and run_id is not None and recorder is not None:
-            recorder.snapshot(run_id, done, sim.snapshot())
-        if progress is not None:
-            now = time.perf_counter()
-            if now >= report_at:
-                progress(done, steps)
-                reported, report_at = done, now + _PROGRESS_S
-    if progress is not None and reported != done:
-        progress(done, steps)
+        snap = None
+        if snapshot_every and recorder is not None and run_id is not None:
+            snap = functools.partial(_snapshot, recorder, run_id, sim, snapshot_every)
+        done = _step_on(sim, steps, rows, snap, progress)
+    except BaseException as exc:
+        jit.stop()
+        if recorder is not None and run_id is not None:
+            names, so_far = ([], []) if rows is None else (rows.names, rows.numbered())
+            _record_stop(recorder, run_id, exc, names, so_far, time.perf_counter() - started)
+        raise
     table = rows.table()
     result = RunResult(
         model=name,
@@ -346,6 +362,7 @@ def _run(
         elapsed_s=time.perf_counter() - started,
         run_id=run_id,
         final=sim,
+        compile_s=jit.stop(),
     )
     if recorder is not None and run_id is not None:
         recorder.finish_run(run_id, result)
@@ -358,6 +375,60 @@ def _run(
             result.elapsed_s,
         )
     return result
+
+
+def _step_on(
+    sim: Model,
+    steps: int,
+    rows: _MetricRows,
+    snap: Callable[[int], None] | None,
+    progress: Progress | None,
+) -> int:
+    """Step ``sim`` up to ``steps`` times (fewer if it stops itself); returns the steps done.
+
+    Each step's metrics go to ``rows``, ``snap(step)`` runs after every step,
+    and ``progress`` is told after the first step, then at most every
+    ``_PROGRESS_S``, and after the last.
+    """
+    add = rows.add
+    reported, report_at = 0, 0.0
+    done = 0
+    while done < steps and sim.running:
+        sim.step()
+        done += 1
+        sim.step_index = done
+        add(done, sim.metrics())
+        if snap is not None:
+            snap(done)
+        if progress is not None:
+            now = time.perf_counter()
+            if now >= report_at:
+                progress(done, steps)
+                reported, report_at = done, now + _PROGRESS_S
+    if progress is not None and reported != done:
+        progress(done, steps)
+    return done
+
+
+def _snapshot(recorder: Recorder, run_id: int, sim: Model, every: int, step: int) -> None:
+    """Record ``sim``'s agents after ``step`` if it is one of every ``every``."""
+    if step % every == 0:
+        recorder.snapshot(run_id, step, sim.snapshot())
+
+
+def _record_stop(
+    recorder: Recorder,
+    run_id: int,
+    exc: BaseException,
+    names: list[str],
+    rows: list[list[Any]],
+    elapsed_s: float,
+) -> None:
+    """Record a run that ``exc`` stopped, with its steps so far; never hides ``exc``."""
+    try:
+        recorder.stop_run(run_id, exc, names=names, rows=rows, elapsed_s=elapsed_s)
+    except Exception:  # the record's own trouble must not replace why the run stopped
+        log.warning("run %d: recording how it stopped failed", run_id, exc_info=True)
 
 
 def _key_text(spawn_key: tuple[int, ...]) -> str:

@@ -75,6 +75,20 @@ class SweepResult:
             h.update(r.metrics.digest().encode())
         return h.hexdigest()
 
+    def to_pandas(self) -> Any:
+        """Every run's metrics as one ``pandas.DataFrame``, one row per run and step.
+
+        Columns: ``point``, each swept parameter, ``replicate``, ``run`` (the
+        run's index ``k``: its seed is ``SeedSequence(seed, spawn_key=(k,))``),
+        ``seed``, ``step``, then one column per metric.
+
+        Raises:
+            ImportError: pandas is not installed (one line saying so).
+        """
+        from ambidex.sim._frames import sweep_frame
+
+        return sweep_frame(self)
+
     def summary(self) -> dict[str, Any]:
         """JSON-ready: the grid, and for every point the mean and sd of final metrics."""
         names = [c for c in self.runs[0].metrics.columns if c != "step"] if self.runs else []
@@ -141,7 +155,18 @@ async def asweep(
         async with open_transport(inputs or {}, plan.n_runs) as transport:
             run_ids = recording.start_runs()
             specs = [_spec(plan, k, transport) for k in range(plan.n_runs)]
-            results = await dispatch(plan, specs, transport.steps_done, on_progress, started)
+            try:
+                results = await dispatch(
+                    plan,
+                    specs,
+                    transport.steps_done,
+                    on_progress,
+                    started,
+                    on_result=recording.finish_run,
+                )
+            except BaseException as exc:  # Ctrl-C, cancellation, a failed run: keep what ran
+                recording.stop_runs(exc, transport.steps_done)
+                raise
         recording.finish_runs(results, run_ids)
     return SweepResult(
         model=plan.name,

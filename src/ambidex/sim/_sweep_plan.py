@@ -25,6 +25,9 @@ __all__ = ["SweepError", "SweepPlan", "SweepProgress", "grid_points", "plan_swee
 class SweepError(AmbidexError, RuntimeError):
     """A run of a sweep failed; names the run, its grid point, replicate and seed."""
 
+    run: int | None = None
+    """The failed run's index ``k`` in the sweep (grid order)."""
+
 
 @dataclass(frozen=True)
 class SweepProgress:
@@ -96,12 +99,14 @@ class SweepPlan:
     def run_failed(self, k: int, exc: BaseException) -> SweepError:
         """The error that names run ``k`` (point, replicate, seed) and what it raised."""
         point = self.point_of(k)
-        return SweepError(
+        error = SweepError(
             f"run {k} of the sweep failed (point {point}: {self.points[point]}, "
             f"replicate {self.replicate_of(k)}, "
             f"seed SeedSequence({self.seed}, spawn_key={self.spawn_key(k)})): "
             f"{describe_exception(exc)}"
         )
+        error.run = k
+        return error
 
 
 def grid_points(grid: Mapping[str, Sequence[Any]] | None) -> list[dict[str, Any]]:

@@ -25,12 +25,12 @@ are resolved from the current directory and from the workflow file's directory.
 from __future__ import annotations
 
 import importlib
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ambidex._imports import search_also
 from ambidex.workflows._refs import Condition, RefError, template_from_yaml
 from ambidex.workflows._spec import InputSpec, Workflow, WorkflowDefinitionError
 
@@ -253,9 +253,7 @@ def load_workflow(path: str | Path) -> Workflow:
         problems.raise_if_any()
         raise AssertionError("unreachable")  # pragma: no cover
     wf = Workflow(name, inputs=inputs, max_parallel=max_parallel, source=source)
-    for extra in (str(file.resolve().parent), str(Path.cwd())):
-        if extra not in sys.path:
-            sys.path.append(extra)
+    search_also(file.resolve().parent, Path.cwd())
     for node_name, spec in nodes.items():
         _add_node(wf, str(node_name), spec, _line(nodes, node_name), problems)
     failed_to_load = set(map(str, nodes)) - set(wf.nodes)
