@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without numpy
 
 from ambidex.sim._agents import Agents
 from ambidex.sim._continuous import ContinuousSpace
-from ambidex.sim._grid import Grid
+from ambidex.sim._grid import CellLists, Grid
 from ambidex.sim._model import Model, ModelError, Params, resolve_params
 from ambidex.sim._recorder import Record, Recorder, RecordError, open_record
 from ambidex.sim._report import report
@@ -42,6 +42,7 @@ from ambidex.sim._table import MetricsTable
 
 __all__ = [
     "Agents",
+    "CellLists",
     "ContinuousSpace",
     "Grid",
     "MetricsTable",
