@@ -93,19 +93,26 @@ def neighbors_of(
     """
     x = c // height
     y = c % height
+    # Distinct offsets reach distinct cells unless a torus is narrower than the
+    # neighbourhood; only then look for the cell itself and repeats.
+    reach_x = max(-dx.min(), dx.max())
+    reach_y = max(-dy.min(), dy.max())
+    narrow = torus and (2 * reach_x >= width or 2 * reach_y >= height)
     k = 0
     for j in range(len(dx)):
         d = wrap_cell(x + dx[j], y + dy[j], width, height, torus)
-        if d < 0 or d == c:
+        if d < 0:
             continue
-        repeat = False
-        for i in range(k):
-            if out[i] == d:
-                repeat = True
-                break
-        if not repeat:
-            out[k] = d
-            k += 1
+        if narrow:
+            repeat = d == c
+            for i in range(k):
+                if out[i] == d:
+                    repeat = True
+                    break
+            if repeat:
+                continue
+        out[k] = d
+        k += 1
     return k
 
 
