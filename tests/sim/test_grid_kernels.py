@@ -77,11 +77,14 @@ def test_cell_lists_match_the_compiled_build_and_members() -> None:
     rng = np.random.default_rng(3)
     cells = grid.random_cells(rng, 50)
     lists = grid.cell_lists(cells)
-    head, nxt, prv, counts = (np.full(grid.size, 7), np.full(50, 7), np.full(50, 7), np.ones(24))
-    counts = counts.astype(np.int64)
+    head, counts = np.full(grid.size, 7), np.full(grid.size, 7)
+    nxt, prv = np.full(51, 7), np.full(51, 7)  # one scratch slot past the 50 rows
     gk.lists_build(cells, 50, head, nxt, prv, counts)
-    for ours, compiled in zip(lists, (head, nxt, prv, counts), strict=True):
-        assert np.array_equal(ours, compiled)
+    assert len(lists.nxt) == len(lists.prv) == 51
+    assert np.array_equal(lists.head, head)
+    assert np.array_equal(lists.counts, counts)
+    assert np.array_equal(lists.nxt[:50], nxt[:50])  # the last slot is scratch
+    assert np.array_equal(lists.prv[:50], prv[:50])
     start, order = grid.members(cells)
     for c in range(grid.size):
         got = _members(lists, c)

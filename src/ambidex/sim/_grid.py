@@ -39,9 +39,9 @@ class CellLists(NamedTuple):
     head: np.ndarray[Any, Any]
     """``head[c]``: the first agent of cell ``c``, ``-1`` if it is empty."""
     nxt: np.ndarray[Any, Any]
-    """``nxt[a]``: the agent after ``a`` in its cell, ``-1`` at the end."""
+    """``nxt[a]``: the agent after ``a`` in its cell, ``-1`` at the end (plus a scratch slot)."""
     prv: np.ndarray[Any, Any]
-    """``prv[a]``: the agent before ``a`` in its cell, ``-1`` at the head."""
+    """``prv[a]``: the agent before ``a`` in its cell, ``-1`` at the head (plus a scratch slot)."""
     counts: np.ndarray[Any, Any]
     """``counts[c]``: how many agents cell ``c`` holds."""
 
@@ -171,9 +171,10 @@ class Grid:
         ``cells[a]`` is agent row ``a``'s cell. A cell's list runs from its highest
         row to its lowest (the order ``grid_kernels.lists_build`` gives, so a kernel
         may rebuild the lists itself). ``capacity`` (default: the number of agents)
-        sizes ``nxt``/``prv`` for agents a kernel adds later. Moves, births and deaths
-        are O(1) with ``ambidex.sim.grid_kernels.lists_move`` / ``lists_insert`` /
-        ``lists_remove``.
+        sizes ``nxt``/``prv`` for agents a kernel adds later; they have one slot more,
+        a scratch slot the branch-free updates write through index ``-1``. Moves,
+        births and deaths are O(1) with ``ambidex.sim.grid_kernels.lists_move`` /
+        ``lists_insert`` / ``lists_remove``.
 
         Raises:
             ValueError: a cell outside the grid, or a capacity below the agent count.
@@ -187,8 +188,8 @@ class Grid:
             bad = int(cells[(cells < 0) | (cells >= self.size)][0])
             raise ValueError(f"cell {bad} is outside the {self.width}x{self.height} grid")
         head = np.full(self.size, -1, dtype=np.int64)
-        nxt = np.full(cap, -1, dtype=np.int64)
-        prv = np.full(cap, -1, dtype=np.int64)
+        nxt = np.full(cap + 1, -1, dtype=np.int64)  # + the scratch slot
+        prv = np.full(cap + 1, -1, dtype=np.int64)
         order = np.argsort(cells, kind="stable")  # by cell, rows ascending within a cell
         sorted_cells = cells[order]
         same = sorted_cells[1:] == sorted_cells[:-1]
