@@ -150,3 +150,8 @@ def test_cell_lists_refuses_cells_off_the_grid_and_short_capacity() -> None:
         grid.cell_lists([0, 9])
     with pytest.raises(ValueError, match="capacity 1 is below the 2 agents"):
         grid.cell_lists([0, 1], capacity=1)
+    with pytest.raises(ValueError, match="1-D array of cell numbers"):
+        grid.cell_lists([0.5, 1.0])
+    with pytest.raises(ValueError, match="1-D array of cell numbers"):
+        grid.cell_lists([[0, 1]])
+    assert grid.cell_lists([]).counts.sum() == 0

@@ -177,9 +177,16 @@ class Grid:
         ``lists_insert`` / ``lists_remove``.
 
         Raises:
-            ValueError: a cell outside the grid, or a capacity below the agent count.
+            ValueError: cells that are not a 1-D array of integers, a cell outside the
+                grid, or a capacity below the agent count.
         """
-        cells = np.asarray(cells, dtype=np.int64)
+        given = np.asarray(cells)
+        if given.ndim != 1 or (given.size and given.dtype.kind not in "iu"):
+            raise ValueError(
+                f"cells must be a 1-D array of cell numbers (integers), "
+                f"got {given.dtype} of shape {given.shape}"
+            )
+        cells = given.astype(np.int64, copy=False)
         n = len(cells)
         cap = n if capacity is None else int(capacity)
         if cap < n:
