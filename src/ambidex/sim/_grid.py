@@ -154,9 +154,13 @@ class Grid:
                 for j in range(1, k):
                     valid[:, j] &= ~(cand[:, :j] == cand[:, j : j + 1]).any(axis=1)
             cand[~valid] = -1
-            # Compact each row: valid entries first, in offset order.
-            order = np.argsort(~valid, axis=1, kind="stable")
-            table[lo : lo + len(cells)] = np.take_along_axis(cand, order, axis=1)
+            # Compact the rows of cells that lost neighbours (at an edge): valid
+            # entries first, in offset order. Other rows are complete as they are.
+            short = np.flatnonzero(~valid.all(axis=1))
+            if len(short):
+                order = np.argsort(~valid[short], axis=1, kind="stable")
+                cand[short] = np.take_along_axis(cand[short], order, axis=1)
+            table[lo : lo + len(cells)] = cand
             counts[lo : lo + len(cells)] = valid.sum(axis=1)
         width = int(counts.max()) if len(counts) else 0
         if width < k:  # every cell has fewer neighbours (a grid 1 or 2 cells wide)
