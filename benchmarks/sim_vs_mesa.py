@@ -1,18 +1,30 @@
-"""Simulations: ambidex.sim vs Mesa on Mesa's own example models, at Mesa's "large" sizes.
+"""Simulations: ambidex.sim vs Mesa on Mesa's own example models, at Mesa's benchmark sizes.
 
-The three models of ``examples/sim`` (Boltzmann wealth, Schelling, wolf-sheep) follow
-the rules of Mesa's example models (``mesa.examples``) one for one; this script runs both
-on the configurations of Mesa's own benchmark suite ("large"):
+The models of ``examples/sim`` follow the rules of Mesa's example models
+(``mesa.examples``) one for one; this script runs both on the "small" and "large"
+configurations of Mesa's own benchmark suite (``benchmarks/configurations.py`` in
+projectmesa/mesa; ``MESA_CONFIGURATIONS`` below):
 
-* Boltzmann wealth: n=10,000 on 100 x 100, 10 steps;
-* Schelling: 100 x 100, density 0.8, radius 2, homophily 1 (minority 0.5), 10 steps;
-* wolf-sheep: 100 x 100, 1000 sheep, 500 wolves, sheep_reproduce 0.4,
-  wolf_reproduce 0.2, grass_regrowth_time 10, 20 steps (the example's defaults
-  otherwise: wolf_gain_from_food 20, sheep_gain_from_food 4, grass on); Mesa's
-  model is driven by its ``ABMSimulator`` (``simulator.run_for(steps)``).
+* Boltzmann wealth: small n=100 on 10 x 10, 125 steps; large n=10,000 on 100 x 100,
+  10 steps;
+* Schelling: small 40 x 40, density 0.625, radius 1, homophily 0.4, 20 steps; large
+  100 x 100, density 0.8, radius 2, homophily 1, 10 steps (minority 0.5 in both);
+* wolf-sheep: small 25 x 25, 60 sheep, 40 wolves, sheep_reproduce 0.2, wolf_reproduce
+  0.1, grass_regrowth_time 20, 80 steps; large 100 x 100, 1000 sheep, 500 wolves,
+  0.4, 0.2, 10, 20 steps (the example's defaults otherwise: wolf_gain_from_food 20,
+  sheep_gain_from_food 4, grass on); Mesa's model is driven by its ``ABMSimulator``
+  (``simulator.run_for(steps)``);
+* Boids (``examples/sim/boids.py:BoidFlockers``; small 200 boids on 100 x 100, vision
+  5, 20 steps; large 400 on 150 x 150, vision 15, 10 steps) and virus on a network
+  (``examples/sim/virus_on_network.py:VirusOnNetwork``, 1,000 and 100,000 nodes, not
+  in Mesa's suite) are one entry each, skipped with a printed reason until their
+  example files exist. Mesa's ``BoidFlockers`` has no datacollector: the compared
+  metric (``polarization``, the length of the mean unit heading) is computed from its
+  agents after the timed steps.
 
-Speed. For every seed (10; 3 with ``--quick``) both systems run once, taking turns
-in a rotating order (garbage collected before each run). A run is timed in two parts:
+Speed. For every seed (10; with ``--quick`` 3 for the shrunken large sizes) both
+systems run once, taking turns in a rotating order (garbage collected before each
+run). A run is timed in two parts:
 *setup* (Mesa: the model's constructor, which collects step 0's data; ours: the
 model's constructor, ``setup`` and step 0's metrics) and *steps* (Mesa: ``step()``
 ``steps`` times, or ``simulator.run_for``; ours: ``step()`` then ``metrics()``
@@ -34,9 +46,10 @@ does not reject at 1%. At homophily 1 almost nobody in Schelling is ever happy, 
 extra Schelling configuration that does segregate (50 x 50, radius 1, homophily 0.7,
 20 steps; agreement only) is compared too.
 
-    .venv/bin/python benchmarks/sim_vs_mesa.py          # full run (~3 min), writes
+    .venv/bin/python benchmarks/sim_vs_mesa.py          # full run (~5 min), writes
                                                         # results/sim_vs_mesa.json
-    .venv/bin/python benchmarks/sim_vs_mesa.py --quick  # small sizes, 3 seeds (< 60 s)
+    .venv/bin/python benchmarks/sim_vs_mesa.py --quick  # small + shrunken large (< 20 s)
+    .venv/bin/python benchmarks/sim_vs_mesa.py --sizes large
 """
 
 from __future__ import annotations
@@ -66,12 +79,6 @@ import ambidex as ax
 from _common import REPO_ROOT, machine_info, print_ratios, verdict, write_json
 from _mesa import load_mesa
 
-sys.path.insert(0, str(REPO_ROOT))
-
-from examples.sim.boltzmann import Boltzmann
-from examples.sim.schelling import Schelling
-from examples.sim.wolf_sheep import WolfSheep
-
 console = Console(width=int(os.environ.get("COLUMNS", "150")))
 
 TARGET_RATIO = 50.0
@@ -83,14 +90,71 @@ Curves = dict[str, np.ndarray]
 
 # -- the configurations --------------------------------------------------------------
 
+# Mesa's own benchmark suite (projectmesa/mesa ``benchmarks/configurations.py``): model
+# parameters and steps of its "small" and "large" configurations.
+MESA_CONFIGURATIONS: dict[str, dict[str, tuple[dict[str, Any], int]]] = {
+    "BoltzmannWealth": {
+        "small": ({"n": 100, "width": 10, "height": 10}, 125),
+        "large": ({"n": 10_000, "width": 100, "height": 100}, 10),
+    },
+    "Schelling": {
+        "small": (
+            {"width": 40, "height": 40, "homophily": 0.4, "radius": 1, "density": 0.625},
+            20,
+        ),
+        "large": (
+            {"width": 100, "height": 100, "homophily": 1.0, "radius": 2, "density": 0.8},
+            10,
+        ),
+    },
+    "WolfSheep": {
+        "small": (
+            {
+                "width": 25,
+                "height": 25,
+                "initial_sheep": 60,
+                "initial_wolves": 40,
+                "sheep_reproduce": 0.2,
+                "wolf_reproduce": 0.1,
+                "grass_regrowth_time": 20,
+            },
+            80,
+        ),
+        "large": (
+            {
+                "width": 100,
+                "height": 100,
+                "initial_sheep": 1000,
+                "initial_wolves": 500,
+                "sheep_reproduce": 0.4,
+                "wolf_reproduce": 0.2,
+                "grass_regrowth_time": 10,
+            },
+            20,
+        ),
+    },
+    "BoidFlockers": {
+        "small": ({"population_size": 200, "width": 100, "height": 100, "vision": 5}, 20),
+        "large": ({"population_size": 400, "width": 150, "height": 150, "vision": 15}, 10),
+    },
+    # Not in Mesa's suite: issue 17's sizes, Mesa's example defaults otherwise.
+    "VirusOnNetwork": {
+        "small": ({"num_nodes": 1_000}, 20),
+        "large": ({"num_nodes": 100_000}, 10),
+    },
+}
+
 
 @dataclass
 class Config:
-    """One model at one size: Mesa's class (by name), ours, params (the same names), steps."""
+    """One model at one size: Mesa's class, ours (by file), params (the same names), steps."""
 
     name: str
+    size: str
     mesa: str
-    ours: type[ax.sim.Model]
+    """Mesa's class: a name from ``load_mesa()`` or ``module:Class`` under ``mesa.examples``."""
+    ours: str
+    """Our model as ``examples/sim/<file>.py:Class``; a missing file skips the entry."""
     params: dict[str, Any]
     steps: int
     columns: dict[str, str]
@@ -101,26 +165,140 @@ class Config:
     compare: list[tuple[str, str]]
     """(our metric, "final" or "curve") compared for agreement."""
     timed: bool = True
+    mesa_probe: Callable[[Any], dict[str, float]] | None = None
+    """For a Mesa model without a datacollector: our metrics computed from it after the run."""
+    model: type[ax.sim.Model] | None = None
+    """Our model class, once loaded."""
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.size})"
+
+    def missing(self) -> str | None:
+        """Why this entry cannot run yet (its example file does not exist), or None."""
+        path = REPO_ROOT / self.ours.partition(":")[0]
+        if not path.exists():
+            return f"{path.relative_to(REPO_ROOT)} does not exist yet"
+        return None
+
+    def load(self) -> type[ax.sim.Model]:
+        if self.model is None:
+            self.model = ax.sim.load_model(str(REPO_ROOT / self.ours))
+        return self.model
 
 
 def _population(c: Curves, params: Mapping[str, Any], steps: int) -> int:
     return int(c["population"][:steps].sum())
 
 
-def _boltzmann_agents(c: Curves, params: Mapping[str, Any], steps: int) -> int:
-    return int(params["n"]) * steps
+def _n_times_steps(key: str) -> Callable[[Curves, Mapping[str, Any], int], int]:
+    def count(c: Curves, params: Mapping[str, Any], steps: int) -> int:
+        return int(params[key]) * steps
+
+    return count
 
 
 def _animals(c: Curves, params: Mapping[str, Any], steps: int) -> int:
     return int((c["sheep"][:steps] + c["wolves"][:steps]).sum())
 
 
-def configs(quick: bool) -> list[Config]:
-    boltzmann = {"n": 1000, "width": 30, "height": 30} if quick else {}
-    schelling = {"width": 30, "height": 30} if quick else {}
-    wolf_sheep = (
-        {"width": 30, "height": 30, "initial_sheep": 100, "initial_wolves": 50} if quick else {}
-    )
+def _boids_polarization(model: Any) -> dict[str, float]:
+    """Mesa's BoidFlockers: the length of the boids' mean unit heading (1: all aligned)."""
+    d = np.array([agent.direction for agent in model.agents], dtype=np.float64)
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    return {"polarization": float(np.linalg.norm(d.mean(axis=0)))}
+
+
+def _with_defaults(name: str, size: str, quick_overrides: dict[str, Any] | None) -> dict[str, Any]:
+    params, _ = MESA_CONFIGURATIONS[name][size]
+    return {**params, **(quick_overrides or {})}
+
+
+def configs(quick: bool, sizes: list[str]) -> list[Config]:
+    """Every entry at every size asked for; ``quick`` shrinks the large ones."""
+    q = quick
+    large_quick: dict[str, dict[str, Any] | None] = {
+        "BoltzmannWealth": {"n": 1000, "width": 30, "height": 30} if q else None,
+        "Schelling": {"width": 30, "height": 30} if q else None,
+        "WolfSheep": (
+            {"width": 30, "height": 30, "initial_sheep": 100, "initial_wolves": 50} if q else None
+        ),
+        "BoidFlockers": {"population_size": 100} if q else None,
+        "VirusOnNetwork": {"num_nodes": 2000} if q else None,
+    }
+    out: list[Config] = []
+    for size in sizes:
+        over = large_quick if size == "large" else dict.fromkeys(large_quick)
+
+        def params(name: str) -> dict[str, Any]:
+            return _with_defaults(name, size, over[name])  # noqa: B023 (used at once)
+
+        def steps(name: str) -> int:
+            return MESA_CONFIGURATIONS[name][size][1]  # noqa: B023
+
+        out += [
+            Config(
+                "Boltzmann",
+                size,
+                "BoltzmannWealth",
+                "examples/sim/boltzmann.py:Boltzmann",
+                params("BoltzmannWealth"),
+                steps("BoltzmannWealth"),
+                {"Gini": "gini"},
+                _n_times_steps("n"),
+                "agents x steps",
+                [("gini", "final")],
+            ),
+            Config(
+                "Schelling",
+                size,
+                "Schelling",
+                "examples/sim/schelling.py:Schelling",
+                {"minority_pc": 0.5, **params("Schelling")},
+                steps("Schelling"),
+                {"pct_happy": "pct_happy", "population": "population"},
+                _population,
+                "population x steps",
+                [("pct_happy", "final")],
+            ),
+            Config(
+                "Wolf-Sheep",
+                size,
+                "WolfSheep",
+                "examples/sim/wolf_sheep.py:WolfSheep",
+                params("WolfSheep"),
+                steps("WolfSheep"),
+                {"Sheep": "sheep", "Wolves": "wolves", "Grass": "grass"},
+                _animals,
+                "animals (sheep + wolves) alive at each step's start; grass patches never act",
+                [("sheep", "curve"), ("wolves", "curve"), ("grass", "curve")],
+            ),
+            Config(
+                "Boids",
+                size,
+                "basic.boid_flockers.model:BoidFlockers",
+                "examples/sim/boids.py:BoidFlockers",
+                params("BoidFlockers"),
+                steps("BoidFlockers"),
+                {},
+                _n_times_steps("population_size"),
+                "boids x steps",
+                [("polarization", "final")],
+                mesa_probe=_boids_polarization,
+            ),
+            Config(
+                "Virus on network",
+                size,
+                "basic.virus_on_network.model:VirusOnNetwork",
+                "examples/sim/virus_on_network.py:VirusOnNetwork",
+                params("VirusOnNetwork"),
+                steps("VirusOnNetwork"),
+                {"Infected": "infected", "Susceptible": "susceptible", "Resistant": "resistant"},
+                _n_times_steps("num_nodes"),
+                "nodes x steps",
+                [("infected", "curve"), ("resistant", "curve")],
+            ),
+        ]
     segregating = {
         "width": 20 if quick else 50,
         "height": 20 if quick else 50,
@@ -129,44 +307,12 @@ def configs(quick: bool) -> list[Config]:
         "homophily": 0.7,
         "radius": 1,
     }
-    return [
+    out.append(
         Config(
-            "BoltzmannWealth",
-            "BoltzmannWealth",
-            Boltzmann,
-            {**Boltzmann.defaults, **boltzmann},
-            10,
-            {"Gini": "gini"},
-            _boltzmann_agents,
-            "agents x steps",
-            [("gini", "final")],
-        ),
-        Config(
+            "Schelling, segregating",
+            "agreement only",
             "Schelling",
-            "Schelling",
-            Schelling,
-            {**Schelling.defaults, **schelling},
-            10,
-            {"pct_happy": "pct_happy", "population": "population"},
-            _population,
-            "population x steps",
-            [("pct_happy", "final")],
-        ),
-        Config(
-            "WolfSheep",
-            "WolfSheep",
-            WolfSheep,
-            {**WolfSheep.defaults, **wolf_sheep},
-            20,
-            {"Sheep": "sheep", "Wolves": "wolves", "Grass": "grass"},
-            _animals,
-            "animals (sheep + wolves) alive at each step's start; grass patches never act",
-            [("sheep", "curve"), ("wolves", "curve"), ("grass", "curve")],
-        ),
-        Config(
-            "Schelling, segregating (agreement only)",
-            "Schelling",
-            Schelling,
+            "examples/sim/schelling.py:Schelling",
             segregating,
             20,
             {"pct_happy": "pct_happy", "population": "population"},
@@ -174,8 +320,9 @@ def configs(quick: bool) -> list[Config]:
             "population x steps",
             [("pct_happy", "curve")],
             timed=False,
-        ),
-    ]
+        )
+    )
+    return out
 
 
 # -- Mesa ----------------------------------------------------------------------------------
@@ -183,10 +330,10 @@ def configs(quick: bool) -> list[Config]:
 
 def run_mesa(mesa: types.SimpleNamespace, cfg: Config, seed: int) -> dict[str, Any]:
     """One timed Mesa run; its curves under our metric names."""
-    cls = getattr(mesa, cfg.mesa)
+    cls = mesa_class(mesa, cfg.mesa)
     gc.collect()
     t0 = time.perf_counter()
-    if cfg.mesa == "WolfSheep":
+    if "simulator" in cls.__init__.__code__.co_varnames:
         simulator = mesa.ABMSimulator()
         model = cls(simulator=simulator, seed=seed, **cfg.params)
         t1 = time.perf_counter()
@@ -197,9 +344,21 @@ def run_mesa(mesa: types.SimpleNamespace, cfg: Config, seed: int) -> dict[str, A
         for _ in range(cfg.steps):
             model.step()
     t2 = time.perf_counter()
-    frame = model.datacollector.get_model_vars_dataframe()
-    curves = {ours: frame[theirs].to_numpy() for theirs, ours in cfg.columns.items()}
+    if cfg.mesa_probe is not None:  # no datacollector: only final values, measured untimed
+        final = cfg.mesa_probe(model)
+        curves = {k: np.full(cfg.steps + 1, v) for k, v in final.items()}
+    else:
+        frame = model.datacollector.get_model_vars_dataframe()
+        curves = {ours: frame[theirs].to_numpy() for theirs, ours in cfg.columns.items()}
     return _record(cfg, curves, cfg.steps, t1 - t0, t2 - t1)
+
+
+def mesa_class(mesa: types.SimpleNamespace, name: str) -> Any:
+    """Mesa's model class: one ``load_mesa`` gives, or ``module:Class`` under ``mesa.examples``."""
+    if ":" not in name:
+        return getattr(mesa, name)
+    module, _, cls = name.partition(":")
+    return getattr(importlib.import_module(f"mesa.examples.{module}"), cls)
 
 
 # -- ambidex -------------------------------------------------------------------------------
@@ -209,7 +368,7 @@ def run_ours(cfg: Config, seed: int) -> dict[str, Any]:
     """One timed run of our model, doing exactly what ``ax.sim.run`` does."""
     gc.collect()
     t0 = time.perf_counter()
-    model = cfg.ours(cfg.params, seed=np.random.SeedSequence(seed))
+    model = cfg.load()(cfg.params, seed=np.random.SeedSequence(seed))
     model.setup(model.params)
     rows = [dict(model.metrics())]
     t1 = time.perf_counter()
@@ -246,21 +405,21 @@ def _record(
 def check_driver(cfg: Config, seed: int) -> None:
     """The timing driver gives ``ax.sim.run``'s metrics, value for value."""
     ours = run_ours(cfg, seed)["curves"]
-    table = ax.sim.run(cfg.ours, cfg.params, steps=cfg.steps, seed=seed).metrics
+    table = ax.sim.run(cfg.load(), cfg.params, steps=cfg.steps, seed=seed).metrics
     for name in table.columns[1:]:
         got = ours[name][: len(table)]
         if not np.array_equal(got, table[name]):
-            raise AssertionError(f"{cfg.name}: driver and ax.sim.run differ on {name!r}")
+            raise AssertionError(f"{cfg.label}: driver and ax.sim.run differ on {name!r}")
 
 
 def compile_probe(cfg: Config, small: Mapping[str, Any]) -> dict[str, float]:
     """First-run times in fresh processes: an empty numba cache (compiles), then a warm one."""
-    module = cfg.ours.__module__
+    path, _, cls = cfg.ours.partition(":")
     code = (
         "import json, sys, time\n"
         f"sys.path.insert(0, {str(REPO_ROOT)!r})\n"
         "import ambidex as ax\n"
-        f"from {module} import {cfg.ours.__name__} as M\n"
+        f"M = ax.sim.load_model({str(REPO_ROOT / path) + ':' + cls!r})\n"
         "t0 = time.perf_counter()\n"
         f"ax.sim.run(M, {dict(small)!r}, steps=2, seed=0)\n"
         "t1 = time.perf_counter()\n"
@@ -306,7 +465,7 @@ def agreement(
         ks_ok = bool(ks.pvalue >= KS_ALPHA)
         out.append(
             {
-                "model": cfg.name,
+                "model": cfg.label,
                 "metric": f"{name} ({'every step' if kind == 'curve' else 'final step'})",
                 "ours_final_mean": float(a[:, -1].mean()),
                 "ours_final_sd": float(a[:, -1].std(ddof=1)) if len(a) > 1 else 0.0,
@@ -341,15 +500,23 @@ def measure(
 ) -> dict[str, Any]:
     small = {**cfg.params}
     for key in ("width", "height"):
-        small[key] = min(int(small[key]), 10)
-    for key in ("n", "initial_sheep", "initial_wolves"):
+        if key in small:
+            small[key] = min(int(small[key]), 10)
+    for key in ("n", "initial_sheep", "initial_wolves", "population_size", "num_nodes"):
         if key in small:
             small[key] = min(int(small[key]), 20)
     t = time.perf_counter()
-    ax.sim.run(cfg.ours, small, steps=2, seed=0)  # compile, or load from numba's cache
+    model = cfg.load()
+    names = ax.sim.run(model, small, steps=2, seed=0).metrics.columns  # compile, or load
     first_run_s = time.perf_counter() - t
+    absent = [m for m, _ in cfg.compare if m not in names]
+    if absent:
+        raise SystemExit(
+            f"{cfg.ours} has no metric {', '.join(map(repr, absent))} (it has "
+            f"{', '.join(names[1:])}): update the {cfg.name!r} entry in configs()"
+        )
     t = time.perf_counter()
-    ax.sim.run(cfg.ours, small, steps=2, seed=0)
+    ax.sim.run(model, small, steps=2, seed=0)
     second_run_s = time.perf_counter() - t
     check_driver(cfg, seeds[0])
     compile_info: dict[str, float] = {
@@ -371,11 +538,13 @@ def measure(
                 rec = run_ours(cfg, seed)
                 ours_runs.append(rec)
         console.print(
-            f"  {cfg.name} seed {seed}: Mesa {mesa_runs[-1]['total_s']:.3f} s, "
+            f"  {cfg.label} seed {seed}: Mesa {mesa_runs[-1]['total_s']:.3f} s, "
             f"ambidex {ours_runs[-1]['total_s'] * 1000:.1f} ms"
         )
     return {
-        "model": cfg.name,
+        "model": cfg.label,
+        "name": cfg.name,
+        "size": cfg.size,
         "mesa_model": f"mesa.examples {cfg.mesa}",
         "params": cfg.params,
         "steps": cfg.steps,
@@ -447,7 +616,15 @@ def compute_ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _print_speed(results: list[dict[str, Any]]) -> None:
-    table = Table(title="speed (medians over seeds; compile excluded)")
+    for size in dict.fromkeys(r["size"] for r in results if r["timed"]):
+        _print_speed_table([r for r in results if r["size"] == size], size)
+    _print_compile(results)
+
+
+def _print_speed_table(results: list[dict[str, Any]], size: str) -> None:
+    table = Table(
+        title=f"speed, Mesa's {size!r} configurations (medians over seeds; compile excluded)"
+    )
     for col in (
         "model",
         "system",
@@ -476,6 +653,9 @@ def _print_speed(results: list[dict[str, Any]]) -> None:
                 f"{r['compile']['first_run_in_process_s']:.2f}" if system == "ours" else "-",
             )
     console.print(table)
+
+
+def _print_compile(results: list[dict[str, Any]]) -> None:
     probes = [r for r in results if r["timed"] and "first_run_cold_cache_s" in r["compile"]]
     if probes:
         table = Table(title="numba compile: first run of a tiny model in a fresh process")
@@ -521,9 +701,17 @@ def _print_agreement(results: list[dict[str, Any]]) -> None:
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--quick", action="store_true", help="small sizes, 3 seeds, no compile probe: a smoke test"
+        "--quick",
+        action="store_true",
+        help="Mesa's small configurations, then shrunken large ones on 3 seeds, no compile "
+        "probe: a smoke test",
     )
-    parser.add_argument("--seeds", type=int, default=None, help="seeds per model (10; 3 quick)")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="seeds per model (10; quick: 3 for the shrunken large sizes)",
+    )
     parser.add_argument(
         "--no-compile-probe",
         action="store_true",
@@ -535,9 +723,26 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="results file name under benchmarks/results/ (default: sim_vs_mesa, or "
         "sim_vs_mesa-quick with --quick)",
     )
+    parser.add_argument(
+        "--sizes",
+        default="small,large",
+        help="Mesa benchmark configurations to run, comma-separated (default: small,large)",
+    )
     args = parser.parse_args(argv)
-    args.seeds = args.seeds or (3 if args.quick else 10)
+    args.sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    bad = [s for s in args.sizes if s not in ("small", "large")]
+    if bad or not args.sizes:
+        parser.error(f"--sizes takes small and/or large, got {args.sizes!r}")
+    args.seeds = args.seeds or 10
     return args
+
+
+def _mesa_missing(mesa: types.SimpleNamespace, cfg: Config) -> str | None:
+    try:
+        mesa_class(mesa, cfg.mesa)
+    except ImportError as exc:
+        return f"Mesa's {cfg.mesa} does not import: {exc}"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -551,6 +756,7 @@ def main(argv: list[str] | None = None) -> int:
     for dist in ("mesa", "numba", "numpy", "scipy"):
         info[dist] = importlib.metadata.version(dist)
     seeds = list(range(args.seeds))
+    quick_seeds = seeds[:3] if args.quick else seeds
     console.print(
         f"[bold]sim_vs_mesa[/] {info['date_utc']}  nproc={info['nproc']}  "
         f"python {info['python']}  mesa {info['mesa']}  numba {info['numba']}  "
@@ -558,7 +764,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     started = time.perf_counter()
     probe = not (args.quick or args.no_compile_probe)
-    results = [measure(mesa, cfg, seeds, probe and cfg.timed) for cfg in configs(args.quick)]
+    results: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    probed: set[str] = set()
+    for cfg in configs(args.quick, args.sizes):
+        reason = cfg.missing() or _mesa_missing(mesa, cfg)
+        if reason:
+            if cfg.name not in {s.partition(":")[0] for s in skipped}:
+                console.print(f"[yellow]skipped[/] {cfg.name}: {reason}")
+                skipped.append(f"{cfg.name}: {reason}")
+            continue
+        use = seeds if cfg.size == "small" else quick_seeds  # small sizes are cheap
+        results.append(measure(mesa, cfg, use, probe and cfg.timed and cfg.name not in probed))
+        probed.add(cfg.name)
 
     _print_speed(results)
     _print_agreement(results)
@@ -589,6 +807,7 @@ def main(argv: list[str] | None = None) -> int:
             "ambidex after a warm-up run (numba compile excluded)",
         },
         "models": results,
+        "skipped": skipped,
         "ratios": ratios,
         "agreement_passed": not failed,
         "elapsed_s": elapsed,

@@ -73,6 +73,29 @@ def test_sim_vs_mesa_quick_runs_both_and_they_agree(tmp_path: Path) -> None:
     ratios = data["ratios"]
     assert isinstance(ratios, list)
     assert all(r["value"] > 1 for r in ratios), ratios
+    # Mesa's small and large configurations, each model at both; an entry whose
+    # example file does not exist yet is skipped with its reason, never silently.
+    models = data["models"]
+    assert isinstance(models, list)
+    timed = {(m["name"], m["size"]) for m in models if m["timed"]}
+    for name in ("Boltzmann", "Schelling", "Wolf-Sheep"):
+        assert {(name, "small"), (name, "large")} <= timed
+    for name, example in (("Boids", "boids.py"), ("Virus on network", "virus_on_network.py")):
+        if (ROOT / "examples" / "sim" / example).exists():
+            assert (name, "small") in timed
+        else:
+            assert any(s.startswith(f"{name}: ") for s in data["skipped"])  # type: ignore[attr-defined]
+
+
+def test_sim_scale_quick_measures_time_and_memory_per_size(tmp_path: Path) -> None:
+    data = _quick("sim_scale.py", tmp_path / "scale")
+    rows = data["models"]["boltzmann"]["sizes"]  # type: ignore[index]
+    assert [r["n"] for r in rows] == [1_000, 10_000, 100_000]
+    for row in rows:
+        assert row["ns_per_agent_step"] > 0
+        assert row["live_bytes"] >= 16 * row["n"]  # at least the cell and wealth columns
+        assert row["compile_s"] > 0
+        assert row["params"]["width"] == row["params"]["height"] == round(row["n"] ** 0.5)
 
 
 def test_sim_network_quick_runs_both_and_they_agree(tmp_path: Path) -> None:

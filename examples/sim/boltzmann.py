@@ -27,6 +27,7 @@ import numba
 import numpy as np
 
 import ambidex as ax
+from ambidex.sim import grid_kernels as gk
 from ambidex.sim.kernels import below, permutation
 
 
@@ -41,38 +42,21 @@ def _step(
 ) -> None:
     """One step: every agent moves then gives, sequentially in a random order."""
     n = len(cell)
-    # Who is where, as doubly linked lists per cell (rebuilt each step: O(agents + cells)).
-    head = np.full(n_cells, -1, dtype=np.int64)
-    nxt = np.full(n, -1, dtype=np.int64)
-    prv = np.full(n, -1, dtype=np.int64)
-    count = np.zeros(n_cells, dtype=np.int64)
-    for a in range(n):
-        c = cell[a]
-        if head[c] >= 0:
-            prv[head[c]] = a
-        nxt[a] = head[c]
-        head[c] = a
-        count[c] += 1
+    # Who is where: grid_kernels' member lists (the neighbour table's integers: int32
+    # on grids below 2**31 cells), rebuilt each step, so a cell's agents start from
+    # its highest agent row down; a move is O(1) and branch-free.
+    head = np.empty(n_cells, dtype=nbr.dtype)
+    count = np.empty(n_cells, dtype=nbr.dtype)
+    nxt = np.empty(n + 1, dtype=nbr.dtype)  # + the scratch slot
+    prv = np.empty(n + 1, dtype=nbr.dtype)
+    gk.lists_build(cell, n, head, nxt, prv, count)
 
     order = permutation(n, rng)
     for i in range(n):
         a = order[i]
         old = cell[a]
         new = nbr[old, below(rng, nbr_count[old])]
-        # Unlink from the old cell, link at the head of the new one.
-        if prv[a] >= 0:
-            nxt[prv[a]] = nxt[a]
-        else:
-            head[old] = nxt[a]
-        if nxt[a] >= 0:
-            prv[nxt[a]] = prv[a]
-        count[old] -= 1
-        prv[a] = -1
-        nxt[a] = head[new]
-        if head[new] >= 0:
-            prv[head[new]] = a
-        head[new] = a
-        count[new] += 1
+        gk.lists_move(head, nxt, prv, count, a, old, new)
         cell[a] = new
         # Give 1 unit to a uniformly chosen other agent of the new cell.
         if wealth[a] > 0 and count[new] > 1:
@@ -96,6 +80,8 @@ class Boltzmann(ax.sim.Model):
         self.grid = ax.sim.Grid(params.width, params.height, torus=False, neighborhood="moore")
         if self.grid.size < 2:
             raise ax.sim.ModelError("the grid needs at least 2 cells (agents move every step)")
+        if params.n >= 2**31 - 1:
+            raise ax.sim.ModelError(f"n must be below 2**31 - 1, got {params.n}")
         self.nbr, self.nbr_count = self.grid.neighbors(1)
         self.agents = ax.sim.Agents(params.n, wealth=np.int64, cell=np.int64)
         self.agents.add(params.n, wealth=1, cell=self.grid.random_cells(self.rng, params.n))

@@ -33,7 +33,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without numpy
 
 from ambidex.sim._agents import Agents
 from ambidex.sim._continuous import ContinuousSpace
-from ambidex.sim._grid import Grid
+from ambidex.sim._grid import CellLists, Grid
 from ambidex.sim._model import Model, ModelError, Params, resolve_params
 from ambidex.sim._network import NetworkSpace
 from ambidex.sim._recorder import Record, Recorder, RecordError, RunStatus, open_record
@@ -45,6 +45,7 @@ from ambidex.sim._table import MetricsTable
 
 __all__ = [
     "Agents",
+    "CellLists",
     "ContinuousSpace",
     "Grid",
     "MetricsTable",

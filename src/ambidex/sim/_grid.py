@@ -10,7 +10,9 @@ models need from the grid is tables, computed once and cached:
   one stable sort rather than a Python loop;
 * ``occupancy(cells)``: agents per cell.
 
-Many agents per cell is the default reading (``members``, ``occupancy``). For
+Many agents per cell is the default reading (``members``, ``occupancy``; and
+``cell_lists`` for a kernel that moves agents one at a time, with the compiled
+helpers of ``ambidex.sim.grid_kernels``). For
 one agent per cell (Schelling), ``occupants(cells)`` gives the ``cell -> agent``
 array (``-1`` where empty) a kernel keeps up to date as agents move, and
 refuses a placement that puts two agents in one cell; ``empty_cells`` helps.
@@ -18,13 +20,30 @@ refuses a placement that puts two agents in one cell; ``empty_cells`` helps.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
-__all__ = ["Grid"]
+__all__ = ["CellLists", "Grid"]
 
 Neighborhood = Literal["moore", "von_neumann"]
+
+# Entries of the neighbour table built per block: bounds the temporaries of a build
+# (a few int64 arrays of this many entries) whatever the grid's size.
+_BLOCK_ENTRIES = 1 << 18
+
+
+class CellLists(NamedTuple):
+    """Who is in which cell, as linked lists over agent rows (see ``Grid.cell_lists``)."""
+
+    head: np.ndarray[Any, Any]
+    """``head[c]``: the first agent of cell ``c``, ``-1`` if it is empty."""
+    nxt: np.ndarray[Any, Any]
+    """``nxt[a]``: the agent after ``a`` in its cell, ``-1`` at the end (plus a scratch slot)."""
+    prv: np.ndarray[Any, Any]
+    """``prv[a]``: the agent before ``a`` in its cell, ``-1`` at the head (plus a scratch slot)."""
+    counts: np.ndarray[Any, Any]
+    """``counts[c]``: how many agents cell ``c`` holds."""
 
 
 class Grid:
@@ -93,44 +112,105 @@ class Grid:
                 out.append((dx, dy))
         return out
 
+    def offsets_array(self, radius: int = 1) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        """``(dx, dy)``: ``offsets(radius)`` as two ``int64`` arrays, for compiled kernels."""
+        offs = np.array(self.offsets(radius), dtype=np.int64).reshape(-1, 2)
+        return np.ascontiguousarray(offs[:, 0]), np.ascontiguousarray(offs[:, 1])
+
     def neighbors(self, radius: int = 1) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
         """``(table, counts)``: ``table[c, :counts[c]]`` are the neighbours of cell ``c``.
 
-        ``table`` is ``int64`` of shape ``(size, k)`` padded with ``-1`` (a
-        bounded grid's edge cells have fewer neighbours). Cached per radius.
-        On a small torus a cell reached twice (radius wider than half the grid)
-        is listed once.
+        ``table`` has shape ``(size, k)``, padded with ``-1`` (a bounded grid's edge
+        cells have fewer neighbours), in offset order; ``table`` and ``counts`` are
+        ``int32`` (``int64`` past 2**31 cells). Cached per radius. On a small torus a
+        cell reached twice (radius wider than half the grid) is listed once. Built
+        in blocks of cells into the preallocated table, so building it needs little
+        more memory than the table itself.
         """
         cached = self._tables.get(radius)
         if cached is not None:
             return cached
-        offs = np.array(self.offsets(radius), dtype=np.int64)
-        xs, ys = np.divmod(np.arange(self.size, dtype=np.int64), self.height)
-        nx = xs[:, None] + offs[None, :, 0]
-        ny = ys[:, None] + offs[None, :, 1]
-        if self.torus:
-            nx %= self.width
-            ny %= self.height
-            valid = np.ones(nx.shape, dtype=bool)
-        else:
-            valid = (nx >= 0) & (nx < self.width) & (ny >= 0) & (ny < self.height)
-        cells = np.where(valid, nx * self.height + ny, -1)
-        if self.torus and (2 * radius + 1 > self.width or 2 * radius + 1 > self.height):
-            cells = np.where(cells == np.arange(self.size)[:, None], -1, cells)
-            for row in cells:  # rare: tiny torus; drop repeats
-                seen: set[int] = set()
-                for i, c in enumerate(row):
-                    if c in seen:
-                        row[i] = -1
-                    seen.add(int(c))
-        # Compact each row: valid entries first, in offset order.
-        order = np.argsort(cells < 0, axis=1, kind="stable")
-        table = np.take_along_axis(cells, order, axis=1)
-        counts = (table >= 0).sum(axis=1).astype(np.int64)
+        dx, dy = self.offsets_array(radius)
+        k = len(dx)
+        dtype = np.int32 if self.size < 2**31 - 1 else np.int64
+        table = np.empty((self.size, k), dtype=dtype)
+        counts = np.empty(self.size, dtype=dtype)
+        tiny = self.torus and (2 * radius + 1 > self.width or 2 * radius + 1 > self.height)
+        block = max(1, _BLOCK_ENTRIES // max(k, 1))
+        for lo in range(0, self.size, block):
+            cells = np.arange(lo, min(lo + block, self.size), dtype=np.int64)
+            xs, ys = np.divmod(cells, self.height)
+            nx = xs[:, None] + dx[None, :]
+            ny = ys[:, None] + dy[None, :]
+            if self.torus:
+                nx %= self.width
+                ny %= self.height
+                valid = np.ones(nx.shape, dtype=bool)
+            else:
+                valid = (nx >= 0) & (nx < self.width) & (ny >= 0) & (ny < self.height)
+            cand = nx * self.height + ny
+            if tiny:  # rare: a torus narrower than the neighbourhood; drop self and repeats
+                valid &= cand != cells[:, None]
+                for j in range(1, k):
+                    valid[:, j] &= ~(cand[:, :j] == cand[:, j : j + 1]).any(axis=1)
+            cand[~valid] = -1
+            # Compact the rows of cells that lost neighbours (at an edge): valid
+            # entries first, in offset order. Other rows are complete as they are.
+            short = np.flatnonzero(~valid.all(axis=1))
+            if len(short):
+                order = np.argsort(~valid[short], axis=1, kind="stable")
+                cand[short] = np.take_along_axis(cand[short], order, axis=1)
+            table[lo : lo + len(cells)] = cand
+            counts[lo : lo + len(cells)] = valid.sum(axis=1)
         width = int(counts.max()) if len(counts) else 0
-        result = (np.ascontiguousarray(table[:, :width]), counts)
+        if width < k:  # every cell has fewer neighbours (a grid 1 or 2 cells wide)
+            table = np.ascontiguousarray(table[:, :width])
+        result = (table, counts)
         self._tables[radius] = result
         return result
+
+    def cell_lists(self, cells: Any, capacity: int | None = None) -> CellLists:
+        """The agents of every cell as doubly linked lists a kernel keeps up to date.
+
+        ``cells[a]`` is agent row ``a``'s cell. A cell's list runs from its highest
+        row to its lowest (the order ``grid_kernels.lists_build`` gives, so a kernel
+        may rebuild the lists itself). ``capacity`` (default: the number of agents)
+        sizes ``nxt``/``prv`` for agents a kernel adds later; they have one slot more,
+        a scratch slot the branch-free updates write through index ``-1``. Moves,
+        births and deaths are O(1) with ``ambidex.sim.grid_kernels.lists_move`` /
+        ``lists_insert`` / ``lists_remove``.
+
+        Raises:
+            ValueError: cells that are not a 1-D array of integers, a cell outside the
+                grid, or a capacity below the agent count.
+        """
+        given = np.asarray(cells)
+        if given.ndim != 1 or (given.size and given.dtype.kind not in "iu"):
+            raise ValueError(
+                f"cells must be a 1-D array of cell numbers (integers), "
+                f"got {given.dtype} of shape {given.shape}"
+            )
+        cells = given.astype(np.int64, copy=False)
+        n = len(cells)
+        cap = n if capacity is None else int(capacity)
+        if cap < n:
+            raise ValueError(f"capacity {cap} is below the {n} agents given")
+        if n and (int(cells.min()) < 0 or int(cells.max()) >= self.size):
+            bad = int(cells[(cells < 0) | (cells >= self.size)][0])
+            raise ValueError(f"cell {bad} is outside the {self.width}x{self.height} grid")
+        head = np.full(self.size, -1, dtype=np.int64)
+        nxt = np.full(cap + 1, -1, dtype=np.int64)  # + the scratch slot
+        prv = np.full(cap + 1, -1, dtype=np.int64)
+        order = np.argsort(cells, kind="stable")  # by cell, rows ascending within a cell
+        sorted_cells = cells[order]
+        same = sorted_cells[1:] == sorted_cells[:-1]
+        nxt[order[1:]] = np.where(same, order[:-1], -1)  # the next lower row of the cell
+        prv[order[:-1]] = np.where(same, order[1:], -1)  # the next higher row
+        last = np.ones(n, dtype=bool)
+        last[:-1] = ~same
+        head[sorted_cells[last]] = order[last]
+        count = np.bincount(cells, minlength=self.size).astype(np.int64)
+        return CellLists(head, nxt, prv, count)
 
     def occupancy(self, cells: Any) -> np.ndarray[Any, Any]:
         """How many agents are in each cell, given every agent's cell."""
