@@ -487,3 +487,60 @@ def test_a_package_module_model_resolves_from_the_current_directory(
     )
     assert done.returncode == 2
     assert one_line(done.stderr).startswith("error: cannot load model 'mymodels.nothing:Walk'")
+
+
+EXITING = """
+import sys
+
+import ambidex.sim
+
+
+class Quits(ambidex.sim.Model):
+    defaults = {"quit": 1}
+
+    def setup(self, params):
+        self.t = 0
+
+    def step(self):
+        self.t += 1
+        if self.params.quit and self.t == 2:
+            sys.exit(3)
+
+    def metrics(self):
+        return {"t": self.t}
+"""
+
+
+def test_a_model_that_calls_sys_exit_fails_its_run_with_the_line_that_did(
+    tmp_path: Path, home: Path
+) -> None:
+    """``sim run`` used to exit 3 without a word; ``sim sweep`` with a CancelledError."""
+    (tmp_path / "quits.py").write_text(EXITING)
+    done = sim("run", "quits.py", "--steps", "4", "--record", "one.sqlite", home=home, cwd=tmp_path)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert lines[0] == "error: model Quits raised SystemExit: 3 (quits.py, line 16, in step)"
+    done = sim(
+        "sweep",
+        "quits.py",
+        "-g",
+        "quit=0,1",
+        "-r",
+        "2",
+        "--steps",
+        "4",
+        "--workers",
+        "2",
+        "--record",
+        "many.sqlite",
+        home=home,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1
+    line = one_line(done.stderr)
+    # runs 2 and 3 both exit: the sweep names whichever failed first
+    assert re.fullmatch(
+        r"error: run [23] of the sweep failed \(point 1: \{'quit': 1\}, replicate [01], "
+        r"seed .*\): SystemExit: 3",
+        line,
+    ), line

@@ -211,7 +211,7 @@ def _errors(record: Path, model: type[Model]) -> Iterator[None]:
         raise fail(str(exc), 1) from None
     except KeyboardInterrupt:
         raise fail(f"interrupted; what was recorded so far is in {record}", 130) from None
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # SystemExit: the model called sys.exit()
         frames = _model_frames(exc, model)
         if frames:
             _print_model_failure(exc, model, frames)

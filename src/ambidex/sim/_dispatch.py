@@ -50,7 +50,7 @@ async def dispatch(
             result = await run_one.aio(spec)
         except (asyncio.CancelledError, ModelError):
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # the model's sys.exit() fails its run only
             raise plan.run_failed(spec.index, exc) from exc
         steps_done[spec.index] = plan.steps  # a run that stopped early counts as complete
         finished += 1
