@@ -308,3 +308,16 @@ def test_no_carrying_with_max_parallel_or_a_checkpoint(tmp_path: Any) -> None:
         result = chain(10, step).run(**options)
         assert result["n9"] == 10
         assert tasks.count() == 10, options
+
+
+def test_a_node_added_after_a_run_is_scheduled_in_the_next_run() -> None:
+    async def step(x: int) -> int:
+        return x + 1
+
+    wf = chain(5, step)
+    assert wf.run()["n4"] == 5
+    wf.node("n5", step, input=wf.nodes["n4"].output)
+    wf.node("side", step, input=wf.nodes["n2"].output)
+    result = wf.run()
+    assert result["n5"] == 6
+    assert result["side"] == 4

@@ -21,6 +21,7 @@ import secrets
 import threading
 import time
 import types
+import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass, field
@@ -306,11 +307,9 @@ class _WorkflowExecution:
         self.nodes = wf.nodes
         self.runs = {name: NodeRun(name) for name in wf.nodes}
         self.outputs: dict[str, Any] = {}
-        self.remaining = {name: len(node.deps) for name, node in wf.nodes.items()}
-        self.dependents: dict[str, list[str]] = {name: [] for name in wf.nodes}
-        for name, node in wf.nodes.items():
-            for dep in node.deps:
-                self.dependents[dep].append(name)
+        shape = _shape_of(wf)
+        self.remaining = shape.remaining.copy()
+        self.dependents = shape.dependents
         self.blocking: set[str] = set()  # settled nodes whose dependents must be skipped
         self.queued: deque[str] = deque()
         self.running: dict[asyncio.Task[Any], str] = {}
@@ -322,8 +321,8 @@ class _WorkflowExecution:
         self.agents: dict[str, Agent[Any, Any]] = {}
         self.held_agents: list[Agent[Any, Any]] = []  # each acquired once; released in finish
         # Per target (many nodes often share one function): how to call it.
-        self.styles: dict[int, str] = {}
-        self.keyword_names: dict[int, frozenset[str] | None] = {}
+        self.styles = shape.styles
+        self.keyword_names = shape.keyword_names
         self.persisting: set[asyncio.Task[None]] = set()
         self.stopping = False  # set once the run fails or is cancelled: start nothing new
         self.cancelled = False  # the run itself was cancelled (Ctrl-C, task.cancel())
@@ -338,7 +337,7 @@ class _WorkflowExecution:
         # before its dependents start) and with max_parallel (a fused node takes no slot).
         self.fuse = store is None and max_parallel is None
         self.durations: dict[int, float] = {}  # id(target) -> its last call's seconds
-        self.successor: dict[str, str | None] = {}  # node -> the node it may fuse into
+        self.successor = shape.successor  # node -> the node it may fuse into
         self.jobs: dict[str, _ChainCall] = {}  # head node -> its fused job, until it is done
         self.fused: dict[str, tuple[str, float, float, bool, Any]] = {}  # ran, to record
         # Batching (see _BatchCall): ready nodes gathered while the graph settles, then
@@ -349,8 +348,8 @@ class _WorkflowExecution:
         # node it runs next; per node, how it starts (_plan_of).
         self.carrier: asyncio.Task[Any] | None = None
         self.carried: str | None = None
-        self.plans: dict[str, int] = {}
-        self.carries: dict[str, bool] = {}  # node -> may_carry(node)
+        self.plans = shape.plans
+        self.carries = shape.carries  # node -> may_carry(node)
 
     # -- events ----------------------------------------------------------------
 
@@ -949,7 +948,9 @@ class _WorkflowExecution:
         run.status = NodeStatus.RUNNING
         run.started_s = began
         run.attempts = 1
-        self.emit_at(EventKind.STARTED, name, began, attempt=1)
+        listener = self.listener
+        if listener is not None:
+            self.emit_at(EventKind.STARTED, name, began, attempt=1)
         if not ok:
             self.fail(name, value, 1, at=ended)
             return
@@ -957,7 +958,8 @@ class _WorkflowExecution:
         run.output = value
         run.finished_s = ended
         self.outputs[name] = value
-        self.emit_at(EventKind.FINISHED, name, ended, duration_s=run.duration_s, attempt=1)
+        if listener is not None:
+            self.emit_at(EventKind.FINISHED, name, ended, duration_s=run.duration_s, attempt=1)
         self.conclude(name, not self.stopping)
 
     def halt_jobs(self, reason: str) -> None:
@@ -1272,6 +1274,53 @@ class _WorkflowExecution:
             err.result = result  # type: ignore[attr-defined]
             raise err
         return result
+
+
+class _Shape:
+    """What every run of a workflow would work out again: its graph, and how each node starts.
+
+    Found once per shape of the workflow (``_shape_of``: a node added makes
+    a new one) and shared by its runs. The dicts after ``dependents`` fill as
+    runs come to each node or target; each holds only what follows from the
+    nodes themselves (their targets, options and edges), never from a run.
+    """
+
+    __slots__ = (
+        "carries",
+        "dependents",
+        "keyword_names",
+        "plans",
+        "remaining",
+        "size",
+        "styles",
+        "successor",
+    )
+
+    def __init__(self, wf: Workflow) -> None:
+        self.size = len(wf.nodes)
+        self.remaining = {name: len(node.deps) for name, node in wf.nodes.items()}
+        self.dependents: dict[str, list[str]] = {name: [] for name in wf.nodes}
+        for name, node in wf.nodes.items():
+            for dep in node.deps:
+                self.dependents[dep].append(name)
+        # Per target (many nodes often share one function): how to call it. By id: the
+        # workflow's nodes hold their targets, so the ids stay theirs while this lives.
+        self.styles: dict[int, str] = {}
+        self.keyword_names: dict[int, frozenset[str] | None] = {}
+        self.successor: dict[str, str | None] = {}  # chain_plan: the node it may fuse into
+        self.plans: dict[str, int] = {}  # plan_of
+        self.carries: dict[str, bool] = {}  # may_carry
+
+
+_SHAPES: weakref.WeakKeyDictionary[Workflow, _Shape] = weakref.WeakKeyDictionary()
+
+
+def _shape_of(wf: Workflow) -> _Shape:
+    """``wf``'s ``_Shape``; a new one if a node was added since (``Workflow.node``)."""
+    shape = _SHAPES.get(wf)
+    if shape is None or shape.size != len(wf.nodes):
+        shape = _SHAPES[wf] = _Shape(wf)
+    return shape
 
 
 class _ThreadCall:
