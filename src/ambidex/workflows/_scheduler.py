@@ -38,7 +38,7 @@ from ambidex.runtime import Backoff, current_runtime, elastic_threads
 from ambidex.workflows._checkpoint import CheckpointBackend, CheckpointStore
 from ambidex.workflows._context import node_key
 from ambidex.workflows._events import EventKind, EventListener, NodeStatus, WorkflowEvent
-from ambidex.workflows._refs import Condition, Ref, resolve
+from ambidex.workflows._refs import INPUTS, Condition, Ref, resolve
 from ambidex.workflows._spec import (
     FailurePolicy,
     Node,
@@ -734,6 +734,8 @@ class _WorkflowExecution:
 
     def node_input(self, node: Node) -> Any:
         template = node.input
+        if type(template) is Ref and not template.path and template.source != INPUTS:
+            return self.outputs[template.source]  # the commonest input: another node's output
         if callable(template) and not isinstance(template, Ref):
             return template(Outputs(node.name, node.deps, self.outputs, self.inputs))
         return resolve(template, self.inputs, self.outputs)
@@ -750,6 +752,9 @@ class _WorkflowExecution:
                 raise asyncio.CancelledError
             try:
                 if node.timeout_s is None:
+                    if self.styles.get(id(node.target)) == "async" and node.input is not None:
+                        args, kwargs = self.arguments(node, value)  # as invoke, one frame less
+                        return await node.target(*args, **kwargs)
                     return await self.invoke(node, value)
                 cm = asyncio.timeout(node.timeout_s)
                 try:
