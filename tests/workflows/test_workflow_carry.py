@@ -321,3 +321,29 @@ def test_a_node_added_after_a_run_is_scheduled_in_the_next_run() -> None:
     result = wf.run()
     assert result["n5"] == 6
     assert result["side"] == 4
+
+
+def test_a_node_that_finished_as_a_sibling_failed_is_kept_not_cancelled() -> None:
+    # ``bad`` fails in its first step, ``a`` (whose task would carry ``b``) returns in
+    # its own; bad's failure stops the run before a's task has recorded a: a finished,
+    # so it is recorded finished (with a task per node, its done-callback came later).
+    async def bad() -> int:
+        raise KeyError("bad")
+
+    async def one() -> int:
+        return 1
+
+    async def plus(x: int) -> int:
+        return x + 1
+
+    wf = ax.Workflow("race")
+    wf.node("bad", bad)
+    a = wf.node("a", one)
+    wf.node("b", plus, input=a.output)
+    err = run_within(20, wf.run)
+    assert isinstance(err, ax.WorkflowError)
+    assert err.node == "bad"
+    result = err.result  # type: ignore[attr-defined]
+    assert result.nodes["a"].status is S.SUCCEEDED
+    assert result.nodes["a"].output == 1
+    assert result.nodes["b"].status is S.CANCELLED

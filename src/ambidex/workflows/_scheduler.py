@@ -1,10 +1,12 @@
 """The scheduler: start every node the moment its dependencies have finished.
 
 Not level by level: a node waits only for its own dependencies, so the run's
-makespan is the critical path (plus scheduling overhead, which is a task and
-a callback per node). Completions are handled in done-callbacks and settled
-with an explicit work list, so a chain of 10,000 nodes (or 10,000 skips in a
-row) needs neither recursion nor a rescan of the graph.
+makespan is the critical path (plus scheduling overhead: a task and a
+done-callback per node, except for an ``async def`` chain, which one task
+carries (``carry``), and short plain ``def`` nodes, run several to a thread
+job). Completions are settled with an explicit work list, so a chain of
+10,000 nodes (or 10,000 skips in a row) needs neither recursion nor a rescan
+of the graph.
 """
 
 from __future__ import annotations
@@ -680,7 +682,10 @@ class _WorkflowExecution:
         name = node.name
         # The loop runs once before the carrier records the first node, as it would
         # before a done-callback: the tasks started beside it have all taken a step.
-        await _pass()
+        try:
+            await _pass()
+        except asyncio.CancelledError:
+            return output  # the run stopped, but the node had finished: on_task_done keeps it
         task: asyncio.Task[Any] | None = None
         slice_end = -1.0
         while not self.stopping:
