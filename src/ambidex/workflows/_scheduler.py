@@ -544,7 +544,7 @@ class _WorkflowExecution:
     def start_task(self, name: str, carry: bool = False) -> None:
         run = self.runs[name]
         run.status = NodeStatus.RUNNING
-        run.started_s = self.elapsed()
+        run.started_s = self.loop.time() - self.t0  # (elapsed(), a call less a node)
         node = self.nodes[name]
         coro = self.carry(node) if carry else self.run_node(node)
         task = self.loop.create_task(coro, name=f"node:{name}")
@@ -640,7 +640,7 @@ class _WorkflowExecution:
         run.status = NodeStatus.SUCCEEDED
         run.output = output
         if job is None:
-            run.finished_s = self.elapsed()
+            run.finished_s = self.loop.time() - self.t0  # (elapsed(), a call less a node)
         else:  # its thread job ran on into its successors: record them as they come
             run.finished_s = job.head_end + job.offset
             for record in job.records:
@@ -656,7 +656,10 @@ class _WorkflowExecution:
             )
         # After the run stopped, dependants are not started, but the output is kept
         # (and stored, for a resume).
-        self.conclude(name, not self.stopping)
+        if self.store is not None:
+            self.conclude(name, not self.stopping)
+        elif not self.stopping:
+            self.settle(name)  # (conclude without a checkpoint, a call less a node)
 
     async def carry(self, node: Node) -> Any:
         """Run ``node``, then, in the same task, each ``async def`` node its success readies.
