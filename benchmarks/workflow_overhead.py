@@ -337,26 +337,39 @@ class GcWatch:
 GC_WATCH = GcWatch()
 
 
-def measure(method: Method, n: int, nodes: int, expected: int) -> dict[str, Any]:
+def measure(
+    method: Method, n: int, nodes: int, expected: int, repeat: int = 1
+) -> list[dict[str, Any]]:
+    """Build once, then execute ``repeat`` times: a sample per execution."""
     gc.collect()
     t0 = time.perf_counter()
     graph = method.build(n)
     build_s = time.perf_counter() - t0
-    gc.collect()
-    GC_WATCH.start()
-    exec_s, result = method.execute(graph)
-    gc_s, collections = GC_WATCH.stop()
-    if result != expected:
-        raise AssertionError(f"{method.name}: got {result!r}, expected {expected!r}")
+    samples = []
+    for _ in range(repeat):
+        gc.collect()
+        GC_WATCH.start()
+        cpu0 = time.process_time()
+        exec_s, result = method.execute(graph)
+        cpu_s = time.process_time() - cpu0
+        gc_s, collections = GC_WATCH.stop()
+        if result != expected:
+            raise AssertionError(f"{method.name}: got {result!r}, expected {expected!r}")
+        samples.append(
+            {
+                "build_s": build_s,
+                "exec_s": exec_s,
+                "gc_s": gc_s,
+                "gc_collections": collections,
+                "exec_us_per_node": exec_s / nodes * 1e6,
+                "build_us_per_node": build_s / nodes * 1e6,
+                # CPU of the whole process (every thread: ambidex's loop thread, Dask's
+                # pool) during the execution: less moved by other processes than wall time
+                "exec_cpu_us_per_node": cpu_s / nodes * 1e6,
+            }
+        )
     del graph
-    return {
-        "build_s": build_s,
-        "exec_s": exec_s,
-        "gc_s": gc_s,
-        "gc_collections": collections,
-        "exec_us_per_node": exec_s / nodes * 1e6,
-        "build_us_per_node": build_s / nodes * 1e6,
-    }
+    return samples
 
 
 def warm_up() -> None:
@@ -367,7 +380,7 @@ def warm_up() -> None:
                 measure(method, 50, nodes_of(50), expected_of(50))
 
 
-def bench_size(n: int, rounds: int, skip: set[str]) -> dict[str, Any]:
+def bench_size(n: int, rounds: int, skip: set[str], repeat: int = 1) -> dict[str, Any]:
     out: dict[str, Any] = {"n": n, "scenarios": {}}
     for scenario, (methods, nodes_of, expected_of) in SCENARIOS.items():
         nodes = nodes_of(n)
@@ -376,13 +389,13 @@ def bench_size(n: int, rounds: int, skip: set[str]) -> dict[str, Any]:
         for r in range(rounds):
             order = active[r % len(active) :] + active[: r % len(active)]
             for method in order:
-                s = measure(method, n, nodes, expected_of(n))
-                samples[method.name].append(s)
-                console.print(
-                    f"  n={n} {scenario:5s} round {r + 1}/{rounds} {method.name:45s} "
-                    f"build {s['build_s'] * 1e3:9.1f} ms  exec {s['exec_s'] * 1e3:9.1f} ms "
-                    f"({s['exec_us_per_node']:7.1f} µs/node, gc {s['gc_s'] * 1e3:6.1f} ms)"
-                )
+                for s in measure(method, n, nodes, expected_of(n), repeat):
+                    samples[method.name].append(s)
+                    console.print(
+                        f"  n={n} {scenario:5s} round {r + 1}/{rounds} {method.name:45s} "
+                        f"build {s['build_s'] * 1e3:9.1f} ms  exec {s['exec_s'] * 1e3:9.1f} ms "
+                        f"({s['exec_us_per_node']:7.1f} µs/node, gc {s['gc_s'] * 1e3:6.1f} ms)"
+                    )
         rows = []
         for method in active:
             ss = samples[method.name]
@@ -400,6 +413,9 @@ def bench_size(n: int, rounds: int, skip: set[str]) -> dict[str, Any]:
                     "build_s": statistics.median(s["build_s"] for s in ss),
                     "build_us_per_node": statistics.median(s["build_us_per_node"] for s in ss),
                     "gc_s": statistics.median(s["gc_s"] for s in ss),
+                    "exec_cpu_us_per_node": statistics.median(
+                        s["exec_cpu_us_per_node"] for s in ss
+                    ),
                     "exec_minus_gc_us_per_node": statistics.median(
                         (s["exec_s"] - s["gc_s"]) / nodes * 1e6 for s in ss
                     ),
@@ -624,6 +640,13 @@ def main(argv: list[str] | None = None) -> int:
         "none with --quick; 'none' for none)",
     )
     parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="executions of each built graph per round (default 1): every one is a sample, "
+        "so a median over rounds x repeat samples, steadier on a loaded machine",
+    )
+    parser.add_argument(
         "--skip", default="", help="comma-separated engines to leave out: langgraph, dask"
     )
     parser.add_argument(
@@ -651,12 +674,13 @@ def main(argv: list[str] | None = None) -> int:
         f"[bold]workflow_overhead[/] {info['date_utc']}  nproc={info['nproc']}  "
         f"python {info['python']}  ambidex {info['git_commit']} (src {info['src_sha']})  "
         f"loop thread: {info['ambidex_loop']}  langgraph {info['langgraph']}  "
-        f"dask {info['dask']}  N={n} rounds={rounds} scaling={scaling}"
+        f"dask {info['dask']}  N={n} rounds={rounds} repeat={args.repeat} scaling={scaling}"
     )
     gc.callbacks.append(GC_WATCH)
     started = time.perf_counter()
     warm_up()
-    sizes = [bench_size(s, rounds, skip) for s in [*scaling, n]]
+    repeat = max(1, args.repeat)
+    sizes = [bench_size(s, rounds, skip, repeat) for s in [*scaling, n]]
     ax.current_runtime().close()
     headline = sizes[-1]
     print_section(
@@ -680,6 +704,7 @@ def main(argv: list[str] | None = None) -> int:
             "quick": quick,
             "nodes": n,
             "rounds": rounds,
+            "repeat": repeat,
             "scaling": scaling,
             "skip": sorted(skip),
             "gc": "enabled; gc.collect() before each timed build and execution",

@@ -130,3 +130,24 @@ def test_exits_inside_arun_on_the_callers_own_loop() -> None:
     error = describe_exception(result.nodes["bad"].error)
     assert error == "EscapedExit: SystemExit: 5 (raised in a task the node started)"
     assert result.nodes["other"].status is S.SUCCEEDED
+
+
+async def ainc(x: int) -> int:
+    return x + 1
+
+
+@pytest.mark.parametrize("exiting", [aexits, exits_in_its_own_task])
+def test_an_exit_in_a_carried_async_chain_fails_that_node_only(exiting: Any) -> None:
+    """Successive ``async def`` nodes run in one task (carried): the exit is still one node's."""
+    wf = ax.Workflow("carried")
+    prev = wf.node("n0", ainc, input=0)
+    for i in range(1, 20):
+        prev = wf.node(f"n{i}", exiting if i == 10 else ainc, input=prev.output, on_failure="skip")
+    result = wf.run()
+    assert result.nodes["n9"].output == 10
+    assert result.nodes["n10"].status is S.FAILED
+    assert "SystemExit: " in describe_exception(result.nodes["n10"].error)
+    assert result.nodes["n11"].status is S.SKIPPED
+    again = ax.Workflow("again")
+    again.node("x", ainc, input=1)
+    assert again.run().nodes["x"].output == 2

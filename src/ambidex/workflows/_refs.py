@@ -185,6 +185,8 @@ def find_refs(template: Any) -> Iterator[tuple[tuple[str | int, ...], Ref]]:
 def _lookup(ref: Ref, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> Any:
     if ref.source == INPUTS:
         return ref.follow(inputs)
+    if not ref.path:  # a node's whole output (the commonest reference)
+        return outputs[ref.source]
     return ref.follow(outputs[ref.source])
 
 
@@ -200,8 +202,11 @@ def resolve(template: Any, inputs: Mapping[str, Any], outputs: Mapping[str, Any]
         return _REF_TEXT.sub(sub, template.text)
     if isinstance(template, dict):
         return {k: resolve(v, inputs, outputs) for k, v in template.items()}
-    if isinstance(template, list):
-        return [resolve(v, inputs, outputs) for v in template]
+    if isinstance(template, list):  # (a list of references, e.g. a fan-in: no call per item)
+        return [
+            _lookup(v, inputs, outputs) if type(v) is Ref else resolve(v, inputs, outputs)
+            for v in template
+        ]
     if isinstance(template, tuple):
         return tuple(resolve(v, inputs, outputs) for v in template)
     return template

@@ -1,10 +1,12 @@
 """The scheduler: start every node the moment its dependencies have finished.
 
 Not level by level: a node waits only for its own dependencies, so the run's
-makespan is the critical path (plus scheduling overhead, which is a task and
-a callback per node). Completions are handled in done-callbacks and settled
-with an explicit work list, so a chain of 10,000 nodes (or 10,000 skips in a
-row) needs neither recursion nor a rescan of the graph.
+makespan is the critical path (plus scheduling overhead: a task and a
+done-callback per node, except for an ``async def`` chain, which one task
+carries (``carry``), and short plain ``def`` nodes, run several to a thread
+job). Completions are settled with an explicit work list, so a chain of
+10,000 nodes (or 10,000 skips in a row) needs neither recursion nor a rescan
+of the graph.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import inspect
@@ -19,8 +22,10 @@ import os
 import secrets
 import threading
 import time
+import types
+import weakref
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +41,7 @@ from ambidex.runtime import Backoff, current_runtime, elastic_threads
 from ambidex.workflows._checkpoint import CheckpointBackend, CheckpointStore
 from ambidex.workflows._context import node_key
 from ambidex.workflows._events import EventKind, EventListener, NodeStatus, WorkflowEvent
-from ambidex.workflows._refs import Condition, Ref, resolve
+from ambidex.workflows._refs import INPUTS, Condition, Ref, resolve
 from ambidex.workflows._spec import (
     FailurePolicy,
     Node,
@@ -73,7 +78,12 @@ _FUSE_LIMIT = 256
 _FUSE_BUDGET_S = 0.002
 # Batching (see ``_BatchCall``): ready short plain def nodes, this many a thread job.
 _BATCH_SIZE = 128
+# Carrying (see ``carry``): a node's task runs on into an ``async def`` successor the
+# node's success made ready, and passes the loop on after _CARRY_SLICE_S of such nodes.
+_CARRY_SLICE_S = 0.001
+_RECORDED: Any = object()  # a carrier's result: its last node's outcome is recorded
 _UNSET: Any = object()
+_ALONE, _BATCHED, _CARRIED = 0, 1, 2  # how a node starts (plan_of)
 # The states in which a node has finished: a run succeeds only if every node is in one
 # (a failure under on_failure="skip" or "continue" is recorded and lets the run go on).
 _FINAL = frozenset({NodeStatus.SUCCEEDED, NodeStatus.FAILED, NodeStatus.SKIPPED})
@@ -241,6 +251,9 @@ class _WorkflowExecution:
         "batches",
         "blocking",
         "cancelled",
+        "carried",
+        "carrier",
+        "carries",
         "dependents",
         "detached",
         "done",
@@ -261,6 +274,7 @@ class _WorkflowExecution:
         "nodes",
         "outputs",
         "persisting",
+        "plans",
         "queued",
         "remaining",
         "run_id",
@@ -268,7 +282,6 @@ class _WorkflowExecution:
         "runs",
         "settled",
         "settling",
-        "static_ok",
         "stopping",
         "store",
         "styles",
@@ -299,11 +312,9 @@ class _WorkflowExecution:
         self.nodes = wf.nodes
         self.runs = {name: NodeRun(name) for name in wf.nodes}
         self.outputs: dict[str, Any] = {}
-        self.remaining = {name: len(node.deps) for name, node in wf.nodes.items()}
-        self.dependents: dict[str, list[str]] = {name: [] for name in wf.nodes}
-        for name, node in wf.nodes.items():
-            for dep in node.deps:
-                self.dependents[dep].append(name)
+        shape = _shape_of(wf)
+        self.remaining = shape.remaining.copy()
+        self.dependents = shape.dependents
         self.blocking: set[str] = set()  # settled nodes whose dependents must be skipped
         self.queued: deque[str] = deque()
         self.running: dict[asyncio.Task[Any], str] = {}
@@ -315,8 +326,8 @@ class _WorkflowExecution:
         self.agents: dict[str, Agent[Any, Any]] = {}
         self.held_agents: list[Agent[Any, Any]] = []  # each acquired once; released in finish
         # Per target (many nodes often share one function): how to call it.
-        self.styles: dict[int, str] = {}
-        self.keyword_names: dict[int, frozenset[str] | None] = {}
+        self.styles = shape.styles
+        self.keyword_names = shape.keyword_names
         self.persisting: set[asyncio.Task[None]] = set()
         self.stopping = False  # set once the run fails or is cancelled: start nothing new
         self.cancelled = False  # the run itself was cancelled (Ctrl-C, task.cancel())
@@ -331,14 +342,19 @@ class _WorkflowExecution:
         # before its dependents start) and with max_parallel (a fused node takes no slot).
         self.fuse = store is None and max_parallel is None
         self.durations: dict[int, float] = {}  # id(target) -> its last call's seconds
-        self.successor: dict[str, str | None] = {}  # node -> the node it may fuse into
+        self.successor = shape.successor  # node -> the node it may fuse into
         self.jobs: dict[str, _ChainCall] = {}  # head node -> its fused job, until it is done
         self.fused: dict[str, tuple[str, float, float, bool, Any]] = {}  # ran, to record
-        self.static_ok: dict[str, bool] = {}  # node -> fusable(node), once computed
         # Batching (see _BatchCall): ready nodes gathered while the graph settles, then
         # dispatched a batch per thread job, each carried by one task.
         self.batch: list[str] = []
         self.batches: dict[asyncio.Task[Any], _BatchCall] = {}
+        # Carrying (see carry): the carrier task whose node is being recorded, and the
+        # node it runs next; per node, how it starts (_plan_of).
+        self.carrier: asyncio.Task[Any] | None = None
+        self.carried: str | None = None
+        self.plans = shape.plans
+        self.carries = shape.carries  # node -> may_carry(node)
 
     # -- events ----------------------------------------------------------------
 
@@ -425,17 +441,19 @@ class _WorkflowExecution:
             self.settling = False
         if self.batch:
             self.dispatch_batch()
-        self.start_queued()
+        if self.queued:
+            self.start_queued()
         if self.settled == len(self.nodes) and not self.done.done():
             self.done.set_result(None)
 
     def on_ready(self, name: str) -> None:
         node = self.nodes[name]
-        blocked_by = sorted(node.deps & self.blocking)
-        if blocked_by:
-            dep = blocked_by[0]
-            self.skip(name, f"dependency {dep!r} {self.runs[dep].status.value}")
-            return
+        if self.blocking:
+            blocked_by = sorted(node.deps & self.blocking)
+            if blocked_by:
+                dep = blocked_by[0]
+                self.skip(name, f"dependency {dep!r} {self.runs[dep].status.value}")
+                return
         if node.when is not None:
             try:
                 go = self.condition(node)
@@ -446,12 +464,13 @@ class _WorkflowExecution:
                 self.skip(name, "condition is false")
                 return
         self.runs[name].status = NodeStatus.QUEUED
-        if self.fused and name in self.fused:  # it ran in its predecessor's thread job
-            self.emit_at(EventKind.QUEUED, name, self.fused[name][1])
-        else:
-            self.emit(EventKind.QUEUED, name)
-        if self.stopping:  # the listener failed on that event; the node is cancelled
-            return
+        if self.listener is not None:
+            if self.fused and name in self.fused:  # it ran in its predecessor's thread job
+                self.emit_at(EventKind.QUEUED, name, self.fused[name][1])
+            else:
+                self.emit(EventKind.QUEUED, name)
+            if self.stopping:  # the listener failed on that event; the node is cancelled
+                return
         if self.max_parallel is not None and len(self.running) >= self.max_parallel:
             self.queued.append(name)
         else:
@@ -475,19 +494,65 @@ class _WorkflowExecution:
         if self.fused and name in self.fused:
             self.record_fused(name)
             return
-        if self.fuse and self.batchable(name):
-            self.runs[name].status = NodeStatus.RUNNING
-            self.batch.append(name)  # dispatched once the graph has settled
-            return
+        if self.fuse:
+            plan = self.plans.get(name)
+            if plan is None:
+                plan = self.plan_of(name)
+            if plan == _CARRIED:
+                carrier = self.carrier
+                if carrier is None or len(self.nodes[name].deps) != 1:
+                    self.start_task(name, carry=self.may_carry(name))
+                    return
+                # The node whose success made it ready is done: its task runs this one next.
+                self.carrier = None
+                self.carried = name
+                self.running[carrier] = name
+                run = self.runs[name]
+                run.status = NodeStatus.RUNNING
+                run.started_s = self.elapsed()
+                return
+            if plan == _BATCHED and self.short(self.nodes[name].target):
+                self.runs[name].status = NodeStatus.RUNNING
+                self.batch.append(name)  # dispatched once the graph has settled
+                return
         self.start_task(name)
 
-    def start_task(self, name: str) -> None:
+    def plan_of(self, name: str) -> int:
+        """How ``name`` starts when fusion is on: carried (``async def``), batched, or alone."""
+        node = self.nodes[name]
+        if self.fusable(node):
+            plan = _BATCHED
+        elif self.styles[id(node.target)] == "async":
+            plan = _CARRIED
+        else:
+            plan = _ALONE
+        self.plans[name] = plan
+        return plan
+
+    def may_carry(self, name: str) -> bool:
+        """Has ``name`` a dependant its task may run on into (``carry``)?"""
+        ok = self.carries.get(name)
+        if ok is None:
+            plans = self.plans
+            ok = False
+            for child in self.dependents[name]:
+                if len(self.nodes[child].deps) == 1:
+                    plan = plans.get(child)
+                    if (plan if plan is not None else self.plan_of(child)) == _CARRIED:
+                        ok = True
+                        break
+            self.carries[name] = ok
+        return ok
+
+    def start_task(self, name: str, carry: bool = False) -> None:
         run = self.runs[name]
         run.status = NodeStatus.RUNNING
-        run.started_s = self.elapsed()
+        run.started_s = self.loop.time() - self.t0  # (elapsed(), a call less a node)
+        node = self.nodes[name]
+        coro = self.carry(node) if carry else self.run_node(node)
         # asyncio.Task, not loop.create_task: the run's task factory (user code's SystemExit)
         # is for the tasks nodes start, not for the scheduler's own.
-        task = _Task(self.run_node(self.nodes[name]), loop=self.loop, name=f"node:{name}")
+        task = _Task(coro, loop=self.loop, name=f"node:{name}")
         self.running[task] = name
         task.add_done_callback(self.on_task_done)
 
@@ -545,7 +610,11 @@ class _WorkflowExecution:
             self.done.set_result(None)
 
     def on_task_done(self, task: asyncio.Task[Any]) -> None:
-        name = self.running.pop(task)
+        name = self.running.pop(task, None)
+        if name is None:  # a carrier whose last node it recorded itself (carry_on)
+            if self.stopping and not self.running and not self.done.done():
+                self.done.set_result(None)
+            return
         run = self.runs[name]
         job = self.jobs.pop(name, None) if self.jobs else None
         if task.cancelled():
@@ -567,16 +636,24 @@ class _WorkflowExecution:
                 exc = exc.exc  # the node's failure is what it raised: "SystemExit: 3"
             self.fail(name, exc, run.attempts)
         else:
-            output = task.result()
-            run.status = NodeStatus.SUCCEEDED
-            run.output = output
-            if job is None:
-                run.finished_s = self.elapsed()
-            else:  # its thread job ran on into its successors: record them as they come
-                run.finished_s = job.head_end + job.offset
-                for record in job.records:
-                    self.fused[record[0]] = record
-            self.outputs[name] = output
+            self.succeeded(name, task.result(), job)
+        # A stopped run ends when its last task does, however that task ended (cancelled,
+        # or raising something else while it was being cancelled).
+        if self.stopping and not self.running and not self.done.done():
+            self.done.set_result(None)
+
+    def succeeded(self, name: str, output: Any, job: _ChainCall | None = None) -> None:
+        run = self.runs[name]
+        run.status = NodeStatus.SUCCEEDED
+        run.output = output
+        if job is None:
+            run.finished_s = self.loop.time() - self.t0  # (elapsed(), a call less a node)
+        else:  # its thread job ran on into its successors: record them as they come
+            run.finished_s = job.head_end + job.offset
+            for record in job.records:
+                self.fused[record[0]] = record
+        self.outputs[name] = output
+        if self.listener is not None:
             self.emit_at(
                 EventKind.FINISHED,
                 name,
@@ -584,13 +661,74 @@ class _WorkflowExecution:
                 duration_s=run.duration_s,
                 attempt=run.attempts,
             )
-            # After the run stopped, dependants are not started, but the output is kept
-            # (and stored, for a resume).
+        # After the run stopped, dependants are not started, but the output is kept
+        # (and stored, for a resume).
+        if self.store is not None:
             self.conclude(name, not self.stopping)
-        # A stopped run ends when its last task does, however that task ended (cancelled,
-        # or raising something else while it was being cancelled).
-        if self.stopping and not self.running and not self.done.done():
+        elif not self.stopping:
+            self.settle(name)  # (conclude without a checkpoint, a call less a node)
+
+    async def carry(self, node: Node) -> Any:
+        """Run ``node``, then, in the same task, each ``async def`` node its success readies.
+
+        The node's task is a carrier: when its node succeeds, the carrier
+        records the success itself (``carry_on``: finished, dependants
+        released) instead of leaving that to a done-callback one loop
+        iteration later; and if that readies an ``async def`` node (``start``
+        hands the carrier the first such node), the carrier runs it next, as
+        if it were that node's own task, and so on. A chain of trivial nodes
+        then costs no task and no loop iteration per node. Each node runs in
+        its own copy of the context the carrier started with, so a ContextVar
+        a node sets is seen by no other node (as with a task per node); its
+        events, times, retries, timeout, ``on_failure`` and cancellation are
+        those of a node in its own task (``running`` maps the carrier to the
+        node it runs now). After ``_CARRY_SLICE_S`` of nodes run so, the carrier
+        lets the loop run once before the next, so other tasks are not starved
+        and a cancellation lands between nodes. A failure or cancellation ends
+        the carrier, and ``on_task_done`` records it for the node it ran.
+        """
+        base = contextvars.copy_context()  # the carrier's own context, before any node runs
+        output = await self.run_node(node)
+        name = node.name
+        # The loop runs once before the carrier records the first node, as it would
+        # before a done-callback: the tasks started beside it have all taken a step.
+        try:
+            await _pass()
+        except asyncio.CancelledError:
+            return output  # the run stopped, but the node had finished: on_task_done keeps it
+        task: asyncio.Task[Any] | None = None
+        slice_end = -1.0
+        while not self.stopping:
+            if task is None:
+                task = asyncio.current_task()
+                assert task is not None
+            carried = base.run(self.carry_on, name, output, task)
+            if carried is None:
+                return _RECORDED
+            started = self.runs[carried].started_s
+            assert started is not None
+            if slice_end < 0:
+                slice_end = started + _CARRY_SLICE_S
+            elif started > slice_end:
+                slice_end = -1.0
+                await _pass()  # the loop runs its other callbacks; a cancellation lands here
+            name = carried
+            output = await _in_context(base.copy(), self.run_node(self.nodes[carried]))
+        return output  # the run stopped: on_task_done records it as any node's task
+
+    def carry_on(self, name: str, output: Any, task: asyncio.Task[Any]) -> str | None:
+        """The carrier's node ``name`` succeeded: record it; the node to run next, if any."""
+        del self.running[task]  # back (for the node it runs next) in start
+        self.carrier = task
+        try:
+            self.succeeded(name, output)
+        finally:
+            self.carrier = None
+        carried = self.carried
+        self.carried = None
+        if carried is None and self.stopping and not self.running and not self.done.done():
             self.done.set_result(None)
+        return carried
 
     def cancelled_from_inside(self, name: str, task: asyncio.Task[Any]) -> None:
         """The node's task ended cancelled although the run did not cancel it: a failure.
@@ -611,6 +749,8 @@ class _WorkflowExecution:
 
     def node_input(self, node: Node) -> Any:
         template = node.input
+        if type(template) is Ref and not template.path and template.source != INPUTS:
+            return self.outputs[template.source]  # the commonest input: another node's output
         if callable(template) and not isinstance(template, Ref):
             return template(Outputs(node.name, node.deps, self.outputs, self.inputs))
         return resolve(template, self.inputs, self.outputs)
@@ -623,11 +763,15 @@ class _WorkflowExecution:
         try:
             while True:
                 run.attempts += 1
-                self.emit(EventKind.STARTED, node.name, attempt=run.attempts)
+                if self.listener is not None:
+                    self.emit(EventKind.STARTED, node.name, attempt=run.attempts)
                 if self.stopping:  # the listener failed on that event: this task is cancelled
                     raise asyncio.CancelledError
                 try:
                     if node.timeout_s is None:
+                        if self.styles.get(id(node.target)) == "async" and node.input is not None:
+                            args, kwargs = self.arguments(node, value)  # invoke, a frame less
+                            return await node.target(*args, **kwargs)
                         return await self.invoke(node, value)
                     cm = asyncio.timeout(node.timeout_s)
                     try:
@@ -753,13 +897,6 @@ class _WorkflowExecution:
             name = nxt
         return plan
 
-    def batchable(self, name: str) -> bool:
-        ok = self.static_ok.get(name)
-        node = self.nodes[name]
-        if ok is None:
-            ok = self.static_ok[name] = self.fusable(node)
-        return ok and self.short(node.target)
-
     def dispatch_batch(self) -> None:
         """Run the ready short plain def nodes gathered by ``start``: a thread job a batch.
 
@@ -838,7 +975,9 @@ class _WorkflowExecution:
         run.status = NodeStatus.RUNNING
         run.started_s = began
         run.attempts = 1
-        self.emit_at(EventKind.STARTED, name, began, attempt=1)
+        listener = self.listener
+        if listener is not None:
+            self.emit_at(EventKind.STARTED, name, began, attempt=1)
         if not ok:
             self.fail(name, value, 1, at=ended)
             return
@@ -846,7 +985,8 @@ class _WorkflowExecution:
         run.output = value
         run.finished_s = ended
         self.outputs[name] = value
-        self.emit_at(EventKind.FINISHED, name, ended, duration_s=run.duration_s, attempt=1)
+        if listener is not None:
+            self.emit_at(EventKind.FINISHED, name, ended, duration_s=run.duration_s, attempt=1)
         self.conclude(name, not self.stopping)
 
     def halt_jobs(self, reason: str) -> None:
@@ -961,6 +1101,8 @@ class _WorkflowExecution:
         """A dict input becomes keyword arguments when the function takes those names."""
         if node.input is None:
             return (), {}
+        if type(value) in _SCALARS:
+            return (value,), {}
         if isinstance(value, Mapping) and value:
             return _arguments(node, value, self.names_of(node))
         return (value,), {}
@@ -1164,6 +1306,53 @@ class _WorkflowExecution:
             err.result = result  # type: ignore[attr-defined]
             raise err
         return result
+
+
+class _Shape:
+    """What every run of a workflow would work out again: its graph, and how each node starts.
+
+    Found once per shape of the workflow (``_shape_of``: a node added makes
+    a new one) and shared by its runs. The dicts after ``dependents`` fill as
+    runs come to each node or target; each holds only what follows from the
+    nodes themselves (their targets, options and edges), never from a run.
+    """
+
+    __slots__ = (
+        "carries",
+        "dependents",
+        "keyword_names",
+        "plans",
+        "remaining",
+        "size",
+        "styles",
+        "successor",
+    )
+
+    def __init__(self, wf: Workflow) -> None:
+        self.size = len(wf.nodes)
+        self.remaining = {name: len(node.deps) for name, node in wf.nodes.items()}
+        self.dependents: dict[str, list[str]] = {name: [] for name in wf.nodes}
+        for name, node in wf.nodes.items():
+            for dep in node.deps:
+                self.dependents[dep].append(name)
+        # Per target (many nodes often share one function): how to call it. By id: the
+        # workflow's nodes hold their targets, so the ids stay theirs while this lives.
+        self.styles: dict[int, str] = {}
+        self.keyword_names: dict[int, frozenset[str] | None] = {}
+        self.successor: dict[str, str | None] = {}  # chain_plan: the node it may fuse into
+        self.plans: dict[str, int] = {}  # plan_of
+        self.carries: dict[str, bool] = {}  # may_carry
+
+
+_SHAPES: weakref.WeakKeyDictionary[Workflow, _Shape] = weakref.WeakKeyDictionary()
+
+
+def _shape_of(wf: Workflow) -> _Shape:
+    """``wf``'s ``_Shape``; a new one if a node was added since (``Workflow.node``)."""
+    shape = _SHAPES.get(wf)
+    if shape is None or shape.size != len(wf.nodes):
+        shape = _SHAPES[wf] = _Shape(wf)
+    return shape
 
 
 class _ThreadCall:
@@ -1435,6 +1624,41 @@ class _BatchCall:
         with self.lock:
             self.halted = True
             return list(self.started), self.state == "done"
+
+
+@types.coroutine
+def _in_context(
+    ctx: contextvars.Context, coro: Coroutine[Any, Any, Any]
+) -> Generator[Any, Any, Any]:
+    """``await coro``, with each of its steps run in ``ctx`` (a node's own context).
+
+    What ``coro`` awaits is passed to the task as it is, and what the task
+    sends or throws back (a result, a cancellation) goes to ``coro``.
+    """
+    run = ctx.run
+    try:
+        signal = run(coro.send, None)
+    except StopIteration as stop:
+        return stop.value
+    while True:
+        try:
+            value = yield signal
+        except BaseException as exc:
+            try:
+                signal = run(coro.throw, exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                signal = run(coro.send, value)
+            except StopIteration as stop:
+                return stop.value
+
+
+@types.coroutine
+def _pass() -> Generator[None, None, None]:
+    """Let the loop run once (a bare yield: the task is scheduled again)."""
+    yield
 
 
 def _arguments(
