@@ -20,12 +20,12 @@ turns (one of each per round, alternating which goes first):
   Mesa 3.3's ``BoltzmannWealth`` (its constructor, then ``step()`` 300 times), Mesa
   run in this process, once a round for each size.
 
-Medians over rounds (5; 2 with ``--quick``); within a worker every figure is the
+Medians over rounds (5; 1 with ``--quick``); within a worker every figure is the
 median of several interleaved repeats. Load average is recorded at start and end.
 
     .venv/bin/python benchmarks/sim_overhead.py          # ~3.5 min at load 8; writes
                                                          # results/sim_overhead.json
-    .venv/bin/python benchmarks/sim_overhead.py --quick  # ~25 s
+    .venv/bin/python benchmarks/sim_overhead.py --quick  # ~12 s
 """
 
 from __future__ import annotations
@@ -206,8 +206,8 @@ def _median(rows: list[dict[str, Any]], key: str) -> float:
 def main(argv: list[str] | None = None) -> int:
     """Run the rounds, print the tables, write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 rounds, fewer calls and steps")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds (5; 2 quick)")
+    parser.add_argument("--quick", action="store_true", help="1 round, fewer calls and steps")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (5; 1 quick)")
     parser.add_argument("--old-ref", default=OLD_REF, help=f"the 'before' commit ({OLD_REF})")
     parser.add_argument("--output", type=Path, default=None, help="JSON path without .json")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     from _mesa import load_mesa
 
     mesa = load_mesa()
-    rounds = args.rounds or (2 if args.quick else 5)
+    rounds = args.rounds or (1 if args.quick else 5)
     info = machine_info()
     console.print(f"load average at start: {info['loadavg_at_start']}")
     results: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
