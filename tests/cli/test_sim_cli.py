@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -544,3 +545,70 @@ def test_a_model_that_calls_sys_exit_fails_its_run_with_the_line_that_did(
         r"seed .*\): SystemExit: 3",
         line,
     ), line
+
+
+SLOW = """
+import time
+
+import ambidex.sim
+
+
+class Slow(ambidex.sim.Model):
+    defaults = {"k": 0}
+
+    def setup(self, params):
+        self.t = 0
+
+    def step(self):
+        time.sleep(0.05)
+        self.t += 1
+
+    def metrics(self):
+        return {"t": self.t, "k": self.params.k}
+"""
+
+
+def test_a_sweep_killed_with_sigkill_keeps_the_runs_it_finished(tmp_path: Path, home: Path) -> None:
+    """Finished runs are written at most a second after they end, not only at close."""
+    (tmp_path / "slow.py").write_text(SLOW)
+    record = tmp_path / "killed.sqlite"
+    env = {**os.environ, "AMBIDEX_HOME": str(home), "COLUMNS": "200"}
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "ambidex", "sim", "sweep", "slow.py"),
+            *("-g", "k=" + ",".join(map(str, range(40))), "-r", "10", "--steps", "10"),
+            *("--workers", "2", "--record", str(record)),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        # 400 runs of 0.5 s on 2 workers: ~100 s to the close's flush, which the
+        # deadline does not wait for; a run is written ~1 s after it ends
+        deadline = time.monotonic() + 40
+        done: list[tuple[int, int]] = []
+        while time.monotonic() < deadline and len(done) < 3:
+            time.sleep(0.1)
+            if record.exists():
+                db = sqlite3.connect(record)
+                try:
+                    done = db.execute(
+                        "SELECT run_id, steps FROM runs WHERE status = 'done'"
+                    ).fetchall()
+                except sqlite3.OperationalError:  # not created yet
+                    done = []
+                finally:
+                    db.close()
+        assert len(done) >= 3, "no finished run was written within 40 s"
+        assert proc.poll() is None  # still sweeping: what is read is not the close's flush
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    back = ambidex.sim.open_record(record)
+    kept = {run.run_id: run for run in back.runs if run.status == "done"}
+    assert {run_id for run_id, _ in done} <= set(kept)
+    for run_id in kept:
+        assert back.metrics(run_id)["t"].tolist() == list(range(11))

@@ -368,6 +368,27 @@ def test_recorder_writes_in_batches_and_reads_back(tmp_path: Path, suffix: str) 
     assert int(np.sum(snap["wealth"])) == 500
 
 
+def test_a_finished_run_is_written_once_flush_every_s_has_passed(tmp_path: Path) -> None:
+    """So a process killed mid-sweep loses only its last second's runs (docs/sim.md)."""
+    path = tmp_path / "now.sqlite"
+    with sim.Recorder(path, flush_every_s=0) as rec:
+        r = sim.run(Exchange, {"n": 50}, steps=5, seed=1, record=rec)
+        other = sqlite3.connect(path)  # another reader, while the recorder is still open
+        (status,) = other.execute("SELECT status FROM runs").fetchone()
+        (rows,) = other.execute("SELECT COUNT(*) FROM metrics").fetchone()
+        other.close()
+        assert status == "done"
+        assert rows == 6 * (len(r.metrics.columns) - 1)
+        sim.run(Exchange, {"n": 50}, steps=5, seed=2, record=rec)
+        assert rec.flushes == 2
+    path = tmp_path / "later.sqlite"
+    with sim.Recorder(path) as rec:  # default: 1 s; two quick runs are one write, at close
+        sim.run(Exchange, {"n": 50}, steps=5, seed=1, record=rec)
+        sim.run(Exchange, {"n": 50}, steps=5, seed=2, record=rec)
+        assert rec.flushes == 0
+    assert rec.flushes == 1
+
+
 def test_recorder_flushes_when_the_buffer_fills(tmp_path: Path) -> None:
     path = tmp_path / "small-buffer.sqlite"
     with sim.Recorder(path, buffer_rows=1000) as rec:

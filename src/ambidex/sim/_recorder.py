@@ -17,8 +17,8 @@ that stopped early keeps the metrics of the steps it did.
 
 Rows are buffered in memory and written in one transaction (SQLite) or one
 row group (Parquet) per flush: never a write per agent per step. ``flush``
-happens when a buffer passes ``buffer_rows``, at the end of each run's
-metrics, and on ``close``.
+happens when a buffer passes ``buffer_rows``, when a run ends at least
+``flush_every_s`` (1 s) after the last flush, and on ``close``.
 """
 
 from __future__ import annotations
@@ -122,16 +122,27 @@ class Recorder:
         path: the record; created if missing, appended to if it exists.
         format: ``"sqlite"`` or ``"parquet"``; default from the path's suffix.
         buffer_rows: rows (metrics and agent rows together) kept before a flush.
+        flush_every_s: a run that ends (done, failed or interrupted) at least this long
+            after the last flush is written at once, so a killed process loses at most
+            the runs of the last ``flush_every_s`` (a sweep of many short runs still
+            writes in batches).
 
     Usable as a context manager; thread-safe.
     """
 
     def __init__(
-        self, path: str | Path, *, format: Format | None = None, buffer_rows: int = 200_000
+        self,
+        path: str | Path,
+        *,
+        format: Format | None = None,
+        buffer_rows: int = 200_000,
+        flush_every_s: float = 1.0,
     ) -> None:
         self.path = Path(path)
         self.format: Format = _format_of(self.path, format)
         self.buffer_rows = max(1, int(buffer_rows))
+        self.flush_every_s = float(flush_every_s)
+        self._flushed_at = time.monotonic()
         self._lock = threading.Lock()
         self._metrics: list[tuple[int, int, str, float]] = []
         self._agents: list[tuple[int, int, Mapping[str, np.ndarray[Any, Any]]]] = []
@@ -312,6 +323,7 @@ class Recorder:
             run["digest"] = result.metrics.digest()
             run["status"] = status.value
             run["compile_s"] = result.compile_s
+            self._flush_if_due()
 
     def stop_run(
         self,
@@ -345,6 +357,7 @@ class Recorder:
             run["elapsed_s"] = elapsed_s
             run["digest"] = table.digest() if table is not None else None
             run["status"] = status.value
+            self._flush_if_due()
 
     def flush(self) -> None:
         """Write everything buffered."""
@@ -373,9 +386,15 @@ class Recorder:
         if self._closed:
             raise RecordError(f"recorder for {self.path} is closed")
 
+    def _flush_if_due(self) -> None:
+        """``_flush_locked`` when ``flush_every_s`` has passed since the last flush."""
+        if time.monotonic() - self._flushed_at >= self.flush_every_s:
+            self._flush_locked()
+
     def _flush_locked(self) -> None:
         if self._closed:
             return
+        self._flushed_at = time.monotonic()
         agents, self._agents, self._agent_rows = self._agents, [], 0
         metrics, self._metrics = self._metrics, []
         self.flushes += 1
