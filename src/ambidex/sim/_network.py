@@ -299,8 +299,14 @@ def _gnp_edges(n: int, p: float, rng: np.random.Generator) -> tuple[IndexArray, 
         size = int(expected * _CHUNK_MARGIN + 10 * math.sqrt(expected) + 16)
         while True:
             gaps = rng.geometric(p, size=size)
+            # A gap past the last pair ends the graph: cap it there, so a tiny p's
+            # huge gaps (numpy saturates them at 2**63 - 1) cannot overflow the sum
+            # (each capped gap is below 2**62; the sum up to the first rank past
+            # the end stays below 2**63, and later ranks are dropped).
+            np.minimum(gaps, pairs - last, out=gaps)
             ranks = last + np.cumsum(gaps)
-            past = np.searchsorted(ranks, pairs)
+            over = ranks >= pairs
+            past = int(np.argmax(over)) if over.any() else size
             chunks.append(ranks[:past])
             if past < size:
                 break

@@ -43,7 +43,8 @@ count update per array):
 
 A query ``radius`` may not exceed the radius the cells were built for (the
 3 x 3 block of cells around a point would miss points); the functions raise
-``ValueError`` then, and when ``out`` has fewer than ``len(state.pos)`` entries.
+``ValueError`` then, when ``out`` has fewer than ``len(state.pos)`` entries, and
+when ``agent`` is not a row of ``state.pos`` (``move``, ``neighbors_of``).
 Within a cell, points come in the order of the list (most recently moved in
 first), which depends only on the sequence of moves: the same run gives the
 same order.
@@ -222,7 +223,13 @@ def link_all(state: Cells) -> None:
 
 @numba.njit(cache=True)
 def move(state: Cells, agent: int, x: float, y: float) -> None:
-    """Put ``agent`` at ``(x, y)`` (wrapped into the space) and in that point's cell, in O(1)."""
+    """Put ``agent`` at ``(x, y)`` (wrapped into the space) and in that point's cell, in O(1).
+
+    Raises:
+        ValueError: ``agent`` is not a row of ``state.pos`` (nothing is written).
+    """
+    if agent < 0 or agent >= len(state.pos):  # numba would write out of bounds
+        raise ValueError("move: agent is not a row of state.pos")
     mx, my, (w, h, torus) = state.mx, state.my, state.geometry
     x, y = _wrap_axis(x, w, torus), _wrap_axis(y, h, torus)
     state.pos[agent, 0] = x
@@ -305,9 +312,11 @@ def neighbors_of(state: Cells, agent: int, radius: float, out: Any) -> int:
     Points at the agent's very position count. Returns ``k``.
 
     Raises:
-        ValueError: ``radius`` exceeds the cells' radius; ``out`` is shorter than
-            ``len(state.pos)``.
+        ValueError: ``agent`` is not a row of ``state.pos``; ``radius`` exceeds the
+            cells' radius; ``out`` is shorter than ``len(state.pos)``.
     """
+    if agent < 0 or agent >= len(state.pos):  # numba would read out of bounds
+        raise ValueError("neighbors_of: agent is not a row of state.pos")
     return _gather(state, state.pos[agent, 0], state.pos[agent, 1], radius, agent, out)
 
 

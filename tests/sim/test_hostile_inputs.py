@@ -1,0 +1,151 @@
+"""Careless and hostile calls into the simulation kernels and spaces (issue 17 review).
+
+numba checks no bounds: each kernel mistake below crashed the interpreter (SIGSEGV)
+or wrote outside an array before it was checked. Each runs in its own process, so a
+regression fails the test with the crash instead of taking the test run down.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import ambidex as ax
+
+_CELLS = """
+import numpy as np, ambidex as ax
+from ambidex.sim import cells
+space = ax.sim.ContinuousSpace(10.0, 10.0)
+pos = np.ascontiguousarray(space.random_positions(np.random.default_rng(0), 5))
+state = space.cells(pos, 1.0)
+out = np.empty(5, dtype=np.int64)
+"""
+_GRID = """
+import numpy as np, ambidex as ax
+from ambidex.sim import grid_kernels as gk
+dx, dy = ax.sim.Grid(50, 50).offsets_array(3)
+"""
+_NET = """
+import numpy as np, ambidex as ax
+space = ax.sim.NetworkSpace(3, [0, 1], [1, 2])
+"""
+
+# (setup, the careless call, the one line it must raise)
+KERNEL_MISTAKES = {
+    "cells.neighbors_of, agent past the end": (
+        _CELLS,
+        "cells.neighbors_of(state, 10**9, 1.0, out)",
+        "neighbors_of: agent is not a row of state.pos",
+    ),
+    "cells.neighbors_of, negative agent": (
+        _CELLS,
+        "cells.neighbors_of(state, -1, 1.0, out)",
+        "neighbors_of: agent is not a row of state.pos",
+    ),
+    "cells.move, agent past the end": (
+        _CELLS,
+        "cells.move(state, 10**7, 1.0, 1.0)",
+        "move: agent is not a row of state.pos",
+    ),
+    "cells.move, agent == n": (
+        _CELLS,
+        "cells.move(state, 5, 1.0, 1.0)",
+        "move: agent is not a row of state.pos",
+    ),
+    "grid_kernels.neighbors_of, out too small": (
+        _GRID,
+        "gk.neighbors_of(0, dx, dy, 50, 50, True, np.empty(1, dtype=np.int64))",
+        "neighbors_of: out is shorter than the offsets (needs len(dx) slots)",
+    ),
+    "grid_kernels.neighbors_of, dy shorter than dx": (
+        _GRID,
+        "gk.neighbors_of(0, dx, dy[:1], 50, 50, True, np.empty(len(dx), dtype=np.int64))",
+        "neighbors_of: dx and dy must have the same length",
+    ),
+    "random_neighbor, node past the end": (
+        _NET,
+        "ax.sim.random_neighbor(space.indptr, space.indices, 10**6, np.random.default_rng(0))",
+        "random_neighbor: v is not a node id",
+    ),
+    "node_neighbors, node == n_nodes": (
+        _NET,
+        "ax.sim.node_neighbors(space.indptr, space.indices, 3)",
+        "node_neighbors: v is not a node id",
+    ),
+    "node_neighbors, negative node": (
+        _NET,
+        "ax.sim.node_neighbors(space.indptr, space.indices, -1)",
+        "node_neighbors: v is not a node id",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(KERNEL_MISTAKES))
+def test_kernel_mistake_raises_one_clear_error_instead_of_corrupting_memory(case: str) -> None:
+    setup, call, message = KERNEL_MISTAKES[case]
+    code = textwrap.dedent(setup) + textwrap.dedent(f"""
+        try:
+            {call}
+        except ValueError as exc:
+            print("ValueError:", exc)
+        else:
+            print("no error")
+        """)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+    )
+    assert proc.returncode == 0, f"{case}: exit {proc.returncode}\n{proc.stderr[-2000:]}"
+    assert proc.stdout.strip() == f"ValueError: {message}"
+
+
+def test_kernels_still_answer_the_last_row_and_node() -> None:
+    """The new checks refuse only what is outside: the last agent and node still work."""
+    from ambidex.sim import cells
+
+    space = ax.sim.ContinuousSpace(10.0, 10.0)
+    pos = np.ascontiguousarray([[1.0, 1.0], [1.5, 1.0], [9.0, 9.0]])
+    state = space.cells(pos, 1.0)
+    out = np.empty(3, dtype=np.int64)
+    assert cells.neighbors_of(state, 2, 1.0, out) == 0
+    cells.move(state, 2, 1.2, 1.2)
+    k = cells.neighbors_of(state, 2, 1.0, out)
+    assert sorted(out[:k].tolist()) == [0, 1]
+    net = ax.sim.NetworkSpace(3, [0, 1], [1, 2])
+    assert ax.sim.node_neighbors(net.indptr, net.indices, 2).tolist() == [1]
+    assert ax.sim.random_neighbor(net.indptr, net.indices, 2, np.random.default_rng(0)) == 1
+
+
+@pytest.mark.parametrize("p", [1e-18, 1e-300, 5e-324])
+def test_erdos_renyi_with_a_tiny_p_draws_no_edges_instead_of_failing(p: float) -> None:
+    """numpy's geometric draws saturate at 2**63 - 1 for a tiny p; the sum of such gaps
+    overflowed into negative ranks, and the build refused its own edges."""
+    space = ax.sim.NetworkSpace.erdos_renyi(100_000, p, np.random.default_rng(0))
+    assert space.n_nodes == 100_000
+    assert space.n_edges == 0
+
+
+def test_erdos_renyi_draws_are_unchanged_by_the_overflow_cap() -> None:
+    """Capping the gaps at the last pair changes no graph an ordinary p draws."""
+    rng = np.random.default_rng(7)
+    n, p = 300, 0.05
+    space = ax.sim.NetworkSpace.erdos_renyi(n, p, rng)
+    again = np.random.default_rng(7)
+    pairs = n * (n - 1) // 2
+    ranks, last = [], -1
+    while True:  # the draw written out plainly, one gap at a time
+        last += int(again.geometric(p))
+        if last >= pairs:
+            break
+        ranks.append(last)
+    src, dst = space.edges()
+    v, w = dst, src  # edges() gives src < dst; ranks are v (v - 1) / 2 + w, w < v
+    assert sorted((v * (v - 1) // 2 + w).tolist()) == ranks
