@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -149,3 +151,77 @@ def test_erdos_renyi_draws_are_unchanged_by_the_overflow_cap() -> None:
     src, dst = space.edges()
     v, w = dst, src  # edges() gives src < dst; ranks are v (v - 1) / 2 + w, w < v
     assert sorted((v * (v - 1) // 2 + w).tolist()) == ranks
+
+
+# -- recording: careless snapshots ------------------------------------------------------
+
+
+def _record(path: Path, snaps: list[dict[str, Any]]) -> dict[str, np.ndarray[Any, Any]]:
+    with ax.sim.Recorder(path) as rec:
+        run_id = rec.start_run("M", {}, 0, (), len(snaps))
+        for step, columns in enumerate(snaps):
+            rec.snapshot(run_id, step, columns)
+    return ax.sim.open_record(path).agents(run_id, len(snaps) - 1)
+
+
+@pytest.mark.parametrize("fmt", ["sqlite", "parquet"])
+def test_text_field_that_grows_longer_is_read_back_whole(tmp_path: Path, fmt: str) -> None:
+    """The meta keeps the first snapshot's text width (<U2); a longer text was cut to it."""
+    back = _record(
+        tmp_path / f"r.{fmt}",
+        [{"state": np.array(["ok", "ok"])}, {"state": np.array(["infected", "ok"])}],
+    )
+    assert back["state"].tolist() == ["infected", "ok"]
+
+
+@pytest.mark.parametrize("fmt", ["sqlite", "parquet"])
+@pytest.mark.parametrize(
+    ("first", "then"),
+    [
+        (np.array([1, 2], dtype=np.int8), np.array([1000, 2], dtype=np.int64)),  # wrapped
+        (np.array([1, 2]), np.array([0.5, 2.5])),  # truncated
+    ],
+)
+def test_numeric_field_whose_dtype_changes_is_refused_when_snapshot(
+    tmp_path: Path, fmt: str, first: Any, then: Any
+) -> None:
+    """Read back with the first dtype, 1000 came back as -24 and 0.5 as 0, silently."""
+    with pytest.raises(ax.sim.RecordError, match=r"keep each field's dtype") as info:
+        _record(tmp_path / f"r.{fmt}", [{"w": first}, {"w": then}])
+    assert "\n" not in str(info.value)
+
+
+def test_same_dtype_in_the_other_byte_order_is_still_recorded(tmp_path: Path) -> None:
+    back = _record(
+        tmp_path / "r.sqlite", [{"w": np.array([1.0, 2.0])}, {"w": np.array([3.0, 4.0], ">f8")}]
+    )
+    assert back["w"].tolist() == [3.0, 4.0]
+
+
+@pytest.mark.parametrize(
+    "columns",
+    [
+        {"wealth": np.arange(3), "Wealth": np.arange(3)},
+        {"Step": np.arange(3)},
+        {"RUN_ID": np.arange(3)},
+        {"POS": np.zeros((3, 2)), "pos_0": np.arange(3)},
+    ],
+    ids=["Wealth-wealth", "Step", "RUN_ID", "POS-pos_0"],
+)
+def test_sqlite_columns_equal_but_for_case_are_refused_when_snapshot(
+    tmp_path: Path, columns: dict[str, Any]
+) -> None:
+    """SQLite's column names ignore ASCII case: these failed only at the flush, with
+    sqlite3's 'duplicate column name' inside a write error, after the run went on."""
+    with ax.sim.Recorder(tmp_path / "r.sqlite") as rec:
+        run_id = rec.start_run("M", {}, 0, (), 1)
+        with pytest.raises(ax.sim.RecordError, match=r"SQLite column names ignore case"):
+            rec.snapshot(run_id, 0, columns)
+
+
+def test_parquet_and_non_ascii_case_keep_fields_apart(tmp_path: Path) -> None:
+    """Parquet columns are case-sensitive, and SQLite folds ASCII letters only."""
+    back = _record(tmp_path / "r.parquet", [{"wealth": np.arange(3), "Wealth": np.arange(3) + 1}])
+    assert back["Wealth"].tolist() == [1, 2, 3]
+    back = _record(tmp_path / "r.sqlite", [{"é": np.arange(3), "É": np.arange(3) + 1}])
+    assert back["É"].tolist() == [1, 2, 3]

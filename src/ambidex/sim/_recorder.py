@@ -278,7 +278,9 @@ class Recorder:
                 ours = [f"{f.name}: {f.describe()}" for f in fields.values()]
                 raise RecordError(
                     f"{self.path}: snapshot fields {ours} differ from the record's "
-                    f"{theirs}; record different models in different files"
+                    f"{theirs}; keep each field's dtype from snapshot to snapshot (the record "
+                    "reads it back with its first dtype), and record different models in "
+                    "different files"
                 )
             self._agents.append((run_id, step, cols))
             self._agent_rows += n
