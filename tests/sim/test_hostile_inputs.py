@@ -225,3 +225,59 @@ def test_parquet_and_non_ascii_case_keep_fields_apart(tmp_path: Path) -> None:
     assert back["Wealth"].tolist() == [1, 2, 3]
     back = _record(tmp_path / "r.sqlite", [{"é": np.arange(3), "É": np.arange(3) + 1}])
     assert back["É"].tolist() == [1, 2, 3]
+
+
+# -- the report: typos and spreadsheet formulas ---------------------------------------
+
+
+class Typo(ax.sim.Model):
+    """A charts attribute with a misspelt metric, and a formula in a text parameter."""
+
+    defaults = {"label": '=HYPERLINK("http://x","y")', "n": 3}
+    charts = {"population": ["sheep", "wolfs"]}
+
+    def setup(self, params: Any) -> None:
+        self.sheep, self.wolves = 10.0, 2.0
+
+    def step(self) -> None:
+        self.sheep -= 0.5
+        self.wolves += 0.25
+
+    def metrics(self) -> dict[str, float]:
+        return {"sheep": self.sheep, "wolves": self.wolves, "-x": -1.5}
+
+
+def _csv_tables(page: str) -> dict[str, list[list[str]]]:
+    import base64
+    import csv
+    import io
+    import re
+
+    link = re.compile(r'download="([^"]+)" href="data:text/csv;charset=utf-8;base64,([^"]+)"')
+    return {
+        name: list(csv.reader(io.StringIO(base64.b64decode(b64).decode("utf-8"))))
+        for name, b64 in link.findall(page)
+    }
+
+
+def test_report_says_when_charts_name_a_metric_the_record_lacks(tmp_path: Path) -> None:
+    """A typo in ``charts`` used to draw nothing for it, without a word."""
+    from ambidex.sim._report import report
+
+    record = tmp_path / "typo.sqlite"
+    ax.sim.run(Typo, steps=3, seed=1, record=record)
+    page = report(record).read_text(encoding="utf-8")
+    assert "names metric(s) the record does not hold: wolfs (metrics: sheep, wolves, -x)" in page
+
+
+def test_report_csv_cells_that_look_like_formulas_are_quoted(tmp_path: Path) -> None:
+    """A text parameter (or metric name) starting with '=' was a live spreadsheet formula."""
+    from ambidex.sim._report import report
+
+    record = tmp_path / "typo.sqlite"
+    ax.sim.sweep(Typo, {"n": [1, 2]}, steps=3, seed=1, record=record, workers=1)
+    tables = _csv_tables(report(record).read_text(encoding="utf-8"))
+    every_cell = [c for rows in tables.values() for row in rows for c in row]
+    assert not [c for c in every_cell if c.startswith(("=", "+", "@"))]
+    assert "'-x" in tables["metrics.csv"][0]  # a name: quoted
+    assert "-1.5" in tables["metrics.csv"][1]  # a number: as it is
