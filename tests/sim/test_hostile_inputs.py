@@ -281,3 +281,45 @@ def test_report_csv_cells_that_look_like_formulas_are_quoted(tmp_path: Path) -> 
     assert not [c for c in every_cell if c.startswith(("=", "+", "@"))]
     assert "'-x" in tables["metrics.csv"][0]  # a name: quoted
     assert "-1.5" in tables["metrics.csv"][1]  # a number: as it is
+
+
+# -- to_pandas: column names that clash -------------------------------------------------
+
+
+class Population(ax.sim.Model):
+    """A metric ``n`` (agents alive) beside the parameter ``n`` (agents at the start)."""
+
+    defaults = {"n": 3}
+    metric_names = ("n",)
+
+    def setup(self, params: Any) -> None:
+        self.alive = float(params.n)
+
+    def step(self) -> None:
+        self.alive -= 0.5
+
+    def metrics(self) -> dict[str, float]:
+        return {name: self.alive for name in self.metric_names}
+
+
+class RunMetric(Population):
+    metric_names = ("alive", "run")
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (Population, r"^to_pandas\(\): 'n' is both a swept parameter and a metric; rename"),
+        (RunMetric, r"^to_pandas\(\): 'run' is both a column of the frame and a metric; rename"),
+    ],
+)
+def test_sweep_to_pandas_names_a_metric_that_clashes_with_a_column(
+    model: type[ax.sim.Model], message: str
+) -> None:
+    """pandas got columns of different lengths: 'All arrays must be of the same length'."""
+    pytest.importorskip("pandas")
+    result = ax.sim.sweep(model, {"n": [1, 2]}, steps=2, seed=1, workers=1)
+    with pytest.raises(ValueError, match=message):
+        result.to_pandas()
+    frame = result.runs[0].to_pandas()  # the way round it the message names
+    assert frame[model.metric_names[-1]].tolist() == [1.0, 0.5, 0.0]
