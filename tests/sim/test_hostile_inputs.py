@@ -323,3 +323,26 @@ def test_sweep_to_pandas_names_a_metric_that_clashes_with_a_column(
         result.to_pandas()
     frame = result.runs[0].to_pandas()  # the way round it the message names
     assert frame[model.metric_names[-1]].tolist() == [1.0, 0.5, 0.0]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_report_draws_agents_when_a_position_is_not_finite(tmp_path: Path, bad: float) -> None:
+    """A NaN or infinite position (an agent marked dead) became the axis limits:
+    'Axis limits cannot be NaN or Inf' (or a NaN figure size), and no report."""
+    from ambidex.sim._report import report
+
+    path = tmp_path / "r.sqlite"
+    with ax.sim.Recorder(path) as rec:
+        run_id = rec.start_run("M", {}, 0, (), 1)
+        for step in (0, 1):
+            rec.snapshot(
+                run_id,
+                step,
+                {
+                    "pos": np.array([[0.0, 1.0], [bad, 2.0], [3.0, 4.0]]),
+                    "energy": np.array([1.0, bad, 3.0]),
+                },
+            )
+    page = report(path).read_text(encoding="utf-8")
+    assert "<h2>Agents</h2>" in page
+    assert 'id="space-frame" src="data:image/png;base64,' in page
