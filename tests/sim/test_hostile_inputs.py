@@ -346,3 +346,20 @@ def test_report_draws_agents_when_a_position_is_not_finite(tmp_path: Path, bad: 
     page = report(path).read_text(encoding="utf-8")
     assert "<h2>Agents</h2>" in page
     assert 'id="space-frame" src="data:image/png;base64,' in page
+
+
+# -- kernels.shuffle -----------------------------------------------------------------------
+
+
+def test_shuffle_refuses_a_2d_array_instead_of_duplicating_rows() -> None:
+    """values[i], values[j] = values[j], values[i] swaps views in numba: the rows of a
+    2-D array came back duplicated ([[0, 1], [2, 3], [4, 5], [0, 1], [0, 1]])."""
+    from ambidex.sim._kernel_rng import kernel_generator
+    from ambidex.sim.kernels import shuffle
+
+    rows = np.arange(10).reshape(5, 2)
+    with pytest.raises(ValueError, match=r"values must be 1-D"):
+        shuffle(rows, kernel_generator(3))
+    assert rows.tolist() == np.arange(10).reshape(5, 2).tolist()  # untouched
+    flat = shuffle(np.arange(10), kernel_generator(3))
+    assert sorted(flat.tolist()) == list(range(10))
