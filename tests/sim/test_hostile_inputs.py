@@ -363,3 +363,40 @@ def test_shuffle_refuses_a_2d_array_instead_of_duplicating_rows() -> None:
     assert rows.tolist() == np.arange(10).reshape(5, 2).tolist()  # untouched
     flat = shuffle(np.arange(10), kernel_generator(3))
     assert sorted(flat.tolist()) == list(range(10))
+
+
+# -- ContinuousSpace: extreme radii and extents --------------------------------------------
+
+
+@pytest.mark.parametrize("radius", [5e-324, 1e-320, 1e-300])
+def test_a_tiny_radius_finds_only_points_at_the_same_spot(radius: float) -> None:
+    """width / radius was infinite for a subnormal radius: math.floor raised OverflowError
+    in neighbors, pairs, within and cells."""
+    from ambidex.sim import cells
+
+    space = ax.sim.ContinuousSpace(10.0, 10.0)
+    pos = space.random_positions(np.random.default_rng(0), 50)
+    pos[1] = pos[0]  # two agents at one spot: within any radius of each other
+    start, index = space.neighbors(pos, radius)
+    assert index.tolist() == [1, 0]
+    assert start[:3].tolist() == [0, 1, 2]
+    i, j = space.pairs(pos, radius)
+    assert (i.tolist(), j.tolist()) == ([0], [1])
+    start, index = space.within(pos, pos[:2], radius)
+    assert index.tolist() == [0, 1, 0, 1]
+    state = space.cells(np.ascontiguousarray(pos), radius)
+    out = np.empty(len(pos), dtype=np.int64)
+    assert cells.neighbors_of(state, 0, radius, out) == 1
+    assert out[0] == 1
+
+
+def test_an_extent_whose_distances_overflow_is_refused() -> None:
+    """A 1e308 x 1e308 space squared its distances to infinity: nearest() said every
+    point had no other point (-1, inf)."""
+    with pytest.raises(ValueError, match=r"^width must be at most 1e\+150 .*got 1e\+308$"):
+        ax.sim.ContinuousSpace(1e308, 1.0)
+    space = ax.sim.ContinuousSpace(1e150, 1e150)
+    pos = np.array([[0.0, 0.0], [3e149, 0.0], [9e149, 0.0]])
+    index, distance = space.nearest(pos)
+    assert index.tolist() == [2, 0, 0]  # on the torus 9e149 is 1e149 from 0
+    assert np.isfinite(distance).all()

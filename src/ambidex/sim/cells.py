@@ -116,9 +116,11 @@ def grid_shape(width: float, height: float, radius: float, n: int) -> tuple[int,
     # Cells are a little wider than the radius, so rounding in the binning can
     # never separate two points that are within the radius.
     cell = radius * (1.0 + 1e-6)
-    mx = max(1, math.floor(width / cell))
-    my = max(1, math.floor(height / cell))
     limit = max(64, 4 * n)  # fewer, larger cells: still correct, less memory
+    # Capped at the limit before flooring: a radius of 5e-324 makes width / cell
+    # infinite (math.floor would raise OverflowError); wider cells stay correct.
+    mx = max(1, math.floor(min(width / cell, limit)))
+    my = max(1, math.floor(min(height / cell, limit)))
     if mx * my > limit:
         scale = math.sqrt(limit / (mx * my))
         mx, my = max(1, math.floor(mx * scale)), max(1, math.floor(my * scale))
