@@ -400,3 +400,24 @@ def test_an_extent_whose_distances_overflow_is_refused() -> None:
     index, distance = space.nearest(pos)
     assert index.tolist() == [2, 0, 0]  # on the torus 9e149 is 1e149 from 0
     assert np.isfinite(distance).all()
+
+
+# -- NetworkSpace: careless arguments ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("directed", ["no", None, 0, "False"])
+def test_network_directed_must_be_a_bool(directed: Any) -> None:
+    """directed='no' was truthy: the graph became directed without a word."""
+    with pytest.raises(ValueError, match=r"^directed must be True or False, got "):
+        ax.sim.NetworkSpace(3, [0], [1], directed=directed)
+    assert ax.sim.NetworkSpace(3, [0], [1], directed=np.bool_(True)).directed
+
+
+@pytest.mark.parametrize("rng", [42, None, np.random.PCG64(1)])
+def test_network_draws_need_a_generator(rng: Any) -> None:
+    """An int seed or a bit generator raised AttributeError ('int' object has no
+    attribute 'geometric') from inside the draw."""
+    with pytest.raises(ValueError, match=r"^rng must be a numpy.random.Generator"):
+        ax.sim.NetworkSpace.erdos_renyi(10, 0.5, rng)
+    with pytest.raises(ValueError, match=r"^rng must be a numpy.random.Generator"):
+        ax.sim.NetworkSpace(3, [0], [1]).random_nodes(rng, 2)
