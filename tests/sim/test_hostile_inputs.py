@@ -421,3 +421,15 @@ def test_network_draws_need_a_generator(rng: Any) -> None:
         ax.sim.NetworkSpace.erdos_renyi(10, 0.5, rng)
     with pytest.raises(ValueError, match=r"^rng must be a numpy.random.Generator"):
         ax.sim.NetworkSpace(3, [0], [1]).random_nodes(rng, 2)
+
+
+def test_a_model_module_named_like_a_loaded_module_says_which_file_it_read() -> None:
+    """'random:Walk' beside the user's random.py finds the standard library's random
+    (already imported); the error said only 'random has no Model class ...'."""
+    import random
+
+    with pytest.raises(ax.sim.ModelError) as info:
+        ax.sim.load_model("random:Walk")
+    assert str(info.value) == (
+        f"random (imported from {random.__file__}) has no Model class 'Walk' (models: none)"
+    )
