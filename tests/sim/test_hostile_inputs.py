@@ -433,3 +433,11 @@ def test_a_model_module_named_like_a_loaded_module_says_which_file_it_read() -> 
     assert str(info.value) == (
         f"random (imported from {random.__file__}) has no Model class 'Walk' (models: none)"
     )
+
+
+@pytest.mark.parametrize("fmt", ["sqlite", "parquet"])
+def test_text_with_a_nul_inside_is_recorded_whole(tmp_path: Path, fmt: str) -> None:
+    """pyarrow cut a numpy str array at its first NUL: Parquet kept 'a' of 'a\\x00b'."""
+    text = np.array(["a\x00b", "plain", "'); drop table agents; --"])
+    back = _record(tmp_path / f"r.{fmt}", [{"note": text}])
+    assert back["note"].tolist() == text.tolist()

@@ -477,7 +477,11 @@ class Recorder:
             values = np.concatenate(parts)
             field = fields.get(name)
             if field is None or not field.shape:
-                arrays[name] = pa.array(values)
+                # pyarrow reads a numpy str array up to the first NUL ('a\0b' -> 'a');
+                # as Python strings the whole text goes in, as it does into SQLite.
+                arrays[name] = pa.array(
+                    values.astype(object) if values.dtype.kind == "U" else values
+                )
                 continue
             # One plain column per element, as in SQLite (see _record_fields).
             flat = values.reshape(len(values), field.size)
