@@ -441,3 +441,17 @@ def test_text_with_a_nul_inside_is_recorded_whole(tmp_path: Path, fmt: str) -> N
     text = np.array(["a\x00b", "plain", "'); drop table agents; --"])
     back = _record(tmp_path / f"r.{fmt}", [{"note": text}])
     assert back["note"].tolist() == text.tolist()
+
+
+@pytest.mark.parametrize("fmt", ["sqlite", "parquet"])
+def test_agents_of_a_run_the_record_lacks_is_an_error_not_an_empty_snapshot(
+    tmp_path: Path, fmt: str
+) -> None:
+    """A mistyped run id read as a snapshot of no agents (metrics() raised for it)."""
+    path = tmp_path / f"r.{fmt}"
+    _record(path, [{"w": np.arange(3)}])
+    record = ax.sim.open_record(path)
+    with pytest.raises(ax.sim.RecordError, match=r"no run 99 \(runs: 1\)$"):
+        record.agents(99)
+    assert record.agents(1, 5)["w"].tolist() == []  # a step without a snapshot: no rows
+    assert record.agents(1)["w"].tolist() == [0, 1, 2]

@@ -720,8 +720,13 @@ class Record:
         bool. ``run_id`` and ``step`` are int64 columns.
 
         Raises:
-            RecordError: the record holds no agent snapshots.
+            RecordError: the record holds no agent snapshots, or no run ``run_id``
+                (a step without a snapshot gives no rows).
         """
+        known = [r.run_id for r in self.runs]
+        if run_id not in known:  # a typo'd run id read as "no agents", silently
+            shown = ", ".join(map(str, known[:10])) + (", ..." if len(known) > 10 else "")
+            raise RecordError(f"{self.path}: no run {run_id!r} (runs: {shown or 'none'})")
         fields = self.agent_fields()
         if self.format == "sqlite":
             raw = self._agents_sqlite(run_id, step)
