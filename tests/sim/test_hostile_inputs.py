@@ -59,6 +59,16 @@ KERNEL_MISTAKES = {
         "cells.move(state, 5, 1.0, 1.0)",
         "move: agent is not a row of state.pos",
     ),
+    "cells.move, NaN x": (
+        _CELLS,
+        "cells.move(state, 0, float('nan'), 1.0)",
+        "move: x and y must be finite (got NaN or infinity)",
+    ),
+    "cells.move, infinite y": (
+        _CELLS,
+        "cells.move(state, 0, 1.0, float('inf'))",
+        "move: x and y must be finite (got NaN or infinity)",
+    ),
     "grid_kernels.neighbors_of, out too small": (
         _GRID,
         "gk.neighbors_of(0, dx, dy, 50, 50, True, np.empty(1, dtype=np.int64))",

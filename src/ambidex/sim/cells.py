@@ -228,10 +228,13 @@ def move(state: Cells, agent: int, x: float, y: float) -> None:
     """Put ``agent`` at ``(x, y)`` (wrapped into the space) and in that point's cell, in O(1).
 
     Raises:
-        ValueError: ``agent`` is not a row of ``state.pos`` (nothing is written).
+        ValueError: ``agent`` is not a row of ``state.pos``, or ``x`` or ``y`` is
+            not finite (nothing is written).
     """
     if agent < 0 or agent >= len(state.pos):  # numba would write out of bounds
         raise ValueError("move: agent is not a row of state.pos")
+    if not (math.isfinite(x) and math.isfinite(y)):  # would sit in no cell's true list
+        raise ValueError("move: x and y must be finite (got NaN or infinity)")
     mx, my, (w, h, torus) = state.mx, state.my, state.geometry
     x, y = _wrap_axis(x, w, torus), _wrap_axis(y, h, torus)
     state.pos[agent, 0] = x
