@@ -465,3 +465,25 @@ def test_agents_of_a_run_the_record_lacks_is_an_error_not_an_empty_snapshot(
         record.agents(99)
     assert record.agents(1, 5)["w"].tolist() == []  # a step without a snapshot: no rows
     assert record.agents(1)["w"].tolist() == [0, 1, 2]
+
+
+# -- Grid: a radius past the grid ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "kind", "radius", "widest"),
+    [(1, 1, "moore", 10**6, 1), (100, 100, "moore", 10**4, 100), (3, 4, "von_neumann", 8, 7)],
+)
+def test_grid_radius_past_the_grid_is_refused_before_building_offsets(
+    width: int, height: int, kind: str, radius: int, widest: int
+) -> None:
+    """Grid(1, 1).neighbors(10**6) built a Python list of 4e12 offsets (MemoryError under
+    a 3 GB limit, the machine's memory without one)."""
+    grid = ax.sim.Grid(width, height, neighborhood=kind)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=rf"^radius {radius} reaches past the .* radius {widest} "):
+        grid.neighbors(radius)
+    with pytest.raises(ValueError, match=r"^radius must be an integer, got 2.5$"):
+        grid.offsets(2.5)  # type: ignore[arg-type]
+    if grid.size <= 100:  # the widest radius still works: every other cell, on any edge
+        _, counts = grid.neighbors(widest)
+        assert (counts == grid.size - 1).all()
