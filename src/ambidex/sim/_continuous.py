@@ -49,6 +49,9 @@ IndexArray = npt.NDArray[np.int64]
 # binning can never separate two points that are within the radius.
 _MARGIN = 1e-6
 
+# The largest width or height: dx * dx + dy * dy stays finite (~1.3e154 overflows).
+_MAX_EXTENT = 1e150
+
 
 class Geometry(NamedTuple):
     """A space's extent and edges, all a distance needs: plain scalars, free to pass.
@@ -103,13 +106,19 @@ class ContinuousSpace:
             distances are plain Euclidean ones and ``wrap`` clips into the space.
 
     Raises:
-        ValueError: a width or height that is not a positive finite number.
+        ValueError: a width or height that is not a positive finite number, or
+            one past 1e150 (squared distances would overflow).
     """
 
     def __init__(self, width: float, height: float, *, torus: bool = True) -> None:
         for name, value in (("width", width), ("height", height)):
             if not _is_real(value) or not math.isfinite(float(value)) or float(value) <= 0:
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+            if float(value) > _MAX_EXTENT:
+                raise ValueError(
+                    f"{name} must be at most {_MAX_EXTENT:g} (distances square the "
+                    f"coordinates, which overflow to infinity past ~1e154), got {value!r}"
+                )
         self.width = float(width)
         self.height = float(height)
         self.torus = bool(torus)
@@ -373,9 +382,10 @@ class _Bins:
         self.torus = space.torus
         self.space = space
         cell = radius * (1.0 + _MARGIN)
-        mx = max(1, math.floor(space.width / cell))
-        my = max(1, math.floor(space.height / cell))
         limit = max(64, 4 * len(points))  # fewer, larger cells: still correct, less memory
+        # Capped before flooring: a tiny radius makes width / cell infinite.
+        mx = max(1, math.floor(min(space.width / cell, limit)))
+        my = max(1, math.floor(min(space.height / cell, limit)))
         if mx * my > limit:
             scale = math.sqrt(limit / (mx * my))
             mx, my = max(1, math.floor(mx * scale)), max(1, math.floor(my * scale))

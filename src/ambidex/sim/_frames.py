@@ -11,7 +11,8 @@ run and step, with the columns
 ``run`` is the run's index ``k`` in the sweep (grid order), whose generator is
 ``SeedSequence(seed, spawn_key=(k,))``; ``seed`` is the sweep's root seed.
 Filtering ``step == steps`` gives the final values; ``groupby("point")``
-the replicates of a point.
+the replicates of a point. A metric named like a swept parameter or one of
+the fixed columns is refused with one ``ValueError`` line.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def sweep_frame(result: SweepResult) -> Any:
     pd = _pandas()
     swept = list(result.grid)
     names = [c for c in result.runs[0].metrics.columns if c != "step"] if result.runs else []
+    _check_distinct(swept, names)
     columns: dict[str, list[np.ndarray[Any, Any]]] = {
         key: [] for key in ["point", *swept, "replicate", "run", "seed", "step", *names]
     }
@@ -66,3 +68,22 @@ def sweep_frame(result: SweepResult) -> Any:
     for param in swept:  # one dtype per swept parameter where its values share one
         frame[param] = frame[param].infer_objects()
     return frame
+
+
+def _check_distinct(swept: list[str], metrics: list[str]) -> None:
+    """One ``ValueError`` line when two columns of the frame would share a name.
+
+    A metric called like a swept parameter (``n``, the population, swept over its
+    start) or like a fixed column (``run``) would otherwise reach pandas as columns
+    of different lengths ("All arrays must be of the same length").
+    """
+    owner = {key: "a column of the frame" for key in ("point", "replicate", "run", "seed", "step")}
+    for kind, keys in (("a swept parameter", swept), ("a metric", metrics)):
+        for key in keys:
+            if key in owner:
+                raise ValueError(
+                    f"to_pandas(): {key!r} is both {owner[key]} and {kind}; rename the "
+                    f"{'metric' if kind == 'a metric' else 'parameter'} (or use each run's "
+                    "run.metrics.to_pandas())"
+                )
+            owner[key] = kind

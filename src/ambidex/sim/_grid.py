@@ -99,9 +99,28 @@ class Grid:
         return cells
 
     def offsets(self, radius: int = 1) -> list[tuple[int, int]]:
-        """The (dx, dy) of a neighbourhood of ``radius``, centre excluded, in row order."""
+        """The (dx, dy) of a neighbourhood of ``radius``, centre excluded, in row order.
+
+        Raises:
+            ValueError: ``radius`` is not an integer, is below 1, or reaches past
+                every cell of the grid (``max(width, height)`` for Moore,
+                ``width + height`` for von Neumann): a wider one would only build
+                ``(2 radius + 1)**2`` offsets that reach no further cell.
+        """
+        if isinstance(radius, (bool, np.bool_)) or not isinstance(radius, (int, np.integer)):
+            raise ValueError(f"radius must be an integer, got {radius!r}")
         if radius < 1:
             raise ValueError(f"radius must be >= 1, got {radius}")
+        widest = (
+            self.width + self.height
+            if self.neighborhood == "von_neumann"
+            else max(self.width, self.height)
+        )
+        if radius > widest:  # 10**6 on a 1x1 grid asked for 4e12 offsets: out of memory
+            raise ValueError(
+                f"radius {radius} reaches past the {self.width}x{self.height} grid: at "
+                f"radius {widest} every cell is a neighbour already"
+            )
         out = []
         for dx in range(-radius, radius + 1):
             for dy in range(-radius, radius + 1):

@@ -76,6 +76,14 @@ def _n_nodes(value: object) -> int:
     return n
 
 
+def _generator(rng: object) -> np.random.Generator:
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(
+            f"rng must be a numpy.random.Generator (the model's self.rng), got {type(rng).__name__}"
+        )
+    return rng
+
+
 def _node_ids(values: Any, name: str, n_nodes: int) -> IndexArray:
     """``values`` as an ``int64`` array of node ids, or one ``ValueError`` saying why not."""
     arr = np.asarray(values)
@@ -113,11 +121,14 @@ class NetworkSpace:
 
     Raises:
         ValueError: no nodes, arrays of different lengths, non-integer or
-            out-of-range node ids, or a self-loop (see the module docstring).
+            out-of-range node ids, a self-loop (see the module docstring), or
+            ``directed`` not a bool.
     """
 
     def __init__(self, n_nodes: int, src: Any, dst: Any, *, directed: bool = False) -> None:
         n = _n_nodes(n_nodes)
+        if not isinstance(directed, (bool, np.bool_)):  # "no" would be truthy: directed
+            raise ValueError(f"directed must be True or False, got {directed!r}")
         s = _node_ids(src, "src", n)
         d = _node_ids(dst, "dst", n)
         if len(s) != len(d):
@@ -203,14 +214,15 @@ class NetworkSpace:
         complete graph, ``p <= 0`` no edges (networkx does the same).
 
         Raises:
-            ValueError: ``n_nodes`` below 1, or ``p`` not a finite number.
+            ValueError: ``n_nodes`` below 1, ``p`` not a finite number, or ``rng``
+                not a ``numpy.random.Generator``.
         """
         n = _n_nodes(n_nodes)
         if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.number)):
             raise ValueError(f"p must be a number, got {p!r}")
         if not math.isfinite(float(p)):
             raise ValueError(f"p must be a finite number, got {p!r}")
-        src, dst = _gnp_edges(n, float(p), rng)
+        src, dst = _gnp_edges(n, float(p), _generator(rng))
         return cls(n, src, dst)
 
     # -- the graph -------------------------------------------------------------
@@ -254,7 +266,9 @@ class NetworkSpace:
 
     def random_nodes(self, rng: np.random.Generator, n: int) -> IndexArray:
         """``n`` nodes drawn uniformly with replacement."""
-        nodes: IndexArray = rng.integers(0, self.n_nodes, size=_count(n, "n", 0), dtype=np.int64)
+        nodes: IndexArray = _generator(rng).integers(
+            0, self.n_nodes, size=_count(n, "n", 0), dtype=np.int64
+        )
         return nodes
 
     def occupancy(self, nodes: Any) -> IndexArray:
@@ -299,8 +313,14 @@ def _gnp_edges(n: int, p: float, rng: np.random.Generator) -> tuple[IndexArray, 
         size = int(expected * _CHUNK_MARGIN + 10 * math.sqrt(expected) + 16)
         while True:
             gaps = rng.geometric(p, size=size)
+            # A gap past the last pair ends the graph: cap it there, so a tiny p's
+            # huge gaps (numpy saturates them at 2**63 - 1) cannot overflow the sum
+            # (each capped gap is below 2**62; the sum up to the first rank past
+            # the end stays below 2**63, and later ranks are dropped).
+            np.minimum(gaps, pairs - last, out=gaps)
             ranks = last + np.cumsum(gaps)
-            past = np.searchsorted(ranks, pairs)
+            over = ranks >= pairs
+            past = int(np.argmax(over)) if over.any() else size
             chunks.append(ranks[:past])
             if past < size:
                 break

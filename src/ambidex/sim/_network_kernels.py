@@ -32,7 +32,13 @@ def _compiled(fn: F) -> F:
 
 @_compiled
 def node_neighbors(indptr: IndexArray, indices: IndexArray, v: int) -> IndexArray:
-    """The neighbours of node ``v`` (a view into ``indices``), ascending."""
+    """The neighbours of node ``v`` (a view into ``indices``), ascending.
+
+    Raises:
+        ValueError: ``v`` is not a node id (``0 <= v < len(indptr) - 1``).
+    """
+    if v < 0 or v >= len(indptr) - 1:  # numba would read past indptr's end
+        raise ValueError("node_neighbors: v is not a node id")
     return indices[indptr[v] : indptr[v + 1]]
 
 
@@ -43,7 +49,12 @@ def random_neighbor(
     """A uniformly chosen neighbour of node ``v``, or ``-1`` if it has none.
 
     Draws one double from ``rng`` (none for an isolated node).
+
+    Raises:
+        ValueError: ``v`` is not a node id (``0 <= v < len(indptr) - 1``).
     """
+    if v < 0 or v >= len(indptr) - 1:  # numba would read past indptr's end
+        raise ValueError("random_neighbor: v is not a node id")
     lo = indptr[v]
     d = indptr[v + 1] - lo
     if d == 0:

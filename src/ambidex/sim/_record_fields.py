@@ -74,7 +74,9 @@ class Field:
         if self.dtype.kind != "U":
             array = array.astype(self.dtype, copy=False)
         else:
-            array = array.astype(str).astype(self.dtype)
+            # As wide as the longest text read back: the meta keeps the first
+            # snapshot's width, and a later, longer text must not be cut to it.
+            array = array.astype(str)
         return array.reshape((n, *self.shape))
 
 
@@ -119,26 +121,51 @@ def check_fields(
         lengths[name] = len(array)
     if len(set(lengths.values())) > 1:
         raise RecordError(f"snapshot columns differ in length: {lengths}")
-    _check_clashes(fields)
+    _check_clashes(fields, sqlite=sqlite)
     return fields, next(iter(lengths.values()), 0)
 
 
-def _check_clashes(fields: Mapping[str, Field]) -> None:
-    owner: dict[str, str] = {}
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _check_clashes(fields: Mapping[str, Field], *, sqlite: bool) -> None:
+    # SQLite's column names ignore the case of ASCII letters (and only of those):
+    # ``Wealth`` and ``wealth``, or ``Step`` and ``step``, are one column there.
+    def key(column: str) -> str:
+        return column.translate(_ASCII_LOWER) if sqlite else column
+
+    owner: dict[str, str] = {key(c): c for c in _RESERVED}
+    taken: dict[str, str] = {}
     for field in fields.values():
         for column in field.columns:
-            if column in owner or column in _RESERVED:
-                other = owner.get(column, column)
+            if key(column) in owner:
+                other = taken.get(key(column), owner[key(column)])
                 raise RecordError(
                     f"snapshot fields {other!r} and {field.name!r} would both be stored in "
-                    f"the column {column!r}; rename one"
+                    f"the column {column!r}"
+                    + (" (SQLite column names ignore case)" if sqlite else "")
+                    + "; rename one"
                 )
-            owner[column] = field.name
+            owner[key(column)] = column
+            taken[key(column)] = field.name
 
 
 def same_layout(a: Mapping[str, Field], b: Mapping[str, Field]) -> bool:
-    """Whether two snapshots have the same fields, in order, with the same shapes."""
-    return [(f.name, f.shape) for f in a.values()] == [(f.name, f.shape) for f in b.values()]
+    """Whether two snapshots have the same fields, in order, shapes and kinds of values.
+
+    Numbers must keep their dtype (byte order aside): the record reads a field back
+    with the dtype it was first written with, so an int8 field that became int64,
+    or an int one that became float, would come back wrapped or truncated. Text
+    may change width (it is read back as wide as it is).
+    """
+
+    def layout(fields: Mapping[str, Field]) -> list[tuple[str, tuple[int, ...], str]]:
+        return [
+            (f.name, f.shape, "U" if f.dtype.kind == "U" else f"{f.dtype.kind}{f.dtype.itemsize}")
+            for f in fields.values()
+        ]
+
+    return layout(a) == layout(b)
 
 
 def fields_to_meta(fields: Mapping[str, Field]) -> dict[str, Any]:

@@ -289,7 +289,9 @@ class Recorder:
                 ours = [f"{f.name}: {f.describe()}" for f in fields.values()]
                 raise RecordError(
                     f"{self.path}: snapshot fields {ours} differ from the record's "
-                    f"{theirs}; record different models in different files"
+                    f"{theirs}; keep each field's dtype from snapshot to snapshot (the record "
+                    "reads it back with its first dtype), and record different models in "
+                    "different files"
                 )
             self._agents.append((run_id, step, cols))
             self._agent_rows += n
@@ -494,7 +496,11 @@ class Recorder:
             values = np.concatenate(parts)
             field = fields.get(name)
             if field is None or not field.shape:
-                arrays[name] = pa.array(values)
+                # pyarrow reads a numpy str array up to the first NUL ('a\0b' -> 'a');
+                # as Python strings the whole text goes in, as it does into SQLite.
+                arrays[name] = pa.array(
+                    values.astype(object) if values.dtype.kind == "U" else values
+                )
                 continue
             # One plain column per element, as in SQLite (see _record_fields).
             flat = values.reshape(len(values), field.size)
@@ -733,8 +739,13 @@ class Record:
         bool. ``run_id`` and ``step`` are int64 columns.
 
         Raises:
-            RecordError: the record holds no agent snapshots.
+            RecordError: the record holds no agent snapshots, or no run ``run_id``
+                (a step without a snapshot gives no rows).
         """
+        known = [r.run_id for r in self.runs]
+        if run_id not in known:  # a typo'd run id read as "no agents", silently
+            shown = ", ".join(map(str, known[:10])) + (", ..." if len(known) > 10 else "")
+            raise RecordError(f"{self.path}: no run {run_id!r} (runs: {shown or 'none'})")
         fields = self.agent_fields()
         if self.format == "sqlite":
             raw = self._agents_sqlite(run_id, step)

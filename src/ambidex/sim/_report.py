@@ -315,6 +315,15 @@ def _charts(data: _Data) -> list[tuple[str, list[str]]]:
     return charts
 
 
+def _unknown_chart_metrics(data: _Data) -> list[str]:
+    """Names in the model's ``charts`` that no recorded metric has (a typo drew nothing)."""
+    declared = data.record.meta.get("charts")
+    if not isinstance(declared, Mapping):
+        return []
+    named = [str(m) for names in declared.values() for m in names]
+    return list(dict.fromkeys(m for m in named if m not in data.metrics))
+
+
 def _ordered(values: Sequence[Any]) -> list[Any]:
     """Distinct values in first-seen order, or ascending when all are numbers."""
     seen: dict[str, Any] = {}
@@ -580,6 +589,12 @@ def _time_section(data: _Data) -> str:
     charts = _charts(data)
     if any(len(names) > 1 for _, names in charts):
         note += " Metrics the model groups in its charts attribute share a chart."
+    unknown = _unknown_chart_metrics(data)
+    if unknown:
+        note += (
+            f" The model's charts attribute names metric(s) the record does not hold: "
+            f"{', '.join(unknown)} (metrics: {', '.join(data.metrics)})."
+        )
     figures = []
     for title, names in charts:
         alt = _chart_alt(title, names)
@@ -624,13 +639,31 @@ def _csv_link(name: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) 
     """A link that downloads ``rows`` as ``name`` (a CSV file in a ``data:`` URL)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(headers)
-    writer.writerows(["" if v is None else v for v in row] for row in rows)
+    writer.writerow([_csv_text(h) for h in headers])
+    writer.writerows([_csv_text("" if v is None else v) for v in row] for row in rows)
     b64 = base64.b64encode(buffer.getvalue().encode("utf-8")).decode("ascii")
     return (
         f'<a class="csv" download="{esc(name)}" '
         f'href="data:text/csv;charset=utf-8;base64,{b64}">download {esc(name)}</a>'
     )
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_text(value: Any) -> Any:
+    """A CSV cell a spreadsheet will not run as a formula.
+
+    Text (a parameter value, a metric name) that starts like a formula gets a
+    leading ``'`` (OWASP's advice); numbers, ``-1.5`` included, are left as they are.
+    """
+    if not isinstance(value, str) or not value.startswith(_FORMULA_START):
+        return value
+    try:
+        float(value)
+    except ValueError:
+        return "'" + value
+    return value
 
 
 def _csv_number(value: Any) -> Any:

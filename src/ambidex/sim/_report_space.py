@@ -142,6 +142,9 @@ def _frames(
 ) -> list[str]:
     points = [placement.xy(s) for s in snaps]
     every = np.concatenate(points) if points else np.zeros((0, 2))
+    # Limits from the finite points only: a NaN or infinite position (an agent
+    # marked dead, say) is left out of the picture, not made the axis' limit.
+    every = every[np.isfinite(every).all(axis=1)]
     if placement.width is not None and placement.height is not None:
         xlim, ylim = (0.0, placement.width), (0.0, placement.height)
     elif len(every):
@@ -157,8 +160,9 @@ def _frames(
         distinct = np.unique(pooled)
         if len(distinct) <= _CATEGORIES_MAX:
             categories = distinct.tolist()
-    vmin = float(pooled.min()) if len(pooled) else 0.0
-    vmax = float(pooled.max()) if len(pooled) else 1.0
+    finite = pooled[np.isfinite(pooled)] if pooled.dtype.kind == "f" else pooled
+    vmin = float(finite.min()) if len(finite) else 0.0
+    vmax = float(finite.max()) if len(finite) else 1.0
     # The picture follows the space's shape, within 1:3 either way (a 10 x 1000 space
     # is drawn squeezed, not 560 inches tall).
     aspect = float(np.clip((ylim[1] - ylim[0]) / max(xlim[1] - xlim[0], 1e-9), 1 / 3, 3))

@@ -56,15 +56,20 @@ def load_model(spec: ModelSpec) -> type[Model]:
     except Exception as exc:
         raise ModelError(f"cannot load model {spec!r}: {exc}") from None
     found = classes_in(module, Model)
+    shown = target
+    if not found and not target.endswith(".py"):
+        # A module name that another module already took (``random`` beside a
+        # random.py of the user's) finds that one: say where it came from.
+        shown = f"{target} (imported from {getattr(module, '__file__', None) or 'built-in'})"
     if cls_name:
         if cls_name not in found:
             raise ModelError(
-                f"{target} has no Model class {cls_name!r} (models: {', '.join(found) or 'none'})"
+                f"{shown} has no Model class {cls_name!r} (models: {', '.join(found) or 'none'})"
             )
         return _runnable(found[cls_name])
     if len(found) != 1:
         raise ModelError(
-            f"{target} defines {len(found)} Model classes ({', '.join(found) or 'none'}); "
+            f"{shown} defines {len(found)} Model classes ({', '.join(found) or 'none'}); "
             f"name one: {target}:ClassName"
         )
     return _runnable(next(iter(found.values())))

@@ -43,7 +43,8 @@ count update per array):
 
 A query ``radius`` may not exceed the radius the cells were built for (the
 3 x 3 block of cells around a point would miss points); the functions raise
-``ValueError`` then, and when ``out`` has fewer than ``len(state.pos)`` entries.
+``ValueError`` then, when ``out`` has fewer than ``len(state.pos)`` entries, and
+when ``agent`` is not a row of ``state.pos`` (``move``, ``neighbors_of``).
 Within a cell, points come in the order of the list (most recently moved in
 first), which depends only on the sequence of moves: the same run gives the
 same order.
@@ -115,9 +116,11 @@ def grid_shape(width: float, height: float, radius: float, n: int) -> tuple[int,
     # Cells are a little wider than the radius, so rounding in the binning can
     # never separate two points that are within the radius.
     cell = radius * (1.0 + 1e-6)
-    mx = max(1, math.floor(width / cell))
-    my = max(1, math.floor(height / cell))
     limit = max(64, 4 * n)  # fewer, larger cells: still correct, less memory
+    # Capped at the limit before flooring: a radius of 5e-324 makes width / cell
+    # infinite (math.floor would raise OverflowError); wider cells stay correct.
+    mx = max(1, math.floor(min(width / cell, limit)))
+    my = max(1, math.floor(min(height / cell, limit)))
     if mx * my > limit:
         scale = math.sqrt(limit / (mx * my))
         mx, my = max(1, math.floor(mx * scale)), max(1, math.floor(my * scale))
@@ -222,7 +225,16 @@ def link_all(state: Cells) -> None:
 
 @numba.njit(cache=True)
 def move(state: Cells, agent: int, x: float, y: float) -> None:
-    """Put ``agent`` at ``(x, y)`` (wrapped into the space) and in that point's cell, in O(1)."""
+    """Put ``agent`` at ``(x, y)`` (wrapped into the space) and in that point's cell, in O(1).
+
+    Raises:
+        ValueError: ``agent`` is not a row of ``state.pos``, or ``x`` or ``y`` is
+            not finite (nothing is written).
+    """
+    if agent < 0 or agent >= len(state.pos):  # numba would write out of bounds
+        raise ValueError("move: agent is not a row of state.pos")
+    if not (math.isfinite(x) and math.isfinite(y)):  # would sit in no cell's true list
+        raise ValueError("move: x and y must be finite (got NaN or infinity)")
     mx, my, (w, h, torus) = state.mx, state.my, state.geometry
     x, y = _wrap_axis(x, w, torus), _wrap_axis(y, h, torus)
     state.pos[agent, 0] = x
@@ -305,10 +317,13 @@ def neighbors_of(state: Cells, agent: int, radius: float, out: Any) -> int:
     Points at the agent's very position count. Returns ``k``.
 
     Raises:
-        ValueError: ``radius`` exceeds the cells' radius; ``out`` is shorter than
-            ``len(state.pos)``.
+        ValueError: ``agent`` is not a row of ``state.pos``; ``radius`` exceeds the
+            cells' radius; ``out`` is shorter than ``len(state.pos)``.
     """
-    return _gather(state, state.pos[agent, 0], state.pos[agent, 1], radius, agent, out)
+    pos = state.pos  # read once: each state.pos costs numba a reference count (+35% here)
+    if agent < 0 or agent >= len(pos):  # numba would read out of bounds
+        raise ValueError("neighbors_of: agent is not a row of state.pos")
+    return _gather(state, pos[agent, 0], pos[agent, 1], radius, agent, out)
 
 
 # -- every point's neighbours at once (ContinuousSpace.neighbors) ------------------

@@ -35,9 +35,11 @@ a move is ~9 ns. A move is O(1):
 * ``lists_nth(head, nxt, c, k)``: the ``k``-th member of cell ``c`` (``k < counts[c]``).
 
 The lists are indexed by row: after ``Agents.remove`` (which moves rows) rebuild
-them with ``lists_build``, or kill agents by flag and compact later. Nothing here
-checks bounds (numba does not): pass a cell inside the grid and a row inside the
-arrays, as ``Grid`` and ``Agents`` hand them out.
+them with ``lists_build``, or kill agents by flag and compact later. Only
+``neighbors_of`` checks its arguments (``out``'s length, once a call); the
+``lists_*`` functions check no bounds (numba does not, and a check would double
+the cost of a move): pass a cell inside the grid and a row inside the arrays, as
+``Grid`` and ``Agents`` hand them out, or a mistake writes outside the arrays.
 """
 
 from __future__ import annotations
@@ -96,7 +98,15 @@ def neighbors_of(
     order is that of ``Grid.neighbors``' table row: offset order, cells off a bounded
     grid left out, and on a torus too small for the radius the cell itself and any
     cell reached twice left out. ``out`` needs ``len(dx)`` slots.
+
+    Raises:
+        ValueError: ``dx`` and ``dy`` differ in length, or ``out`` is shorter than
+            ``dx`` (checked once a call: numba would write past its end).
     """
+    if len(dy) != len(dx):
+        raise ValueError("neighbors_of: dx and dy must have the same length")
+    if len(out) < len(dx):
+        raise ValueError("neighbors_of: out is shorter than the offsets (needs len(dx) slots)")
     x = c // height
     y = c % height
     # Distinct offsets reach distinct cells unless a torus is narrower than the

@@ -122,7 +122,15 @@ def below(rng: np.random.Generator, k: int) -> int:
 
 @numba.njit(cache=True)
 def shuffle(values: np.ndarray[Any, Any], rng: np.random.Generator) -> np.ndarray[Any, Any]:
-    """``values`` in a uniformly random order, in place (Fisher-Yates); returns ``values``."""
+    """``values`` in a uniformly random order, in place (Fisher-Yates); returns ``values``.
+
+    Raises:
+        ValueError: ``values`` is not 1-D (swapping rows of a 2-D array through
+            views would copy one row over both; shuffle ``np.arange(n)`` and index
+            the rows with it instead).
+    """
+    if values.ndim != 1:
+        raise ValueError("shuffle(values, rng): values must be 1-D; shuffle row indices instead")
     for i in range(len(values) - 1, 0, -1):
         j = below(rng, i + 1)
         values[i], values[j] = values[j], values[i]
