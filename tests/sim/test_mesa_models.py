@@ -352,3 +352,17 @@ def test_wolf_sheep_populations_agree_with_mesa() -> None:
         mesas = np.array([run[column] for run in theirs])
         for step in (1, 5, steps):
             assert_agree(mine[:, step], mesas[:, step], f"{column.lower()} at step {step}")
+
+
+def test_gini_of_integer_wealth_has_the_bits_of_the_float_formula() -> None:
+    # Integer wealth takes a compiled path (ambidex.sim._gini); huge values, whose sums
+    # float64 cannot hold exactly, fall back to numpy's. Either way the same bits.
+    rng = np.random.default_rng(5)
+    cases = [rng.integers(0, 50, n) for n in (1, 2, 3, 100, 1000)]
+    cases += [np.array([2**40, 1, 0, 7] * 300), np.array([2**62, 2**62, 3])]
+    cases += [rng.integers(-5, 5, 50)]
+    for wealth in cases:
+        assert ax.sim.gini(wealth) == ax.sim.gini(wealth.astype(np.float64))
+        assert ax.sim.gini(wealth[::2]) == ax.sim.gini(wealth[::2].astype(np.float64))
+    assert ax.sim.gini(np.zeros(0, dtype=np.int64)) == 0.0
+    assert ax.sim.gini(np.zeros(5, dtype=np.int64)) == 0.0
