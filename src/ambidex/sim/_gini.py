@@ -48,7 +48,7 @@ def _kernel() -> Callable[[np.ndarray], float] | None:
         b = float(weighted) / (float(n) * float(total))
         return 1.0 + 1.0 / n - 2.0 * b
 
-    return gini_int64  # type: ignore[no-any-return]
+    return gini_int64
 
 
 def gini_int64(values: Any) -> float | None:
