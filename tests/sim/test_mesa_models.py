@@ -366,3 +366,29 @@ def test_gini_of_integer_wealth_has_the_bits_of_the_float_formula() -> None:
         assert ax.sim.gini(wealth[::2]) == ax.sim.gini(wealth[::2].astype(np.float64))
     assert ax.sim.gini(np.zeros(0, dtype=np.int64)) == 0.0
     assert ax.sim.gini(np.zeros(5, dtype=np.int64)) == 0.0
+
+
+def test_agents_field_views_follow_births_deaths_growth_and_pickling() -> None:
+    import pickle
+
+    agents = ax.sim.Agents(2, wealth=np.int64)
+    agents.add(2, wealth=[5, 6])
+    first = agents.wealth
+    assert agents.wealth is first  # kept: the next read is a plain lookup
+    agents.wealth[0] = 7  # a view: writes reach the column
+    assert agents.column("wealth")[0] == 7
+    agents.add(3, wealth=1)  # grows the arrays and the live rows
+    assert agents.wealth.tolist() == [7, 6, 1, 1, 1]
+    agents.remove(np.array([True, False, True, False, False]))
+    assert agents.wealth.tolist() == [6, 1, 1]
+    agents.column("wealth")[3] = 9
+    agents.set_count(4)
+    assert agents.wealth.tolist() == [6, 1, 1, 9]
+    agents.wealth = 2
+    assert agents.wealth.tolist() == [2, 2, 2, 2]
+    again = pickle.loads(pickle.dumps(agents))
+    again.wealth[0] = 3
+    assert again.column("wealth")[0] == 3
+    assert agents.wealth[0] == 2
+    with pytest.raises(AttributeError, match="no field 'cash'"):
+        _ = agents.cash
