@@ -38,11 +38,13 @@ model's constructor, ``setup`` and step 0's metrics) and *steps* (Mesa: ``step()
 activated: the sum over steps of the agents alive at the step's start (constant for
 Boltzmann and Schelling; for wolf-sheep the animals, sheep plus wolves: Mesa's
 10,000 grass-patch agents never act). The ratio is ours / Mesa of the median
-agent-steps/s of the step phase; the target is 50x. Our kernels are compiled by
-numba: a warm-up run comes first, so compile time is excluded from the timed runs
-and reported on its own (the first run of each model in this process, and, unless
-``--quick``, a fresh process compiling with an empty numba cache and one loading
-from that cache).
+agent-steps/s of the step phase; the target is 50x. The same ratio in the thread's
+CPU time (``time.thread_time``) is reported beside it: our small steps last
+microseconds, so a preemption on a loaded machine weighs on ours more than on
+Mesa's. Our kernels are compiled by numba: a warm-up run comes first, so compile
+time is excluded from the timed runs and reported on its own (the first run of
+each model in this process, and, unless ``--quick``, a fresh process compiling with
+an empty numba cache and one loading from that cache).
 
 Agreement. The same runs give each system's distribution over seeds: Boltzmann's
 final Gini, Schelling's final share of happy agents, wolf-sheep's sheep, wolves and
@@ -355,24 +357,24 @@ def run_mesa(mesa: types.SimpleNamespace, cfg: Config, seed: int) -> dict[str, A
     if "simulator" in cls.__init__.__code__.co_varnames:
         simulator = mesa.ABMSimulator()
         model = cls(simulator=simulator, seed=seed, **cfg.params)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.thread_time()
         simulator.run_for(cfg.steps)
     else:
         # Virus on a network: Mesa's O(n^2) graph generator swapped for its O(n + E)
         # twin above 5,000 nodes, for the constructor only.
         with fast_erdos_renyi(int(cfg.params.get("num_nodes", 0))):
             model = cls(seed=seed, **cfg.params)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.thread_time()
         for _ in range(cfg.steps):
             model.step()
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.thread_time()
     if cfg.mesa_probe is not None:  # no datacollector: only final values, measured untimed
         final = cfg.mesa_probe(model)
         curves = {k: np.full(cfg.steps + 1, v) for k, v in final.items()}
     else:
         frame = model.datacollector.get_model_vars_dataframe()
         curves = {ours: frame[theirs].to_numpy() for theirs, ours in cfg.columns.items()}
-    return _record(cfg, curves, cfg.steps, t1 - t0, t2 - t1)
+    return _record(cfg, curves, cfg.steps, t1 - t0, t2 - t1, c2 - c1)
 
 
 def mesa_class(mesa: types.SimpleNamespace, name: str) -> Any:
@@ -393,24 +395,24 @@ def run_ours(cfg: Config, seed: int) -> dict[str, Any]:
     model = cfg.load()(cfg.params, seed=np.random.SeedSequence(seed))
     model.setup(model.params)
     rows = [dict(model.metrics())]
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.thread_time()
     done = 0
     while done < cfg.steps and model.running:
         model.step()
         done += 1
         model.step_index = done
         rows.append(dict(model.metrics()))
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.thread_time()
     curves = {k: np.array([r[k] for r in rows]) for k in rows[0]}
     # A Schelling run that has made everyone happy stops; Mesa's would stay put.
     curves = {
         k: np.concatenate([v, np.repeat(v[-1:], cfg.steps - done)]) for k, v in curves.items()
     }
-    return _record(cfg, curves, done, t1 - t0, t2 - t1)
+    return _record(cfg, curves, done, t1 - t0, t2 - t1, c2 - c1)
 
 
 def _record(
-    cfg: Config, curves: Curves, steps: int, setup_s: float, steps_s: float
+    cfg: Config, curves: Curves, steps: int, setup_s: float, steps_s: float, steps_cpu_s: float
 ) -> dict[str, Any]:
     agent_steps = cfg.agents(curves, cfg.params, steps)
     return {
@@ -421,6 +423,8 @@ def _record(
         "steps": steps,
         "agent_steps": agent_steps,
         "agent_steps_per_s": agent_steps / steps_s if steps_s > 0 else float("nan"),
+        "steps_cpu_s": steps_cpu_s,
+        "agent_steps_per_cpu_s": agent_steps / steps_cpu_s if steps_cpu_s > 0 else float("nan"),
     }
 
 
@@ -593,6 +597,8 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "median_total_s": med("total_s"),
         "median_agent_steps": med("agent_steps"),
         "median_agent_steps_per_s": med("agent_steps_per_s"),
+        "median_steps_cpu_s": med("steps_cpu_s"),
+        "median_agent_steps_per_cpu_s": med("agent_steps_per_cpu_s"),
         "per_run": [
             {k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items() if k != "curves"}
             for r in runs
@@ -624,6 +630,19 @@ def compute_ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 ours["median_agent_steps_per_s"] / mesa["median_agent_steps_per_s"],
                 TARGET_RATIO,
                 f"step phase; {r['agent_steps_counted']}",
+            )
+        )
+    for r in results:
+        if not r["timed"]:
+            continue
+        out.append(
+            _ratio(
+                f"(extra) {r['model']}: ambidex / Mesa (agent-steps per CPU second)",
+                r["ours"]["median_agent_steps_per_cpu_s"]
+                / r["mesa"]["median_agent_steps_per_cpu_s"],
+                None,
+                "step phase in the thread's CPU time: what preemption on a loaded machine "
+                "does not add",
             )
         )
     for r in results:
