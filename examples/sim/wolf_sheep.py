@@ -182,20 +182,22 @@ def _step(
     countdown: np.ndarray,
     nbr: np.ndarray,
     nbr_count: np.ndarray,
-    sheep_reproduce: float,
-    wolf_reproduce: float,
-    sheep_gain: float,
-    wolf_gain: float,
-    regrowth_time: int,
+    rates: np.ndarray,
     rng: np.random.Generator,
 ) -> tuple[int, int]:
     """One step on the full-capacity columns; ``n`` rows live at the start.
+
+    ``rates``: sheep_reproduce, wolf_reproduce, sheep_gain_from_food,
+    wolf_gain_from_food, grass_regrowth_time (one array: a numba call costs per
+    argument, and this one is made every step).
 
     Newborns are appended after the live rows (the columns have room for ``n`` more);
     animals that die are flagged, then the survivors are moved up in their order
     (``Agents.remove``'s, without its Python and numpy calls). Returns the live rows
     and the next id.
     """
+    sheep_reproduce, wolf_reproduce, sheep_gain, wolf_gain = rates[0], rates[1], rates[2], rates[3]
+    regrowth_time = int(rates[4])
     dead = np.zeros(len(ids), dtype=np.bool_)
     n_cells = len(grown)
     _regrow(grown, countdown)
@@ -301,10 +303,19 @@ class WolfSheep(ax.sim.Model):
         drawn = self.rng.integers(0, params.grass_regrowth_time, size=size, dtype=np.int64)
         self.countdown = np.where(fully_grown, 0, drawn)
         self.grown = self.countdown == 0
+        self.rates = np.array(
+            [
+                params.sheep_reproduce,
+                params.wolf_reproduce,
+                params.sheep_gain_from_food,
+                params.wolf_gain_from_food,
+                params.grass_regrowth_time,
+            ],
+            dtype=np.float64,
+        )
 
     def step(self) -> None:
         """Sheep act, then wolves, each kind sequentially in a random order."""
-        p = self.params
         agents = self.agents
         n = len(agents)
         agents.reserve(n)  # each animal has at most one newborn a step
@@ -319,11 +330,7 @@ class WolfSheep(ax.sim.Model):
             self.countdown,
             self.nbr,
             self.nbr_count,
-            p.sheep_reproduce,
-            p.wolf_reproduce,
-            p.sheep_gain_from_food,
-            p.wolf_gain_from_food,
-            p.grass_regrowth_time,
+            self.rates,
             self.rng,
         )
         agents.set_count(rows, next_id)
