@@ -144,33 +144,36 @@ def _metrics(
         start[c + 1] += 1
     for c in range(mx * my):
         start[c + 1] += start[c]
+    # The positions in cell order: a cell's boids are neighbours in memory, which
+    # matters once the space is far bigger than the caches (10^7 boids).
     fill = start[:-1].copy()
-    members = np.empty(n, dtype=np.int64)
+    sxy = np.empty((n, 2))
     for a in range(n):
-        members[fill[cell[a]]] = a
+        t = fill[cell[a]]
+        sxy[t, 0], sxy[t, 1] = pos[a, 0], pos[a, 1]
         fill[cell[a]] += 1
     total = 0.0
-    for a in range(n):
-        total += math.sqrt(_nearest_squared(a, pos, cell, start, members, (mx, my), geo))
+    for c in range(mx * my):
+        for t in range(start[c], start[c + 1]):
+            total += math.sqrt(_nearest_squared(t, c, sxy, start, (mx, my), geo))
     return heading, order, total / n
 
 
 @numba.njit(cache=True, inline="always")
 def _nearest_squared(
-    a: int,
-    pos: np.ndarray,
-    cell: np.ndarray,
+    t: int,
+    c: int,
+    sxy: np.ndarray,
     start: np.ndarray,
-    members: np.ndarray,
     shape: tuple[int, int],
     geo: tuple[float, float, bool],
 ) -> float:
-    """The squared distance from boid ``a`` to its nearest other, ring by ring of cells."""
+    """The squared distance from the boid in slot ``t`` (cell ``c``) to its nearest other."""
     mx, my = shape
     width, height, _ = geo
     sure = min(width / mx, height / my)
-    x, y = pos[a, 0], pos[a, 1]
-    cx, cy = cell[a] // my, cell[a] % my
+    x, y = sxy[t, 0], sxy[t, 1]
+    cx, cy = c // my, c % my
     best = np.inf  # squared: sqrt is monotonic, so sqrt(min) is min(sqrt)
     r = 0
     while 2 * r + 1 <= mx and 2 * r + 1 <= my:
@@ -179,17 +182,16 @@ def _nearest_squared(
             for iy in range(-r, r + 1):
                 if not edge and abs(iy) != r:
                     continue
-                c = ((cx + ix) % mx) * my + (cy + iy) % my
-                for t in range(start[c], start[c + 1]):
-                    b = members[t]
-                    if b != a:
-                        best = min(best, _squared(x, y, pos[b, 0], pos[b, 1], width, height))
+                d = ((cx + ix) % mx) * my + (cy + iy) % my
+                for u in range(start[d], start[d + 1]):
+                    if u != t:
+                        best = min(best, _squared(x, y, sxy[u, 0], sxy[u, 1], width, height))
         if best <= (r * sure) ** 2:
             return best
         r += 1
-    for b in range(len(pos)):  # the rings would wrap onto themselves: ask everyone
-        if b != a:
-            best = min(best, _squared(x, y, pos[b, 0], pos[b, 1], width, height))
+    for u in range(len(sxy)):  # the rings would wrap onto themselves: ask everyone
+        if u != t:
+            best = min(best, _squared(x, y, sxy[u, 0], sxy[u, 1], width, height))
     return best
 
 
