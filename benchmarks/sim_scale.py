@@ -21,7 +21,7 @@ Every (model, n) runs in a fresh process, so its peak memory is its own:
 
 A model is an entry in ``MODELS`` (file, class, the parameter that sets n, the ones
 that set the side, agents per cell) or ``--spec`` on the command line, e.g.
-``--spec examples/sim/boids.py:BoidFlockers,n=population_size,side=width+height,density=0.0178``.
+``--spec examples/sim/boids.py:Boids,n=population_size,side=width+height,density=0.0178``.
 
     .venv/bin/python benchmarks/sim_scale.py            # 10^3..10^7 (~3 min), writes
                                                         # results/sim_scale.json
@@ -75,10 +75,9 @@ class Spec:
 MODELS: dict[str, Spec] = {
     # Mesa's large Boltzmann benchmark (10,000 agents on 100 x 100): one agent a cell.
     "boltzmann": Spec("examples/sim/boltzmann.py:Boltzmann", "n"),
-    # Mesa's large Boids benchmark (400 boids on 150 x 150, vision 15); skipped with a
-    # printed reason until examples/sim/boids.py exists.
+    # Mesa's large Boids benchmark (400 boids on 150 x 150, vision 15): its density.
     "boids": Spec(
-        "examples/sim/boids.py:BoidFlockers",
+        "examples/sim/boids.py:Boids",
         "population_size",
         agents_per_cell=400 / 150**2,
         params={"vision": 15},

@@ -73,18 +73,13 @@ def test_sim_vs_mesa_quick_runs_both_and_they_agree(tmp_path: Path) -> None:
     ratios = data["ratios"]
     assert isinstance(ratios, list)
     assert all(r["value"] > 1 for r in ratios), ratios
-    # Mesa's small and large configurations, each model at both; an entry whose
-    # example file does not exist yet is skipped with its reason, never silently.
+    # Mesa's small and large configurations, all five models at both.
     models = data["models"]
     assert isinstance(models, list)
     timed = {(m["name"], m["size"]) for m in models if m["timed"]}
-    for name in ("Boltzmann", "Schelling", "Wolf-Sheep"):
+    for name in ("Boltzmann", "Schelling", "Wolf-Sheep", "Boids", "Virus on network"):
         assert {(name, "small"), (name, "large")} <= timed
-    for name, example in (("Boids", "boids.py"), ("Virus on network", "virus_on_network.py")):
-        if (ROOT / "examples" / "sim" / example).exists():
-            assert (name, "small") in timed
-        else:
-            assert any(s.startswith(f"{name}: ") for s in data["skipped"])  # type: ignore[attr-defined]
+    assert data["skipped"] == []
 
 
 def test_sim_scale_quick_measures_time_and_memory_per_size(tmp_path: Path) -> None:
@@ -96,6 +91,9 @@ def test_sim_scale_quick_measures_time_and_memory_per_size(tmp_path: Path) -> No
         assert row["live_bytes"] >= 16 * row["n"]  # at least the cell and wealth columns
         assert row["compile_s"] > 0
         assert row["params"]["width"] == row["params"]["height"] == round(row["n"] ** 0.5)
+    boids = data["models"]["boids"]["sizes"]  # type: ignore[index]
+    assert [r["n"] for r in boids] == [1_000, 10_000, 100_000]
+    assert all(r["ns_per_agent_step"] > 0 and r["params"]["vision"] == 15 for r in boids)
 
 
 def test_sim_network_quick_runs_both_and_they_agree(tmp_path: Path) -> None:

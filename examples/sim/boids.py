@@ -97,6 +97,104 @@ def _step(
         cells.move(state, a, x + direction[a, 0] * speed, y + direction[a, 1] * speed)
 
 
+@numba.njit(cache=True, inline="always")
+def _squared(x0: float, y0: float, x1: float, y1: float, width: float, height: float) -> float:
+    """The squared torus distance: ``cells.distance`` squared, before its sqrt."""
+    dx, dy = x1 - x0, y1 - y0
+    if abs(dx) > 0.5 * width:
+        dx -= width * float(np.round(dx / width))
+    if abs(dy) > 0.5 * height:
+        dy -= height * float(np.round(dy / height))
+    return dx * dx + dy * dy
+
+
+@numba.njit(cache=True)
+def _metrics(
+    pos: np.ndarray, direction: np.ndarray, geo: tuple[float, float, bool]
+) -> tuple[float, float, float]:
+    """``boid_metrics`` and the mean nearest-neighbour distance in one compiled pass.
+
+    The nearest other boid of each is searched ring by ring over a grid of about one
+    boid a cell, built here (a counting sort): after ring ``r`` nobody unseen can be
+    nearer than ``r`` cell widths, so the search stops once the best is that near.
+    When the rings would wrap onto themselves (a very sparse space) it compares with
+    every boid instead. On the torus only (Boids' space).
+    """
+    n = len(pos)
+    width, height, _ = geo
+    sx = sy = ux = uy = 0.0
+    for a in range(n):
+        dx, dy = direction[a, 0], direction[a, 1]
+        sx += dx
+        sy += dy
+        norm = math.sqrt(dx * dx + dy * dy)
+        ux += dx / norm
+        uy += dy / norm
+    heading = math.atan2(sy / n, sx / n)
+    order = math.sqrt((ux / n) ** 2 + (uy / n) ** 2)
+
+    side = math.sqrt(width * height / n)  # about one boid a cell
+    mx, my = max(1, int(width / side)), max(1, int(height / side))
+    cw, ch = width / mx, height / my
+    start = np.zeros(mx * my + 1, dtype=np.int64)
+    cell = np.empty(n, dtype=np.int64)
+    for a in range(n):
+        c = min(int(pos[a, 0] / cw), mx - 1) * my + min(int(pos[a, 1] / ch), my - 1)
+        cell[a] = c
+        start[c + 1] += 1
+    for c in range(mx * my):
+        start[c + 1] += start[c]
+    # The positions in cell order: a cell's boids are neighbours in memory, which
+    # matters once the space is far bigger than the caches (10^7 boids).
+    fill = start[:-1].copy()
+    sxy = np.empty((n, 2))
+    for a in range(n):
+        t = fill[cell[a]]
+        sxy[t, 0], sxy[t, 1] = pos[a, 0], pos[a, 1]
+        fill[cell[a]] += 1
+    total = 0.0
+    for c in range(mx * my):
+        for t in range(start[c], start[c + 1]):
+            total += math.sqrt(_nearest_squared(t, c, sxy, start, (mx, my), geo))
+    return heading, order, total / n
+
+
+@numba.njit(cache=True, inline="always")
+def _nearest_squared(
+    t: int,
+    c: int,
+    sxy: np.ndarray,
+    start: np.ndarray,
+    shape: tuple[int, int],
+    geo: tuple[float, float, bool],
+) -> float:
+    """The squared distance from the boid in slot ``t`` (cell ``c``) to its nearest other."""
+    mx, my = shape
+    width, height, _ = geo
+    sure = min(width / mx, height / my)
+    x, y = sxy[t, 0], sxy[t, 1]
+    cx, cy = c // my, c % my
+    best = np.inf  # squared: sqrt is monotonic, so sqrt(min) is min(sqrt)
+    r = 0
+    while 2 * r + 1 <= mx and 2 * r + 1 <= my:
+        for ix in range(-r, r + 1):
+            edge = abs(ix) == r
+            for iy in range(-r, r + 1):
+                if not edge and abs(iy) != r:
+                    continue
+                d = ((cx + ix) % mx) * my + (cy + iy) % my
+                for u in range(start[d], start[d + 1]):
+                    if u != t:
+                        best = min(best, _squared(x, y, sxy[u, 0], sxy[u, 1], width, height))
+        if best <= (r * sure) ** 2:
+            return best
+        r += 1
+    for u in range(len(sxy)):  # the rings would wrap onto themselves: ask everyone
+        if u != t:
+            best = min(best, _squared(x, y, sxy[u, 0], sxy[u, 1], width, height))
+    return best
+
+
 class Boids(ax.sim.Model):
     """Boids on a torus steer by cohesion, separation and alignment with those they see."""
 
@@ -152,12 +250,17 @@ class Boids(ax.sim.Model):
         }
 
     def metrics(self) -> dict[str, float]:
-        """Mean heading (Mesa's), polarisation and mean nearest-neighbour distance."""
-        return boid_metrics(self.direction, float(self.space.nearest(self.position)[1].mean()))
+        """Mean heading (Mesa's), polarisation and mean nearest-neighbour distance.
+
+        One compiled pass (``_metrics``): ``boid_metrics`` with ``space.nearest`` gives
+        the same values up to rounding, at twice the cost (Mesa's boids use it).
+        """
+        heading, order, nn = _metrics(self.position, self.direction, self.cells.geometry)
+        return {"heading": heading, "order": order, "nn_distance": nn}
 
 
 def boid_metrics(direction: np.ndarray, nn_distance: float) -> dict[str, float]:
-    """``heading``, ``order`` and ``nn_distance`` from directions (one formula for Mesa's too)."""
+    """``heading``, ``order`` and ``nn_distance`` from directions, in numpy (for Mesa's boids)."""
     mean = direction.mean(axis=0)
     unit = direction / np.linalg.norm(direction, axis=1, keepdims=True)
     return {

@@ -80,6 +80,16 @@ def _step(
                 state[a] = RESISTANT
 
 
+@numba.njit(cache=True)
+def _counts(state: np.ndarray) -> tuple[int, int]:
+    """How many agents are susceptible and how many infected, in one pass."""
+    s = i = 0
+    for x in state:
+        s += x == SUSCEPTIBLE
+        i += x == INFECTED
+    return s, i
+
+
 class VirusOnNetwork(ax.sim.Model):
     """A virus spreads over a random network; the infected recover, some for good."""
 
@@ -136,9 +146,7 @@ class VirusOnNetwork(ax.sim.Model):
     def metrics(self) -> dict[str, float]:
         """How many agents are susceptible, infected and resistant; resistant / susceptible."""
         state = self.agents.state
-        # Two vectorised compares: 20x faster than np.bincount, which widens int8 to intp.
-        s = int(np.count_nonzero(state == SUSCEPTIBLE))
-        i = int(np.count_nonzero(state == INFECTED))
+        s, i = _counts(state)  # one compiled pass: numpy's compares cost more at 1,000
         r = len(state) - s - i
         return {
             "susceptible": s,

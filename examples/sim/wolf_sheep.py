@@ -178,23 +178,27 @@ def _step(
     kind: np.ndarray,
     energy: np.ndarray,
     cell: np.ndarray,
-    dead: np.ndarray,
     grown: np.ndarray,
     countdown: np.ndarray,
     nbr: np.ndarray,
     nbr_count: np.ndarray,
-    sheep_reproduce: float,
-    wolf_reproduce: float,
-    sheep_gain: float,
-    wolf_gain: float,
-    regrowth_time: int,
+    rates: np.ndarray,
     rng: np.random.Generator,
 ) -> tuple[int, int]:
     """One step on the full-capacity columns; ``n`` rows live at the start.
 
+    ``rates``: sheep_reproduce, wolf_reproduce, sheep_gain_from_food,
+    wolf_gain_from_food, grass_regrowth_time (one array: a numba call costs per
+    argument, and this one is made every step).
+
     Newborns are appended after the live rows (the columns have room for ``n`` more);
-    animals that die are flagged in ``dead``. Returns the rows used and the next id.
+    animals that die are flagged, then the survivors are moved up in their order
+    (``Agents.remove``'s, without its Python and numpy calls). Returns the live rows
+    and the next id.
     """
+    sheep_reproduce, wolf_reproduce, sheep_gain, wolf_gain = rates[0], rates[1], rates[2], rates[3]
+    regrowth_time = int(rates[4])
+    dead = np.zeros(len(ids), dtype=np.bool_)
     n_cells = len(grown)
     _regrow(grown, countdown)
     m = n
@@ -232,7 +236,25 @@ def _step(
             sheep_in[c] -= 1
             energy[a] += wolf_gain
         m, next_id = _end_of_turn(a, m, next_id, ids, kind, energy, cell, dead, wolf_reproduce, rng)
-    return m, next_id
+
+    live = 0
+    for r in range(m):
+        if not dead[r]:
+            ids[live], kind[live], energy[live], cell[live] = ids[r], kind[r], energy[r], cell[r]
+            live += 1
+    return live, next_id
+
+
+@numba.njit(cache=True)
+def _counts(kind: np.ndarray, grown: np.ndarray) -> tuple[int, int]:
+    """Wolves among the animals, and grown grass patches."""
+    wolves = 0
+    for k in kind:
+        wolves += k == WOLF
+    grass = 0
+    for g in grown:
+        grass += g
+    return wolves, grass
 
 
 class WolfSheep(ax.sim.Model):
@@ -281,14 +303,22 @@ class WolfSheep(ax.sim.Model):
         drawn = self.rng.integers(0, params.grass_regrowth_time, size=size, dtype=np.int64)
         self.countdown = np.where(fully_grown, 0, drawn)
         self.grown = self.countdown == 0
+        self.rates = np.array(
+            [
+                params.sheep_reproduce,
+                params.wolf_reproduce,
+                params.sheep_gain_from_food,
+                params.wolf_gain_from_food,
+                params.grass_regrowth_time,
+            ],
+            dtype=np.float64,
+        )
 
     def step(self) -> None:
         """Sheep act, then wolves, each kind sequentially in a random order."""
-        p = self.params
         agents = self.agents
         n = len(agents)
         agents.reserve(n)  # each animal has at most one newborn a step
-        dead = np.zeros(agents.capacity, dtype=np.bool_)
         rows, next_id = _step(
             n,
             agents.next_id,
@@ -296,26 +326,16 @@ class WolfSheep(ax.sim.Model):
             agents.column("kind"),
             agents.column("energy"),
             agents.column("cell"),
-            dead,
             self.grown,
             self.countdown,
             self.nbr,
             self.nbr_count,
-            p.sheep_reproduce,
-            p.wolf_reproduce,
-            p.sheep_gain_from_food,
-            p.wolf_gain_from_food,
-            p.grass_regrowth_time,
+            self.rates,
             self.rng,
         )
         agents.set_count(rows, next_id)
-        agents.remove(dead[:rows])
 
     def metrics(self) -> dict[str, int]:
         """Wolves, sheep and fully grown grass patches."""
-        wolves = int(np.count_nonzero(self.agents.kind == WOLF))
-        return {
-            "wolves": wolves,
-            "sheep": len(self.agents) - wolves,
-            "grass": int(np.count_nonzero(self.grown)),
-        }
+        wolves, grass = _counts(self.agents.kind, self.grown)
+        return {"wolves": wolves, "sheep": len(self.agents) - wolves, "grass": grass}

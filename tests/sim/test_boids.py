@@ -114,6 +114,32 @@ def test_nearest_neighbour_distance_is_the_brute_force_one() -> None:
     assert model.metrics()["nn_distance"] == pytest.approx(d.min(axis=1).mean(), rel=1e-12)
 
 
+@pytest.mark.parametrize(
+    ("params", "steps"),
+    [
+        ({}, 10),  # Mesa's large size, flocking: dense clusters
+        (MESA_SMALL, 20),
+        ({"population_size": 250, "vision": 3.0}, 3),  # sparse: rings grow
+        ({"population_size": 5, "width": 60.0, "height": 40.0}, 2),  # rings wrap: all pairs
+        ({"population_size": 3000, "width": 30.0, "height": 300.0}, 2),  # long and thin
+    ],
+)
+def test_compiled_metrics_are_the_numpy_formula_with_the_exact_nearest(
+    params: dict[str, Any], steps: int
+) -> None:
+    for seed in range(3):
+        model = Boids(params, seed=seed)
+        model.setup(model.params)
+        for _ in range(steps):
+            model.step()
+        nearest = float(model.space.nearest(model.position)[1].mean())
+        expected = boid_metrics(model.direction, nearest)
+        got = model.metrics()
+        assert got.keys() == expected.keys()
+        for name, value in expected.items():
+            assert got[name] == pytest.approx(value, rel=1e-12, abs=1e-12), name
+
+
 def test_same_seed_same_metrics_other_seed_other_metrics() -> None:
     a = ax.sim.run(Boids, MESA_SMALL, steps=15, seed=7)
     b = ax.sim.run(Boids, MESA_SMALL, steps=15, seed=7)

@@ -352,3 +352,43 @@ def test_wolf_sheep_populations_agree_with_mesa() -> None:
         mesas = np.array([run[column] for run in theirs])
         for step in (1, 5, steps):
             assert_agree(mine[:, step], mesas[:, step], f"{column.lower()} at step {step}")
+
+
+def test_gini_of_integer_wealth_has_the_bits_of_the_float_formula() -> None:
+    # Integer wealth takes a compiled path (ambidex.sim._gini); huge values, whose sums
+    # float64 cannot hold exactly, fall back to numpy's. Either way the same bits.
+    rng = np.random.default_rng(5)
+    cases = [rng.integers(0, 50, n) for n in (1, 2, 3, 100, 1000)]
+    cases += [np.array([2**40, 1, 0, 7] * 300), np.array([2**62, 2**62, 3])]
+    cases += [rng.integers(-5, 5, 50)]
+    for wealth in cases:
+        assert ax.sim.gini(wealth) == ax.sim.gini(wealth.astype(np.float64))
+        assert ax.sim.gini(wealth[::2]) == ax.sim.gini(wealth[::2].astype(np.float64))
+    assert ax.sim.gini(np.zeros(0, dtype=np.int64)) == 0.0
+    assert ax.sim.gini(np.zeros(5, dtype=np.int64)) == 0.0
+
+
+def test_agents_field_views_follow_births_deaths_growth_and_pickling() -> None:
+    import pickle
+
+    agents = ax.sim.Agents(2, wealth=np.int64)
+    agents.add(2, wealth=[5, 6])
+    first = agents.wealth
+    assert agents.wealth is first  # kept: the next read is a plain lookup
+    agents.wealth[0] = 7  # a view: writes reach the column
+    assert agents.column("wealth")[0] == 7
+    agents.add(3, wealth=1)  # grows the arrays and the live rows
+    assert agents.wealth.tolist() == [7, 6, 1, 1, 1]
+    agents.remove(np.array([True, False, True, False, False]))
+    assert agents.wealth.tolist() == [6, 1, 1]
+    agents.column("wealth")[3] = 9
+    agents.set_count(4)
+    assert agents.wealth.tolist() == [6, 1, 1, 9]
+    agents.wealth = 2
+    assert agents.wealth.tolist() == [2, 2, 2, 2]
+    again = pickle.loads(pickle.dumps(agents))
+    again.wealth[0] = 3
+    assert again.column("wealth")[0] == 3
+    assert agents.wealth[0] == 2
+    with pytest.raises(AttributeError, match="no field 'cash'"):
+        _ = agents.cash

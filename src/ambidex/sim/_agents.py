@@ -80,15 +80,31 @@ class Agents:
     # -- reading -----------------------------------------------------------
 
     def __getattr__(self, name: str) -> np.ndarray[Any, Any]:
+        # Reached only when ``name`` is not in the instance dict: the view is kept
+        # there, so the next ``agents.wealth`` is a plain attribute lookup (a model
+        # reads its fields every step) until the live rows or the arrays change.
         cols = self.__dict__.get("_cols")
         if cols is None or name not in cols:
             known = ", ".join(cols) if cols else ""
             raise AttributeError(f"agents have no field {name!r} (fields: {known})")
         view: np.ndarray[Any, Any] = cols[name][: self._n]
+        self.__dict__[name] = view
         return view
+
+    def _drop_views(self) -> None:
+        """Forget the field views ``__getattr__`` kept: the rows or the arrays changed."""
+        d = self.__dict__
+        for name in d.get("_cols", ()):
+            d.pop(name, None)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled views would come back as copies, no longer views of the columns.
+        return {k: v for k, v in self.__dict__.items() if k.startswith("_")}
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("_"):
+            if name in ("_n", "_cols"):
+                self._drop_views()
             object.__setattr__(self, name, value)
             return
         cols = self.__dict__.get("_cols", {})
@@ -128,6 +144,7 @@ class Agents:
             grown = np.zeros(new_cap, dtype=col.dtype)
             grown[: self._n] = col[: self._n]
             self._cols[name] = grown
+        self._drop_views()
 
     def add(self, count: int, /, **values: Any) -> slice:
         """Append ``count`` agents; fields given as scalars or arrays of length ``count``.

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ambidex._log import get_logger
+from ambidex.sim._gini import gini_int64
 from ambidex.sim._jit_clock import JitClock
 from ambidex.sim._model import Model, ModelError
 from ambidex.sim._table import MetricsTable
@@ -443,6 +444,10 @@ def _key_text(spawn_key: tuple[int, ...]) -> str:
 
 def gini(values: Any) -> float:
     """The Gini coefficient of non-negative values (0 = equal, near 1 = one holds all)."""
+    # Integer wealth (int64 arrays): a compiled pass, the same bits (see _gini).
+    exact = gini_int64(values)
+    if exact is not None:
+        return exact
     # The operations of np.sort and ndarray.sum without their Python wrappers (a
     # model may call this every step on a few hundred agents): the same bits.
     x = np.array(values, dtype=np.float64)
