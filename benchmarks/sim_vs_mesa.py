@@ -366,7 +366,7 @@ def run_mesa(mesa: types.SimpleNamespace, cfg: Config, seed: int) -> dict[str, A
     else:
         # Virus on a network: Mesa's O(n^2) graph generator swapped for its O(n + E)
         # twin above 5,000 nodes, for the constructor only.
-        with fast_erdos_renyi(int(cfg.params.get("num_nodes", 0))):
+        with fast_erdos_renyi(int(cfg.params.get("num_nodes", 0)), seed=seed):
             model = cls(seed=seed, **cfg.params)
         t1, c1 = time.perf_counter(), time.thread_time()
         for _ in range(cfg.steps):

@@ -11,8 +11,8 @@ the loop wraps every task it starts: such an exception ends that task as
 any other failure. Tasks that are not user code's (the server's and the
 scheduler's own) are created exactly as before.
 
-Used by the job worker (``enter_job``: the job's code) and the workflow
-scheduler (``enter_job`` in each node's task: the node's code).
+Used by the job worker (``enter_user_code``: the job's code) and the workflow
+scheduler (``enter_user_code`` in each node's task: the node's code).
 """
 
 from __future__ import annotations
@@ -26,12 +26,14 @@ from typing import Any, TypeVar
 from ambidex._text import describe_exception
 from ambidex.exceptions import AmbidexError
 
-__all__ = ["EscapedExit", "enter_job", "leave_job", "task_factory_installed"]
+__all__ = ["EscapedExit", "enter_user_code", "leave_user_code", "task_factory_installed"]
 
 T = TypeVar("T")
 
 # Where user code's tasks come from, in words (None: not user code's).
-_IN_JOB: contextvars.ContextVar[str | None] = contextvars.ContextVar("ambidex_in_job", default=None)
+_USER_CODE: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "ambidex_user_code", default=None
+)
 
 
 class EscapedExit(AmbidexError):
@@ -53,24 +55,24 @@ async def _contained(coro: Coroutine[Any, Any, T], where: str) -> T:
         raise EscapedExit(exc, where) from exc
 
 
-def enter_job(where: str = "a task the job started") -> contextvars.Token[str | None]:
-    """Mark the code that follows (and every task it starts) as user code, until ``leave_job``.
+def enter_user_code(where: str = "a task the job started") -> contextvars.Token[str | None]:
+    """Mark what follows (and every task it starts) as user code, until ``leave_user_code``.
 
     ``where`` names, in an ``EscapedExit``, the tasks that code starts.
     """
-    return _IN_JOB.set(where)
+    return _USER_CODE.set(where)
 
 
-def leave_job(token: contextvars.Token[str | None]) -> None:
-    """End what ``enter_job`` began."""
-    _IN_JOB.reset(token)
+def leave_user_code(token: contextvars.Token[str | None]) -> None:
+    """End what ``enter_user_code`` began."""
+    _USER_CODE.reset(token)
 
 
 @contextmanager
 def task_factory_installed(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
     """Wrap the tasks that user code starts on ``loop`` for as long as the block lasts."""
     previous = loop.get_task_factory()
-    in_job, make = _IN_JOB.get, asyncio.Task  # every task of the loop comes through here
+    in_job, make = _USER_CODE.get, asyncio.Task  # every task of the loop comes through here
 
     def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
         where = in_job()

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import ambidex
-from ambidex._contain import EscapedExit, enter_job, leave_job, task_factory_installed
+from ambidex._contain import EscapedExit, enter_user_code, leave_user_code, task_factory_installed
 from ambidex._job_model import Job, JobStatus, WorkerInfo
 from ambidex._text import describe_exception, format_traceback, plain_text, shorten
 from ambidex.jobs._batch import GroupCommit
@@ -640,12 +640,12 @@ class JobWorker:
         deadline = asyncio.timeout(job.timeout_s)
         try:
             workload = self.registry.get(job.workload)
-            token = enter_job()
+            token = enter_user_code()
             try:
                 async with deadline:
                     result = await workload.run(job.input, running.ctx)
             finally:
-                leave_job(token)
+                leave_user_code(token)
             return Ending(StopReason.SUCCEEDED, result)
         except asyncio.CancelledError as exc:
             if running.stop is StopReason.CANCELLED:

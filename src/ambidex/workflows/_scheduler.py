@@ -33,7 +33,7 @@ import pydantic
 import pydantic_core
 
 from ambidex._backoff import retry_cannot_help
-from ambidex._contain import EscapedExit, enter_job, task_factory_installed
+from ambidex._contain import EscapedExit, enter_user_code, task_factory_installed
 from ambidex._text import describe_exception, plain_text
 from ambidex.agents import Agent
 from ambidex.exceptions import TaskTimeoutError
@@ -757,7 +757,7 @@ class _WorkflowExecution:
 
     async def run_node(self, node: Node) -> Any:
         node_key.set(f"{self.run_id}:{node.name}")  # this task's own context: current_node_key()
-        enter_job("a task the node started")  # their SystemExit stays the node's (_contain)
+        enter_user_code("a task the node started")  # their SystemExit stays the node's (_contain)
         run = self.runs[node.name]
         value = self.node_input(node)
         try:
