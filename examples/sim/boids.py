@@ -46,16 +46,7 @@ import numpy as np
 
 import ambidex as ax
 from ambidex.sim import cells
-
-
-@numba.njit(cache=True)
-def _permutation(n: int, rng: np.random.Generator) -> np.ndarray:
-    """A uniformly random order of ``0..n-1`` (Fisher-Yates), drawn from ``rng``."""
-    order = np.arange(n)
-    for i in range(n - 1, 0, -1):
-        j = int(rng.random() * (i + 1))
-        order[i], order[j] = order[j], order[i]
-    return order
+from ambidex.sim.kernels import permutation
 
 
 @numba.njit(cache=True)
@@ -73,7 +64,7 @@ def _step(
 ) -> None:
     """One step: every boid, in a random order, steers by its neighbours and moves."""
     pos, geo = state.pos, state.geometry
-    order = _permutation(len(pos), rng)
+    order = permutation(len(pos), rng)
     for a in order:
         x, y = pos[a, 0], pos[a, 1]
         k = cells.neighbors_of(state, a, vision, out)

@@ -37,18 +37,9 @@ import numba
 import numpy as np
 
 import ambidex as ax
+from ambidex.sim.kernels import permutation
 
 SUSCEPTIBLE, INFECTED, RESISTANT = 0, 1, 2
-
-
-@numba.njit(cache=True)
-def _permutation(n: int, rng: np.random.Generator) -> np.ndarray:
-    """A uniformly random order of ``0..n-1`` (Fisher-Yates), drawn from ``rng``."""
-    order = np.arange(n)
-    for i in range(n - 1, 0, -1):
-        j = int(rng.random() * (i + 1))
-        order[i], order[j] = order[j], order[i]
-    return order
 
 
 @numba.njit(cache=True)
@@ -64,7 +55,7 @@ def _step(
 ) -> None:
     """One step: every agent (the one on node ``a``) acts in a random order."""
     n = len(state)
-    order = _permutation(n, rng)
+    order = permutation(n, rng)
     for i in range(n):
         a = order[i]
         if state[a] != INFECTED:
