@@ -375,6 +375,17 @@ def test_shuffle_refuses_a_2d_array_instead_of_duplicating_rows() -> None:
     assert sorted(flat.tolist()) == list(range(10))
 
 
+def test_permutation_refuses_a_negative_length_as_numpy_does() -> None:
+    """It returned an empty order, hiding a caller's off-by-one."""
+    from ambidex.sim._kernel_rng import kernel_generator
+    from ambidex.sim.kernels import permutation
+
+    with pytest.raises(ValueError, match=r"n must not be negative"):
+        permutation(-3, kernel_generator(1))
+    assert permutation(0, kernel_generator(1)).tolist() == []
+    assert sorted(permutation(5, kernel_generator(1)).tolist()) == [0, 1, 2, 3, 4]
+
+
 # -- ContinuousSpace: extreme radii and extents --------------------------------------------
 
 

@@ -139,5 +139,12 @@ def shuffle(values: np.ndarray[Any, Any], rng: np.random.Generator) -> np.ndarra
 
 @numba.njit(cache=True)
 def permutation(n: int, rng: np.random.Generator) -> np.ndarray[Any, Any]:
-    """A uniformly random order of ``0..n-1`` (Fisher-Yates on ``arange(n)``)."""
+    """A uniformly random order of ``0..n-1`` (Fisher-Yates on ``arange(n)``).
+
+    Raises:
+        ValueError: ``n`` is negative (numpy's ``permutation`` refuses it too; an
+            empty order would hide the mistake).
+    """
+    if n < 0:
+        raise ValueError("permutation(n, rng): n must not be negative")
     return shuffle(np.arange(n), rng)
