@@ -146,7 +146,11 @@ def test_map_on_ray_keeps_its_error_semantics(ray_rt: ax.Runtime) -> None:
     stats = ray_rt.statistics().cpu_workers
     assert stats is not None
     assert stats.busy == 0  # the first error cancelled the rest
-    assert stats.killed <= 2  # those still queued in Ray were never running: nothing killed
+    # Those still queued in Ray were never running: they are cancelled, not killed. Killed
+    # are the ones on a worker: the 2 running, and at times one Ray was already handing
+    # to a worker that had just finished (seen once in a while in CI: 3). Far below the
+    # ~39 that were cancelled.
+    assert stats.killed <= 4
     assert where.map([5])[0][0] == 10  # and the backend goes on
 
 
