@@ -18,13 +18,21 @@ from typing import Any
 
 import typer
 
-__all__ = ["json_text", "print_json"]
+__all__ = ["json_text", "plain_json", "print_json"]
 
 
 def _default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):  # numpy numbers and arrays
         return obj.tolist()
     return str(obj)
+
+
+def plain_json(value: Any) -> Any:
+    """``value`` as plain JSON types (numpy values as numbers and lists; NaN stays).
+
+    Other objects JSON cannot hold are written by their ``str``.
+    """
+    return json.loads(json.dumps(value, default=_default))
 
 
 def _finite(value: Any) -> Any:
@@ -45,8 +53,7 @@ def json_text(value: Any, *, indent: int | None = 2) -> str:
     try:
         return json.dumps(value, indent=indent, default=_default, allow_nan=False)
     except ValueError:  # a NaN or an infinity somewhere (numpy's included, once listed)
-        plain = json.loads(json.dumps(value, default=_default))
-        return json.dumps(_finite(plain), indent=indent, allow_nan=False)
+        return json.dumps(_finite(plain_json(value)), indent=indent, allow_nan=False)
 
 
 def print_json(value: Any) -> None:

@@ -31,7 +31,7 @@ from rich.table import Table
 
 from ambidex.cli._conventions import AmbidexTyper
 from ambidex.cli._errors import fail, one_line, os_error_code
-from ambidex.cli._json import print_json
+from ambidex.cli._json import plain_json, print_json
 
 if TYPE_CHECKING:
     from ambidex.sim import Model, RunResult, SweepResult
@@ -177,21 +177,6 @@ def _record_path(record: Path | None, model: str, kind: str) -> Path:
     return path
 
 
-def _jsonable(value: Any) -> Any:
-    """``value`` as plain JSON types (numpy numbers and arrays included)."""
-
-    def default(obj: Any) -> Any:
-        if hasattr(obj, "tolist"):
-            return obj.tolist()
-        return str(obj)
-
-    return json.loads(json.dumps(value, default=default))
-
-
-def _print_json(value: Any) -> None:
-    print_json(_jsonable(value))
-
-
 @contextmanager
 def _errors(record: Path, model: type[Model]) -> Iterator[None]:
     """Model, record and sweep errors as one line; Ctrl-C as exit 130.
@@ -300,7 +285,7 @@ def run_command(
     name = cls.model_name()
     path = _record_path(record, name, "run")
     with _errors(path, cls), Recorder(path) as recorder, progress_bar(name) as bar:
-        recorder.set_meta(kind="run", model=name, steps=steps, seed=seed, params=_jsonable(given))
+        recorder.set_meta(kind="run", model=name, steps=steps, seed=seed, params=plain_json(given))
         result = run(
             cls,
             given,
@@ -328,7 +313,7 @@ def _finish(
         summary["record"] = str(path)
         if html is not None:
             summary["report"] = str(html)
-        _print_json(summary)
+        print_json(summary)
         return
     show(html)
 
