@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -23,3 +24,26 @@ def fresh_runtime() -> Iterator[ax.Runtime]:
     """A new default runtime per test (small pools keep tests quick), closed afterwards."""
     with ax.Runtime(io_threads=8, cpu_workers=2) as rt:
         yield rt
+
+
+@pytest.fixture
+def spans() -> Iterator[Any]:
+    """Tracing on for one test; yields the in-memory exporter its finished spans go to.
+
+    The process's global ``TracerProvider`` is set once (OpenTelemetry allows one), with
+    a ``SimpleSpanProcessor`` so spans are exported as they end; each test starts with
+    an empty exporter and ends with tracing off.
+    """
+    pytest.importorskip("opentelemetry.sdk", reason="the otel extra is not installed")
+    from tests._otel import exporter
+
+    from ambidex import _observe
+
+    memory = exporter()
+    memory.clear()
+    _observe.instrument()
+    try:
+        yield memory
+    finally:
+        _observe.uninstrument()
+        memory.clear()

@@ -32,6 +32,7 @@ if typing.TYPE_CHECKING:
     from ambidex import sim as sim
     from ambidex import testing as testing
     from ambidex._clock import Clock, current_clock, use_clock
+    from ambidex._observe import instrument, uninstrument
     from ambidex._progress import Progress, ProgressUpdate
     from ambidex.agents import Agent, AgentInputError, AgentOutputError
     from ambidex.client import AsyncClient, Client
@@ -98,6 +99,8 @@ _LAZY: dict[str, str | None] = {
     "Clock": "ambidex._clock",
     "current_clock": "ambidex._clock",
     "use_clock": "ambidex._clock",
+    "instrument": "ambidex._observe",
+    "uninstrument": "ambidex._observe",
     "Progress": "ambidex._progress",
     "ProgressUpdate": "ambidex._progress",
     "AsyncClient": "ambidex.client",
@@ -218,6 +221,7 @@ __all__ = [
     "elastic_threads",
     "evolve",
     "gather",
+    "instrument",
     "io",
     "limit",
     "limits",
@@ -228,6 +232,14 @@ __all__ = [
     "to_elastic_thread",
     "to_reserved_thread",
     "to_thread",
+    "uninstrument",
     "usable_cpus",
     "use_clock",
 ]
+
+
+# Tracing from the environment (docs/observability.md).
+if "AMBIDEX_OTEL" in __import__("os").environ:
+    from ambidex._observe import instrument_from_env as _instrument_from_env
+
+    _instrument_from_env()

@@ -1,0 +1,232 @@
+"""Everything of ambidex's tracing that needs OpenTelemetry; imported only when it is on.
+
+``ambidex._observe`` is the switch (``on``) and loads this module from
+``instrument()``. Here: the tracer, ``span()`` (a span that records the error
+of the work it wraps), W3C context in and out (``inject`` / ``extract`` /
+``attached``), the log record ids, and the default provider built from the
+standard ``OTEL_*`` variables when the application set none.
+
+Span and attribute names are listed in docs/observability.md; attributes of
+ambidex's own are under ``ambidex.*``; an LLM call follows the GenAI semantic
+conventions (``gen_ai.*``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+
+from ambidex._text import describe_exception
+
+__all__ = [
+    "SpanKind",
+    "attached",
+    "extract",
+    "fail",
+    "inject",
+    "link_to",
+    "provider",
+    "setup",
+    "span",
+    "teardown",
+    "tracer",
+]
+
+_tracer: trace.Tracer = trace.NoOpTracer()
+_provider: Any = None
+_old_factory: Any = None
+
+
+def tracer() -> trace.Tracer:
+    """The tracer of ambidex's spans (instrumentation scope ``ambidex``)."""
+    return _tracer
+
+
+def provider() -> Any:
+    """The ``TracerProvider`` ambidex's spans go to (None before ``setup``)."""
+    return _provider
+
+
+def setup(*, tracer_provider: Any = None, meter_provider: Any = None) -> None:
+    """Point ambidex's tracer at ``tracer_provider`` (default: the global one, built if unset)."""
+    global _tracer, _provider, _old_factory
+    from ambidex import __version__
+
+    chosen = tracer_provider or _global_or_default_provider()
+    _provider = chosen
+    _tracer = chosen.get_tracer("ambidex", __version__)
+    if _old_factory is None:
+        _old_factory = logging.getLogRecordFactory()
+        logging.setLogRecordFactory(_record_with_ids(_old_factory))
+    del meter_provider  # the runtime's metrics: not yet
+
+
+def teardown() -> None:
+    """Stop adding ids to log records; ambidex's spans go nowhere until ``setup`` again."""
+    global _tracer, _old_factory
+    _tracer = trace.NoOpTracer()
+    if _old_factory is not None:
+        logging.setLogRecordFactory(_old_factory)
+        _old_factory = None
+
+
+def _global_or_default_provider() -> Any:
+    current = trace.get_tracer_provider()
+    if not isinstance(current, trace.ProxyTracerProvider):
+        return current  # the application (or opentelemetry-instrument) set one
+    built = _provider_from_env()
+    trace.set_tracer_provider(built)
+    return trace.get_tracer_provider()
+
+
+def _provider_from_env() -> Any:
+    """An SDK provider exporting where ``OTEL_TRACES_EXPORTER`` says (otlp, console, none)."""
+    from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    attributes: dict[str, Any] = {}
+    if "OTEL_SERVICE_NAME" not in os.environ and "service.name=" not in os.environ.get(
+        "OTEL_RESOURCE_ATTRIBUTES", ""
+    ):
+        attributes["service.name"] = "ambidex"
+    resource = Resource.create(attributes).merge(OTELResourceDetector().detect())
+    built = TracerProvider(resource=resource)
+    names = os.environ.get("OTEL_TRACES_EXPORTER", "otlp")
+    for name in (part.strip().lower() for part in names.split(",")):
+        if name in ("", "none"):
+            continue
+        if name == "console":
+            built.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        elif name == "otlp":
+            built.add_span_processor(BatchSpanProcessor(_otlp_exporter()))
+        else:
+            raise ValueError(
+                f"OTEL_TRACES_EXPORTER={names!r}: ambidex builds only 'otlp', 'console' and "
+                "'none'; for another exporter, set a TracerProvider before ax.instrument()"
+            )
+    return built
+
+
+def _otlp_exporter() -> Any:
+    protocol = os.environ.get(
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "")
+    )
+    if protocol.strip() == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found]
+            OTLPSpanExporter,
+        )
+
+        return OTLPSpanExporter()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HTTPSpanExporter,
+    )
+
+    return HTTPSpanExporter()
+
+
+# -- spans ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def span(
+    name: str,
+    attributes: Mapping[str, Any] | None = None,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    links: Sequence[Link] | None = None,
+    context: otel_context.Context | None = None,
+) -> Iterator[Span]:
+    """A current span around the block; an error leaving it is recorded and re-raised."""
+    with _tracer.start_as_current_span(
+        name,
+        context=context,
+        kind=kind,
+        attributes=attributes,
+        links=links,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as current:
+        try:
+            yield current
+        except BaseException as exc:
+            fail(current, exc)
+            raise
+
+
+def fail(current: Span, exc: BaseException, *, description: str | None = None) -> None:
+    """Mark ``current`` failed by ``exc``: ERROR status, ``error.type``, an exception event."""
+    if not current.is_recording():
+        return
+    import asyncio
+
+    if isinstance(exc, asyncio.CancelledError):
+        current.set_attribute("error.type", "cancelled")
+        current.set_status(Status(StatusCode.ERROR, description or "cancelled"))
+        return
+    current.set_attribute("error.type", type(exc).__qualname__)
+    current.set_status(Status(StatusCode.ERROR, description or describe_exception(exc)))
+    with contextlib.suppress(Exception):  # an exception whose str() raises
+        current.record_exception(exc)
+
+
+# -- context across hops -------------------------------------------------------------
+
+
+def inject(context: otel_context.Context | None = None) -> dict[str, str] | None:
+    """The current (or given) trace context as W3C headers; None when there is none."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=context)
+    return carrier or None
+
+
+def extract(carrier: Mapping[str, str] | None) -> otel_context.Context:
+    """The context ``inject`` wrote (an empty one for None or a malformed carrier)."""
+    if not carrier:
+        return otel_context.Context()
+    return propagate.extract(dict(carrier))
+
+
+@contextlib.contextmanager
+def attached(carrier: Mapping[str, str] | None) -> Iterator[None]:
+    """Within the block, the current context is the one ``carrier`` holds."""
+    token = otel_context.attach(extract(carrier))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+def link_to(carrier: Mapping[str, str] | None) -> list[Link]:
+    """A link to the span ``carrier`` names (none for an empty or invalid one)."""
+    remote = trace.get_current_span(extract(carrier)).get_span_context()
+    return [Link(remote)] if remote.is_valid else []
+
+
+# -- logs ----------------------------------------------------------------------------
+
+
+def current_ids() -> tuple[str, str]:
+    """Hex trace and span ids of the current span, or two empty strings."""
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return "", ""
+    return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
+
+
+def _record_with_ids(factory: Any) -> Any:
+    """A log record factory adding ``trace_id`` and ``span_id`` (empty outside a span)."""
+
+    def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record: logging.LogRecord = factory(*args, **kwargs)
+        record.trace_id, record.span_id = current_ids()
+        return record
+
+    return make
