@@ -35,8 +35,7 @@ def spans() -> Iterator[Any]:
     an empty exporter and ends with tracing off.
     """
     pytest.importorskip("opentelemetry.sdk", reason="the otel extra is not installed")
-    from tests._otel import exporter
-
+    from _otel import exporter
     from ambidex import _observe
 
     memory = exporter()

@@ -79,14 +79,15 @@ def uninstrument() -> None:
 def instrument_from_env() -> None:
     """``instrument()`` when ``AMBIDEX_OTEL`` asks for it; otherwise nothing.
 
-    A process that cannot trace (no ``opentelemetry``) warns once on stderr and
-    runs untraced: an environment variable must not stop a service from starting.
+    A process that cannot trace (no ``opentelemetry``, an exporter ambidex cannot
+    build) says why in one line on stderr and runs untraced: an environment
+    variable must not stop a service from starting.
     """
     if on or not env_wants_tracing() or os.environ.get("AMBIDEX_IN_WORKER"):
         return
     try:
         instrument()
-    except ImportError as exc:
+    except (ImportError, ValueError) as exc:
         import sys
 
         print(f"ambidex: AMBIDEX_OTEL is set but tracing is off: {exc}", file=sys.stderr)
