@@ -250,7 +250,9 @@ def test_info_json_has_what_the_table_shows() -> None:
         "cpu_workers",
         "backend",
         "event_loop",
+        "tracing",
     }
+    assert facts["tracing"]["on"] is False
 
 
 def _command_paths() -> list[list[str]]:

@@ -168,3 +168,21 @@ def test_instrument_twice_and_uninstrument_are_safe(spans: Any) -> None:
     assert not _observe.on
     assert not hasattr(logging.getLogRecordFactory()("n", 20, "p", 1, "m", (), None), "trace_id")
     ax.instrument()  # the fixture turns it off again
+
+
+def test_ambidex_info_says_whether_this_process_traces_and_where_to() -> None:
+    code = "from ambidex.cli import main; main()"
+    done = _python(
+        f"import sys; sys.argv = ['ambidex', 'info', '--json']; {code}",
+        AMBIDEX_OTEL="1",
+        OTEL_TRACES_EXPORTER="otlp",
+        OTEL_EXPORTER_OTLP_ENDPOINT="http://collector:4318",
+    )
+    assert done.returncode == 0, done.stderr
+    facts = json.loads(done.stdout)["tracing"]
+    assert facts == {
+        "on": True,
+        "installed": True,
+        "exporter": "otlp",
+        "endpoint": "http://collector:4318",
+    }

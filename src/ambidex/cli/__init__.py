@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -142,6 +142,7 @@ def info(
     except ValueError as exc:
         raise fail(str(exc)) from None
     quota = cgroup_cpu_quota()
+    tracing = _tracing()
     facts = {
         "ambidex": installed_version(),
         "usable_cpus": rt.usable_cpus,
@@ -151,6 +152,7 @@ def info(
         "cpu_workers": rt.cpu_workers,
         "backend": rt.backend,
         "event_loop": loop,
+        "tracing": tracing,
     }
     rt.close()
     if as_json:
@@ -167,7 +169,38 @@ def info(
     if loop == "asyncio" and not _has_uvloop():
         loop = "asyncio (pip install 'ambidex[fast]' for uvloop)"
     table.add_row("event loop (AMBIDEX_LOOP)", escape(loop))
+    table.add_row("tracing (AMBIDEX_OTEL)", escape(_describe_tracing(tracing)))
     console.print(table)
+
+
+def _tracing() -> dict[str, Any]:
+    """Whether this process traces, and where its spans would go (docs/observability.md)."""
+    import importlib.util
+    import os
+
+    from ambidex import _observe
+
+    exporter = os.environ.get("OTEL_TRACES_EXPORTER", "otlp")
+    endpoint = os.environ.get(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318"),
+    )
+    return {
+        "on": _observe.on,
+        "installed": importlib.util.find_spec("opentelemetry") is not None
+        and importlib.util.find_spec("opentelemetry.sdk") is not None,
+        "exporter": exporter,
+        "endpoint": endpoint if "otlp" in exporter else None,
+    }
+
+
+def _describe_tracing(facts: dict[str, Any]) -> str:
+    if not facts["installed"]:
+        return "off (pip install 'ambidex[otel]', then AMBIDEX_OTEL=1)"
+    if not facts["on"]:
+        return "off (AMBIDEX_OTEL=1 turns it on)"
+    where = f" to {facts['endpoint']}" if facts["endpoint"] else ""
+    return f"on, exporter {facts['exporter']}{where}"
 
 
 def _has_uvloop() -> bool:
