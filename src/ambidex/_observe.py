@@ -16,13 +16,16 @@ other process.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 __all__ = [
+    "add_metric_source",
     "carrier",
     "env_wants_tracing",
     "instrument",
     "instrument_from_env",
+    "metric_sources",
     "on",
     "uninstrument",
 ]
@@ -100,3 +103,24 @@ def carrier() -> dict[str, str] | None:
     from ambidex import _otel
 
     return _otel.inject()
+
+
+# -- metrics -------------------------------------------------------------------------
+
+metric_sources: list[Callable[[Any], None]] = []
+"""Functions ``_otel.setup`` calls with the ``meter_provider`` given to ``instrument()``."""
+
+
+def add_metric_source(register: Callable[[Any], None]) -> None:
+    """Have ``register(meter_provider)`` called at each ``instrument()``, and now if on.
+
+    How a package above this bottom layer (the runtime) offers OpenTelemetry
+    metrics without ``_otel`` importing it: layers point down. ``register`` gets
+    the provider ``instrument()`` was given (None: the global one's to use) and
+    must import OpenTelemetry only inside.
+    """
+    metric_sources.append(register)
+    if on:
+        from ambidex import _otel
+
+        register(_otel.meter_provider())

@@ -65,7 +65,7 @@ def setup(*, tracer_provider: Any = None, meter_provider: Any = None) -> None:
     if _old_factory is None:
         _old_factory = logging.getLogRecordFactory()
         logging.setLogRecordFactory(_record_with_ids(_old_factory))
-    del meter_provider  # the runtime's metrics: not yet
+    _offer_metrics(meter_provider)
 
 
 def teardown() -> None:
@@ -230,3 +230,23 @@ def _record_with_ids(factory: Any) -> Any:
         return record
 
     return make
+
+
+# -- metrics -------------------------------------------------------------------------
+
+_meter_provider: Any = None
+
+
+def meter_provider() -> Any:
+    """The ``MeterProvider`` given to ``instrument()`` (None: the global one is used)."""
+    return _meter_provider
+
+
+def _offer_metrics(chosen: Any) -> None:
+    """Give ``chosen`` (None: the global provider) the metrics of every registered source."""
+    global _meter_provider
+    from ambidex import _observe
+
+    _meter_provider = chosen
+    for register in list(_observe.metric_sources):
+        register(chosen)

@@ -4,6 +4,10 @@
 of every command; ``serve`` and ``worker`` also take ``--log-level`` after
 their name. The default is ``warning``, and ``info`` for ``serve`` and
 ``worker``, whose start-up and failing jobs are worth a line each.
+
+With tracing on (``AMBIDEX_OTEL=1``), a line logged while a span is current
+ends with `` trace_id=<32 hex> span_id=<16 hex>``, the ids to look the trace up
+by in the tracing backend; other lines are unchanged.
 """
 
 from __future__ import annotations
@@ -18,12 +22,31 @@ __all__ = [
     "LOG_FORMAT",
     "LogLevel",
     "LogLevelOption",
+    "TraceIdFormatter",
     "choose_level",
     "chosen_level",
     "setup_logging",
 ]
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class TraceIdFormatter(logging.Formatter):
+    """A formatter adding `` trace_id=... span_id=...`` to lines logged inside a span.
+
+    The ids are the ``trace_id`` and ``span_id`` attributes ``ax.instrument()``
+    puts on every log record (empty outside a span); with tracing off, or outside
+    a span, a line is exactly what the format alone makes. They end the line's
+    first part, before an exception's traceback.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        """The format applied to ``record``, then the ids of its span if it has one."""
+        line = super().formatMessage(record)
+        trace_id = getattr(record, "trace_id", "")
+        if not trace_id:
+            return line
+        return f"{line} trace_id={trace_id} span_id={getattr(record, 'span_id', '')}"
 
 
 class LogLevel(enum.StrEnum):
@@ -61,7 +84,7 @@ def chosen_level() -> LogLevel | None:
 
 
 def setup_logging(level: LogLevel, replace: bool = False) -> None:
-    """Log at ``level`` and above to stderr, in ``LOG_FORMAT``, from every logger.
+    """Log at ``level`` and above to stderr, in ``LOG_FORMAT`` (with trace ids), from every logger.
 
     Handlers the root logger has already (a test's log capture, when a command
     runs in the test's process) are kept unless ``replace``: ``serve`` and
@@ -69,5 +92,7 @@ def setup_logging(level: LogLevel, replace: bool = False) -> None:
     """
     root = logging.getLogger()
     if replace or not root.handlers:
-        logging.basicConfig(format=LOG_FORMAT, force=True)
+        handler = logging.StreamHandler()  # stderr
+        handler.setFormatter(TraceIdFormatter(LOG_FORMAT))
+        logging.basicConfig(handlers=[handler], force=True)
     root.setLevel(getattr(logging, level.value.upper()))

@@ -14,7 +14,9 @@ on a port of its own. Names:
 ``ambidex_job_retries_total``             failed attempts put back in the queue, by workload
 ``ambidex_job_queue_wait_seconds``        from due (created, delayed or retried) to started
 ``ambidex_job_run_seconds``               from started to finished, by workload and outcome
-``ambidex_runtime_*``                     the runtime's pools and limits (read when scraped)
+``ambidex_runtime_*``                     the runtime's calls, pools, limits and waits (read
+                                          when scraped: ``ambidex.runtime.RuntimeCollector``,
+                                          names in docs/observability.md)
 ========================================  =======================================================
 
 Why not prometheus_client's ``Counter`` and ``Histogram`` objects on the hot
@@ -40,6 +42,8 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+
+from ambidex.runtime import RuntimeCollector
 
 __all__ = ["JobMetrics"]
 
@@ -86,7 +90,7 @@ class JobMetrics:
         self.queue_wait = _Histogram(_WAIT_BUCKETS)
         self.run_time = _Histogram(_RUN_BUCKETS)
         self.registry.register(_JobCollector(self))
-        self.registry.register(_RuntimeCollector())
+        self.registry.register(RuntimeCollector())
 
     def record_start(self, workload: str, queue_wait_s: float, running: int) -> None:
         """A job of ``workload`` started, ``queue_wait_s`` after it was due."""
@@ -151,43 +155,3 @@ class _JobCollector(Collector):
             "Time an attempt ran in this process, by outcome.",
             ["workload", "status"],
         )
-
-
-class _RuntimeCollector(Collector):
-    """The current runtime's pools and limits, read at each scrape."""
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        from ambidex.runtime import current_runtime
-
-        stats = current_runtime().statistics()
-
-        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
-            return GaugeMetricFamily(f"ambidex_runtime_{name}", doc, value=value)
-
-        io = stats.io_threads
-        yield gauge("io_threads", "I/O threads alive.", io.threads)
-        yield gauge("io_threads_busy", "I/O threads running a call.", io.busy)
-        yield gauge("io_calls_queued", "Blocking calls waiting for an I/O thread.", io.queued)
-        yield gauge("io_calls_abandoned", "Running calls whose caller gave up.", io.abandoned)
-        cpu = stats.cpu_workers
-        yield gauge("cpu_workers", "cpu worker processes alive.", cpu.workers if cpu else 0)
-        yield gauge("cpu_workers_busy", "cpu workers running a task.", cpu.busy if cpu else 0)
-        yield gauge(
-            "cpu_workers_crashed", "cpu tasks that killed their worker.", cpu.crashed if cpu else 0
-        )
-        families: dict[str, GaugeMetricFamily] = {}
-        for name, doc in (
-            ("in_use", "Holders of each named limit."),
-            ("waiting", "Callers waiting for each named limit."),
-            ("capacity", "Capacity of each named limit."),
-        ):
-            families[name] = GaugeMetricFamily(
-                f"ambidex_runtime_limit_{name}", doc, labels=["limit"]
-            )
-        for name, limit in stats.limits.items():
-            families["in_use"].add_metric([name], limit.in_use)
-            families["waiting"].add_metric([name], limit.waiting)
-            families["capacity"].add_metric([name], limit.capacity)
-        for name, rate in stats.rate_limits.items():
-            families["waiting"].add_metric([name], rate.waiting)
-        yield from families.values()

@@ -2,6 +2,7 @@
 
 import sys
 import types
+import typing
 import warnings
 
 from ambidex._backoff import Backoff
@@ -18,6 +19,9 @@ from ambidex.runtime._task import Kind as TaskKind
 from ambidex.runtime._task import TaskFunction, TaskOptions, blocking, cpu, io
 from ambidex.runtime._threads import elastic_threads
 
+if typing.TYPE_CHECKING:
+    from ambidex.runtime._metrics import RuntimeCollector
+
 __all__ = [
     "Backoff",
     "CapacityLimit",
@@ -26,6 +30,7 @@ __all__ = [
     "Rate",
     "RateLimit",
     "Runtime",
+    "RuntimeCollector",
     "RuntimeStatistics",
     "Shared",
     "TaskFunction",
@@ -47,6 +52,16 @@ __all__ = [
     "usable_cpus",
     "use_clock",
 ]
+
+
+def __getattr__(name: str) -> typing.Any:
+    """``RuntimeCollector``, imported on first use (prometheus_client takes ~0.1 s to import)."""
+    if name == "RuntimeCollector":
+        from ambidex.runtime._metrics import RuntimeCollector
+
+        return RuntimeCollector
+    raise AttributeError(f"module 'ambidex.runtime' has no attribute {name!r}")
+
 
 _RUNTIME_DEPRECATED = "ax.runtime() is deprecated; use ax.current_runtime()"
 

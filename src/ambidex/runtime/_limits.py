@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from types import TracebackType
 
 from ambidex._clock import Clock, current_clock
+from ambidex.runtime._histogram import WaitHistogram
 from ambidex.runtime._waits import acquire_interruptibly
 
 __all__ = ["CapacityLimit", "LimitStatistics", "Rate", "RateLimit", "RateLimitStatistics"]
@@ -48,6 +50,10 @@ class LimitStatistics:
     capacity: int
     in_use: int
     waiting: int
+    waits: int = 0
+    """Acquisitions that found the limit full and waited (since the limit was declared)."""
+    wait_s: float = 0.0
+    """Their time waiting for a slot, in seconds."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,10 @@ class RateLimitStatistics:
     burst: int
     waiting: int
     """Callers sleeping for a token now."""
+    waits: int = 0
+    """Acquisitions that found no token and slept for one (since the limit was declared)."""
+    wait_s: float = 0.0
+    """Their time sleeping, in seconds (on the limit's clock: a test's fake clock, virtual ones)."""
 
 
 _AsyncWaiter = tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]
@@ -87,6 +97,7 @@ class CapacityLimit:
         # One first-come-first-served line: an async waiter is (loop, future),
         # a sync waiter is a locked threading.Lock that release() unlocks.
         self._waiters: deque[_AsyncWaiter | threading.Lock] = deque()
+        self.waits = WaitHistogram()  # written under self._lock, by callers that waited
 
     @property
     def capacity(self) -> int:
@@ -118,8 +129,10 @@ class CapacityLimit:
             fut: asyncio.Future[None] = loop.create_future()
             waiter = (loop, fut)
             self._waiters.append(waiter)
+        started = time.perf_counter()
         try:
             await fut
+            self._waited(started)
         except asyncio.CancelledError:
             picked = self._leave_line(waiter)
             # If the hand-over arrived before the cancellation, give the slot
@@ -137,12 +150,18 @@ class CapacityLimit:
             gate = threading.Lock()
             gate.acquire()
             self._waiters.append(gate)
+        started = time.perf_counter()
         try:
             acquire_interruptibly(gate)  # release() unlocks it, handing us the slot
+            self._waited(started)
         except BaseException:  # Ctrl-C: give up the place in line, or the slot
             if self._leave_line(gate):
                 self.release()
             raise
+
+    def _waited(self, started: float) -> None:
+        with self._lock:
+            self.waits.observe(time.perf_counter() - started)
 
     def _leave_line(self, waiter: _AsyncWaiter | threading.Lock) -> bool:
         """Take ``waiter`` out of the line; True if release() had already handed it the slot."""
@@ -180,7 +199,11 @@ class CapacityLimit:
         """A snapshot: capacity, slots in use, waiters."""
         with self._lock:
             return LimitStatistics(
-                capacity=self._capacity, in_use=self._in_use, waiting=len(self._waiters)
+                capacity=self._capacity,
+                in_use=self._in_use,
+                waiting=len(self._waiters),
+                waits=self.waits.count,
+                wait_s=self.waits.total_s,
             )
 
     async def __aenter__(self) -> None:
@@ -225,6 +248,7 @@ class RateLimit:
         self._clock = current_clock()
         self._updated = self._clock.monotonic()
         self._waiting = 0
+        self.waits = WaitHistogram()  # written under self._lock, by callers that slept
 
     def _reserve(self, clock: Clock) -> float | None:
         """Take a token (possibly from the future); return when it may be used, None for now."""
@@ -245,9 +269,12 @@ class RateLimit:
                 return None
             return now - self._tokens / rate.per_second
 
-    def _count_waiting(self, delta: int) -> None:
+    def _count_waiting(self, delta: int, waited_s: float | None = None) -> None:
+        """Count a sleeper in (+1) or out (-1), with its wait when it slept to the end."""
         with self._lock:
             self._waiting += delta
+            if waited_s is not None:
+                self.waits.observe(waited_s)
 
     async def acquire(self) -> None:
         """Wait until this call may start."""
@@ -255,12 +282,14 @@ class RateLimit:
         ready_at = self._reserve(clock)
         if ready_at is not None:
             self._count_waiting(+1)
+            started, waited_s = clock.monotonic(), None
             try:
                 # Until the reserved moment, not for a length measured at the
                 # reservation: other callers' sleeps may have moved a fake clock.
-                await clock.asleep(ready_at - clock.monotonic())
+                await clock.asleep(ready_at - started)
+                waited_s = clock.monotonic() - started
             finally:
-                self._count_waiting(-1)
+                self._count_waiting(-1, waited_s)
 
     def acquire_sync(self) -> None:
         """Block this thread until this call may start."""
@@ -268,10 +297,12 @@ class RateLimit:
         ready_at = self._reserve(clock)
         if ready_at is not None:
             self._count_waiting(+1)
+            started, waited_s = clock.monotonic(), None
             try:
-                clock.sleep(ready_at - clock.monotonic())
+                clock.sleep(ready_at - started)
+                waited_s = clock.monotonic() - started
             finally:
-                self._count_waiting(-1)
+                self._count_waiting(-1, waited_s)
 
     def release(self) -> None:
         """Nothing to give back: a rate token is spent when taken."""
@@ -279,7 +310,11 @@ class RateLimit:
     def statistics(self) -> RateLimitStatistics:
         """A snapshot: the rate and callers sleeping for a token."""
         return RateLimitStatistics(
-            per_second=self.rate.per_second, burst=self.rate.burst, waiting=self._waiting
+            per_second=self.rate.per_second,
+            burst=self.rate.burst,
+            waiting=self._waiting,
+            waits=self.waits.count,
+            wait_s=self.waits.total_s,
         )
 
     async def __aenter__(self) -> None:

@@ -6,6 +6,7 @@ import itertools
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ambidex import _observe
 from ambidex.runtime._backends import CpuStatistics
 from ambidex.runtime._limits import LimitStatistics, RateLimitStatistics
 from ambidex.runtime._threads import ThreadPoolStatistics
@@ -98,3 +99,13 @@ class CallCounters:
                 retries=_value(counts["retries"]),
             )
         return out
+
+
+def _offer_otel_metrics(meter_provider: Any) -> None:
+    """The runtime's OpenTelemetry metrics, on ``instrument()`` (see ``runtime._metrics``)."""
+    from ambidex.runtime._metrics import register_otel_metrics
+
+    register_otel_metrics(meter_provider)
+
+
+_observe.add_metric_source(_offer_otel_metrics)

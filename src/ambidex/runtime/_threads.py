@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ambidex._futures import settle
+from ambidex.runtime._histogram import WaitHistogram
 
 __all__ = [
     "ELASTIC_GROW_S",
@@ -77,10 +78,14 @@ class ThreadPoolStatistics:
     """Threads alive now beyond ``max_threads``, started for elastic calls."""
     peak_threads: int
     """The most threads alive at once since the pool started (reserved ones included)."""
+    queue_waits: int = 0
+    """Calls that found no idle thread and waited in the queue for one (since the pool started)."""
+    queue_wait_s: float = 0.0
+    """Their time in the queue, in seconds, from submission to a thread taking the call."""
 
 
 class _Item:
-    __slots__ = ("abandoned", "args", "ctx", "fn", "fut", "kwargs", "loop", "running")
+    __slots__ = ("abandoned", "args", "ctx", "fn", "fut", "kwargs", "loop", "queued_at", "running")
 
     def __init__(
         self,
@@ -98,6 +103,7 @@ class _Item:
         self.fut = fut
         self.abandoned = False
         self.running = False
+        self.queued_at = 0.0  # perf_counter() when it queued behind busy threads, else 0.0
 
 
 _STOP = object()
@@ -185,6 +191,7 @@ class IOThreadPool:
         self._done_mark = 0  # ... as of the pending _grow's arming
         self._armed = 0.0  # monotonic time a _grow was scheduled, 0.0 if none is pending
         self._closed = False
+        self.queue_waits = WaitHistogram()  # written under self._lock
 
     async def run(
         self,
@@ -226,6 +233,8 @@ class IOThreadPool:
             if lane.idle <= 0 and len(lane.threads) < lane.max_threads:
                 self._start(lane)
             lane.idle -= 1  # an idle thread (or the one just started) will pick this item up
+            if lane.idle < 0:  # ... or none will: it waits for a busy thread
+                item.queued_at = time.perf_counter()
         lane.queue.put(item)
 
     def _submit_elastic(self, item: _Item) -> None:
@@ -256,6 +265,8 @@ class IOThreadPool:
                         self._done_mark = self._done
                         arm = True
             lane.idle -= 1
+            if lane.idle < 0:
+                item.queued_at = time.perf_counter()
         lane.queue.put(item)
         if arm:
             item.loop.call_later(ELASTIC_GROW_S, self._grow)
@@ -298,6 +309,22 @@ class IOThreadPool:
             if item.running:
                 self._abandoned += 1
 
+    def _next_or_retire(self, lane: _Lane, idle_s: float) -> Any:
+        """The next call for a thread of a lane whose threads retire after ``idle_s``.
+
+        ``_STOP`` once the thread has waited that long with no call on its way to it
+        (it has left the lane then).
+        """
+        while True:
+            try:
+                return lane.queue.get(timeout=idle_s)
+            except queue.Empty:
+                with self._lock:
+                    if lane.idle > 0:  # no call is on its way to this thread: exit
+                        lane.idle -= 1
+                        lane.threads.remove(threading.current_thread())
+                        return _STOP
+
     def _work(self, lane: _Lane) -> None:
         get = lane.queue.get
         lock = self._lock
@@ -307,23 +334,14 @@ class IOThreadPool:
         helps = self._elastic if lane is self._general else None
         source = get
         while True:
-            if idle_s is None:
-                item = source()
-            else:
-                try:
-                    item = get(timeout=idle_s)
-                except queue.Empty:
-                    with lock:
-                        if lane.idle > 0:  # no call is on its way to this thread: exit
-                            lane.idle -= 1
-                            lane.threads.remove(threading.current_thread())
-                            return
-                    continue
+            item = source() if idle_s is None else self._next_or_retire(lane, idle_s)
             source = get
             if item is _STOP:
                 return
             with lock:
                 self._queued -= 1
+                if item.queued_at:
+                    self.queue_waits.observe(time.perf_counter() - item.queued_at)
                 if item.abandoned:
                     lane.idle += 1
                     if helps is not None and lane.idle > 0 and helps.idle < 0:
@@ -368,6 +386,8 @@ class IOThreadPool:
                 elastic_cap=self.elastic_cap,
                 elastic_threads=sum(t.is_alive() for t in elastic),
                 peak_threads=self._peak,
+                queue_waits=self.queue_waits.count,
+                queue_wait_s=self.queue_waits.total_s,
             )
 
     def close(self, timeout_s: float = 10.0) -> list[threading.Thread]:

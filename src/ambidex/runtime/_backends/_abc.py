@@ -55,6 +55,11 @@ class CpuStatistics:
     """Values shared with ``Runtime.put`` and not yet released."""
     shared_bytes: int = 0
     """Their size in bytes (as stored: pickled, for values that are not arrays)."""
+    queue_waits: int = 0
+    """Calls that found every worker busy and waited for one (the local backend; Ray
+    queues calls itself: 0 there)."""
+    queue_wait_s: float = 0.0
+    """Their time waiting for a worker, in seconds."""
 
 
 class Shared(ABC, Generic[T]):

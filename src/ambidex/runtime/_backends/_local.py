@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from typing import Any
 
 import cloudpickle
@@ -35,6 +36,7 @@ from ambidex.exceptions import (
 )
 from ambidex.runtime._backends._abc import BackendFeatures, CpuStatistics, Shared
 from ambidex.runtime._backends._shm import ShmStore
+from ambidex.runtime._histogram import WaitHistogram
 
 __all__ = ["Backend", "ProcessPoolStatistics", "decode_reply", "describe_exit"]
 
@@ -122,6 +124,7 @@ class Backend:
         self._killed = 0
         self._started = 0
         self._closed = False
+        self.queue_waits = WaitHistogram()  # calls that waited for a free worker (the loop writes)
 
     async def _spawn(self) -> _Worker:
         parent_sock, child_sock = socket.socketpair()
@@ -185,7 +188,10 @@ class Backend:
         """
         if self._closed:
             raise RuntimeError("the cpu process pool is closed")
+        queued_at = time.perf_counter() if self._slots.locked() else 0.0  # every worker busy
         async with self._slots:
+            if queued_at:
+                self.queue_waits.observe(time.perf_counter() - queued_at)
             worker = self._idle.pop() if self._idle else await self._spawn()
             self._busy += 1
             try:
@@ -252,6 +258,8 @@ class Backend:
             started=self._started,
             shared=shared,
             shared_bytes=shared_bytes,
+            queue_waits=self.queue_waits.count,
+            queue_wait_s=self.queue_waits.total_s,
         )
 
     async def aclose(self) -> None:
