@@ -57,8 +57,12 @@ def provider() -> Any:
 def setup(*, tracer_provider: Any = None, meter_provider: Any = None) -> None:
     """Point ambidex's tracer at ``tracer_provider`` (default: the global one, built if unset)."""
     global _tracer, _provider, _old_factory
-    from ambidex import __version__
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        __version__ = version("ambidex")
+    except PackageNotFoundError:  # a source tree on sys.path, not installed
+        __version__ = "unknown"
     chosen = tracer_provider or _global_or_default_provider()
     _provider = chosen
     _tracer = chosen.get_tracer("ambidex", __version__)

@@ -246,29 +246,99 @@ def _otel_readings() -> dict[str, list[Reading]]:
     return out
 
 
-# name (after ``ambidex.runtime.``), instrument, unit, description
+# name, instrument, unit, description (the names written out: docs/observability.md lists them)
 _INSTRUMENTS = (
-    ("calls", "counter", "{call}", "Calls finished, by kind and outcome."),
-    ("calls.in_flight", "gauge", "{call}", "Calls started and not finished, by kind."),
-    ("retries", "counter", "{attempt}", "Attempts repeated after a failure, by kind."),
-    ("timeouts", "counter", "{attempt}", "Attempts that ran past timeout_s, by kind."),
-    ("io.threads", "gauge", "{thread}", "I/O threads alive."),
-    ("io.threads.busy", "gauge", "{thread}", "I/O threads running a call."),
-    ("io.calls.queued", "gauge", "{call}", "Blocking calls waiting for an I/O thread."),
-    ("io.calls.abandoned", "gauge", "{call}", "Running calls whose caller gave up."),
-    ("cpu.workers", "gauge", "{process}", "cpu worker processes alive."),
-    ("cpu.workers.busy", "gauge", "{process}", "cpu workers running a call."),
-    ("cpu.worker.crashes", "counter", "{call}", "cpu calls that ended their worker process."),
-    ("cpu.worker.kills", "counter", "{process}", "cpu workers killed on a timeout or cancel."),
-    ("io.queue.wait", "counter", "s", "Total time blocking calls waited for an I/O thread."),
-    ("io.queue.waits", "counter", "{wait}", "Blocking calls that waited for an I/O thread."),
-    ("cpu.queue.wait", "counter", "s", "Total time cpu calls waited for a free worker."),
-    ("cpu.queue.waits", "counter", "{wait}", "cpu calls that waited for a free worker."),
-    ("limit.wait", "counter", "s", "Total time callers waited for each named limit."),
-    ("limit.waits", "counter", "{wait}", "Acquisitions of each named limit that waited."),
-    ("limit.in_use", "gauge", "{holder}", "Holders of each capacity limit."),
-    ("limit.waiting", "gauge", "{caller}", "Callers waiting for each named limit now."),
-    ("limit.capacity", "gauge", "{holder}", "Capacity of each capacity limit."),
+    ("ambidex.runtime.calls", "counter", "{call}", "Calls finished, by kind and outcome."),
+    (
+        "ambidex.runtime.calls.in_flight",
+        "gauge",
+        "{call}",
+        "Calls started and not finished, by kind.",
+    ),
+    (
+        "ambidex.runtime.retries",
+        "counter",
+        "{attempt}",
+        "Attempts repeated after a failure, by kind.",
+    ),
+    (
+        "ambidex.runtime.timeouts",
+        "counter",
+        "{attempt}",
+        "Attempts that ran past timeout_s, by kind.",
+    ),
+    ("ambidex.runtime.io.threads", "gauge", "{thread}", "I/O threads alive."),
+    ("ambidex.runtime.io.threads.busy", "gauge", "{thread}", "I/O threads running a call."),
+    (
+        "ambidex.runtime.io.calls.queued",
+        "gauge",
+        "{call}",
+        "Blocking calls waiting for an I/O thread.",
+    ),
+    (
+        "ambidex.runtime.io.calls.abandoned",
+        "gauge",
+        "{call}",
+        "Running calls whose caller gave up.",
+    ),
+    ("ambidex.runtime.cpu.workers", "gauge", "{process}", "cpu worker processes alive."),
+    ("ambidex.runtime.cpu.workers.busy", "gauge", "{process}", "cpu workers running a call."),
+    (
+        "ambidex.runtime.cpu.worker.crashes",
+        "counter",
+        "{call}",
+        "cpu calls that ended their worker process.",
+    ),
+    (
+        "ambidex.runtime.cpu.worker.kills",
+        "counter",
+        "{process}",
+        "cpu workers killed on a timeout or cancel.",
+    ),
+    (
+        "ambidex.runtime.io.queue.wait",
+        "counter",
+        "s",
+        "Total time blocking calls waited for an I/O thread.",
+    ),
+    (
+        "ambidex.runtime.io.queue.waits",
+        "counter",
+        "{wait}",
+        "Blocking calls that waited for an I/O thread.",
+    ),
+    (
+        "ambidex.runtime.cpu.queue.wait",
+        "counter",
+        "s",
+        "Total time cpu calls waited for a free worker.",
+    ),
+    (
+        "ambidex.runtime.cpu.queue.waits",
+        "counter",
+        "{wait}",
+        "cpu calls that waited for a free worker.",
+    ),
+    (
+        "ambidex.runtime.limit.wait",
+        "counter",
+        "s",
+        "Total time callers waited for each named limit.",
+    ),
+    (
+        "ambidex.runtime.limit.waits",
+        "counter",
+        "{wait}",
+        "Acquisitions of each named limit that waited.",
+    ),
+    ("ambidex.runtime.limit.in_use", "gauge", "{holder}", "Holders of each capacity limit."),
+    (
+        "ambidex.runtime.limit.waiting",
+        "gauge",
+        "{caller}",
+        "Callers waiting for each named limit now.",
+    ),
+    ("ambidex.runtime.limit.capacity", "gauge", "{holder}", "Capacity of each capacity limit."),
 )
 
 
@@ -299,8 +369,9 @@ def register_otel_metrics(meter_provider: Any = None) -> None:
 
         return callback
 
-    for key, kind, unit, description in _INSTRUMENTS:
+    for name, kind, unit, description in _INSTRUMENTS:
         create = (
             meter.create_observable_counter if kind == "counter" else meter.create_observable_gauge
         )
-        create(f"ambidex.runtime.{key}", [observe(key)], unit=unit, description=description)
+        key = name.removeprefix("ambidex.runtime.")
+        create(name, [observe(key)], unit=unit, description=description)
