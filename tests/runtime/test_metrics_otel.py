@@ -51,7 +51,7 @@ def points(reader: InMemoryMetricReader) -> dict[str, list[tuple[dict[str, Any],
 @pytest.fixture
 def reader() -> Iterator[InMemoryMetricReader]:
     """Tracing on (spans to the tests' in-memory exporter) with a meter provider of its own."""
-    from tests._otel import exporter
+    from _otel import exporter
 
     exporter()  # the global tracer provider: in memory, never the OTLP default
     memory = InMemoryMetricReader()
