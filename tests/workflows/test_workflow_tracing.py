@@ -196,6 +196,39 @@ async def test_a_failed_run_cancels_the_rest_and_says_so(spans: Any) -> None:
     assert after.attributes["ambidex.node.attempts"] == 0
 
 
+async def test_a_node_failing_before_its_code_runs_has_one_span_saying_so(spans: Any) -> None:
+    wf = ax.Workflow("early")
+    wf.node("bad_when", fine, when=lambda outputs: 1 / 0, on_failure="continue")
+    wf.node("bad_input", fine, input=lambda outputs: 1 / 0, on_failure="continue")
+    await wf.arun()
+    got = spans.get_finished_spans()
+    bad_when = one(got, "ambidex.node bad_when")  # (one: a single span per node)
+    assert bad_when.attributes["ambidex.node.reason"] == "its condition raised"
+    bad_input = one(got, "ambidex.node bad_input")
+    for s in (bad_when, bad_input):
+        assert s.status.status_code.name == "ERROR"
+        assert s.attributes["error.type"] == "ZeroDivisionError"
+        assert s.attributes["ambidex.node.status"] == "failed"
+        assert s.attributes["ambidex.node.attempts"] == 0
+
+
+async def test_an_agent_node_invokes_its_agent_in_a_genai_span(spans: Any) -> None:
+    import wf_agents
+
+    wf = ax.Workflow("agents", inputs={"litres": float})
+    wf.node("fuel", wf_agents.FuelAgent, input={"litres": wf.inputs.litres})
+    result = await wf.arun({"litres": 2.0})
+    assert result["fuel"].kg_co2 == 5.0
+    got = spans.get_finished_spans()
+    node = one(got, "ambidex.node fuel")
+    assert node.attributes["ambidex.node.mode"] == "agent"
+    invoke = one(got, "invoke_agent FuelAgent")
+    assert parent_of(invoke, got) is node, tree(got)
+    assert invoke.attributes["gen_ai.operation.name"] == "invoke_agent"
+    assert invoke.attributes["gen_ai.agent.name"] == "FuelAgent"
+    assert invoke.attributes["ambidex.kind"] == "io"
+
+
 # -- each node's code runs in its own span, however the scheduler ran it ---------------
 
 

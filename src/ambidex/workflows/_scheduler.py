@@ -462,6 +462,8 @@ class _WorkflowExecution:
             try:
                 go = self.condition(node)
             except Exception as exc:
+                if self.trace is not None:
+                    self.trace_unrun(name, "failed", "its condition raised", exc)
                 self.fail(name, exc, attempts=0)
                 return
             if not go:
@@ -579,8 +581,6 @@ class _WorkflowExecution:
         run.status = NodeStatus.FAILED
         run.error = exc
         run.attempts = attempts
-        if attempts == 0 and self.trace is not None:  # failed before it began (its input)
-            self.trace_unrun(name, "failed", describe_exception(exc), exc)
         run.finished_s = self.elapsed() if at is None else at
         # The first failure ends the run; later ones (as nodes are cancelled) are its echo,
         # and so are failures after the run stopped for another reason.
@@ -641,6 +641,8 @@ class _WorkflowExecution:
                 run.status = NodeStatus.CANCELLED
                 run.finished_s = self.elapsed()
                 run.reason = run.reason or "the run was stopped"
+                if self.trace is not None and run.attempts == 0:  # its task never began
+                    self.trace_unrun(name, "cancelled", run.reason)
                 self.emit(EventKind.CANCELLED, name, reason=run.reason)
             else:
                 self.cancelled_from_inside(name, task)
@@ -941,6 +943,8 @@ class _WorkflowExecution:
                 value = self.node_input(node)
                 args, kwargs = self.arguments(node, value)
             except Exception as exc:
+                if self.trace is not None:
+                    self.trace_unrun(name, "failed", "its input could not be made", exc)
                 self.fail(name, exc, attempts=0)
                 continue
             items.append((name, node.target, args, kwargs))
@@ -964,12 +968,16 @@ class _WorkflowExecution:
             for name, _, _, _ in job.items[len(job.records) :]:
                 # After a call that was not short: the rest go the ordinary way, in parallel.
                 if error is not None:
+                    if self.trace is not None:
+                        self.trace_unrun(name, "failed", "its thread job failed", error)
                     self.fail(name, error, attempts=0)
                 elif self.stopping:
                     run = self.runs[name]
                     run.status = NodeStatus.CANCELLED
                     run.finished_s = self.elapsed()
                     run.reason = run.reason or "the run was stopped"
+                    if self.trace is not None:
+                        self.trace_unrun(name, "cancelled", run.reason)
                     self.emit(EventKind.CANCELLED, name, reason=run.reason)
                 else:
                     self.start_task(name)
@@ -1051,6 +1059,8 @@ class _WorkflowExecution:
             run.status = NodeStatus.CANCELLED
             run.finished_s = self.elapsed()
             run.reason = reason
+            if self.trace is not None:
+                self.trace_unrun(name, "cancelled", reason)
             self.emit(EventKind.CANCELLED, name, reason=reason)
 
     def detach_fused(self, names: list[str]) -> None:
