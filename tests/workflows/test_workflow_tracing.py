@@ -191,9 +191,25 @@ async def test_a_failed_run_cancels_the_rest_and_says_so(spans: Any) -> None:
     slow_span = one(got, "ambidex.node slow")
     assert slow_span.attributes["ambidex.node.status"] == "cancelled"
     assert slow_span.attributes["error.type"] == "cancelled"
-    after = one(got, "ambidex.node after")
-    assert after.attributes["ambidex.node.status"] == "cancelled"
-    assert after.attributes["ambidex.node.attempts"] == 0
+    # "after" never became ready: no span of its own, counted on the run's
+    assert by_name(got, "ambidex.node after") == []
+    assert run.attributes["ambidex.workflow.nodes_cancelled"] == 2
+
+
+async def test_a_node_queued_for_a_slot_when_the_run_fails_has_a_cancelled_span(
+    spans: Any,
+) -> None:
+    wf = ax.Workflow("queued")
+    wf.node("broken", broken)
+    wf.node("waiting", fine, input=1)
+    with pytest.raises(ax.WorkflowError):
+        await wf.arun(max_parallel=1)
+    got = spans.get_finished_spans()
+    waiting = one(got, "ambidex.node waiting")
+    assert waiting.attributes["ambidex.node.status"] == "cancelled"
+    assert waiting.attributes["ambidex.node.attempts"] == 0
+    assert waiting.attributes["error.type"] == "cancelled"
+    assert parent_of(waiting, got) is one(got, "ambidex.workflow queued")
 
 
 async def test_a_node_failing_before_its_code_runs_has_one_span_saying_so(spans: Any) -> None:

@@ -613,10 +613,11 @@ class _WorkflowExecution:
             task.cancel()
         for name, run in self.runs.items():
             if run.status in (NodeStatus.PENDING, NodeStatus.QUEUED):
+                if self.trace is not None and run.status is NodeStatus.QUEUED:
+                    # (ready, waiting for a slot; a pending one counts on the run's span only)
+                    self.trace_unrun(name, "cancelled", reason)
                 run.status = NodeStatus.CANCELLED
                 run.reason = reason
-                if self.trace is not None:
-                    self.trace_unrun(name, "cancelled", reason)
                 self.emit(EventKind.CANCELLED, name, reason=reason)
         self.queued.clear()
         if not self.running and not self.done.done():
