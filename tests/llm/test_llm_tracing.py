@@ -98,3 +98,22 @@ async def test_batch_makes_one_span_per_request_under_the_caller(
     chats = [s for s in spans.get_finished_spans() if s.name == "chat mock-llm"]
     assert len(chats) == 3
     assert {s.parent.span_id for s in chats if s.parent} == {caller.get_span_context().span_id}
+
+
+async def test_a_streams_retries_are_events_on_its_own_span(
+    server: MockLLMServer, spans: Any
+) -> None:
+    from ambidex import _otel
+
+    server.fail_next(1, status=502)
+    async with AsyncLLM("mock-llm", base_url=server.url, backoff_s=0.01) as llm:
+        with _otel.span("caller") as caller:
+            text = "".join([p async for p in llm.stream("again")])
+    assert text
+    (s,) = _chats(spans)
+    assert s.parent is not None
+    assert s.parent.span_id == caller.get_span_context().span_id
+    assert [e.name for e in s.events] == ["ambidex.llm.retry", "gen_ai.first_token"]
+    assert s.events[0].attributes["http.response.status_code"] == 502
+    assert s.attributes["ambidex.llm.retries"] == 1
+    assert not [e for e in one(spans.get_finished_spans(), "caller").events]
