@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Generic, TypeVar, cast, get_args, get_origin
 
 import pydantic
 
+from ambidex import _observe
 from ambidex.exceptions import AmbidexError
 from ambidex.runtime import TaskFunction, TaskKind, TaskOptions, current_runtime
 
@@ -213,7 +214,12 @@ class Agent(Generic[In, Out]):
         """
         value = self.validate_input(input)
         await self.asetup()
-        result = await self._task().aio(value)
+        if _observe.on:  # the call in a span "invoke_agent <name>" (ambidex.agents._tracing)
+            from ambidex.agents._tracing import traced_invoke
+
+            result = await traced_invoke(self, self._task(), value)
+        else:
+            result = await self._task().aio(value)
         return self.validate_output(result)
 
     def run_sync(self, input: In | Any) -> Out:

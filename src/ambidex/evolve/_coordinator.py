@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ambidex import _observe
 from ambidex._log import get_logger
 from ambidex._paths import data_dir
 from ambidex._text import describe_exception
@@ -292,6 +293,10 @@ async def aevolve(
             deterministic=deterministic,
             stored=await to_thread(database.iterations),
         )
+        if _observe.on:  # the run's span (ambidex.evolve._tracing)
+            from ambidex.evolve._tracing import traced_evolution
+
+            return await traced_evolution(run, db_path)
         return await run.go(db_path)
     finally:
         if opening.done() and not opening.cancelled() and opening.exception() is None:
@@ -666,6 +671,14 @@ class _Evolution:
         return cls._EVAL_DIR.sub("<sandbox>", text) if "ambidex-evolve-" in text else text
 
     async def _candidate(self, i: int, ctx: ProposalContext) -> Program:
+        """Iteration ``i``: propose a change of ``ctx.parent``, check it, evaluate it."""
+        if _observe.on:  # its span, with the proposal and the evaluation as children
+            from ambidex.evolve._tracing import traced_candidate
+
+            return await traced_candidate(self, i, ctx)
+        return await self._make_candidate(i, ctx)
+
+    async def _make_candidate(self, i: int, ctx: ProposalContext) -> Program:
         tgt, spec = self.target, self.target.spec
         parent = ctx.parent
         base = Program(
@@ -679,7 +692,12 @@ class _Evolution:
             proposer=self.proposer.name,
         )
         try:
-            proposal = await self.proposer.propose(ctx)
+            if _observe.on:
+                from ambidex.evolve._tracing import traced_propose
+
+                proposal = await traced_propose(self.proposer, ctx)
+            else:
+                proposal = await self.proposer.propose(ctx)
         except Exception as exc:  # the proposer's own failure (network, server) is a failed try
             return replace(
                 base,
@@ -695,19 +713,12 @@ class _Evolution:
         reason = tgt.check(proposal.code)
         if reason is not None:
             return replace(base, code=proposal.code, error=reason, note="proposal: not applicable")
-        async with current_runtime().limit("sandbox"):
-            source = tgt.with_code(proposal.code)
-            if current_runtime().cpu_features.distributed:
-                # The evaluation runs as a cpu call: its sandbox is on whichever node runs it.
-                result = await _evaluate_remotely.aio(_sandbox_options(self.sandbox), source, tgt)
-            else:
-                result = await self.sandbox.evaluate(
-                    source,
-                    evaluator=spec.evaluator,
-                    target=tgt.name,
-                    evaluator_source=tgt.source,
-                    evaluator_path=str(tgt.path),
-                )
+        if _observe.on:
+            from ambidex.evolve._tracing import traced_evaluate
+
+            result = await traced_evaluate(self, proposal.code)
+        else:
+            result = await self._evaluate(proposal.code)
         ok = result.ok and spec.metric in result.metrics
         error, kind = result.error, result.kind
         if result.ok and not ok:
@@ -723,6 +734,22 @@ class _Evolution:
             stderr=self._scrub(result.stderr),
             note=proposal.note if ok else f"{kind}: {proposal.note}",
         )
+
+    async def _evaluate(self, code: str) -> EvalResult:
+        """The candidate ``code`` evaluated in the sandbox, under the ``sandbox`` limit."""
+        tgt, spec = self.target, self.target.spec
+        async with current_runtime().limit("sandbox"):
+            source = tgt.with_code(code)
+            if current_runtime().cpu_features.distributed:
+                # The evaluation runs as a cpu call: its sandbox is on whichever node runs it.
+                return await _evaluate_remotely.aio(_sandbox_options(self.sandbox), source, tgt)
+            return await self.sandbox.evaluate(
+                source,
+                evaluator=spec.evaluator,
+                target=tgt.name,
+                evaluator_source=tgt.source,
+                evaluator_path=str(tgt.path),
+            )
 
     def _progress(self, best: Program | None) -> EvolveProgress:
         return EvolveProgress(

@@ -21,6 +21,7 @@ from typing import Any, Literal, overload
 
 import httpx
 
+from ambidex import _observe
 from ambidex._clock import current_clock
 from ambidex._sse import iter_sse_data
 from ambidex.exceptions import UnknownLimitError
@@ -226,6 +227,10 @@ class AsyncLLM:
             LLMError: the client is closed.
             TypeError: ``messages`` is not a str or a list of message dicts.
         """
+        if _observe.on:
+            from ambidex.llm._tracing import traced_chat
+
+            return await traced_chat(self, self._body(messages, params))
         return await self._chat(self._body(messages, params))
 
     async def complete(self, prompt: Messages, **params: Any) -> str:
@@ -288,8 +293,14 @@ class AsyncLLM:
                 bodies.append(self._body(messages, params))
             except (TypeError, ValueError) as exc:
                 raise type(exc)(f"batch request {i}: {exc}") from None
+        if _observe.on:
+            from ambidex.llm._tracing import traced_chat
+
+            calls = [traced_chat(self, body) for body in bodies]
+        else:
+            calls = [self._chat(body) for body in bodies]
         return await agather(
-            *(self._chat(body) for body in bodies),
+            *calls,
             max_in_flight=max_in_flight,
             return_exceptions=return_exceptions,
         )
@@ -316,28 +327,62 @@ class AsyncLLM:
         """
         body = self._body(messages, params)
         self._check_open()
-        key = cache_key(body) if self.cache is not None else None
-        if key is not None:
-            hit = await self._cache_get(key)
+        # Tracing: the call's span (not current: a generator's steps run in its caller's
+        # context); ambidex.llm._tracing.StreamTrace records it, ended in the finally.
+        traced: Any = None
+        if _observe.on:
+            from ambidex.llm._tracing import StreamTrace
+
+            traced = StreamTrace(self, body)
+        try:
+            key, hit = await self._stream_lookup(body, traced)
             if hit is not None:
                 if hit.text:
                     yield hit.text
                 return
-        body["stream"] = True
-        if "stream_options" not in params and "stream_options" not in self.default_params:
-            body["stream_options"] = {"include_usage": True}
-        async with self._open_stream(body) as response:
-            if "text/event-stream" not in response.headers.get("content-type", ""):
-                # The server ignored stream=true and sent one JSON answer.
-                await response.aread()
-                result = await self._finish(response, key)
-                if result.text:
-                    yield result.text
-                return
-            state = _StreamState()
-            async with contextlib.aclosing(self._read_events(response, state)) as pieces:
-                async for piece in pieces:
-                    yield piece
+            body["stream"] = True
+            if "stream_options" not in params and "stream_options" not in self.default_params:
+                body["stream_options"] = {"include_usage": True}
+            async with self._open_stream(body, traced) as response:
+                if "text/event-stream" not in response.headers.get("content-type", ""):
+                    # The server ignored stream=true and sent one JSON answer.
+                    await response.aread()
+                    result = await self._finish(response, key)
+                    if traced is not None:
+                        traced.answered(result)
+                    if result.text:
+                        yield result.text
+                    return
+                state = _StreamState()
+                events = self._read_events(response, state, traced)
+                async with contextlib.aclosing(events) as pieces:
+                    async for piece in pieces:
+                        yield piece
+            await self._stream_ended(state, key, traced)
+        except BaseException as exc:
+            if traced is not None:
+                traced.failed(exc)
+            raise
+        finally:
+            if traced is not None:
+                traced.end()
+
+    async def _stream_lookup(
+        self, body: dict[str, Any], traced: Any
+    ) -> tuple[str | None, ChatResponse | None]:
+        """A stream's cache key (None without a cache) and the cached answer, if any."""
+        if self.cache is None:
+            return None, None
+        key = cache_key(body)
+        hit = await self._cache_get(key)
+        if hit is not None and traced is not None:
+            traced.answered(hit)
+        return key, hit
+
+    async def _stream_ended(self, state: _StreamState, key: str | None, traced: Any) -> None:
+        """A stream ran to its end: check it was whole, count its tokens, cache it."""
+        if traced is not None:
+            traced.streamed(state)
         if not (state.done or state.finish_reason):
             raise LLMResponseError(
                 f"{self._url}: the stream ended without a finish_reason or [DONE]; the answer "
@@ -348,7 +393,7 @@ class AsyncLLM:
             await self.cache.set(key, json.dumps(state.as_completion(self.model)))
 
     async def _read_events(
-        self, response: httpx.Response, state: _StreamState
+        self, response: httpx.Response, state: _StreamState, traced: Any = None
     ) -> AsyncGenerator[str, None]:
         """The text pieces of a streaming response's events, until ``[DONE]``."""
         try:
@@ -358,6 +403,8 @@ class AsyncLLM:
                         state.done = True
                         return
                     for piece in state.feed(self._parse_chunk(data)):
+                        if traced is not None and not traced.first:
+                            traced.first_piece()  # the time to the first token
                         yield piece
         except httpx.TransportError as exc:
             raise self._transport_error(exc, attempts=1, mid_stream=True) from None
@@ -481,7 +528,9 @@ class AsyncLLM:
             await self._wait_to_retry(error, attempts, retry_after)
 
     @contextlib.asynccontextmanager
-    async def _open_stream(self, body: dict[str, Any]) -> AsyncIterator[httpx.Response]:
+    async def _open_stream(
+        self, body: dict[str, Any], traced: Any = None
+    ) -> AsyncIterator[httpx.Response]:
         """A 2xx streaming response, with the limit held until the block ends."""
         pool = self._pools.get()
         headers = {"accept": "text/event-stream"}
@@ -514,7 +563,7 @@ class AsyncLLM:
             finally:
                 pool.checkin(shard)
                 self._release(held)
-            await self._wait_to_retry(error, attempts, retry_after)
+            await self._wait_to_retry(error, attempts, retry_after, traced)
 
     # -- limits, retries, errors ---------------------------------------------
 
@@ -536,7 +585,7 @@ class AsyncLLM:
             held.release()
 
     async def _wait_to_retry(
-        self, error: LLMError, attempts: int, retry_after: float | None
+        self, error: LLMError, attempts: int, retry_after: float | None, traced: Any = None
     ) -> None:
         """Sleep before the next attempt, or raise ``error`` if there is none."""
         if isinstance(error, LLMHTTPError):
@@ -551,6 +600,10 @@ class AsyncLLM:
         if retry_after is not None:
             delay = max(delay, retry_after)
         self._usage.add_retry()
+        if _observe.on:
+            from ambidex.llm._tracing import retry_event
+
+            retry_event(traced, error, attempts, delay)
         log.debug("retrying %s in %.2f s after: %s", self._url, delay, error)
         await current_clock().asleep(delay)  # a test's FakeClock skips the wait
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ambidex import _observe
 from ambidex.runtime import agather
 from ambidex.sim._model import ModelError
 from ambidex.sim._run import RunResult
@@ -47,7 +48,12 @@ async def dispatch(
     async def one(spec: RunSpec) -> RunResult:
         nonlocal finished
         try:
-            result = await run_one.aio(spec)
+            if _observe.on:  # the run's span, around its cpu call (ambidex.sim._tracing)
+                from ambidex.sim._tracing import traced_run
+
+                result = await traced_run(plan, spec, run_one.aio)
+            else:
+                result = await run_one.aio(spec)
         except (asyncio.CancelledError, ModelError):
             raise
         except (Exception, SystemExit) as exc:  # the model's sys.exit() fails its run only

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ambidex import _observe
 from ambidex._progress import open_progress_bar
 from ambidex.runtime import sync_facade
 from ambidex.sim._dispatch import dispatch
@@ -147,6 +148,21 @@ async def asweep(
         workers=workers,
         plain_seed=plain_seed,
     )
+    if _observe.on:  # the sweep's span, current while its runs go (ambidex.sim._tracing)
+        from ambidex.sim._tracing import sweep_span
+
+        with sweep_span(plan):
+            return await _run_sweep(plan, inputs, record, progress)
+    return await _run_sweep(plan, inputs, record, progress)
+
+
+async def _run_sweep(
+    plan: SweepPlan,
+    inputs: Mapping[str, Any] | None,
+    record: str | Path | Recorder | None,
+    progress: ProgressArg,
+) -> SweepResult:
+    """The planned sweep: its inputs stored, its runs dispatched and recorded."""
     started = time.perf_counter()
     with (
         open_sweep_record(record, plan) as recording,

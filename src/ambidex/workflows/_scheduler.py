@@ -32,6 +32,7 @@ from typing import Any
 import pydantic
 import pydantic_core
 
+from ambidex import _observe
 from ambidex._backoff import retry_cannot_help
 from ambidex._contain import EscapedExit, enter_user_code, task_factory_installed
 from ambidex._text import describe_exception, plain_text
@@ -288,6 +289,7 @@ class _WorkflowExecution:
         "successor",
         "t0",
         "to_settle",
+        "trace",
         "unfinished",
         "wf",
     )
@@ -355,6 +357,8 @@ class _WorkflowExecution:
         self.carried: str | None = None
         self.plans = shape.plans
         self.carries = shape.carries  # node -> may_carry(node)
+        # Tracing (see _tracing): the OpenTelemetry context of the run's span, when traced.
+        self.trace: Any = None
 
     # -- events ----------------------------------------------------------------
 
@@ -458,6 +462,8 @@ class _WorkflowExecution:
             try:
                 go = self.condition(node)
             except Exception as exc:
+                if self.trace is not None:
+                    self.trace_unrun(name, "failed", "its condition raised", exc)
                 self.fail(name, exc, attempts=0)
                 return
             if not go:
@@ -549,7 +555,10 @@ class _WorkflowExecution:
         run.status = NodeStatus.RUNNING
         run.started_s = self.loop.time() - self.t0  # (elapsed(), a call less a node)
         node = self.nodes[name]
-        coro = self.carry(node) if carry else self.run_node(node)
+        if self.trace is not None:  # traced: each node's attempts in a span (_tracing)
+            coro = self.carry(node) if carry else self.traced_node(node, None)
+        else:
+            coro = self.carry(node) if carry else self.run_node(node)
         # asyncio.Task, not loop.create_task: the run's task factory (user code's SystemExit)
         # is for the tasks nodes start, not for the scheduler's own.
         task = _Task(coro, loop=self.loop, name=f"node:{name}")
@@ -560,6 +569,8 @@ class _WorkflowExecution:
         run = self.runs[name]
         run.status = NodeStatus.SKIPPED
         run.reason = reason
+        if self.trace is not None:
+            self.trace_unrun(name, "skipped", reason)
         self.blocking.add(name)
         self.emit(EventKind.SKIPPED, name, reason=reason)
         self.conclude(name)
@@ -602,6 +613,9 @@ class _WorkflowExecution:
             task.cancel()
         for name, run in self.runs.items():
             if run.status in (NodeStatus.PENDING, NodeStatus.QUEUED):
+                if self.trace is not None and run.status is NodeStatus.QUEUED:
+                    # (ready, waiting for a slot; a pending one counts on the run's span only)
+                    self.trace_unrun(name, "cancelled", reason)
                 run.status = NodeStatus.CANCELLED
                 run.reason = reason
                 self.emit(EventKind.CANCELLED, name, reason=reason)
@@ -628,6 +642,8 @@ class _WorkflowExecution:
                 run.status = NodeStatus.CANCELLED
                 run.finished_s = self.elapsed()
                 run.reason = run.reason or "the run was stopped"
+                if self.trace is not None and run.attempts == 0:  # its task never began
+                    self.trace_unrun(name, "cancelled", run.reason)
                 self.emit(EventKind.CANCELLED, name, reason=run.reason)
             else:
                 self.cancelled_from_inside(name, task)
@@ -688,7 +704,10 @@ class _WorkflowExecution:
         the carrier, and ``on_task_done`` records it for the node it ran.
         """
         base = contextvars.copy_context()  # the carrier's own context, before any node runs
-        output = await self.run_node(node)
+        if self.trace is None:
+            output = await self.run_node(node)
+        else:
+            output = await self.traced_node(node, None)
         name = node.name
         # The loop runs once before the carrier records the first node, as it would
         # before a done-callback: the tasks started beside it have all taken a step.
@@ -713,7 +732,11 @@ class _WorkflowExecution:
                 slice_end = -1.0
                 await _pass()  # the loop runs its other callbacks; a cancellation lands here
             name = carried
-            output = await _in_context(base.copy(), self.run_node(self.nodes[carried]))
+            if self.trace is None:
+                output = await _in_context(base.copy(), self.run_node(self.nodes[carried]))
+            else:
+                coro = self.traced_node(self.nodes[carried], "carried")
+                output = await _in_context(base.copy(), coro)
         return output  # the run stopped: on_task_done records it as any node's task
 
     def carry_on(self, name: str, output: Any, task: asyncio.Task[Any]) -> str | None:
@@ -784,6 +807,10 @@ class _WorkflowExecution:
                 except Exception as exc:
                     if run.attempts > node.retries or retry_cannot_help(exc):
                         raise  # retries used up, or an error another attempt cannot mend
+                    if self.trace is not None:
+                        from ambidex.workflows._tracing import retry_event
+
+                        retry_event(run.attempts, exc)
                     self.emit(
                         EventKind.RETRYING,
                         node.name,
@@ -917,6 +944,8 @@ class _WorkflowExecution:
                 value = self.node_input(node)
                 args, kwargs = self.arguments(node, value)
             except Exception as exc:
+                if self.trace is not None:
+                    self.trace_unrun(name, "failed", "its input could not be made", exc)
                 self.fail(name, exc, attempts=0)
                 continue
             items.append((name, node.target, args, kwargs))
@@ -940,12 +969,16 @@ class _WorkflowExecution:
             for name, _, _, _ in job.items[len(job.records) :]:
                 # After a call that was not short: the rest go the ordinary way, in parallel.
                 if error is not None:
+                    if self.trace is not None:
+                        self.trace_unrun(name, "failed", "its thread job failed", error)
                     self.fail(name, error, attempts=0)
                 elif self.stopping:
                     run = self.runs[name]
                     run.status = NodeStatus.CANCELLED
                     run.finished_s = self.elapsed()
                     run.reason = run.reason or "the run was stopped"
+                    if self.trace is not None:
+                        self.trace_unrun(name, "cancelled", run.reason)
                     self.emit(EventKind.CANCELLED, name, reason=run.reason)
                 else:
                     self.start_task(name)
@@ -1027,6 +1060,8 @@ class _WorkflowExecution:
             run.status = NodeStatus.CANCELLED
             run.finished_s = self.elapsed()
             run.reason = reason
+            if self.trace is not None:
+                self.trace_unrun(name, "cancelled", reason)
             self.emit(EventKind.CANCELLED, name, reason=reason)
 
     def detach_fused(self, names: list[str]) -> None:
@@ -1143,6 +1178,10 @@ class _WorkflowExecution:
 
     async def go(self, stored: Mapping[str, Any]) -> WorkflowResult:
         restored = self.restore(stored)
+        if restored and self.trace is not None:
+            from ambidex.workflows._tracing import restored_events
+
+            restored_events(self, restored)
         self.emit(EventKind.RUN_STARTED, None)
         for name in restored:
             self.emit(EventKind.FINISHED, name, reason=_RESTORED)
@@ -1168,6 +1207,22 @@ class _WorkflowExecution:
         finally:
             await self.finish()
         return self.result()
+
+    # -- tracing (only when the run is traced: see ambidex.workflows._tracing) -------
+
+    def traced_node(self, node: Node, how: str | None) -> Coroutine[Any, Any, Any]:
+        """``run_node(node)`` in the node's span (``how``: "carried", or None for its style)."""
+        from ambidex.workflows._tracing import traced_node
+
+        return traced_node(self, node, how)
+
+    def trace_unrun(
+        self, name: str, status: str, reason: str, exc: BaseException | None = None
+    ) -> None:
+        """A node that ends without running (skipped, cancelled, failed before it began)."""
+        from ambidex.workflows._tracing import unrun_span
+
+        unrun_span(self, name, status, reason, exc)
 
     def restore(self, stored: Mapping[str, Any]) -> list[str]:
         """Take back the stored outputs of a resumed run; returns the nodes restored, in order.
@@ -1553,6 +1608,10 @@ def _run_recorded(
             return None
         job.started.append(name)
     node_key.set(f"{job.execution.run_id}:{name}")
+    if job.execution.trace is not None:
+        from ambidex.workflows._tracing import run_recorded_traced
+
+        return run_recorded_traced(job, name, fn, args, kwargs)
     began = time.monotonic()
     try:
         value, ok = fn(*args, **kwargs), True
@@ -1758,4 +1817,8 @@ async def _execute(
             nodes=list(wf.nodes),
         )
     run = _WorkflowExecution(wf, inputs, run_id, on_event, store, max_parallel)
+    if _observe.on:
+        from ambidex.workflows._tracing import traced_run
+
+        return await traced_run(run, restored, resumed=resume is not None)
     return await run.go(restored)
