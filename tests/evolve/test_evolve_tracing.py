@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests._otel import by_name, one, parent_of, tree
 
 import ambidex as ax
+from _otel import by_name, one, parent_of, tree
 from ambidex.evolve import Proposal, ProposalContext
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,8 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from tests._otel import by_name, one
-
+from _otel import by_name, one
 from ambidex.llm import AsyncLLM, LLMHTTPError, MockLLMServer
 
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 from sim_toy_models import Fails
-from tests._otel import by_name, is_ancestor, one, parent_of, tree
 
 import ambidex.sim as sim
+from _otel import by_name, is_ancestor, one, parent_of, tree
 
 
 async def test_a_sweep_of_three_runs_has_three_run_spans_under_its_span(spans: Any) -> None:

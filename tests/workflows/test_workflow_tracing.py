@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests._otel import by_name, is_ancestor, one, parent_of, tree
 
 import ambidex as ax
+from _otel import by_name, is_ancestor, one, parent_of, tree
 from ambidex import _otel
 from ambidex.llm import AsyncLLM, MockLLMServer
 
