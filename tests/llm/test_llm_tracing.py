@@ -116,3 +116,22 @@ async def test_a_streams_retries_are_events_on_its_own_span(
     assert s.events[0].attributes["http.response.status_code"] == 502
     assert s.attributes["ambidex.llm.retries"] == 1
     assert not [e for e in one(spans.get_finished_spans(), "caller").events]
+
+
+async def test_requests_carry_the_chat_span_so_a_server_that_traces_joins_the_trace(
+    server: MockLLMServer, spans: Any
+) -> None:
+    # The mock is a FastAPI app in this process: FastAPI's own SERVER span reads the
+    # request's traceparent, as a provider's or an LLM proxy's tracing would.
+    async with AsyncLLM("mock-llm", base_url=server.url) as llm:
+        await llm.chat("hi")
+        async with contextlib.aclosing(llm.stream("hello")) as pieces:
+            async for _ in pieces:
+                pass
+    finished = spans.get_finished_spans()
+    chats = _chats(spans)
+    served = by_name(finished, "POST /v1/chat/completions")
+    assert len(chats) == len(served) == 2
+    for chat in chats:
+        (request,) = [s for s in served if s.parent and s.parent.span_id == chat.context.span_id]
+        assert request.context.trace_id == chat.context.trace_id

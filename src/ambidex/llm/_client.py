@@ -513,8 +513,10 @@ class AsyncLLM:
             shard = pool.checkout()
             try:
                 self._usage.add_request()
+                # the chat span's W3C context, for a provider or proxy that traces
+                trace_headers = _observe.carrier() if _observe.on else None
                 async with asyncio.timeout(self.timeout_s):
-                    response = await shard.client.post(self._url, json=body)
+                    response = await shard.client.post(self._url, json=body, headers=trace_headers)
             except (TimeoutError, httpx.TransportError) as exc:
                 error: LLMError = self._transport_error(exc, attempts)
             else:
@@ -544,6 +546,8 @@ class AsyncLLM:
                 self._usage.add_request()
                 try:
                     client = shard.client
+                    if traced is not None:  # the stream's span, never current: its own context
+                        headers.update(traced.carrier())
                     request = client.build_request("POST", self._url, json=body, headers=headers)
                     async with asyncio.timeout(self.timeout_s):
                         response = await client.send(request, stream=True)

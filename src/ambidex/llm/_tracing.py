@@ -142,6 +142,10 @@ class StreamTrace:
         self.began = time.perf_counter()
         self.first = False
 
+    def carrier(self) -> dict[str, str]:
+        """The W3C headers naming this span, for the request it makes."""
+        return _otel.inject(trace.set_span_in_context(self.span)) or {}
+
     def first_piece(self) -> None:
         """The first piece of text arrived: the time to the first token."""
         self.first = True
