@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from ambidex import _observe
 from ambidex._clock import current_clock
 from ambidex._job_model import Attempt, Job, JobEvent, JobStatus
 from ambidex.client._protocol import (
@@ -58,6 +59,30 @@ __all__ = ["AsyncClient", "Client"]
 
 T = TypeVar("T")
 Statuses = JobStatus | str | Iterable[JobStatus | str] | None
+
+
+def _span_attributes(call: Call[Any], url: httpx.URL) -> dict[str, Any]:
+    """The attributes of a request's CLIENT span (HTTP semantic conventions, and the job's)."""
+    attributes: dict[str, Any] = {
+        "http.request.method": call.method,
+        "url.template": call.route,
+        "server.address": url.host,
+    }
+    if url.port is not None:
+        attributes["server.port"] = url.port
+    if call.job_id is not None:
+        attributes["ambidex.job.id"] = call.job_id
+    if call.workload is not None:
+        attributes["ambidex.job.workload"] = call.workload
+    return attributes
+
+
+def _traced_options(call: Call[Any], carrier: Mapping[str, str] | None) -> dict[str, Any]:
+    """``call``'s request options with the current trace context in its headers."""
+    options = call.request_options()
+    if carrier:
+        options["headers"] = {**options.get("headers", {}), **carrier}
+    return options
 
 
 def _check_timeout(timeout_s: float) -> float:
@@ -123,11 +148,27 @@ class Client:
         self._http.close()
 
     def _send(self, call: Call[T]) -> T:
+        if _observe.on:
+            return self._send_traced(call)
         try:
             response = self._http.request(**call.request_options())
         except httpx.RequestError as exc:
             raise unreachable(self.url, exc) from None
         return call.answer(response.status_code, response.content)
+
+    def _send_traced(self, call: Call[T]) -> T:
+        """``_send`` in a CLIENT span whose context goes with the request (``traceparent``)."""
+        from ambidex import _otel
+
+        name = f"ambidex.client {call.method} {call.route}"
+        attributes = _span_attributes(call, self._http.base_url)
+        with _otel.span(name, attributes, kind=_otel.SpanKind.CLIENT) as span:
+            try:
+                response = self._http.request(**_traced_options(call, _otel.inject()))
+            except httpx.RequestError as exc:
+                raise unreachable(self.url, exc) from None
+            span.set_attribute("http.response.status_code", response.status_code)
+            return call.answer(response.status_code, response.content)
 
     def submit(
         self,
@@ -469,11 +510,27 @@ class AsyncClient:
         await self._http.aclose()
 
     async def _send(self, call: Call[T]) -> T:
+        if _observe.on:
+            return await self._send_traced(call)
         try:
             response = await self._http.request(**call.request_options())
         except httpx.RequestError as exc:
             raise unreachable(self.url, exc) from None
         return call.answer(response.status_code, response.content)
+
+    async def _send_traced(self, call: Call[T]) -> T:
+        """``_send`` in a CLIENT span whose context goes with the request (``traceparent``)."""
+        from ambidex import _otel
+
+        name = f"ambidex.client {call.method} {call.route}"
+        attributes = _span_attributes(call, self._http.base_url)
+        with _otel.span(name, attributes, kind=_otel.SpanKind.CLIENT) as span:
+            try:
+                response = await self._http.request(**_traced_options(call, _otel.inject()))
+            except httpx.RequestError as exc:
+                raise unreachable(self.url, exc) from None
+            span.set_attribute("http.response.status_code", response.status_code)
+            return call.answer(response.status_code, response.content)
 
     async def submit(
         self,
