@@ -319,3 +319,30 @@ async def test_a_lost_lease_shows_on_the_attempts_span(
     assert span.attributes["ambidex.job.outcome"] == "lease_lost"
     assert span.status.status_code is StatusCode.ERROR
     assert [e.name for e in span.events] == ["lease_lost"]
+
+
+async def test_a_cancel_and_a_shutdown_show_on_the_attempts_span(
+    sqlite_store: JobStore, registry: WorkloadRegistry, spans: Any
+) -> None:
+    from opentelemetry.trace import StatusCode
+
+    from ambidex.jobs import JobManager
+
+    async with JobManager(sqlite_store, registry, lease_s=5.0, poll_s=POLL_S) as m:
+        cancelled = await m.submit("hold")
+        kept = await m.submit("slow", timeout_s=30)
+        assert await await_for(lambda: m.running_here == 2)
+        await m.cancel(cancelled.id)
+        assert await await_for(lambda: m.running_here == 1)
+    # the manager stopped with "slow" running: that attempt went back to the queue
+    finished = spans.get_finished_spans()
+    stopped = one(finished, "ambidex.job hold")
+    assert stopped.attributes["ambidex.job.outcome"] == "cancelled"
+    assert stopped.attributes["error.type"] == "cancelled"
+    assert stopped.status.status_code is StatusCode.ERROR
+    assert stopped.status.description == "cancelled by request"
+    shut = one(finished, "ambidex.job slow")
+    assert shut.attributes["ambidex.job.id"] == kept.id
+    assert shut.attributes["ambidex.job.outcome"] == "shutdown"
+    assert shut.status.status_code is StatusCode.UNSET
+    assert [e.name for e in shut.events] == ["shutdown"]

@@ -24,7 +24,8 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry import trace
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
 from ambidex import _otel
 from ambidex._job_model import Job
@@ -69,13 +70,15 @@ def attempt_span(job: Job, worker_id: str) -> Iterator[Span]:
         "ambidex.job.queue_wait_s": max((job.started_at or due) - due, 0.0),
         "ambidex.worker.id": worker_id,
     }
+    # The stored context, or an empty one: never the worker's own (its claim loop's).
+    parent = _otel.extract(carrier)
+    submit = trace.get_current_span(parent).get_span_context()
     with _otel.tracer().start_as_current_span(
         f"ambidex.job {job.workload}",
-        # The stored context, or an empty one: never the worker's own (its claim loop's).
-        context=_otel.extract(carrier),
+        context=parent,
         kind=SpanKind.CONSUMER,
         attributes=attributes,
-        links=_otel.link_to(carrier),
+        links=[Link(submit)] if submit.is_valid else None,
         record_exception=False,
         set_status_on_exception=False,
     ) as span:
