@@ -210,6 +210,15 @@ def test_one_trace_from_an_http_submit_to_a_job_run_by_an_ambidex_worker(
             f"the worker's spans; its output:\n{worker.output()}",
             timeout_s=30,
         )
+        with ax.Client(url) as c:  # follows the job's event stream: a span per connection
+            assert c.wait(job.id, timeout_s=10).status is ax.jobs.JobStatus.SUCCEEDED
+    streams = [
+        s
+        for s in spans.get_finished_spans()
+        if s.name == "ambidex.client GET /v1/jobs/{job_id}/events"
+    ]
+    assert streams
+    assert all(s.status.status_code.name == "UNSET" for s in streams)
     local = [_in_memory(s) for s in spans.get_finished_spans()]
     everything = local + receiver.spans
     root = one(spans.get_finished_spans(), "test root")
@@ -369,7 +378,7 @@ async def test_the_async_client_sends_its_span_as_the_requests_parent(
     from opentelemetry import trace
     from opentelemetry.trace import SpanKind, StatusCode
 
-    app = create_app(tmp_path / "jobs.sqlite", registry=registry, concurrency=0)
+    app = create_app(tmp_path / "jobs.sqlite", registry=registry, concurrency=1)
     with serve_in_thread(app) as url:
         async with ax.AsyncClient(url) as c:
             with trace.get_tracer("tests").start_as_current_span("test root"):
@@ -377,10 +386,20 @@ async def test_the_async_client_sends_its_span_as_the_requests_parent(
                 await c.get(job.id)
                 with pytest.raises(ax.jobs.JobNotFoundError):
                     await c.get("no-such-job")
+                done = await c.wait(job.id, timeout_s=10)
+                assert done.status is ax.jobs.JobStatus.SUCCEEDED
+                # a stream's span is never the current one: a span here is the root's child
+                with trace.get_tracer("tests").start_as_current_span("after") as after:
+                    pass
     finished = spans.get_finished_spans()
+    root = one(finished, "test root")
+    assert after.parent.span_id == root.context.span_id  # type: ignore[attr-defined]
     gets = [s for s in finished if s.name == "ambidex.client GET /v1/jobs/{job_id}"]
-    assert len(gets) == 2  # one name for every job id
-    for client in [one(finished, "ambidex.client POST /v1/jobs"), *gets]:
+    assert len(gets) >= 2  # one name for every job id (wait reads the job at the end too)
+    streams = [s for s in finished if s.name == "ambidex.client GET /v1/jobs/{job_id}/events"]
+    assert streams
+    for client in [one(finished, "ambidex.client POST /v1/jobs"), *gets, *streams]:
+        assert client.parent.span_id == root.context.span_id
         assert client.kind is SpanKind.CLIENT
         [server] = [s for s in finished if s.parent and s.parent.span_id == client.context.span_id]
         assert server.kind is SpanKind.SERVER

@@ -85,6 +85,35 @@ def _traced_options(call: Call[Any], carrier: Mapping[str, str] | None) -> dict[
     return options
 
 
+class _StreamSpan:
+    """The CLIENT span of one connection of an event stream: never the current span.
+
+    A stream is read by a generator that yields to its caller between events: a
+    span made current there would be the caller's current span as well. So its
+    context goes only into the request's headers, and it ends with the connection.
+    """
+
+    def __init__(self, call: Call[Any], url: httpx.URL) -> None:
+        from opentelemetry import trace
+
+        from ambidex import _otel
+
+        self._otel = _otel
+        self.span = _otel.tracer().start_span(
+            f"ambidex.client {call.method} {call.route}",
+            kind=_otel.SpanKind.CLIENT,
+            attributes=_span_attributes(call, url),
+        )
+        self.options = _traced_options(call, _otel.inject(trace.set_span_in_context(self.span)))
+
+    def answered(self, status: int) -> None:
+        self.span.set_attribute("http.response.status_code", status)
+
+    def failed(self, exc: BaseException) -> None:
+        if not isinstance(exc, GeneratorExit):  # the caller stopped reading: not a failure
+            self._otel.fail(self.span, exc)
+
+
 def _check_timeout(timeout_s: float) -> float:
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
@@ -293,8 +322,13 @@ class Client:
     def _follow(self, follower: EventFollower) -> Generator[JobEvent, None, None]:
         while follower.following():
             pause = 0.0
+            call = follower.stream_call()
+            traced = _StreamSpan(call, self._http.base_url) if _observe.on else None
+            options = call.request_options() if traced is None else traced.options
             try:
-                with self._http.stream(**follower.stream_call().request_options()) as response:
+                with self._http.stream(**options) as response:
+                    if traced is not None:
+                        traced.answered(response.status_code)
                     error_body = response.read() if response.status_code != 200 else b""
                     follower.opened(response.status_code, error_body)
                     for line in response.iter_lines():
@@ -305,8 +339,15 @@ class Client:
                             break
                     else:
                         pause = follower.ended(self.get(follower.job_id))
-            except httpx.RequestError as exc:
+            except BaseException as exc:
+                if traced is not None:
+                    traced.failed(exc)
+                if not isinstance(exc, httpx.RequestError):
+                    raise
                 pause = follower.dropped(exc)
+            finally:
+                if traced is not None:
+                    traced.span.end()
             if pause > 0:
                 current_clock().sleep(pause)  # a FakeClock in a test skips the wait
 
@@ -589,9 +630,13 @@ class AsyncClient:
     async def _follow(self, follower: EventFollower) -> AsyncGenerator[JobEvent, None]:
         while follower.following():
             pause = 0.0
+            call = follower.stream_call()
+            traced = _StreamSpan(call, self._http.base_url) if _observe.on else None
+            options = call.request_options() if traced is None else traced.options
             try:
-                options = follower.stream_call().request_options()
                 async with self._http.stream(**options) as response:
+                    if traced is not None:
+                        traced.answered(response.status_code)
                     error_body = await response.aread() if response.status_code != 200 else b""
                     follower.opened(response.status_code, error_body)
                     async for line in response.aiter_lines():
@@ -602,8 +647,15 @@ class AsyncClient:
                             break
                     else:
                         pause = follower.ended(await self.get(follower.job_id))
-            except httpx.RequestError as exc:
+            except BaseException as exc:
+                if traced is not None:
+                    traced.failed(exc)
+                if not isinstance(exc, httpx.RequestError):
+                    raise
                 pause = follower.dropped(exc)
+            finally:
+                if traced is not None:
+                    traced.span.end()
             if pause > 0:
                 await current_clock().asleep(pause)
 
