@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from tests._otel import one, parent_of, tree
 
 from _waiting import await_for
 from ambidex.jobs import JobContext, JobDesk, JobStore, JobWorker, WorkloadRegistry
@@ -219,6 +218,7 @@ async def test_each_attempt_is_a_consumer_span_in_its_submits_trace(
 ) -> None:
     from opentelemetry import trace
     from opentelemetry.trace import SpanKind, StatusCode
+    from tests._otel import one, parent_of, tree
 
     async with JobDesk(sqlite_store, registry, poll_s=POLL_S) as desk:
         with trace.get_tracer("tests").start_as_current_span("request"):
@@ -285,6 +285,7 @@ async def test_a_job_submitted_untraced_starts_a_trace_of_its_own(
     sqlite_store: JobStore, registry: WorkloadRegistry, spans: Any
 ) -> None:
     from opentelemetry import trace
+    from tests._otel import one
 
     job = sqlite_store.submit("step", {"x": 1})  # tracing on, but no span to continue
     assert job.trace_context is None
@@ -302,6 +303,7 @@ async def test_a_lost_lease_shows_on_the_attempts_span(
     sqlite_store: JobStore, registry: WorkloadRegistry, spans: Any
 ) -> None:
     from opentelemetry.trace import StatusCode
+    from tests._otel import one
 
     job = sqlite_store.submit("hold", {})
     async with JobWorker(sqlite_store, registry, lease_s=0.3, poll_s=POLL_S) as worker:
@@ -310,7 +312,10 @@ async def test_a_lost_lease_shows_on_the_attempts_span(
         # finds it gone and stops the attempt, writing nothing.
         with sqlite_store.engines.write.begin() as conn:
             conn.execute(
-                text("UPDATE ambidex_jobs SET worker = 'someone-else' WHERE id = :i"),
+                text(
+                    "UPDATE ambidex_jobs SET worker = 'someone-else', "
+                    "lease_expires_at = lease_expires_at + 3600 WHERE id = :i"
+                ),
                 {"i": job.id},
             )
         assert await await_for(lambda: worker.running_here == 0, timeout_s=5)
@@ -325,6 +330,7 @@ async def test_a_cancel_and_a_shutdown_show_on_the_attempts_span(
     sqlite_store: JobStore, registry: WorkloadRegistry, spans: Any
 ) -> None:
     from opentelemetry.trace import StatusCode
+    from tests._otel import one
 
     from ambidex.jobs import JobManager
 
