@@ -238,6 +238,10 @@ class Job:
     lease_expires_at: float | None = None
     cancel_requested: bool = False
     seq: int = field(default=0, repr=False)
+    trace_context: str | None = field(default=None, repr=False, compare=False)
+    """The W3C trace context of the submit that made the job (JSON of its ``traceparent``
+    and ``tracestate``), stored when tracing was on: each attempt's span continues that
+    trace. Not part of the HTTP answer."""
 
     @property
     def duration_s(self) -> float | None:

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from ambidex import _observe
 from ambidex._clock import current_clock
 from ambidex._job_model import Attempt, Job, JobEvent, JobStatus
 from ambidex.client._protocol import (
@@ -58,6 +59,59 @@ __all__ = ["AsyncClient", "Client"]
 
 T = TypeVar("T")
 Statuses = JobStatus | str | Iterable[JobStatus | str] | None
+
+
+def _span_attributes(call: Call[Any], url: httpx.URL) -> dict[str, Any]:
+    """The attributes of a request's CLIENT span (HTTP semantic conventions, and the job's)."""
+    attributes: dict[str, Any] = {
+        "http.request.method": call.method,
+        "url.template": call.route,
+        "server.address": url.host,
+    }
+    if url.port is not None:
+        attributes["server.port"] = url.port
+    if call.job_id is not None:
+        attributes["ambidex.job.id"] = call.job_id
+    if call.workload is not None:
+        attributes["ambidex.job.workload"] = call.workload
+    return attributes
+
+
+def _traced_options(call: Call[Any], carrier: Mapping[str, str] | None) -> dict[str, Any]:
+    """``call``'s request options with the current trace context in its headers."""
+    options = call.request_options()
+    if carrier:
+        options["headers"] = {**options.get("headers", {}), **carrier}
+    return options
+
+
+class _StreamSpan:
+    """The CLIENT span of one connection of an event stream: never the current span.
+
+    A stream is read by a generator that yields to its caller between events: a
+    span made current there would be the caller's current span as well. So its
+    context goes only into the request's headers, and it ends with the connection.
+    """
+
+    def __init__(self, call: Call[Any], url: httpx.URL) -> None:
+        from opentelemetry import trace
+
+        from ambidex import _otel
+
+        self._otel = _otel
+        self.span = _otel.tracer().start_span(
+            f"ambidex.client {call.method} {call.route}",
+            kind=_otel.SpanKind.CLIENT,
+            attributes=_span_attributes(call, url),
+        )
+        self.options = _traced_options(call, _otel.inject(trace.set_span_in_context(self.span)))
+
+    def answered(self, status: int) -> None:
+        self.span.set_attribute("http.response.status_code", status)
+
+    def failed(self, exc: BaseException) -> None:
+        if not isinstance(exc, GeneratorExit):  # the caller stopped reading: not a failure
+            self._otel.fail(self.span, exc)
 
 
 def _check_timeout(timeout_s: float) -> float:
@@ -123,11 +177,27 @@ class Client:
         self._http.close()
 
     def _send(self, call: Call[T]) -> T:
+        if _observe.on:
+            return self._send_traced(call)
         try:
             response = self._http.request(**call.request_options())
         except httpx.RequestError as exc:
             raise unreachable(self.url, exc) from None
         return call.answer(response.status_code, response.content)
+
+    def _send_traced(self, call: Call[T]) -> T:
+        """``_send`` in a CLIENT span whose context goes with the request (``traceparent``)."""
+        from ambidex import _otel
+
+        name = f"ambidex.client {call.method} {call.route}"
+        attributes = _span_attributes(call, self._http.base_url)
+        with _otel.span(name, attributes, kind=_otel.SpanKind.CLIENT) as span:
+            try:
+                response = self._http.request(**_traced_options(call, _otel.inject()))
+            except httpx.RequestError as exc:
+                raise unreachable(self.url, exc) from None
+            span.set_attribute("http.response.status_code", response.status_code)
+            return call.answer(response.status_code, response.content)
 
     def submit(
         self,
@@ -252,8 +322,13 @@ class Client:
     def _follow(self, follower: EventFollower) -> Generator[JobEvent, None, None]:
         while follower.following():
             pause = 0.0
+            call = follower.stream_call()
+            traced = _StreamSpan(call, self._http.base_url) if _observe.on else None
+            options = call.request_options() if traced is None else traced.options
             try:
-                with self._http.stream(**follower.stream_call().request_options()) as response:
+                with self._http.stream(**options) as response:
+                    if traced is not None:
+                        traced.answered(response.status_code)
                     error_body = response.read() if response.status_code != 200 else b""
                     follower.opened(response.status_code, error_body)
                     for line in response.iter_lines():
@@ -264,8 +339,15 @@ class Client:
                             break
                     else:
                         pause = follower.ended(self.get(follower.job_id))
-            except httpx.RequestError as exc:
+            except BaseException as exc:
+                if traced is not None:
+                    traced.failed(exc)
+                if not isinstance(exc, httpx.RequestError):
+                    raise
                 pause = follower.dropped(exc)
+            finally:
+                if traced is not None:
+                    traced.span.end()
             if pause > 0:
                 current_clock().sleep(pause)  # a FakeClock in a test skips the wait
 
@@ -469,11 +551,27 @@ class AsyncClient:
         await self._http.aclose()
 
     async def _send(self, call: Call[T]) -> T:
+        if _observe.on:
+            return await self._send_traced(call)
         try:
             response = await self._http.request(**call.request_options())
         except httpx.RequestError as exc:
             raise unreachable(self.url, exc) from None
         return call.answer(response.status_code, response.content)
+
+    async def _send_traced(self, call: Call[T]) -> T:
+        """``_send`` in a CLIENT span whose context goes with the request (``traceparent``)."""
+        from ambidex import _otel
+
+        name = f"ambidex.client {call.method} {call.route}"
+        attributes = _span_attributes(call, self._http.base_url)
+        with _otel.span(name, attributes, kind=_otel.SpanKind.CLIENT) as span:
+            try:
+                response = await self._http.request(**_traced_options(call, _otel.inject()))
+            except httpx.RequestError as exc:
+                raise unreachable(self.url, exc) from None
+            span.set_attribute("http.response.status_code", response.status_code)
+            return call.answer(response.status_code, response.content)
 
     async def submit(
         self,
@@ -532,9 +630,13 @@ class AsyncClient:
     async def _follow(self, follower: EventFollower) -> AsyncGenerator[JobEvent, None]:
         while follower.following():
             pause = 0.0
+            call = follower.stream_call()
+            traced = _StreamSpan(call, self._http.base_url) if _observe.on else None
+            options = call.request_options() if traced is None else traced.options
             try:
-                options = follower.stream_call().request_options()
                 async with self._http.stream(**options) as response:
+                    if traced is not None:
+                        traced.answered(response.status_code)
                     error_body = await response.aread() if response.status_code != 200 else b""
                     follower.opened(response.status_code, error_body)
                     async for line in response.aiter_lines():
@@ -545,8 +647,15 @@ class AsyncClient:
                             break
                     else:
                         pause = follower.ended(await self.get(follower.job_id))
-            except httpx.RequestError as exc:
+            except BaseException as exc:
+                if traced is not None:
+                    traced.failed(exc)
+                if not isinstance(exc, httpx.RequestError):
+                    raise
                 pause = follower.dropped(exc)
+            finally:
+                if traced is not None:
+                    traced.span.end()
             if pause > 0:
                 await current_clock().asleep(pause)
 

@@ -209,6 +209,16 @@ class Call(Generic[T]):
     batch: tuple[str, ...] | None = None
     """Each job's workload, for a batch submit: a 409 or 422 naming jobs is a ``JobBatchError``."""
 
+    @property
+    def route(self) -> str:
+        """The route template of the request (``/v1/jobs/{job_id}``): a low-cardinality name."""
+        path = self.path
+        if self.job_id is not None:
+            path = path.replace(_job_path(self.job_id), "/v1/jobs/{job_id}", 1)
+        if self.workload is not None and path.startswith("/v1/run/"):
+            path = "/v1/run/{workload}"
+        return path
+
     def request_options(self) -> dict[str, Any]:
         """Keyword arguments of ``httpx.Client.build_request`` (and the async one)."""
         options: dict[str, Any] = {"method": self.method, "url": self.path}

@@ -649,6 +649,7 @@ class JobDesk:
                 {"priority": schedule.priority or None},
                 idempotency_key=f"schedule:{name}:{iso(tick)}",
                 origin={"schedule": name, "tick": iso(tick)},
+                traced=False,  # no request submits it: a trace of its own per attempt
             )
         job = await self._db(self.store.fire_schedule, name, tick, new)
         if job is not None:

@@ -10,6 +10,7 @@ import math
 from datetime import datetime
 from typing import Any
 
+from ambidex import _observe
 from ambidex._clock import current_clock
 from ambidex._job_errors import JobOptionError
 from ambidex._job_model import RetryPolicy, type_names
@@ -63,8 +64,12 @@ def new_job(
     rerun_of: str | None = None,
     idempotency_key: str | None = None,
     origin: dict[str, Any] | None = None,
+    traced: bool = True,
 ) -> NewJob:
     """The ``NewJob`` for validated input, with the workload's options where none is given.
+
+    ``traced``: with tracing on, the job keeps the trace context current here (the
+    submitting request's), read now: the store may write it later, from another task.
 
     Raises:
         JobOptionError: an option out of range, naming it.
@@ -100,8 +105,20 @@ def new_job(
             "timeout_s", f"timeout_s must be a positive number of seconds, got {timeout_s!r}"
         )
     run_at = _when(options.get("delay_s"), options.get("run_at"))
+    trace = _observe.carrier() if traced and _observe.on else None
     return NewJob(
-        wl.name, data, max_attempts, timeout_s, None, prio, run_at, retry, key, rerun_of, origin
+        wl.name,
+        data,
+        max_attempts,
+        timeout_s,
+        None,
+        prio,
+        run_at,
+        retry,
+        key,
+        rerun_of,
+        origin,
+        trace,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import enum
 import os
 import secrets
 import sys
@@ -25,6 +26,7 @@ __all__ = [
     "Outcome",
     "Page",
     "Submitted",
+    "TraceFrom",
     "decode_cursor",
     "encode_cursor",
     "new_job_id",
@@ -207,6 +209,12 @@ def refused_data(exc: BaseException) -> bool:
     )
 
 
+class TraceFrom(enum.Enum):
+    """Where a new job's trace context comes from when the ``NewJob`` gives none."""
+
+    CURRENT = "current"  # the context current where the store is called, when tracing is on
+
+
 @dataclass(frozen=True)
 class NewJob:
     """A job to store (see ``JobStore.submit_batch``)."""
@@ -224,6 +232,10 @@ class NewJob:
     rerun_of: str | None = None
     origin: Mapping[str, Any] | None = None
     """Extra data for the ``submitted`` event (e.g. the schedule that fired it)."""
+    trace_context: Mapping[str, str] | TraceFrom | None = TraceFrom.CURRENT
+    """The W3C trace context to store with the job (``traceparent``, ``tracestate``; other
+    keys, and a malformed one, are dropped); ``CURRENT``: the one current where the store
+    is called, when tracing is on (see ``ambidex._observe``); None: none."""
 
 
 @dataclass(frozen=True)

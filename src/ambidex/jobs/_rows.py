@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from collections.abc import Mapping
 from typing import Any
 
+from ambidex import _observe
 from ambidex._job_model import NO_RETRY, TERMINAL, Job, JobStatus, iso
 from ambidex._text import plain_text
 from ambidex.jobs._json import JsonProblem, dumps, json_text
-from ambidex.jobs._records import NewJob, Outcome, new_job_id
+from ambidex.jobs._records import NewJob, Outcome, TraceFrom, new_job_id
 from ambidex.jobs._statements import (
     MAX_ERROR_CHARS,
     MAX_TRACEBACK_CHARS,
@@ -23,7 +26,40 @@ from ambidex.jobs._statements import (
     storable_text,
 )
 
-__all__ = ["new_job_row", "outcome_values", "submitted_event_row"]
+__all__ = ["new_job_row", "outcome_values", "stored_trace", "submitted_event_row"]
+
+_TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+_MAX_TRACESTATE_CHARS = 512  # W3C: vendors may drop a longer one; so does the store
+
+
+def stored_trace(carrier: Mapping[str, str] | TraceFrom | None) -> str | None:
+    """The text stored as a job's ``trace_context`` for ``carrier`` (None: nothing stored).
+
+    ``TraceFrom.CURRENT``: the context current here, when tracing is on (with it
+    off, nothing is read: one attribute of ``_observe``). Only ``traceparent``
+    (version 00, well formed, not all zeros) and a ``tracestate`` of plain text
+    up to 512 characters are kept: baggage stays out of the database, and a
+    malformed context is dropped, never refused (a trace must not fail a submit).
+    """
+    if carrier is TraceFrom.CURRENT:
+        if not _observe.on:
+            return None
+        carrier = _observe.carrier()
+    if not isinstance(carrier, Mapping):
+        return None
+    parent = carrier.get("traceparent")
+    if (
+        not isinstance(parent, str)
+        or not _TRACEPARENT.fullmatch(parent)
+        or parent[3:35] == "0" * 32
+        or parent[36:52] == "0" * 16
+    ):
+        return None
+    kept = {"traceparent": parent}
+    state = carrier.get("tracestate")
+    if isinstance(state, str) and len(state) <= _MAX_TRACESTATE_CHARS and state.isprintable():
+        kept["tracestate"] = state
+    return json.dumps(kept, separators=(",", ":"))
 
 
 def new_job_row(new: NewJob, now: float) -> tuple[dict[str, Any], Job]:
@@ -51,6 +87,12 @@ def new_job_row(new: NewJob, now: float) -> tuple[dict[str, Any], Job]:
     jid = new.job_id or new_job_id()
     run_at = now if new.run_at is None else float(new.run_at)
     retry = None if new.retry == NO_RETRY else dumps(new.retry.as_dict())
+    carrier = new.trace_context
+    # Tracing off (or no context given): nothing to store, and nothing more read than ``on``.
+    if carrier is None or (carrier is TraceFrom.CURRENT and not _observe.on):
+        trace = None
+    else:
+        trace = stored_trace(carrier)
     row = {
         "id": jid,
         "workload": new.workload,
@@ -68,6 +110,7 @@ def new_job_row(new: NewJob, now: float) -> tuple[dict[str, Any], Job]:
         "lost": 0,
         "idempotency_key": new.idempotency_key,
         "rerun_of": new.rerun_of,
+        "trace_context": trace,
     }
     job = Job(
         id=jid,
@@ -82,6 +125,7 @@ def new_job_row(new: NewJob, now: float) -> tuple[dict[str, Any], Job]:
         idempotency_key=new.idempotency_key,
         rerun_of=new.rerun_of,
         created_at=now,
+        trace_context=trace,
     )
     return row, job
 

@@ -51,6 +51,7 @@ _NEW_JOB_KEYS = (
     "lost",
     "idempotency_key",
     "rerun_of",
+    "trace_context",
 )
 GET = f"SELECT {_JOB_COLUMNS} FROM ambidex_jobs WHERE id = ?"
 INSERT_JOBS = (

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import ambidex
+from ambidex import _observe
 from ambidex._contain import EscapedExit, enter_user_code, leave_user_code, task_factory_installed
 from ambidex._job_model import Job, JobStatus, WorkerInfo
 from ambidex._text import describe_exception, format_traceback, plain_text, shorten
@@ -88,6 +89,7 @@ class _Running:
         "outcome_queued",
         "recording",
         "reporting",
+        "span",
         "started",
         "stop",
         "task",
@@ -114,6 +116,8 @@ class _Running:
         # mid-write, or that report could land after the outcome, and be lost).
         self.reporting = False
         self.ended = False
+        # The attempt's span while tracing is on (``_tracing``); None: untraced.
+        self.span: Any = None
 
 
 def _worker_info(
@@ -518,6 +522,20 @@ class JobWorker:
             )
 
     async def _execute_job(self, running: _Running) -> None:
+        if not _observe.on:
+            await self._attempt(running)
+            return
+        from ambidex.jobs import _tracing
+
+        with _tracing.attempt_span(running.job, self.worker_id) as span:
+            running.span = span
+            try:
+                await self._attempt(running)
+            except asyncio.CancelledError:
+                _tracing.stopped(span, running.stop)
+                raise
+
+    async def _attempt(self, running: _Running) -> None:
         job = running.job
         reporters: builtins.list[asyncio.Task[None]] = []
         self._wire_progress(running, reporters)
@@ -585,8 +603,16 @@ class JobWorker:
             )
         status = "retrying" if retry_in_s is not None else ending.status.value
         if not recorded:
+            if running.span is not None:
+                from ambidex.jobs import _tracing
+
+                _tracing.lease_lost(running.span)
             log.warning("job %s: lease lost before its outcome could be recorded", job.id)
             return
+        if running.span is not None:
+            from ambidex.jobs import _tracing
+
+            _tracing.ended(running.span, ending, retry_in_s, job.retried + 1)
         run_s = time.monotonic() - running.started
         self.metrics.record_end(job.workload, status, run_s, final=retry_in_s is None)
         if retry_in_s is not None:

@@ -35,6 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import ambidex
+from ambidex import _observe
 from ambidex._text import describe_exception, plain_text
 from ambidex.jobs import (
     JobBatchError,
@@ -81,15 +82,23 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _DOCS_PREFIXES = ("/docs", "/static-offline-docs", "/openapi.json")
 
 
-def _fastapi_telemetry() -> dict[str, bool] | None:
+def _fastapi_telemetry() -> dict[str, Any] | None:
     """FastAPI's own OpenTelemetry spans and metrics: on where OpenTelemetry is configured.
 
     With them on, every request asks OpenTelemetry for its three providers (~7 µs,
-    4% of a submit's server CPU); so they are on only when the environment names an
-    OpenTelemetry setting (any ``OTEL_*`` variable, as ``opentelemetry-instrument``
-    and OTLP exporters are configured) or ``AMBIDEX_OTEL`` is set. None: FastAPI's
-    defaults.
+    4% of a submit's server CPU); so they are on only when ambidex's tracing is on
+    as the app is made (``ax.instrument()`` or ``AMBIDEX_OTEL``), or the environment
+    names an OpenTelemetry setting (any ``OTEL_*`` variable, as
+    ``opentelemetry-instrument`` and OTLP exporters are configured). With ambidex's
+    tracing on, the request spans go to its provider (the one ``instrument`` was
+    given, which need not be the global one), so a submit's ``ambidex.*`` spans and
+    the job's stored context are children of the request's SERVER span, whose
+    parent is the ``traceparent`` the client sent. None: FastAPI's defaults.
     """
+    if _observe.on:
+        from ambidex import _otel
+
+        return {"tracer_provider": _otel.provider()}
     if "AMBIDEX_OTEL" in os.environ or any(name.startswith("OTEL_") for name in os.environ):
         return None
     return {"tracing": False, "metrics": False, "logs": False}
