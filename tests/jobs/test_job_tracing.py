@@ -218,7 +218,8 @@ async def test_each_attempt_is_a_consumer_span_in_its_submits_trace(
 ) -> None:
     from opentelemetry import trace
     from opentelemetry.trace import SpanKind, StatusCode
-    from tests._otel import one, parent_of, tree
+
+    from _otel import one, parent_of, tree
 
     async with JobDesk(sqlite_store, registry, poll_s=POLL_S) as desk:
         with trace.get_tracer("tests").start_as_current_span("request"):
@@ -285,7 +286,8 @@ async def test_a_job_submitted_untraced_starts_a_trace_of_its_own(
     sqlite_store: JobStore, registry: WorkloadRegistry, spans: Any
 ) -> None:
     from opentelemetry import trace
-    from tests._otel import one
+
+    from _otel import one
 
     job = sqlite_store.submit("step", {"x": 1})  # tracing on, but no span to continue
     assert job.trace_context is None
@@ -303,7 +305,8 @@ async def test_a_lost_lease_shows_on_the_attempts_span(
     sqlite_store: JobStore, registry: WorkloadRegistry, spans: Any
 ) -> None:
     from opentelemetry.trace import StatusCode
-    from tests._otel import one
+
+    from _otel import one
 
     job = sqlite_store.submit("hold", {})
     async with JobWorker(sqlite_store, registry, lease_s=0.3, poll_s=POLL_S) as worker:
@@ -330,8 +333,8 @@ async def test_a_cancel_and_a_shutdown_show_on_the_attempts_span(
     sqlite_store: JobStore, registry: WorkloadRegistry, spans: Any
 ) -> None:
     from opentelemetry.trace import StatusCode
-    from tests._otel import one
 
+    from _otel import one
     from ambidex.jobs import JobManager
 
     async with JobManager(sqlite_store, registry, lease_s=5.0, poll_s=POLL_S) as m:

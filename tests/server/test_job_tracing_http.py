@@ -30,7 +30,7 @@ from ambidex.jobs import JobContext, WorkloadRegistry
 from ambidex.server import create_app
 
 pytest.importorskip("opentelemetry.sdk", reason="the otel extra is not installed")
-from tests._otel import one
+from _otel import one
 
 WORKLOADS = str(Path(__file__).parents[1] / "jobs" / "job_tracing_workloads.py")
 TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
