@@ -39,6 +39,9 @@ __all__ = [
     "tracer",
 ]
 
+_DESCRIPTION_CHARS = 1000
+"""A failed span's status text is cut to this (an error message may be megabytes)."""
+
 _tracer: trace.Tracer = trace.NoOpTracer()
 _provider: Any = None
 _old_factory: Any = None
@@ -176,7 +179,10 @@ def fail(current: Span, exc: BaseException, *, description: str | None = None) -
         current.set_status(Status(StatusCode.ERROR, description or "cancelled"))
         return
     current.set_attribute("error.type", type(exc).__qualname__)
-    current.set_status(Status(StatusCode.ERROR, description or describe_exception(exc)))
+    text = description or describe_exception(exc)
+    if len(text) > _DESCRIPTION_CHARS:
+        text = text[: _DESCRIPTION_CHARS - 1] + "…"
+    current.set_status(Status(StatusCode.ERROR, text))
     with contextlib.suppress(Exception):  # an exception whose str() raises
         current.record_exception(exc)
 

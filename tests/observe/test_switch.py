@@ -186,3 +186,13 @@ def test_ambidex_info_says_whether_this_process_traces_and_where_to() -> None:
         "exporter": "otlp",
         "endpoint": "http://collector:4318",
     }
+
+
+def test_a_huge_error_message_is_cut_on_the_span(spans: Any) -> None:
+    from ambidex import _otel
+
+    with pytest.raises(ValueError), _otel.span("ambidex.test"):
+        raise ValueError("x" * 1_000_000)
+    (span,) = spans.get_finished_spans()
+    assert len(span.status.description) == 1000
+    assert span.status.description.endswith("…")
