@@ -320,3 +320,37 @@ def test_tracing_off_imports_no_opentelemetry_here_or_in_a_worker() -> None:
     )
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert found == {"here": [], "worker": []}
+
+
+def test_every_thread_path_sees_the_callers_span_and_context_variables(spans: Any) -> None:
+    def seen() -> tuple[str, int]:
+        return request_id.get(), trace.get_current_span().get_span_context().span_id
+
+    async def offload_every_way() -> list[tuple[str, int]]:
+        request_id.set("offloaded")
+        with _tracer().start_as_current_span("async caller") as caller:
+            got = [
+                await ax.to_thread(seen),
+                await ax.to_reserved_thread(seen),
+                await ax.to_elastic_thread(seen),
+            ]
+            with ax.elastic_threads():
+                got.append(await ax.to_thread(seen))
+        mine = caller.get_span_context().span_id
+        return [(value, int(span_id == mine)) for value, span_id in got]
+
+    assert asyncio.run(offload_every_way()) == [("offloaded", 1)] * 4
+
+
+def test_a_cpu_call_awaited_on_another_loop_keeps_the_callers_trace(spans: Any) -> None:
+    async def caller() -> int:
+        with _tracer().start_as_current_span("async caller"):
+            return await in_worker.aio(5)
+
+    assert asyncio.run(caller()) == 6
+    finished = spans.get_finished_spans()
+    call = one(finished, "ambidex.cpu in_worker")
+    assert parent_of(call, finished) is one(finished, "async caller"), tree(finished)
+    assert parent_of(one(finished, "user work"), finished) is one(
+        finished, "ambidex.cpu.run in_worker"
+    ), tree(finished)
