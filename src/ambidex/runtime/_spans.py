@@ -210,8 +210,11 @@ def adopt(shipped: Sequence[Shipped]) -> None:
             )
         return
     resource = getattr(provider, "resource", None)
-    for item in shipped:
-        processor.on_end(_rebuild(item, resource))
+    try:
+        for item in shipped:
+            processor.on_end(_rebuild(item, resource))
+    except Exception:  # a call's result must not be lost to its spans
+        log.warning("spans from a cpu worker could not be recorded", exc_info=True)
 
 
 def note_handed(queued_s: float, pid: int) -> None:

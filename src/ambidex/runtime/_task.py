@@ -360,14 +360,15 @@ class TaskFunction(Generic[P, R]):
         try:
             while True:
                 try:
+                    if not limits:
+                        return await self._attempt_traced(rt, args, kwargs, span)
                     async with contextlib.AsyncExitStack() as stack:
-                        if limits:
-                            asked = time.perf_counter()
-                            try:
-                                for lim in limits:
-                                    await stack.enter_async_context(lim)
-                            finally:
-                                waited_s += time.perf_counter() - asked
+                        asked = time.perf_counter()
+                        try:
+                            for lim in limits:
+                                await stack.enter_async_context(lim)
+                        finally:
+                            waited_s += time.perf_counter() - asked
                         return await self._attempt_traced(rt, args, kwargs, span)
                 except BaseException as exc:
                     if isinstance(exc, TaskTimeoutError):

@@ -91,9 +91,11 @@ def _encode_error(exc: BaseException, *shipped: Any) -> bytes:
 def _run_one(data: bytes) -> bytes:
     try:
         call = cloudpickle.loads(data)
-        if len(call) == 4:  # (fn, args, kwargs, (name, trace context)): tracing is on
-            return _run_traced(*call)
-        fn, args, kwargs = call
+        traced = len(call) == 4  # (fn, args, kwargs, (name, trace context)): tracing is on
+        if traced:
+            fn, args, kwargs, context = call
+        else:
+            fn, args, kwargs = call
         if isinstance(fn, FunctionRef):
             fn = fn.resolve()
     except BaseException as exc:
@@ -101,6 +103,8 @@ def _run_one(data: bytes) -> bytes:
 
         err = SerializationError(f"the worker could not unpickle the call: {exc!r}")
         return _encode_error(err)
+    if traced:
+        return _run_traced(fn, args, kwargs, context)
     try:
         result = fn(*args, **kwargs)
     except BaseException as exc:
@@ -132,8 +136,6 @@ def _run_traced(fn: Any, args: Any, kwargs: Any, traced: tuple[str, Any]) -> byt
     result: Any = None
     with _spans.worker_call(name, carrier) as current:
         try:
-            if isinstance(fn, FunctionRef):
-                fn = fn.resolve()
             result = fn(*args, **kwargs)
         except BaseException as exc:
             failed = exc
@@ -154,8 +156,6 @@ def _run_traced(fn: Any, args: Any, kwargs: Any, traced: tuple[str, Any]) -> byt
 
 def _run_traced_without_spans(fn: Any, args: Any, kwargs: Any) -> bytes:
     try:
-        if isinstance(fn, FunctionRef):
-            fn = fn.resolve()
         result = fn(*args, **kwargs)
     except BaseException as exc:
         return _encode_error(exc)
