@@ -8,6 +8,12 @@
     all inside one event loop started by ``asyncio.run`` (stdlib loop by default).
 (c) (a) again with the caller and the loop thread pinned to one CPU, then to two CPUs.
 (d) (b) again with every thread of the process pinned to one CPU.
+(a) and (b) have a tracing-on row (role ``traced``): the same ambidex call with
+    ``ax.instrument(tracer_provider=...)`` on, every span going through a
+    ``SimpleSpanProcessor`` to an exporter that drops it. So it costs what ambidex
+    adds (the span, its attributes, the context hops) plus the SDK's per-span
+    work up to the exporter, not a real exporter's encoding or network; it is left
+    out when OpenTelemetry is not installed.
     A sync call is two thread wake-ups; on a VM a wake-up across CPUs can cost several
     times one that stays on a CPU, and the scheduler picks which happens, so (a) and (b)
     swing between two levels from run to run. (c) and (d) show each level on its own.
@@ -65,6 +71,55 @@ echo_ax = ax.io(echo)
 echo_blocking_ax = ax.blocking(echo_sync)
 
 
+# -- tracing on ---------------------------------------------------------------------
+
+_provider: Any = None
+
+
+def tracing_provider() -> Any:
+    """An SDK provider whose spans go to an exporter that drops them; None without the SDK."""
+    global _provider
+    if _provider is None:
+        try:
+            from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.export import (
+                SimpleSpanProcessor,
+                SpanExporter,
+                SpanExportResult,
+            )
+        except ImportError:
+            return None
+
+        class Drop(SpanExporter):
+            def export(self, spans: Any) -> SpanExportResult:
+                return SpanExportResult.SUCCESS
+
+        _provider = TracerProvider()
+        _provider.add_span_processor(SimpleSpanProcessor(Drop()))
+    return _provider
+
+
+@contextlib.contextmanager
+def tracing(on: bool) -> Iterator[None]:
+    """Within the block, ambidex traces (``ax.instrument``) when ``on``."""
+    if not on:
+        yield
+        return
+    ax.instrument(tracer_provider=tracing_provider())
+    try:
+        yield
+    finally:
+        ax.uninstrument()
+
+
+def tracing_cost(report: dict[str, Any], untraced: str, traced: str) -> float | None:
+    """Median µs a call pays for tracing: the traced row's median minus the untraced one's."""
+    by_name = {r["method"]: r["median_us"] for r in report["methods"]}
+    if traced not in by_name:
+        return None
+    return float(by_name[traced] - by_name[untraced])
+
+
 # -- timing loops --------------------------------------------------------------------
 
 
@@ -115,34 +170,39 @@ class Method:
     loop: str
     calls: int
     call: Callable[[int], Any]
+    traced: bool = False  # timed with ambidex's tracing on
     samples: list[int] = field(default_factory=list)
     round_medians_us: list[float] = field(default_factory=list)
 
 
 def run_rounds_sync(methods: list[Method], rounds: int, warmup_frac: float) -> None:
     for m in methods:  # warm up every method before any timing
-        time_sync(m.call, max(10, int(m.calls * warmup_frac)))
+        with tracing(m.traced):
+            time_sync(m.call, max(10, int(m.calls * warmup_frac)))
     for r in range(rounds):
         order = methods[r % len(methods) :] + methods[: r % len(methods)]
         for m in order:
             per_round = -(-m.calls // rounds)
-            time_sync(m.call, max(2, per_round // 50))  # re-warm after the switch
-            with gc_paused():
-                got = time_sync(m.call, per_round, start=len(m.samples))
+            with tracing(m.traced):
+                time_sync(m.call, max(2, per_round // 50))  # re-warm after the switch
+                with gc_paused():
+                    got = time_sync(m.call, per_round, start=len(m.samples))
             m.samples += got
             m.round_medians_us.append(statistics.median(got) / 1000)
 
 
 async def run_rounds_async(methods: list[Method], rounds: int, warmup_frac: float) -> None:
     for m in methods:
-        await time_async(m.call, max(10, int(m.calls * warmup_frac)))
+        with tracing(m.traced):
+            await time_async(m.call, max(10, int(m.calls * warmup_frac)))
     for r in range(rounds):
         order = methods[r % len(methods) :] + methods[: r % len(methods)]
         for m in order:
             per_round = -(-m.calls // rounds)
-            await time_async(m.call, max(2, per_round // 50))
-            with gc_paused():
-                got = await time_async(m.call, per_round, start=len(m.samples))
+            with tracing(m.traced):
+                await time_async(m.call, max(2, per_round // 50))
+                with gc_paused():
+                    got = await time_async(m.call, per_round, start=len(m.samples))
             m.samples += got
             m.round_medians_us.append(statistics.median(got) / 1000)
 
@@ -197,6 +257,10 @@ def bench_sync_to_async(calls: int, slow_calls: int, rounds: int, warmup: float)
             ),
             Method("floor: bare thread round trip", "floor", "-", calls, floor.call),
         ]
+        if tracing_provider() is not None:
+            methods.insert(
+                1, Method("ambidex f(x), tracing on", "traced", ax_loop, calls, echo_ax, True)
+            )
         run_rounds_sync(methods, rounds, warmup)
     return _report(methods)
 
@@ -260,6 +324,9 @@ def bench_async_to_thread(calls: int, rounds: int, warmup: float, loop: str) -> 
                 lambda x: anyio.to_thread.run_sync(echo_sync, x),
             ),
         ]
+        if tracing_provider() is not None:
+            traced = "ambidex await g.aio(x), tracing on"
+            methods.insert(1, Method(traced, "traced", name, calls, echo_blocking_ax.aio, True))
         await run_rounds_async(methods, rounds, warmup)
         holder["report"] = _report(methods)
         holder["loop"] = name
@@ -573,6 +640,18 @@ def main(argv: list[str] | None = None) -> int:
         )
     ratios = compute_ratios(a, b) + placement_ratios(c, d)
     print_ratios(console, ratios, value_format=lambda v: f"{v:.2f}x")
+    traced_cost = {
+        "sync_to_async_us": tracing_cost(a, "ambidex f(x)", "ambidex f(x), tracing on"),
+        "async_to_thread_us": tracing_cost(
+            b, "ambidex await g.aio(x)", "ambidex await g.aio(x), tracing on"
+        ),
+    }
+    if traced_cost["sync_to_async_us"] is not None:
+        console.print(
+            "tracing on costs (median, traced - untraced): "
+            f"(a) {traced_cost['sync_to_async_us']:.1f} µs per sync call, "
+            f"(b) {traced_cost['async_to_thread_us']:.1f} µs per offloaded call"
+        )
     elapsed = time.perf_counter() - started
     console.print(f"elapsed {elapsed:.1f} s")
 
@@ -593,6 +672,7 @@ def main(argv: list[str] | None = None) -> int:
         "placement": c,
         "async_to_thread_one_cpu": d,
         "ratios": ratios,
+        "tracing_cost": traced_cost,
         "elapsed_s": elapsed,
     }
     path = write_json(args.output or ("bridge-quick" if args.quick else "bridge"), data)

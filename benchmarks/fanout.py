@@ -9,6 +9,12 @@
     sequential vs ambidex ``@ax.cpu`` ``.map`` on a warmed process pool.
 
 Each scenario is repeated and the methods take turns; the median wall time is reported.
+Each ambidex scenario has a tracing-on row (role ``traced``): the same ambidex
+method with ``ax.instrument(tracer_provider=...)`` on, every span going through a
+``SimpleSpanProcessor`` to an exporter that drops it (ambidex's spans and the SDK's
+per-span work; no real exporter's encoding or network). In (c) the workers'
+spans travel back with each reply and go through the same processor. Left out
+when OpenTelemetry is not installed.
 
     .venv/bin/python benchmarks/fanout.py            # full run, writes results/fanout.json
     .venv/bin/python benchmarks/fanout.py --quick    # smoke test, a few seconds
@@ -18,12 +24,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
@@ -70,6 +77,53 @@ def spin_timed(n: int) -> tuple[int, float]:
 nap_ax = ax.io(nap)
 block_ax = ax.blocking(block)
 spin_timed_ax = ax.cpu(spin_timed)
+
+
+# -- tracing on (the "traced" rows) -----------------------------------------------------
+
+_provider: Any = None
+
+
+def tracing_provider() -> Any:
+    """An SDK provider whose spans go to an exporter that drops them; None without the SDK."""
+    global _provider
+    if _provider is None:
+        try:
+            from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.export import (
+                SimpleSpanProcessor,
+                SpanExporter,
+                SpanExportResult,
+            )
+        except ImportError:
+            return None
+
+        class Drop(SpanExporter):
+            def export(self, spans: Any) -> SpanExportResult:
+                return SpanExportResult.SUCCESS
+
+        _provider = TracerProvider()
+        _provider.add_span_processor(SimpleSpanProcessor(Drop()))
+    return _provider
+
+
+@contextlib.contextmanager
+def tracing() -> Iterator[None]:
+    ax.instrument(tracer_provider=tracing_provider())
+    try:
+        yield
+    finally:
+        ax.uninstrument()
+
+
+def traced(method: Callable[[], Any]) -> Callable[[], Any]:
+    """``method`` run with ambidex's tracing on (turned on and off outside its timing)."""
+
+    def run() -> Any:
+        with tracing():
+            return method()
+
+    return run
 
 
 def _check(results: list[int], n: int) -> None:
@@ -150,6 +204,9 @@ def bench_io(n: int, repeats: int) -> dict[str, Any]:
             lambda: run_async(lambda: asyncio.gather(*(nap(i) for i in range(n))), uvloop.run),
         ),
     }
+    if tracing_provider() is not None:
+        on = "ambidex f.map(range(n)) from sync, tracing on"
+        methods[on] = ("traced", ax_loop, traced(ax_map))
     # Warm up: start the runtime's loop thread, import and JIT-free paths, small n.
     nap_ax.map(range(10))
     times: dict[str, list[float]] = {name: [] for name in methods}
@@ -185,6 +242,8 @@ def bench_blocking(n: int, threads: int, repeats: int) -> dict[str, Any]:
             "ambidex @ax.blocking f.map(range(n))": ("ambidex", ax_map),
             "ThreadPoolExecutor.map(fn, range(n))": ("anchor", tpe_map),
         }
+        if tracing_provider() is not None:
+            methods["ambidex @ax.blocking f.map(range(n)), tracing on"] = ("traced", traced(ax_map))
         times: dict[str, list[float]] = {name: [] for name in methods}
         for order in _rotations(list(methods), repeats):
             for name in order:
@@ -258,6 +317,14 @@ def bench_cpu(target_s: float, repeats: int) -> dict[str, Any]:
                 lambda: list(pool.map(spin_timed, items)),
             ),
         }
+        if tracing_provider() is not None:
+            # The workers load the tracing SDK on their first traced call: not timed.
+            traced(lambda: spin_timed_ax.map([1] * workers, max_in_flight=workers))()
+            methods["ambidex @ax.cpu f.map(items), tracing on"] = (
+                "traced",
+                workers,
+                traced(lambda: spin_timed_ax.map(items)),
+            )
         times: dict[str, list[float]] = {name: [] for name in methods}
         call_means: dict[str, list[float]] = {name: [] for name in methods}
         busy: dict[str, list[float]] = {name: [] for name in methods}

@@ -120,6 +120,40 @@ def test_a_dead_ray_worker_is_reported_like_a_dead_local_worker(ray_rt: ax.Runti
     assert stats.crashed == 1
 
 
+@ax.cpu
+def traced_in_ray(x: int) -> int:
+    from opentelemetry import trace
+
+    with trace.get_tracer("user-code").start_as_current_span("user work"):
+        return x * 2
+
+
+def test_a_cpu_call_on_ray_is_traced_into_the_callers_trace(ray_rt: ax.Runtime, spans: Any) -> None:
+    from opentelemetry import trace
+    from opentelemetry.trace import StatusCode
+
+    from _otel import one, parent_of, tree
+
+    with trace.get_tracer("test").start_as_current_span("caller"):
+        assert traced_in_ray(4) == 8
+        with pytest.raises(ax.TaskTimeoutError):
+            sleeps(30)
+    finished = spans.get_finished_spans()
+    caller = one(finished, "caller")
+    call = one(finished, "ambidex.cpu traced_in_ray")
+    run = one(finished, "ambidex.cpu.run traced_in_ray")
+    user = one(finished, "user work")
+    assert parent_of(call, finished) is caller, tree(finished)
+    assert parent_of(run, finished) is call, tree(finished)
+    assert parent_of(user, finished) is run, tree(finished)
+    assert run.attributes["ambidex.worker.pid"] != os.getpid()
+    assert {s.context.trace_id for s in (call, run, user)} == {caller.context.trace_id}
+    timed_out = one(finished, "ambidex.cpu sleeps")
+    assert timed_out.status.status_code is StatusCode.ERROR
+    assert timed_out.attributes["error.type"] == "TaskTimeoutError"
+    assert timed_out.attributes["ambidex.worker.killed"] is True
+
+
 def test_map_on_ray_submits_untimed_calls_at_once(ray_rt: ax.Runtime) -> None:
     assert ray_rt.cpu_in_flight(timed=False) == 1024
     assert ray_rt.cpu_in_flight(timed=True) == 4  # a deadline must not run while queued in Ray

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import threading
 from collections.abc import Coroutine
@@ -82,11 +83,16 @@ class _Waiter(Generic[T]):
         self._result: T | None = None
         self._exception: BaseException | None = None
 
-    def start(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> None:
-        # Runs on the loop thread.
+    def start(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        coro: Coroutine[Any, Any, T],
+        ctx: contextvars.Context,
+    ) -> None:
+        # Runs on the loop thread; the task runs in the caller's context (a copy).
         wrapped = guarded(coro)
         try:
-            self.task = loop.create_task(wrapped)
+            self.task = loop.create_task(wrapped, context=ctx)
         except BaseException as exc:  # e.g. the loop is closing
             wrapped.close()
             coro.close()
@@ -187,6 +193,9 @@ class LoopThread:
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the loop and block until it finishes; return its value.
 
+        The coroutine runs in a copy of the caller's context: it sees the
+        caller's context variables, and what it sets stays with it.
+
         Ctrl-C (or any exception raised into the waiting thread) cancels the
         coroutine and waits for it to stop before re-raising, so nothing keeps
         running after this returns or raises.
@@ -203,7 +212,10 @@ class LoopThread:
             )
         waiter: _Waiter[T] = _Waiter()
         try:
-            self.loop.call_soon_threadsafe(waiter.start, self.loop, coro)
+            # The caller's context variables (its OpenTelemetry span among them) go
+            # with the coroutine, as they would into ``asyncio.to_thread``.
+            ctx = contextvars.copy_context()
+            self.loop.call_soon_threadsafe(waiter.start, self.loop, coro, ctx)
         except RuntimeError:
             coro.close()
             raise

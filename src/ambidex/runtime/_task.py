@@ -15,6 +15,7 @@ import inspect
 import logging
 import reprlib
 import sys
+import time
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
 import cloudpickle
 
+from ambidex import _observe
 from ambidex._backoff import Backoff, retry_cannot_help
 from ambidex._clock import current_clock
 from ambidex._log import get_logger
@@ -212,6 +214,8 @@ class TaskFunction(Generic[P, R]):
     # -- the logic, once ---------------------------------------------------
 
     async def _acall(self, rt: Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
+        if _observe.on:
+            return await self._acall_traced(rt, args, kwargs)
         counters = rt.counters
         kind = self.kind
         counters.started(kind)
@@ -243,26 +247,34 @@ class TaskFunction(Generic[P, R]):
             except BaseException as exc:
                 if isinstance(exc, TaskTimeoutError):
                     rt.counters.bump(self.kind, "timeouts")
-                if (
-                    attempt >= opts.retries
-                    or isinstance(exc, _NEVER_RETRY)
-                    or not isinstance(exc, opts.retry_on)
-                    or retry_cannot_help(exc)
-                ):
+                if not self._retries_after(exc, attempt):
                     raise
                 attempt += 1
                 delay_s = opts.backoff_delay_s(attempt)
-                if log.isEnabledFor(logging.INFO):  # one per retry of one call: only when asked
-                    log.info(
-                        "%s failed (%s); retry %d of %d in %.2f s",
-                        self._name,
-                        describe_exception(exc),
-                        attempt,
-                        opts.retries,
-                        delay_s,
-                    )
+                self._log_retry(exc, attempt, delay_s)
             rt.counters.bump(self.kind, "retries")
             await current_clock().asleep(delay_s)  # fake in tests
+
+    def _retries_after(self, exc: BaseException, attempt: int) -> bool:
+        """Whether attempt number ``attempt`` (0-based) failing with ``exc`` is retried."""
+        opts = self.options
+        return not (
+            attempt >= opts.retries
+            or isinstance(exc, _NEVER_RETRY)
+            or not isinstance(exc, opts.retry_on)
+            or retry_cannot_help(exc)
+        )
+
+    def _log_retry(self, exc: BaseException, attempt: int, delay_s: float) -> None:
+        if log.isEnabledFor(logging.INFO):  # one per retry of one call: only when asked
+            log.info(
+                "%s failed (%s); retry %d of %d in %.2f s",
+                self._name,
+                describe_exception(exc),
+                attempt,
+                self.options.retries,
+                delay_s,
+            )
 
     async def _attempt(self, rt: Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
         timeout_s = self.options.timeout_s
@@ -289,11 +301,20 @@ class TaskFunction(Generic[P, R]):
                 raise TaskTimeoutError(label, timeout_s, detail) from None
             raise
 
-    def _payload(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    def _payload(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        traced: tuple[str, dict[str, str] | None] | None = None,
+    ) -> bytes:
+        # ``traced``: the function's name and the caller's trace context, sent as
+        # a fourth item only while tracing is on (``_worker._run_traced``).
         ref = self._ref
         if ref is None or (type(ref) is _PickledOnce and not ref.current()):
             ref = self._ref = self._function_ref()
         try:
+            if traced is not None:
+                return bytes(cloudpickle.dumps((ref, args, kwargs, traced)))
             return bytes(cloudpickle.dumps((ref, args, kwargs)))
         except Exception as exc:
             label = _describe_call(self._name, args, kwargs)
@@ -301,6 +322,109 @@ class TaskFunction(Generic[P, R]):
                 f"{label} cannot be sent to a cpu worker process: {exc}. Arguments and the "
                 "function must be picklable (cloudpickle handles lambdas and closures)."
             ) from exc
+
+    # -- the same logic while tracing is on (``_observe.on``) -------------------
+
+    async def _acall_traced(self, rt: Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
+        """``_acall`` inside the call's span ``ambidex.<kind> <qualname>``.
+
+        Apart from ``_acall`` so that the untraced call pays one attribute read
+        for tracing. Every call takes the policy path here (limits, retries,
+        timeout), whose steps the span records; docs/observability.md lists its
+        attributes and events.
+        """
+        from ambidex import _otel
+
+        kind = self.kind
+        attributes: dict[str, Any] = {"ambidex.kind": kind, "ambidex.function": self._name}
+        if self.options.limit:
+            attributes["ambidex.limits"] = self.options.limit
+        counters = rt.counters
+        counters.started(kind)
+        ok = False
+        try:
+            with _otel.span(f"ambidex.{kind} {self._name}", attributes) as span:
+                result = await self._with_policy_traced(rt, args, kwargs, span)
+            ok = True
+            return result
+        finally:
+            counters.finished(kind, ok)
+
+    async def _with_policy_traced(
+        self, rt: Runtime, args: tuple[Any, ...], kwargs: dict[str, Any], span: Any
+    ) -> R:
+        opts = self.options
+        limits = rt.resolve_limits(opts.limit) if opts.limit else ()
+        attempt = 0
+        waited_s = 0.0  # acquiring the limits, summed over the attempts
+        try:
+            while True:
+                try:
+                    if not limits:
+                        return await self._attempt_traced(rt, args, kwargs, span)
+                    async with contextlib.AsyncExitStack() as stack:
+                        asked = time.perf_counter()
+                        try:
+                            for lim in limits:
+                                await stack.enter_async_context(lim)
+                        finally:
+                            waited_s += time.perf_counter() - asked
+                        return await self._attempt_traced(rt, args, kwargs, span)
+                except BaseException as exc:
+                    if isinstance(exc, TaskTimeoutError):
+                        rt.counters.bump(self.kind, "timeouts")
+                        span.set_attribute("ambidex.timeout_s", exc.timeout_s)
+                    if not self._retries_after(exc, attempt):
+                        raise
+                    attempt += 1
+                    delay_s = opts.backoff_delay_s(attempt)
+                    span.add_event(
+                        "retry",
+                        {
+                            "ambidex.attempt": attempt,
+                            "error.type": type(exc).__qualname__,
+                            "exception.message": describe_exception(exc),
+                            "ambidex.delay_s": delay_s,
+                        },
+                    )
+                    self._log_retry(exc, attempt, delay_s)
+                rt.counters.bump(self.kind, "retries")
+                await current_clock().asleep(delay_s)
+        finally:
+            span.set_attribute("ambidex.attempts", attempt + 1)
+            if limits:
+                span.set_attribute("ambidex.limit.wait_s", waited_s)
+
+    async def _attempt_traced(
+        self, rt: Runtime, args: tuple[Any, ...], kwargs: dict[str, Any], span: Any
+    ) -> R:
+        """``_attempt``, sending the trace context with a cpu call and timing a thread's queue."""
+        timeout_s = self.options.timeout_s
+        if self.kind == "cpu" and not rt.in_worker:
+            from ambidex import _otel
+
+            payload = self._payload(args, kwargs, (self._name, _otel.inject()))
+            label = _describe_call(self._name, args, kwargs)
+            result: R = await rt.run_in_process(payload, label, timeout_s)
+            return result
+        if self._is_async:
+            aw = self._fn(*args, **kwargs)
+            detail = "coroutine cancelled"
+        else:
+            fn: Callable[..., Any] = _timing_its_queue(self._fn, span)
+            aw = rt.run_in_thread(fn, args, kwargs)
+            detail = "its thread cannot be killed and was abandoned"
+        if timeout_s is None:
+            return await aw  # type: ignore[no-any-return, misc]
+        cm = asyncio.timeout(timeout_s)
+        try:
+            async with cm:
+                return await aw  # type: ignore[no-any-return, misc]
+        except TimeoutError:
+            if cm.expired():
+                label = _describe_call(self._name, args, kwargs)
+                raise TaskTimeoutError(label, timeout_s, detail) from None
+            raise
 
     def _function_ref(self) -> FunctionRef | _PickledOnce | Callable[..., Any]:
         # A decorated module-level function is sent by name (its module is
@@ -317,6 +441,17 @@ class TaskFunction(Generic[P, R]):
         if obj is self:
             return FunctionRef(module.__name__, qualname)
         return self._fn
+
+
+def _timing_its_queue(fn: Callable[..., R], span: Any) -> Callable[..., R]:
+    """``fn``, noting on ``span`` how long it waited for an I/O thread (traced calls)."""
+    submitted = time.perf_counter()
+
+    def run(*args: Any, **kwargs: Any) -> R:
+        span.set_attribute("ambidex.queue_wait_s", time.perf_counter() - submitted)
+        return fn(*args, **kwargs)
+
+    return run
 
 
 _IMMUTABLE = (type(None), bool, int, float, complex, str, bytes, types.ModuleType)

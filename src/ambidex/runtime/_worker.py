@@ -71,10 +71,11 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def _encode_error(exc: BaseException) -> bytes:
+def _encode_error(exc: BaseException, *shipped: Any) -> bytes:
+    # ``shipped``: nothing, or the finished spans of a traced call (one list).
     text = format_traceback(exc)
     try:
-        data = bytes(cloudpickle.dumps(("err", exc, text)))
+        data = bytes(cloudpickle.dumps(("err", exc, text, *shipped)))
         # An exception whose __init__ does not accept its own .args pickles
         # but cannot be rebuilt; find out here rather than in the parent.
         cloudpickle.loads(data)
@@ -84,12 +85,17 @@ def _encode_error(exc: BaseException) -> bytes:
         from ambidex.exceptions import RemoteError
 
         remote = RemoteError(type(exc).__qualname__, exception_message(exc))
-        return bytes(cloudpickle.dumps(("err", remote, text)))
+        return bytes(cloudpickle.dumps(("err", remote, text, *shipped)))
 
 
 def _run_one(data: bytes) -> bytes:
     try:
-        fn, args, kwargs = cloudpickle.loads(data)
+        call = cloudpickle.loads(data)
+        traced = len(call) == 4  # (fn, args, kwargs, (name, trace context)): tracing is on
+        if traced:
+            fn, args, kwargs, context = call
+        else:
+            fn, args, kwargs = call
         if isinstance(fn, FunctionRef):
             fn = fn.resolve()
     except BaseException as exc:
@@ -97,6 +103,58 @@ def _run_one(data: bytes) -> bytes:
 
         err = SerializationError(f"the worker could not unpickle the call: {exc!r}")
         return _encode_error(err)
+    if traced:
+        return _run_traced(fn, args, kwargs, context)
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException as exc:
+        return _encode_error(exc)
+    try:
+        return bytes(cloudpickle.dumps(("ok", result, None)))
+    except Exception as exc:
+        from ambidex.exceptions import SerializationError
+
+        err = SerializationError(
+            f"the result ({type(result).__qualname__}) could not be pickled back: {exc!r}"
+        )
+        return _encode_error(err)
+
+
+def _run_traced(fn: Any, args: Any, kwargs: Any, traced: tuple[str, Any]) -> bytes:
+    """``_run_one`` for a call that carries the caller's trace context.
+
+    The call runs inside its worker-side span; the reply carries the spans
+    finished here as a fourth item (see ``ambidex.runtime._spans``).
+    """
+    try:
+        from ambidex import _otel
+        from ambidex.runtime import _spans
+    except ImportError:  # no OpenTelemetry here: run it untraced; the reply ships no spans
+        return _run_traced_without_spans(fn, args, kwargs)
+    name, carrier = traced
+    failed: BaseException | None = None
+    result: Any = None
+    with _spans.worker_call(name, carrier) as current:
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            failed = exc
+            _otel.fail(current, exc)
+    shipped = _spans.take_finished()
+    if failed is not None:
+        return _encode_error(failed, shipped)
+    try:
+        return bytes(cloudpickle.dumps(("ok", result, None, shipped)))
+    except Exception as exc:
+        from ambidex.exceptions import SerializationError
+
+        err = SerializationError(
+            f"the result ({type(result).__qualname__}) could not be pickled back: {exc!r}"
+        )
+        return _encode_error(err, shipped)
+
+
+def _run_traced_without_spans(fn: Any, args: Any, kwargs: Any) -> bytes:
     try:
         result = fn(*args, **kwargs)
     except BaseException as exc:

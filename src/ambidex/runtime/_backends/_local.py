@@ -26,6 +26,7 @@ from typing import Any
 
 import cloudpickle
 
+from ambidex import _observe
 from ambidex._log import get_logger
 from ambidex.exceptions import (
     AmbidexError,
@@ -131,6 +132,9 @@ class Backend:
         env = dict(os.environ)
         # "" on sys.path means the current directory (python -c, the REPL).
         env["AMBIDEX_WORKER_SYS_PATH"] = json.dumps([p or os.getcwd() for p in sys.path])
+        # Set before the worker imports ambidex: it never turns tracing on from
+        # AMBIDEX_OTEL (its spans travel back to this process with each reply).
+        env["AMBIDEX_IN_WORKER"] = "1"
         try:
             # Popen blocks the loop for the fork/exec only (about a millisecond);
             # the interpreter starts up while the loop goes on.
@@ -189,10 +193,15 @@ class Backend:
         if self._closed:
             raise RuntimeError("the cpu process pool is closed")
         queued_at = time.perf_counter() if self._slots.locked() else 0.0  # every worker busy
+        submitted = time.perf_counter() if _observe.on else 0.0
         async with self._slots:
             if queued_at:
                 self.queue_waits.observe(time.perf_counter() - queued_at)
             worker = self._idle.pop() if self._idle else await self._spawn()
+            if submitted:
+                from ambidex.runtime._spans import note_handed
+
+                note_handed(time.perf_counter() - submitted, worker.pid)
             self._busy += 1
             try:
                 data = await self._exchange(worker, payload, label, timeout_s)
@@ -226,6 +235,10 @@ class Backend:
         except TimeoutError:
             self._killed += 1
             self._discard(worker)
+            if _observe.on:
+                from ambidex.runtime._spans import note_killed
+
+                note_killed(True)
             log.info("cpu worker pid %d killed: %s ran past %s s", worker.pid, label, timeout_s)
             raise TaskTimeoutError(
                 label, timeout_s or 0.0, f"worker pid {worker.pid} killed"
@@ -283,9 +296,15 @@ class Backend:
 def decode_reply(data: bytes, label: str) -> Any:
     """The result a worker sent back, or its error raised here with the remote traceback."""
     try:
-        status, value, remote_tb = cloudpickle.loads(data)
+        reply = cloudpickle.loads(data)
     except Exception as exc:
         raise SerializationError(f"the result of {label} could not be unpickled: {exc!r}") from exc
+    if len(reply) == 4:  # a traced call: the spans it finished in the worker come too
+        from ambidex.runtime._spans import adopt
+
+        adopt(reply[3])
+        reply = reply[:3]
+    status, value, remote_tb = reply
     if status == "ok":
         return value
     if isinstance(value, BaseException):

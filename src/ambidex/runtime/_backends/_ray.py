@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from ambidex import _observe
 from ambidex._text import describe_exception
 from ambidex.exceptions import TaskTimeoutError, WorkerCrashedError
 from ambidex.runtime._backends._abc import BackendFeatures, CpuStatistics, Shared
@@ -293,6 +294,10 @@ class Backend:
                     data = await done
         except TimeoutError:
             killed = await self._stop(ray, ref)
+            if _observe.on:
+                from ambidex.runtime._spans import note_killed
+
+                note_killed(killed)
             detail = "its Ray worker was killed" if killed else "it was cancelled before it started"
             raise TaskTimeoutError(label, timeout_s or 0.0, detail) from None
         except asyncio.CancelledError:
