@@ -248,7 +248,10 @@ async def test_each_attempt_is_a_consumer_span_in_its_submits_trace(
     assert good.attributes["ambidex.job.attempt"] == 1
     assert good.attributes["ambidex.job.outcome"] == "succeeded"
     assert good.status.status_code is StatusCode.UNSET
-    assert parent_of(one(finished, "user step"), finished) is good, shown
+    call = parent_of(one(finished, "user step"), finished)  # the workload's own @ax.io span
+    assert call is not None, shown
+    assert call.name == "ambidex.io step", shown
+    assert parent_of(call, finished) is good, shown
     # a failure that is retried: an ERROR attempt with a retry event, then the one that worked
     first, second = sorted(
         (s for s in job_spans if s.name == "ambidex.job flaky"),

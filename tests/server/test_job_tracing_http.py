@@ -226,12 +226,13 @@ def test_one_trace_from_an_http_submit_to_a_job_run_by_an_ambidex_worker(
     root = one(spans.get_finished_spans(), "test root")
     trace_id = f"{root.context.trace_id:032x}"
 
-    # user step (worker) -> ambidex.job (worker) -> ... -> POST /v1/jobs (server, SERVER)
+    # user step (worker) -> ambidex.io (the workload's call, worker) -> ambidex.job (worker)
+    # -> POST /v1/jobs (server, SERVER)
     # -> ambidex.client POST /v1/jobs (client, CLIENT) -> test root: one trace
     [user] = receiver.named("user step")
     chain = _chain(user, everything)
     names = [s.name for s in chain]
-    assert names[:2] == ["user step", "ambidex.job traced_step"], names
+    assert names[:3] == ["user step", "ambidex.io traced_step", "ambidex.job traced_step"], names
     assert names[-2:] == ["ambidex.client POST /v1/jobs", "test root"], names
     assert "POST /v1/jobs" in names, names
     assert {s.trace_id for s in chain} == {trace_id}
@@ -245,7 +246,7 @@ def test_one_trace_from_an_http_submit_to_a_job_run_by_an_ambidex_worker(
     assert client.attributes["ambidex.job.workload"] == "traced_step"
     assert client.attributes["http.response.status_code"] == 202
 
-    job_span = chain[1]
+    job_span = chain[2]
     assert job_span.kind == "CONSUMER"
     assert job_span.service == "ambidex-worker"
     assert job_span.links == [job_span.parent_id]
