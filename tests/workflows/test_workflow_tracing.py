@@ -7,6 +7,7 @@ name (``test_workflow_tracing``) to find it.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from pathlib import Path
@@ -86,9 +87,9 @@ async def test_one_trace_from_the_run_to_each_nodes_llm_blocking_and_cpu_calls(
     assert nodes["crunch"].attributes["ambidex.kind"] == "cpu"
     chat = one(got, "chat mock-llm")
     assert parent_of(chat, got) is nodes["ask"], shown
-    # The call spans below are the runtime's (``ambidex.<kind> <function>``): they need
-    # the runtime's tracing (the otel-runtime branch), which carries the context into the
-    # I/O thread and the worker process.
+    # The runtime's call spans (``ambidex.<kind> <function>``), under the nodes: the
+    # context went into the I/O thread and, with the pickled call, into the worker
+    # process, whose span came back with the result.
     blocking = by_name(got, "ambidex.blocking *")
     assert len(blocking) == 1, shown
     assert "lookup" in blocking[0].name, shown
@@ -97,6 +98,9 @@ async def test_one_trace_from_the_run_to_each_nodes_llm_blocking_and_cpu_calls(
     assert len(cpu) >= 1, shown
     assert all("crunch" in s.name for s in cpu), shown
     assert all(is_ancestor(nodes["crunch"], s, got) for s in cpu), shown
+    (in_worker,) = by_name(got, "ambidex.cpu.run *")
+    assert parent_of(in_worker, got) in cpu, shown
+    assert in_worker.attributes["ambidex.worker.pid"] != os.getpid()
     assert {s.context.trace_id for s in got if s.name.startswith("ambidex.")} == {
         run.context.trace_id
     }
