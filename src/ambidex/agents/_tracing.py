@@ -4,7 +4,7 @@
 where its kind says inside a span ``invoke_agent <agent name>``
 (``gen_ai.operation.name`` = ``invoke_agent``, ``gen_ai.agent.name``), whose
 children are the runtime's span of that call and, below it, the LLM calls
-``run`` makes. Names and attributes: docs/observability-workloads.md.
+``run`` makes. Names and attributes: docs/observability.md.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ anything but their result, so the trace context is not carried into them. On
 a distributed cpu backend the evaluation is a cpu call, whose span the runtime
 makes below ``ambidex.evolve.evaluate``.
 
-Names and attributes: docs/observability-workloads.md.
+Names and attributes: docs/observability.md.
 """
 
 from __future__ import annotations

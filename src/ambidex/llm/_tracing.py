@@ -11,7 +11,7 @@ retries (an event each), and, for a stream, the time to the first piece of text
 
 Prompts and answers are never recorded: they may hold personal or secret data.
 
-Names and attributes: docs/observability-workloads.md.
+Names and attributes: docs/observability.md.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
   around the run's cpu call, so the runtime's ``ambidex.cpu run_one`` span (and
   whatever the worker records) is its child.
 
-Names and attributes: docs/observability-workloads.md.
+Names and attributes: docs/observability.md.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ None) wherever a node starts; everything that needs OpenTelemetry is here.
   runs (skipped, cancelled before it began, failed on its input or condition)
   gets a span without duration that says so.
 
-Names and attributes: docs/observability-workloads.md.
+Names and attributes: docs/observability.md.
 """
 
 from __future__ import annotations
