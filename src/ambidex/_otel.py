@@ -23,7 +23,13 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
-from ambidex._text import describe_exception
+from ambidex._text import (
+    describe_exception,
+    exception_message,
+    format_traceback,
+    plain_text,
+    shorten,
+)
 
 __all__ = [
     "SpanKind",
@@ -41,6 +47,9 @@ __all__ = [
 
 _DESCRIPTION_CHARS = 1000
 """A failed span's status text is cut to this (an error message may be megabytes)."""
+
+_EVENT_CHARS = 20_000
+"""An exception event's message and stack trace are cut to about this (head and tail)."""
 
 _tracer: trace.Tracer = trace.NoOpTracer()
 _provider: Any = None
@@ -183,8 +192,16 @@ def fail(current: Span, exc: BaseException, *, description: str | None = None) -
     if len(text) > _DESCRIPTION_CHARS:
         text = text[: _DESCRIPTION_CHARS - 1] + "…"
     current.set_status(Status(StatusCode.ERROR, text))
+    # The event's message and stack trace as text an exporter can encode (a lone
+    # surrogate fails UTF-8: the attribute is dropped) and of bounded size (one
+    # megabyte message would make every span of its batch wait on, or the batch
+    # be dropped for, a request over the collector's limit).
+    attributes = {
+        "exception.message": shorten(exception_message(exc), _EVENT_CHARS),
+        "exception.stacktrace": shorten(plain_text(format_traceback(exc)), _EVENT_CHARS),
+    }
     with contextlib.suppress(Exception):  # an exception whose str() raises
-        current.record_exception(exc)
+        current.record_exception(exc, attributes)
 
 
 # -- context across hops -------------------------------------------------------------
