@@ -114,7 +114,12 @@ def _provider_from_env() -> Any:
     ):
         attributes["service.name"] = "ambidex"
     resource = Resource.create(attributes).merge(OTELResourceDetector().detect())
-    built = TracerProvider(resource=resource)
+    # Shut down at exit by ambidex, within a bound (``_shutdown_at_exit``), not by
+    # the SDK: its exporter retries an unreachable collector for up to 10 s a batch.
+    built = TracerProvider(resource=resource, shutdown_on_exit=False)
+    import atexit
+
+    atexit.register(_shutdown_at_exit, built)
     names = os.environ.get("OTEL_TRACES_EXPORTER", "otlp")
     for name in (part.strip().lower() for part in names.split(",")):
         if name in ("", "none"):
@@ -129,6 +134,27 @@ def _provider_from_env() -> Any:
                 "'none'; for another exporter, set a TracerProvider before ax.instrument()"
             )
     return built
+
+
+_EXIT_FLUSH_S = 3.0
+"""How long a process waits at exit for its last spans to export (``OTEL_BSP_EXPORT_TIMEOUT``)."""
+
+
+def _shutdown_at_exit(built: Any) -> None:
+    """Export the last spans and shut ``built`` down, waiting no longer than a bound.
+
+    The export runs in a daemon thread: when the collector is down (its retries
+    back off for seconds) the process exits at the bound, and those spans are lost.
+    """
+    import threading
+
+    try:
+        wait_s = float(os.environ["OTEL_BSP_EXPORT_TIMEOUT"]) / 1000
+    except (KeyError, ValueError):
+        wait_s = _EXIT_FLUSH_S
+    done = threading.Thread(target=built.shutdown, name="ambidex-otel-exit", daemon=True)
+    done.start()
+    done.join(wait_s)
 
 
 def _otlp_exporter() -> Any:
