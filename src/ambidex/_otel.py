@@ -80,7 +80,9 @@ def setup(*, tracer_provider: Any = None, meter_provider: Any = None) -> None:
     _tracer = chosen.get_tracer("ambidex", __version__)
     if _old_factory is None:
         _old_factory = logging.getLogRecordFactory()
-        logging.setLogRecordFactory(_record_with_ids(_old_factory))
+        _ids.factory = _record_with_ids(_old_factory)
+        logging.setLogRecordFactory(_ids.factory)
+    _ids.on = True
     _offer_metrics(meter_provider)
 
 
@@ -88,9 +90,13 @@ def teardown() -> None:
     """Stop adding ids to log records; ambidex's spans go nowhere until ``setup`` again."""
     global _tracer, _old_factory
     _tracer = trace.NoOpTracer()
-    if _old_factory is not None:
+    _ids.on = False
+    # Put the factory of before back only if ours is still the one installed: a
+    # factory another library installed since wraps ours, which stays (adding
+    # empty ids while off) rather than that library's being thrown away.
+    if _old_factory is not None and logging.getLogRecordFactory() is _ids.factory:
         logging.setLogRecordFactory(_old_factory)
-        _old_factory = None
+        _old_factory = _ids.factory = None
 
 
 def _global_or_default_provider() -> Any:
@@ -274,12 +280,22 @@ def current_ids() -> tuple[str, str]:
     return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
 
 
+class _Ids:
+    """The log record factory ambidex installed, and whether it adds ids (tracing on)."""
+
+    factory: Any = None
+    on = False
+
+
+_ids = _Ids()
+
+
 def _record_with_ids(factory: Any) -> Any:
-    """A log record factory adding ``trace_id`` and ``span_id`` (empty outside a span)."""
+    """A log record factory adding ``trace_id`` and ``span_id`` (empty outside a span or off)."""
 
     def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record: logging.LogRecord = factory(*args, **kwargs)
-        record.trace_id, record.span_id = current_ids()
+        record.trace_id, record.span_id = current_ids() if _ids.on else ("", "")
         return record
 
     return make
