@@ -213,6 +213,8 @@ def fail(current: Span, exc: BaseException, *, description: str | None = None) -
     """Mark ``current`` failed by ``exc``: ERROR status, ``error.type``, an exception event."""
     if not current.is_recording():
         return
+    if description is not None:  # a caller's text: what an exporter can encode
+        description = plain_text(description)[:_DESCRIPTION_CHARS]
     import asyncio
 
     if isinstance(exc, asyncio.CancelledError):

@@ -54,3 +54,19 @@ def test_a_megabyte_error_message_makes_a_small_span(spans: object) -> None:
     one(finished, "ambidex.io fail_loudly")
     encoded = encode_spans(finished).SerializeToString()
     assert len(encoded) < 100_000, len(encoded)  # was 8 MB: message and stack trace whole
+
+
+def test_a_status_text_given_to_fail_exports(spans: object) -> None:
+    import asyncio
+
+    from ambidex import _otel
+
+    with _otel.span("ambidex.test given") as given:
+        _otel.fail(given, RuntimeError("x"), description="upstream said caf\udcc3\udca9")
+    with _otel.span("ambidex.test cancelled") as cancelled:
+        _otel.fail(cancelled, asyncio.CancelledError(), description="stopped: \udcff")
+    finished = spans.get_finished_spans()  # type: ignore[attr-defined]
+    assert one(finished, "ambidex.test given").status.description == (
+        "upstream said caf\\udcc3\\udca9"
+    )
+    encode_spans(finished).SerializeToString()  # raised UnicodeEncodeError
