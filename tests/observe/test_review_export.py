@@ -33,6 +33,11 @@ async def fail_loudly(size: int) -> None:
     raise ValueError("x" * size)
 
 
+@ax.io(retries=2, backoff_s=0.001)
+async def fail_loudly_thrice(size: int) -> None:
+    raise ValueError("x" * size)
+
+
 def test_an_error_naming_a_non_utf8_file_exports(spans: object) -> None:
     with pytest.raises(FileNotFoundError):
         open_odd_name()
@@ -70,3 +75,13 @@ def test_a_status_text_given_to_fail_exports(spans: object) -> None:
         "upstream said caf\\udcc3\\udca9"
     )
     encode_spans(finished).SerializeToString()  # raised UnicodeEncodeError
+
+
+def test_retries_of_a_megabyte_error_make_a_small_span(spans: object) -> None:
+    with pytest.raises(ValueError):
+        fail_loudly_thrice(2_000_000)
+    finished = spans.get_finished_spans()  # type: ignore[attr-defined]
+    failed = one(finished, "ambidex.io fail_loudly_thrice")
+    assert [e.name for e in failed.events].count("retry") == 2
+    encoded = encode_spans(finished).SerializeToString()
+    assert len(encoded) < 100_000, len(encoded)  # was 4 MB: the message whole in each retry
