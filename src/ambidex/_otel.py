@@ -53,7 +53,6 @@ _EVENT_CHARS = 20_000
 
 _tracer: trace.Tracer = trace.NoOpTracer()
 _provider: Any = None
-_old_factory: Any = None
 
 
 def tracer() -> trace.Tracer:
@@ -68,7 +67,7 @@ def provider() -> Any:
 
 def setup(*, tracer_provider: Any = None, meter_provider: Any = None) -> None:
     """Point ambidex's tracer at ``tracer_provider`` (default: the global one, built if unset)."""
-    global _tracer, _provider, _old_factory
+    global _tracer, _provider
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -78,9 +77,9 @@ def setup(*, tracer_provider: Any = None, meter_provider: Any = None) -> None:
     chosen = tracer_provider or _global_or_default_provider()
     _provider = chosen
     _tracer = chosen.get_tracer("ambidex", __version__)
-    if _old_factory is None:
-        _old_factory = logging.getLogRecordFactory()
-        _ids.factory = _record_with_ids(_old_factory)
+    current = logging.getLogRecordFactory()
+    if current is not _ids.factory:  # (a wrapper of ours left under another's adds ids too)
+        _ids.factory, _ids.wrapped = _record_with_ids(current), current
         logging.setLogRecordFactory(_ids.factory)
     _ids.on = True
     _offer_metrics(meter_provider)
@@ -88,15 +87,15 @@ def setup(*, tracer_provider: Any = None, meter_provider: Any = None) -> None:
 
 def teardown() -> None:
     """Stop adding ids to log records; ambidex's spans go nowhere until ``setup`` again."""
-    global _tracer, _old_factory
+    global _tracer
     _tracer = trace.NoOpTracer()
     _ids.on = False
     # Put the factory of before back only if ours is still the one installed: a
     # factory another library installed since wraps ours, which stays (adding
     # empty ids while off) rather than that library's being thrown away.
-    if _old_factory is not None and logging.getLogRecordFactory() is _ids.factory:
-        logging.setLogRecordFactory(_old_factory)
-        _old_factory = _ids.factory = None
+    if _ids.factory is not None and logging.getLogRecordFactory() is _ids.factory:
+        logging.setLogRecordFactory(_ids.wrapped)
+        _ids.factory = _ids.wrapped = None
 
 
 def _global_or_default_provider() -> Any:
@@ -286,6 +285,7 @@ class _Ids:
     """The log record factory ambidex installed, and whether it adds ids (tracing on)."""
 
     factory: Any = None
+    wrapped: Any = None  # the factory ``factory`` wraps
     on = False
 
 

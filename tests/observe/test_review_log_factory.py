@@ -21,6 +21,7 @@ pytest.importorskip("opentelemetry.sdk")
 
 @pytest.fixture
 def factory_kept() -> Iterator[None]:
+    """The factory of before the test (and its ``spans``: ask for this one first), put back."""
     before = logging.getLogRecordFactory()
     try:
         yield
@@ -43,7 +44,7 @@ def _record() -> logging.LogRecord:
     return logging.getLogRecordFactory()("x", logging.INFO, __file__, 1, "m", None, None)
 
 
-def test_a_factory_installed_while_on_survives_uninstrument(spans: Any, factory_kept: None) -> None:
+def test_a_factory_installed_while_on_survives_uninstrument(factory_kept: None, spans: Any) -> None:
     from ambidex import _otel
 
     _install_library_factory()
@@ -56,7 +57,7 @@ def test_a_factory_installed_while_on_survives_uninstrument(spans: Any, factory_
         after = _record()
     assert getattr(after, "library", None) == "mine"  # was: the library's factory removed
     assert getattr(after, "trace_id", "") == ""
-    _observe.instrument()  # again: ids again, through the same one wrapper
+    _observe.instrument()  # again: ids again
     with _otel.span("ambidex.test factory"):
         again = _record()
     assert again.library == "mine"  # type: ignore[attr-defined]
@@ -64,7 +65,7 @@ def test_a_factory_installed_while_on_survives_uninstrument(spans: Any, factory_
 
 
 def test_uninstrument_restores_the_factory_when_none_came_after(
-    spans: Any, factory_kept: None
+    factory_kept: None, spans: Any
 ) -> None:
     _observe.uninstrument()
     before = logging.getLogRecordFactory()
@@ -73,3 +74,15 @@ def test_uninstrument_restores_the_factory_when_none_came_after(
     _observe.uninstrument()
     assert logging.getLogRecordFactory() is before
     _observe.instrument()  # the fixture's teardown turns it off
+
+
+def test_instrument_after_the_factory_was_put_back_by_another_adds_ids(
+    factory_kept: None, spans: Any
+) -> None:
+    from ambidex import _otel
+
+    logging.setLogRecordFactory(logging.LogRecord)  # someone restores the stdlib's
+    _observe.uninstrument()
+    _observe.instrument()
+    with _otel.span("ambidex.test factory"):
+        assert _record().trace_id  # type: ignore[attr-defined]
