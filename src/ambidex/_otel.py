@@ -23,7 +23,13 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
-from ambidex._text import describe_exception
+from ambidex._text import (
+    describe_exception,
+    exception_message,
+    format_traceback,
+    plain_text,
+    shorten,
+)
 
 __all__ = [
     "SpanKind",
@@ -42,9 +48,11 @@ __all__ = [
 _DESCRIPTION_CHARS = 1000
 """A failed span's status text is cut to this (an error message may be megabytes)."""
 
+_EVENT_CHARS = 20_000
+"""An exception event's message and stack trace are cut to about this (head and tail)."""
+
 _tracer: trace.Tracer = trace.NoOpTracer()
 _provider: Any = None
-_old_factory: Any = None
 
 
 def tracer() -> trace.Tracer:
@@ -59,7 +67,7 @@ def provider() -> Any:
 
 def setup(*, tracer_provider: Any = None, meter_provider: Any = None) -> None:
     """Point ambidex's tracer at ``tracer_provider`` (default: the global one, built if unset)."""
-    global _tracer, _provider, _old_factory
+    global _tracer, _provider
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -69,19 +77,25 @@ def setup(*, tracer_provider: Any = None, meter_provider: Any = None) -> None:
     chosen = tracer_provider or _global_or_default_provider()
     _provider = chosen
     _tracer = chosen.get_tracer("ambidex", __version__)
-    if _old_factory is None:
-        _old_factory = logging.getLogRecordFactory()
-        logging.setLogRecordFactory(_record_with_ids(_old_factory))
+    current = logging.getLogRecordFactory()
+    if current is not _ids.factory:  # (a wrapper of ours left under another's adds ids too)
+        _ids.factory, _ids.wrapped = _record_with_ids(current), current
+        logging.setLogRecordFactory(_ids.factory)
+    _ids.on = True
     _offer_metrics(meter_provider)
 
 
 def teardown() -> None:
     """Stop adding ids to log records; ambidex's spans go nowhere until ``setup`` again."""
-    global _tracer, _old_factory
+    global _tracer
     _tracer = trace.NoOpTracer()
-    if _old_factory is not None:
-        logging.setLogRecordFactory(_old_factory)
-        _old_factory = None
+    _ids.on = False
+    # Put the factory of before back only if ours is still the one installed: a
+    # factory another library installed since wraps ours, which stays (adding
+    # empty ids while off) rather than that library's being thrown away.
+    if _ids.factory is not None and logging.getLogRecordFactory() is _ids.factory:
+        logging.setLogRecordFactory(_ids.wrapped)
+        _ids.factory = _ids.wrapped = None
 
 
 def _global_or_default_provider() -> Any:
@@ -105,7 +119,12 @@ def _provider_from_env() -> Any:
     ):
         attributes["service.name"] = "ambidex"
     resource = Resource.create(attributes).merge(OTELResourceDetector().detect())
-    built = TracerProvider(resource=resource)
+    # Shut down at exit by ambidex, within a bound (``_shutdown_at_exit``), not by
+    # the SDK: its exporter retries an unreachable collector for up to 10 s a batch.
+    built = TracerProvider(resource=resource, shutdown_on_exit=False)
+    import atexit
+
+    atexit.register(_shutdown_at_exit, built)
     names = os.environ.get("OTEL_TRACES_EXPORTER", "otlp")
     for name in (part.strip().lower() for part in names.split(",")):
         if name in ("", "none"):
@@ -120,6 +139,27 @@ def _provider_from_env() -> Any:
                 "'none'; for another exporter, set a TracerProvider before ax.instrument()"
             )
     return built
+
+
+_EXIT_FLUSH_S = 3.0
+"""How long a process waits at exit for its last spans to export (``OTEL_BSP_EXPORT_TIMEOUT``)."""
+
+
+def _shutdown_at_exit(built: Any) -> None:
+    """Export the last spans and shut ``built`` down, waiting no longer than a bound.
+
+    The export runs in a daemon thread: when the collector is down (its retries
+    back off for seconds) the process exits at the bound, and those spans are lost.
+    """
+    import threading
+
+    try:
+        wait_s = float(os.environ["OTEL_BSP_EXPORT_TIMEOUT"]) / 1000
+    except (KeyError, ValueError):
+        wait_s = _EXIT_FLUSH_S
+    done = threading.Thread(target=built.shutdown, name="ambidex-otel-exit", daemon=True)
+    done.start()
+    done.join(wait_s)
 
 
 def _otlp_exporter() -> Any:
@@ -172,6 +212,8 @@ def fail(current: Span, exc: BaseException, *, description: str | None = None) -
     """Mark ``current`` failed by ``exc``: ERROR status, ``error.type``, an exception event."""
     if not current.is_recording():
         return
+    if description is not None:  # a caller's text: what an exporter can encode
+        description = plain_text(description)[:_DESCRIPTION_CHARS]
     import asyncio
 
     if isinstance(exc, asyncio.CancelledError):
@@ -183,8 +225,16 @@ def fail(current: Span, exc: BaseException, *, description: str | None = None) -
     if len(text) > _DESCRIPTION_CHARS:
         text = text[: _DESCRIPTION_CHARS - 1] + "…"
     current.set_status(Status(StatusCode.ERROR, text))
+    # The event's message and stack trace as text an exporter can encode (a lone
+    # surrogate fails UTF-8: the attribute is dropped) and of bounded size (one
+    # megabyte message would make every span of its batch wait on, or the batch
+    # be dropped for, a request over the collector's limit).
+    attributes = {
+        "exception.message": shorten(exception_message(exc), _EVENT_CHARS),
+        "exception.stacktrace": shorten(plain_text(format_traceback(exc)), _EVENT_CHARS),
+    }
     with contextlib.suppress(Exception):  # an exception whose str() raises
-        current.record_exception(exc)
+        current.record_exception(exc, attributes)
 
 
 # -- context across hops -------------------------------------------------------------
@@ -231,12 +281,23 @@ def current_ids() -> tuple[str, str]:
     return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
 
 
+class _Ids:
+    """The log record factory ambidex installed, and whether it adds ids (tracing on)."""
+
+    factory: Any = None
+    wrapped: Any = None  # the factory ``factory`` wraps
+    on = False
+
+
+_ids = _Ids()
+
+
 def _record_with_ids(factory: Any) -> Any:
-    """A log record factory adding ``trace_id`` and ``span_id`` (empty outside a span)."""
+    """A log record factory adding ``trace_id`` and ``span_id`` (empty outside a span or off)."""
 
     def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record: logging.LogRecord = factory(*args, **kwargs)
-        record.trace_id, record.span_id = current_ids()
+        record.trace_id, record.span_id = current_ids() if _ids.on else ("", "")
         return record
 
     return make

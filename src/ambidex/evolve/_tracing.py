@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.trace import Status, StatusCode
 
 from ambidex import _otel
+from ambidex._text import plain_text
 
 if TYPE_CHECKING:
     from ambidex.evolve._coordinator import EvolveResult, _Evolution
@@ -97,7 +98,8 @@ async def traced_candidate(run: _Evolution, i: int, ctx: ProposalContext) -> Pro
             kind = failure_kind(program)
             span.set_attribute("ambidex.evolve.failure_kind", kind)
             span.set_attribute("error.type", kind)
-            span.set_status(Status(StatusCode.ERROR, (program.error or kind)[:500]))
+            # plain text: a lone surrogate (JSON from a server) fails the batch's encoding
+            span.set_status(Status(StatusCode.ERROR, plain_text(program.error or kind)[:500]))
         return program
 
 
@@ -119,5 +121,5 @@ async def traced_evaluate(run: _Evolution, code: str) -> EvalResult:
         span.set_attribute("ambidex.evolve.eval.elapsed_s", result.elapsed_s)
         if not result.ok:
             span.set_attribute("error.type", result.kind)
-            span.set_status(Status(StatusCode.ERROR, (result.error or result.kind)[:500]))
+            span.set_status(Status(StatusCode.ERROR, plain_text(result.error or result.kind)[:500]))
         return result

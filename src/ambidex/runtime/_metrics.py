@@ -197,8 +197,16 @@ Reading = tuple[float, dict[str, str]]
 
 
 def _otel_readings() -> dict[str, list[Reading]]:
-    """Every instrument's observations now, by instrument name, from one snapshot."""
-    rt = _runtime()
+    """Every instrument's observations now, by instrument name, from one snapshot.
+
+    None at all while no runtime is open: a collection runs on the meter provider's
+    thread, a last time at exit after the runtime closed, and must not start one.
+    """
+    from ambidex.runtime import _core
+
+    rt = _core._current
+    if rt is None or rt.closed:
+        return {}
     stats = rt.statistics()
     io, cpu = stats.io_threads, stats.cpu_workers
     out: dict[str, list[Reading]] = {
@@ -365,7 +373,7 @@ def register_otel_metrics(meter_provider: Any = None) -> None:
         # A snapshot per instrument (about 20 us): a collection runs every few seconds
         # at most, and readings shared between callbacks could outlive their collection.
         def callback(options: CallbackOptions) -> Iterable[Observation]:
-            return [Observation(value, attrs) for value, attrs in _otel_readings()[key]]
+            return [Observation(value, attrs) for value, attrs in _otel_readings().get(key, ())]
 
         return callback
 

@@ -37,7 +37,8 @@ __all__ = ["adopt", "note_handed", "note_killed", "take_finished", "worker_call"
 
 log = get_logger(__name__)
 
-#: Finished spans a worker keeps for one reply at most; further ones are dropped.
+#: Finished spans a worker keeps for one reply at most; further ones are dropped
+#: (counted in ``ambidex.spans_dropped`` on the call's span, which always ships).
 MAX_KEPT = 10_000
 
 Shipped = tuple[Any, ...]
@@ -52,13 +53,20 @@ class _Keep(SpanProcessor):
         #: True while a traced call runs: spans that end outside one (user code's,
         #: in a call the caller did not trace) belong to no trace of the caller's.
         self.active = False
+        #: The span id of the running call's own span, shipped whatever the count.
+        self.call_id = 0
+        self.dropped = 0  # spans past MAX_KEPT in the running call
 
     def on_start(self, span: Any, parent_context: otel_context.Context | None = None) -> None:
         return None
 
     def on_end(self, span: ReadableSpan) -> None:
-        if self.active and len(self.finished) < MAX_KEPT:
-            self.finished.append(span)
+        if not self.active:
+            return
+        if len(self.finished) < MAX_KEPT - 1 or span.context.span_id == self.call_id:
+            self.finished.append(span)  # one place left for the call's own span
+        else:
+            self.dropped += 1
 
     def shutdown(self) -> None:
         return None
@@ -96,6 +104,7 @@ def worker_call(name: str, carrier: dict[str, str] | None) -> Iterator[trace.Spa
     kept = _worker_provider()
     was_on = _observe.on
     _observe.on = kept.active = True
+    kept.dropped = 0
     try:
         with (
             _otel.attached(carrier),
@@ -110,7 +119,12 @@ def worker_call(name: str, carrier: dict[str, str] | None) -> Iterator[trace.Spa
                 set_status_on_exception=False,
             ) as current,
         ):
-            yield current
+            kept.call_id = current.get_span_context().span_id
+            try:
+                yield current
+            finally:
+                if kept.dropped:
+                    current.set_attribute("ambidex.spans_dropped", kept.dropped)
     finally:
         _observe.on = was_on
         kept.active = False

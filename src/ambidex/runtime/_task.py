@@ -27,7 +27,7 @@ from ambidex import _observe
 from ambidex._backoff import Backoff, retry_cannot_help
 from ambidex._clock import current_clock
 from ambidex._log import get_logger
-from ambidex._text import describe_exception
+from ambidex._text import describe_exception, shorten
 from ambidex.exceptions import SerializationError, TaskTimeoutError
 from ambidex.runtime._core import Runtime, current_runtime
 from ambidex.runtime._gather import run_bounded
@@ -383,7 +383,8 @@ class TaskFunction(Generic[P, R]):
                         {
                             "ambidex.attempt": attempt,
                             "error.type": type(exc).__qualname__,
-                            "exception.message": describe_exception(exc),
+                            # cut: a megabyte message, once per retry, on one span
+                            "exception.message": shorten(describe_exception(exc), 1000),
                             "ambidex.delay_s": delay_s,
                         },
                     )

@@ -29,6 +29,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from ambidex import _otel
+from ambidex._text import exception_message
 from ambidex.exceptions import TaskTimeoutError
 from ambidex.workflows._events import NodeStatus
 
@@ -165,7 +166,7 @@ def retry_event(attempt: int, exc: BaseException) -> None:
         {
             "ambidex.attempt": attempt,
             "error.type": type(exc).__qualname__,
-            "exception.message": str(exc)[:500],
+            "exception.message": exception_message(exc)[:500],  # str() may raise
         },
     )
 
