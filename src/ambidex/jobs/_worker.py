@@ -705,7 +705,10 @@ class JobWorker:
 
         def on_progress() -> None:  # on the loop
             changed.set()
-            if not reporters:
+            # A report that arrives after the attempt ended (from a thread of the job's,
+            # queued meanwhile) starts no reporter: the final flush writes it, and a
+            # reporter started then could be left pending when the loop closes.
+            if not reporters and not running.ended:
                 reporters.append(asyncio.create_task(self._report_progress(running, changed)))
 
         def notify() -> None:  # from any thread
