@@ -8,9 +8,10 @@ holds everything that needs the ``opentelemetry`` packages (the ``otel`` extra).
 
 Which process decides: the one that calls ``instrument()``. cpu worker processes
 and Ray tasks receive the caller's trace context with each call and record their
-spans only for calls that carry one (``ambidex._otel.worker_call``); a job
-worker (``ambidex worker``) turns tracing on from ``AMBIDEX_OTEL`` like any
-other process.
+spans only for calls that carry one, shipping them back with the reply
+(``ambidex.runtime._spans``); a job worker (``ambidex worker``) turns tracing on
+from ``AMBIDEX_OTEL`` like any other process. What each area records, and the
+names: docs/observability.md.
 """
 
 from __future__ import annotations
