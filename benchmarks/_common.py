@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import importlib.metadata
 import json
@@ -10,7 +11,7 @@ import platform
 import statistics
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +147,51 @@ def print_ratios(
         met = {True: "[green]met[/]", False: "[red]NOT met[/]", None: "-"}[r["met"]]
         table.add_row(r["ratio"], value_format(r["value"]), r["target"], met, r["note"])
     console.print(table)
+
+
+# -- tracing on: the "traced" rows of bridge.py and fanout.py ----------------------------
+
+_provider: Any = None
+
+
+def tracing_provider() -> Any:
+    """An SDK provider whose spans go to an exporter that drops them; None without the SDK.
+
+    What a traced row measures: ambidex's spans and the SDK's own work per span
+    (a ``SimpleSpanProcessor`` hands each to the exporter as it ends), without
+    encoding or a network.
+    """
+    global _provider
+    if _provider is None:
+        try:
+            from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.export import (
+                SimpleSpanProcessor,
+                SpanExporter,
+                SpanExportResult,
+            )
+        except ImportError:
+            return None
+
+        class Drop(SpanExporter):
+            def export(self, spans: Any) -> SpanExportResult:
+                return SpanExportResult.SUCCESS
+
+        _provider = TracerProvider()
+        _provider.add_span_processor(SimpleSpanProcessor(Drop()))
+    return _provider
+
+
+@contextlib.contextmanager
+def tracing(on: bool = True) -> Iterator[None]:
+    """Within the block, ambidex traces (``ax.instrument``) when ``on``."""
+    if not on:
+        yield
+        return
+    import ambidex as ax
+
+    ax.instrument(tracer_provider=tracing_provider())
+    try:
+        yield
+    finally:
+        ax.uninstrument()

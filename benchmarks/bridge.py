@@ -51,7 +51,16 @@ from rich.console import Console
 from rich.table import Table
 
 import ambidex as ax
-from _common import ambidex_loop_name, machine_info, print_ratios, summarize_ns, verdict, write_json
+from _common import (
+    ambidex_loop_name,
+    machine_info,
+    print_ratios,
+    summarize_ns,
+    tracing,
+    tracing_provider,
+    verdict,
+    write_json,
+)
 
 console = Console(width=int(os.environ.get("COLUMNS", "150")))
 
@@ -69,47 +78,6 @@ def echo_sync(x: int) -> int:
 
 echo_ax = ax.io(echo)
 echo_blocking_ax = ax.blocking(echo_sync)
-
-
-# -- tracing on ---------------------------------------------------------------------
-
-_provider: Any = None
-
-
-def tracing_provider() -> Any:
-    """An SDK provider whose spans go to an exporter that drops them; None without the SDK."""
-    global _provider
-    if _provider is None:
-        try:
-            from opentelemetry.sdk.trace import TracerProvider
-            from opentelemetry.sdk.trace.export import (
-                SimpleSpanProcessor,
-                SpanExporter,
-                SpanExportResult,
-            )
-        except ImportError:
-            return None
-
-        class Drop(SpanExporter):
-            def export(self, spans: Any) -> SpanExportResult:
-                return SpanExportResult.SUCCESS
-
-        _provider = TracerProvider()
-        _provider.add_span_processor(SimpleSpanProcessor(Drop()))
-    return _provider
-
-
-@contextlib.contextmanager
-def tracing(on: bool) -> Iterator[None]:
-    """Within the block, ambidex traces (``ax.instrument``) when ``on``."""
-    if not on:
-        yield
-        return
-    ax.instrument(tracer_provider=tracing_provider())
-    try:
-        yield
-    finally:
-        ax.uninstrument()
 
 
 def tracing_cost(report: dict[str, Any], untraced: str, traced: str) -> float | None:

@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
 import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
@@ -39,7 +38,15 @@ from rich.console import Console
 from rich.table import Table
 
 import ambidex as ax
-from _common import ambidex_loop_name, machine_info, print_ratios, verdict, write_json
+from _common import (
+    ambidex_loop_name,
+    machine_info,
+    print_ratios,
+    tracing,
+    tracing_provider,
+    verdict,
+    write_json,
+)
 
 console = Console(width=int(os.environ.get("COLUMNS", "150")))
 
@@ -77,43 +84,6 @@ def spin_timed(n: int) -> tuple[int, float]:
 nap_ax = ax.io(nap)
 block_ax = ax.blocking(block)
 spin_timed_ax = ax.cpu(spin_timed)
-
-
-# -- tracing on (the "traced" rows) -----------------------------------------------------
-
-_provider: Any = None
-
-
-def tracing_provider() -> Any:
-    """An SDK provider whose spans go to an exporter that drops them; None without the SDK."""
-    global _provider
-    if _provider is None:
-        try:
-            from opentelemetry.sdk.trace import TracerProvider
-            from opentelemetry.sdk.trace.export import (
-                SimpleSpanProcessor,
-                SpanExporter,
-                SpanExportResult,
-            )
-        except ImportError:
-            return None
-
-        class Drop(SpanExporter):
-            def export(self, spans: Any) -> SpanExportResult:
-                return SpanExportResult.SUCCESS
-
-        _provider = TracerProvider()
-        _provider.add_span_processor(SimpleSpanProcessor(Drop()))
-    return _provider
-
-
-@contextlib.contextmanager
-def tracing() -> Iterator[None]:
-    ax.instrument(tracer_provider=tracing_provider())
-    try:
-        yield
-    finally:
-        ax.uninstrument()
 
 
 def traced(method: Callable[[], Any]) -> Callable[[], Any]:
