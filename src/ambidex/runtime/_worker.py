@@ -105,19 +105,28 @@ def _run_one(data: bytes) -> bytes:
         return _encode_error(err)
     if traced:
         return _run_traced(fn, args, kwargs, context)
+    return _run_plain(fn, args, kwargs)
+
+
+def _run_plain(fn: Any, args: Any, kwargs: Any) -> bytes:
     try:
         result = fn(*args, **kwargs)
     except BaseException as exc:
         return _encode_error(exc)
+    return _encode_result(result)
+
+
+def _encode_result(result: Any, *shipped: Any) -> bytes:
+    # ``shipped``: as for ``_encode_error``.
     try:
-        return bytes(cloudpickle.dumps(("ok", result, None)))
+        return bytes(cloudpickle.dumps(("ok", result, None, *shipped)))
     except Exception as exc:
         from ambidex.exceptions import SerializationError
 
         err = SerializationError(
             f"the result ({type(result).__qualname__}) could not be pickled back: {exc!r}"
         )
-        return _encode_error(err)
+        return _encode_error(err, *shipped)
 
 
 def _run_traced(fn: Any, args: Any, kwargs: Any, traced: tuple[str, Any]) -> bytes:
@@ -130,7 +139,7 @@ def _run_traced(fn: Any, args: Any, kwargs: Any, traced: tuple[str, Any]) -> byt
         from ambidex import _otel
         from ambidex.runtime import _spans
     except ImportError:  # no OpenTelemetry here: run it untraced; the reply ships no spans
-        return _run_traced_without_spans(fn, args, kwargs)
+        return _run_plain(fn, args, kwargs)
     name, carrier = traced
     failed: BaseException | None = None
     result: Any = None
@@ -143,31 +152,7 @@ def _run_traced(fn: Any, args: Any, kwargs: Any, traced: tuple[str, Any]) -> byt
     shipped = _spans.take_finished()
     if failed is not None:
         return _encode_error(failed, shipped)
-    try:
-        return bytes(cloudpickle.dumps(("ok", result, None, shipped)))
-    except Exception as exc:
-        from ambidex.exceptions import SerializationError
-
-        err = SerializationError(
-            f"the result ({type(result).__qualname__}) could not be pickled back: {exc!r}"
-        )
-        return _encode_error(err, shipped)
-
-
-def _run_traced_without_spans(fn: Any, args: Any, kwargs: Any) -> bytes:
-    try:
-        result = fn(*args, **kwargs)
-    except BaseException as exc:
-        return _encode_error(exc)
-    try:
-        return bytes(cloudpickle.dumps(("ok", result, None)))
-    except Exception as exc:
-        from ambidex.exceptions import SerializationError
-
-        err = SerializationError(
-            f"the result ({type(result).__qualname__}) could not be pickled back: {exc!r}"
-        )
-        return _encode_error(err)
+    return _encode_result(result, shipped)
 
 
 def main(fd: int) -> None:
