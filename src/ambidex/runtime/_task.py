@@ -291,10 +291,22 @@ class TaskFunction(Generic[P, R]):
             detail = "its thread cannot be killed and was abandoned"
         if timeout_s is None:
             return await aw  # type: ignore[no-any-return, misc]
+        return await self._within(aw, timeout_s, detail, args, kwargs)
+
+    async def _within(
+        self,
+        aw: Any,  # the coroutine, or the thread's future: ``Awaitable[R]``
+        timeout_s: float,
+        detail: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> R:
+        """``await aw`` for at most ``timeout_s``, then ``TaskTimeoutError`` naming ``detail``."""
         cm = asyncio.timeout(timeout_s)
         try:
             async with cm:
-                return await aw  # type: ignore[no-any-return, misc]
+                result: R = await aw
+                return result
         except TimeoutError:
             if cm.expired():
                 label = _describe_call(self._name, args, kwargs)
@@ -417,15 +429,7 @@ class TaskFunction(Generic[P, R]):
             detail = "its thread cannot be killed and was abandoned"
         if timeout_s is None:
             return await aw  # type: ignore[no-any-return, misc]
-        cm = asyncio.timeout(timeout_s)
-        try:
-            async with cm:
-                return await aw  # type: ignore[no-any-return, misc]
-        except TimeoutError:
-            if cm.expired():
-                label = _describe_call(self._name, args, kwargs)
-                raise TaskTimeoutError(label, timeout_s, detail) from None
-            raise
+        return await self._within(aw, timeout_s, detail, args, kwargs)
 
     def _function_ref(self) -> FunctionRef | _PickledOnce | Callable[..., Any]:
         # A decorated module-level function is sent by name (its module is
